@@ -1,0 +1,44 @@
+# psyserve front door: `make install serve` then `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+PORT ?= 50051
+DB ?= psyserve.db
+HOST ?= 127.0.0.1
+
+.PHONY: install serve test test-fast lint typecheck protos protos-check bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml clients/python/pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e clients/python -e '.[dev]'
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(VENV)/bin/psyserve serve --host $(HOST) --port $(PORT) --db $(DB)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+protos: $(STAMP)
+	$(PY) scripts/gen_protos.py
+
+protos-check: protos
+	git diff --exit-code -- clients/python/psyserve_client/_proto || (echo "generated code is stale: run 'make protos' and commit" && exit 1)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check server clients/python tests benchmarks scripts
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(PY) benchmarks/rpc.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,246 @@
+"""psyserve clients: `Client` (blocking) and `AsyncClient` (asyncio), with aepsych_client's method names.
+
+Both share psyserve_client._common.Protocol for requests and replies; this file only makes calls.
+Generated method wrappers are listed explicitly so that type checkers see every signature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+import grpc
+
+from ._common import (
+    AskResult,
+    Call,
+    ConfigureResult,
+    FinishResult,
+    InfoResult,
+    Parameter,
+    Protocol,
+    QueryResult,
+    StrategySummary,
+    TellResult,
+    Trial,
+    Value,
+    translate_error,
+)
+from ._proto.psyserve.v1 import service_pb2_grpc
+
+T = TypeVar("T")
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+
+def _channel_args(max_message_bytes: int) -> list[tuple[str, int]]:
+    return [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes)]
+
+
+def _credentials(token: str | None, root_certificates: bytes | None, tls: bool) -> grpc.ChannelCredentials | None:
+    if not tls and root_certificates is None:
+        return None
+    return grpc.ssl_channel_credentials(root_certificates=root_certificates)
+
+
+class _Base:
+    def __init__(self, address: str, timeout: float | None, token: str | None) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+        self._protocol = Protocol()
+
+    @property
+    def configs(self) -> list[int]:
+        """Ids of the strategies this client configured, in order."""
+        return self._protocol.configs
+
+    @property
+    def config_names(self) -> dict[str, int]:
+        return self._protocol.config_names
+
+    @property
+    def strategy_id(self) -> int | None:
+        """The current strategy (set by configure and resume)."""
+        return self._protocol.strategy_id
+
+
+class Client(_Base):
+    """Blocking client. `Client("127.0.0.1:50051")`; use as a context manager or call close()."""
+
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        timeout: float | None = 60.0,
+        token: str | None = None,
+        root_certificates: bytes | None = None,
+        tls: bool = False,
+        max_message_bytes: int = 4 * 1024 * 1024,
+    ) -> None:
+        super().__init__(address, timeout, token)
+        creds = _credentials(token, root_certificates, tls)
+        opts = _channel_args(max_message_bytes)
+        self._channel = grpc.secure_channel(address, creds, opts) if creds else grpc.insecure_channel(address, opts)
+        self._stub = service_pb2_grpc.ExperimentServiceStub(self._channel)
+
+    def _run(self, call: Call[T], timeout: float | None = None) -> T:
+        try:
+            reply = getattr(self._stub, call.method)(call.request, timeout=timeout or self.timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise translate_error(exc) from None
+        return call.parse(reply)
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        grpc.channel_ready_future(self._channel).result(timeout=timeout)
+
+    def finalize(self) -> None:
+        """End this client's session (aepsych_client's name): closes the channel; the server keeps running."""
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def configure(self, config_path: str | None = None, config_str: str | None = None, config_name: str | None = None, metadata: Mapping[str, str] | None = None, request_id: str = "") -> ConfigureResult:
+        """Create a strategy from an INI config (path or string); it becomes the current strategy."""
+        return self._run(self._protocol.configure(config_path, config_str, config_name, metadata, request_id))
+
+    def resume(self, config_id: int | None = None, config_name: str | None = None) -> StrategySummary:
+        """Make a strategy (by id or name) the current one."""
+        return self._run(self._protocol.resume(config_id, config_name))
+
+    def ask(self, num_points: int = 1, fixed_pars: Mapping[str, Value] | None = None, strategy_id: int | None = None, request_id: str = "", ttl_seconds: float = 0.0) -> AskResult:
+        """The next trial(s) to run, each with a trial id."""
+        return self._run(self._protocol.ask(num_points, fixed_pars, strategy_id, request_id, ttl_seconds))
+
+    def tell(self, config: Mapping[str, Any] | None = None, outcome: Any = None, model_data: bool = True, trial_id: int | None = None, strategy_id: int | None = None, sem: float | None = None, request_id: str = "", **metadata: Any) -> TellResult:
+        """Record an outcome for a trial id, or for an explicit stimulus (config=)."""
+        return self._run(self._protocol.tell(config, outcome, model_data, trial_id, strategy_id, sem, request_id, **metadata))
+
+    def query(self, query_type: str = "max", probability_space: bool = False, x: Mapping[str, Any] | Sequence[Mapping[str, Value]] | None = None, y: float | None = None, constraints: Mapping[str | int, Value] | None = None, strategy_id: int | None = None, parameter_names: Sequence[str] | None = None) -> QueryResult:
+        """Ask the model: max, min, prediction or inverse."""
+        return self._run(self._protocol.query(query_type, probability_space, x, y, constraints, strategy_id, parameter_names))
+
+    def info(self, strategy_id: int | None = None) -> InfoResult:
+        """AEPsych-style summary of the strategy."""
+        return self._run(self._protocol.info(strategy_id))
+
+    def parameters(self, strategy_id: int | None = None) -> dict[str, Parameter]:
+        """The strategy's parameters by name."""
+        return self._run(self._protocol.parameters(strategy_id))
+
+    def get_config(self, section: str | None = None, property: str | None = None, strategy_id: int | None = None) -> dict[str, dict[str, str]]:
+        """The config, whole or one section/property."""
+        return self._run(self._protocol.get_config(section, property, strategy_id))
+
+    def finish_strategy(self, strategy_id: int | None = None) -> FinishResult:
+        """End the strategy's current phase."""
+        return self._run(self._protocol.finish_strategy(strategy_id))
+
+    def list_strategies(self) -> list[StrategySummary]:
+        """Every strategy on the server."""
+        return self._run(self._protocol.list_strategies())
+
+    def list_trials(self, state: str | None = None, strategy_id: int | None = None) -> list[Trial]:
+        """The strategy's trials, optionally only those in one state."""
+        return self._run(self._protocol.list_trials(state, strategy_id))
+
+    def abandon_trial(self, trial_id: int, failed: bool = False, reason: str = "", strategy_id: int | None = None) -> Trial:
+        """Mark a pending trial abandoned (or failed)."""
+        return self._run(self._protocol.abandon_trial(trial_id, failed, reason, strategy_id))
+
+
+class AsyncClient(_Base):
+    """asyncio client with the same methods as Client, as coroutines. Use `async with`."""
+
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        timeout: float | None = 60.0,
+        token: str | None = None,
+        root_certificates: bytes | None = None,
+        tls: bool = False,
+        max_message_bytes: int = 4 * 1024 * 1024,
+    ) -> None:
+        super().__init__(address, timeout, token)
+        creds = _credentials(token, root_certificates, tls)
+        opts = _channel_args(max_message_bytes)
+        self._channel = grpc.aio.secure_channel(address, creds, opts) if creds else grpc.aio.insecure_channel(address, opts)
+        self._stub = service_pb2_grpc.ExperimentServiceStub(self._channel)
+
+    async def _run(self, call: Call[T], timeout: float | None = None) -> T:
+        try:
+            reply = await getattr(self._stub, call.method)(call.request, timeout=timeout or self.timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise translate_error(exc) from None
+        return call.parse(reply)
+
+    async def wait_ready(self, timeout: float = 10.0) -> None:
+        import asyncio
+
+        await asyncio.wait_for(self._channel.channel_ready(), timeout)
+
+    async def finalize(self) -> None:
+        """End this client's session: closes the channel; the server keeps running."""
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def configure(self, config_path: str | None = None, config_str: str | None = None, config_name: str | None = None, metadata: Mapping[str, str] | None = None, request_id: str = "") -> ConfigureResult:
+        """Create a strategy from an INI config (path or string); it becomes the current strategy."""
+        return await self._run(self._protocol.configure(config_path, config_str, config_name, metadata, request_id))
+
+    async def resume(self, config_id: int | None = None, config_name: str | None = None) -> StrategySummary:
+        """Make a strategy (by id or name) the current one."""
+        return await self._run(self._protocol.resume(config_id, config_name))
+
+    async def ask(self, num_points: int = 1, fixed_pars: Mapping[str, Value] | None = None, strategy_id: int | None = None, request_id: str = "", ttl_seconds: float = 0.0) -> AskResult:
+        """The next trial(s) to run, each with a trial id."""
+        return await self._run(self._protocol.ask(num_points, fixed_pars, strategy_id, request_id, ttl_seconds))
+
+    async def tell(self, config: Mapping[str, Any] | None = None, outcome: Any = None, model_data: bool = True, trial_id: int | None = None, strategy_id: int | None = None, sem: float | None = None, request_id: str = "", **metadata: Any) -> TellResult:
+        """Record an outcome for a trial id, or for an explicit stimulus (config=)."""
+        return await self._run(self._protocol.tell(config, outcome, model_data, trial_id, strategy_id, sem, request_id, **metadata))
+
+    async def query(self, query_type: str = "max", probability_space: bool = False, x: Mapping[str, Any] | Sequence[Mapping[str, Value]] | None = None, y: float | None = None, constraints: Mapping[str | int, Value] | None = None, strategy_id: int | None = None, parameter_names: Sequence[str] | None = None) -> QueryResult:
+        """Ask the model: max, min, prediction or inverse."""
+        return await self._run(self._protocol.query(query_type, probability_space, x, y, constraints, strategy_id, parameter_names))
+
+    async def info(self, strategy_id: int | None = None) -> InfoResult:
+        """AEPsych-style summary of the strategy."""
+        return await self._run(self._protocol.info(strategy_id))
+
+    async def parameters(self, strategy_id: int | None = None) -> dict[str, Parameter]:
+        """The strategy's parameters by name."""
+        return await self._run(self._protocol.parameters(strategy_id))
+
+    async def get_config(self, section: str | None = None, property: str | None = None, strategy_id: int | None = None) -> dict[str, dict[str, str]]:
+        """The config, whole or one section/property."""
+        return await self._run(self._protocol.get_config(section, property, strategy_id))
+
+    async def finish_strategy(self, strategy_id: int | None = None) -> FinishResult:
+        """End the strategy's current phase."""
+        return await self._run(self._protocol.finish_strategy(strategy_id))
+
+    async def list_strategies(self) -> list[StrategySummary]:
+        """Every strategy on the server."""
+        return await self._run(self._protocol.list_strategies())
+
+    async def list_trials(self, state: str | None = None, strategy_id: int | None = None) -> list[Trial]:
+        """The strategy's trials, optionally only those in one state."""
+        return await self._run(self._protocol.list_trials(state, strategy_id))
+
+    async def abandon_trial(self, trial_id: int, failed: bool = False, reason: str = "", strategy_id: int | None = None) -> Trial:
+        """Mark a pending trial abandoned (or failed)."""
+        return await self._run(self._protocol.abandon_trial(trial_id, failed, reason, strategy_id))

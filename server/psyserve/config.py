@@ -1,0 +1,475 @@
+"""AEPsych-style INI experiment configs -> a validated, immutable ExperimentSpec.
+
+Owns the config grammar, defaults and the unused-key warnings; knows nothing of strategies'
+runtime state, storage or transports.
+"""
+
+from __future__ import annotations
+
+import ast
+import configparser
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .params import ParameterSpace, ParameterSpec, ParamType, RawValue
+
+MAX_CONFIG_BYTES = 256 * 1024
+MAX_PARAMETERS = 64
+MAX_PHASES = 32
+MAX_MANUAL_POINTS = 100_000
+
+GENERATORS = frozenset({"SobolGenerator", "RandomGenerator", "ManualGenerator", "OptimizeAcqfGenerator"})
+# Model and acquisition names the compute side implements (kept here so that config validation
+# needs no torch import; tests check it matches psyserve.compute).
+MODELS = frozenset({"GPClassificationModel", "GPRegressionModel", "PairwiseProbitModel"})
+ACQFS = frozenset(
+    {
+        "MCLevelSetEstimation",
+        "EAVC",
+        "GlobalMI",
+        "BernoulliMCMutualInformation",
+        "MCPosteriorVariance",
+        "qLogNoisyExpectedImprovement",
+        "qNoisyExpectedImprovement",
+        "PairwiseMCPosteriorVariance",
+    }
+)
+OUTCOME_TYPES = ("binary", "continuous", "ordinal")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be honoured; `section` and `key` name the offending entry."""
+
+    def __init__(self, section: str, key: str | None, message: str) -> None:
+        where = f"[{section}] {key}" if key else f"[{section}]"
+        super().__init__(f"config {where}: {message}")
+        self.section = section
+        self.key = key
+
+    @property
+    def field(self) -> str:
+        return f"config_ini[{self.section}]" + (f".{self.key}" if self.key else "")
+
+
+@dataclass(frozen=True)
+class PhaseSpec:
+    """One strategy of the sequence (AEPsych's `strategy_names` entries)."""
+
+    name: str
+    generator: str
+    model: str | None = None
+    acqf: str | None = None
+    min_asks: int | None = None
+    max_asks: int | None = None
+    min_total_tells: int | None = None
+    min_total_outcome_occurrences: int = 0
+    refit_every: int = 1
+    seed: int = 0
+    run_indefinitely: bool = False
+    manual_points: tuple[tuple[Any, ...], ...] = ()
+    shuffle: bool = False
+    model_options: Mapping[str, float | int | str] = field(default_factory=dict)
+    generator_options: Mapping[str, float | int | str] = field(default_factory=dict)
+
+    @property
+    def is_model_based(self) -> bool:
+        return self.generator == "OptimizeAcqfGenerator"
+
+    @property
+    def has_stopping_rule(self) -> bool:
+        """Whether the phase can finish before max_asks (otherwise it runs to max_asks or a finish request)."""
+        return self.min_asks is not None or self.min_total_tells is not None
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    space: ParameterSpace
+    phases: tuple[PhaseSpec, ...]
+    stimuli_per_trial: int
+    outcome_types: tuple[str, ...]
+    outcome_names: tuple[str, ...]
+    metadata: Mapping[str, str]
+    sections: Mapping[str, Mapping[str, str]]
+    seed: int | None
+    warnings: tuple[str, ...]
+
+    @property
+    def binary_outcome(self) -> bool:
+        return self.outcome_types[0] == "binary"
+
+
+class _Reader:
+    """configparser access that records which keys were read, for unused-key warnings."""
+
+    def __init__(self, parser: configparser.ConfigParser) -> None:
+        self.parser = parser
+        self.used: set[tuple[str, str]] = set()
+
+    def has(self, section: str, key: str) -> bool:
+        return self.parser.has_section(section) and self.parser.has_option(section, key)
+
+    def raw(self, section: str, key: str, *fallback_sections: str) -> tuple[str, str] | None:
+        """Return (section found in, value) looking in section, then fallbacks, then [common]."""
+        for s in (section, *fallback_sections, "common"):
+            if self.has(s, key):
+                self.used.add((s, key))
+                return s, self.parser.get(s, key)
+        return None
+
+    def str(self, section: str, key: str, *fallback: str, default: str | None = None) -> str | None:
+        found = self.raw(section, key, *fallback)
+        return found[1].strip() if found else default
+
+    def int(self, section: str, key: str, *fallback: str, minimum: int = 0) -> int | None:
+        found = self.raw(section, key, *fallback)
+        if found is None:
+            return None
+        try:
+            number = float(found[1])
+        except ValueError:
+            raise ConfigError(found[0], key, f"expected an integer, got {found[1]!r}") from None
+        if not math.isfinite(number) or number != int(number):
+            raise ConfigError(found[0], key, f"expected an integer, got {found[1]!r}")
+        if number < minimum:
+            raise ConfigError(found[0], key, f"must be at least {minimum}, got {found[1]!r}")
+        return int(number)
+
+    def float(self, section: str, key: str, *fallback: str) -> float | None:
+        found = self.raw(section, key, *fallback)
+        if found is None:
+            return None
+        try:
+            number = float(found[1])
+        except ValueError:
+            raise ConfigError(found[0], key, f"expected a number, got {found[1]!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(found[0], key, f"expected a finite number, got {found[1]!r}")
+        return number
+
+    def bool(self, section: str, key: str, *fallback: str, default: bool = False) -> bool:
+        found = self.raw(section, key, *fallback)
+        if found is None:
+            return default
+        value = found[1].strip().lower()
+        if value in ("1", "true", "yes", "on"):
+            return True
+        if value in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(found[0], key, f"expected True or False, got {found[1]!r}")
+
+    def list(self, section: str, key: str, *fallback: str) -> list[str] | None:
+        found = self.raw(section, key, *fallback)
+        return None if found is None else parse_list(found[1])
+
+
+def parse_list(text: str) -> list[str]:
+    """`[a, b, c]` (brackets optional) -> ["a", "b", "c"]."""
+    text = text.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    return [item.strip().strip("'\"") for item in text.split(",") if item.strip()]
+
+
+def _number(section: str, key: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(section, key, f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise ConfigError(section, key, f"expected a finite number, got {text!r}")
+    return value
+
+
+def parse_config(text: str, default_seed: int | None = None) -> ExperimentSpec:
+    """Parse and validate an AEPsych INI config; raise ConfigError naming the section and key.
+
+    `default_seed` seeds the generators when the config sets no `seed` (the server draws one and
+    journals it, so that a replay reproduces the same asks).
+    """
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_CONFIG_BYTES:
+        raise ConfigError("common", None, f"config is larger than {MAX_CONFIG_BYTES} bytes")
+    parser = configparser.ConfigParser(default_section="\x00none", interpolation=None, strict=True)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    try:
+        parser.read_string(text)
+    except configparser.Error as exc:
+        message = str(exc).splitlines()[0]
+        raise ConfigError("common", None, f"malformed INI: {message}") from None
+    if not parser.has_section("common"):
+        raise ConfigError("common", None, "missing [common] section")
+    r = _Reader(parser)
+    warnings: list[str] = []
+
+    parnames = r.list("common", "parnames")
+    if not parnames:
+        raise ConfigError("common", "parnames", "missing or empty parameter list")
+    if len(parnames) > MAX_PARAMETERS:
+        raise ConfigError("common", "parnames", f"at most {MAX_PARAMETERS} parameters")
+    if len(set(parnames)) != len(parnames):
+        raise ConfigError("common", "parnames", "parameter names must be unique")
+    legacy_lb = r.list("common", "lb")
+    legacy_ub = r.list("common", "ub")
+    for key, values in (("lb", legacy_lb), ("ub", legacy_ub)):
+        if values is not None and len(values) != len(parnames):
+            raise ConfigError("common", key, f"has {len(values)} entries for {len(parnames)} parameters")
+
+    parameters = [_parse_parameter(r, name, i, legacy_lb, legacy_ub) for i, name in enumerate(parnames)]
+    space = ParameterSpace(tuple(parameters))
+    if space.dim == 0:
+        raise ConfigError("common", "parnames", "every parameter is fixed: nothing to choose")
+
+    stimuli_per_trial = r.int("common", "stimuli_per_trial", minimum=1) or 1
+    if stimuli_per_trial not in (1, 2):
+        raise ConfigError("common", "stimuli_per_trial", f"must be 1 or 2, got {stimuli_per_trial}")
+    outcome_types = tuple(t.lower() for t in (r.list("common", "outcome_types") or ["binary"]))
+    if not outcome_types:
+        outcome_types = ("binary",)
+    for t in outcome_types:
+        if t not in OUTCOME_TYPES:
+            raise ConfigError("common", "outcome_types", f"unknown outcome type {t!r} (known: {list(OUTCOME_TYPES)})")
+    outcome_names = tuple(r.list("common", "outcome_names") or [])
+    if outcome_names and len(outcome_names) != len(outcome_types):
+        raise ConfigError("common", "outcome_names", f"has {len(outcome_names)} names for {len(outcome_types)} outcome types")
+    if not outcome_names:
+        outcome_names = ("outcome",) if len(outcome_types) == 1 else tuple(f"outcome_{i}" for i in range(len(outcome_types)))
+    if len(set(outcome_names)) != len(outcome_names):
+        raise ConfigError("common", "outcome_names", "outcome names must be unique")
+
+    seed = r.int("common", "seed")
+    if seed is None:
+        seed = default_seed
+    strategy_names = r.list("common", "strategy_names")
+    if not strategy_names:
+        raise ConfigError("common", "strategy_names", "missing or empty strategy list")
+    if len(strategy_names) > MAX_PHASES:
+        raise ConfigError("common", "strategy_names", f"at most {MAX_PHASES} strategies")
+    phases = []
+    for index, name in enumerate(strategy_names):
+        if not parser.has_section(name):
+            raise ConfigError(name, None, f"strategy {name!r} is listed in [common] strategy_names but has no section")
+        phases.append(_parse_phase(r, name, index, space, stimuli_per_trial, outcome_types, seed))
+    if len(set(strategy_names)) != len(strategy_names):
+        raise ConfigError("common", "strategy_names", "strategy names must be unique")
+
+    metadata: dict[str, str] = {}
+    if parser.has_section("metadata"):
+        for key in parser.options("metadata"):
+            r.used.add(("metadata", key))
+            metadata[key] = parser.get("metadata", key)
+    r.used.add(("common", "target"))  # read by acquisition sections through the fallback
+
+    sections = {s: {k: parser.get(s, k) for k in parser.options(s)} for s in parser.sections()}
+    for section, values in sections.items():
+        for key in values:
+            if (section, key) not in r.used:
+                warnings.append(f"[{section}] {key} is not used by psyserve")
+    return ExperimentSpec(
+        space=space,
+        phases=tuple(phases),
+        stimuli_per_trial=stimuli_per_trial,
+        outcome_types=outcome_types,
+        outcome_names=outcome_names,
+        metadata=metadata,
+        sections=sections,
+        seed=seed,
+        warnings=tuple(warnings),
+    )
+
+
+def _parse_parameter(
+    r: _Reader, name: str, index: int, legacy_lb: list[str] | None, legacy_ub: list[str] | None
+) -> ParameterSpec:
+    section = name
+    type_text = (r.str(section, "par_type") if r.parser.has_section(section) and r.has(section, "par_type") else None) or "continuous"
+    try:
+        ptype = ParamType(type_text.lower())
+    except ValueError:
+        raise ConfigError(section, "par_type", f"unknown parameter type {type_text!r} (known: {[t.value for t in ParamType]})") from None
+    if ptype is ParamType.FIXED:
+        found = r.raw(section, "value") if r.has(section, "value") else None
+        if found is None:
+            raise ConfigError(section, "value", "a fixed parameter needs a value")
+        text = found[1].strip()
+        fixed: RawValue
+        try:
+            fixed = float(text)
+        except ValueError:
+            fixed = text.strip("'\"")
+        return ParameterSpec(name=name, type=ptype, value=fixed)
+    if ptype is ParamType.CATEGORICAL:
+        choices = r.list(section, "choices") if r.has(section, "choices") else None
+        if not choices:
+            raise ConfigError(section, "choices", "a categorical parameter needs a non-empty choices list")
+        if len(set(choices)) != len(choices):
+            raise ConfigError(section, "choices", "choices must be unique")
+        return ParameterSpec(name=name, type=ptype, choices=tuple(choices), lower=0, upper=len(choices) - 1)
+    if ptype is ParamType.BINARY:
+        return ParameterSpec(name=name, type=ptype, lower=0, upper=1)
+    lower_text = r.str(section, "lower_bound") if r.has(section, "lower_bound") else None
+    upper_text = r.str(section, "upper_bound") if r.has(section, "upper_bound") else None
+    lower_where, upper_where = (section, "lower_bound"), (section, "upper_bound")
+    if lower_text is None and legacy_lb is not None:
+        lower_text, lower_where = legacy_lb[index], ("common", "lb")
+    if upper_text is None and legacy_ub is not None:
+        upper_text, upper_where = legacy_ub[index], ("common", "ub")
+    if lower_text is None:
+        raise ConfigError(section, "lower_bound", f"parameter {name!r} has no lower bound")
+    if upper_text is None:
+        raise ConfigError(section, "upper_bound", f"parameter {name!r} has no upper bound")
+    lower = _number(*lower_where, lower_text)
+    upper = _number(*upper_where, upper_text)
+    if lower >= upper:
+        raise ConfigError(upper_where[0], upper_where[1], f"parameter {name!r}: lower bound {lower:g} must be below upper bound {upper:g}")
+    log_scale = r.bool(section, "log_scale") if r.has(section, "log_scale") else False
+    if log_scale and lower <= 0:
+        raise ConfigError(section, "log_scale", f"parameter {name!r}: log scale needs a positive lower bound, got {lower:g}")
+    if ptype is ParamType.INTEGER and math.floor(upper) < math.ceil(lower):
+        raise ConfigError(section, "upper_bound", f"parameter {name!r}: no integer lies in [{lower:g}, {upper:g}]")
+    return ParameterSpec(name=name, type=ptype, lower=lower, upper=upper, log_scale=log_scale)
+
+
+def _options(r: _Reader, class_section: str, keys: dict[str, type], phase: str) -> dict[str, float | int | str]:
+    """Read class options from [phase] then [ClassName] then [common]."""
+    out: dict[str, float | int | str] = {}
+    for key, kind in keys.items():
+        if kind is int:
+            value = r.int(phase, key, class_section, minimum=1)
+        elif kind is float:
+            value = r.float(phase, key, class_section)
+        else:
+            value = r.str(phase, key, class_section)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+_MODEL_OPTIONS: dict[str, type] = {"inducing_size": int, "max_fit_time": float}
+_GENERATOR_OPTIONS: dict[str, type] = {"restarts": int, "samps": int, "max_gen_time": float}
+_ACQF_OPTIONS: dict[str, type] = {"target": float, "beta": float, "objective": str}
+
+
+def _parse_phase(
+    r: _Reader,
+    name: str,
+    index: int,
+    space: ParameterSpace,
+    stimuli_per_trial: int,
+    outcome_types: tuple[str, ...],
+    experiment_seed: int | None,
+) -> PhaseSpec:
+    generator = r.str(name, "generator")
+    if generator is None:
+        raise ConfigError(name, "generator", "missing generator")
+    if generator not in GENERATORS:
+        raise ConfigError(name, "generator", f"unknown generator {generator!r} (known: {sorted(GENERATORS)})")
+    min_asks = r.int(name, "min_asks")
+    n_trials = r.int(name, "n_trials")
+    if min_asks is None and n_trials is not None:
+        min_asks = n_trials
+    max_asks = r.int(name, "max_asks")
+    if min_asks is not None and max_asks is not None and max_asks < min_asks:
+        raise ConfigError(name, "max_asks", f"max_asks ({max_asks}) is below min_asks ({min_asks})")
+    min_total_tells = r.int(name, "min_total_tells")
+    occurrences = r.int(name, "min_total_outcome_occurrences")
+    if occurrences is None:
+        occurrences = 1 if outcome_types[0] == "binary" else 0
+    refit_every = r.int(name, "refit_every", minimum=1) or 1
+    seed = r.int(name, "seed", generator)
+    if seed is None:
+        seed = (experiment_seed if experiment_seed is not None else 0) + index
+    run_indefinitely = r.bool(name, "run_indefinitely")
+
+    model = acqf = None
+    model_options: dict[str, float | int | str] = {}
+    generator_options: dict[str, float | int | str] = {}
+    points: list[tuple[Any, ...]] = []
+    shuffle = False
+    if generator == "OptimizeAcqfGenerator":
+        model = r.str(name, "model")
+        if model is None:
+            raise ConfigError(name, "model", "OptimizeAcqfGenerator needs a model")
+        if model not in MODELS:
+            raise ConfigError(name, "model", f"unknown model {model!r} (known: {sorted(MODELS)})")
+        acqf = r.str(name, "acqf", generator)
+        if acqf is None:
+            raise ConfigError(name, "acqf", "OptimizeAcqfGenerator needs an acqf")
+        if acqf not in ACQFS:
+            raise ConfigError(name, "acqf", f"unknown acquisition function {acqf!r} (known: {sorted(ACQFS)})")
+        if (model == "PairwiseProbitModel") != (stimuli_per_trial == 2):
+            raise ConfigError(name, "model", f"{model} does not fit stimuli_per_trial = {stimuli_per_trial}")
+        if model == "GPClassificationModel" and outcome_types[0] != "binary":
+            raise ConfigError(name, "model", f"GPClassificationModel needs binary outcomes, not {outcome_types[0]}")
+        if model == "GPRegressionModel" and outcome_types[0] == "binary":
+            raise ConfigError(name, "model", "GPRegressionModel needs continuous outcomes, not binary")
+        model_options = _options(r, model, _MODEL_OPTIONS, name)
+        generator_options = _options(r, generator, _GENERATOR_OPTIONS, name)
+        generator_options.update(_options(r, acqf, _ACQF_OPTIONS, name))
+        target = generator_options.get("target")
+        if target is not None and outcome_types[0] == "binary" and not 0 < float(target) < 1:
+            raise ConfigError(acqf, "target", f"target must lie in (0, 1) for binary outcomes, got {target}")
+    elif generator == "ManualGenerator":
+        text = r.str(name, "points", generator)
+        if text is None:
+            raise ConfigError(name, "points", "ManualGenerator needs a points list")
+        points = _parse_points(name, text, space, stimuli_per_trial)
+        shuffle = r.bool(name, "shuffle", generator)
+        max_asks = len(points) if max_asks is None else min(max_asks, len(points))
+        if min_asks is not None and min_asks > len(points):
+            raise ConfigError(name, "min_asks", f"min_asks ({min_asks}) exceeds the {len(points)} manual points")
+    return PhaseSpec(
+        name=name,
+        generator=generator,
+        model=model,
+        acqf=acqf,
+        min_asks=min_asks,
+        max_asks=max_asks,
+        min_total_tells=min_total_tells,
+        min_total_outcome_occurrences=occurrences,
+        refit_every=refit_every,
+        seed=seed,
+        run_indefinitely=run_indefinitely,
+        manual_points=tuple(points),
+        shuffle=shuffle,
+        model_options=model_options,
+        generator_options=generator_options,
+    )
+
+
+def _parse_points(section: str, text: str, space: ParameterSpace, stimuli_per_trial: int) -> list[tuple[Any, ...]]:
+    """Manual points: a list of points in parnames order (pairs of points for pairwise)."""
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        # allow bare words for categorical values: [[a, 1], [b, 2]]
+        try:
+            value = ast.literal_eval(_quote_words(text.strip()))
+        except (ValueError, SyntaxError):
+            raise ConfigError(section, "points", "expected a list of points like [[0.1, 0.2], [0.3, 0.4]]") from None
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(section, "points", "expected a non-empty list of points")
+    if len(value) > MAX_MANUAL_POINTS:
+        raise ConfigError(section, "points", f"at most {MAX_MANUAL_POINTS} points")
+    names = space.names
+    out = []
+    for i, point in enumerate(value):
+        stimuli = list(point) if stimuli_per_trial == 2 else [point]
+        if stimuli_per_trial == 2 and len(stimuli) != 2:
+            raise ConfigError(section, "points", f"point {i}: expected a pair of stimuli")
+        checked = []
+        for stim in stimuli:
+            if not isinstance(stim, (list, tuple)) or len(stim) != len(names):
+                raise ConfigError(section, "points", f"point {i}: expected {len(names)} values in the order {names}")
+            try:
+                checked.append(tuple(space.validate_stimulus(dict(zip(names, stim)), f"point {i}").values()))
+            except ValueError as exc:
+                raise ConfigError(section, "points", str(exc)) from None
+        out.append(tuple(checked))
+    return out
+
+
+def _quote_words(text: str) -> str:
+    import re
+
+    return re.sub(r"(?<![\w.'\"])([A-Za-z_][\w\-]*)(?![\w'\"])", lambda m: repr(m.group(1)) if m.group(1) not in ("True", "False") else m.group(1), text)

@@ -1,0 +1,175 @@
+"""The SQLite journal: an append-only log of strategy events, written by one task with group commit.
+
+Owns the schema, durability settings and the writer task; knows nothing of strategies' rules,
+models or transports. `append` returns only after the events are committed (WAL, synchronous=FULL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+EVENT_KINDS = ("configure", "ask", "tell", "finish_phase", "abandon")
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS events (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    strategy_id  INTEGER NOT NULL,
+    kind         TEXT    NOT NULL CHECK (kind IN ({", ".join(repr(k) for k in EVENT_KINDS)})),
+    trial_id     INTEGER,
+    created_at   REAL    NOT NULL,
+    payload      TEXT    NOT NULL CHECK (json_valid(payload))
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_one_configure ON events (strategy_id) WHERE kind = 'configure';
+CREATE UNIQUE INDEX IF NOT EXISTS events_one_per_trial ON events (strategy_id, trial_id, kind)
+    WHERE trial_id IS NOT NULL AND kind IN ('ask', 'tell', 'abandon');
+CREATE INDEX IF NOT EXISTS events_by_strategy ON events (strategy_id, seq);
+"""
+
+
+class JournalError(RuntimeError):
+    """The journal could not record an event (disk full, constraint violated, closed)."""
+
+
+@dataclass(frozen=True)
+class Event:
+    strategy_id: int
+    kind: str
+    payload: dict[str, Any]
+    trial_id: int | None = None
+    created_at: float = field(default_factory=time.time)
+    seq: int | None = None
+
+    def row(self) -> tuple[int, str, int | None, float, str]:
+        return (
+            self.strategy_id,
+            self.kind,
+            self.trial_id,
+            self.created_at,
+            json.dumps(self.payload, separators=(",", ":"), allow_nan=False),
+        )
+
+
+_INSERT = "INSERT INTO events (strategy_id, kind, trial_id, created_at, payload) VALUES (?, ?, ?, ?, ?)"
+
+
+class Journal:
+    """Append-only event log in one SQLite file. Use `await Journal.open(path)`."""
+
+    def __init__(self, path: str, db: aiosqlite.Connection) -> None:
+        self.path = path
+        self._db = db
+        self._queue: asyncio.Queue[tuple[list[Event], asyncio.Future[None]] | None] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self.commits = 0
+        self.events_written = 0
+
+    @classmethod
+    async def open(cls, path: str | Path) -> Journal:
+        path = str(path)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")
+            await db.execute("PRAGMA busy_timeout=5000")
+            async with db.execute("PRAGMA user_version") as cursor:
+                row = await cursor.fetchone()
+            version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise JournalError(f"{path}: journal schema version {version} is newer than this server ({SCHEMA_VERSION})")
+            await db.executescript(_SCHEMA)
+            await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            await db.close()
+            raise
+        journal = cls(path, db)
+        journal._writer = asyncio.create_task(journal._write_loop(), name="journal-writer")
+        return journal
+
+    async def load(self, strategy_id: int | None = None) -> list[Event]:
+        """All events (of one strategy, if given) in the order they were committed."""
+        query = "SELECT seq, strategy_id, kind, trial_id, created_at, payload FROM events"
+        args: tuple[Any, ...] = ()
+        if strategy_id is not None:
+            query += " WHERE strategy_id = ?"
+            args = (strategy_id,)
+        async with self._db.execute(query + " ORDER BY seq", args) as cursor:
+            rows = await cursor.fetchall()
+        return [
+            Event(strategy_id=r[1], kind=r[2], trial_id=r[3], created_at=r[4], payload=json.loads(r[5]), seq=r[0])
+            for r in rows
+        ]
+
+    async def append(self, events: Iterable[Event]) -> None:
+        """Write events atomically; return once they are durable. Raises JournalError."""
+        batch = list(events)
+        if not batch:
+            return
+        if self._writer is None or self._writer.done():
+            raise JournalError("journal is closed")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((batch, done))
+        # Shielded: a cancelled caller must not make the writer lose track of the commit.
+        await asyncio.shield(done)
+
+    async def _write_loop(self) -> None:
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            group = [item]
+            while not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    await self._commit(group)
+                    return
+                group.append(nxt)
+            await self._commit(group)
+
+    async def _commit(self, group: list[tuple[list[Event], asyncio.Future[None]]]) -> None:
+        """Commit a group in one transaction (one fsync); on failure, retry members one by one."""
+        try:
+            await self._write([e for events, _ in group for e in events])
+            for _, done in group:
+                if not done.done():
+                    done.set_result(None)
+            return
+        except (sqlite3.Error, ValueError) as exc:
+            if len(group) == 1:
+                _, done = group[0]
+                if not done.done():
+                    done.set_exception(JournalError(f"journal write failed: {exc}"))
+                return
+        for member in group:
+            await self._commit([member])
+
+    async def _write(self, events: list[Event]) -> None:
+        rows = [e.row() for e in events]
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            await self._db.executemany(_INSERT, rows)
+            await self._db.execute("COMMIT")
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+        self.commits += 1
+        self.events_written += len(rows)
+
+    async def close(self) -> None:
+        """Flush every queued event, then close the database."""
+        if self._writer is not None and not self._writer.done():
+            self._queue.put_nowait(None)
+            await self._writer
+        await self._db.close()

@@ -1,0 +1,605 @@
+"""ExperimentService: the one transport-free async API every transport calls.
+
+Owns strategies keyed by id, per-strategy locks, request validation, idempotency and the order
+"journal first, then state, then reply". Knows nothing of gRPC, JSON/TCP or SQL statements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from .config import ConfigError, ExperimentSpec, parse_config
+from .errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
+from .journal import Event, Journal
+from .params import ParameterValueError, RawValue, Stimulus
+from .strategy import ABANDONED, COMPLETED, FAILED, PENDING, OutcomeValue, Strategy, TrialRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_strategies: int = 10_000
+    max_points_per_ask: int = 1_000
+    max_metadata_entries: int = 64
+    max_metadata_bytes: int = 16 * 1024
+    max_name_length: int = 256
+
+
+@dataclass(frozen=True)
+class PhaseView:
+    index: int
+    name: str
+    generator: str
+    model: str
+    acqf: str
+    asks: int
+    finished: bool
+
+
+@dataclass(frozen=True)
+class StrategyView:
+    strategy_id: int
+    name: str
+    metadata: dict[str, str]
+    phases: list[PhaseView]
+    current_phase_index: int
+    is_finished: bool
+    trials_asked: int
+    trials_completed: int
+    trials_pending: int
+    model_data_points: int
+    created_at: float
+    spec: ExperimentSpec
+    can_fit: bool
+
+
+@dataclass(frozen=True)
+class ConfigureResult:
+    strategy: StrategyView
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class AskResult:
+    trials: list[TrialRecord]
+    is_finished: bool
+    phase_index: int
+    phase_name: str
+    precomputed: bool = False
+    fit_seconds: float = 0.0
+    generate_seconds: float = 0.0
+    wait_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class TellResult:
+    trial_id: int
+    trials_recorded: int
+    model_data_added: int
+    duplicate: bool
+    trials_completed: int
+    is_finished: bool
+
+
+@dataclass(frozen=True)
+class QueryPoint:
+    x: Stimulus
+    mean: float
+    variance: float
+    probability: float
+    lower: float
+    upper: float
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    query_type: str
+    probability_space: bool
+    points: list[QueryPoint]
+    fit_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class FinishResult:
+    finished_strategy: str
+    finished_strat_idx: int
+    is_finished: bool
+
+
+@dataclass
+class Generated:
+    """What a model engine hands back for an ask: n x k x d unit points plus timings."""
+
+    points: np.ndarray
+    precomputed: bool = False
+    fit_seconds: float = 0.0
+    generate_seconds: float = 0.0
+    wait_seconds: float = 0.0
+
+
+class ModelEngine(Protocol):
+    """Model-based generation and queries (psyserve.modeling); the service only calls this."""
+
+    async def generate(self, strategy: Strategy, phase_index: int, n: int, fixed: dict[int, float]) -> Generated: ...
+
+    async def query(
+        self,
+        strategy: Strategy,
+        query_type: str,
+        probability_space: bool,
+        x: np.ndarray | None,
+        y: float | None,
+        fixed: dict[int, float],
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], float]: ...
+
+    def data_changed(self, strategy: Strategy) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+QUERY_TYPES = ("max", "min", "prediction", "inverse")
+
+
+@dataclass
+class _Registry:
+    by_id: dict[int, Strategy] = field(default_factory=dict)
+    by_name: dict[str, int] = field(default_factory=dict)
+    configure_requests: dict[str, int] = field(default_factory=dict)
+    next_id: int = 1
+
+
+class ExperimentService:
+    """Strategies keyed by id; every state change is journaled before it is applied or answered."""
+
+    def __init__(self, journal: Journal, models: ModelEngine | None = None, limits: Limits | None = None) -> None:
+        self.journal = journal
+        self.models = models
+        self.limits = limits or Limits()
+        self._registry = _Registry()
+        self._configure_lock = asyncio.Lock()
+
+    @property
+    def db_name(self) -> str:
+        return os.path.basename(self.journal.path)
+
+    # ------------------------------------------------------------------ recovery
+    async def recover(self) -> int:
+        """Rebuild every strategy from the journal; return the number of events replayed."""
+        events = await self.journal.load()
+        for event in events:
+            if event.kind == "configure":
+                self._create_from_event(event)
+            else:
+                strategy = self._registry.by_id.get(event.strategy_id)
+                if strategy is None:
+                    log.error("journal event %s for unknown strategy %s skipped", event.seq, event.strategy_id)
+                    continue
+                strategy.apply(event)
+        return len(events)
+
+    def _create_from_event(self, event: Event) -> Strategy:
+        p = event.payload
+        spec = parse_config(p["config_ini"], default_seed=p["seed"])
+        strategy = Strategy(
+            strategy_id=event.strategy_id,
+            name=p.get("name") or "",
+            spec=spec,
+            config_ini=p["config_ini"],
+            metadata=dict(p.get("metadata") or {}),
+            created_at=event.created_at,
+            seed=p["seed"],
+        )
+        reg = self._registry
+        reg.by_id[strategy.strategy_id] = strategy
+        if strategy.name:
+            reg.by_name[strategy.name] = strategy.strategy_id
+        if p.get("request_id"):
+            reg.configure_requests[p["request_id"]] = strategy.strategy_id
+        reg.next_id = max(reg.next_id, strategy.strategy_id + 1)
+        return strategy
+
+    # ------------------------------------------------------------------ helpers
+    def get(self, strategy_id: int) -> Strategy:
+        strategy = self._registry.by_id.get(strategy_id)
+        if strategy is None:
+            raise NotFound(f"strategy_id {strategy_id} not found", "strategy_id")
+        return strategy
+
+    def _check_metadata(self, metadata: Mapping[str, Any], field_name: str) -> dict[str, Any]:
+        if len(metadata) > self.limits.max_metadata_entries:
+            raise InvalidArgument(f"{field_name}: at most {self.limits.max_metadata_entries} entries", field_name)
+        size = sum(len(str(k)) + len(str(v)) for k, v in metadata.items())
+        if size > self.limits.max_metadata_bytes:
+            raise InvalidArgument(f"{field_name}: at most {self.limits.max_metadata_bytes} bytes", field_name)
+        out: dict[str, Any] = {}
+        for key, value in metadata.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                value = str(value)
+            out[str(key)] = value
+        return out
+
+    def view(self, strategy: Strategy) -> StrategyView:
+        phases = [
+            PhaseView(
+                index=i,
+                name=ph.name,
+                generator=ph.generator,
+                model=ph.model or "",
+                acqf=ph.acqf or "",
+                asks=strategy.phase_asks[i],
+                finished=strategy.phase_finished(i),
+            )
+            for i, ph in enumerate(strategy.spec.phases)
+        ]
+        trials = strategy.trials.values()
+        return StrategyView(
+            strategy_id=strategy.strategy_id,
+            name=strategy.name,
+            metadata=dict(strategy.metadata),
+            phases=phases,
+            current_phase_index=strategy.phase_index,
+            is_finished=strategy.is_finished,
+            trials_asked=sum(1 for t in trials if t.asked),
+            trials_completed=strategy.completed,
+            trials_pending=sum(1 for t in trials if t.state == PENDING),
+            model_data_points=strategy.model_data_points,
+            created_at=strategy.created_at,
+            spec=strategy.spec,
+            can_fit=strategy.can_fit(),
+        )
+
+    # ------------------------------------------------------------------ Configure / Resume
+    async def configure(
+        self,
+        config_ini: str,
+        name: str = "",
+        metadata: Mapping[str, Any] | None = None,
+        request_id: str = "",
+    ) -> ConfigureResult:
+        if not config_ini.strip():
+            raise InvalidArgument("config_ini is empty", "config_ini")
+        if len(name) > self.limits.max_name_length:
+            raise InvalidArgument(f"name: at most {self.limits.max_name_length} characters", "name")
+        extra = self._check_metadata(metadata or {}, "metadata")
+        seed = random.SystemRandom().randrange(2**31)
+        try:
+            spec = parse_config(config_ini, default_seed=seed)
+        except ConfigError as exc:
+            raise InvalidArgument(str(exc), exc.field) from None
+        async with self._configure_lock:
+            reg = self._registry
+            if request_id and request_id in reg.configure_requests:
+                return ConfigureResult(self.view(reg.by_id[reg.configure_requests[request_id]]), list(spec.warnings))
+            if name and name in reg.by_name:
+                raise AlreadyExists(f"name {name!r} is already used by strategy {reg.by_name[name]}; use Resume", "name")
+            if len(reg.by_id) >= self.limits.max_strategies:
+                raise ResourceExhausted(f"this server holds its maximum of {self.limits.max_strategies} strategies", "config_ini")
+            merged = {**spec.metadata, **{k: str(v) for k, v in extra.items()}}
+            event = Event(
+                strategy_id=reg.next_id,
+                kind="configure",
+                payload={
+                    "name": name,
+                    "config_ini": config_ini,
+                    "metadata": merged,
+                    "seed": spec.seed if spec.seed is not None else seed,
+                    "request_id": request_id,
+                },
+            )
+            await self.journal.append([event])
+            strategy = self._create_from_event(event)
+        return ConfigureResult(self.view(strategy), list(spec.warnings))
+
+    def resume(self, strategy_id: int | None = None, name: str | None = None) -> StrategyView:
+        if name:
+            found = self._registry.by_name.get(name)
+            if found is None:
+                raise NotFound(f"no strategy named {name!r}", "name")
+            return self.view(self._registry.by_id[found])
+        if strategy_id is None:
+            raise InvalidArgument("give strategy_id or name", "strategy_id")
+        return self.view(self.get(strategy_id))
+
+    def list_strategies(self) -> list[StrategyView]:
+        return [self.view(s) for s in self._registry.by_id.values()]
+
+    # ------------------------------------------------------------------ Ask
+    async def ask(
+        self,
+        strategy_id: int,
+        num_points: int = 1,
+        fixed: Mapping[str, Any] | None = None,
+        request_id: str = "",
+        ttl_seconds: float = 0.0,
+    ) -> AskResult:
+        strategy = self.get(strategy_id)
+        if num_points == 0:
+            num_points = 1
+        if num_points < 0 or num_points > self.limits.max_points_per_ask:
+            raise InvalidArgument(f"num_points must be in 1..{self.limits.max_points_per_ask}, got {num_points}", "num_points")
+        if not math.isfinite(ttl_seconds) or ttl_seconds < 0:
+            raise InvalidArgument(f"ttl_seconds must be a non-negative number, got {ttl_seconds}", "ttl_seconds")
+        space = strategy.spec.space
+        try:
+            fixed_raw = space.validate_partial(fixed or {}, "fixed_parameters")
+        except ParameterValueError as exc:
+            raise InvalidArgument(str(exc), exc.field) from None
+        async with strategy.lock:
+            if request_id and request_id in strategy.ask_requests:
+                trials = [strategy.trials[i] for i in strategy.ask_requests[request_id]]
+                return AskResult(trials, strategy.is_finished, trials[0].phase_index, strategy.spec.phases[trials[0].phase_index].name)
+            phase_index = strategy.phase_for_next_ask()
+            phase = strategy.spec.phases[phase_index]
+            generated = Generated(points=np.empty(0))
+            if phase.generator == "ManualGenerator":
+                stimuli = strategy.manual_stimuli(phase_index, num_points)
+            else:
+                if phase.is_model_based:
+                    if self.models is None:
+                        raise FailedPrecondition("this server runs without a model engine", "strategy_id")
+                    generated = await self.models.generate(strategy, phase_index, num_points, space.fixed_unit(fixed_raw))
+                    unit = generated.points
+                else:
+                    unit = strategy.generate_unit(phase_index, num_points)
+                stimuli = [[space.from_unit(u) for u in trial] for trial in unit]
+            for trial_stimuli in stimuli:
+                for stimulus in trial_stimuli:
+                    stimulus.update(fixed_raw)
+            now = time.time()
+            events = []
+            for i, trial_stimuli in enumerate(stimuli):
+                payload: dict[str, Any] = {"phase_index": phase_index, "stimuli": trial_stimuli}
+                if request_id:
+                    payload["request_id"] = request_id
+                if ttl_seconds:
+                    payload["lease_expires_at"] = now + ttl_seconds
+                events.append(Event(strategy_id, "ask", payload, trial_id=strategy.next_trial_id + i, created_at=now))
+            await self.journal.append(events)
+            for event in events:
+                strategy.apply(event)
+            trials = [strategy.trials[e.trial_id] for e in events if e.trial_id is not None]
+            if self.models is not None and phase.is_model_based:
+                self.models.data_changed(strategy)
+            return AskResult(
+                trials=trials,
+                is_finished=strategy.is_finished,
+                phase_index=phase_index,
+                phase_name=phase.name,
+                precomputed=generated.precomputed,
+                fit_seconds=generated.fit_seconds,
+                generate_seconds=generated.generate_seconds,
+                wait_seconds=generated.wait_seconds,
+            )
+
+    # ------------------------------------------------------------------ Tell
+    def _check_outcomes(self, strategy: Strategy, outcomes: Sequence[OutcomeValue]) -> list[OutcomeValue]:
+        spec = strategy.spec
+        if not outcomes:
+            raise InvalidArgument("outcomes: at least one outcome is required", "outcomes")
+        if len(outcomes) != len(spec.outcome_names):
+            raise InvalidArgument(
+                f"outcomes: expected {len(spec.outcome_names)} outcome(s) {list(spec.outcome_names)}, got {len(outcomes)}",
+                "outcomes",
+            )
+        by_name: dict[str, OutcomeValue] = {}
+        for i, outcome in enumerate(outcomes):
+            name = outcome.name or (spec.outcome_names[i] if len(outcomes) == len(spec.outcome_names) else "")
+            if name not in spec.outcome_names:
+                raise InvalidArgument(f"outcomes[{i}].name: unknown outcome {outcome.name!r} (known: {list(spec.outcome_names)})", f"outcomes[{i}].name")
+            if name in by_name:
+                raise InvalidArgument(f"outcomes[{i}].name: outcome {name!r} given twice", f"outcomes[{i}].name")
+            value = outcome.value
+            if isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InvalidArgument(f"outcomes[{i}].value: outcome {name!r} must be a finite number, got {value!r}", f"outcomes[{i}].value")
+            kind = spec.outcome_types[spec.outcome_names.index(name)]
+            if kind == "binary" and value not in (0, 1):
+                raise InvalidArgument(f"outcomes[{i}].value: outcome {name!r} is binary: expected 0 or 1, got {value!r}", f"outcomes[{i}].value")
+            if kind == "ordinal" and (value < 0 or value != int(value)):
+                raise InvalidArgument(f"outcomes[{i}].value: outcome {name!r} is ordinal: expected a non-negative integer, got {value!r}", f"outcomes[{i}].value")
+            sem = outcome.sem
+            if sem is not None and (not math.isfinite(sem) or sem < 0):
+                raise InvalidArgument(f"outcomes[{i}].sem must be a finite non-negative number, got {sem!r}", f"outcomes[{i}].sem")
+            by_name[name] = OutcomeValue(name=name, value=float(value), sem=sem)
+        return [by_name[n] for n in spec.outcome_names]
+
+    async def tell(
+        self,
+        strategy_id: int,
+        outcomes: Sequence[OutcomeValue],
+        trial_id: int | None = None,
+        stimuli: Sequence[Mapping[str, Any]] | None = None,
+        model_data: bool = True,
+        metadata: Mapping[str, Any] | None = None,
+        request_id: str = "",
+    ) -> TellResult:
+        strategy = self.get(strategy_id)
+        spec = strategy.spec
+        checked = self._check_outcomes(strategy, outcomes)
+        extra = self._check_metadata(metadata or {}, "metadata")
+        if (trial_id is None) == (stimuli is None):
+            raise InvalidArgument("give exactly one of trial_id and stimuli", "trial_id")
+        validated: list[Stimulus] | None = None
+        if stimuli is not None:
+            if len(stimuli) != spec.stimuli_per_trial:
+                raise InvalidArgument(
+                    f"stimuli: expected {spec.stimuli_per_trial} stimulus/stimuli per trial, got {len(stimuli)}", "stimuli"
+                )
+            try:
+                validated = [spec.space.validate_stimulus(s, f"stimuli[{i}]") for i, s in enumerate(stimuli)]
+            except ParameterValueError as exc:
+                raise InvalidArgument(str(exc), exc.field) from None
+        async with strategy.lock:
+            existing_id = trial_id
+            if existing_id is None and request_id:
+                existing_id = strategy.tell_requests.get(request_id)
+            if existing_id is not None:
+                trial = strategy.trials.get(existing_id)
+                if trial is None:
+                    raise NotFound(f"trial_id {existing_id} not found in strategy {strategy_id}", "trial_id")
+                if trial.state == COMPLETED:
+                    return self._tell_result(strategy, trial.trial_id, duplicate=True, model_data=False)
+                if trial.state == FAILED:
+                    raise FailedPrecondition(f"trial_id {existing_id} was marked failed and cannot be told", "trial_id")
+            payload: dict[str, Any] = {
+                "outcomes": [o.to_json() for o in checked],
+                "model_data": bool(model_data),
+                "metadata": extra,
+            }
+            if request_id:
+                payload["request_id"] = request_id
+            if validated is not None and existing_id is None:
+                new_id = strategy.next_trial_id
+                payload["stimuli"] = validated
+                payload["phase_index"] = strategy.phase_index
+            else:
+                assert existing_id is not None
+                new_id = existing_id
+            event = Event(strategy_id, "tell", payload, trial_id=new_id)
+            await self.journal.append([event])
+            strategy.apply(event)
+            if self.models is not None:
+                self.models.data_changed(strategy)
+            return self._tell_result(strategy, new_id, duplicate=False, model_data=bool(model_data))
+
+    def _tell_result(self, strategy: Strategy, trial_id: int, duplicate: bool, model_data: bool) -> TellResult:
+        return TellResult(
+            trial_id=trial_id,
+            trials_recorded=0 if duplicate else 1,
+            model_data_added=1 if model_data and not duplicate else 0,
+            duplicate=duplicate,
+            trials_completed=strategy.completed,
+            is_finished=strategy.is_finished,
+        )
+
+    # ------------------------------------------------------------------ trial bookkeeping
+    async def abandon_trial(self, strategy_id: int, trial_id: int, failed: bool = False, reason: str = "") -> TrialRecord:
+        strategy = self.get(strategy_id)
+        async with strategy.lock:
+            trial = strategy.trials.get(trial_id)
+            if trial is None:
+                raise NotFound(f"trial_id {trial_id} not found in strategy {strategy_id}", "trial_id")
+            if trial.state != PENDING:
+                raise FailedPrecondition(f"trial_id {trial_id} is {trial.state}, not pending", "trial_id")
+            event = Event(strategy_id, "abandon", {"failed": failed, "reason": reason[:1000]}, trial_id=trial_id)
+            await self.journal.append([event])
+            strategy.apply(event)
+            return trial
+
+    def list_trials(self, strategy_id: int, state: str | None = None) -> list[TrialRecord]:
+        strategy = self.get(strategy_id)
+        if state is not None and state not in (PENDING, COMPLETED, FAILED, ABANDONED):
+            raise InvalidArgument(f"state: unknown trial state {state!r}", "state")
+        return [t for t in strategy.trials.values() if state is None or t.state == state]
+
+    async def finish_strategy(self, strategy_id: int) -> FinishResult:
+        strategy = self.get(strategy_id)
+        async with strategy.lock:
+            index = strategy.phase_index
+            event = Event(strategy_id, "finish_phase", {"phase_index": index})
+            await self.journal.append([event])
+            strategy.apply(event)
+            return FinishResult(strategy.spec.phases[index].name, index, strategy.is_finished)
+
+    # ------------------------------------------------------------------ read-only
+    def parameters(self, strategy_id: int) -> ExperimentSpec:
+        return self.get(strategy_id).spec
+
+    def get_config(self, strategy_id: int, section: str = "", prop: str = "") -> dict[str, dict[str, str]]:
+        sections = self.get(strategy_id).spec.sections
+        if not section:
+            if prop:
+                raise InvalidArgument("property needs a section", "section")
+            return {s: dict(v) for s, v in sections.items()}
+        if section not in sections:
+            raise NotFound(f"section: config has no section [{section}]", "section")
+        if not prop:
+            return {section: dict(sections[section])}
+        if prop not in sections[section]:
+            raise NotFound(f"property: section [{section}] has no property {prop!r}", "property")
+        return {section: {prop: sections[section][prop]}}
+
+    async def query(
+        self,
+        strategy_id: int,
+        query_type: str,
+        probability_space: bool = False,
+        x: Sequence[Mapping[str, Any]] | None = None,
+        y: float | None = None,
+        constraints: Mapping[str, Any] | None = None,
+    ) -> QueryResult:
+        strategy = self.get(strategy_id)
+        space = strategy.spec.space
+        if query_type not in QUERY_TYPES:
+            raise InvalidArgument(f"query_type must be one of {list(QUERY_TYPES)}, got {query_type!r}", "query_type")
+        try:
+            fixed_raw = space.validate_partial(constraints or {}, "constraints")
+        except ParameterValueError as exc:
+            raise InvalidArgument(str(exc), exc.field) from None
+        points: np.ndarray | None = None
+        if query_type == "prediction":
+            if not x:
+                raise InvalidArgument("x: prediction needs at least one point", "x")
+            if len(x) > self.limits.max_points_per_ask * 10:
+                raise InvalidArgument(f"x: at most {self.limits.max_points_per_ask * 10} points", "x")
+            try:
+                stimuli = [space.validate_stimulus({**s, **fixed_raw}, f"x[{i}]") for i, s in enumerate(x)]
+            except ParameterValueError as exc:
+                raise InvalidArgument(str(exc), exc.field) from None
+            points = np.array([space.to_unit(s) for s in stimuli])
+        if query_type == "inverse":
+            if y is None or not math.isfinite(y):
+                raise InvalidArgument("y: inverse needs a finite target y", "y")
+            if probability_space and not 0 <= y <= 1:
+                raise InvalidArgument(f"y: a probability-space target must lie in [0, 1], got {y}", "y")
+        if not any(p.is_model_based for p in strategy.spec.phases):
+            raise FailedPrecondition("no model: this strategy has no model-based phase", "strategy_id")
+        if self.models is None:
+            raise FailedPrecondition("no model: this server runs without a model engine", "strategy_id")
+        if not strategy.can_fit():
+            raise FailedPrecondition("no model yet: the strategy has too little data to fit one", "strategy_id")
+        unit_x, values, fit_seconds = await self.models.query(
+            strategy, query_type, probability_space, points, y, space.fixed_unit(fixed_raw)
+        )
+        results = []
+        for i, u in enumerate(unit_x):
+            stimulus = space.from_unit(u)
+            stimulus.update(fixed_raw)
+            results.append(
+                QueryPoint(
+                    x=stimulus,
+                    mean=float(values["mean"][i]),
+                    variance=float(values["variance"][i]),
+                    probability=float(values["probability"][i]),
+                    lower=float(values["lower"][i]),
+                    upper=float(values["upper"][i]),
+                )
+            )
+        return QueryResult(query_type, probability_space, results, fit_seconds)
+
+    async def close(self) -> None:
+        if self.models is not None:
+            await self.models.close()
+        await self.journal.close()
+
+
+def raw_value(value: RawValue) -> RawValue:
+    return value

@@ -1,0 +1,252 @@
+"""One strategy's in-memory state: its trials, phase rules and the cheap (non-model) generators.
+
+State changes only through `apply(event)`, so a live request and a journal replay take the same
+path. Knows nothing of SQL, asyncio, the compute pool or transports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.stats import qmc
+
+from .config import ExperimentSpec, PhaseSpec
+from .journal import Event
+from .params import RawValue, Stimulus
+
+PENDING, COMPLETED, FAILED, ABANDONED = "pending", "completed", "failed", "abandoned"
+
+
+@dataclass(frozen=True)
+class OutcomeValue:
+    name: str
+    value: float
+    sem: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "value": self.value}
+        if self.sem is not None:
+            out["sem"] = self.sem
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> OutcomeValue:
+        return cls(name=data["name"], value=float(data["value"]), sem=data.get("sem"))
+
+
+@dataclass
+class TrialRecord:
+    trial_id: int
+    phase_index: int
+    stimuli: list[Stimulus]
+    asked_at: float
+    state: str = PENDING
+    outcomes: list[OutcomeValue] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    told_at: float | None = None
+    model_data: bool = True
+    lease_expires_at: float | None = None
+    asked: bool = True  # False for trials told with explicit stimuli
+
+
+class Strategy:
+    """A sequence of phases (AEPsych's strategy_names) over one parameter space."""
+
+    def __init__(
+        self,
+        strategy_id: int,
+        name: str,
+        spec: ExperimentSpec,
+        config_ini: str,
+        metadata: dict[str, str],
+        created_at: float,
+        seed: int,
+    ) -> None:
+        self.strategy_id = strategy_id
+        self.name = name
+        self.spec = spec
+        self.config_ini = config_ini
+        self.metadata = metadata
+        self.created_at = created_at
+        self.seed = seed
+        self.lock = asyncio.Lock()
+        self.trials: dict[int, TrialRecord] = {}
+        self.next_trial_id = 1
+        self.phase_index = 0
+        self.phase_asks = [0] * len(spec.phases)
+        self.phase_finished_by_request = [False] * len(spec.phases)
+        self.model_data_points = 0
+        self.outcome_counts: Counter[float] = Counter()
+        self.completed = 0
+        self.ask_requests: dict[str, list[int]] = {}
+        self.tell_requests: dict[str, int] = {}
+        self._sobol: dict[int, tuple[qmc.Sobol, int]] = {}
+        # Generation state for model-based phases, owned by the modeling layer.
+        self.model_runtime: Any = None
+
+    # ---------------------------------------------------------------- phase rules
+    @property
+    def phase(self) -> PhaseSpec:
+        return self.spec.phases[self.phase_index]
+
+    def phase_finished(self, index: int) -> bool:
+        """AEPsych's stopping rules for phase `index`, on the current counts."""
+        if self.phase_finished_by_request[index]:
+            return True
+        phase = self.spec.phases[index]
+        if phase.run_indefinitely:
+            return False
+        asks = self.phase_asks[index]
+        if phase.max_asks is not None and asks >= phase.max_asks:
+            return True
+        if not phase.has_stopping_rule:
+            return False
+        if phase.min_asks is not None and asks < phase.min_asks:
+            return False
+        if phase.min_total_tells is not None and self.model_data_points < phase.min_total_tells:
+            return False
+        needed = phase.min_total_outcome_occurrences
+        if needed and self.spec.binary_outcome:
+            if self.outcome_counts[0.0] < needed or self.outcome_counts[1.0] < needed:
+                return False
+        return True
+
+    @property
+    def is_finished(self) -> bool:
+        last = len(self.spec.phases) - 1
+        return self.phase_index == last and self.phase_finished(last)
+
+    def phase_for_next_ask(self) -> int:
+        """The phase the next ask draws from: move past finished phases (never past the last)."""
+        index = self.phase_index
+        while index < len(self.spec.phases) - 1 and self.phase_finished(index):
+            index += 1
+        return index
+
+    def can_fit(self) -> bool:
+        return self.model_data_points > 0 and (
+            not self.spec.binary_outcome or (self.outcome_counts[0.0] > 0 and self.outcome_counts[1.0] > 0)
+        )
+
+    @property
+    def pending(self) -> list[TrialRecord]:
+        return [t for t in self.trials.values() if t.state == PENDING]
+
+    # ---------------------------------------------------------------- cheap generators
+    def generate_unit(self, phase_index: int, n: int) -> np.ndarray:
+        """n trials from a non-model phase: n x stimuli_per_trial x d points of the unit cube."""
+        phase = self.spec.phases[phase_index]
+        k, d = self.spec.stimuli_per_trial, self.spec.space.dim
+        start = self.phase_asks[phase_index]
+        if phase.generator == "SobolGenerator":
+            engine, position = self._sobol.get(phase_index, (None, -1))
+            if engine is None or position != start:
+                engine = qmc.Sobol(d=k * d, scramble=True, seed=phase.seed)
+                if start:
+                    engine.fast_forward(start)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "balance properties" for n not a power of two
+                u = engine.random(n)
+            self._sobol[phase_index] = (engine, start + n)
+            return u.reshape(n, k, d)
+        if phase.generator == "RandomGenerator":
+            return np.stack([np.random.default_rng([phase.seed, start + i]).random((k, d)) for i in range(n)])
+        raise ValueError(f"phase {phase.name!r} ({phase.generator}) is not a cheap generator")
+
+    def manual_stimuli(self, phase_index: int, n: int) -> list[list[Stimulus]]:
+        """The next n listed points of a ManualGenerator phase (raw stimuli)."""
+        phase = self.spec.phases[phase_index]
+        points = phase.manual_points
+        order = np.arange(len(points))
+        if phase.shuffle:
+            order = np.random.default_rng(phase.seed).permutation(len(points))
+        start = self.phase_asks[phase_index]
+        names = self.spec.space.names
+        out = []
+        for i in range(start, start + n):
+            point = points[int(order[i % len(points)])]
+            out.append([dict(zip(names, stim)) for stim in point])
+        return out
+
+    # ---------------------------------------------------------------- model data
+    def training_data(self) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+        """Completed model-data trials -> (X n x k x d unit cube, y n, trial ids)."""
+        space = self.spec.space
+        rows = [t for t in self.trials.values() if t.state == COMPLETED and t.model_data]
+        k, d = self.spec.stimuli_per_trial, space.dim
+        X = np.array([[space.to_unit(s) for s in t.stimuli] for t in rows], dtype=float).reshape(len(rows), k, d)
+        y = np.array([t.outcomes[0].value for t in rows], dtype=float)
+        return X, y, tuple(t.trial_id for t in rows)
+
+    # ---------------------------------------------------------------- the only mutator
+    def apply(self, event: Event) -> None:
+        """Apply one journaled event (live or during replay)."""
+        p = event.payload
+        if event.kind == "ask":
+            assert event.trial_id is not None
+            phase_index = int(p["phase_index"])
+            trial = TrialRecord(
+                trial_id=event.trial_id,
+                phase_index=phase_index,
+                stimuli=[dict(s) for s in p["stimuli"]],
+                asked_at=event.created_at,
+                lease_expires_at=p.get("lease_expires_at"),
+            )
+            self.trials[trial.trial_id] = trial
+            self.next_trial_id = max(self.next_trial_id, trial.trial_id + 1)
+            self.phase_index = max(self.phase_index, phase_index)
+            self.phase_asks[phase_index] += 1
+            if p.get("request_id"):
+                self.ask_requests.setdefault(p["request_id"], []).append(trial.trial_id)
+        elif event.kind == "tell":
+            assert event.trial_id is not None
+            trial_or_none = self.trials.get(event.trial_id)
+            if trial_or_none is None:  # a stimulus told without an ask
+                trial = TrialRecord(
+                    trial_id=event.trial_id,
+                    phase_index=int(p["phase_index"]),
+                    stimuli=[dict(s) for s in p["stimuli"]],
+                    asked_at=event.created_at,
+                    asked=False,
+                )
+                self.trials[trial.trial_id] = trial
+                self.next_trial_id = max(self.next_trial_id, trial.trial_id + 1)
+            else:
+                trial = trial_or_none
+            trial.state = COMPLETED
+            trial.outcomes = [OutcomeValue.from_json(o) for o in p["outcomes"]]
+            trial.metadata = dict(p.get("metadata") or {})
+            trial.model_data = bool(p.get("model_data", True))
+            trial.told_at = event.created_at
+            self.completed += 1
+            if trial.model_data:
+                self.model_data_points += 1
+                self.outcome_counts[trial.outcomes[0].value] += 1
+            if p.get("request_id"):
+                self.tell_requests[p["request_id"]] = trial.trial_id
+        elif event.kind == "abandon":
+            assert event.trial_id is not None
+            trial = self.trials[event.trial_id]
+            trial.state = FAILED if p.get("failed") else ABANDONED
+            trial.metadata = {**trial.metadata, "abandon_reason": p.get("reason", "")}
+            trial.told_at = event.created_at
+        elif event.kind == "finish_phase":
+            index = int(p["phase_index"])
+            self.phase_finished_by_request[index] = True
+            self.phase_index = max(self.phase_index, index)
+        else:
+            raise ValueError(f"unknown event kind {event.kind!r}")
+
+
+def finite(value: float) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def stimulus_json(stimulus: Stimulus) -> dict[str, RawValue]:
+    return dict(stimulus)

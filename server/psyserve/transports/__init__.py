@@ -1,0 +1,1 @@
+"""Transports: thin adapters from wire protocols to psyserve.service.ExperimentService."""
