@@ -147,7 +147,7 @@ class ParameterSpace:
     def get(self, name: str, field_path: str) -> ParameterSpec:
         spec = self.by_name.get(name)
         if spec is None:
-            raise ParameterValueError(field_path, f"{field_path}: unknown parameter {name!r} (known: {self.names})")
+            raise ParameterValueError(f"{field_path}.{name}", f"{field_path}: unknown parameter {name!r} (known: {self.names})")
         return spec
 
     def validate_stimulus(self, values: Mapping[str, object], field_path: str = "stimulus") -> Stimulus:

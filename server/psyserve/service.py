@@ -27,7 +27,7 @@ from .errors import (
     ResourceExhausted,
 )
 from .journal import Event, Journal
-from .params import ParameterValueError, RawValue, Stimulus
+from .params import ParameterValueError, Stimulus
 from .strategy import ABANDONED, COMPLETED, FAILED, PENDING, OutcomeValue, Strategy, TrialRecord
 
 log = logging.getLogger(__name__)
@@ -451,6 +451,10 @@ class ExperimentService:
             existing_id = trial_id
             if existing_id is None and request_id:
                 existing_id = strategy.tell_requests.get(request_id)
+            if existing_id is None and validated is not None:
+                # A stimulus equal to a pending asked trial completes that trial (AEPsych clients
+                # tell by config, not by trial id).
+                existing_id = next((t.trial_id for t in strategy.pending if t.stimuli == validated), None)
             if existing_id is not None:
                 trial = strategy.trials.get(existing_id)
                 if trial is None:
@@ -600,6 +604,3 @@ class ExperimentService:
             await self.models.close()
         await self.journal.close()
 
-
-def raw_value(value: RawValue) -> RawValue:
-    return value

@@ -1,0 +1,670 @@
+"""Model construction, fitting, warm starts and a closed-form latent posterior (LatentGP) for psyserve's compute workers.
+Owns the BoTorch/GPyTorch model code only; must not touch server state, I/O, job orchestration or acquisition logic."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from botorch.fit import fit_gpytorch_mll
+from botorch.models import PairwiseGP, SingleTaskGP, SingleTaskVariationalGP
+from botorch.models.model import Model
+from botorch.models.pairwise_gp import PairwiseLaplaceMarginalLogLikelihood
+from botorch.models.transforms.outcome import Standardize
+from gpytorch.constraints import GreaterThan, Interval
+from gpytorch.kernels import Kernel, MaternKernel, RBFKernel, ScaleKernel
+from gpytorch.likelihoods import BernoulliLikelihood
+from gpytorch.means import ConstantMean, Mean
+from gpytorch.mlls import ExactMarginalLogLikelihood, VariationalELBO
+from gpytorch.priors import GammaPrior, NormalPrior, SmoothedBoxPrior
+from linear_operator.utils.cholesky import psd_safe_cholesky
+from torch import Tensor
+
+from psyserve.compute.jobs import (
+    CLASSIFICATION,
+    KNOWN_MODELS,
+    PAIRWISE,
+    REGRESSION,
+    ModelSpec,
+    ModelState,
+    data_digest,
+)
+
+__all__ = [
+    "DTYPE",
+    "KNOWN_MODELS",
+    "PROBIT_PENDING_NOISE",
+    "FittedModel",
+    "KernelFn",
+    "LatentGP",
+    "ConditionedLatentGP",
+    "fit_model",
+    "pairwise_to_comparisons",
+    "select_inducing_points",
+]
+
+DTYPE = torch.float64
+#: Latent-space noise variance equivalent to one probit observation at f = 0
+#: (inverse Fisher information: Phi(0)(1 - Phi(0)) / phi(0)^2 = pi / 2). Used to
+#: condition on pending points during sequential greedy batch generation.
+PROBIT_PENDING_NOISE = math.pi / 2
+#: Output-scale bounds of the classification kernel (latent variance).
+OUTPUTSCALE_BOUNDS = (1.0, 4.0)
+DIGEST_KEY = "__digest__"
+
+
+def opt_float(options: Mapping[str, Any], key: str, default: float | None) -> float | None:
+    r"""Read a float option (``None``/"" -> ``default``)."""
+    v = options.get(key, None)
+    if v is None or (isinstance(v, str) and not v.strip()):
+        return default
+    try:
+        return float(v)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"option {key!r} must be a number, got {v!r}") from e
+
+
+def opt_int(options: Mapping[str, Any], key: str, default: int) -> int:
+    r"""Read an integer option."""
+    v = opt_float(options, key, float(default))
+    assert v is not None
+    if not math.isfinite(v):
+        raise ValueError(f"option {key!r} must be finite, got {v!r}")
+    return int(round(v))
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+def make_kernel(
+    d: int,
+    kind: str = "rbf",
+    lengthscale_prior: tuple[float, float] = (3.0, 6.0),
+    outputscale_bounds: tuple[float, float] = OUTPUTSCALE_BOUNDS,
+) -> ScaleKernel:
+    r"""ARD RBF / Matern-5/2 kernel for ``d``-dim unit-cube inputs.
+
+    Gamma(a, b) length-scale prior (default Gamma(3, 6): mean 0.5, mode 1/3) and a
+    ScaleKernel whose output scale is constrained to ``outputscale_bounds``.
+    """
+    conc, rate = lengthscale_prior
+    mode = (conc - 1.0) / rate
+    ls_kw: dict[str, Any] = dict(
+        ard_num_dims=d,
+        lengthscale_prior=GammaPrior(conc, rate),
+        lengthscale_constraint=GreaterThan(1e-3, transform=None, initial_value=mode),
+    )
+    k = kind.lower().replace("-", "").replace("_", "")
+    if k in ("rbf", "se", "squaredexponential"):
+        base: Kernel = RBFKernel(**ls_kw)
+    elif k in ("matern52", "matern"):
+        base = MaternKernel(nu=2.5, **ls_kw)
+    else:
+        raise ValueError(f"unknown kernel {kind!r} (use 'rbf' or 'matern52')")
+    lo, hi = outputscale_bounds
+    init = min(max(2.0, lo), hi)
+    sk = ScaleKernel(
+        base,
+        outputscale_constraint=Interval(lo, hi, initial_value=init),
+    )
+    return sk.to(DTYPE)
+
+
+class KernelFn:
+    r"""Detached, broadcasting evaluation of a fitted GPyTorch kernel.
+
+    ``k(X1, X2)``: ``... x q1 x d`` and ``... x q2 x d`` -> ``... x q1 x q2``, with the
+    batch dims broadcast. Differentiable w.r.t. the inputs. Fast paths for
+    (Scale)RBF / (Scale)Matern kernels; other kernels go through GPyTorch.
+    """
+
+    def __init__(self, covar_module: Kernel) -> None:
+        self.module = covar_module
+        scale: Tensor | None = None
+        base = covar_module
+        if isinstance(base, ScaleKernel):
+            scale = base.outputscale.detach().reshape(())
+            base = base.base_kernel
+        self.scale = torch.ones((), dtype=DTYPE) if scale is None else scale.to(DTYPE)
+        self.kind: str = "generic"
+        self.nu = 0.0
+        if isinstance(base, RBFKernel) and base.active_dims is None:
+            self.kind = "rbf"
+        elif isinstance(base, MaternKernel) and base.active_dims is None:
+            self.kind = "matern"
+            self.nu = float(base.nu)
+        self.lengthscale = (
+            base.lengthscale.detach().reshape(-1).to(DTYPE) if self.kind != "generic" else torch.ones(1, dtype=DTYPE)
+        )
+
+    def __call__(self, X1: Tensor, X2: Tensor) -> Tensor:
+        if self.kind == "generic":
+            shape = torch.broadcast_shapes(X1.shape[:-2], X2.shape[:-2])
+            X1b = X1.expand(*shape, *X1.shape[-2:])
+            X2b = X2.expand(*shape, *X2.shape[-2:])
+            return self.module(X1b, X2b).to_dense()
+        ls = self.lengthscale
+        diff = (X1 / ls).unsqueeze(-2) - (X2 / ls).unsqueeze(-3)
+        d2 = diff.pow(2).sum(-1)
+        if self.kind == "rbf":
+            return self.scale * torch.exp(-0.5 * d2)
+        r = d2.clamp_min(1e-30).sqrt()
+        if self.nu == 0.5:
+            k = torch.exp(-r)
+        elif self.nu == 1.5:
+            s = math.sqrt(3.0) * r
+            k = (1.0 + s) * torch.exp(-s)
+        else:
+            s = math.sqrt(5.0) * r
+            k = (1.0 + s + s.pow(2) / 3.0) * torch.exp(-s)
+        return self.scale * k
+
+    def diag(self, X: Tensor) -> Tensor:
+        r"""Prior variance ``k(x, x)``: ``... x q x d`` -> ``... x q``."""
+        if self.kind == "generic":
+            return self.module(X, X, diag=True).to_dense()
+        return self.scale.expand(X.shape[:-1])
+
+
+def _mean_fn(mean_module: Mean | None) -> Callable[[Tensor], Tensor]:
+    r"""Detached prior mean ``... x q x d`` -> ``... x q``."""
+    if mean_module is None:
+        return lambda X: X.new_zeros(X.shape[:-1])
+    if isinstance(mean_module, ConstantMean):
+        c = mean_module.constant.detach().reshape(()).to(DTYPE)
+        return lambda X: c.expand(X.shape[:-1])
+    return lambda X: mean_module(X).detach()
+
+
+# --------------------------------------------------------------------------- latent posterior
+
+
+class LatentGP:
+    r"""Closed-form Gaussian posterior of the latent function ``f`` in feature form.
+
+    With ``phi(x) = L^{-1} k(Z, x)`` (``m`` features, ``L`` lower Cholesky factor):
+
+        mean(x)    = offset + scale * (m0(x) + phi(x)^T w)
+        cov(x, x') = scale^2 * (k(x, x') + phi(x)^T M phi(x'))  (+ jitter on the diagonal)
+
+    which covers the whitened variational GP (``M = S - I``, ``w`` = variational mean),
+    the exact GP (``M = -I``) and the Laplace-approximated pairwise GP. Gives cheap
+    mean / variance / cross-covariances for batched candidates (``b x q x d``) against
+    fixed reference sets (``r x d``), which is what the look-ahead acquisitions need.
+    """
+
+    def __init__(
+        self,
+        kernel: KernelFn,
+        mean_fn: Callable[[Tensor], Tensor],
+        Z: Tensor,
+        L: Tensor,
+        w: Tensor,
+        M: Tensor,
+        scale: float = 1.0,
+        offset: float = 0.0,
+        jitter: float = 0.0,
+    ) -> None:
+        self.kernel = kernel
+        self.mean_fn = mean_fn
+        self.Z = Z.detach()
+        self.L = L.detach()
+        self.w = w.detach()
+        self.M = M.detach()
+        self.scale = float(scale)
+        self.offset = float(offset)
+        self.jitter = float(jitter)
+        self.m = int(Z.shape[-2])
+
+    def _phi(self, X: Tensor) -> Tensor:
+        r"""Features ``... x q x d`` -> ``... x m x q``."""
+        K = self.kernel(self.Z, X)
+        return torch.linalg.solve_triangular(self.L, K, upper=False)
+
+    def mean(self, X: Tensor) -> Tensor:
+        r"""Posterior mean ``... x q x d`` -> ``... x q``."""
+        mu = self.mean_fn(X)
+        if self.m:
+            mu = mu + torch.einsum("...mq,m->...q", self._phi(X), self.w)
+        return self.offset + self.scale * mu
+
+    def variance(self, X: Tensor) -> Tensor:
+        r"""Posterior variance ``... x q x d`` -> ``... x q`` (clamped >= 1e-12)."""
+        v = self.kernel.diag(X) + self.jitter
+        if self.m:
+            phi = self._phi(X)
+            v = v + (phi * (self.M @ phi)).sum(-2)
+        return (self.scale**2 * v).clamp_min(1e-12)
+
+    def mean_variance(self, X: Tensor) -> tuple[Tensor, Tensor]:
+        r"""Mean and variance, ``... x q x d`` -> two ``... x q``, sharing the features."""
+        mu = self.mean_fn(X)
+        v = self.kernel.diag(X) + self.jitter
+        if self.m:
+            phi = self._phi(X)
+            mu = mu + torch.einsum("...mq,m->...q", phi, self.w)
+            v = v + (phi * (self.M @ phi)).sum(-2)
+        return self.offset + self.scale * mu, (self.scale**2 * v).clamp_min(1e-12)
+
+    def covariance(self, X1: Tensor, X2: Tensor) -> Tensor:
+        r"""Posterior cross-covariance ``... x q1 x d``, ``... x q2 x d`` -> ``... x q1 x q2``.
+
+        No jitter is added (use ``variance`` for the diagonal).
+        """
+        C = self.kernel(X1, X2)
+        if self.m:
+            C = C + self._phi(X1).mT @ (self.M @ self._phi(X2))
+        return self.scale**2 * C
+
+    def condition(self, P: Tensor, A: Tensor | None = None, noise: float | Tensor = PROBIT_PENDING_NOISE) -> ConditionedLatentGP:
+        r"""Condition on pseudo-observations ``A f(P) + eps`` (kriging believer: means unchanged).
+
+        Args:
+            P: ``p x d`` pending points.
+            A: ``k x p`` linear functionals (default identity).
+            noise: observation noise variance (scalar or ``k``).
+        """
+        return ConditionedLatentGP(self, P, A, noise)
+
+
+class ConditionedLatentGP:
+    r"""A ``LatentGP`` whose covariance is reduced by pseudo-observations ``y = A f(P) + eps``.
+
+    Used for sequential greedy batches: the mean stays as it is, the uncertainty near
+    pending points shrinks. Same interface as ``LatentGP``.
+    """
+
+    def __init__(self, base: LatentGP, P: Tensor, A: Tensor | None, noise: float | Tensor) -> None:
+        self.base = base
+        self.P = P.detach().to(DTYPE)
+        p = self.P.shape[-2]
+        self.A = torch.eye(p, dtype=DTYPE) if A is None else A.detach().to(DTYPE)
+        k = self.A.shape[-2]
+        nz = torch.as_tensor(noise, dtype=DTYPE).expand(k)
+        S = base.covariance(self.P, self.P)
+        S = 0.5 * (S + S.mT) + torch.diag(base.jitter * base.scale**2 * torch.ones(p, dtype=DTYPE))
+        C = self.A @ S @ self.A.mT + torch.diag(nz)
+        self.Lc = psd_safe_cholesky(C)
+        self.scale = base.scale
+        self.offset = base.offset
+        self.jitter = base.jitter
+
+    def _g(self, X: Tensor) -> Tensor:
+        r"""``Lc^{-1} A cov(P, X)``: ``... x q x d`` -> ``... x k x q``."""
+        c = self.base.covariance(self.P, X)
+        return torch.linalg.solve_triangular(self.Lc, self.A @ c, upper=False)
+
+    def mean(self, X: Tensor) -> Tensor:
+        return self.base.mean(X)
+
+    def variance(self, X: Tensor) -> Tensor:
+        return (self.base.variance(X) - self._g(X).pow(2).sum(-2)).clamp_min(1e-12)
+
+    def mean_variance(self, X: Tensor) -> tuple[Tensor, Tensor]:
+        mu, v = self.base.mean_variance(X)
+        return mu, (v - self._g(X).pow(2).sum(-2)).clamp_min(1e-12)
+
+    def covariance(self, X1: Tensor, X2: Tensor) -> Tensor:
+        return self.base.covariance(X1, X2) - self._g(X1).mT @ self._g(X2)
+
+    def condition(self, P: Tensor, A: Tensor | None = None, noise: float | Tensor = PROBIT_PENDING_NOISE) -> ConditionedLatentGP:
+        raise NotImplementedError("condition the base LatentGP on all pending points at once")
+
+
+# --------------------------------------------------------------------------- data helpers
+
+
+def select_inducing_points(X: Tensor, k: int) -> Tensor:
+    r"""Deterministic inducing points from training inputs.
+
+    Args:
+        X: ``n x d`` training inputs (duplicates allowed).
+        k: maximum number of inducing points.
+
+    Returns:
+        ``min(k, n_unique) x d``: all unique rows if there are at most ``k`` of them,
+        else a greedy farthest-point (max-min distance) subset started at the row
+        nearest the centroid.
+    """
+    U = torch.unique(X.detach(), dim=0)
+    n = U.shape[0]
+    if n <= k:
+        return U
+    idx = [int(torch.argmin((U - U.mean(0)).pow(2).sum(-1)))]
+    dmin = (U - U[idx[0]]).pow(2).sum(-1)
+    for _ in range(1, k):
+        j = int(torch.argmax(dmin))
+        idx.append(j)
+        dmin = torch.minimum(dmin, (U - U[j]).pow(2).sum(-1))
+    return U[sorted(idx)]
+
+
+def pairwise_to_comparisons(X: np.ndarray, y: np.ndarray) -> tuple[Tensor, Tensor]:
+    r"""Convert comparisons to PairwiseGP inputs.
+
+    Args:
+        X: ``n x 2 x d`` the two stimuli of each comparison.
+        y: ``n``; >= 0.5 means the first stimulus won.
+
+    Returns:
+        ``datapoints`` (``p x d`` unique stimuli) and ``comparisons`` (``c x 2`` long,
+        ``[winner, loser]`` row indices into datapoints); self-comparisons are dropped.
+    """
+    n, _, d = X.shape
+    flat = X.reshape(2 * n, d)
+    uniq, inv = np.unique(flat, axis=0, return_inverse=True)
+    inv = inv.reshape(n, 2)
+    first_wins = np.asarray(y).reshape(-1) >= 0.5
+    winner = np.where(first_wins, inv[:, 0], inv[:, 1])
+    loser = np.where(first_wins, inv[:, 1], inv[:, 0])
+    keep = winner != loser
+    comps = np.stack([winner[keep], loser[keep]], axis=-1)
+    return torch.as_tensor(uniq, dtype=DTYPE), torch.as_tensor(comps, dtype=torch.long).reshape(-1, 2)
+
+
+# --------------------------------------------------------------------------- state (de)serialisation
+
+
+def _to_list(t: Tensor) -> list:
+    v = t.detach().cpu().tolist()
+    return v if isinstance(v, list) else [v]
+
+
+def _collect(module: torch.nn.Module, include_variational: bool) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for name, p in module.named_parameters():
+        if "variational" in name and not include_variational:
+            continue
+        out[name] = _to_list(p)
+    return out
+
+
+def _load(module: torch.nn.Module, hypers: Mapping[str, list], include_variational: bool) -> int:
+    r"""Copy matching entries of ``hypers`` into ``module``'s parameters; returns how many."""
+    count = 0
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name not in hypers or ("variational" in name and not include_variational):
+                continue
+            try:
+                t = torch.as_tensor(hypers[name], dtype=p.dtype)
+            except (TypeError, ValueError):
+                continue
+            if t.shape != p.shape:
+                if t.numel() != p.numel():
+                    continue
+                t = t.reshape(p.shape)
+            if not torch.all(torch.isfinite(t)):
+                continue
+            p.copy_(t)
+            count += 1
+    return count
+
+
+# --------------------------------------------------------------------------- fitted model
+
+
+@dataclass
+class FittedModel:
+    r"""A fitted model plus everything generation/queries need (process-internal, holds tensors).
+
+    train_X: ``n' x d`` unique training inputs (pairwise: unique stimuli), used as the
+    qNEI baseline. ``model`` is ``None`` for a prior-only model (no data).
+    """
+
+    kind: str
+    dim: int
+    model: Model | None
+    latent: LatentGP
+    train_X: Tensor
+    pending_noise: float
+    state: ModelState
+    fit_seconds: float
+
+    @property
+    def n_train(self) -> int:
+        return int(self.state.n_train)
+
+
+def _fit_mll(mll: Any, options: Mapping[str, Any], max_attempts: int) -> None:
+    r"""``fit_gpytorch_mll`` with an iteration cap, optional timeout and no warning-driven retries."""
+    maxiter = opt_int(options, "max_fit_iter", 200)
+    timeout = opt_float(options, "max_fit_time", None)
+    okw: dict[str, Any] = {"options": {"maxiter": maxiter}}
+    if timeout is not None and timeout > 0:
+        okw["timeout_sec"] = timeout
+    try:
+        fit_gpytorch_mll(
+            mll,
+            optimizer_kwargs=okw,
+            max_attempts=max_attempts,
+            warning_handler=lambda w: True,  # accept maxiter / timeout terminations as-is
+        )
+    except Exception:  # noqa: BLE001 - robustness: keep the initial/warm parameters
+        pass
+    mll.eval()
+
+
+def _warm_usable(warm_state: ModelState | None, kind: str) -> bool:
+    return warm_state is not None and warm_state.kind == kind and bool(warm_state.hyperparameters)
+
+
+def _classification(
+    spec: ModelSpec, X: np.ndarray, y: np.ndarray, warm_state: ModelState | None, refit: bool
+) -> tuple[Model | None, LatentGP, Tensor, dict[str, list]]:
+    d = int(spec.dim)
+    opts = spec.options
+    n = X.shape[0]
+    Xt = torch.as_tensor(X, dtype=DTYPE)
+    yt = torch.as_tensor(y, dtype=DTYPE)
+    inducing_size = max(1, opt_int(opts, "inducing_size", 100))
+    Z = select_inducing_points(Xt, inducing_size) if n else torch.full((1, d), 0.5, dtype=DTYPE)
+    covar = make_kernel(d, str(opts.get("kernel", "rbf") or "rbf"))
+    mean = ConstantMean(constant_prior=NormalPrior(0.0, 2.0)).to(DTYPE)
+    model = SingleTaskVariationalGP(
+        train_X=Xt if n else Z,
+        train_Y=yt.unsqueeze(-1) if n else None,
+        likelihood=BernoulliLikelihood(),
+        covar_module=covar,
+        mean_module=mean,
+        inducing_points=Z,
+        learn_inducing_points=False,
+    ).to(DTYPE)
+    digest = data_digest(spec.kind, opts, X, y)
+    warm = _warm_usable(warm_state, spec.kind)
+    if warm:
+        assert warm_state is not None
+        _load(model, warm_state.hyperparameters, include_variational=False)
+    vs = model.model.variational_strategy
+    if n:
+        reuse = (
+            warm
+            and not refit
+            and warm_state is not None
+            and warm_state.hyperparameters.get(DIGEST_KEY) == [digest]
+            and _load(vs, {k.removeprefix("model.variational_strategy."): v for k, v in warm_state.hyperparameters.items()}, True)
+            >= 2
+        )
+        if reuse:
+            vs.updated_strategy.fill_(True)
+        else:
+            frozen: list[torch.nn.Parameter] = []
+            if warm and not refit:  # condition only: optimise the variational parameters
+                for name, p in model.named_parameters():
+                    if "variational" not in name and p.requires_grad:
+                        p.requires_grad_(False)
+                        frozen.append(p)
+            mll = VariationalELBO(model.likelihood, model.model, num_data=n)
+            _fit_mll(mll, opts, max_attempts=1 if warm else 2)
+            for p in frozen:
+                p.requires_grad_(True)
+    model.eval()
+    with torch.no_grad():
+        if not bool(vs.updated_strategy):  # whiten the initial variational distribution
+            model.posterior(Z[:1])
+        kernel = KernelFn(model.model.covar_module)
+        jitter = float(vs.jitter_val)
+        Zv = vs.inducing_points.detach().to(DTYPE)
+        Kzz = kernel(Zv, Zv) + jitter * torch.eye(Zv.shape[0], dtype=DTYPE)
+        L = psd_safe_cholesky(Kzz)
+        vd = vs.variational_distribution
+        w = vd.mean.detach().reshape(-1)
+        S = vd.covariance_matrix.detach()
+        M = S - torch.eye(S.shape[-1], dtype=DTYPE)
+    latent = LatentGP(kernel, _mean_fn(model.model.mean_module), Zv, L, w, M, jitter=jitter)
+    hypers = _collect(model, include_variational=True) if n else _collect(model, include_variational=False)
+    if n:
+        hypers[DIGEST_KEY] = [digest]
+    train_X = torch.unique(Xt, dim=0) if n else Xt
+    return (model if n else None), latent, train_X, hypers
+
+
+def _regression(
+    spec: ModelSpec, X: np.ndarray, y: np.ndarray, warm_state: ModelState | None, refit: bool
+) -> tuple[Model | None, LatentGP, Tensor, dict[str, list], float]:
+    d = int(spec.dim)
+    opts = spec.options
+    n = X.shape[0]
+    Xt = torch.as_tensor(X, dtype=DTYPE)
+    yt = torch.as_tensor(y, dtype=DTYPE).unsqueeze(-1)
+    kern = opts.get("kernel", None)
+    covar = None
+    if kern:
+        covar = make_kernel(d, str(kern), lengthscale_prior=(3.0, 6.0), outputscale_bounds=(0.05, 20.0))
+    if n == 0:  # prior only: build the modules on a dummy point
+        Xt, yt = torch.full((1, d), 0.5, dtype=DTYPE), torch.zeros(1, 1, dtype=DTYPE)
+    model = SingleTaskGP(Xt, yt, covar_module=covar, outcome_transform=Standardize(m=1)).to(DTYPE)
+    warm = _warm_usable(warm_state, spec.kind)
+    if warm:
+        assert warm_state is not None
+        _load(model, warm_state.hyperparameters, include_variational=False)
+    if n and (refit or not warm):
+        mll = ExactMarginalLogLikelihood(model.likelihood, model)
+        _fit_mll(mll, opts, max_attempts=1 if warm else 2)
+    model.eval()
+    with torch.no_grad():
+        kernel = KernelFn(model.covar_module)
+        mean_fn = _mean_fn(model.mean_module)
+        noise = float(model.likelihood.noise.detach().reshape(-1)[0])
+        if n:
+            Xtr = model.train_inputs[0].detach()
+            ys = model.train_targets.detach().reshape(-1)
+            K = kernel(Xtr, Xtr) + noise * torch.eye(n, dtype=DTYPE)
+            L = psd_safe_cholesky(K)
+            w = torch.linalg.solve_triangular(L, (ys - mean_fn(Xtr)).unsqueeze(-1), upper=False).squeeze(-1)
+            M = -torch.eye(n, dtype=DTYPE)
+            ot = model.outcome_transform
+            offset = float(ot.means.reshape(-1)[0])
+            scale = float(ot.stdvs.reshape(-1)[0])
+        else:
+            Xtr = torch.zeros(0, d, dtype=DTYPE)
+            L = w = M = torch.zeros(0, dtype=DTYPE)
+            offset, scale = 0.0, 1.0
+    latent = LatentGP(kernel, mean_fn, Xtr, L, w, M, scale=scale, offset=offset)
+    return (model if n else None), latent, Xtr, _collect(model, False), noise * scale**2
+
+
+def _pairwise_kernel(d: int) -> ScaleKernel:
+    r"""PairwiseGP's default priors (Gamma(2.4, 2.7) length scales, boxed output scale), with ARD over ``d``."""
+    conc, rate = 2.4, 2.7
+    return ScaleKernel(
+        RBFKernel(
+            ard_num_dims=d,
+            lengthscale_prior=GammaPrior(conc, rate),
+            lengthscale_constraint=GreaterThan(1e-4, transform=None, initial_value=(conc - 1) / rate),
+        ),
+        outputscale_prior=SmoothedBoxPrior(a=1e-2, b=1e2),
+        outputscale_constraint=Interval(5e-3, 2e2, initial_value=1.0),
+    ).to(DTYPE)
+
+
+def _pairwise(
+    spec: ModelSpec, X: np.ndarray, y: np.ndarray, warm_state: ModelState | None, refit: bool
+) -> tuple[Model | None, LatentGP, Tensor, dict[str, list]]:
+    d = int(spec.dim)
+    opts = spec.options
+    covar = _pairwise_kernel(d)
+    warm = _warm_usable(warm_state, spec.kind)
+    if warm:
+        assert warm_state is not None
+        _load(covar, {k.removeprefix("covar_module."): v for k, v in warm_state.hyperparameters.items()}, False)
+    datapoints, comps = pairwise_to_comparisons(X, y) if X.shape[0] else (None, None)
+    if comps is None or comps.shape[0] == 0:
+        kernel = KernelFn(covar)
+        empty = torch.zeros(0, dtype=DTYPE)
+        latent = LatentGP(kernel, _mean_fn(None), torch.zeros(0, d, dtype=DTYPE), empty, empty, empty)
+        hypers = {f"covar_module.{k}": v for k, v in _collect(covar, False).items()}
+        return None, latent, torch.zeros(0, d, dtype=DTYPE), hypers
+    model = PairwiseGP(datapoints, comps, covar_module=covar)
+    if refit or not warm:
+        mll = PairwiseLaplaceMarginalLogLikelihood(model.likelihood, model)
+        _fit_mll(mll, opts, max_attempts=1 if warm else 2)
+    model.eval()
+    with torch.no_grad():
+        model.posterior(model.datapoints[:1])  # make sure utility / Hessian are current
+        kernel = KernelFn(model.covar_module)
+        Xd = model.datapoints.detach()
+        K = model.covar.detach()
+        L = psd_safe_cholesky(0.5 * (K + K.mT))
+        mean_fn = _mean_fn(model.mean_module)
+        w = torch.linalg.solve_triangular(L, (model.utility.detach() - mean_fn(Xd)).unsqueeze(-1), upper=False).squeeze(-1)
+        B = L.mT @ model.likelihood_hess.detach() @ L
+        B = 0.5 * (B + B.mT)
+        Xs = torch.linalg.solve(torch.eye(B.shape[0], dtype=DTYPE) + B, B)
+        M = -0.5 * (Xs + Xs.mT)
+    latent = LatentGP(kernel, mean_fn, Xd, L, w, M)
+    return model, latent, Xd, _collect(model, False)
+
+
+def fit_model(
+    spec: ModelSpec,
+    X: np.ndarray,
+    y: np.ndarray,
+    warm_state: ModelState | None = None,
+    refit: bool = True,
+) -> FittedModel:
+    r"""Build and fit the model named by ``spec.kind`` on unit-cube data.
+
+    Args:
+        spec: model kind, dim and options.
+        X: ``n x d`` (pairwise ``n x 2 x d``) validated inputs in ``[0, 1]``.
+        y: ``n`` outcomes.
+        warm_state: hyper-parameters of an earlier fit of the same kind. With
+            ``refit=True`` they initialise the optimiser; with ``refit=False`` they are
+            kept as they are and only the data are conditioned on (variational
+            parameters for classification; nothing to optimise for regression / pairwise).
+        refit: see ``warm_state``; ignored (full fit) without a usable ``warm_state``.
+
+    Returns:
+        A ``FittedModel`` (``model`` is ``None`` when there are no data: prior only).
+    """
+    if spec.kind not in KNOWN_MODELS:
+        raise ValueError(f"unknown model {spec.kind!r}")
+    t0 = time.perf_counter()
+    n = int(X.shape[0])
+    if spec.kind == CLASSIFICATION:
+        model, latent, train_X, hypers = _classification(spec, X, y, warm_state, refit)
+        noise = PROBIT_PENDING_NOISE
+    elif spec.kind == REGRESSION:
+        model, latent, train_X, hypers, noise = _regression(spec, X, y, warm_state, refit)
+    elif spec.kind == PAIRWISE:
+        model, latent, train_X, hypers = _pairwise(spec, X, y, warm_state, refit)
+        noise = PROBIT_PENDING_NOISE
+    else:  # pragma: no cover - guarded above
+        raise ValueError(f"unknown model {spec.kind!r}")
+    state = ModelState(kind=spec.kind, hyperparameters=hypers, n_train=n)
+    return FittedModel(
+        kind=spec.kind,
+        dim=int(spec.dim),
+        model=model,
+        latent=latent,
+        train_X=train_X,
+        pending_noise=float(noise),
+        state=state,
+        fit_seconds=time.perf_counter() - t0,
+    )
