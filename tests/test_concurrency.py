@@ -64,7 +64,7 @@ async def test_interleaved_strategies_and_shared_strategy(server: ServerThread) 
     own = results[:8]
     shared_ids = results[8] + results[9]  # type: ignore[operator]
     # every strategy's trial ids are unique and consecutive
-    for sid, ids in own:  # type: ignore[misc]
+    for _sid, ids in own:  # type: ignore[misc]
         assert ids == list(range(1, TRIALS_EACH + 1))
     assert len({sid for sid, _ in own}) == 8  # type: ignore[misc]
     assert sorted(shared_ids) == list(range(1, 41))

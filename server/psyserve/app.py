@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from psyserve_client._proto.psyserve.v1 import service_pb2, service_pb2_grpc
 
 from .journal import Journal

@@ -118,11 +118,11 @@ class _Reader:
                 return s, self.parser.get(s, key)
         return None
 
-    def str(self, section: str, key: str, *fallback: str, default: str | None = None) -> str | None:
+    def get_str(self, section: str, key: str, *fallback: str, default: str | None = None) -> str | None:
         found = self.raw(section, key, *fallback)
         return found[1].strip() if found else default
 
-    def int(self, section: str, key: str, *fallback: str, minimum: int = 0) -> int | None:
+    def get_int(self, section: str, key: str, *fallback: str, minimum: int = 0) -> int | None:
         found = self.raw(section, key, *fallback)
         if found is None:
             return None
@@ -136,7 +136,7 @@ class _Reader:
             raise ConfigError(found[0], key, f"must be at least {minimum}, got {found[1]!r}")
         return int(number)
 
-    def float(self, section: str, key: str, *fallback: str) -> float | None:
+    def get_float(self, section: str, key: str, *fallback: str) -> float | None:
         found = self.raw(section, key, *fallback)
         if found is None:
             return None
@@ -148,7 +148,7 @@ class _Reader:
             raise ConfigError(found[0], key, f"expected a finite number, got {found[1]!r}")
         return number
 
-    def bool(self, section: str, key: str, *fallback: str, default: bool = False) -> bool:
+    def get_bool(self, section: str, key: str, *fallback: str, default: bool = False) -> bool:
         found = self.raw(section, key, *fallback)
         if found is None:
             return default
@@ -159,7 +159,7 @@ class _Reader:
             return False
         raise ConfigError(found[0], key, f"expected True or False, got {found[1]!r}")
 
-    def list(self, section: str, key: str, *fallback: str) -> list[str] | None:
+    def get_list(self, section: str, key: str, *fallback: str) -> list[str] | None:
         found = self.raw(section, key, *fallback)
         return None if found is None else parse_list(found[1])
 
@@ -202,15 +202,15 @@ def parse_config(text: str, default_seed: int | None = None) -> ExperimentSpec:
     r = _Reader(parser)
     warnings: list[str] = []
 
-    parnames = r.list("common", "parnames")
+    parnames = r.get_list("common", "parnames")
     if not parnames:
         raise ConfigError("common", "parnames", "missing or empty parameter list")
     if len(parnames) > MAX_PARAMETERS:
         raise ConfigError("common", "parnames", f"at most {MAX_PARAMETERS} parameters")
     if len(set(parnames)) != len(parnames):
         raise ConfigError("common", "parnames", "parameter names must be unique")
-    legacy_lb = r.list("common", "lb")
-    legacy_ub = r.list("common", "ub")
+    legacy_lb = r.get_list("common", "lb")
+    legacy_ub = r.get_list("common", "ub")
     for key, values in (("lb", legacy_lb), ("ub", legacy_ub)):
         if values is not None and len(values) != len(parnames):
             raise ConfigError("common", key, f"has {len(values)} entries for {len(parnames)} parameters")
@@ -220,16 +220,16 @@ def parse_config(text: str, default_seed: int | None = None) -> ExperimentSpec:
     if space.dim == 0:
         raise ConfigError("common", "parnames", "every parameter is fixed: nothing to choose")
 
-    stimuli_per_trial = r.int("common", "stimuli_per_trial", minimum=1) or 1
+    stimuli_per_trial = r.get_int("common", "stimuli_per_trial", minimum=1) or 1
     if stimuli_per_trial not in (1, 2):
         raise ConfigError("common", "stimuli_per_trial", f"must be 1 or 2, got {stimuli_per_trial}")
-    outcome_types = tuple(t.lower() for t in (r.list("common", "outcome_types") or ["binary"]))
+    outcome_types = tuple(t.lower() for t in (r.get_list("common", "outcome_types") or ["binary"]))
     if not outcome_types:
         outcome_types = ("binary",)
     for t in outcome_types:
         if t not in OUTCOME_TYPES:
             raise ConfigError("common", "outcome_types", f"unknown outcome type {t!r} (known: {list(OUTCOME_TYPES)})")
-    outcome_names = tuple(r.list("common", "outcome_names") or [])
+    outcome_names = tuple(r.get_list("common", "outcome_names") or [])
     if outcome_names and len(outcome_names) != len(outcome_types):
         raise ConfigError("common", "outcome_names", f"has {len(outcome_names)} names for {len(outcome_types)} outcome types")
     if not outcome_names:
@@ -237,10 +237,10 @@ def parse_config(text: str, default_seed: int | None = None) -> ExperimentSpec:
     if len(set(outcome_names)) != len(outcome_names):
         raise ConfigError("common", "outcome_names", "outcome names must be unique")
 
-    seed = r.int("common", "seed")
+    seed = r.get_int("common", "seed")
     if seed is None:
         seed = default_seed
-    strategy_names = r.list("common", "strategy_names")
+    strategy_names = r.get_list("common", "strategy_names")
     if not strategy_names:
         raise ConfigError("common", "strategy_names", "missing or empty strategy list")
     if len(strategy_names) > MAX_PHASES:
@@ -261,8 +261,8 @@ def parse_config(text: str, default_seed: int | None = None) -> ExperimentSpec:
     r.used.add(("common", "target"))  # read by acquisition sections through the fallback
 
     sections = {s: {k: parser.get(s, k) for k in parser.options(s)} for s in parser.sections()}
-    for section, values in sections.items():
-        for key in values:
+    for section, entries in sections.items():
+        for key in entries:
             if (section, key) not in r.used:
                 warnings.append(f"[{section}] {key} is not used by psyserve")
     return ExperimentSpec(
@@ -282,11 +282,15 @@ def _parse_parameter(
     r: _Reader, name: str, index: int, legacy_lb: list[str] | None, legacy_ub: list[str] | None
 ) -> ParameterSpec:
     section = name
-    type_text = (r.str(section, "par_type") if r.parser.has_section(section) and r.has(section, "par_type") else None) or "continuous"
+    type_text = (
+        r.get_str(section, "par_type") if r.parser.has_section(section) and r.has(section, "par_type") else None
+    ) or "continuous"
     try:
         ptype = ParamType(type_text.lower())
     except ValueError:
-        raise ConfigError(section, "par_type", f"unknown parameter type {type_text!r} (known: {[t.value for t in ParamType]})") from None
+        raise ConfigError(
+            section, "par_type", f"unknown parameter type {type_text!r} (known: {[t.value for t in ParamType]})"
+        ) from None
     if ptype is ParamType.FIXED:
         found = r.raw(section, "value") if r.has(section, "value") else None
         if found is None:
@@ -299,7 +303,7 @@ def _parse_parameter(
             fixed = text.strip("'\"")
         return ParameterSpec(name=name, type=ptype, value=fixed)
     if ptype is ParamType.CATEGORICAL:
-        choices = r.list(section, "choices") if r.has(section, "choices") else None
+        choices = r.get_list(section, "choices") if r.has(section, "choices") else None
         if not choices:
             raise ConfigError(section, "choices", "a categorical parameter needs a non-empty choices list")
         if len(set(choices)) != len(choices):
@@ -307,8 +311,8 @@ def _parse_parameter(
         return ParameterSpec(name=name, type=ptype, choices=tuple(choices), lower=0, upper=len(choices) - 1)
     if ptype is ParamType.BINARY:
         return ParameterSpec(name=name, type=ptype, lower=0, upper=1)
-    lower_text = r.str(section, "lower_bound") if r.has(section, "lower_bound") else None
-    upper_text = r.str(section, "upper_bound") if r.has(section, "upper_bound") else None
+    lower_text = r.get_str(section, "lower_bound") if r.has(section, "lower_bound") else None
+    upper_text = r.get_str(section, "upper_bound") if r.has(section, "upper_bound") else None
     lower_where, upper_where = (section, "lower_bound"), (section, "upper_bound")
     if lower_text is None and legacy_lb is not None:
         lower_text, lower_where = legacy_lb[index], ("common", "lb")
@@ -321,8 +325,10 @@ def _parse_parameter(
     lower = _number(*lower_where, lower_text)
     upper = _number(*upper_where, upper_text)
     if lower >= upper:
-        raise ConfigError(upper_where[0], upper_where[1], f"parameter {name!r}: lower bound {lower:g} must be below upper bound {upper:g}")
-    log_scale = r.bool(section, "log_scale") if r.has(section, "log_scale") else False
+        raise ConfigError(
+            upper_where[0], upper_where[1], f"parameter {name!r}: lower bound {lower:g} must be below upper bound {upper:g}"
+        )
+    log_scale = r.get_bool(section, "log_scale") if r.has(section, "log_scale") else False
     if log_scale and lower <= 0:
         raise ConfigError(section, "log_scale", f"parameter {name!r}: log scale needs a positive lower bound, got {lower:g}")
     if ptype is ParamType.INTEGER and math.floor(upper) < math.ceil(lower):
@@ -334,12 +340,13 @@ def _options(r: _Reader, class_section: str, keys: dict[str, type], phase: str) 
     """Read class options from [phase] then [ClassName] then [common]."""
     out: dict[str, float | int | str] = {}
     for key, kind in keys.items():
+        value: float | int | str | None
         if kind is int:
-            value = r.int(phase, key, class_section, minimum=1)
+            value = r.get_int(phase, key, class_section, minimum=1)
         elif kind is float:
-            value = r.float(phase, key, class_section)
+            value = r.get_float(phase, key, class_section)
         else:
-            value = r.str(phase, key, class_section)
+            value = r.get_str(phase, key, class_section)
         if value is not None:
             out[key] = value
     return out
@@ -359,27 +366,27 @@ def _parse_phase(
     outcome_types: tuple[str, ...],
     experiment_seed: int | None,
 ) -> PhaseSpec:
-    generator = r.str(name, "generator")
+    generator = r.get_str(name, "generator")
     if generator is None:
         raise ConfigError(name, "generator", "missing generator")
     if generator not in GENERATORS:
         raise ConfigError(name, "generator", f"unknown generator {generator!r} (known: {sorted(GENERATORS)})")
-    min_asks = r.int(name, "min_asks")
-    n_trials = r.int(name, "n_trials")
+    min_asks = r.get_int(name, "min_asks")
+    n_trials = r.get_int(name, "n_trials")
     if min_asks is None and n_trials is not None:
         min_asks = n_trials
-    max_asks = r.int(name, "max_asks")
+    max_asks = r.get_int(name, "max_asks")
     if min_asks is not None and max_asks is not None and max_asks < min_asks:
         raise ConfigError(name, "max_asks", f"max_asks ({max_asks}) is below min_asks ({min_asks})")
-    min_total_tells = r.int(name, "min_total_tells")
-    occurrences = r.int(name, "min_total_outcome_occurrences")
+    min_total_tells = r.get_int(name, "min_total_tells")
+    occurrences = r.get_int(name, "min_total_outcome_occurrences")
     if occurrences is None:
         occurrences = 1 if outcome_types[0] == "binary" else 0
-    refit_every = r.int(name, "refit_every", minimum=1) or 1
-    seed = r.int(name, "seed", generator)
+    refit_every = r.get_int(name, "refit_every", minimum=1) or 1
+    seed = r.get_int(name, "seed", generator)
     if seed is None:
         seed = (experiment_seed if experiment_seed is not None else 0) + index
-    run_indefinitely = r.bool(name, "run_indefinitely")
+    run_indefinitely = r.get_bool(name, "run_indefinitely")
 
     model = acqf = None
     model_options: dict[str, float | int | str] = {}
@@ -387,12 +394,12 @@ def _parse_phase(
     points: list[tuple[Any, ...]] = []
     shuffle = False
     if generator == "OptimizeAcqfGenerator":
-        model = r.str(name, "model")
+        model = r.get_str(name, "model")
         if model is None:
             raise ConfigError(name, "model", "OptimizeAcqfGenerator needs a model")
         if model not in MODELS:
             raise ConfigError(name, "model", f"unknown model {model!r} (known: {sorted(MODELS)})")
-        acqf = r.str(name, "acqf", generator)
+        acqf = r.get_str(name, "acqf", generator)
         if acqf is None:
             raise ConfigError(name, "acqf", "OptimizeAcqfGenerator needs an acqf")
         if acqf not in ACQFS:
@@ -410,11 +417,11 @@ def _parse_phase(
         if target is not None and outcome_types[0] == "binary" and not 0 < float(target) < 1:
             raise ConfigError(acqf, "target", f"target must lie in (0, 1) for binary outcomes, got {target}")
     elif generator == "ManualGenerator":
-        text = r.str(name, "points", generator)
+        text = r.get_str(name, "points", generator)
         if text is None:
             raise ConfigError(name, "points", "ManualGenerator needs a points list")
         points = _parse_points(name, text, space, stimuli_per_trial)
-        shuffle = r.bool(name, "shuffle", generator)
+        shuffle = r.get_bool(name, "shuffle", generator)
         max_asks = len(points) if max_asks is None else min(max_asks, len(points))
         if min_asks is not None and min_asks > len(points):
             raise ConfigError(name, "min_asks", f"min_asks ({min_asks}) exceeds the {len(points)} manual points")
@@ -472,4 +479,8 @@ def _parse_points(section: str, text: str, space: ParameterSpace, stimuli_per_tr
 def _quote_words(text: str) -> str:
     import re
 
-    return re.sub(r"(?<![\w.'\"])([A-Za-z_][\w\-]*)(?![\w'\"])", lambda m: repr(m.group(1)) if m.group(1) not in ("True", "False") else m.group(1), text)
+    return re.sub(
+        r"(?<![\w.'\"])([A-Za-z_][\w\-]*)(?![\w'\"])",
+        lambda m: repr(m.group(1)) if m.group(1) not in ("True", "False") else m.group(1),
+        text,
+    )

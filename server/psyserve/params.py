@@ -58,7 +58,9 @@ class ParameterSpec:
             return self.value if self.value is not None else 0.0
         if self.type is ParamType.CATEGORICAL:
             if not isinstance(value, str):
-                raise ParameterValueError(name, f"parameter {name!r} is categorical: expected one of {list(self.choices)}, got {value!r}")
+                raise ParameterValueError(
+                    name, f"parameter {name!r} is categorical: expected one of {list(self.choices)}, got {value!r}"
+                )
             if value not in self.choices:
                 raise ParameterValueError(name, f"parameter {name!r}: {value!r} is not one of {list(self.choices)}")
             return value
@@ -165,7 +167,9 @@ class ParameterSpace:
                 assert spec.value is not None
                 out[spec.name] = spec.value
             else:
-                raise ParameterValueError(f"{field_path}.{spec.name}", f"{field_path}: missing a value for parameter {spec.name!r}")
+                raise ParameterValueError(
+                    f"{field_path}.{spec.name}", f"{field_path}: missing a value for parameter {spec.name!r}"
+                )
         return out
 
     def validate_partial(self, values: Mapping[str, object], field_path: str) -> Stimulus:

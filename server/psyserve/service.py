@@ -344,7 +344,9 @@ class ExperimentService:
         async with strategy.lock:
             if request_id and request_id in strategy.ask_requests:
                 trials = [strategy.trials[i] for i in strategy.ask_requests[request_id]]
-                return AskResult(trials, strategy.is_finished, trials[0].phase_index, strategy.spec.phases[trials[0].phase_index].name)
+                return AskResult(
+                    trials, strategy.is_finished, trials[0].phase_index, strategy.spec.phases[trials[0].phase_index].name
+                )
             phase_index = strategy.phase_for_next_ask()
             phase = strategy.spec.phases[phase_index]
             generated = Generated(points=np.empty(0))
@@ -402,22 +404,34 @@ class ExperimentService:
         for i, outcome in enumerate(outcomes):
             name = outcome.name or (spec.outcome_names[i] if len(outcomes) == len(spec.outcome_names) else "")
             if name not in spec.outcome_names:
-                raise InvalidArgument(f"outcomes[{i}].name: unknown outcome {outcome.name!r} (known: {list(spec.outcome_names)})", f"outcomes[{i}].name")
+                raise InvalidArgument(
+                    f"outcomes[{i}].name: unknown outcome {outcome.name!r} (known: {list(spec.outcome_names)})",
+                    f"outcomes[{i}].name",
+                )
             if name in by_name:
                 raise InvalidArgument(f"outcomes[{i}].name: outcome {name!r} given twice", f"outcomes[{i}].name")
             value = outcome.value
             if isinstance(value, bool):
                 value = float(value)
             if not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise InvalidArgument(f"outcomes[{i}].value: outcome {name!r} must be a finite number, got {value!r}", f"outcomes[{i}].value")
+                raise InvalidArgument(
+                    f"outcomes[{i}].value: outcome {name!r} must be a finite number, got {value!r}", f"outcomes[{i}].value"
+                )
             kind = spec.outcome_types[spec.outcome_names.index(name)]
             if kind == "binary" and value not in (0, 1):
-                raise InvalidArgument(f"outcomes[{i}].value: outcome {name!r} is binary: expected 0 or 1, got {value!r}", f"outcomes[{i}].value")
+                raise InvalidArgument(
+                    f"outcomes[{i}].value: outcome {name!r} is binary: expected 0 or 1, got {value!r}", f"outcomes[{i}].value"
+                )
             if kind == "ordinal" and (value < 0 or value != int(value)):
-                raise InvalidArgument(f"outcomes[{i}].value: outcome {name!r} is ordinal: expected a non-negative integer, got {value!r}", f"outcomes[{i}].value")
+                raise InvalidArgument(
+                    f"outcomes[{i}].value: outcome {name!r} is ordinal: expected a non-negative integer, got {value!r}",
+                    f"outcomes[{i}].value",
+                )
             sem = outcome.sem
             if sem is not None and (not math.isfinite(sem) or sem < 0):
-                raise InvalidArgument(f"outcomes[{i}].sem must be a finite non-negative number, got {sem!r}", f"outcomes[{i}].sem")
+                raise InvalidArgument(
+                    f"outcomes[{i}].sem must be a finite non-negative number, got {sem!r}", f"outcomes[{i}].sem"
+                )
             by_name[name] = OutcomeValue(name=name, value=float(value), sem=sem)
         return [by_name[n] for n in spec.outcome_names]
 
@@ -603,4 +617,3 @@ class ExperimentService:
         if self.models is not None:
             await self.models.close()
         await self.journal.close()
-

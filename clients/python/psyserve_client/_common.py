@@ -82,7 +82,7 @@ def translate_error(error: grpc.RpcError) -> PsyserveError:
     field_name = None
     try:
         status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    except Exception:  # noqa: BLE001 - aio errors carry trailers differently
+    except Exception:
         status = None
     if status is None and callable(getattr(error, "trailing_metadata", None)):
         for key, value in error.trailing_metadata() or ():
@@ -402,7 +402,10 @@ def _stimuli_from_config(config: Mapping[str, Any], stimuli_per_trial: int | Non
     if not pairwise:
         return [pb.Stimulus(values=to_values(unwrapped))]
     count = max(len(v) for v in unwrapped.values() if isinstance(v, (list, tuple)))
-    return [pb.Stimulus(values=to_values({n: (v[i] if isinstance(v, (list, tuple)) else v) for n, v in unwrapped.items()})) for i in range(count)]
+    return [
+        pb.Stimulus(values=to_values({n: (v[i] if isinstance(v, (list, tuple)) else v) for n, v in unwrapped.items()}))
+        for i in range(count)
+    ]
 
 
 class Protocol:
@@ -432,14 +435,21 @@ class Protocol:
         if config_path is not None:
             with open(config_path, encoding="utf-8") as f:
                 config_str = f.read()
-        request = pb.ConfigureRequest(config_ini=config_str or "", name=config_name or "", metadata=dict(metadata or {}), request_id=request_id)
+        request = pb.ConfigureRequest(
+            config_ini=config_str or "", name=config_name or "", metadata=dict(metadata or {}), request_id=request_id
+        )
 
         def parse(reply: pb.ConfigureResponse) -> ConfigureResult:
             self.configs.append(reply.strategy_id)
             if config_name:
                 self.config_names[config_name] = reply.strategy_id
             self.strategy_id = reply.strategy_id
-            return ConfigureResult(reply.strategy_id, [parse_parameter(p) for p in reply.parameters], list(reply.warnings), parse_summary(reply.summary))
+            return ConfigureResult(
+                reply.strategy_id,
+                [parse_parameter(p) for p in reply.parameters],
+                list(reply.warnings),
+                parse_summary(reply.summary),
+            )
 
         return Call("Configure", request, parse)
 
@@ -515,7 +525,12 @@ class Protocol:
 
         def parse(reply: pb.TellResponse) -> TellResult:
             return TellResult(
-                reply.trial_id, reply.trials_recorded, reply.model_data_added, reply.duplicate, reply.trials_completed, reply.is_finished
+                reply.trial_id,
+                reply.trials_recorded,
+                reply.model_data_added,
+                reply.duplicate,
+                reply.trials_completed,
+                reply.is_finished,
             )
 
         return Call("Tell", request, parse)
@@ -590,7 +605,9 @@ class Protocol:
             lambda r: {p.name: parse_parameter(p) for p in r.parameters},
         )
 
-    def get_config(self, section: str | None = None, property: str | None = None, strategy_id: int | None = None) -> Call[dict[str, dict[str, str]]]:
+    def get_config(
+        self, section: str | None = None, property: str | None = None, strategy_id: int | None = None
+    ) -> Call[dict[str, dict[str, str]]]:
         request = pb.GetConfigRequest(strategy_id=self._sid(strategy_id), section=section or "", property=property or "")
         return Call("GetConfig", request, lambda r: {s: dict(v.values) for s, v in r.sections.items()})
 
@@ -605,10 +622,9 @@ class Protocol:
         return Call("ListStrategies", pb.ListStrategiesRequest(), lambda r: [parse_summary(s) for s in r.strategies])
 
     def list_trials(self, state: str | None = None, strategy_id: int | None = None) -> Call[list[Trial]]:
-        request = pb.ListTrialsRequest(strategy_id=self._sid(strategy_id), state=_STATE_ENUMS[state] if state else 0)
+        request = pb.ListTrialsRequest(strategy_id=self._sid(strategy_id), state=_STATE_ENUMS[state] if state else pb.TRIAL_STATE_UNSPECIFIED)
         return Call("ListTrials", request, lambda r: [parse_trial(t) for t in r.trials])
 
     def abandon_trial(self, trial_id: int, failed: bool = False, reason: str = "", strategy_id: int | None = None) -> Call[Trial]:
         request = pb.AbandonTrialRequest(strategy_id=self._sid(strategy_id), trial_id=trial_id, failed=failed, reason=reason)
         return Call("AbandonTrial", request, lambda r: parse_trial(r.trial))
-

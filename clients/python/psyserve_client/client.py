@@ -105,7 +105,14 @@ class Client(_Base):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def configure(self, config_path: str | None = None, config_str: str | None = None, config_name: str | None = None, metadata: Mapping[str, str] | None = None, request_id: str = "") -> ConfigureResult:
+    def configure(
+        self,
+        config_path: str | None = None,
+        config_str: str | None = None,
+        config_name: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        request_id: str = "",
+    ) -> ConfigureResult:
         """Create a strategy from an INI config (path or string); it becomes the current strategy."""
         return self._run(self._protocol.configure(config_path, config_str, config_name, metadata, request_id))
 
@@ -113,15 +120,41 @@ class Client(_Base):
         """Make a strategy (by id or name) the current one."""
         return self._run(self._protocol.resume(config_id, config_name))
 
-    def ask(self, num_points: int = 1, fixed_pars: Mapping[str, Value] | None = None, strategy_id: int | None = None, request_id: str = "", ttl_seconds: float = 0.0) -> AskResult:
+    def ask(
+        self,
+        num_points: int = 1,
+        fixed_pars: Mapping[str, Value] | None = None,
+        strategy_id: int | None = None,
+        request_id: str = "",
+        ttl_seconds: float = 0.0,
+    ) -> AskResult:
         """The next trial(s) to run, each with a trial id."""
         return self._run(self._protocol.ask(num_points, fixed_pars, strategy_id, request_id, ttl_seconds))
 
-    def tell(self, config: Mapping[str, Any] | None = None, outcome: Any = None, model_data: bool = True, trial_id: int | None = None, strategy_id: int | None = None, sem: float | None = None, request_id: str = "", **metadata: Any) -> TellResult:
+    def tell(
+        self,
+        config: Mapping[str, Any] | None = None,
+        outcome: Any = None,
+        model_data: bool = True,
+        trial_id: int | None = None,
+        strategy_id: int | None = None,
+        sem: float | None = None,
+        request_id: str = "",
+        **metadata: Any,
+    ) -> TellResult:
         """Record an outcome for a trial id, or for an explicit stimulus (config=)."""
         return self._run(self._protocol.tell(config, outcome, model_data, trial_id, strategy_id, sem, request_id, **metadata))
 
-    def query(self, query_type: str = "max", probability_space: bool = False, x: Mapping[str, Any] | Sequence[Mapping[str, Value]] | None = None, y: float | None = None, constraints: Mapping[str | int, Value] | None = None, strategy_id: int | None = None, parameter_names: Sequence[str] | None = None) -> QueryResult:
+    def query(
+        self,
+        query_type: str = "max",
+        probability_space: bool = False,
+        x: Mapping[str, Any] | Sequence[Mapping[str, Value]] | None = None,
+        y: float | None = None,
+        constraints: Mapping[str | int, Value] | None = None,
+        strategy_id: int | None = None,
+        parameter_names: Sequence[str] | None = None,
+    ) -> QueryResult:
         """Ask the model: max, min, prediction or inverse."""
         return self._run(self._protocol.query(query_type, probability_space, x, y, constraints, strategy_id, parameter_names))
 
@@ -133,7 +166,9 @@ class Client(_Base):
         """The strategy's parameters by name."""
         return self._run(self._protocol.parameters(strategy_id))
 
-    def get_config(self, section: str | None = None, property: str | None = None, strategy_id: int | None = None) -> dict[str, dict[str, str]]:
+    def get_config(
+        self, section: str | None = None, property: str | None = None, strategy_id: int | None = None
+    ) -> dict[str, dict[str, str]]:
         """The config, whole or one section/property."""
         return self._run(self._protocol.get_config(section, property, strategy_id))
 
@@ -197,7 +232,14 @@ class AsyncClient(_Base):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def configure(self, config_path: str | None = None, config_str: str | None = None, config_name: str | None = None, metadata: Mapping[str, str] | None = None, request_id: str = "") -> ConfigureResult:
+    async def configure(
+        self,
+        config_path: str | None = None,
+        config_str: str | None = None,
+        config_name: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        request_id: str = "",
+    ) -> ConfigureResult:
         """Create a strategy from an INI config (path or string); it becomes the current strategy."""
         return await self._run(self._protocol.configure(config_path, config_str, config_name, metadata, request_id))
 
@@ -205,17 +247,47 @@ class AsyncClient(_Base):
         """Make a strategy (by id or name) the current one."""
         return await self._run(self._protocol.resume(config_id, config_name))
 
-    async def ask(self, num_points: int = 1, fixed_pars: Mapping[str, Value] | None = None, strategy_id: int | None = None, request_id: str = "", ttl_seconds: float = 0.0) -> AskResult:
+    async def ask(
+        self,
+        num_points: int = 1,
+        fixed_pars: Mapping[str, Value] | None = None,
+        strategy_id: int | None = None,
+        request_id: str = "",
+        ttl_seconds: float = 0.0,
+    ) -> AskResult:
         """The next trial(s) to run, each with a trial id."""
         return await self._run(self._protocol.ask(num_points, fixed_pars, strategy_id, request_id, ttl_seconds))
 
-    async def tell(self, config: Mapping[str, Any] | None = None, outcome: Any = None, model_data: bool = True, trial_id: int | None = None, strategy_id: int | None = None, sem: float | None = None, request_id: str = "", **metadata: Any) -> TellResult:
+    async def tell(
+        self,
+        config: Mapping[str, Any] | None = None,
+        outcome: Any = None,
+        model_data: bool = True,
+        trial_id: int | None = None,
+        strategy_id: int | None = None,
+        sem: float | None = None,
+        request_id: str = "",
+        **metadata: Any,
+    ) -> TellResult:
         """Record an outcome for a trial id, or for an explicit stimulus (config=)."""
-        return await self._run(self._protocol.tell(config, outcome, model_data, trial_id, strategy_id, sem, request_id, **metadata))
+        return await self._run(
+            self._protocol.tell(config, outcome, model_data, trial_id, strategy_id, sem, request_id, **metadata)
+        )
 
-    async def query(self, query_type: str = "max", probability_space: bool = False, x: Mapping[str, Any] | Sequence[Mapping[str, Value]] | None = None, y: float | None = None, constraints: Mapping[str | int, Value] | None = None, strategy_id: int | None = None, parameter_names: Sequence[str] | None = None) -> QueryResult:
+    async def query(
+        self,
+        query_type: str = "max",
+        probability_space: bool = False,
+        x: Mapping[str, Any] | Sequence[Mapping[str, Value]] | None = None,
+        y: float | None = None,
+        constraints: Mapping[str | int, Value] | None = None,
+        strategy_id: int | None = None,
+        parameter_names: Sequence[str] | None = None,
+    ) -> QueryResult:
         """Ask the model: max, min, prediction or inverse."""
-        return await self._run(self._protocol.query(query_type, probability_space, x, y, constraints, strategy_id, parameter_names))
+        return await self._run(
+            self._protocol.query(query_type, probability_space, x, y, constraints, strategy_id, parameter_names)
+        )
 
     async def info(self, strategy_id: int | None = None) -> InfoResult:
         """AEPsych-style summary of the strategy."""
@@ -225,7 +297,9 @@ class AsyncClient(_Base):
         """The strategy's parameters by name."""
         return await self._run(self._protocol.parameters(strategy_id))
 
-    async def get_config(self, section: str | None = None, property: str | None = None, strategy_id: int | None = None) -> dict[str, dict[str, str]]:
+    async def get_config(
+        self, section: str | None = None, property: str | None = None, strategy_id: int | None = None
+    ) -> dict[str, dict[str, str]]:
         """The config, whole or one section/property."""
         return await self._run(self._protocol.get_config(section, property, strategy_id))
 

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
 from psyserve_client._proto.psyserve.v1 import messages_pb2 as pb
 from psyserve_client._proto.psyserve.v1 import service_pb2_grpc
 
@@ -114,7 +115,9 @@ def summary_to_pb(view: StrategyView) -> pb.StrategySummary:
         name=view.name,
         metadata=view.metadata,
         phases=[
-            pb.PhaseSummary(index=p.index, name=p.name, generator=p.generator, model=p.model, acqf=p.acqf, asks=p.asks, finished=p.finished)
+            pb.PhaseSummary(
+                index=p.index, name=p.name, generator=p.generator, model=p.model, acqf=p.acqf, asks=p.asks, finished=p.finished
+            )
             for p in view.phases
         ],
         current_phase_index=view.current_phase_index,
@@ -175,7 +178,7 @@ def handles_errors(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
             raise
         except (grpc.aio.AbortError, grpc.aio.UsageError):
             raise
-        except Exception as exc:  # noqa: BLE001 - the server keeps serving
+        except Exception as exc:
             log.exception("internal error in %s", method.__name__)
             await abort(context, ServiceError(f"internal error: {type(exc).__name__}: {exc}"))
         raise AssertionError("unreachable")
@@ -266,7 +269,12 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
             probability_space=result.probability_space,
             predictions=[
                 pb.Prediction(
-                    x=stimulus_to_pb(p.x), mean=p.mean, variance=p.variance, probability=p.probability, lower=p.lower, upper=p.upper
+                    x=stimulus_to_pb(p.x),
+                    mean=p.mean,
+                    variance=p.variance,
+                    probability=p.probability,
+                    lower=p.lower,
+                    upper=p.upper,
                 )
                 for p in result.points
             ],
@@ -302,14 +310,20 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
         return pb.GetConfigResponse(sections={s: pb.ConfigSection(values=v) for s, v in sections.items()})
 
     @handles_errors
-    async def FinishStrategy(self, request: pb.FinishStrategyRequest, context: grpc.aio.ServicerContext) -> pb.FinishStrategyResponse:
+    async def FinishStrategy(
+        self, request: pb.FinishStrategyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.FinishStrategyResponse:
         result = await self.service.finish_strategy(request.strategy_id)
         return pb.FinishStrategyResponse(
-            finished_strategy=result.finished_strategy, finished_strat_idx=result.finished_strat_idx, is_finished=result.is_finished
+            finished_strategy=result.finished_strategy,
+            finished_strat_idx=result.finished_strat_idx,
+            is_finished=result.is_finished,
         )
 
     @handles_errors
-    async def ListStrategies(self, request: pb.ListStrategiesRequest, context: grpc.aio.ServicerContext) -> pb.ListStrategiesResponse:
+    async def ListStrategies(
+        self, request: pb.ListStrategiesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListStrategiesResponse:
         return pb.ListStrategiesResponse(strategies=[summary_to_pb(v) for v in self.service.list_strategies()])
 
     @handles_errors

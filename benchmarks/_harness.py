@@ -1,0 +1,66 @@
+"""Benchmark plumbing: run a psyserve server as a subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def server_process(*extra: str, db: str | None = None) -> Iterator[tuple[str, str]]:
+    """Yield (address, db path) of a `psyserve serve` subprocess; SIGTERM it afterwards."""
+    with tempfile.TemporaryDirectory() as tmp:
+        db = db or str(Path(tmp) / "bench.db")
+        port = free_port()
+        log = open(Path(tmp) / "server.log", "wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "psyserve", "serve", "--port", str(port), "--db", db, "--log-level", "WARNING", *extra],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        address = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("server failed to start: " + (Path(tmp) / "server.log").read_text()[-2000:])
+            try:
+                with grpc.insecure_channel(address) as channel:
+                    grpc.channel_ready_future(channel).result(timeout=0.5)
+                break
+            except grpc.FutureTimeoutError:
+                continue
+        try:
+            yield address, db
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
