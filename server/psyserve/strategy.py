@@ -95,8 +95,9 @@ class Strategy:
     def phase(self) -> PhaseSpec:
         return self.spec.phases[self.phase_index]
 
-    def phase_finished(self, index: int) -> bool:
-        """AEPsych's stopping rules for phase `index`, on the current counts."""
+    def phase_finished(self, index: int, extra_outcome: float | None = None) -> bool:
+        """AEPsych's stopping rules for phase `index`, on the current counts (plus one hypothetical
+        model-data outcome, when `extra_outcome` is given: used to look one tell ahead)."""
         if self.phase_finished_by_request[index]:
             return True
         phase = self.spec.phases[index]
@@ -107,13 +108,16 @@ class Strategy:
             return True
         if not phase.has_stopping_rule:
             return False
+        points = self.model_data_points + (extra_outcome is not None)
         if phase.min_asks is not None and asks < phase.min_asks:
             return False
-        if phase.min_total_tells is not None and self.model_data_points < phase.min_total_tells:
+        if phase.min_total_tells is not None and points < phase.min_total_tells:
             return False
         needed = phase.min_total_outcome_occurrences
         if needed and self.spec.binary_outcome:
-            if self.outcome_counts[0.0] < needed or self.outcome_counts[1.0] < needed:
+            zeros = self.outcome_counts[0.0] + (extra_outcome == 0.0)
+            ones = self.outcome_counts[1.0] + (extra_outcome == 1.0)
+            if zeros < needed or ones < needed:
                 return False
         return True
 
@@ -122,10 +126,10 @@ class Strategy:
         last = len(self.spec.phases) - 1
         return self.phase_index == last and self.phase_finished(last)
 
-    def phase_for_next_ask(self) -> int:
+    def phase_for_next_ask(self, extra_outcome: float | None = None) -> int:
         """The phase the next ask draws from: move past finished phases (never past the last)."""
         index = self.phase_index
-        while index < len(self.spec.phases) - 1 and self.phase_finished(index):
+        while index < len(self.spec.phases) - 1 and self.phase_finished(index, extra_outcome):
             index += 1
         return index
 

@@ -1,0 +1,367 @@
+"""Model-based generation for strategies: the compute process pool, its scheduler and speculation.
+
+Owns which compute job runs when (real requests first, speculative branches on idle workers),
+crash recovery of the pool, and the per-strategy cache of precomputed results. Builds jobs from a
+strategy's data; never mutates a strategy, never touches the journal or a transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import heapq
+import itertools
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .compute import (
+    GenerateJob,
+    GenerateResult,
+    GeneratorSpec,
+    ModelSpec,
+    ModelState,
+    QueryJob,
+    QueryResult,
+    TrainingData,
+    generate,
+    query,
+    worker_init,
+)
+from .config import PhaseSpec
+from .errors import Unavailable
+from .service import Generated
+from .strategy import COMPLETED, PENDING, Strategy
+
+log = logging.getLogger(__name__)
+
+REAL, SPECULATIVE = 0, 1
+DataKey = tuple[tuple[int, float], ...]
+
+
+def _warmup() -> int:
+    return os.getpid()
+
+
+@dataclass(order=True)
+class _Item:
+    priority: int
+    seq: int
+    fn: Callable[[Any], Any] = field(compare=False)
+    arg: Any = field(compare=False)
+    future: asyncio.Future[Any] = field(compare=False)
+    attempts: int = field(default=0, compare=False)
+
+
+class ComputePool:
+    """A spawn ProcessPoolExecutor behind a priority queue: a job starts only on a free worker,
+    real jobs before speculative ones. A worker that dies is replaced and its job retried once."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self._executor: ProcessPoolExecutor | None = None
+        self._queue: list[_Item] = []
+        self._seq = itertools.count()
+        self._busy = 0
+        self._closed = False
+        self.restarts = 0
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=worker_init)
+
+    async def start(self) -> None:
+        """Start and warm every worker (imports torch/botorch) before the server takes requests."""
+        self._executor = self._new_executor()
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self._executor, _warmup) for _ in range(self.workers)))
+
+    def worker_pids(self) -> list[int]:
+        processes = getattr(self._executor, "_processes", None) or {}
+        return list(processes)
+
+    def submit(self, fn: Callable[[Any], Any], arg: Any, priority: int = REAL) -> asyncio.Future[Any]:
+        if self._closed:
+            raise Unavailable("the compute pool is shut down")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._queue, _Item(priority, next(self._seq), fn, arg, future))
+        self._pump()
+        return future
+
+    @property
+    def idle(self) -> bool:
+        return self._busy < self.workers and not self._queue
+
+    def _pump(self) -> None:
+        while self._busy < self.workers and self._queue:
+            item = heapq.heappop(self._queue)
+            if item.future.done():  # cancelled while queued (a stale speculation)
+                continue
+            self._start(item)
+
+    def _start(self, item: _Item) -> None:
+        if self._executor is None:
+            self._executor = self._new_executor()
+        self._busy += 1
+        item.attempts += 1
+        try:
+            running = asyncio.wrap_future(self._executor.submit(item.fn, item.arg))
+        except BrokenProcessPool as exc:
+            self._busy -= 1
+            self._recover(item, exc)
+            return
+        running.add_done_callback(lambda done: self._finished(item, done))
+
+    def _finished(self, item: _Item, done: asyncio.Future[Any]) -> None:
+        self._busy -= 1
+        exc = done.exception() if not done.cancelled() else None
+        if isinstance(exc, BrokenProcessPool):
+            self._recover(item, exc)
+        elif not item.future.done():
+            if exc is not None:
+                item.future.set_exception(exc)
+            else:
+                item.future.set_result(done.result())
+        self._pump()
+
+    def _recover(self, item: _Item, exc: BaseException) -> None:
+        """A worker died: replace the pool (once per breakage) and retry the job once."""
+        broken = self._executor
+        if broken is not None and getattr(broken, "_broken", False):
+            log.warning("compute worker died (%s); restarting the pool", exc)
+            broken.shutdown(wait=False, cancel_futures=False)
+            self._executor = None
+            self.restarts += 1
+        if item.future.done():
+            return
+        if item.attempts >= 2 or self._closed:
+            item.future.set_exception(Unavailable("model computation failed twice: a compute worker died"))
+            return
+        heapq.heappush(self._queue, item)
+        self._pump()
+
+    async def close(self) -> None:
+        self._closed = True
+        for item in self._queue:
+            if not item.future.done():
+                item.future.set_exception(Unavailable("server is shutting down"))
+        self._queue.clear()
+        if self._executor is not None:
+            executor = self._executor
+            await asyncio.get_running_loop().run_in_executor(None, lambda: executor.shutdown(wait=True, cancel_futures=True))
+
+
+@dataclass
+class _Runtime:
+    """Per-strategy model state kept between asks (lives in Strategy.model_runtime)."""
+
+    refit_state: ModelState | None = None  # hyper-parameters of the last full fit
+    last_state: ModelState | None = None  # the model behind the last served point
+    cache: dict[tuple[Any, ...], asyncio.Future[GenerateResult]] = field(default_factory=dict)
+    started: dict[tuple[Any, ...], float] = field(default_factory=dict)
+
+
+def _runtime(strategy: Strategy) -> _Runtime:
+    if strategy.model_runtime is None:
+        strategy.model_runtime = _Runtime()
+    runtime: _Runtime = strategy.model_runtime
+    return runtime
+
+
+def training_rows(strategy: Strategy, extra: tuple[int, float] | None = None) -> tuple[TrainingData, DataKey]:
+    """The model's data in trial order, optionally with one pending trial given a hypothetical outcome.
+
+    Returns (TrainingData with X n x d, or n x 2 x d for pairwise; the data key: (trial id, y) pairs).
+    """
+    space, k = strategy.spec.space, strategy.spec.stimuli_per_trial
+    xs, ys, key = [], [], []
+    for trial in strategy.trials.values():
+        if trial.state == COMPLETED and trial.model_data:
+            y = trial.outcomes[0].value
+        elif extra is not None and trial.trial_id == extra[0]:
+            y = extra[1]
+        else:
+            continue
+        xs.append([space.to_unit(s) for s in trial.stimuli])
+        ys.append(y)
+        key.append((trial.trial_id, y))
+    X = np.array(xs, dtype=float).reshape(len(xs), k, space.dim)
+    if k == 1:
+        X = X[:, 0, :]
+    return TrainingData(X=X, y=np.array(ys, dtype=float)), tuple(key)
+
+
+def job_seed(strategy: Strategy, phase_index: int, ask_index: int) -> int:
+    digest = hashlib.sha256(f"{strategy.seed}:{strategy.spec.phases[phase_index].seed}:{phase_index}:{ask_index}".encode())
+    return int.from_bytes(digest.digest()[:4], "little") & 0x7FFFFFFF
+
+
+def model_spec(strategy: Strategy, phase: PhaseSpec) -> ModelSpec:
+    assert phase.model is not None
+    return ModelSpec(kind=phase.model, dim=strategy.spec.space.dim, options=dict(phase.model_options))
+
+
+class PoolModelEngine:
+    """The ModelEngine the service calls: generate/query in the pool, speculate between ask and tell."""
+
+    def __init__(self, workers: int | None = None, speculate: bool = True) -> None:
+        self.pool = ComputePool(workers)
+        self.speculate = speculate
+        self._strategies: dict[int, Strategy] = {}
+
+    async def start(self) -> None:
+        await self.pool.start()
+
+    # -------------------------------------------------------------- job construction
+    def _job(
+        self, strategy: Strategy, phase_index: int, n: int, fixed: dict[int, float], extra: tuple[int, float] | None
+    ) -> tuple[tuple[Any, ...], GenerateJob]:
+        phase = strategy.spec.phases[phase_index]
+        runtime = _runtime(strategy)
+        data, data_key = training_rows(strategy, extra)
+        ask_index = strategy.phase_asks[phase_index]
+        refit = runtime.refit_state is None or ask_index % phase.refit_every == 0
+        job = GenerateJob(
+            model=model_spec(strategy, phase),
+            generator=GeneratorSpec(acqf=phase.acqf or "", options=dict(phase.generator_options)),
+            data=data,
+            num_points=n,
+            seed=job_seed(strategy, phase_index, ask_index),
+            warm_state=None if refit else runtime.refit_state,
+            refit=refit,
+            fixed=dict(fixed),
+        )
+        key = (phase_index, ask_index, n, tuple(sorted(fixed.items())), refit, data_key)
+        return key, job
+
+    # -------------------------------------------------------------- ModelEngine API
+    async def generate(self, strategy: Strategy, phase_index: int, n: int, fixed: dict[int, float]) -> Generated:
+        runtime = _runtime(strategy)
+        self._strategies[strategy.strategy_id] = strategy
+        key, job = self._job(strategy, phase_index, n, fixed, None)
+        arrived = time.perf_counter()
+        future = runtime.cache.pop(key, None)
+        speculative = runtime.started.pop(key, None) is not None
+        precomputed = future is not None and future.done() and not future.cancelled() and future.exception() is None
+        if future is None or future.cancelled():
+            future, speculative = self.pool.submit(generate, job, REAL), False
+        try:
+            result: GenerateResult = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            runtime.cache[key] = future  # the caller gave up; keep the work for its retry
+            raise
+        except Unavailable:
+            raise
+        except Exception as exc:
+            if not speculative:
+                raise Unavailable(f"model computation failed: {type(exc).__name__}: {exc}") from exc
+            result = await self.pool.submit(generate, job, REAL)  # retry a failed speculation for real
+        runtime.last_state = result.state
+        if job.refit:
+            runtime.refit_state = result.state
+        self._drop_stale(strategy)
+        return Generated(
+            points=result.points.reshape(n, strategy.spec.stimuli_per_trial, strategy.spec.space.dim),
+            precomputed=precomputed,
+            fit_seconds=result.fit_seconds,
+            generate_seconds=result.generate_seconds,
+            wait_seconds=time.perf_counter() - arrived,
+        )
+
+    async def query(
+        self,
+        strategy: Strategy,
+        query_type: str,
+        probability_space: bool,
+        x: np.ndarray | None,
+        y: float | None,
+        fixed: dict[int, float],
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
+        phase = next(p for p in strategy.spec.phases if p.is_model_based)
+        current = strategy.phase
+        if current.is_model_based:
+            phase = current
+        data, _ = training_rows(strategy)
+        runtime = _runtime(strategy)
+        job = QueryJob(
+            model=model_spec(strategy, phase),
+            data=data,
+            state=runtime.last_state if runtime.last_state is not None and runtime.last_state.kind == phase.model else None,
+            query_type=query_type,
+            probability_space=probability_space,
+            x=x,
+            y=y,
+            fixed=dict(fixed),
+            seed=strategy.seed & 0x7FFFFFFF,
+        )
+        try:
+            result: QueryResult = await self.pool.submit(query, job, REAL)
+        except Unavailable:
+            raise
+        except Exception as exc:
+            raise Unavailable(f"model query failed: {type(exc).__name__}: {exc}") from exc
+        values = {
+            "mean": result.mean,
+            "variance": result.variance,
+            "probability": result.probability,
+            "lower": result.lower,
+            "upper": result.upper,
+        }
+        return result.x, values, result.fit_seconds
+
+    def data_changed(self, strategy: Strategy) -> None:
+        """Called after every ask and tell: start the computations the next ask will probably need."""
+        self._strategies[strategy.strategy_id] = strategy
+        if not self.speculate:
+            return
+        self._drop_stale(strategy)
+        pending = [t for t in strategy.trials.values() if t.state == PENDING]
+        if not pending:
+            self._prefetch(strategy, None)
+        elif len(pending) == 1 and strategy.spec.binary_outcome:
+            for outcome in (0.0, 1.0):
+                self._prefetch(strategy, (pending[0].trial_id, outcome))
+
+    def _prefetch(self, strategy: Strategy, extra: tuple[int, float] | None) -> None:
+        phase_index = strategy.phase_for_next_ask(extra_outcome=None if extra is None else extra[1])
+        phase = strategy.spec.phases[phase_index]
+        if not phase.is_model_based:
+            return
+        key, job = self._job(strategy, phase_index, 1, {}, extra)
+        runtime = _runtime(strategy)
+        if key in runtime.cache:
+            return
+        runtime.cache[key] = self.pool.submit(generate, job, SPECULATIVE)
+        runtime.started[key] = time.perf_counter()
+
+    def _drop_stale(self, strategy: Strategy) -> None:
+        """Forget cached results that can no longer match (older data); cancel those not started."""
+        runtime = _runtime(strategy)
+        _, current = training_rows(strategy)
+        have = set(current)
+        for key in list(runtime.cache):
+            data_key: DataKey = key[-1]
+            if len(data_key) - len(current) in (0, 1) and have.issubset(data_key):
+                continue
+            future = runtime.cache.pop(key)
+            runtime.started.pop(key, None)
+            if not future.done():
+                future.cancel()
+            elif not future.cancelled():
+                future.exception()  # retrieved, so asyncio does not log it
+
+    async def close(self) -> None:
+        for strategy in self._strategies.values():
+            runtime = _runtime(strategy)
+            for future in runtime.cache.values():
+                if not future.done():
+                    future.cancel()
+            runtime.cache.clear()
+        await self.pool.close()
