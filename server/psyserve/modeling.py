@@ -211,8 +211,10 @@ def model_spec(strategy: Strategy, phase: PhaseSpec) -> ModelSpec:
 class PoolModelEngine:
     """The ModelEngine the service calls: generate/query in the pool, speculate between ask and tell."""
 
-    def __init__(self, workers: int | None = None, speculate: bool = True) -> None:
+    def __init__(self, workers: int | None = None, speculate: bool | None = None) -> None:
         self.pool = ComputePool(workers)
+        if speculate is None:  # PSYSERVE_SPECULATE=0 turns speculation off (for comparisons)
+            speculate = os.environ.get("PSYSERVE_SPECULATE", "1") not in ("0", "false", "no")
         self.speculate = speculate
         self._strategies: dict[int, Strategy] = {}
 
