@@ -236,7 +236,7 @@ class PoolModelEngine:
             data=data,
             num_points=n,
             seed=job_seed(strategy, phase_index, ask_index),
-            warm_state=None if refit else runtime.refit_state,
+            warm_state=runtime.refit_state,  # a full refit starts from it (deterministic: the last served fit)
             refit=refit,
             fixed=dict(fixed),
         )

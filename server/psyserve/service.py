@@ -7,6 +7,7 @@ Owns strategies keyed by id, per-strategy locks, request validation, idempotency
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -174,6 +175,8 @@ class ExperimentService:
         self.limits = limits or Limits()
         self._registry = _Registry()
         self._configure_lock = asyncio.Lock()
+        self._lease_task: asyncio.Task[None] | None = None
+        self.lease_check_seconds = 0.25
 
     @property
     def db_name(self) -> str:
@@ -181,7 +184,8 @@ class ExperimentService:
 
     # ------------------------------------------------------------------ recovery
     async def recover(self) -> int:
-        """Rebuild every strategy from the journal; return the number of events replayed."""
+        """Rebuild every strategy from the journal, then start expiring leases; return the number
+        of events replayed."""
         events = await self.journal.load()
         for event in events:
             if event.kind == "configure":
@@ -192,7 +196,34 @@ class ExperimentService:
                     log.error("journal event %s for unknown strategy %s skipped", event.seq, event.strategy_id)
                     continue
                 strategy.apply(event)
+        self._lease_task = asyncio.create_task(self._expire_leases(), name="lease-expiry")
         return len(events)
+
+    async def _expire_leases(self) -> None:
+        """Abandon pending trials whose lease ran out (their points are handed out again)."""
+        while True:
+            now = time.time()
+            for strategy in list(self._registry.by_id.values()):
+                expiry = strategy.next_lease_expiry()
+                if expiry is None or expiry > now:
+                    continue
+                async with strategy.lock:
+                    events = [
+                        Event(strategy.strategy_id, "abandon", {"failed": False, "reason": "lease expired", "reissue": True}, trial_id=t.trial_id)
+                        for t in strategy.expired_leases(time.time())
+                    ]
+                    if not events:
+                        continue
+                    try:
+                        await self.journal.append(events)
+                    except Exception:  # retried on the next round
+                        log.exception("could not journal expired leases")
+                        continue
+                    for event in events:
+                        strategy.apply(event)
+                    if self.models is not None:
+                        self.models.data_changed(strategy)
+            await asyncio.sleep(self.lease_check_seconds)
 
     def _create_from_event(self, event: Event) -> Strategy:
         p = event.payload
@@ -350,17 +381,23 @@ class ExperimentService:
             phase_index = strategy.phase_for_next_ask()
             phase = strategy.spec.phases[phase_index]
             generated = Generated(points=np.empty(0))
-            if phase.generator == "ManualGenerator":
-                stimuli = strategy.manual_stimuli(phase_index, num_points)
+            reissued = [tid for tid, (ph, _) in strategy.reissue.items() if ph == phase_index and not phase.is_model_based]
+            reissued = reissued[:num_points]
+            fresh = num_points - len(reissued)
+            stimuli = [[dict(s) for s in strategy.reissue[tid][1]] for tid in reissued]
+            if fresh == 0:
+                pass
+            elif phase.generator == "ManualGenerator":
+                stimuli += strategy.manual_stimuli(phase_index, fresh)
             else:
                 if phase.is_model_based:
                     if self.models is None:
                         raise FailedPrecondition("this server runs without a model engine", "strategy_id")
-                    generated = await self.models.generate(strategy, phase_index, num_points, space.fixed_unit(fixed_raw))
+                    generated = await self.models.generate(strategy, phase_index, fresh, space.fixed_unit(fixed_raw))
                     unit = generated.points
                 else:
-                    unit = strategy.generate_unit(phase_index, num_points)
-                stimuli = [[space.from_unit(u) for u in trial] for trial in unit]
+                    unit = strategy.generate_unit(phase_index, fresh)
+                stimuli += [[space.from_unit(u) for u in trial] for trial in unit]
             for trial_stimuli in stimuli:
                 for stimulus in trial_stimuli:
                     stimulus.update(fixed_raw)
@@ -372,6 +409,8 @@ class ExperimentService:
                     payload["request_id"] = request_id
                 if ttl_seconds:
                     payload["lease_expires_at"] = now + ttl_seconds
+                if i < len(reissued):
+                    payload["reissue_of"] = reissued[i]
                 events.append(Event(strategy_id, "ask", payload, trial_id=strategy.next_trial_id + i, created_at=now))
             await self.journal.append(events)
             for event in events:
@@ -614,6 +653,10 @@ class ExperimentService:
         return QueryResult(query_type, probability_space, results, fit_seconds)
 
     async def close(self) -> None:
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease_task
         if self.models is not None:
             await self.models.close()
         await self.journal.close()

@@ -87,6 +87,8 @@ class Strategy:
         self.ask_requests: dict[str, list[int]] = {}
         self.tell_requests: dict[str, int] = {}
         self._sobol: dict[int, tuple[qmc.Sobol, int]] = {}
+        # stimuli of trials whose lease expired, handed out again by the next asks of their phase
+        self.reissue: dict[int, tuple[int, list[Stimulus]]] = {}
         # Generation state for model-based phases, owned by the modeling layer.
         self.model_runtime: Any = None
 
@@ -137,6 +139,13 @@ class Strategy:
         return self.model_data_points > 0 and (
             not self.spec.binary_outcome or (self.outcome_counts[0.0] > 0 and self.outcome_counts[1.0] > 0)
         )
+
+    def expired_leases(self, now: float) -> list[TrialRecord]:
+        return [t for t in self.trials.values() if t.state == PENDING and t.lease_expires_at is not None and t.lease_expires_at <= now]
+
+    def next_lease_expiry(self) -> float | None:
+        times = [t.lease_expires_at for t in self.trials.values() if t.state == PENDING and t.lease_expires_at is not None]
+        return min(times) if times else None
 
     @property
     def pending(self) -> list[TrialRecord]:
@@ -205,7 +214,10 @@ class Strategy:
             self.trials[trial.trial_id] = trial
             self.next_trial_id = max(self.next_trial_id, trial.trial_id + 1)
             self.phase_index = max(self.phase_index, phase_index)
-            self.phase_asks[phase_index] += 1
+            if p.get("reissue_of") is not None:
+                self.reissue.pop(int(p["reissue_of"]), None)  # a point handed out again is not a new ask
+            else:
+                self.phase_asks[phase_index] += 1
             if p.get("request_id"):
                 self.ask_requests.setdefault(p["request_id"], []).append(trial.trial_id)
         elif event.kind == "tell":
@@ -223,6 +235,8 @@ class Strategy:
                 self.next_trial_id = max(self.next_trial_id, trial.trial_id + 1)
             else:
                 trial = trial_or_none
+            if trial.state == ABANDONED:  # a late tell still counts; its point need not be reissued
+                self.reissue.pop(trial.trial_id, None)
             trial.state = COMPLETED
             trial.outcomes = [OutcomeValue.from_json(o) for o in p["outcomes"]]
             trial.metadata = dict(p.get("metadata") or {})
@@ -240,6 +254,8 @@ class Strategy:
             trial.state = FAILED if p.get("failed") else ABANDONED
             trial.metadata = {**trial.metadata, "abandon_reason": p.get("reason", "")}
             trial.told_at = event.created_at
+            if p.get("reissue"):
+                self.reissue[trial.trial_id] = (trial.phase_index, [dict(s) for s in trial.stimuli])
         elif event.kind == "finish_phase":
             index = int(p["phase_index"])
             self.phase_finished_by_request[index] = True
