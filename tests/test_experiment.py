@@ -74,6 +74,13 @@ def test_sobol_then_manual_sync(server: ServerThread) -> None:
         assert told.trial_id == 10 and told.trials_completed == 10
         with pytest.raises(pc.FailedPreconditionError):
             client.query("max")
+        # ExportData streams every trial in raw units
+        rows = list(client.export_data(sid))
+        assert [t.trial_id for _, t in rows] == list(range(1, 11)) and {s for s, _ in rows} == {sid}
+        assert rows[6][1].params == {"contrast": 0.5, "frequency": 2, "shape": "circle", "eye": False}
+        assert rows[0][1].outcomes[0].value == 1.0 and rows[0][1].metadata == {"rt": "0.41"}
+        with pytest.raises(pc.NotFoundError):
+            list(client.export_data(999))
     with sqlite3.connect(server.options.db) as db:
         kinds = [k for (k,) in db.execute("SELECT kind FROM events ORDER BY seq")]
     assert kinds.count("ask") == 9 and kinds.count("tell") == 10 and kinds[0] == "configure"
@@ -95,6 +102,8 @@ async def test_sobol_then_manual_async(server: ServerThread) -> None:
         # several points in one ask, and fixed parameters honoured
         many = await client.ask(num_points=3, fixed_pars={"shape": "square", "eye": False})
         assert len(many.trials) == 3 and all(t.params["shape"] == "square" and t.params["eye"] is False for t in many.trials)
+        exported = [trial async for _, trial in client.export_data()]
+        assert len(exported) == 12 and sum(t.state == "pending" for t in exported) == 3
         finish = await client.finish_strategy()
         assert finish.finished_strategy == "manual_strat" and finish.finished_strat_idx == 1
 

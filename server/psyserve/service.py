@@ -348,6 +348,9 @@ class ExperimentService:
             raise InvalidArgument("give strategy_id or name", "strategy_id")
         return self.view(self.get(strategy_id))
 
+    def strategies(self) -> list[Strategy]:
+        return list(self._registry.by_id.values())
+
     def list_strategies(self) -> list[StrategyView]:
         return [self.view(s) for s in self._registry.by_id.values()]
 

@@ -6,7 +6,7 @@ Generated method wrappers are listed explicitly so that type checkers see every 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -24,8 +24,10 @@ from ._common import (
     TellResult,
     Trial,
     Value,
+    parse_trial,
     translate_error,
 )
+from ._proto.psyserve.v1 import messages_pb2 as pb
 from ._proto.psyserve.v1 import service_pb2_grpc
 
 T = TypeVar("T")
@@ -88,6 +90,14 @@ class Client(_Base):
         except grpc.RpcError as exc:
             raise translate_error(exc) from None
         return call.parse(reply)
+
+    def export_data(self, strategy_id: int = 0) -> Iterator[tuple[int, Trial]]:
+        """Stream every trial (of one strategy, or all when 0) as (strategy id, Trial)."""
+        try:
+            for row in self._stub.ExportData(pb.ExportDataRequest(strategy_id=strategy_id), timeout=self.timeout, metadata=self._metadata):
+                yield row.strategy_id, parse_trial(row.trial)
+        except grpc.RpcError as exc:
+            raise translate_error(exc) from None
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         grpc.channel_ready_future(self._channel).result(timeout=timeout)
@@ -213,6 +223,14 @@ class AsyncClient(_Base):
         except grpc.RpcError as exc:
             raise translate_error(exc) from None
         return call.parse(reply)
+
+    async def export_data(self, strategy_id: int = 0) -> AsyncIterator[tuple[int, Trial]]:
+        """Stream every trial (of one strategy, or all when 0) as (strategy id, Trial)."""
+        try:
+            async for row in self._stub.ExportData(pb.ExportDataRequest(strategy_id=strategy_id), timeout=self.timeout, metadata=self._metadata):
+                yield row.strategy_id, parse_trial(row.trial)
+        except grpc.RpcError as exc:
+            raise translate_error(exc) from None
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
         import asyncio

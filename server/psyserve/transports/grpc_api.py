@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import grpc
@@ -337,3 +337,15 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
     async def AbandonTrial(self, request: pb.AbandonTrialRequest, context: grpc.aio.ServicerContext) -> pb.AbandonTrialResponse:
         trial = await self.service.abandon_trial(request.strategy_id, request.trial_id, request.failed, request.reason)
         return pb.AbandonTrialResponse(trial=trial_to_pb(trial, self.service.get(request.strategy_id).spec))
+
+    async def ExportData(self, request: pb.ExportDataRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ExportDataResponse]:
+        try:
+            strategies = [self.service.get(request.strategy_id)] if request.strategy_id else self.service.strategies()
+        except ServiceError as exc:
+            await abort(context, exc)
+            return
+        for strategy in strategies:
+            for trial in list(strategy.trials.values()):
+                yield pb.ExportDataResponse(
+                    strategy_id=strategy.strategy_id, strategy_name=strategy.name, trial=trial_to_pb(trial, strategy.spec)
+                )

@@ -1371,3 +1371,51 @@ class AbandonTrialResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AbandonTrialResponse: _TypeAlias = AbandonTrialResponse  # noqa: Y015
+
+@_typing.final
+class ExportDataRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STRATEGY_ID_FIELD_NUMBER: _builtins.int
+    strategy_id: _builtins.int
+    """one strategy, or every strategy when 0"""
+    def __init__(
+        self,
+        *,
+        strategy_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["strategy_id", b"strategy_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportDataRequest: _TypeAlias = ExportDataRequest  # noqa: Y015
+
+@_typing.final
+class ExportDataResponse(_message.Message):
+    """One trial of the journal, in raw units (the same rows as `psyserve export`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STRATEGY_ID_FIELD_NUMBER: _builtins.int
+    STRATEGY_NAME_FIELD_NUMBER: _builtins.int
+    TRIAL_FIELD_NUMBER: _builtins.int
+    strategy_id: _builtins.int
+    strategy_name: _builtins.str
+    @_builtins.property
+    def trial(self) -> Global___Trial: ...
+    def __init__(
+        self,
+        *,
+        strategy_id: _builtins.int = ...,
+        strategy_name: _builtins.str = ...,
+        trial: Global___Trial | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["trial", b"trial"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["strategy_id", b"strategy_id", "strategy_name", b"strategy_name", "trial", b"trial"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportDataResponse: _TypeAlias = ExportDataResponse  # noqa: Y015

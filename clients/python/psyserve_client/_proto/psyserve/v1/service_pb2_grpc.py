@@ -95,6 +95,11 @@ class ExperimentServiceStub:
                 request_serializer=psyserve_dot_v1_dot_messages__pb2.AbandonTrialRequest.SerializeToString,
                 response_deserializer=psyserve_dot_v1_dot_messages__pb2.AbandonTrialResponse.FromString,
                 _registered_method=True)
+        self.ExportData = channel.unary_stream(
+                '/psyserve.v1.ExperimentService/ExportData',
+                request_serializer=psyserve_dot_v1_dot_messages__pb2.ExportDataRequest.SerializeToString,
+                response_deserializer=psyserve_dot_v1_dot_messages__pb2.ExportDataResponse.FromString,
+                _registered_method=True)
 
 
 class ExperimentServiceServicer:
@@ -184,6 +189,13 @@ class ExperimentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportData(self, request, context):
+        """Every trial of one strategy (or all), streamed in trial order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExperimentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -246,6 +258,11 @@ def add_ExperimentServiceServicer_to_server(servicer, server):
                     servicer.AbandonTrial,
                     request_deserializer=psyserve_dot_v1_dot_messages__pb2.AbandonTrialRequest.FromString,
                     response_serializer=psyserve_dot_v1_dot_messages__pb2.AbandonTrialResponse.SerializeToString,
+            ),
+            'ExportData': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportData,
+                    request_deserializer=psyserve_dot_v1_dot_messages__pb2.ExportDataRequest.FromString,
+                    response_serializer=psyserve_dot_v1_dot_messages__pb2.ExportDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -572,6 +589,33 @@ class ExperimentService:
             '/psyserve.v1.ExperimentService/AbandonTrial',
             psyserve_dot_v1_dot_messages__pb2.AbandonTrialRequest.SerializeToString,
             psyserve_dot_v1_dot_messages__pb2.AbandonTrialResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/psyserve.v1.ExperimentService/ExportData',
+            psyserve_dot_v1_dot_messages__pb2.ExportDataRequest.SerializeToString,
+            psyserve_dot_v1_dot_messages__pb2.ExportDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

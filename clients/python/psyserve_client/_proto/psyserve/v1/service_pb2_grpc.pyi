@@ -58,6 +58,8 @@ class ExperimentServiceStub:
     """The trials of a strategy."""
     AbandonTrial: _grpc.UnaryUnaryMultiCallable[_messages_pb2.AbandonTrialRequest, _messages_pb2.AbandonTrialResponse]
     """Mark a pending trial failed or abandoned."""
+    ExportData: _grpc.UnaryStreamMultiCallable[_messages_pb2.ExportDataRequest, _messages_pb2.ExportDataResponse]
+    """Every trial of one strategy (or all), streamed in trial order."""
 
 @_typing.type_check_only
 class ExperimentServiceAsyncStub(ExperimentServiceStub):
@@ -86,6 +88,8 @@ class ExperimentServiceAsyncStub(ExperimentServiceStub):
     """The trials of a strategy."""
     AbandonTrial: _aio.UnaryUnaryMultiCallable[_messages_pb2.AbandonTrialRequest, _messages_pb2.AbandonTrialResponse]  # type: ignore[assignment]
     """Mark a pending trial failed or abandoned."""
+    ExportData: _aio.UnaryStreamMultiCallable[_messages_pb2.ExportDataRequest, _messages_pb2.ExportDataResponse]  # type: ignore[assignment]
+    """Every trial of one strategy (or all), streamed in trial order."""
 
 class ExperimentServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -183,5 +187,13 @@ class ExperimentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.AbandonTrialResponse, _abc.Awaitable[_messages_pb2.AbandonTrialResponse]]:
         """Mark a pending trial failed or abandoned."""
+
+    @_abc_1.abstractmethod
+    def ExportData(
+        self,
+        request: _messages_pb2.ExportDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_messages_pb2.ExportDataResponse], _abc.AsyncIterator[_messages_pb2.ExportDataResponse]]:
+        """Every trial of one strategy (or all), streamed in trial order."""
 
 def add_ExperimentServiceServicer_to_server(servicer: ExperimentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
