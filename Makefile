@@ -7,7 +7,7 @@ PORT ?= 50051
 DB ?= psyserve.db
 HOST ?= 127.0.0.1
 
-.PHONY: install serve test test-fast lint typecheck protos protos-check bench clean
+.PHONY: install serve test test-fast lint buf-lint protos protos-check bench clean
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ protos-check: protos
 lint: $(STAMP)
 	$(VENV)/bin/ruff check server clients/python tests benchmarks scripts
 	$(VENV)/bin/mypy
+
+# proto style (STANDARD rules) with buf from the npm registry
+buf-lint:
+	npx --yes @bufbuild/buf@1.75.0 lint
 
 bench: $(STAMP)
 	$(PY) benchmarks/rpc.py
