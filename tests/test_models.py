@@ -163,3 +163,17 @@ def test_threshold_is_found(model_server: ServerThread) -> None:
     error = observers.threshold_contour_error(estimate, n_c=50)
     print(f"threshold contour error: {error:.3f}")
     assert error < 0.25, error  # measured 0.123 (seed 2024)
+
+
+def test_cancelled_ask_leaves_no_half_made_trial(model_server: ServerThread) -> None:
+    rng = np.random.default_rng(8)
+    with pc.Client(model_server.address, timeout=120) as client:
+        client.configure(config_str=THRESHOLD.replace("MCLevelSetEstimation", "EAVC"))
+        run_sobol_phase(client, rng)
+        with pytest.raises(pc.DeadlineExceededError):
+            client._run(client._protocol.ask(), timeout=0.02)  # the deadline passes mid-computation
+        time.sleep(0.5)
+        assert [t.state for t in client.list_trials()] == ["completed"] * 10
+        retry = client.ask()  # the retry gets the computation the cancelled ask started
+        assert retry.trials[0].trial_id == 11 and retry.trials[0].phase_name == "opt_strat"
+        assert client.info().summary.trials_pending == 1

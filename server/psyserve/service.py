@@ -13,7 +13,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -253,6 +253,26 @@ class ExperimentService:
             raise NotFound(f"strategy_id {strategy_id} not found", "strategy_id")
         return strategy
 
+    async def _commit(self, events: list[Event], strategy: Strategy | None, on_commit: Callable[[], object] | None = None) -> None:
+        """Journal events, then apply them to the strategy, as one step a cancelled caller cannot
+        split: if the RPC is cancelled mid-commit, the commit and the state change still finish
+        before the strategy lock is released (so memory never lags the journal)."""
+
+        async def append_and_apply() -> None:
+            await self.journal.append(events)
+            if strategy is not None:
+                for event in events:
+                    strategy.apply(event)
+            if on_commit is not None:
+                on_commit()
+
+        task = asyncio.ensure_future(append_and_apply())
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task
+            raise
+
     def _check_metadata(self, metadata: Mapping[str, Any], field_name: str) -> dict[str, Any]:
         if len(metadata) > self.limits.max_metadata_entries:
             raise InvalidArgument(f"{field_name}: at most {self.limits.max_metadata_entries} entries", field_name)
@@ -334,8 +354,8 @@ class ExperimentService:
                     "request_id": request_id,
                 },
             )
-            await self.journal.append([event])
-            strategy = self._create_from_event(event)
+            await self._commit([event], None, lambda: self._create_from_event(event))
+            strategy = reg.by_id[event.strategy_id]
         return ConfigureResult(self.view(strategy), list(spec.warnings))
 
     def resume(self, strategy_id: int | None = None, name: str | None = None) -> StrategyView:
@@ -415,9 +435,7 @@ class ExperimentService:
                 if i < len(reissued):
                     payload["reissue_of"] = reissued[i]
                 events.append(Event(strategy_id, "ask", payload, trial_id=strategy.next_trial_id + i, created_at=now))
-            await self.journal.append(events)
-            for event in events:
-                strategy.apply(event)
+            await self._commit(events, strategy)
             trials = [strategy.trials[e.trial_id] for e in events if e.trial_id is not None]
             if self.models is not None and phase.is_model_based:
                 self.models.data_changed(strategy)
@@ -534,8 +552,7 @@ class ExperimentService:
                 assert existing_id is not None
                 new_id = existing_id
             event = Event(strategy_id, "tell", payload, trial_id=new_id)
-            await self.journal.append([event])
-            strategy.apply(event)
+            await self._commit([event], strategy)
             if self.models is not None:
                 self.models.data_changed(strategy)
             return self._tell_result(strategy, new_id, duplicate=False, model_data=bool(model_data))
@@ -560,8 +577,7 @@ class ExperimentService:
             if trial.state != PENDING:
                 raise FailedPrecondition(f"trial_id {trial_id} is {trial.state}, not pending", "trial_id")
             event = Event(strategy_id, "abandon", {"failed": failed, "reason": reason[:1000]}, trial_id=trial_id)
-            await self.journal.append([event])
-            strategy.apply(event)
+            await self._commit([event], strategy)
             return trial
 
     def list_trials(self, strategy_id: int, state: str | None = None) -> list[TrialRecord]:
@@ -575,8 +591,7 @@ class ExperimentService:
         async with strategy.lock:
             index = strategy.phase_index
             event = Event(strategy_id, "finish_phase", {"phase_index": index})
-            await self.journal.append([event])
-            strategy.apply(event)
+            await self._commit([event], strategy)
             return FinishResult(strategy.spec.phases[index].name, index, strategy.is_finished)
 
     # ------------------------------------------------------------------ read-only

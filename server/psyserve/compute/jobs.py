@@ -265,13 +265,18 @@ def data_digest(kind: str, options: Mapping[str, Any], X: np.ndarray, y: np.ndar
 
 @contextlib.contextmanager
 def _job_context(seed: int) -> Iterator[None]:
-    r"""Seed torch (without disturbing the caller's RNG) and silence numerical chatter."""
+    r"""Seed torch and numpy (restoring the caller's RNG states afterwards); silence numerical chatter."""
     import torch
 
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-        _silence_warnings()
-        torch.manual_seed(int(seed) % (2**63))
-        yield
+    np_state = np.random.get_state()  # PairwiseGP's Laplace solver draws from numpy's global RNG
+    try:
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            _silence_warnings()
+            torch.manual_seed(int(seed) % (2**63))
+            np.random.seed(int(seed) % (2**32))
+            yield
+    finally:
+        np.random.set_state(np_state)
 
 
 def _silence_warnings() -> None:
@@ -410,8 +415,20 @@ def worker_init() -> None:
     import botorch  # noqa: F401
     import gpytorch  # noqa: F401
 
-    import psyserve.compute.acquisition  # noqa: F401
+    import psyserve.compute.acquisition
     import psyserve.compute.models  # noqa: F401
 
     _silence_warnings()
     warnings.filterwarnings("ignore", category=UserWarning, module=r"(botorch|gpytorch|linear_operator)")
+    # one tiny job so that the first real job does not pay for lazy initialisation (~0.4 s)
+    with contextlib.suppress(Exception):
+        X = np.array([[0.2, 0.3], [0.8, 0.6], [0.5, 0.9]])
+        generate(
+            GenerateJob(
+                ModelSpec(CLASSIFICATION, 2, {}),
+                GeneratorSpec("MCLevelSetEstimation", {"restarts": 2, "samps": 16, "maxiter": 5}),
+                TrainingData(X, np.array([0.0, 1.0, 1.0])),
+                num_points=1,
+                seed=0,
+            )
+        )

@@ -3,6 +3,7 @@ Owns the BoTorch/GPyTorch model code only; must not touch server state, I/O, job
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -16,6 +17,9 @@ from botorch.models import PairwiseGP, SingleTaskGP, SingleTaskVariationalGP
 from botorch.models.model import Model
 from botorch.models.pairwise_gp import PairwiseLaplaceMarginalLogLikelihood
 from botorch.models.transforms.outcome import Standardize
+from botorch.optim.closures import ForwardBackwardClosure
+from botorch.optim.fit import fit_gpytorch_mll_scipy
+from botorch.optim.utils import get_parameters_and_bounds
 from gpytorch.constraints import GreaterThan, Interval
 from gpytorch.kernels import Kernel, MaternKernel, RBFKernel, ScaleKernel
 from gpytorch.likelihoods import BernoulliLikelihood
@@ -39,14 +43,16 @@ __all__ = [
     "DTYPE",
     "KNOWN_MODELS",
     "PROBIT_PENDING_NOISE",
+    "ConditionedLatentGP",
     "FittedModel",
     "KernelFn",
     "LatentGP",
-    "ConditionedLatentGP",
     "fit_model",
     "pairwise_to_comparisons",
     "select_inducing_points",
 ]
+
+log = logging.getLogger(__name__)
 
 DTYPE = torch.float64
 #: Latent-space noise variance equivalent to one probit observation at f = 0
@@ -67,6 +73,12 @@ def opt_float(options: Mapping[str, Any], key: str, default: float | None) -> fl
         return float(v)
     except (TypeError, ValueError) as e:
         raise ValueError(f"option {key!r} must be a number, got {v!r}") from e
+
+
+def opt_str(options: Mapping[str, Any], key: str, default: str) -> str:
+    r"""Read a string option."""
+    v = options.get(key, None)
+    return default if v is None or str(v).strip() == "" else str(v).strip()
 
 
 def opt_int(options: Mapping[str, Any], key: str, default: int) -> int:
@@ -110,9 +122,33 @@ def make_kernel(
     init = min(max(2.0, lo), hi)
     sk = ScaleKernel(
         base,
-        outputscale_constraint=Interval(lo, hi, initial_value=init),
+        # transform=None: a box constraint handed to L-BFGS-B (a sigmoid transform lets the
+        # raw value run off towards infinity when the ELBO pushes against the bound).
+        outputscale_constraint=Interval(lo, hi, transform=None, initial_value=init),
     )
     return sk.to(DTYPE)
+
+
+def stationary_kernel(X1: Tensor, X2: Tensor, lengthscale: Tensor, scale: Tensor, kind: str, nu: float = 2.5) -> Tensor:
+    r"""Scaled ARD RBF (``kind="rbf"``) or Matern-``nu`` kernel, broadcasting.
+
+    ``X1``: ``... x q1 x d``, ``X2``: ``... x q2 x d``, ``lengthscale``: ``d`` (or 1) ->
+    ``... x q1 x q2``. Differentiable in the inputs and the hyper-parameters.
+    """
+    diff = (X1 / lengthscale).unsqueeze(-2) - (X2 / lengthscale).unsqueeze(-3)
+    d2 = diff.pow(2).sum(-1)
+    if kind == "rbf":
+        return scale * torch.exp(-0.5 * d2)
+    r = d2.clamp_min(1e-30).sqrt()
+    if nu == 0.5:
+        k = torch.exp(-r)
+    elif nu == 1.5:
+        s = math.sqrt(3.0) * r
+        k = (1.0 + s) * torch.exp(-s)
+    else:
+        s = math.sqrt(5.0) * r
+        k = (1.0 + s + s.pow(2) / 3.0) * torch.exp(-s)
+    return scale * k
 
 
 class KernelFn:
@@ -148,21 +184,7 @@ class KernelFn:
             X1b = X1.expand(*shape, *X1.shape[-2:])
             X2b = X2.expand(*shape, *X2.shape[-2:])
             return self.module(X1b, X2b).to_dense()
-        ls = self.lengthscale
-        diff = (X1 / ls).unsqueeze(-2) - (X2 / ls).unsqueeze(-3)
-        d2 = diff.pow(2).sum(-1)
-        if self.kind == "rbf":
-            return self.scale * torch.exp(-0.5 * d2)
-        r = d2.clamp_min(1e-30).sqrt()
-        if self.nu == 0.5:
-            k = torch.exp(-r)
-        elif self.nu == 1.5:
-            s = math.sqrt(3.0) * r
-            k = (1.0 + s) * torch.exp(-s)
-        else:
-            s = math.sqrt(5.0) * r
-            k = (1.0 + s + s.pow(2) / 3.0) * torch.exp(-s)
-        return self.scale * k
+        return stationary_kernel(X1, X2, self.lengthscale, self.scale, self.kind, self.nu)
 
     def diag(self, X: Tensor) -> Tensor:
         r"""Prior variance ``k(x, x)``: ``... x q x d`` -> ``... x q``."""
@@ -431,7 +453,7 @@ class FittedModel:
         return int(self.state.n_train)
 
 
-def _fit_mll(mll: Any, options: Mapping[str, Any], max_attempts: int) -> None:
+def _fit_mll(mll: Any, options: Mapping[str, Any], max_attempts: int, closure: Any = None) -> None:
     r"""``fit_gpytorch_mll`` with an iteration cap, optional timeout and no warning-driven retries."""
     maxiter = opt_int(options, "max_fit_iter", 200)
     timeout = opt_float(options, "max_fit_time", None)
@@ -441,13 +463,75 @@ def _fit_mll(mll: Any, options: Mapping[str, Any], max_attempts: int) -> None:
     try:
         fit_gpytorch_mll(
             mll,
+            closure=closure,
+            optimizer=fit_gpytorch_mll_scipy,
             optimizer_kwargs=okw,
             max_attempts=max_attempts,
             warning_handler=lambda w: True,  # accept maxiter / timeout terminations as-is
         )
-    except Exception:  # noqa: BLE001 - robustness: keep the initial/warm parameters
-        pass
+    except Exception as exc:  # robustness: keep the initial / warm parameters (rolled back by BoTorch)
+        log.debug("model fit failed, keeping initial parameters: %s: %s", type(exc).__name__, exc)
     mll.eval()
+
+
+_GH20_X, _GH20_W = (torch.as_tensor(a, dtype=DTYPE) for a in np.polynomial.hermite.hermgauss(20))
+
+
+def variational_elbo_closure(
+    model: SingleTaskVariationalGP, mll: VariationalELBO, X: Tensor, y: Tensor
+) -> ForwardBackwardClosure:
+    r"""A fused, plain-torch forward/backward closure for ``mll`` (a ``VariationalELBO``).
+
+    Computes the same objective as GPyTorch's ``VariationalELBO`` for the whitened
+    ``VariationalStrategy`` + ``CholeskyVariationalDistribution`` + ``BernoulliLikelihood``
+    model built here (20-point Gauss-Hermite expected log-likelihood, KL to ``N(0, I)``,
+    hyper-parameter log-priors, all divided by ``n``), but without the lazy-tensor
+    overhead (about 5x faster per evaluation for ``n <= 100``). ``log Phi`` uses
+    ``log_ndtr`` (no clamping). Handed to ``fit_gpytorch_mll(mll, closure=...)``.
+
+    Args:
+        X: ``n x d`` training inputs; y: ``n`` 0/1 outcomes.
+    """
+    gp = model.model
+    vs = gp.variational_strategy
+    vd = vs._variational_distribution
+    cm = gp.covar_module
+    base = cm.base_kernel if isinstance(cm, ScaleKernel) else cm
+    kind = "rbf" if isinstance(base, RBFKernel) else "matern"
+    nu = float(getattr(base, "nu", 2.5))
+    Z = vs.inducing_points.detach()
+    m = Z.shape[-2]
+    n = X.shape[-2]
+    jitter = float(vs.jitter_val)
+    sign = (2.0 * y - 1.0).unsqueeze(-1)
+    tril = torch.ones(m, m, dtype=DTYPE).tril()
+    eye = torch.eye(m, dtype=DTYPE)
+    priors = list(mll.named_priors())
+    # GPyTorch would (re)initialise q(v) to N(0 + 1e-3 noise, I) on its first training call;
+    # the construction values (mean 0, Cholesky factor I) are already that prior.
+    vs.variational_params_initialized.fill_(1)
+
+    def forward() -> Tensor:
+        ls = base.lengthscale.reshape(-1)
+        scale = cm.outputscale.reshape(()) if isinstance(cm, ScaleKernel) else torch.ones((), dtype=DTYPE)
+        Kzz = stationary_kernel(Z, Z, ls, scale, kind, nu) + jitter * eye
+        L = psd_safe_cholesky(Kzz)
+        A = torch.linalg.solve_triangular(L, stationary_kernel(Z, X, ls, scale, kind, nu), upper=False)
+        mvec = vd.variational_mean
+        Ls = vd.chol_variational_covar * tril
+        mu = gp.mean_module(X) + A.mT @ mvec
+        var = (scale + jitter + (Ls.mT @ A).pow(2).sum(-2) - A.pow(2).sum(-2)).clamp_min(1e-10)
+        f = mu.unsqueeze(-1) + torch.sqrt(2.0 * var).unsqueeze(-1) * _GH20_X
+        ell = (torch.special.log_ndtr(sign * f) * _GH20_W).sum(-1) / math.sqrt(math.pi)
+        kl = 0.5 * (Ls.pow(2).sum() + mvec.pow(2).sum() - m - 2.0 * torch.log(torch.diagonal(Ls).abs()).sum())
+        log_prior = sum(
+            (prior.log_prob(closure(module)).sum() for _, module, prior, closure, _ in priors),
+            torch.zeros((), dtype=DTYPE),
+        )
+        return -(ell.sum() - kl + log_prior) / n
+
+    parameters = {k: p for k, p in get_parameters_and_bounds(mll)[0].items() if p.requires_grad}
+    return ForwardBackwardClosure(forward=forward, parameters=parameters)
 
 
 def _warm_usable(warm_state: ModelState | None, kind: str) -> bool:
@@ -491,22 +575,31 @@ def _classification(
             >= 2
         )
         if reuse:
-            vs.updated_strategy.fill_(True)
+            vs.variational_params_initialized.fill_(1)
         else:
-            frozen: list[torch.nn.Parameter] = []
-            if warm and not refit:  # condition only: optimise the variational parameters
-                for name, p in model.named_parameters():
-                    if "variational" not in name and p.requires_grad:
-                        p.requires_grad_(False)
-                        frozen.append(p)
             mll = VariationalELBO(model.likelihood, model.model, num_data=n)
-            _fit_mll(mll, opts, max_attempts=1 if warm else 2)
-            for p in frozen:
-                p.requires_grad_(True)
+            fast = opt_str(opts, "elbo", "fast") == "fast"
+
+            def run(attempts: int) -> None:
+                closure = variational_elbo_closure(model, mll, Xt, yt) if fast else None
+                _fit_mll(mll, opts, max_attempts=attempts, closure=closure)
+                vs.variational_params_initialized.fill_(1)
+
+            if warm:
+                # condition on the data with the warm hyper-parameters held fixed (cheap:
+                # only the variational parameters move) ...
+                frozen = [p for name, p in model.named_parameters() if "variational" not in name and p.requires_grad]
+                for p in frozen:
+                    p.requires_grad_(False)
+                run(1)
+                for p in frozen:
+                    p.requires_grad_(True)
+                if refit:  # ... then refit everything from that good starting point
+                    run(1)
+            else:
+                run(2)
     model.eval()
     with torch.no_grad():
-        if not bool(vs.updated_strategy):  # whiten the initial variational distribution
-            model.posterior(Z[:1])
         kernel = KernelFn(model.model.covar_module)
         jitter = float(vs.jitter_val)
         Zv = vs.inducing_points.detach().to(DTYPE)
@@ -558,7 +651,7 @@ def _regression(
             L = psd_safe_cholesky(K)
             w = torch.linalg.solve_triangular(L, (ys - mean_fn(Xtr)).unsqueeze(-1), upper=False).squeeze(-1)
             M = -torch.eye(n, dtype=DTYPE)
-            ot = model.outcome_transform
+            ot: Any = model.outcome_transform  # Standardize
             offset = float(ot.means.reshape(-1)[0])
             scale = float(ot.stdvs.reshape(-1)[0])
         else:
@@ -604,15 +697,18 @@ def _pairwise(
     if refit or not warm:
         mll = PairwiseLaplaceMarginalLogLikelihood(model.likelihood, model)
         _fit_mll(mll, opts, max_attempts=1 if warm else 2)
+        with torch.no_grad():  # Laplace mode / Hessian at the final hyper-parameters
+            model.set_train_data(datapoints, comps, update_model=True)
     model.eval()
     with torch.no_grad():
-        model.posterior(model.datapoints[:1])  # make sure utility / Hessian are current
+        model.posterior(model.datapoints[:1])  # derived predictive factors are current
         kernel = KernelFn(model.covar_module)
         Xd = model.datapoints.detach()
         K = model.covar.detach()
         L = psd_safe_cholesky(0.5 * (K + K.mT))
         mean_fn = _mean_fn(model.mean_module)
-        w = torch.linalg.solve_triangular(L, (model.utility.detach() - mean_fn(Xd)).unsqueeze(-1), upper=False).squeeze(-1)
+        utility: Any = model.utility
+        w = torch.linalg.solve_triangular(L, (utility.detach() - mean_fn(Xd)).unsqueeze(-1), upper=False).squeeze(-1)
         B = L.mT @ model.likelihood_hess.detach() @ L
         B = 0.5 * (B + B.mT)
         Xs = torch.linalg.solve(torch.eye(B.shape[0], dtype=DTYPE) + B, B)

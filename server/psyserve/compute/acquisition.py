@@ -1,0 +1,529 @@
+"""Acquisition functions by AEPsych name, their optimisation over the unit cube, and posterior-based query answers.
+Owns candidate generation and prediction maths only; must not touch server state, I/O, model fitting or job orchestration."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from botorch.acquisition import AcquisitionFunction
+from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+from botorch.acquisition.monte_carlo import qNoisyExpectedImprovement, qUpperConfidenceBound
+from botorch.acquisition.objective import GenericMCObjective, MCAcquisitionObjective
+from botorch.optim import optimize_acqf
+from botorch.sampling.normal import SobolQMCNormalSampler
+from botorch.utils.transforms import t_batch_mode_transform
+from torch import Tensor
+
+from psyserve.compute.jobs import (
+    CLASSIFICATION,
+    KNOWN_ACQFS,
+    PAIRWISE,
+    GeneratorSpec,
+    acqf_supports,
+    canonical_acqf,
+)
+from psyserve.compute.models import DTYPE, ConditionedLatentGP, FittedModel, LatentGP, opt_float, opt_int
+
+__all__ = [
+    "EAVC",
+    "KNOWN_ACQFS",
+    "BernoulliBALD",
+    "GlobalMI",
+    "LevelSetStraddle",
+    "PairwisePosteriorVariance",
+    "PosteriorVariance",
+    "PredictionObjective",
+    "acqf_supports",
+    "build_acquisition",
+    "bvn_excess",
+    "generate_points",
+    "optimize_prediction",
+    "predict",
+]
+
+SQRT2 = math.sqrt(2.0)
+_GL_X, _GL_W = (torch.as_tensor(a, dtype=DTYPE) for a in np.polynomial.legendre.leggauss(20))
+_GH_X, _GH_W = (torch.as_tensor(a, dtype=DTYPE) for a in np.polynomial.hermite.hermgauss(32))
+_EPS = 1e-12
+_RHO_MAX = 0.9995
+
+
+def norm_cdf(x: Tensor) -> Tensor:
+    r"""Standard normal CDF."""
+    return 0.5 * torch.erfc(-x / SQRT2)
+
+
+def norm_icdf(p: float) -> float:
+    r"""Standard normal quantile, ``p`` clipped to ``[1e-9, 1 - 1e-9]``."""
+    p = min(max(float(p), 1e-9), 1.0 - 1e-9)
+    return float(torch.special.ndtri(torch.tensor(p, dtype=DTYPE)))
+
+
+def bvn_excess(a: Tensor, b: Tensor, rho: Tensor) -> Tensor:
+    r"""``Phi2(a, b; rho) - Phi(a) Phi(b)`` for the standard bivariate normal CDF ``Phi2``.
+
+    Uses ``(1 / 2pi) int_0^{asin rho} exp(-(a^2 + b^2 - 2ab sin t) / (2 cos^2 t)) dt`` with
+    20-point Gauss-Legendre (error < 1e-7 for ``|rho| <= 0.9``; ``rho`` is clipped to
+    ``+-0.9995``). Broadcasts ``a``, ``b``, ``rho``; differentiable.
+    """
+    a, b, rho = torch.broadcast_tensors(a, b, rho)
+    tmax = torch.asin(rho.clamp(-_RHO_MAX, _RHO_MAX)).unsqueeze(-1)
+    t = tmax * (0.5 * (_GL_X + 1.0))
+    s = torch.sin(t)
+    c2 = torch.cos(t).pow(2)
+    a_ = a.unsqueeze(-1)
+    b_ = b.unsqueeze(-1)
+    expo = -(a_.pow(2) + b_.pow(2) - 2.0 * a_ * b_ * s) / (2.0 * c2)
+    integral = 0.5 * tmax.squeeze(-1) * (torch.exp(expo) * _GL_W).sum(-1)
+    return integral / (2.0 * math.pi)
+
+
+def _binary_entropy(p: Tensor) -> Tensor:
+    p = p.clamp(_EPS, 1.0 - _EPS)
+    return -(p * torch.log(p) + (1.0 - p) * torch.log1p(-p))
+
+
+def _probit_var(mu: Tensor, var: Tensor) -> Tensor:
+    r"""``Var[Phi(f)]`` for ``f ~ N(mu, var)`` (exact via ``bvn_excess``)."""
+    a = mu / torch.sqrt(1.0 + var)
+    return bvn_excess(a, a, var / (1.0 + var)).clamp_min(0.0)
+
+
+# --------------------------------------------------------------------------- analytic acquisitions
+
+
+class LatentAcquisition(AcquisitionFunction):
+    r"""Base for analytic acquisitions on a ``LatentGP``.
+
+    Pending points (``set_X_pending``, ``p x d``) are handled by conditioning the latent
+    posterior on pseudo-observations with noise ``pending_noise`` (means unchanged,
+    uncertainty reduced), which makes sequential greedy batches spread out.
+    """
+
+    def __init__(self, model: Any, latent: LatentGP, pending_noise: float) -> None:
+        super().__init__(model=model)
+        self.latent = latent
+        self.pending_noise = float(pending_noise)
+        self.post: LatentGP | ConditionedLatentGP = latent
+        self.X_pending = None  # type: ignore[assignment]  # BoTorch types it as a Tensor
+
+    def _pending_A(self, X_pending: Tensor) -> Tensor | None:
+        return None
+
+    def _on_posterior_change(self) -> None:
+        pass
+
+    def set_X_pending(self, X_pending: Tensor | None = None) -> None:
+        if X_pending is None or X_pending.shape[-2] == 0:
+            self.X_pending = None  # type: ignore[assignment]  # BoTorch types it as a Tensor
+            self.post = self.latent
+        else:
+            P = X_pending.detach().to(DTYPE).reshape(-1, X_pending.shape[-1])
+            self.X_pending = P.clone()
+            self.post = self.latent.condition(P, self._pending_A(P), self.pending_noise)
+        self._on_posterior_change()
+
+
+class LevelSetStraddle(LatentAcquisition):
+    r"""Straddle (MCLevelSetEstimation): ``sqrt(beta) * sd(x) - |mean(x) - target|`` in latent space.
+
+    ``beta`` is a squared width (AEPsych default 3.84 = 1.96^2).
+    """
+
+    def __init__(self, model: Any, latent: LatentGP, pending_noise: float, target: float, beta: float) -> None:
+        super().__init__(model, latent, pending_noise)
+        self.target = float(target)
+        self.beta_sqrt = math.sqrt(max(float(beta), 0.0))
+
+    @t_batch_mode_transform(expected_q=1)  # type: ignore[arg-type]  # subclass-typed self
+    def forward(self, X: Tensor) -> Tensor:
+        r"""``b x 1 x d`` -> ``b``."""
+        mu, var = self.post.mean_variance(X)
+        return (self.beta_sqrt * var.sqrt() - (mu - self.target).abs()).squeeze(-1)
+
+
+class PosteriorVariance(LatentAcquisition):
+    r"""MCPosteriorVariance: ``Var[Phi(f(x))]`` (probit objective, exact) or latent ``Var[f(x)]``."""
+
+    def __init__(self, model: Any, latent: LatentGP, pending_noise: float, probability_space: bool) -> None:
+        super().__init__(model, latent, pending_noise)
+        self.probability_space = bool(probability_space)
+
+    @t_batch_mode_transform(expected_q=1)  # type: ignore[arg-type]  # subclass-typed self
+    def forward(self, X: Tensor) -> Tensor:
+        r"""``b x 1 x d`` -> ``b``."""
+        mu, var = self.post.mean_variance(X)
+        out = _probit_var(mu, var) if self.probability_space else var
+        return out.squeeze(-1)
+
+
+class BernoulliBALD(LatentAcquisition):
+    r"""BernoulliMCMutualInformation (BALD): ``I(y; f) = H[E Phi(f)] - E[H(Phi(f))]``.
+
+    The expectation uses 32-point Gauss-Hermite quadrature (deterministic).
+    """
+
+    @t_batch_mode_transform(expected_q=1)  # type: ignore[arg-type]  # subclass-typed self
+    def forward(self, X: Tensor) -> Tensor:
+        r"""``b x 1 x d`` -> ``b``."""
+        mu, var = self.post.mean_variance(X)
+        p = norm_cdf(mu / torch.sqrt(1.0 + var))
+        f = mu.unsqueeze(-1) + torch.sqrt(2.0 * var).unsqueeze(-1) * _GH_X
+        logp = torch.special.log_ndtr(f)
+        logq = torch.special.log_ndtr(-f)
+        h = -(torch.exp(logp) * logp + torch.exp(logq) * logq)
+        expected = (h * _GH_W).sum(-1) / math.sqrt(math.pi)
+        return (_binary_entropy(p) - expected).squeeze(-1)
+
+
+class _LookAhead(LatentAcquisition):
+    r"""Shared look-ahead terms on a reference set ``R`` (``r x d``) for level ``target`` (latent).
+
+    For a candidate ``x`` with binary outcome ``y`` (``P(y=1) = Phi(a)``,
+    ``a = mu / sqrt(1 + v)``) and reference point ``r`` with level-set probability
+    ``p_r = Phi(b_r)``, ``b_r = (mu_r - t) / sd_r``, the joint is exactly
+    ``P(y=1, f_r > t) = Phi2(a, b_r; rho_r)`` with ``rho_r = cov(x, r) / (sqrt(1 + v) sd_r)``.
+    """
+
+    def __init__(self, model: Any, latent: LatentGP, pending_noise: float, reference: Tensor, target: float) -> None:
+        super().__init__(model, latent, pending_noise)
+        self.reference = reference.to(DTYPE)
+        self.target = float(target)
+        self._on_posterior_change()
+
+    def _on_posterior_change(self) -> None:
+        with torch.no_grad():
+            mu_r, var_r = self.post.mean_variance(self.reference)
+        self.sd_r = var_r.sqrt()
+        self.b_r = (mu_r - self.target) / self.sd_r
+        self.p_r = norm_cdf(self.b_r)
+
+    def _terms(self, X: Tensor) -> tuple[Tensor, Tensor]:
+        r"""``X``: ``b x 1 x d`` -> ``P(y=1)`` (``b x 1``) and ``Phi2 - Phi Phi`` (``b x r``)."""
+        mu, var = self.post.mean_variance(X)
+        s = torch.sqrt(1.0 + var)
+        a = mu / s
+        c = self.post.covariance(X, self.reference).squeeze(-2)
+        rho = c / (s * self.sd_r)
+        T = bvn_excess(a, self.b_r, rho)
+        return norm_cdf(a), T
+
+
+class EAVC(_LookAhead):
+    r"""Expected absolute volume change of the level set ``{f > t}`` over the reference set.
+
+    ``E_y |V(y) - V|`` with ``V = mean_r P(f_r > t)``; by the martingale property this is
+    ``2 |mean_r (Phi2(a, b_r; rho_r) - Phi(a) Phi(b_r))|``.
+    """
+
+    @t_batch_mode_transform(expected_q=1)  # type: ignore[arg-type]  # subclass-typed self
+    def forward(self, X: Tensor) -> Tensor:
+        r"""``b x 1 x d`` -> ``b``."""
+        _, T = self._terms(X)
+        return 2.0 * T.mean(-1).abs()
+
+
+class GlobalMI(_LookAhead):
+    r"""Global mutual information between the outcome at ``x`` and the level-set indicators.
+
+    ``mean_r [h(p_r) - P1 h(p_r|y=1) - (1 - P1) h(p_r|y=0)]`` with binary entropy ``h``.
+    """
+
+    @t_batch_mode_transform(expected_q=1)  # type: ignore[arg-type]  # subclass-typed self
+    def forward(self, X: Tensor) -> Tensor:
+        r"""``b x 1 x d`` -> ``b``."""
+        P1, T = self._terms(X)
+        P1 = P1.clamp(1e-9, 1.0 - 1e-9)
+        p1 = self.p_r + T / P1
+        p0 = self.p_r - T / (1.0 - P1)
+        mi = _binary_entropy(self.p_r) - P1 * _binary_entropy(p1) - (1.0 - P1) * _binary_entropy(p0)
+        return mi.mean(-1)
+
+
+class PairwisePosteriorVariance(LatentAcquisition):
+    r"""PairwiseMCPosteriorVariance: ``Var[Phi((f(x1) - f(x2)) / sqrt 2)]`` of the preference probability.
+
+    Candidates are pairs: ``b x 2 x d`` -> ``b``. Exact (no MC) via ``bvn_excess``.
+    Pending pairs condition on their utility differences.
+    """
+
+    def _pending_A(self, X_pending: Tensor) -> Tensor | None:
+        p = X_pending.shape[-2]
+        k = p // 2
+        A = torch.zeros(k, p, dtype=DTYPE)
+        idx = torch.arange(k)
+        A[idx, 2 * idx] = 1.0 / SQRT2
+        A[idx, 2 * idx + 1] = -1.0 / SQRT2
+        return A
+
+    @t_batch_mode_transform(expected_q=2)  # type: ignore[arg-type]  # subclass-typed self
+    def forward(self, X: Tensor) -> Tensor:
+        r"""``b x 2 x d`` -> ``b``."""
+        mu, var = self.post.mean_variance(X)
+        c12 = self.post.covariance(X[..., :1, :], X[..., 1:, :]).reshape(mu.shape[:-1])
+        m = (mu[..., 0] - mu[..., 1]) / SQRT2
+        s2 = (0.5 * (var[..., 0] + var[..., 1]) - c12).clamp_min(1e-12)
+        return _probit_var(m, s2)
+
+
+class PredictionObjective(AcquisitionFunction):
+    r"""Posterior prediction to optimise for queries: ``b x 1 x d`` -> ``b``.
+
+    ``mode`` "max": prediction, "min": -prediction, "inverse": -(prediction - target)^2,
+    where the prediction is ``Phi(mu / sqrt(1 + var))`` (classification in probability
+    space) or the latent / response mean.
+    """
+
+    def __init__(self, model: Any, latent: LatentGP, mode: str, probability: bool, target: float | None) -> None:
+        super().__init__(model=model)
+        self.latent = latent
+        self.mode = mode
+        self.probability = probability
+        self.target = 0.0 if target is None else float(target)
+
+    @t_batch_mode_transform(expected_q=1)  # type: ignore[arg-type]  # subclass-typed self
+    def forward(self, X: Tensor) -> Tensor:
+        mu, var = self.latent.mean_variance(X)
+        pred = norm_cdf(mu / torch.sqrt(1.0 + var)) if self.probability else mu
+        pred = pred.squeeze(-1)
+        if self.mode == "max":
+            return pred
+        if self.mode == "min":
+            return -pred
+        return -(pred - self.target).pow(2)
+
+
+# --------------------------------------------------------------------------- factory
+
+
+def _probit(samples: Tensor, X: Tensor | None = None) -> Tensor:
+    return norm_cdf(samples[..., 0])
+
+
+def _objective_is_probit(fitted: FittedModel, options: Mapping[str, Any]) -> bool:
+    obj = str(options.get("objective", "") or "").strip()
+    if obj.lower() in ("", "default"):
+        return fitted.kind == CLASSIFICATION
+    if "probit" in obj.lower():  # ProbitObjective (and AEPsych's Floor/ProbitObjective variants)
+        return fitted.kind != PAIRWISE
+    if obj.lower() in ("identitymcobjective", "identity", "none"):
+        return False
+    raise ValueError(f"unknown objective {obj!r} (use 'ProbitObjective', 'IdentityMCObjective' or '')")
+
+
+def _reference_set(d: int, n: int, seed: int) -> Tensor:
+    eng = torch.quasirandom.SobolEngine(d, scramble=True, seed=int(seed) % (2**31))
+    return eng.draw(n, dtype=DTYPE)
+
+
+def build_acquisition(name: str, fitted: FittedModel, generator: GeneratorSpec, seed: int) -> AcquisitionFunction:
+    r"""Instantiate the acquisition function ``name`` (AEPsych name) for ``fitted``.
+
+    Raises:
+        ValueError: unknown name or unsupported model.
+    """
+    name = canonical_acqf(name)
+    if not acqf_supports(fitted.kind, name):
+        raise ValueError(f"acquisition function {name!r} does not support model {fitted.kind!r}")
+    opts = generator.options
+    probit = _objective_is_probit(fitted, opts)
+    target = opt_float(opts, "target", 0.75)
+    assert target is not None
+    if fitted.kind == CLASSIFICATION or probit:
+        if not 0.0 < target < 1.0:
+            raise ValueError(f"target must be a probability in (0, 1), got {target!r}")
+        t_latent = norm_icdf(target)
+    else:
+        t_latent = target
+    model, latent, noise = fitted.model, fitted.latent, fitted.pending_noise
+    if name == "MCLevelSetEstimation":
+        beta = opt_float(opts, "beta", 3.84)
+        assert beta is not None
+        return LevelSetStraddle(model, latent, noise, t_latent, beta)
+    if name == "MCPosteriorVariance":
+        return PosteriorVariance(model, latent, noise, probability_space=probit)
+    if name == "BernoulliMCMutualInformation":
+        return BernoulliBALD(model, latent, noise)
+    if name in ("EAVC", "GlobalMI"):
+        ref = _reference_set(fitted.dim, max(16, opt_int(opts, "lookahead_points", 500)), seed + 7919)
+        cls = EAVC if name == "EAVC" else GlobalMI
+        return cls(model, latent, noise, ref, t_latent)
+    if name == "PairwiseMCPosteriorVariance":
+        return PairwisePosteriorVariance(model, latent, noise)
+    # BoTorch MC acquisitions
+    assert model is not None
+    mc = max(16, opt_int(opts, "mc_samples", 256))
+    sampler = SobolQMCNormalSampler(sample_shape=torch.Size([mc]), seed=int(seed) % (2**31))
+    objective: MCAcquisitionObjective | None = GenericMCObjective(_probit) if probit else None
+    if name == "qUpperConfidenceBound":
+        beta = opt_float(opts, "beta", 3.84)
+        return qUpperConfidenceBound(model, beta=float(beta or 0.0), sampler=sampler, objective=objective)
+    cls_ei = qNoisyExpectedImprovement if name == "qNoisyExpectedImprovement" else qLogNoisyExpectedImprovement
+    return cls_ei(
+        model,
+        X_baseline=fitted.train_X,
+        sampler=sampler,
+        objective=objective,
+        prune_baseline=True,
+        cache_root=False,
+    )
+
+
+# --------------------------------------------------------------------------- optimisation
+
+
+def _optimize(
+    acqf: AcquisitionFunction,
+    d: int,
+    q: int,
+    fixed: Mapping[int, float],
+    restarts: int,
+    raw_samples: int,
+    maxiter: int,
+    timeout: float | None,
+    seed: int,
+    init_batch_limit: int | None = None,
+) -> Tensor:
+    r"""Maximise ``acqf`` over ``[0, 1]^d`` with ``fixed`` dims held; returns ``q x d``."""
+    if len(fixed) >= d:
+        x = torch.tensor([fixed[i] for i in range(d)], dtype=DTYPE)
+        return x.expand(q, d).clone()
+    bounds = torch.stack([torch.zeros(d, dtype=DTYPE), torch.ones(d, dtype=DTYPE)])
+    options: dict[str, Any] = {"maxiter": int(maxiter), "seed": int(seed) % (2**31), "batch_limit": int(restarts)}
+    if init_batch_limit is not None:
+        options["init_batch_limit"] = int(init_batch_limit)
+    cand, _ = optimize_acqf(
+        acq_function=acqf,
+        bounds=bounds,
+        q=q,
+        num_restarts=int(restarts),
+        raw_samples=int(raw_samples),
+        options=options,
+        fixed_features=dict(fixed) if fixed else None,
+        timeout_sec=timeout,
+        retry_on_optimization_warning=False,
+    )
+    cand = cand.detach().reshape(q, d).clamp(0.0, 1.0)
+    for i, v in fixed.items():
+        cand[:, i] = v
+    return cand
+
+
+def _sobol_points(d: int, n: int, seed: int, fixed: Mapping[int, float]) -> Tensor:
+    pts = _reference_set(d, n, seed)
+    for i, v in fixed.items():
+        pts[:, i] = v
+    return pts
+
+
+def generate_points(
+    fitted: FittedModel,
+    generator: GeneratorSpec,
+    num_points: int,
+    fixed: Mapping[int, float],
+    seed: int,
+) -> np.ndarray:
+    r"""Propose points by maximising the acquisition ``generator.acqf``.
+
+    ``num_points > 1`` is sequential greedy: each new point is optimised with the
+    previous ones pending. Without any data (prior-only model) scrambled Sobol points
+    are returned.
+
+    Returns:
+        ``num_points x d`` (pairwise: ``num_points x 2 x d``) float64 array in ``[0, 1]``.
+    """
+    d = fitted.dim
+    pairwise = fitted.kind == PAIRWISE
+    q = 2 if pairwise else 1
+    if fitted.model is None:
+        pts = _sobol_points(d, num_points * q, seed, fixed)
+        return pts.reshape(num_points, q, d).squeeze(1).numpy() if not pairwise else pts.reshape(num_points, 2, d).numpy()
+    opts = generator.options
+    name = canonical_acqf(generator.acqf)
+    acqf = build_acquisition(name, fitted, generator, seed)
+    restarts = max(1, opt_int(opts, "restarts", 10))
+    samps = max(restarts, opt_int(opts, "samps", 1000))
+    maxiter = max(1, opt_int(opts, "maxiter", 100))
+    max_t = opt_float(opts, "max_gen_time", None)
+    timeout = None if max_t is None or max_t <= 0 else max_t / num_points
+    ibl = 100 if name in ("EAVC", "GlobalMI") else None
+    chosen: list[Tensor] = []
+    for i in range(num_points):
+        if chosen:
+            acqf.set_X_pending(torch.cat(chosen, dim=0))
+        cand = _optimize(acqf, d, q, fixed, restarts, samps, maxiter, timeout, seed + 1009 * i, ibl)
+        chosen.append(cand)
+    pts = torch.stack(chosen, dim=0)  # num_points x q x d
+    out = pts if pairwise else pts.squeeze(1)
+    return out.numpy().astype(np.float64)
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def _uses_probability(fitted: FittedModel, probability_space: bool) -> bool:
+    return probability_space and fitted.kind == CLASSIFICATION
+
+
+def optimize_prediction(
+    fitted: FittedModel,
+    query_type: str,
+    probability_space: bool,
+    target: float | None,
+    fixed: Mapping[int, float],
+    seed: int,
+    restarts: int = 10,
+    raw_samples: int = 1000,
+    timeout: float = 10.0,
+) -> np.ndarray:
+    r"""``x`` (``1 x d``) maximising / minimising the prediction, or matching ``target``.
+
+    The prediction is the response probability ``Phi(mu / sqrt(1 + var))`` for
+    classification with ``probability_space``, else the posterior (latent / response) mean.
+    """
+    if query_type not in ("max", "min", "inverse"):
+        raise ValueError(f"unknown query type {query_type!r}")
+    if query_type == "inverse" and target is None:
+        raise ValueError("inverse query needs a target y")
+    obj = PredictionObjective(fitted.model, fitted.latent, query_type, _uses_probability(fitted, probability_space), target)
+    x = _optimize(obj, fitted.dim, 1, fixed, restarts, raw_samples, 200, timeout, seed)
+    return x.numpy().astype(np.float64)
+
+
+def predict(fitted: FittedModel, x: np.ndarray, probability_space: bool) -> dict[str, np.ndarray]:
+    r"""Posterior summaries at ``x`` (``m x d``).
+
+    Returns:
+        Dict of length-``m`` arrays: ``mean`` / ``variance`` (latent; regression: of the
+        mean response), ``probability`` (classification: ``Phi(mu / sqrt(1 + var))``;
+        otherwise the mean), ``lower`` / ``upper`` (95%: ``mu -+ 1.96 sd``, mapped through
+        ``Phi`` for classification with ``probability_space``).
+    """
+    X = torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=DTYPE).reshape(-1, fitted.dim)
+    mus, vs = [], []
+    with torch.no_grad():
+        for chunk in X.split(2048):
+            mu, var = fitted.latent.mean_variance(chunk)
+            mus.append(mu)
+            vs.append(var)
+    mu = torch.cat(mus) if mus else torch.zeros(0, dtype=DTYPE)
+    var = torch.cat(vs) if vs else torch.zeros(0, dtype=DTYPE)
+    sd = var.sqrt()
+    lo, hi = mu - 1.959963984540054 * sd, mu + 1.959963984540054 * sd
+    if fitted.kind == CLASSIFICATION:
+        prob = norm_cdf(mu / torch.sqrt(1.0 + var))
+        if probability_space:
+            lo, hi = norm_cdf(lo), norm_cdf(hi)
+    else:
+        prob = mu
+    return {
+        "mean": mu.numpy().copy(),
+        "variance": var.numpy().copy(),
+        "probability": prob.numpy().copy(),
+        "lower": lo.numpy().copy(),
+        "upper": hi.numpy().copy(),
+    }
