@@ -32,6 +32,10 @@ PROBLEMS = {
 INIT_TRIALS, MODEL_TRIALS = 10, 40
 
 
+REFIT_EVERY = 1
+ACQF_OPTIONS = ""
+
+
 def config_for(dim: int, bounds: tuple[float, float], seed: int) -> str:
     names = [f"x{i}" for i in range(dim)]
     params = "".join(f"[{n}]\npar_type = continuous\nlower_bound = {bounds[0]}\nupper_bound = {bounds[1]}\n" for n in names)
@@ -50,6 +54,8 @@ generator = OptimizeAcqfGenerator
 model = GPClassificationModel
 acqf = MCLevelSetEstimation
 min_asks = {MODEL_TRIALS}
+refit_every = {REFIT_EVERY}
+{ACQF_OPTIONS}
 [MCLevelSetEstimation]
 target = 0.75
 objective = ProbitObjective
@@ -159,12 +165,22 @@ def main() -> None:
     parser.add_argument("--participants", nargs="+", type=int, default=[1])
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--no-speculation", action="store_true", help="server computes each ask on demand")
+    parser.add_argument("--refit-every", type=int, default=1, help="full refit every N asks, warm starts between")
+    parser.add_argument("--restarts", type=int, default=0, help="acquisition optimiser restarts (config default 10)")
+    parser.add_argument("--samps", type=int, default=0, help="acquisition raw samples (config default 1000)")
     args = parser.parse_args()
+    global REFIT_EVERY, ACQF_OPTIONS
+    REFIT_EVERY = args.refit_every
+    if args.restarts:
+        ACQF_OPTIONS += f"restarts = {args.restarts}\n"
+    if args.samps:
+        ACQF_OPTIONS += f"samps = {args.samps}\n"
     if args.no_speculation:
         os.environ["PSYSERVE_SPECULATE"] = "0"
     seeds = list(range(1, args.seeds + 1))
     print(f"== psyserve psychophysics benchmark: {INIT_TRIALS} Sobol + {MODEL_TRIALS} model trials, workers={args.workers}, "
-          f"speculation={'off' if args.no_speculation else 'on'}")
+          f"speculation={'off' if args.no_speculation else 'on'}, refit_every={REFIT_EVERY}, "
+          f"restarts={args.restarts or 10}, samps={args.samps or 1000}")
     for problem in args.problems:
         for participants in args.participants:
             for response_time in args.response_times:

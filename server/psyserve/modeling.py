@@ -44,7 +44,7 @@ from .strategy import COMPLETED, PENDING, Strategy
 
 log = logging.getLogger(__name__)
 
-REAL, SPECULATIVE = 0, 1
+REAL, SPECULATIVE, UNLIKELY = 0, 1, 2  # job priorities: lower runs first
 DataKey = tuple[tuple[int, float], ...]
 
 
@@ -103,6 +103,14 @@ class ComputePool:
         heapq.heappush(self._queue, _Item(priority, next(self._seq), fn, arg, future))
         self._pump()
         return future
+
+    def promote(self, future: asyncio.Future[Any]) -> None:
+        """A real request now waits on this (speculative) job: if it has not started, run it next."""
+        for item in self._queue:
+            if item.future is future and item.priority != REAL:
+                item.priority = REAL
+                heapq.heapify(self._queue)
+                break
 
     @property
     def idle(self) -> bool:
@@ -263,6 +271,8 @@ class PoolModelEngine:
         precomputed = future is not None and future.done() and not future.cancelled() and future.exception() is None
         if future is None or future.cancelled():
             future, speculative = self.pool.submit(generate, job, REAL), False
+        else:
+            self.pool.promote(future)
         try:
             result: GenerateResult = await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -337,10 +347,14 @@ class PoolModelEngine:
         if not pending:
             self._prefetch(strategy, None)
         elif len(pending) == 1 and strategy.spec.binary_outcome:
-            for outcome in (0.0, 1.0):
-                self._prefetch(strategy, (pending[0].trial_id, outcome))
+            # The likelier answer first: at a level-set target t the next point sits where
+            # P(yes) is about t. Under load the unlikely branch waits and is usually dropped.
+            target = float(strategy.phase.generator_options.get("target", 0.75))
+            likely = 1.0 if target >= 0.5 else 0.0
+            self._prefetch(strategy, (pending[0].trial_id, likely), SPECULATIVE)
+            self._prefetch(strategy, (pending[0].trial_id, 1.0 - likely), UNLIKELY)
 
-    def _prefetch(self, strategy: Strategy, extra: tuple[int, float] | None) -> None:
+    def _prefetch(self, strategy: Strategy, extra: tuple[int, float] | None, priority: int = SPECULATIVE) -> None:
         phase_index = strategy.phase_for_next_ask(extra_outcome=None if extra is None else extra[1])
         phase = strategy.spec.phases[phase_index]
         if not phase.is_model_based:
@@ -349,7 +363,7 @@ class PoolModelEngine:
         runtime = _runtime(strategy)
         if key in runtime.cache:
             return
-        runtime.cache[key] = self.pool.submit(generate, job, SPECULATIVE)
+        runtime.cache[key] = self.pool.submit(generate, job, priority)
         runtime.started[key] = time.perf_counter()
 
     def _drop_stale(self, strategy: Strategy) -> None:
