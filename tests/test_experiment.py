@@ -159,3 +159,14 @@ def test_seeded_config_is_reproducible(server: ServerThread) -> None:
         b = [client.ask(strategy_id=second).trials[0].params for _ in range(4)]
     assert a == b
     assert all(math.isfinite(float(p["contrast"])) for p in a)  # type: ignore[arg-type]
+
+
+def test_tell_by_stimulus_completes_the_asked_trial(server: ServerThread) -> None:
+    """AEPsych-style clients tell the config, not the trial id; 15 significant digits still match."""
+    with pc.Client(server.address, timeout=10) as client:
+        client.configure(config_str=CONFIG)
+        trial = client.ask().trials[0]
+        printed = {k: (float(f"{v:.15g}") if isinstance(v, float) else v) for k, v in trial.params.items()}
+        told = client.tell(config=printed, outcome=1)
+        assert told.trial_id == trial.trial_id
+        assert [t.state for t in client.list_trials()] == ["completed"]

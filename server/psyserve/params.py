@@ -183,6 +183,18 @@ class ParameterSpace:
                 raise ParameterValueError(f"{field_path}.{name}", str(exc)) from None
         return out
 
+    def same(self, a: Mapping[str, RawValue], b: Mapping[str, RawValue]) -> bool:
+        """Whether two validated stimuli are the same point: numbers equal to 1e-9 of their range
+        (a client that prints 15 significant digits, like MATLAB's jsonencode, still matches)."""
+        for p in self.parameters:
+            x, y = a[p.name], b[p.name]
+            if p.type in (ParamType.CONTINUOUS, ParamType.INTEGER) and not isinstance(x, str) and not isinstance(y, str):
+                if abs(float(x) - float(y)) > 1e-9 * max(p.upper - p.lower, 1e-300):
+                    return False
+            elif x != y:
+                return False
+        return True
+
     def to_unit(self, stimulus: Mapping[str, RawValue]) -> np.ndarray:
         """A validated stimulus -> its d free coordinates in [0, 1]."""
         return np.array([p.to_unit(stimulus[p.name]) for p in self.free], dtype=float)

@@ -72,6 +72,23 @@ class StrategyView:
 
 
 @dataclass(frozen=True)
+class InfoView:
+    """AEPsych's `info` fields for one strategy (its current phase is AEPsych's current strat)."""
+
+    strategy_id: int
+    db_name: str
+    strat_count: int
+    all_strat_names: list[str]
+    current_strat_index: int
+    current_strat_name: str
+    current_strat_data_pts: int
+    current_strat_model: str
+    current_strat_acqf: str
+    current_strat_finished: bool
+    current_strat_can_fit: bool
+
+
+@dataclass(frozen=True)
 class ConfigureResult:
     strategy: StrategyView
     warnings: list[str]
@@ -368,6 +385,24 @@ class ExperimentService:
             raise InvalidArgument("give strategy_id or name", "strategy_id")
         return self.view(self.get(strategy_id))
 
+    def info(self, strategy_id: int) -> tuple[InfoView, StrategyView]:
+        view = self.view(self.get(strategy_id))
+        phase = view.phases[view.current_phase_index]
+        info = InfoView(
+            strategy_id=view.strategy_id,
+            db_name=self.db_name,
+            strat_count=len(view.phases),
+            all_strat_names=[p.name for p in view.phases],
+            current_strat_index=view.current_phase_index,
+            current_strat_name=phase.name,
+            current_strat_data_pts=view.model_data_points,
+            current_strat_model=phase.model,
+            current_strat_acqf=phase.acqf,
+            current_strat_finished=phase.finished,
+            current_strat_can_fit=view.can_fit,
+        )
+        return info, view
+
     def strategies(self) -> list[Strategy]:
         return list(self._registry.by_id.values())
 
@@ -528,7 +563,14 @@ class ExperimentService:
             if existing_id is None and validated is not None:
                 # A stimulus equal to a pending asked trial completes that trial (AEPsych clients
                 # tell by config, not by trial id).
-                existing_id = next((t.trial_id for t in strategy.pending if t.stimuli == validated), None)
+                existing_id = next(
+                    (
+                        t.trial_id
+                        for t in strategy.pending
+                        if len(t.stimuli) == len(validated) and all(spec.space.same(a, b) for a, b in zip(t.stimuli, validated))
+                    ),
+                    None,
+                )
             if existing_id is not None:
                 trial = strategy.trials.get(existing_id)
                 if trial is None:
@@ -630,6 +672,7 @@ class ExperimentService:
         except ParameterValueError as exc:
             raise InvalidArgument(str(exc), exc.field) from None
         points: np.ndarray | None = None
+        stimuli: list[Stimulus] = []
         if query_type == "prediction":
             if not x:
                 raise InvalidArgument("x: prediction needs at least one point", "x")
@@ -656,8 +699,11 @@ class ExperimentService:
         )
         results = []
         for i, u in enumerate(unit_x):
-            stimulus = space.from_unit(u)
-            stimulus.update(fixed_raw)
+            if query_type == "prediction":
+                stimulus = dict(stimuli[i])  # answer at the points asked about, as given
+            else:
+                stimulus = space.from_unit(u)
+                stimulus.update(fixed_raw)
             results.append(
                 QueryPoint(
                     x=stimulus,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import dataclasses
 import json
 import logging
 import re
@@ -20,7 +21,7 @@ from typing import Any
 from ..config import ConfigError
 from ..errors import FailedPrecondition, InvalidArgument, ServiceError
 from ..params import RawValue
-from ..service import ExperimentService, StrategyView
+from ..service import ExperimentService, InfoView
 from ..strategy import OutcomeValue
 
 log = logging.getLogger(__name__)
@@ -295,22 +296,10 @@ def error_reply(text: str, message: Any) -> bytes:
     return reply
 
 
-def info_reply(view: StrategyView, db_name: str) -> JSON:
-    phase = view.phases[view.current_phase_index]
-    return {
-        "db_name": db_name,
-        "exp_id": view.strategy_id,
-        "strat_id": view.strategy_id,
-        "strat_count": len(view.phases),
-        "all_strat_names": [p.name for p in view.phases],
-        "current_strat_index": view.current_phase_index,
-        "current_strat_name": phase.name,
-        "current_strat_data_pts": view.model_data_points,
-        "current_strat_model": phase.model,
-        "current_strat_acqf": phase.acqf,
-        "current_strat_finished": phase.finished,
-        "current_strat_can_fit": view.can_fit,
-    }
+def info_reply(info: InfoView) -> JSON:
+    reply: JSON = dataclasses.asdict(info)
+    strategy_id = reply.pop("strategy_id")
+    return {"exp_id": strategy_id, "strat_id": strategy_id, **reply}
 
 
 # ---------------------------------------------------------------------- connections
@@ -584,7 +573,7 @@ class AEPsychServer:
         return {p.name: [_wire(p.value), _wire(p.value)] if p.value is not None else [p.lower, p.upper] for p in space.parameters}
 
     async def _info(self, conn: _Connection, message: JSON, extra_info: JSON) -> JSON:
-        return info_reply(self.service.resume(strategy_id=self._current(conn)), self.service.db_name)
+        return info_reply(self.service.info(self._current(conn))[0])
 
     async def _can_model(self, conn: _Connection, message: JSON, extra_info: JSON) -> JSON:
         return {"can_model": self.service.resume(strategy_id=self._current(conn)).can_fit}

@@ -6,6 +6,7 @@ to status codes (with google.rpc.BadRequest field violations).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -283,22 +284,8 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
 
     @handles_errors
     async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoResponse:
-        view = self.service.resume(strategy_id=request.strategy_id)
-        phase = view.phases[view.current_phase_index]
-        return pb.InfoResponse(
-            strategy_id=view.strategy_id,
-            db_name=self.service.db_name,
-            strat_count=len(view.phases),
-            all_strat_names=[p.name for p in view.phases],
-            current_strat_index=view.current_phase_index,
-            current_strat_name=phase.name,
-            current_strat_data_pts=view.model_data_points,
-            current_strat_model=phase.model,
-            current_strat_acqf=phase.acqf,
-            current_strat_finished=phase.finished,
-            current_strat_can_fit=view.can_fit,
-            summary=summary_to_pb(view),
-        )
+        info, view = self.service.info(request.strategy_id)
+        return pb.InfoResponse(**dataclasses.asdict(info), summary=summary_to_pb(view))
 
     @handles_errors
     async def Parameters(self, request: pb.ParametersRequest, context: grpc.aio.ServicerContext) -> pb.ParametersResponse:
