@@ -543,3 +543,20 @@ def test_model_phase_and_queries(tmp_path: Path) -> None:
                 client.query("max", constraints={7: 0.0})
     finally:
         srv.stop()
+
+
+def test_multi_trial_tell_is_all_or_nothing(aep: ServerThread) -> None:
+    port = aep.aepsych_port  # type: ignore[attr-defined]
+    with aepsych_client(port) as client:
+        client.configure(config_str=SOBOL_MANUAL)
+        good = {"contrast": 0.5, "frequency": 2, "shape": "circle", "eye": 0}
+        bad = {"contrast": 7.0, "frequency": 2, "shape": "circle", "eye": 0}
+        two = {k: [good[k], bad[k]] for k in good}
+        with pytest.raises(ServerError) as err:
+            client.tell(config=two, outcome=[1, 0])
+        assert "tells[1]" in str(err.value) and "contrast" in str(err.value)
+        ok = {k: [good[k], good[k]] for k in good}
+        assert client.tell(config=ok, outcome=[1, 0]) == {"trials_recorded": 2, "model_data_added": 2}
+    with pc.Client(aep.address) as grpc_client:
+        strategy = grpc_client.list_strategies()[0]
+        assert strategy.trials_completed == 2  # nothing from the rejected tell

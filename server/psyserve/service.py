@@ -26,6 +26,7 @@ from .errors import (
     InvalidArgument,
     NotFound,
     ResourceExhausted,
+    ServiceError,
 )
 from .journal import Event, Journal
 from .params import ParameterValueError, Stimulus
@@ -114,6 +115,18 @@ class TellResult:
     duplicate: bool
     trials_completed: int
     is_finished: bool
+
+
+@dataclass(frozen=True)
+class TellItem:
+    """One trial's outcome for tell_many: by trial id, or by explicit stimuli."""
+
+    outcomes: Sequence[OutcomeValue]
+    trial_id: int | None = None
+    stimuli: Sequence[Mapping[str, Any]] | None = None
+    model_data: bool = True
+    metadata: Mapping[str, Any] | None = None
+    request_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -540,64 +553,87 @@ class ExperimentService:
         metadata: Mapping[str, Any] | None = None,
         request_id: str = "",
     ) -> TellResult:
-        strategy = self.get(strategy_id)
+        item = TellItem(outcomes, trial_id, stimuli, model_data, metadata, request_id)
+        return (await self.tell_many(strategy_id, [item]))[0]
+
+    def _prepare_tell(self, strategy: Strategy, item: TellItem, prefix: str) -> tuple[list[OutcomeValue], dict[str, Any], list[Stimulus] | None]:
+        """Validate one tell (no state is read): outcomes, metadata, stimuli. Fields get `prefix`."""
         spec = strategy.spec
-        checked = self._check_outcomes(strategy, outcomes)
-        extra = self._check_metadata(metadata or {}, "metadata")
-        if (trial_id is None) == (stimuli is None):
-            raise InvalidArgument("give exactly one of trial_id and stimuli", "trial_id")
-        validated: list[Stimulus] | None = None
-        if stimuli is not None:
-            if len(stimuli) != spec.stimuli_per_trial:
-                raise InvalidArgument(
-                    f"stimuli: expected {spec.stimuli_per_trial} stimulus/stimuli per trial, got {len(stimuli)}", "stimuli"
-                )
-            try:
-                validated = [spec.space.validate_stimulus(s, f"stimuli[{i}]") for i, s in enumerate(stimuli)]
-            except ParameterValueError as exc:
-                raise InvalidArgument(str(exc), exc.field) from None
+        try:
+            checked = self._check_outcomes(strategy, item.outcomes)
+            extra = self._check_metadata(item.metadata or {}, "metadata")
+            if (item.trial_id is None) == (item.stimuli is None):
+                raise InvalidArgument("give exactly one of trial_id and stimuli", "trial_id")
+            validated: list[Stimulus] | None = None
+            if item.stimuli is not None:
+                if len(item.stimuli) != spec.stimuli_per_trial:
+                    raise InvalidArgument(
+                        f"stimuli: expected {spec.stimuli_per_trial} stimulus/stimuli per trial, got {len(item.stimuli)}", "stimuli"
+                    )
+                try:
+                    validated = [spec.space.validate_stimulus(s, f"stimuli[{i}]") for i, s in enumerate(item.stimuli)]
+                except ParameterValueError as exc:
+                    raise InvalidArgument(str(exc), exc.field) from None
+        except ServiceError as exc:
+            if prefix:
+                exc.message, exc.field = f"{prefix}: {exc.message}", f"{prefix}.{exc.field}" if exc.field else prefix
+            raise
+        return checked, extra, validated
+
+    async def tell_many(self, strategy_id: int, items: Sequence[TellItem]) -> list[TellResult]:
+        """Record several trials' outcomes atomically: all are journaled in one commit, or none."""
+        strategy = self.get(strategy_id)
+        space = strategy.spec.space
+        if not items:
+            raise InvalidArgument("no outcomes to record", "outcomes")
+        prepared = [self._prepare_tell(strategy, item, f"tells[{i}]" if len(items) > 1 else "") for i, item in enumerate(items)]
         async with strategy.lock:
-            existing_id = trial_id
-            if existing_id is None and request_id:
-                existing_id = strategy.tell_requests.get(request_id)
-            if existing_id is None and validated is not None:
-                # A stimulus equal to a pending asked trial completes that trial (AEPsych clients
-                # tell by config, not by trial id).
-                existing_id = next(
-                    (
-                        t.trial_id
-                        for t in strategy.pending
-                        if len(t.stimuli) == len(validated) and all(spec.space.same(a, b) for a, b in zip(t.stimuli, validated))
-                    ),
-                    None,
-                )
-            if existing_id is not None:
-                trial = strategy.trials.get(existing_id)
-                if trial is None:
-                    raise NotFound(f"trial_id {existing_id} not found in strategy {strategy_id}", "trial_id")
-                if trial.state == COMPLETED:
-                    return self._tell_result(strategy, trial.trial_id, duplicate=True, model_data=False)
-                if trial.state == FAILED:
-                    raise FailedPrecondition(f"trial_id {existing_id} was marked failed and cannot be told", "trial_id")
-            payload: dict[str, Any] = {
-                "outcomes": [o.to_json() for o in checked],
-                "model_data": bool(model_data),
-                "metadata": extra,
-            }
-            if request_id:
-                payload["request_id"] = request_id
-            if validated is not None and existing_id is None:
-                new_id = strategy.next_trial_id
-                payload["stimuli"] = validated
-                payload["phase_index"] = strategy.phase_index
-            else:
-                assert existing_id is not None
-                new_id = existing_id
-            event = Event(strategy_id, "tell", payload, trial_id=new_id)
-            await self._commit([event], strategy)
-            if self.models is not None:
-                self.models.data_changed(strategy)
-            return self._tell_result(strategy, new_id, duplicate=False, model_data=bool(model_data))
+            events: list[Event] = []
+            plan: list[tuple[int, bool, bool]] = []  # (trial id, duplicate, model data)
+            claimed: set[int] = set()
+            next_id = strategy.next_trial_id
+            for (checked, extra, validated), item in zip(prepared, items, strict=True):
+                existing_id = item.trial_id
+                if existing_id is None and item.request_id:
+                    existing_id = strategy.tell_requests.get(item.request_id)
+                if existing_id is None and validated is not None:
+                    # A stimulus equal to a pending asked trial completes that trial (AEPsych
+                    # clients tell by config, not by trial id).
+                    existing_id = next(
+                        (
+                            t.trial_id
+                            for t in strategy.pending
+                            if t.trial_id not in claimed
+                            and len(t.stimuli) == len(validated)
+                            and all(space.same(a, b) for a, b in zip(t.stimuli, validated, strict=True))
+                        ),
+                        None,
+                    )
+                if existing_id is not None:
+                    trial = strategy.trials.get(existing_id)
+                    if trial is None:
+                        raise NotFound(f"trial_id {existing_id} not found in strategy {strategy_id}", "trial_id")
+                    if trial.state == COMPLETED or existing_id in claimed:
+                        plan.append((existing_id, True, False))
+                        continue
+                    if trial.state == FAILED:
+                        raise FailedPrecondition(f"trial_id {existing_id} was marked failed and cannot be told", "trial_id")
+                payload: dict[str, Any] = {"outcomes": [o.to_json() for o in checked], "model_data": bool(item.model_data), "metadata": extra}
+                if item.request_id:
+                    payload["request_id"] = item.request_id
+                if existing_id is None:
+                    assert validated is not None
+                    existing_id, next_id = next_id, next_id + 1
+                    payload["stimuli"] = validated
+                    payload["phase_index"] = strategy.phase_index
+                claimed.add(existing_id)
+                events.append(Event(strategy_id, "tell", payload, trial_id=existing_id))
+                plan.append((existing_id, False, bool(item.model_data)))
+            if events:
+                await self._commit(events, strategy)
+                if self.models is not None:
+                    self.models.data_changed(strategy)
+            return [self._tell_result(strategy, tid, duplicate=dup, model_data=md) for tid, dup, md in plan]
 
     def _tell_result(self, strategy: Strategy, trial_id: int, duplicate: bool, model_data: bool) -> TellResult:
         return TellResult(

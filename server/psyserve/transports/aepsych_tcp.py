@@ -21,7 +21,7 @@ from typing import Any
 from ..config import ConfigError
 from ..errors import FailedPrecondition, InvalidArgument, ServiceError
 from ..params import RawValue
-from ..service import ExperimentService, InfoView
+from ..service import ExperimentService, InfoView, TellItem
 from ..strategy import OutcomeValue
 
 log = logging.getLogger(__name__)
@@ -513,19 +513,20 @@ class AEPsychServer:
         outcomes = outcomes_per_trial(message.get("outcome"), spec.outcome_names, len(trials))
         model_data = _flag(message.get("model_data", True), "model_data")
         extras = {**extra_info, **{k: v for k, v in message.items() if k not in ("config", "outcome", "model_data")}}
-        recorded = added = 0
-        for i, (stimuli, outcome) in enumerate(zip(trials, outcomes)):
-            metadata = {k: v[i] if isinstance(v, list) and len(v) == len(trials) > 1 else v for k, v in extras.items()}
-            try:
-                result = await self.service.tell(strategy_id, outcome, stimuli=stimuli, model_data=model_data, metadata=metadata)
-            except ServiceError as exc:
-                if len(trials) == 1:
-                    raise
-                text = f"trial {i} of this tell: {exc.message} (the {i} trial(s) before it were recorded)"
-                raise type(exc)(text, exc.field) from exc
-            recorded += result.trials_recorded
-            added += result.model_data_added
-        return {"trials_recorded": recorded, "model_data_added": added}
+        items = [
+            TellItem(
+                outcome,
+                stimuli=stimuli,
+                model_data=model_data,
+                metadata={k: v[i] if isinstance(v, list) and len(v) == len(trials) > 1 else v for k, v in extras.items()},
+            )
+            for i, (stimuli, outcome) in enumerate(zip(trials, outcomes, strict=True))
+        ]
+        results = await self.service.tell_many(strategy_id, items)  # all trials or none
+        return {
+            "trials_recorded": sum(r.trials_recorded for r in results),
+            "model_data_added": sum(r.model_data_added for r in results),
+        }
 
     async def _query(self, conn: _Connection, message: JSON, extra_info: JSON) -> JSON:
         strategy_id = self._current(conn)
