@@ -16,6 +16,7 @@ import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from psyserve_client._common import to_value
 from psyserve_client._proto.psyserve.v1 import messages_pb2 as pb
 from psyserve_client._proto.psyserve.v1 import service_pb2_grpc
 
@@ -52,17 +53,7 @@ _QUERY_TYPES = {
 _QUERY_ENUMS = {v: k for k, v in _QUERY_TYPES.items()}
 
 
-# ---------------------------------------------------------------------- value conversion
-def value_to_pb(value: RawValue) -> pb.ParameterValue:
-    if isinstance(value, bool):
-        return pb.ParameterValue(flag=value)
-    if isinstance(value, int):
-        return pb.ParameterValue(integer=value)
-    if isinstance(value, str):
-        return pb.ParameterValue(category=value)
-    return pb.ParameterValue(number=float(value))
-
-
+# ---------------------------------------------------------------------- value conversion (to the wire: psyserve_client.to_value)
 def value_from_pb(value: pb.ParameterValue) -> RawValue | None:
     kind = value.WhichOneof("kind")
     if kind is None:
@@ -75,14 +66,14 @@ def values_from_pb(values: Mapping[str, pb.ParameterValue]) -> dict[str, Any]:
 
 
 def stimulus_to_pb(stimulus: Stimulus) -> pb.Stimulus:
-    return pb.Stimulus(values={k: value_to_pb(v) for k, v in stimulus.items()})
+    return pb.Stimulus(values={k: to_value(v) for k, v in stimulus.items()})
 
 
 def parameter_to_pb(p: ParameterSpec) -> pb.Parameter:
     msg = pb.Parameter(name=p.name, type=_PARAM_TYPES[p.type], lower_bound=p.lower, upper_bound=p.upper, log_scale=p.log_scale)
     msg.choices.extend(p.choices)
     if p.value is not None:
-        msg.fixed_value.CopyFrom(value_to_pb(p.value))
+        msg.fixed_value.CopyFrom(to_value(p.value))
     return msg
 
 
