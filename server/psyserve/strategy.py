@@ -136,9 +136,9 @@ class Strategy:
         return index
 
     def can_fit(self) -> bool:
-        return self.model_data_points > 0 and (
-            not self.spec.binary_outcome or (self.outcome_counts[0.0] > 0 and self.outcome_counts[1.0] > 0)
-        )
+        """A model can be fit once there is any model data (with one outcome class only, the
+        classification model is dominated by its prior, but it is still a model)."""
+        return self.model_data_points > 0
 
     def expired_leases(self, now: float) -> list[TrialRecord]:
         return [t for t in self.trials.values() if t.state == PENDING and t.lease_expires_at is not None and t.lease_expires_at <= now]
