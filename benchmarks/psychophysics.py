@@ -97,7 +97,7 @@ async def run_participant(address: str, problem: str, seed: int, response_time: 
                 result.gen_s.append(ask.generate_seconds)
             x = np.array([[trial.params[n] for n in names]], dtype=float)
             outcome = int(rng.random() < observers.probability(f(x))[0])
-            if response_time and trial.phase_name == "opt_strat" or (response_time and ask.trials[0].trial_id == INIT_TRIALS):
+            if response_time:
                 await asyncio.sleep(response_time)
             try:
                 await client.tell(trial_id=trial.trial_id, outcome=outcome)
