@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from psyserve_client._proto.psyserve.v1 import service_pb2, service_pb2_grpc
 
+from .auth import AuthConfigError, BearerTokenInterceptor, check_token, is_loopback, server_credentials
 from .journal import Journal
 from .service import ExperimentService, Limits, ModelEngine
 from .transports.grpc_api import ExperimentServicer
@@ -37,6 +38,25 @@ class ServerOptions:
     aepsych_port: int | None = None
     limits: Limits = field(default_factory=Limits)
     grace_seconds: float = 10.0
+    auth_token: str | None = None  # when set, every RPC but health and reflection needs "authorization: Bearer <token>"
+    tls_cert: str | None = None  # PEM certificate chain file; with tls_key, serve TLS instead of plaintext
+    tls_key: str | None = None  # PEM private key file
+
+    def check_security(self) -> grpc.ServerCredentials | None:
+        """Validate the auth/TLS settings; return TLS server credentials (None: plaintext).
+        Raises AuthConfigError for a setting that cannot be served safely."""
+        if self.auth_token is not None:
+            check_token(self.auth_token, "auth token")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise AuthConfigError("TLS needs both --tls-cert and --tls-key")
+        if self.aepsych_port is not None and (self.auth_token or self.tls_cert) and not is_loopback(self.host):
+            raise AuthConfigError(
+                f"--aepsych-port has neither authentication nor encryption: with an auth token or TLS it is "
+                f"only served on a loopback host, not {self.host!r}"
+            )
+        if self.tls_cert is not None and self.tls_key is not None:
+            return server_credentials(self.tls_cert, self.tls_key)
+        return None
 
 
 @dataclass
@@ -69,6 +89,9 @@ def _make_models(options: ServerOptions) -> ModelEngine | None:
 
 async def start_server(options: ServerOptions) -> RunningServer:
     """Start a server; returns once it is serving on `options.port` (0 picks a free port)."""
+    credentials = options.check_security()  # before anything is opened: a bad setting fails fast
+    if options.auth_token is None and not is_loopback(options.host):
+        log.warning("serving %s without --auth-token: anyone who can reach this address can use the server", options.host)
     journal = await Journal.open(options.db)
     models = _make_models(options)
     if models is not None and hasattr(models, "start"):
@@ -82,14 +105,18 @@ async def start_server(options: ServerOptions) -> RunningServer:
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
-        ]
+        ],
+        interceptors=[BearerTokenInterceptor(options.auth_token)] if options.auth_token else None,
     )
     service_pb2_grpc.add_ExperimentServiceServicer_to_server(ExperimentServicer(service), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address = f"[{options.host}]:{options.port}" if ":" in options.host else f"{options.host}:{options.port}"
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    except RuntimeError:  # grpc raises rather than returning 0 when it cannot bind
+        port = 0
     if port == 0:
         await service.close()
         raise OSError(f"could not bind {address}")
@@ -101,7 +128,14 @@ async def start_server(options: ServerOptions) -> RunningServer:
         running.extra.append(await start_aepsych_server(service, options.host, options.aepsych_port))
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    log.info("psyserve serving gRPC on %s:%d (database %s)", options.host, port, options.db)
+    log.info(
+        "psyserve serving gRPC%s on %s:%d (database %s%s)",
+        " over TLS" if credentials else "",
+        options.host,
+        port,
+        options.db,
+        ", auth token required" if options.auth_token else "",
+    )
     return running
 
 

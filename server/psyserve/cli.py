@@ -1,46 +1,166 @@
-"""The `psyserve` command line: serve (and, later, export/replay).
+"""The `psyserve` command line: serve, export (trials as CSV/JSONL) and replay (offline summary).
 
-Parses arguments and calls the app; holds no server logic.
+Parses arguments and calls the app or psyserve.export; holds no server logic.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from typing import IO
 
 from .app import ServerOptions, serve
+from .auth import TOKEN_ENV, AuthConfigError, check_token, read_token_file
+from .errors import ServiceError
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--log-level",
+        default=os.environ.get("PSYSERVE_LOG_LEVEL"),
+        help="logging level (default INFO for serve, WARNING otherwise)",
+    )
     parser = argparse.ArgumentParser(prog="psyserve", description="Adaptive-experiment gRPC server")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_serve = sub.add_parser("serve", help="run the server")
+
+    p_serve = sub.add_parser("serve", help="run the server", parents=[common])
     p_serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: loopback only)")
     p_serve.add_argument("--port", type=int, default=50051, help="gRPC port (default 50051; 0 picks a free one)")
     p_serve.add_argument("--db", default="psyserve.db", help="SQLite journal file (default ./psyserve.db)")
     p_serve.add_argument("--workers", type=int, default=None, help="model-fitting processes (default: CPU cores)")
     p_serve.add_argument("--no-models", action="store_true", help="do not start the model-fitting pool")
     p_serve.add_argument("--aepsych-port", type=int, default=None, help="also serve AEPsych's JSON/TCP protocol on this port")
-    p_serve.add_argument("--log-level", default=os.environ.get("PSYSERVE_LOG_LEVEL", "INFO"))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command == "serve":
-        options = ServerOptions(
-            host=args.host,
-            port=args.port,
-            db=args.db,
-            workers=args.workers,
-            models=not args.no_models,
-            aepsych_port=args.aepsych_port,
-        )
+    auth = p_serve.add_mutually_exclusive_group()
+    auth.add_argument(
+        "--auth-token",
+        default=None,
+        help=f"require 'authorization: Bearer TOKEN' metadata on every RPC but health and reflection "
+        f"(visible in the process list: prefer --auth-token-file or ${TOKEN_ENV})",
+    )
+    auth.add_argument("--auth-token-file", default=None, help="read the auth token from this file")
+    p_serve.add_argument(
+        "--tls-cert", default=None, metavar="PEM", help="serve TLS with this certificate chain (needs --tls-key)"
+    )
+    p_serve.add_argument("--tls-key", default=None, metavar="PEM", help="private key of --tls-cert")
+
+    p_export = sub.add_parser("export", help="write one row per trial (CSV or JSON lines)", parents=[common])
+    p_export.add_argument("--db", default="psyserve.db", help="journal file to read (a live server's is fine)")
+    p_export.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    p_export.add_argument("--strategy", default=None, metavar="ID", help="only this strategy (id or name)")
+    p_export.add_argument("--output", "-o", default=None, metavar="FILE", help="write here instead of standard output")
+
+    p_replay = sub.add_parser("replay", help="rebuild a strategy offline, refit its model, print a summary", parents=[common])
+    p_replay.add_argument("--db", default="psyserve.db", help="journal file to read (a live server's is fine)")
+    p_replay.add_argument("--strategy", required=True, metavar="ID", help="strategy id or name")
+    p_replay.add_argument("--no-fit", action="store_true", help="skip the model refit (counts only)")
+    p_replay.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return parser
+
+
+def _auth_token(args: argparse.Namespace) -> str | None:
+    """--auth-token, else --auth-token-file, else $PSYSERVE_AUTH_TOKEN, else None."""
+    if args.auth_token is not None:
+        return check_token(args.auth_token, "--auth-token")
+    if args.auth_token_file is not None:
+        return read_token_file(args.auth_token_file)
+    env = os.environ.get(TOKEN_ENV)
+    if env is not None:
+        return check_token(env.strip(), f"${TOKEN_ENV}")
+    return None
+
+
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[IO[str]]:
+    if path is None:
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        yield out
+
+
+async def _export(args: argparse.Namespace) -> int:
+    from .export import columns, offline_service, resolve_strategy, trial_rows, write_csv, write_jsonl
+
+    async with offline_service(args.db) as service:
+        strategy_id = resolve_strategy(service, args.strategy) if args.strategy else None
+        rows = trial_rows(service, strategy_id)
+        with _output(args.output) as out:
+            count = write_csv(rows, columns(service, strategy_id), out) if args.format == "csv" else write_jsonl(rows, out)
+    if args.output is not None:
+        print(f"exported {count} trials to {args.output}", file=sys.stderr)
+    return 0
+
+
+async def _replay(args: argparse.Namespace) -> int:
+    from .export import format_summary, offline_service, replay_summary, resolve_strategy
+
+    async with offline_service(args.db) as service:
+        strategy_id = resolve_strategy(service, args.strategy)
+        strategy = service.get(strategy_id)
+        fit = not args.no_fit and any(p.is_model_based for p in strategy.spec.phases) and strategy.can_fit()
+        engine = None
+        if fit:
+            from .modeling import PoolModelEngine
+
+            engine = PoolModelEngine(workers=1, speculate=False)
+            await engine.start()
+            service.models = engine
         try:
-            asyncio.run(serve(options))
-        except KeyboardInterrupt:
-            pass
-        return 0
+            summary = await replay_summary(service, strategy_id, fit=not args.no_fit)
+        finally:
+            if engine is not None:
+                await engine.close()
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    level = args.log_level or ("INFO" if args.command == "serve" else "WARNING")
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "serve":
+            options = ServerOptions(
+                host=args.host,
+                port=args.port,
+                db=args.db,
+                workers=args.workers,
+                models=not args.no_models,
+                aepsych_port=args.aepsych_port,
+                auth_token=_auth_token(args),
+                tls_cert=args.tls_cert,
+                tls_key=args.tls_key,
+            )
+            options.check_security()
+            try:
+                asyncio.run(serve(options))
+            except KeyboardInterrupt:
+                pass
+            return 0
+        if args.command == "export":
+            return asyncio.run(_export(args))
+        if args.command == "replay":
+            return asyncio.run(_replay(args))
+    except AuthConfigError as exc:
+        parser.error(str(exc))
+    except FileNotFoundError as exc:
+        print(f"psyserve {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except ServiceError as exc:
+        print(f"psyserve {args.command}: {exc.message}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `psyserve export | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 2
 
 

@@ -15,6 +15,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -52,11 +53,20 @@ def _warmup() -> int:
     return os.getpid()
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Watch the server process: a SIGKILLed server must not leave its workers running."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
 def _init_worker() -> None:
-    """Workers run at a lower CPU priority than the event loop: on a machine with as many workers
-    as cores, RPCs keep their latency while fits run."""
+    """Workers run at a lower CPU priority than the event loop (on a machine with as many workers
+    as cores, RPCs keep their latency while fits run) and exit when the server process dies."""
     with contextlib.suppress(OSError):
         os.nice(5)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
     worker_init()
 
 

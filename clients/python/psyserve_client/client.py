@@ -38,9 +38,13 @@ def _channel_args(max_message_bytes: int) -> list[tuple[str, int]]:
     return [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes)]
 
 
-def _credentials(token: str | None, root_certificates: bytes | None, tls: bool) -> grpc.ChannelCredentials | None:
+def _credentials(root_certificates: bytes | str | None, tls: bool) -> grpc.ChannelCredentials | None:
+    """TLS channel credentials (trusting `root_certificates` PEM, else the system's roots), or None
+    for plaintext. The token is not part of them: it travels as call metadata on either kind."""
     if not tls and root_certificates is None:
         return None
+    if isinstance(root_certificates, str):
+        root_certificates = root_certificates.encode("ascii")
     return grpc.ssl_channel_credentials(root_certificates=root_certificates)
 
 
@@ -67,19 +71,23 @@ class _Base:
 
 
 class Client(_Base):
-    """Blocking client. `Client("127.0.0.1:50051")`; use as a context manager or call close()."""
+    """Blocking client. `Client("127.0.0.1:50051")`; use as a context manager or call close().
+
+    `token` is sent as `authorization: Bearer <token>` with every call (servers started with
+    --auth-token); `root_certificates` (PEM bytes or text) or `tls=True` (system roots) connect over TLS.
+    """
 
     def __init__(
         self,
         address: str = DEFAULT_ADDRESS,
         timeout: float | None = 60.0,
         token: str | None = None,
-        root_certificates: bytes | None = None,
+        root_certificates: bytes | str | None = None,
         tls: bool = False,
         max_message_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         super().__init__(address, timeout, token)
-        creds = _credentials(token, root_certificates, tls)
+        creds = _credentials(root_certificates, tls)
         opts = _channel_args(max_message_bytes)
         self._channel = grpc.secure_channel(address, creds, opts) if creds else grpc.insecure_channel(address, opts)
         self._stub = service_pb2_grpc.ExperimentServiceStub(self._channel)
@@ -200,19 +208,22 @@ class Client(_Base):
 
 
 class AsyncClient(_Base):
-    """asyncio client with the same methods as Client, as coroutines. Use `async with`."""
+    """asyncio client with the same methods as Client, as coroutines. Use `async with`.
+
+    `token`, `root_certificates` and `tls` work as for Client.
+    """
 
     def __init__(
         self,
         address: str = DEFAULT_ADDRESS,
         timeout: float | None = 60.0,
         token: str | None = None,
-        root_certificates: bytes | None = None,
+        root_certificates: bytes | str | None = None,
         tls: bool = False,
         max_message_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         super().__init__(address, timeout, token)
-        creds = _credentials(token, root_certificates, tls)
+        creds = _credentials(root_certificates, tls)
         opts = _channel_args(max_message_bytes)
         self._channel = grpc.aio.secure_channel(address, creds, opts) if creds else grpc.aio.insecure_channel(address, opts)
         self._stub = service_pb2_grpc.ExperimentServiceStub(self._channel)
