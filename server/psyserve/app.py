@@ -95,7 +95,9 @@ async def start_server(options: ServerOptions) -> RunningServer:
     journal = await Journal.open(options.db)
     models = _make_models(options)
     if models is not None and hasattr(models, "start"):
-        await models.start()  # warm the spawn pool before gRPC starts (grpc/grpc#19793)
+        # Workers are spawned (fork+exec, never a bare fork after gRPC started: grpc/grpc#19793)
+        # and warm up (torch imports) while the server already answers: restart stays fast.
+        await models.start(wait=False)
     service = ExperimentService(journal, models, options.limits)
     replayed = await service.recover()
     log.info("recovered %d strategies from %d journal events in %s", len(service.list_strategies()), replayed, options.db)

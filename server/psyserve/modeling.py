@@ -96,11 +96,14 @@ class ComputePool:
     def _new_executor(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
 
-    async def start(self) -> None:
-        """Start and warm every worker (imports torch/botorch) before the server takes requests."""
+    async def start(self, wait: bool = True) -> None:
+        """Spawn and warm every worker (imports torch/botorch). With wait=False the warm-up goes on
+        while the server already answers (jobs submitted meanwhile queue in the executor)."""
         self._executor = self._new_executor()
         loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(self._executor, _warmup) for _ in range(self.workers)))
+        warmups = [loop.run_in_executor(self._executor, _warmup) for _ in range(self.workers)]
+        if wait:
+            await asyncio.gather(*warmups)
 
     def worker_pids(self) -> list[int]:
         processes = getattr(self._executor, "_processes", None) or {}
@@ -245,8 +248,8 @@ class PoolModelEngine:
         self.speculate = speculate
         self._strategies: dict[int, Strategy] = {}
 
-    async def start(self) -> None:
-        await self.pool.start()
+    async def start(self, wait: bool = True) -> None:
+        await self.pool.start(wait)
 
     # -------------------------------------------------------------- job construction
     def _job(

@@ -213,9 +213,9 @@ class ExperimentService:
         return os.path.basename(self.journal.path)
 
     # ------------------------------------------------------------------ recovery
-    async def recover(self) -> int:
-        """Rebuild every strategy from the journal, then start expiring leases; return the number
-        of events replayed."""
+    async def recover(self, expire_leases: bool = True) -> int:
+        """Rebuild every strategy from the journal, then (unless told not to: offline readers)
+        start expiring leases; return the number of events replayed."""
         events = await self.journal.load()
         for event in events:
             if event.kind == "configure":
@@ -226,7 +226,8 @@ class ExperimentService:
                     log.error("journal event %s for unknown strategy %s skipped", event.seq, event.strategy_id)
                     continue
                 strategy.apply(event)
-        self._lease_task = asyncio.create_task(self._expire_leases(), name="lease-expiry")
+        if expire_leases:
+            self._lease_task = asyncio.create_task(self._expire_leases(), name="lease-expiry")
         return len(events)
 
     async def _expire_leases(self) -> None:
