@@ -43,6 +43,9 @@ buf-lint:
 
 bench: $(STAMP)
 	$(PY) benchmarks/rpc.py
+	$(PY) benchmarks/journal.py
+	$(PY) benchmarks/restart.py --with-models
+	cd benchmarks && ../$(PY) psychophysics.py --seeds 3 --response-times 0.5 0
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
