@@ -560,3 +560,83 @@ def test_multi_trial_tell_is_all_or_nothing(aep: ServerThread) -> None:
     with pc.Client(aep.address) as grpc_client:
         strategy = grpc_client.list_strategies()[0]
         assert strategy.trials_completed == 2  # nothing from the rejected tell
+
+
+def test_random_messages_of_every_type_get_one_reply_each(aep: ServerThread) -> None:
+    """Hypothesis throws random and boundary JSON at every request type: each request gets exactly
+    one JSON object back (a result or server_error), and the connection keeps serving."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    port = aep.aepsych_port  # type: ignore[attr-defined]
+    raw = Raw(port)
+    assert "strat_id" in raw.call({"type": "setup", "message": {"config_str": SOBOL_MANUAL}})
+    scalars = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**70), 2**70),
+        st.floats(allow_nan=False),  # JSON has no NaN; the server must still cope with huge numbers
+        st.text(max_size=20),
+    )
+    values = st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+        max_leaves=12,
+    )
+    names = st.sampled_from(["contrast", "frequency", "shape", "eye", "nope", "0", "1"])
+    messages = st.one_of(
+        values,
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "config",
+                    "outcome",
+                    "num_points",
+                    "fixed_pars",
+                    "query_type",
+                    "x",
+                    "y",
+                    "constraints",
+                    "strat_id",
+                    "section",
+                    "property",
+                    "model_data",
+                    "config_str",
+                    "config_dict",
+                ]
+            ),
+            values,
+            max_size=4,
+        ),
+        st.fixed_dictionaries({"config": st.dictionaries(names, values, max_size=4), "outcome": values}),
+    )
+    types = st.sampled_from(
+        [
+            "setup",
+            "ask",
+            "tell",
+            "query",
+            "parameters",
+            "info",
+            "get_config",
+            "finish_strategy",
+            "resume",
+            "can_model",
+            "nope",
+            "",
+        ]
+    )
+
+    @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(types, messages)
+    def one(kind: str, message: Any) -> None:
+        reply = raw.call({"type": kind, "message": message})
+        assert isinstance(reply, dict) and reply, reply
+
+    one()
+    info = raw.call({"type": "info", "message": {}})
+    assert "current_strat_name" in info or "server_error" in info
+    assert raw.call({"type": "parameters", "message": {}})
+    raw.close()
+    with pc.Client(aep.address) as client:
+        assert client.list_strategies()
