@@ -15,6 +15,23 @@ from pathlib import Path
 
 import grpc
 
+# A 2-D Sobol strategy that never finishes: the RPC and journal benchmarks' workload.
+SOBOL_CONFIG = """
+[common]
+parnames = [x, y]
+outcome_types = [binary]
+strategy_names = [sobol]
+[x]
+lower_bound = 0
+upper_bound = 1
+[y]
+lower_bound = 0
+upper_bound = 1
+[sobol]
+generator = SobolGenerator
+min_asks = 1000000
+"""
+
 
 def free_port() -> int:
     with socket.socket() as s:

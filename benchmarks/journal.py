@@ -17,24 +17,9 @@ import time
 from pathlib import Path
 
 import psyserve_client as pc
+from _harness import SOBOL_CONFIG as CONFIG
 from _harness import server_process
 from psyserve.journal import Event, Journal
-
-CONFIG = """
-[common]
-parnames = [x, y]
-outcome_types = [binary]
-strategy_names = [sobol]
-[x]
-lower_bound = 0
-upper_bound = 1
-[y]
-lower_bound = 0
-upper_bound = 1
-[sobol]
-generator = SobolGenerator
-min_asks = 1000000
-"""
 
 
 async def durable_tells(address: str, clients: int, tells_per_client: int) -> float:

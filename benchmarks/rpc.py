@@ -15,23 +15,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import psyserve_client as pc
+from _harness import SOBOL_CONFIG as CONFIG
 from _harness import server_process
-
-CONFIG = """
-[common]
-parnames = [x, y]
-outcome_types = [binary]
-strategy_names = [sobol]
-[x]
-lower_bound = 0
-upper_bound = 1
-[y]
-lower_bound = 0
-upper_bound = 1
-[sobol]
-generator = SobolGenerator
-min_asks = 1000000
-"""
 
 
 def sequential(address: str, pairs: int) -> dict[str, float]:

@@ -172,7 +172,9 @@ def test_errors_name_section_and_key(patch: str, section: str, key: str) -> None
     assert (err.value.section, err.value.key) == (section, key), str(err.value)
 
 
-def test_names_match_compute_side() -> None:
-    compute = pytest.importorskip("psyserve.compute")
-    assert MODELS <= compute.KNOWN_MODELS
-    assert ACQFS <= compute.KNOWN_ACQFS
+def test_acquisition_must_fit_the_model() -> None:
+    text = FULL.replace("acqf = MCLevelSetEstimation", "acqf = PairwiseMCPosteriorVariance")
+    with pytest.raises(ConfigError) as err:
+        parse_config(text)
+    assert (err.value.section, err.value.key) == ("opt", "acqf") and "does not work with" in str(err.value)
+    assert {"EAVC", "GlobalMI", "qLogNoisyExpectedImprovement"} <= ACQFS and "PairwiseProbitModel" in MODELS

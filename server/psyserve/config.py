@@ -13,7 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .compute.jobs import KNOWN_ACQFS, KNOWN_MODELS, acqf_supports
 from .params import ParameterSpace, ParameterSpec, ParamType, RawValue
+
+MODELS = KNOWN_MODELS  # the compute side's registry (torch-free import)
+ACQFS = KNOWN_ACQFS
 
 MAX_CONFIG_BYTES = 256 * 1024
 MAX_PARAMETERS = 64
@@ -21,21 +25,6 @@ MAX_PHASES = 32
 MAX_MANUAL_POINTS = 100_000
 
 GENERATORS = frozenset({"SobolGenerator", "RandomGenerator", "ManualGenerator", "OptimizeAcqfGenerator"})
-# Model and acquisition names the compute side implements (kept here so that config validation
-# needs no torch import; tests check it matches psyserve.compute).
-MODELS = frozenset({"GPClassificationModel", "GPRegressionModel", "PairwiseProbitModel"})
-ACQFS = frozenset(
-    {
-        "MCLevelSetEstimation",
-        "EAVC",
-        "GlobalMI",
-        "BernoulliMCMutualInformation",
-        "MCPosteriorVariance",
-        "qLogNoisyExpectedImprovement",
-        "qNoisyExpectedImprovement",
-        "PairwiseMCPosteriorVariance",
-    }
-)
 OUTCOME_TYPES = ("binary", "continuous", "ordinal")
 
 
@@ -410,6 +399,8 @@ def _parse_phase(
             raise ConfigError(name, "model", f"GPClassificationModel needs binary outcomes, not {outcome_types[0]}")
         if model == "GPRegressionModel" and outcome_types[0] == "binary":
             raise ConfigError(name, "model", "GPRegressionModel needs continuous outcomes, not binary")
+        if not acqf_supports(model, acqf):
+            raise ConfigError(name, "acqf", f"acquisition function {acqf} does not work with {model}")
         model_options = _options(r, model, _MODEL_OPTIONS, name)
         generator_options = _options(r, generator, _GENERATOR_OPTIONS, name)
         generator_options.update(_options(r, acqf, _ACQF_OPTIONS, name))
