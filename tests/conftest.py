@@ -34,6 +34,9 @@ class ServerThread:
         self.thread.start()
         self.running: RunningServer = self.call(start_server(options))
         self.address = f"127.0.0.1:{self.running.port}"
+        models = self.running.service.models
+        if models is not None:  # tests that time model asks start with warm workers
+            self.call(models.pool.wait_ready())  # type: ignore[attr-defined]
 
     def call(self, coro: Any, timeout: float = 120) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)

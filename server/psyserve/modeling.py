@@ -91,6 +91,7 @@ class ComputePool:
         self._seq = itertools.count()
         self._busy = 0
         self._closed = False
+        self._warm: asyncio.Future[list[int]] | None = None
         self.restarts = 0
 
     def _new_executor(self) -> ProcessPoolExecutor:
@@ -101,9 +102,14 @@ class ComputePool:
         while the server already answers (jobs submitted meanwhile queue in the executor)."""
         self._executor = self._new_executor()
         loop = asyncio.get_running_loop()
-        warmups = [loop.run_in_executor(self._executor, _warmup) for _ in range(self.workers)]
+        self._warm = asyncio.gather(*(loop.run_in_executor(self._executor, _warmup) for _ in range(self.workers)))
         if wait:
-            await asyncio.gather(*warmups)
+            await self.wait_ready()
+
+    async def wait_ready(self) -> None:
+        """Return once every worker has started and imported torch."""
+        if self._warm is not None:
+            await asyncio.shield(self._warm)
 
     def worker_pids(self) -> list[int]:
         processes = getattr(self._executor, "_processes", None) or {}

@@ -252,7 +252,7 @@ class ExperimentService:
                         continue
                     for event in events:
                         strategy.apply(event)
-                    if self.models is not None:
+                    if self.models is not None and strategy.has_model_phase:
                         self.models.data_changed(strategy)
             await asyncio.sleep(self.lease_check_seconds)
 
@@ -486,8 +486,8 @@ class ExperimentService:
                 events.append(Event(strategy_id, "ask", payload, trial_id=strategy.next_trial_id + i, created_at=now))
             await self._commit(events, strategy)
             trials = [strategy.trials[e.trial_id] for e in events if e.trial_id is not None]
-            if self.models is not None and phase.is_model_based:
-                self.models.data_changed(strategy)
+            if self.models is not None and strategy.has_model_phase:
+                self.models.data_changed(strategy)  # e.g. the last Sobol trial: prepare the first model trial
             return AskResult(
                 trials=trials,
                 is_finished=strategy.is_finished,
@@ -632,7 +632,7 @@ class ExperimentService:
                 plan.append((existing_id, False, bool(item.model_data)))
             if events:
                 await self._commit(events, strategy)
-                if self.models is not None:
+                if self.models is not None and strategy.has_model_phase:
                     self.models.data_changed(strategy)
             return [self._tell_result(strategy, tid, duplicate=dup, model_data=md) for tid, dup, md in plan]
 

@@ -124,6 +124,10 @@ class Strategy:
         return True
 
     @property
+    def has_model_phase(self) -> bool:
+        return any(p.is_model_based for p in self.spec.phases)
+
+    @property
     def is_finished(self) -> bool:
         last = len(self.spec.phases) - 1
         return self.phase_index == last and self.phase_finished(last)
