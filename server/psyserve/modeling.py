@@ -61,12 +61,15 @@ def _exit_with_parent(parent: int) -> None:
             os._exit(0)
 
 
-def _init_worker() -> None:
+def _init_worker(server_pid: int) -> None:
     """Workers run at a lower CPU priority than the event loop (on a machine with as many workers
-    as cores, RPCs keep their latency while fits run) and exit when the server process dies."""
+    as cores, RPCs keep their latency while fits run) and exit when the server process dies
+    (`server_pid` is passed in: by the time this runs the server may already be gone)."""
+    if os.getppid() != server_pid:
+        os._exit(0)
     with contextlib.suppress(OSError):
         os.nice(5)
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
+    threading.Thread(target=_exit_with_parent, args=(server_pid,), name="parent-watch", daemon=True).start()
     worker_init()
 
 
@@ -95,7 +98,7 @@ class ComputePool:
         self.restarts = 0
 
     def _new_executor(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(os.getpid(),))
 
     async def start(self, wait: bool = True) -> None:
         """Spawn and warm every worker (imports torch/botorch). With wait=False the warm-up goes on
