@@ -453,15 +453,14 @@ class ExperimentService:
             phase_index = strategy.phase_for_next_ask()
             phase = strategy.spec.phases[phase_index]
             generated = Generated(points=np.empty(0))
-            reissued = [tid for tid, (ph, _) in strategy.reissue.items() if ph == phase_index and not phase.is_model_based]
+            # points of trials whose lease expired come first (not when parameters are pinned)
+            reissued = [] if fixed_raw or phase.is_model_based else [t for t, (ph, _) in strategy.reissue.items() if ph == phase_index]
             reissued = reissued[:num_points]
+            stimuli = [[dict(s) for s in strategy.reissue[t][1]] for t in reissued]
             fresh = num_points - len(reissued)
-            stimuli = [[dict(s) for s in strategy.reissue[tid][1]] for tid in reissued]
-            if fresh == 0:
-                pass
-            elif phase.generator == "ManualGenerator":
+            if fresh and phase.generator == "ManualGenerator":
                 stimuli += strategy.manual_stimuli(phase_index, fresh)
-            else:
+            elif fresh:
                 if phase.is_model_based:
                     if self.models is None:
                         raise FailedPrecondition("this server runs without a model engine", "strategy_id")
