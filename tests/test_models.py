@@ -135,7 +135,7 @@ def test_query_before_and_after_a_model(model_server: ServerThread) -> None:
         assert best.probability > worst.probability
         inverse = client.query("inverse", probability_space=True, y=0.75, constraints={"c": 0.0}).predictions[0]
         assert inverse.x["c"] == 0.0 and -1 <= float(inverse.x["a"]) <= 1  # type: ignore[arg-type]
-        by_index = client.query("inverse", probability_space=True, y=0.75, constraints={0: 0.0}, parameter_names=["c", "a"])
+        by_index = client.query("inverse", probability_space=True, y=0.75, constraints={0: 0.0})
         assert by_index.predictions[0].x["c"] == 0.0
 
 

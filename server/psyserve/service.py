@@ -703,8 +703,19 @@ class ExperimentService:
         space = strategy.spec.space
         if query_type not in QUERY_TYPES:
             raise InvalidArgument(f"query_type must be one of {list(QUERY_TYPES)}, got {query_type!r}", "query_type")
+        named: dict[str, Any] = {}
+        for key, value in (constraints or {}).items():
+            name = str(key)
+            if name not in space.by_name and name.lstrip("-").isdigit():  # AEPsych gives parameter indices
+                index = int(name)
+                if not 0 <= index < len(space.names):
+                    raise InvalidArgument(
+                        f"constraints: parameter index {index} is not in 0..{len(space.names) - 1} {space.names}", f"constraints.{name}"
+                    )
+                name = space.names[index]
+            named[name] = value
         try:
-            fixed_raw = space.validate_partial(constraints or {}, "constraints")
+            fixed_raw = space.validate_partial(named, "constraints")
         except ParameterValueError as exc:
             raise InvalidArgument(str(exc), exc.field) from None
         points: np.ndarray | None = None

@@ -543,7 +543,6 @@ class Protocol:
         y: float | None = None,
         constraints: Mapping[str | int, Value] | None = None,
         strategy_id: int | None = None,
-        parameter_names: Sequence[str] | None = None,
     ) -> Call[QueryResult]:
         if query_type not in _QUERY_TYPES:
             raise ValueError(f"query_type must be one of {list(_QUERY_TYPES)}")
@@ -554,13 +553,7 @@ class Protocol:
             points = [{k: v[i] for k, v in columns.items()} for i in range(count)]
         elif x is not None:
             points = list(x)
-        named: dict[str, Value] = {}
-        for key, value in (constraints or {}).items():
-            if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
-                if parameter_names is None:
-                    raise ValueError("constraints by index need parameter_names (call parameters() first)")
-                key = parameter_names[int(key)]
-            named[str(key)] = value
+        named = {str(key): value for key, value in (constraints or {}).items()}  # the server resolves indices
         request = pb.QueryRequest(
             strategy_id=self._sid(strategy_id),
             query_type=_QUERY_TYPES[query_type],

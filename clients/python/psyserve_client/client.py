@@ -171,10 +171,9 @@ class Client(_Base):
         y: float | None = None,
         constraints: Mapping[str | int, Value] | None = None,
         strategy_id: int | None = None,
-        parameter_names: Sequence[str] | None = None,
     ) -> QueryResult:
         """Ask the model: max, min, prediction or inverse."""
-        return self._run(self._protocol.query(query_type, probability_space, x, y, constraints, strategy_id, parameter_names))
+        return self._run(self._protocol.query(query_type, probability_space, x, y, constraints, strategy_id))
 
     def info(self, strategy_id: int | None = None) -> InfoResult:
         """AEPsych-style summary of the strategy."""
@@ -311,11 +310,10 @@ class AsyncClient(_Base):
         y: float | None = None,
         constraints: Mapping[str | int, Value] | None = None,
         strategy_id: int | None = None,
-        parameter_names: Sequence[str] | None = None,
     ) -> QueryResult:
         """Ask the model: max, min, prediction or inverse."""
         return await self._run(
-            self._protocol.query(query_type, probability_space, x, y, constraints, strategy_id, parameter_names)
+            self._protocol.query(query_type, probability_space, x, y, constraints, strategy_id)
         )
 
     async def info(self, strategy_id: int | None = None) -> InfoResult:

@@ -545,17 +545,7 @@ class AEPsychServer:
         constraints_in = message.get("constraints") or {}
         if not isinstance(constraints_in, dict):
             raise InvalidArgument("constraints: expected an object {parameter index or name: value}", "constraints")
-        constraints: dict[str, Any] = {}
-        for key, value in constraints_in.items():
-            name = str(key)
-            if name.lstrip("-").isdigit():
-                index = int(name)
-                if not 0 <= index < len(names):
-                    raise InvalidArgument(
-                        f"constraints: parameter index {index} is not in 0..{len(names) - 1} {names}", "constraints"
-                    )
-                name = names[index]
-            constraints[name] = _single(value, f"constraints.{key}")
+        constraints = {str(key): _single(value, f"constraints.{key}") for key, value in constraints_in.items()}
         result = await self.service.query(
             strategy_id, query_type, probability_space, x=points, y=None if y is None else float(y), constraints=constraints
         )
