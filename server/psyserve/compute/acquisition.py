@@ -4,6 +4,7 @@ Owns candidate generation and prediction maths only; must not touch server state
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +15,8 @@ from botorch.acquisition.logei import qLogNoisyExpectedImprovement
 from botorch.acquisition.monte_carlo import qNoisyExpectedImprovement, qUpperConfidenceBound
 from botorch.acquisition.objective import GenericMCObjective, MCAcquisitionObjective
 from botorch.optim import optimize_acqf
+from botorch.optim.batched_lbfgs_b import fmin_l_bfgs_b_batched
+from botorch.optim.initializers import initialize_q_batch
 from botorch.sampling.normal import SobolQMCNormalSampler
 from botorch.utils.transforms import t_batch_mode_transform
 from torch import Tensor
@@ -50,6 +53,13 @@ _GL_X, _GL_W = (torch.as_tensor(a, dtype=DTYPE) for a in np.polynomial.legendre.
 _GH_X, _GH_W = (torch.as_tensor(a, dtype=DTYPE) for a in np.polynomial.hermite.hermgauss(32))
 _EPS = 1e-12
 _RHO_MAX = 0.9995
+#: Half-width (latent units) of the smoothed ``|mean - target|`` in the straddle: the maximum
+#: usually sits on the level set itself, where the plain absolute value has a kink that
+#: L-BFGS zig-zags on until its iteration cap (3x the evaluations). Shifts values by < 0.01.
+STRADDLE_SMOOTHING = 1e-2
+#: L-BFGS relative-decrease tolerance for acquisition optimisation (scipy's default is 2.2e-9;
+#: acquisition values are O(0.1 - 1) and points are not needed to 1e-9 of the range).
+ACQF_FTOL = 1e-6
 
 
 def norm_cdf(x: Tensor) -> Tensor:
@@ -131,7 +141,8 @@ class LatentAcquisition(AcquisitionFunction):
 class LevelSetStraddle(LatentAcquisition):
     r"""Straddle (MCLevelSetEstimation): ``sqrt(beta) * sd(x) - |mean(x) - target|`` in latent space.
 
-    ``beta`` is a squared width (AEPsych default 3.84 = 1.96^2).
+    ``beta`` is a squared width (AEPsych default 3.84 = 1.96^2). ``|u|`` is smoothed to
+    ``sqrt(u^2 + STRADDLE_SMOOTHING^2)`` so that L-BFGS converges on the level set.
     """
 
     def __init__(self, model: Any, latent: LatentGP, pending_noise: float, target: float, beta: float) -> None:
@@ -143,7 +154,13 @@ class LevelSetStraddle(LatentAcquisition):
     def forward(self, X: Tensor) -> Tensor:
         r"""``b x 1 x d`` -> ``b``."""
         mu, var = self.post.mean_variance(X)
-        return (self.beta_sqrt * var.sqrt() - (mu - self.target).abs()).squeeze(-1)
+        return (self.beta_sqrt * var.sqrt() - ((mu - self.target).pow(2) + STRADDLE_SMOOTHING**2).sqrt()).squeeze(-1)
+
+    def from_moments(self, mu: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        r"""Value and its derivatives in the latent mean and variance (numpy, ``b`` each)."""
+        sd = np.sqrt(var)
+        dist = np.sqrt((mu - self.target) ** 2 + STRADDLE_SMOOTHING**2)
+        return self.beta_sqrt * sd - dist, -(mu - self.target) / dist, 0.5 * self.beta_sqrt / sd
 
 
 class PosteriorVariance(LatentAcquisition):
@@ -159,6 +176,12 @@ class PosteriorVariance(LatentAcquisition):
         mu, var = self.post.mean_variance(X)
         out = _probit_var(mu, var) if self.probability_space else var
         return out.squeeze(-1)
+
+    def from_moments(self, mu: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        r"""Latent variance: value and its derivatives in the mean and variance (probit: ``None``)."""
+        if self.probability_space:
+            return None
+        return var, np.zeros_like(mu), np.ones_like(var)
 
 
 class BernoulliBALD(LatentAcquisition):
@@ -387,6 +410,7 @@ def _optimize(
     timeout: float | None,
     seed: int,
     init_batch_limit: int | None = None,
+    ftol: float | None = None,
 ) -> Tensor:
     r"""Maximise ``acqf`` over ``[0, 1]^d`` with ``fixed`` dims held; returns ``q x d``."""
     if len(fixed) >= d:
@@ -396,6 +420,8 @@ def _optimize(
     options: dict[str, Any] = {"maxiter": int(maxiter), "seed": int(seed) % (2**31), "batch_limit": int(restarts)}
     if init_batch_limit is not None:
         options["init_batch_limit"] = int(init_batch_limit)
+    if ftol is not None:
+        options["factr"] = float(ftol) / 2.220446049250313e-16  # scipy L-BFGS-B: ftol = factr * eps
     cand, _ = optimize_acqf(
         acq_function=acqf,
         bounds=bounds,
@@ -411,6 +437,83 @@ def _optimize(
     for i, v in fixed.items():
         cand[:, i] = v
     return cand
+
+
+def _optimize_moments(
+    acqf: LatentAcquisition,
+    d: int,
+    fixed: Mapping[int, float],
+    restarts: int,
+    raw_samples: int,
+    maxiter: int,
+    timeout: float | None,
+    seed: int,
+    ftol: float,
+) -> Tensor | None:
+    r"""Maximise a single-point acquisition that is a function of the latent mean and variance.
+
+    The same multi-start scheme as ``optimize_acqf`` (scrambled Sobol raw samples, BoTorch's
+    ``initialize_q_batch`` Boltzmann selection of ``restarts`` starts, BoTorch's batched
+    L-BFGS-B), but every evaluation is numpy with closed-form gradients
+    (``LatentGP.moments_np`` and the acquisition's ``from_moments``): no autograd, no tensor
+    round trips, several times faster per point. ``None`` when the acquisition or the
+    posterior has no such form (the caller then uses ``optimize_acqf``).
+    """
+    post = acqf.post
+    if not isinstance(post, LatentGP) or not post.analytic_grad or acqf.X_pending is not None:
+        return None
+    probe = acqf.from_moments(np.zeros(1), np.ones(1))  # type: ignore[attr-defined]
+    if probe is None:
+        return None
+    free = [i for i in range(d) if i not in fixed]
+    base = np.zeros(d)
+    for i, v in fixed.items():
+        base[i] = v
+
+    def full(x: np.ndarray) -> np.ndarray:
+        X = np.tile(base, (x.shape[0], 1))
+        X[:, free] = x
+        return X
+
+    def value(X: np.ndarray) -> np.ndarray:
+        mu, var, _, _ = post.moments_np(X)
+        return np.asarray(acqf.from_moments(mu, var)[0])  # type: ignore[attr-defined]
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def negative(x: np.ndarray, batch_indices: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        if deadline is not None and time.monotonic() > deadline:
+            raise _Timeout
+        X = full(x.reshape(-1, len(free)))
+        mu, var, d_mu, d_var = post.moments_np(X)
+        a, a_mu, a_var = acqf.from_moments(mu, var)  # type: ignore[attr-defined]
+        grad = a_mu[:, None] * d_mu + a_var[:, None] * d_var
+        return -a, -grad[:, free]
+
+    raw = _reference_set(len(free), max(raw_samples, restarts), seed)
+    raw_values = torch.as_tensor(value(full(raw.numpy())))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed) % (2**31))
+        starts, _ = initialize_q_batch(raw.unsqueeze(-2), raw_values, n=min(restarts, raw.shape[0]), eta=2.0)
+    x0 = starts.squeeze(-2).numpy().copy()
+    try:
+        xs, fs, _ = fmin_l_bfgs_b_batched(
+            negative,
+            x0,
+            bounds=[(0.0, 1.0)] * len(free),
+            factr=None,
+            ftol=ftol,
+            maxiter=int(maxiter),
+            pass_batch_indices=True,
+        )
+    except _Timeout:  # max_gen_time: the best raw sample (or start) so far
+        xs, fs = x0, -value(full(x0))
+    best = np.clip(full(np.asarray(xs)[int(np.argmin(fs))].reshape(1, -1)), 0.0, 1.0)
+    return torch.as_tensor(best, dtype=DTYPE)
+
+
+class _Timeout(Exception):
+    pass
 
 
 def _sobol_points(d: int, n: int, seed: int, fixed: Mapping[int, float]) -> Tensor:
@@ -450,12 +553,17 @@ def generate_points(
     maxiter = max(1, opt_int(opts, "maxiter", 100))
     max_t = opt_float(opts, "max_gen_time", None)
     timeout = None if max_t is None or max_t <= 0 else max_t / num_points
-    ibl = 100 if name in ("EAVC", "GlobalMI") else None
+    # raw samples in one batch; the look-ahead acquisitions hold b x reference-set matrices
+    ibl = 100 if name in ("EAVC", "GlobalMI") else samps
     chosen: list[Tensor] = []
     for i in range(num_points):
         if chosen:
             acqf.set_X_pending(torch.cat(chosen, dim=0))
-        cand = _optimize(acqf, d, q, fixed, restarts, samps, maxiter, timeout, seed + 1009 * i, ibl)
+        ftol = opt_float(opts, "ftol", ACQF_FTOL) or ACQF_FTOL
+        fast = None
+        if isinstance(acqf, LatentAcquisition) and hasattr(acqf, "from_moments") and len(fixed) < d:
+            fast = _optimize_moments(acqf, d, fixed, restarts, samps, maxiter, timeout, seed + 1009 * i, ftol)
+        cand = fast if fast is not None else _optimize(acqf, d, q, fixed, restarts, samps, maxiter, timeout, seed + 1009 * i, ibl, ftol)
         chosen.append(cand)
     pts = torch.stack(chosen, dim=0)  # num_points x q x d
     out = pts if pairwise else pts.squeeze(1)
