@@ -1,0 +1,107 @@
+"""The hand-derived gradients and numpy fast paths agree with autograd and with BoTorch's generic optimiser."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+from gpytorch.mlls import VariationalELBO
+
+from psyserve.compute import GeneratorSpec, ModelSpec
+from psyserve.compute import observers as ob
+from psyserve.compute.acquisition import _optimize, _optimize_moments, build_acquisition
+from psyserve.compute.models import PackedElbo, fit_model, variational_elbo_closure
+
+CLS = "GPClassificationModel"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, 2))
+    return X, ob.sample(ob.novel_detection(2 * X - 1), rng)
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "matern52"])
+def test_packed_elbo_matches_autograd(kernel: str) -> None:
+    X, y = _data(15, 0)
+    model = fit_model(ModelSpec(CLS, 2, {"kernel": kernel}), X, y).model
+    assert model is not None
+    model.train()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # move away from the optimum so that every gradient entry is non-trivial
+        vd = model.model.variational_strategy._variational_distribution
+        vd.variational_mean.add_(0.3 * torch.randn(vd.variational_mean.shape, generator=gen, dtype=torch.float64))
+        noise = 0.1 * torch.randn(vd.chol_variational_covar.shape, generator=gen, dtype=torch.float64)
+        vd.chol_variational_covar.copy_((vd.chol_variational_covar + noise).tril())
+        model.model.covar_module.base_kernel.raw_lengthscale.mul_(1.3)
+        model.model.covar_module.raw_outputscale.add_(0.4)
+        model.model.mean_module.raw_constant.add_(0.2)
+    mll = VariationalELBO(model.likelihood, model.model, num_data=len(y))
+    assert PackedElbo.supports(model, mll)
+    packed = PackedElbo(model, mll, torch.as_tensor(X), torch.as_tensor(y))
+    loss, grad = packed(packed.get())
+    ref = variational_elbo_closure(model, mll, torch.as_tensor(X), torch.as_tensor(y))
+    ref_loss, ref_grads = ref()
+    by_name = {name.rsplit(".", 1)[-1]: g.detach().numpy() for name, g in zip(ref.parameters, ref_grads)}
+    expected = np.concatenate(
+        [
+            by_name["raw_lengthscale"].reshape(-1),
+            by_name["raw_outputscale"].reshape(-1),
+            by_name["raw_constant"].reshape(-1),
+            by_name["variational_mean"],
+            by_name["chol_variational_covar"][packed.tril],
+        ]
+    )
+    assert loss == pytest.approx(float(ref_loss.detach()), rel=1e-12)
+    np.testing.assert_allclose(grad, expected, atol=1e-10)
+    # packing round-trips through the model's parameters
+    moved = packed.get() + 0.01
+    packed.set(moved)
+    np.testing.assert_array_equal(packed.get(), moved)
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "matern52"])
+def test_posterior_moment_gradients_match_autograd(kernel: str) -> None:
+    X, y = _data(25, 2)
+    latent = fit_model(ModelSpec(CLS, 2, {"kernel": kernel}), X, y).latent
+    assert latent.analytic_grad
+    Xq = torch.rand(7, 1, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    # the one-node autograd Function against the op-by-op graph
+    assert torch.autograd.gradcheck(lambda x: latent.mean_variance(x), (Xq,))
+    mu, var = latent._mean_variance(Xq)
+    d_mu = torch.autograd.grad(mu.sum(), Xq, retain_graph=True)[0].squeeze(1).numpy()
+    d_var = torch.autograd.grad(var.sum(), Xq)[0].squeeze(1).numpy()
+    # the numpy moments used by the acquisition optimiser
+    m_np, v_np, dm_np, dv_np = latent.moments_np(Xq.detach().squeeze(1).numpy())
+    np.testing.assert_allclose(m_np, mu.detach().squeeze(-1).numpy(), atol=1e-10)
+    np.testing.assert_allclose(v_np, var.detach().squeeze(-1).numpy(), atol=1e-10)
+    np.testing.assert_allclose(dm_np, d_mu, atol=1e-8)
+    np.testing.assert_allclose(dv_np, d_var, atol=1e-8)
+
+
+@pytest.mark.parametrize("acqf", ["MCLevelSetEstimation", "MCPosteriorVariance"])
+def test_numpy_acquisition_optimiser_matches_botorch(acqf: str) -> None:
+    X, y = _data(30, 4)
+    fitted = fit_model(ModelSpec(CLS, 2, {}), X, y)
+    options: dict[str, float | int | str] = {"target": 0.75, "objective": "IdentityMCObjective" if acqf == "MCPosteriorVariance" else "ProbitObjective"}
+    acq = build_acquisition(acqf, fitted, GeneratorSpec(acqf, options), seed=0)
+    for fixed in ({}, {1: 0.25}):
+        fast = _optimize_moments(acq, 2, fixed, restarts=10, raw_samples=1000, maxiter=100, timeout=None, seed=5, ftol=1e-9)  # type: ignore[arg-type]
+        assert fast is not None
+        generic = _optimize(acq, 2, 1, fixed, 10, 1000, 100, None, 5, None, 1e-9)
+        with torch.no_grad():
+            a_fast, a_generic = float(acq(fast.unsqueeze(0))), float(acq(generic.unsqueeze(0)))
+        assert a_fast >= a_generic - 1e-4 * max(1.0, abs(a_generic))
+        assert float(fast.min()) >= 0.0 and float(fast.max()) <= 1.0
+        for i, v in fixed.items():
+            assert float(fast[0, i]) == v
