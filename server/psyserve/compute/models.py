@@ -47,9 +47,11 @@ __all__ = [
     "KNOWN_MODELS",
     "PROBIT_PENDING_NOISE",
     "ConditionedLatentGP",
+    "ConstantMeanFn",
     "FittedModel",
     "KernelFn",
     "LatentGP",
+    "PackedElbo",
     "fit_model",
     "pairwise_to_comparisons",
     "select_inducing_points",
@@ -631,7 +633,9 @@ def variational_elbo_closure(
     model built here (20-point Gauss-Hermite expected log-likelihood, KL to ``N(0, I)``,
     hyper-parameter log-priors, all divided by ``n``), but without the lazy-tensor
     overhead (about 5x faster per evaluation for ``n <= 100``). ``log Phi`` uses
-    ``log_ndtr`` (no clamping). Handed to ``fit_gpytorch_mll(mll, closure=...)``.
+    ``log_ndtr`` (no clamping). Handed to ``fit_gpytorch_mll(mll, closure=...)`` when
+    ``PackedElbo`` (the same objective in numpy) does not apply or fails, and the
+    autograd reference ``PackedElbo``'s gradients are tested against.
 
     Args:
         X: ``n x d`` training inputs; y: ``n`` 0/1 outcomes.

@@ -1,0 +1,87 @@
+"""What one model-based trial costs in a compute worker: fit + acquisition time per trial, in-process.
+
+Runs the jobs a pool worker runs for one simulated participant (novel detection 2-D by default:
+10 Sobol trials, then GP classification + MCLevelSetEstimation at 0.75 with AEPsych's default
+10 restarts / 1,000 raw samples, a warm refit from the last fit each trial, like the server's
+refit_every = 1) and prints fit / generation milliseconds per model trial and the final MAE.
+Uses only psyserve.compute's public job API, so it also runs against an older checkout:
+
+    git worktree add /tmp/psyserve-old <commit>
+    PYTHONPATH=/tmp/psyserve-old/server python benchmarks/compute.py
+
+Usage: python benchmarks/compute.py [--seeds 3] [--trials 40] [--problem novel_detection]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from scipy.stats import qmc
+
+import psyserve.compute as compute
+from psyserve.compute import GenerateJob, GeneratorSpec, ModelSpec, QueryJob, TrainingData, observers
+
+PROBLEMS = {
+    "novel_detection": (observers.novel_detection, 2, -1.0),
+    "novel_discrimination": (observers.novel_discrimination, 2, -1.0),
+    "hartmann6_binary": (observers.hartmann6_binary, 6, 0.0),
+}
+
+
+def run(problem: str, seed: int, trials: int) -> tuple[list[float], list[float], float]:
+    f, dim, lo = PROBLEMS[problem]
+    rng = np.random.default_rng(seed)
+
+    def raw(x: np.ndarray) -> np.ndarray:
+        return lo + x * (1.0 - lo)
+
+    X = qmc.Sobol(dim, seed=seed).random(16)[:10]
+    y = observers.sample(f(raw(X)), rng)
+    model = ModelSpec("GPClassificationModel", dim, {})
+    generator = GeneratorSpec("MCLevelSetEstimation", {"target": 0.75, "objective": "ProbitObjective"})
+    state = None
+    fit_s: list[float] = []
+    gen_s: list[float] = []
+    for i in range(trials):
+        job = GenerateJob(model, generator, TrainingData(X, y), 1, seed=1000 + i, warm_state=state, refit=True)
+        result = compute.generate(job)
+        state = result.state
+        fit_s.append(result.fit_seconds)
+        gen_s.append(result.generate_seconds)
+        x = result.points[0]
+        X = np.vstack([X, x])
+        y = np.append(y, observers.sample(f(raw(x[None])), rng)[0])
+    grid = qmc.Sobol(dim, seed=12345).random(1024)
+    pred = compute.query(QueryJob(model, TrainingData(X, y), state, "prediction", True, grid, None, {}, 0))
+    mae = observers.mean_abs_prob_error(pred.probability, observers.probability(f(raw(grid))))
+    return fit_s, gen_s, mae
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--problem", default="novel_detection", choices=list(PROBLEMS))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=40)
+    args = parser.parse_args()
+    compute.worker_init()  # exactly what a pool worker does first
+    fits: list[float] = []
+    gens: list[float] = []
+    maes: list[float] = []
+    t0 = time.perf_counter()
+    for seed in range(args.seeds):
+        f, g, mae = run(args.problem, seed, args.trials)
+        fits += f
+        gens += g
+        maes.append(mae)
+    total = np.array(fits) + np.array(gens)
+    print(f"== {args.problem}: 10 Sobol + {args.trials} model trials x {args.seeds} seeds, one worker ({time.perf_counter() - t0:.0f} s)")
+    print(
+        f"per model trial: fit {np.mean(fits) * 1e3:.1f} ms, generation {np.mean(gens) * 1e3:.1f} ms, "
+        f"total mean {np.mean(total) * 1e3:.1f} ms, p90 {np.percentile(total, 90) * 1e3:.1f} ms; MAE {np.mean(maes):.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
