@@ -45,7 +45,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/rpc.py
 	$(PY) benchmarks/journal.py
 	$(PY) benchmarks/restart.py --with-models
+	$(PY) benchmarks/compute.py
 	cd benchmarks && ../$(PY) psychophysics.py --seeds 3 --response-times 0.5 0
+	cd benchmarks && ../$(PY) psychophysics.py --problems novel_detection --participants 1 4 16 --response-times 1 --seeds 3
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
