@@ -384,48 +384,22 @@ class LatentGP:
 
 
 class _MeanVariance(torch.autograd.Function):
-    r"""``LatentGP.mean_variance`` as one autograd node with closed-form input gradients.
-
-    With ``k = k(Z, x)`` and ``phi = L^{-1} k``: ``d mean / d k = scale * L^{-T} w`` and
-    ``d var / d k = 2 scale^2 L^{-T} M phi``; ``d k_j / d x = k'_j (z_j - x) / l^2`` with
-    ``k' = k`` (RBF), ``s (5/3)(1 + sqrt5 r) e^{-sqrt5 r}`` (Matern-5/2) or
-    ``3 s e^{-sqrt3 r}`` (Matern-3/2). Checked against autograd in the tests.
+    r"""``LatentGP.mean_variance`` as one autograd node: values and closed-form input gradients
+    come from ``LatentGP.moments_np`` (the maths the acquisition optimiser uses), so there is one
+    implementation of the derivative. Checked against autograd in the tests.
     """
 
     @staticmethod
     def forward(ctx: Any, X: Tensor, gp: LatentGP) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        with torch.no_grad():
-            K = gp.kernel(gp.Z, X)  # ... x m x q
-            phi = torch.linalg.solve_triangular(gp.L, K, upper=False)
-            Mphi = gp.M @ phi
-            mu = gp.mean_fn(X) + torch.einsum("...mq,m->...q", phi, gp.w)
-            v = gp.scale**2 * (gp.kernel.diag(X) + gp.jitter + (phi * Mphi).sum(-2))
-        clamped = v < 1e-12
-        ctx.gp = gp
-        ctx.save_for_backward(X, K, Mphi, clamped)
-        return gp.offset + gp.scale * mu, v.clamp_min(1e-12)
+        batch = X.shape[:-1]
+        mu, var, d_mu, d_var = gp.moments_np(X.detach().reshape(-1, X.shape[-1]).numpy())
+        ctx.save_for_backward(torch.as_tensor(d_mu, dtype=DTYPE).reshape(X.shape), torch.as_tensor(d_var, dtype=DTYPE).reshape(X.shape))
+        return torch.as_tensor(mu, dtype=DTYPE).reshape(batch), torch.as_tensor(var, dtype=DTYPE).reshape(batch)
 
     @staticmethod
     def backward(ctx: Any, g_mu: Tensor, g_var: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        X, K, Mphi, clamped = ctx.saved_tensors
-        gp: LatentGP = ctx.gp
-        kern = gp.kernel
-        ls2 = kern.lengthscale.pow(2)
-        G = torch.linalg.solve_triangular(gp.L.mT, Mphi, upper=True)  # ... x m x q
-        g_var = g_var.masked_fill(clamped, 0.0)
-        W = (gp.scale * g_mu).unsqueeze(-2) * gp.alpha.unsqueeze(-1) + (2.0 * gp.scale**2 * g_var).unsqueeze(-2) * G
-        diff = gp.Z.unsqueeze(-2) - X.unsqueeze(-3)  # ... x m x q x d
-        if kern.kind == "rbf":
-            dK = K
-        else:
-            r = ((diff / kern.lengthscale).pow(2).sum(-1)).clamp_min(1e-30).sqrt()
-            if kern.nu == 2.5:
-                s5 = math.sqrt(5.0) * r
-                dK = kern.scale * (5.0 / 3.0) * (1.0 + s5) * torch.exp(-s5)
-            else:
-                dK = kern.scale * 3.0 * torch.exp(-math.sqrt(3.0) * r)
-        grad = ((W * dK).unsqueeze(-1) * diff).sum(-3) / ls2
-        return grad, None
+        d_mu, d_var = ctx.saved_tensors
+        return g_mu.unsqueeze(-1) * d_mu + g_var.unsqueeze(-1) * d_var, None
 
 
 class ConditionedLatentGP:
