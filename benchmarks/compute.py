@@ -10,6 +10,7 @@ Uses only psyserve.compute's public job API, so it also runs against an older ch
     PYTHONPATH=/tmp/psyserve-old/server python benchmarks/compute.py
 
 Usage: python benchmarks/compute.py [--seeds 3] [--trials 40] [--problem novel_detection]
+                                   [--acqf MCLevelSetEstimation] [--num-points 1]
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ PROBLEMS = {
 }
 
 
-def run(problem: str, seed: int, trials: int) -> tuple[list[float], list[float], float]:
+def run(problem: str, seed: int, trials: int, acqf: str = "MCLevelSetEstimation", num_points: int = 1) -> tuple[list[float], list[float], float]:
     f, dim, lo = PROBLEMS[problem]
     rng = np.random.default_rng(seed)
 
@@ -40,19 +41,19 @@ def run(problem: str, seed: int, trials: int) -> tuple[list[float], list[float],
     X = qmc.Sobol(dim, seed=seed).random(16)[:10]
     y = observers.sample(f(raw(X)), rng)
     model = ModelSpec("GPClassificationModel", dim, {})
-    generator = GeneratorSpec("MCLevelSetEstimation", {"target": 0.75, "objective": "ProbitObjective"})
+    generator = GeneratorSpec(acqf, {"target": 0.75, "objective": "ProbitObjective"})
     state = None
     fit_s: list[float] = []
     gen_s: list[float] = []
     for i in range(trials):
-        job = GenerateJob(model, generator, TrainingData(X, y), 1, seed=1000 + i, warm_state=state, refit=True)
+        job = GenerateJob(model, generator, TrainingData(X, y), num_points, seed=1000 + i, warm_state=state, refit=True)
         result = compute.generate(job)
         state = result.state
         fit_s.append(result.fit_seconds)
         gen_s.append(result.generate_seconds)
-        x = result.points[0]
+        x = result.points
         X = np.vstack([X, x])
-        y = np.append(y, observers.sample(f(raw(x[None])), rng)[0])
+        y = np.append(y, observers.sample(f(raw(x)), rng))
     grid = qmc.Sobol(dim, seed=12345).random(1024)
     pred = compute.query(QueryJob(model, TrainingData(X, y), state, "prediction", True, grid, None, {}, 0))
     mae = observers.mean_abs_prob_error(pred.probability, observers.probability(f(raw(grid))))
@@ -64,6 +65,8 @@ def main() -> None:
     parser.add_argument("--problem", default="novel_detection", choices=list(PROBLEMS))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--acqf", default="MCLevelSetEstimation", help="acquisition (AEPsych name), e.g. EAVC, GlobalMI, BernoulliMCMutualInformation")
+    parser.add_argument("--num-points", type=int, default=1, help="points per ask (> 1: sequential greedy batch)")
     args = parser.parse_args()
     compute.worker_init()  # exactly what a pool worker does first
     fits: list[float] = []
@@ -71,14 +74,17 @@ def main() -> None:
     maes: list[float] = []
     t0 = time.perf_counter()
     for seed in range(args.seeds):
-        f, g, mae = run(args.problem, seed, args.trials)
+        f, g, mae = run(args.problem, seed, args.trials, args.acqf, args.num_points)
         fits += f
         gens += g
         maes.append(mae)
     total = np.array(fits) + np.array(gens)
-    print(f"== {args.problem}: 10 Sobol + {args.trials} model trials x {args.seeds} seeds, one worker ({time.perf_counter() - t0:.0f} s)")
     print(
-        f"per model trial: fit {np.mean(fits) * 1e3:.1f} ms, generation {np.mean(gens) * 1e3:.1f} ms, "
+        f"== {args.problem}, {args.acqf} x {args.num_points}: 10 Sobol + {args.trials} model asks x {args.seeds} seeds, "
+        f"one worker ({time.perf_counter() - t0:.0f} s)"
+    )
+    print(
+        f"per model ask: fit {np.mean(fits) * 1e3:.1f} ms, generation {np.mean(gens) * 1e3:.1f} ms, "
         f"total mean {np.mean(total) * 1e3:.1f} ms, p90 {np.percentile(total, 90) * 1e3:.1f} ms; MAE {np.mean(maes):.3f}"
     )
 

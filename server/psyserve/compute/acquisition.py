@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import scipy.special
 import torch
 from botorch.acquisition import AcquisitionFunction
 from botorch.acquisition.logei import qLogNoisyExpectedImprovement
@@ -43,6 +44,7 @@ __all__ = [
     "acqf_supports",
     "build_acquisition",
     "bvn_excess",
+    "bvn_excess_np",
     "generate_points",
     "optimize_prediction",
     "predict",
@@ -51,6 +53,8 @@ __all__ = [
 SQRT2 = math.sqrt(2.0)
 _GL_X, _GL_W = (torch.as_tensor(a, dtype=DTYPE) for a in np.polynomial.legendre.leggauss(20))
 _GH_X, _GH_W = (torch.as_tensor(a, dtype=DTYPE) for a in np.polynomial.hermite.hermgauss(32))
+_GL_X_NP, _GL_W_NP = np.polynomial.legendre.leggauss(20)
+_GH_X_NP, _GH_W_NP = np.polynomial.hermite.hermgauss(32)
 _EPS = 1e-12
 _RHO_MAX = 0.9995
 #: Half-width (latent units) of the smoothed ``|mean - target|`` in the straddle: the maximum
@@ -92,6 +96,45 @@ def bvn_excess(a: Tensor, b: Tensor, rho: Tensor) -> Tensor:
     return integral / (2.0 * math.pi)
 
 
+def _norm_pdf(x: np.ndarray) -> np.ndarray:
+    return np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+
+
+def bvn_excess_np(a: np.ndarray, b: np.ndarray, rho: np.ndarray, same: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""``bvn_excess`` in numpy, with its exact partial derivatives.
+
+    Returns ``T = Phi2(a, b; rho) - Phi(a) Phi(b)`` (same quadrature as ``bvn_excess``),
+    ``dT/da = phi(a) (Phi((b - rho a) / sqrt(1 - rho^2)) - Phi(b))`` (with ``same``: ``a`` and
+    ``b`` are one variable and this is the total derivative, twice that) and
+    ``dT/drho = phi2(a, b; rho)`` (zero where ``rho`` is clipped).
+    """
+    a, b, rho = np.broadcast_arrays(a, b, rho)
+    r = np.clip(rho, -_RHO_MAX, _RHO_MAX)
+    tmax = np.arcsin(r)[..., None]
+    t = tmax * (0.5 * (_GL_X_NP + 1.0))
+    sn = np.sin(t)
+    c2 = np.cos(t) ** 2
+    a_ = a[..., None]
+    b_ = b[..., None]
+    expo = -(a_ * a_ + b_ * b_ - 2.0 * a_ * b_ * sn) / (2.0 * c2)
+    T = 0.5 * tmax[..., 0] * (np.exp(expo) @ _GL_W_NP) / (2.0 * math.pi)
+    one_m = 1.0 - r * r
+    sq = np.sqrt(one_m)
+    d_a = _norm_pdf(a) * (scipy.special.ndtr((b - r * a) / sq) - scipy.special.ndtr(b))
+    if same:
+        d_a = 2.0 * d_a
+    d_rho = np.exp(-(a * a + b * b - 2.0 * r * a * b) / (2.0 * one_m)) / (2.0 * math.pi * sq)
+    d_rho = np.where(np.abs(rho) > _RHO_MAX, 0.0, d_rho)
+    return T, d_a, d_rho
+
+
+def _entropy_np(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r"""Binary entropy of ``p`` clamped to ``[eps, 1 - eps]`` and its derivative (zero where clamped)."""
+    q = np.clip(p, _EPS, 1.0 - _EPS)
+    h = -(q * np.log(q) + (1.0 - q) * np.log1p(-q))
+    return h, np.where((p >= _EPS) & (p <= 1.0 - _EPS), np.log1p(-q) - np.log(q), 0.0)
+
+
 def _binary_entropy(p: Tensor) -> Tensor:
     p = p.clamp(_EPS, 1.0 - _EPS)
     return -(p * torch.log(p) + (1.0 - p) * torch.log1p(-p))
@@ -127,6 +170,29 @@ class LatentAcquisition(AcquisitionFunction):
     def _on_posterior_change(self) -> None:
         pass
 
+    #: whether ``from_moments`` is implemented: the value is a function of the latent mean and variance
+    moment_form = False
+
+    def from_moments(self, mu: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        r"""Value and its derivatives in the latent mean and variance (numpy, ``b`` each)."""
+        raise NotImplementedError
+
+    def numpy_ready(self) -> bool:
+        r"""Whether ``value_grad_np`` applies: a closed-form acquisition on a posterior with
+        closed-form input gradients (pending points included)."""
+        return self.moment_form and self.post.analytic_grad
+
+    def value_grad_np(self, X: np.ndarray, grad: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        r"""Acquisition values at ``X`` (``b x d``) and (``grad``) their input gradients (``b x d``),
+        in numpy; only when ``numpy_ready``."""
+        post = self.post
+        if not grad:
+            mu, var = post.mean_var_np(X)
+            return self.from_moments(mu, var)[0], None
+        mu, var, d_mu, d_var = post.moments_np(X)
+        a, a_mu, a_var = self.from_moments(mu, var)
+        return a, a_mu[:, None] * d_mu + a_var[:, None] * d_var
+
     def set_X_pending(self, X_pending: Tensor | None = None) -> None:
         if X_pending is None or X_pending.shape[-2] == 0:
             self.X_pending = None  # type: ignore[assignment]  # BoTorch types it as a Tensor
@@ -144,6 +210,8 @@ class LevelSetStraddle(LatentAcquisition):
     ``beta`` is a squared width (AEPsych default 3.84 = 1.96^2). ``|u|`` is smoothed to
     ``sqrt(u^2 + STRADDLE_SMOOTHING^2)`` so that L-BFGS converges on the level set.
     """
+
+    moment_form = True
 
     def __init__(self, model: Any, latent: LatentGP, pending_noise: float, target: float, beta: float) -> None:
         super().__init__(model, latent, pending_noise)
@@ -166,6 +234,8 @@ class LevelSetStraddle(LatentAcquisition):
 class PosteriorVariance(LatentAcquisition):
     r"""MCPosteriorVariance: ``Var[Phi(f(x))]`` (probit objective, exact) or latent ``Var[f(x)]``."""
 
+    moment_form = True
+
     def __init__(self, model: Any, latent: LatentGP, pending_noise: float, probability_space: bool) -> None:
         super().__init__(model, latent, pending_noise)
         self.probability_space = bool(probability_space)
@@ -177,11 +247,23 @@ class PosteriorVariance(LatentAcquisition):
         out = _probit_var(mu, var) if self.probability_space else var
         return out.squeeze(-1)
 
-    def from_moments(self, mu: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        r"""Latent variance: value and its derivatives in the mean and variance (probit: ``None``)."""
-        if self.probability_space:
-            return None
-        return var, np.zeros_like(mu), np.ones_like(var)
+    def from_moments(self, mu: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        r"""Value and its derivatives in the latent mean and variance (numpy, ``b`` each).
+
+        Probit: ``V = Phi2(a, a; rho) - Phi(a)^2`` with ``a = mu / sqrt(1 + v)``,
+        ``rho = v / (1 + v)``; ``dV/da = 2 phi(a) (Phi(a sqrt((1 - rho) / (1 + rho))) - Phi(a))``,
+        ``dV/drho = phi2(a, a; rho)``.
+        """
+        if not self.probability_space:
+            return var, np.zeros_like(mu), np.ones_like(var)
+        s2 = 1.0 + var
+        a = mu / np.sqrt(s2)
+        rho = var / s2
+        value, d_a, d_rho = bvn_excess_np(a, a, rho, same=True)
+        clamped = value <= 0.0
+        d_mu = np.where(clamped, 0.0, d_a / np.sqrt(s2))
+        d_var = np.where(clamped, 0.0, -d_a * a / (2.0 * s2) + d_rho / s2**2)
+        return np.maximum(value, 0.0), d_mu, d_var
 
 
 class BernoulliBALD(LatentAcquisition):
@@ -189,6 +271,8 @@ class BernoulliBALD(LatentAcquisition):
 
     The expectation uses 32-point Gauss-Hermite quadrature (deterministic).
     """
+
+    moment_form = True
 
     @t_batch_mode_transform(expected_q=1)  # type: ignore[arg-type]  # subclass-typed self
     def forward(self, X: Tensor) -> Tensor:
@@ -201,6 +285,31 @@ class BernoulliBALD(LatentAcquisition):
         h = -(torch.exp(logp) * logp + torch.exp(logq) * logq)
         expected = (h * _GH_W).sum(-1) / math.sqrt(math.pi)
         return (_binary_entropy(p) - expected).squeeze(-1)
+
+    def from_moments(self, mu: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        r"""Value and its derivatives in the latent mean and variance (numpy, ``b`` each).
+
+        With ``dh(Phi(f))/df = phi(f) (log Phi(-f) - log Phi(f))`` for the binary entropy ``h``,
+        differentiated through ``a = mu / sqrt(1 + v)`` and the quadrature nodes
+        ``f_i = mu + sqrt(2 v) x_i``.
+        """
+        s2 = 1.0 + var
+        a = mu / np.sqrt(s2)
+        p = np.clip(scipy.special.ndtr(a), _EPS, 1.0 - _EPS)
+        h_p = -(p * np.log(p) + (1.0 - p) * np.log1p(-p))
+        inside = (p > _EPS) & (p < 1.0 - _EPS)
+        dh_da = np.where(inside, np.log1p(-p) - np.log(p), 0.0) * _norm_pdf(a)
+        sd2 = np.sqrt(2.0 * var)
+        f = mu[:, None] + sd2[:, None] * _GH_X_NP
+        logp = scipy.special.log_ndtr(f)
+        logq = scipy.special.log_ndtr(-f)
+        h = -(np.exp(logp) * logp + np.exp(logq) * logq)
+        dh_df = _norm_pdf(f) * (logq - logp)
+        norm = _GH_W_NP / math.sqrt(math.pi)
+        value = h_p - h @ norm
+        d_mu = dh_da / np.sqrt(s2) - dh_df @ norm
+        d_var = -dh_da * a / (2.0 * s2) - (dh_df * _GH_X_NP) @ norm / sd2
+        return value, d_mu, d_var
 
 
 class _LookAhead(LatentAcquisition):
@@ -224,6 +333,39 @@ class _LookAhead(LatentAcquisition):
         self.sd_r = var_r.sqrt()
         self.b_r = (mu_r - self.target) / self.sd_r
         self.p_r = norm_cdf(self.b_r)
+        post = self.post
+        self._ref_np = post.reference_np(self.reference.numpy()) if post.analytic_grad else None
+
+    def numpy_ready(self) -> bool:
+        return self._ref_np is not None
+
+    def _of_terms(self, a: np.ndarray, P1: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        r"""The acquisition from ``a`` (``b``), ``P(y=1) = Phi(a)`` and ``T`` (``b x r``): value and
+        its derivatives in ``a`` and ``T``."""
+        raise NotImplementedError
+
+    def value_grad_np(self, X: np.ndarray, grad: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        r"""``LatentAcquisition.value_grad_np`` through the look-ahead terms: ``a = mu / sqrt(1 + v)``,
+        ``rho_r = c_r / (sqrt(1 + v) sd_r)``, ``T_r = bvn_excess(a, b_r, rho_r)``."""
+        assert self._ref_np is not None
+        mu, var, d_mu, d_var, c, d_c = self.post.lookahead_np(X, self._ref_np, grad)
+        assert mu is not None and var is not None and c is not None
+        sd_r, b_r = self.sd_r.numpy(), self.b_r.numpy()
+        s2 = 1.0 + var
+        s = np.sqrt(s2)
+        a = mu / s
+        rho = c / (s[:, None] * sd_r)
+        T, T_a, T_rho = bvn_excess_np(a[:, None], b_r, rho)
+        value, g_a, g_T = self._of_terms(a, scipy.special.ndtr(a), T)
+        if not grad:
+            return value, None
+        assert d_mu is not None and d_var is not None and d_c is not None
+        total_a = g_a + (g_T * T_a).sum(-1)  # d value / d a
+        gt_rho = g_T * T_rho  # d value / d rho_r
+        v_mu = total_a / s
+        v_var = -total_a * a / (2.0 * s2) - (gt_rho * rho).sum(-1) / (2.0 * s2)
+        v_c = gt_rho / (s[:, None] * sd_r)
+        return value, v_mu[:, None] * d_mu + v_var[:, None] * d_var + np.einsum("br,brd->bd", v_c, d_c)
 
     def _terms(self, X: Tensor) -> tuple[Tensor, Tensor]:
         r"""``X``: ``b x 1 x d`` -> ``P(y=1)`` (``b x 1``) and ``Phi2 - Phi Phi`` (``b x r``)."""
@@ -249,6 +391,10 @@ class EAVC(_LookAhead):
         _, T = self._terms(X)
         return 2.0 * T.mean(-1).abs()
 
+    def _of_terms(self, a: np.ndarray, P1: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        m = T.mean(-1)
+        return 2.0 * np.abs(m), np.zeros_like(a), np.broadcast_to((2.0 * np.sign(m) / T.shape[-1])[:, None], T.shape)
+
 
 class GlobalMI(_LookAhead):
     r"""Global mutual information between the outcome at ``x`` and the level-set indicators.
@@ -265,6 +411,21 @@ class GlobalMI(_LookAhead):
         p0 = self.p_r - T / (1.0 - P1)
         mi = _binary_entropy(self.p_r) - P1 * _binary_entropy(p1) - (1.0 - P1) * _binary_entropy(p0)
         return mi.mean(-1)
+
+    def _of_terms(self, a: np.ndarray, P1: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        r"""With ``h'(p) = log((1 - p) / p)`` (zero where ``p`` is clamped)."""
+        inside = (P1 > 1e-9) & (P1 < 1.0 - 1e-9)
+        P = np.clip(P1, 1e-9, 1.0 - 1e-9)[:, None]
+        p_r = self.p_r.numpy()
+        p1 = p_r + T / P
+        p0 = p_r - T / (1.0 - P)
+        h_r = _entropy_np(p_r)[0]
+        (h1, dh1), (h0, dh0) = _entropy_np(p1), _entropy_np(p0)
+        r = T.shape[-1]
+        value = (h_r - P * h1 - (1.0 - P) * h0).mean(-1)
+        g_T = (dh0 - dh1) / r
+        g_P = (-h1 + dh1 * T / P + h0 + dh0 * T / (1.0 - P)).mean(-1)
+        return value, np.where(inside, g_P * _norm_pdf(a), 0.0), g_T
 
 
 class PairwisePosteriorVariance(LatentAcquisition):
@@ -450,20 +611,16 @@ def _optimize_moments(
     seed: int,
     ftol: float,
 ) -> Tensor | None:
-    r"""Maximise a single-point acquisition that is a function of the latent mean and variance.
+    r"""Maximise a single-point latent acquisition with numpy values and closed-form gradients.
 
     The same multi-start scheme as ``optimize_acqf`` (scrambled Sobol raw samples, BoTorch's
     ``initialize_q_batch`` Boltzmann selection of ``restarts`` starts, BoTorch's batched
-    L-BFGS-B), but every evaluation is numpy with closed-form gradients
-    (``LatentGP.moments_np`` and the acquisition's ``from_moments``): no autograd, no tensor
-    round trips, several times faster per point. ``None`` when the acquisition or the
-    posterior has no such form (the caller then uses ``optimize_acqf``).
+    L-BFGS-B), but every evaluation is ``acqf.value_grad_np`` (``LatentGP.moments_np`` /
+    ``lookahead_np`` and the acquisition's derivatives in the posterior moments): no autograd,
+    no tensor round trips, several times faster per point. ``None`` when the acquisition or
+    the posterior has no such form (the caller then uses ``optimize_acqf``).
     """
-    post = acqf.post
-    if not isinstance(post, LatentGP) or not post.analytic_grad or acqf.X_pending is not None:
-        return None
-    probe = acqf.from_moments(np.zeros(1), np.ones(1))  # type: ignore[attr-defined]
-    if probe is None:
+    if not acqf.numpy_ready():
         return None
     free = [i for i in range(d) if i not in fixed]
     base = np.zeros(d)
@@ -475,19 +632,16 @@ def _optimize_moments(
         X[:, free] = x
         return X
 
-    def value(X: np.ndarray) -> np.ndarray:
-        mu, var, _, _ = post.moments_np(X)
-        return np.asarray(acqf.from_moments(mu, var)[0])  # type: ignore[attr-defined]
+    def value(X: np.ndarray) -> np.ndarray:  # in chunks: look-ahead terms are b x reference set
+        return np.concatenate([acqf.value_grad_np(X[i : i + 128], grad=False)[0] for i in range(0, X.shape[0], 128)])
 
     deadline = None if timeout is None else time.monotonic() + timeout
 
     def negative(x: np.ndarray, batch_indices: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         if deadline is not None and time.monotonic() > deadline:
             raise _Timeout
-        X = full(x.reshape(-1, len(free)))
-        mu, var, d_mu, d_var = post.moments_np(X)
-        a, a_mu, a_var = acqf.from_moments(mu, var)  # type: ignore[attr-defined]
-        grad = a_mu[:, None] * d_mu + a_var[:, None] * d_var
+        a, grad = acqf.value_grad_np(full(x.reshape(-1, len(free))))
+        assert grad is not None
         return -a, -grad[:, free]
 
     raw = _reference_set(len(free), max(raw_samples, restarts), seed)
@@ -561,7 +715,7 @@ def generate_points(
             acqf.set_X_pending(torch.cat(chosen, dim=0))
         ftol = opt_float(opts, "ftol", ACQF_FTOL) or ACQF_FTOL
         fast = None
-        if isinstance(acqf, LatentAcquisition) and hasattr(acqf, "from_moments") and len(fixed) < d:
+        if isinstance(acqf, LatentAcquisition) and len(fixed) < d:
             fast = _optimize_moments(acqf, d, fixed, restarts, samps, maxiter, timeout, seed + 1009 * i, ftol)
         cand = fast if fast is not None else _optimize(acqf, d, q, fixed, restarts, samps, maxiter, timeout, seed + 1009 * i, ibl, ftol)
         chosen.append(cand)

@@ -228,6 +228,11 @@ def _mean_fn(mean_module: Mean | None) -> Callable[[Tensor], Tensor]:
 # --------------------------------------------------------------------------- latent posterior
 
 
+#: ``lookahead_np``: mean, variance, their input gradients (``None`` without ``grad``), the
+#: cross-covariance with the reference set and its input gradient (``None`` without ``grad``).
+LookaheadNp = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray, np.ndarray | None]
+
+
 class LatentGP:
     r"""Closed-form Gaussian posterior of the latent function ``f`` in feature form.
 
@@ -284,6 +289,26 @@ class LatentGP:
                 "c": float(mean_fn.c),
             }
 
+    def _kernel_np(self, A: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        r"""``k(A, X)`` (``a x b``), ``A - X`` (``a x b x d``) and ``k'(A, X)``: ``d k(a_j, x_b) / d x_b
+        = k'(a_j, x_b) (a_j - x_b) / ls^2``."""
+        ls = self._np["ls"]
+        kern = self.kernel
+        diff = A[:, None, :] - X[None, :, :]
+        q = ((diff / ls) ** 2).sum(-1)
+        s = float(kern.scale)
+        if kern.kind == "rbf":
+            K = s * np.exp(-0.5 * q)
+            return K, diff, K
+        r = np.sqrt(np.maximum(q, 1e-30))
+        if kern.nu == 2.5:
+            s5 = math.sqrt(5.0) * r
+            e = np.exp(-s5)
+            return s * (1.0 + s5 + s5**2 / 3.0) * e, diff, s * (5.0 / 3.0) * (1.0 + s5) * e
+        s3 = math.sqrt(3.0) * r
+        e = np.exp(-s3)
+        return s * (1.0 + s3) * e, diff, s * 3.0 * e
+
     def moments_np(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         r"""Mean, variance and their input gradients at ``X`` (``b x d``), in numpy.
 
@@ -292,39 +317,60 @@ class LatentGP:
         Same maths as ``_MeanVariance`` without torch's per-call overhead: what the
         acquisition optimiser calls a few hundred times per generated point.
         """
+        mean, var, d_mean, d_var, _, _ = self._moments_parts(X, True)
+        assert d_mean is not None and d_var is not None
+        return mean, var, d_mean, d_var
+
+    def mean_var_np(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        r"""Mean and variance at ``X`` (``b x d``), numpy, no gradients (``analytic_grad`` only)."""
+        mean, var = self._moments_parts(X, False)[:2]
+        return mean, var
+
+    def _moments_parts(
+        self, X: np.ndarray, grad: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray, np.ndarray | None]:
+        r"""``moments_np`` plus ``M phi(X)`` (``m x b``) and ``d k(Z, x) / dx`` (``m x b x d``)."""
         np_state = self._np
-        Z, L, w, M, alpha = np_state["Z"], np_state["L"], np_state["w"], np_state["M"], np_state["alpha"]
+        L, w, M, alpha = np_state["L"], np_state["w"], np_state["M"], np_state["alpha"]
         ls = np_state["ls"]
-        kern = self.kernel
-        diff = Z[:, None, :] - X[None, :, :]  # m x b x d
-        q = ((diff / ls) ** 2).sum(-1)
-        s = float(kern.scale)
-        if kern.kind == "rbf":
-            K = s * np.exp(-0.5 * q)
-            dK = K
-        else:
-            r = np.sqrt(np.maximum(q, 1e-30))
-            if kern.nu == 2.5:
-                s5 = math.sqrt(5.0) * r
-                e = np.exp(-s5)
-                K = s * (1.0 + s5 + s5**2 / 3.0) * e
-                dK = s * (5.0 / 3.0) * (1.0 + s5) * e
-            else:
-                s3 = math.sqrt(3.0) * r
-                e = np.exp(-s3)
-                K = s * (1.0 + s3) * e
-                dK = s * 3.0 * e
+        s = float(self.kernel.scale)
+        K, diff, dK = self._kernel_np(np_state["Z"], X)
         phi = scipy.linalg.solve_triangular(L, K, lower=True, check_finite=False)
         Mphi = M @ phi
-        G = scipy.linalg.solve_triangular(L, Mphi, lower=True, trans="T", check_finite=False)
         mean = self.offset + self.scale * (np_state["c"] + w @ phi)
         var_raw = self.scale**2 * (s + self.jitter + (phi * Mphi).sum(0))
+        if not grad:
+            return mean, np.maximum(var_raw, 1e-12), None, None, Mphi, None
+        G = scipy.linalg.solve_triangular(L, Mphi, lower=True, trans="T", check_finite=False)
         dKd = dK[..., None] * diff / ls**2  # m x b x d: d k(z_j, x_b) / d x_b
         d_mean = self.scale * np.einsum("j,jbd->bd", alpha, dKd)
         d_var = 2.0 * self.scale**2 * np.einsum("jb,jbd->bd", G, dKd)
-        clamped = var_raw < 1e-12
-        d_var[clamped] = 0.0
-        return mean, np.maximum(var_raw, 1e-12), d_mean, d_var
+        d_var[var_raw < 1e-12] = 0.0
+        return mean, np.maximum(var_raw, 1e-12), d_mean, d_var, Mphi, dKd
+
+    def reference_np(self, R: np.ndarray) -> dict[str, np.ndarray]:
+        r"""Precomputed terms for cross-covariances with a fixed reference set ``R`` (``r x d``)."""
+        K = self._kernel_np(self._np["Z"], R)[0]
+        phi_R = scipy.linalg.solve_triangular(self._np["L"], K, lower=True, check_finite=False)
+        H = scipy.linalg.solve_triangular(self._np["L"], self._np["M"] @ phi_R, lower=True, trans="T", check_finite=False)
+        return {"R": R, "phi": phi_R, "H": H}
+
+    def lookahead_np(self, X: np.ndarray, ref: dict[str, np.ndarray], grad: bool = True) -> LookaheadNp:
+        r"""``moments_np`` plus the cross-covariance ``c = cov(x, r)`` with the reference set of
+        ``ref`` (``reference_np``), ``b x r``, and (``grad``) ``dc / dx`` (``b x r x d``).
+
+        Returns ``mean, var, d_mean, d_var, c, d_c`` (the gradients ``None`` without ``grad``).
+        """
+        mean, var, d_mean, d_var, Mphi, dKd = self._moments_parts(X, grad)
+        K_RX, diff_RX, dK_RX = self._kernel_np(ref["R"], X)
+        s2 = self.scale**2
+        c = s2 * (K_RX.T + Mphi.T @ ref["phi"])
+        if not grad:
+            return mean, var, None, None, c, None
+        assert dKd is not None
+        dc = dK_RX[..., None] * diff_RX / self._np["ls"] ** 2  # r x b x d
+        dc = s2 * (dc.transpose(1, 0, 2) + np.einsum("jbd,jr->brd", dKd, ref["H"]))
+        return mean, var, d_mean, d_var, c, dc
 
     def _phi(self, X: Tensor) -> Tensor:
         r"""Features ``... x q x d`` -> ``... x m x q``."""
@@ -423,6 +469,61 @@ class ConditionedLatentGP:
         self.scale = base.scale
         self.offset = base.offset
         self.jitter = base.jitter
+        self.analytic_grad = base.analytic_grad
+        if self.analytic_grad:
+            self._refP = base.reference_np(self.P.numpy())
+            self._Lc_np = self.Lc.numpy()
+            self._A_np = self.A.numpy()
+
+    # numpy with input gradients (``analytic_grad``): the base's, less the pending points' share
+    # g(x) = Lc^{-1} A cov(P, x): var - |g|^2 and cov(x, r) - g(x)^T g(r)
+
+    def _g_np(self, cP: np.ndarray, dcP: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        r"""``g`` (``k x b``) and ``dg/dx`` (``k x b x d``) from ``cov(x, P)`` (``b x p``) and its gradient."""
+        g = scipy.linalg.solve_triangular(self._Lc_np, self._A_np @ cP.T, lower=True, check_finite=False)
+        if dcP is None:
+            return g, None
+        b, _, d = dcP.shape
+        dg = np.einsum("kp,bpd->kbd", self._A_np, dcP).reshape(self._A_np.shape[0], b * d)
+        dg = scipy.linalg.solve_triangular(self._Lc_np, dg, lower=True, check_finite=False)
+        return g, dg.reshape(-1, b, d)
+
+    @staticmethod
+    def _reduce_var(var: np.ndarray, d_var: np.ndarray | None, g: np.ndarray, dg: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        raw = var - (g * g).sum(0)
+        if d_var is not None and dg is not None:
+            d_var = d_var - 2.0 * np.einsum("kb,kbd->bd", g, dg)
+            d_var[raw < 1e-12] = 0.0
+        return np.maximum(raw, 1e-12), d_var
+
+    def moments_np(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        r"""``LatentGP.moments_np`` of the conditioned posterior."""
+        mean, var, d_mean, d_var, cP, dcP = self.base.lookahead_np(X, self._refP, True)
+        var, d_var = self._reduce_var(var, d_var, *self._g_np(cP, dcP))
+        assert d_mean is not None and d_var is not None
+        return mean, var, d_mean, d_var
+
+    def mean_var_np(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean, var, _, _, cP, _ = self.base.lookahead_np(X, self._refP, False)
+        return mean, self._reduce_var(var, None, *self._g_np(cP, None))[0]
+
+    def reference_np(self, R: np.ndarray) -> dict[str, np.ndarray]:
+        r"""``LatentGP.reference_np``: the base's terms for ``R`` and ``P`` together, and ``g(R)``."""
+        cPR = self.base.covariance(self.P, torch.as_tensor(R, dtype=DTYPE)).numpy()
+        gR = scipy.linalg.solve_triangular(self._Lc_np, self._A_np @ cPR, lower=True, check_finite=False)
+        return {"base": self.base.reference_np(np.vstack([R, self.P.numpy()])), "gR": gR, "r": np.array(R.shape[0])}  # type: ignore[dict-item]
+
+    def lookahead_np(self, X: np.ndarray, ref: dict[str, np.ndarray], grad: bool = True) -> LookaheadNp:
+        r"""``LatentGP.lookahead_np`` of the conditioned posterior."""
+        mean, var, d_mean, d_var, c_all, dc_all = self.base.lookahead_np(X, ref["base"], grad)  # type: ignore[arg-type]
+        r = int(ref["r"])
+        g, dg = self._g_np(c_all[:, r:], None if dc_all is None else dc_all[:, r:])
+        var, d_var = self._reduce_var(var, d_var, g, dg)
+        c = c_all[:, :r] - g.T @ ref["gR"]
+        if dc_all is None or dg is None:
+            return mean, var, None, None, c, None
+        dc = dc_all[:, :r] - np.einsum("kbd,kr->brd", dg, ref["gR"])
+        return mean, var, d_mean, d_var, c, dc
 
     def _g(self, X: Tensor) -> Tensor:
         r"""``Lc^{-1} A cov(P, X)``: ``... x q x d`` -> ``... x k x q``."""
