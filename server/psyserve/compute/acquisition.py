@@ -51,9 +51,10 @@ __all__ = [
 ]
 
 SQRT2 = math.sqrt(2.0)
-_GL_X, _GL_W = (torch.as_tensor(a, dtype=DTYPE) for a in np.polynomial.legendre.leggauss(20))
+#: Gauss-Legendre rules for ``bvn_excess`` and the ``|rho|`` up to which each is used (Genz 2004)
+_GL = {n: tuple(torch.as_tensor(v, dtype=DTYPE) for v in np.polynomial.legendre.leggauss(n)) for n in (6, 12, 20)}
+_GL_BANDS = ((0.3, 6), (0.75, 12), (math.inf, 20))
 _GH_X, _GH_W = (torch.as_tensor(a, dtype=DTYPE) for a in np.polynomial.hermite.hermgauss(32))
-_GL_X_NP, _GL_W_NP = np.polynomial.legendre.leggauss(20)
 _GH_X_NP, _GH_W_NP = np.polynomial.hermite.hermgauss(32)
 _EPS = 1e-12
 _RHO_MAX = 0.9995
@@ -77,47 +78,79 @@ def norm_icdf(p: float) -> float:
     return float(torch.special.ndtri(torch.tensor(p, dtype=DTYPE)))
 
 
+def _bvn_gl(a: Tensor, b: Tensor, tmax: Tensor, n: int) -> Tensor:
+    x, w = _GL[n]
+    t = tmax.unsqueeze(-1) * (0.5 * (x + 1.0))
+    s = torch.sin(t)
+    a_ = a.unsqueeze(-1)
+    b_ = b.unsqueeze(-1)
+    expo = -(a_ * a_ + b_ * b_ - 2.0 * a_ * b_ * s) / (2.0 * (1.0 - s * s))  # 1 - s^2 = cos^2 t
+    return 0.5 * tmax * (torch.exp(expo) * w).sum(-1) / (2.0 * math.pi)
+
+
+def _bvn_gl_values(a: Tensor, b: Tensor, tmax: Tensor, n: int) -> Tensor:
+    r"""``_bvn_gl`` without autograd, ~4x faster on large arrays: node-major, in place, in
+    cache-sized chunks (the look-ahead raw-sample screen evaluates ~10^6 pairs)."""
+    x, w = _GL[n]
+    u = 0.5 * (x + 1.0)
+    shape = tmax.shape
+    hk, hs, tm = (a * b).reshape(-1), (0.5 * (a * a + b * b)).reshape(-1), tmax.reshape(-1)
+    out = torch.empty_like(tm)
+    for i in range(0, tm.shape[0], 4096):
+        sl = slice(i, i + 4096)
+        s = torch.outer(u, tm[sl]).sin_()
+        num = (s * hk[sl]).sub_(hs[sl])
+        out[sl] = w @ num.div_(s.mul_(s).neg_().add_(1.0)).exp_()
+    return (0.25 / math.pi) * tmax * out.reshape(shape)
+
+
 def bvn_excess(a: Tensor, b: Tensor, rho: Tensor) -> Tensor:
     r"""``Phi2(a, b; rho) - Phi(a) Phi(b)`` for the standard bivariate normal CDF ``Phi2``.
 
     Uses ``(1 / 2pi) int_0^{asin rho} exp(-(a^2 + b^2 - 2ab sin t) / (2 cos^2 t)) dt`` with
-    20-point Gauss-Legendre (error < 1e-7 for ``|rho| <= 0.9``; ``rho`` is clipped to
-    ``+-0.9995``). Broadcasts ``a``, ``b``, ``rho``; differentiable.
+    Gauss-Legendre nodes by ``|rho|`` as in Genz (2004) (6 below 0.3, 12 below 0.75, else
+    20: double precision for ``|rho| < 0.925``, error < 1e-7 for ``|rho| <= 0.9``, ``rho``
+    clipped to ``+-0.9995``). Most look-ahead pairs are weakly correlated, so this is ~3x
+    fewer exponentials than 20 nodes everywhere. Broadcasts ``a``, ``b``, ``rho``;
+    differentiable.
     """
     a, b, rho = torch.broadcast_tensors(a, b, rho)
-    tmax = torch.asin(rho.clamp(-_RHO_MAX, _RHO_MAX)).unsqueeze(-1)
-    t = tmax * (0.5 * (_GL_X + 1.0))
-    s = torch.sin(t)
-    c2 = torch.cos(t).pow(2)
-    a_ = a.unsqueeze(-1)
-    b_ = b.unsqueeze(-1)
-    expo = -(a_.pow(2) + b_.pow(2) - 2.0 * a_ * b_ * s) / (2.0 * c2)
-    integral = 0.5 * tmax.squeeze(-1) * (torch.exp(expo) * _GL_W).sum(-1)
-    return integral / (2.0 * math.pi)
+    tmax = torch.asin(rho.clamp(-_RHO_MAX, _RHO_MAX))
+    differentiable = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or rho.requires_grad)
+    rule = _bvn_gl if differentiable else _bvn_gl_values
+    if tmax.numel() <= 64:  # small batches: one pass beats three masked ones
+        return rule(a, b, tmax, 20)
+    absr = rho.abs()
+    out = torch.zeros(tmax.shape, dtype=tmax.dtype)
+    lo = -1.0
+    for hi, n in _GL_BANDS:
+        m = (absr > lo) & (absr <= hi)
+        if bool(m.any()):
+            out = out.index_put((m,), rule(a[m], b[m], tmax[m], n))
+        lo = hi
+    return out
 
 
 def _norm_pdf(x: np.ndarray) -> np.ndarray:
     return np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
 
 
-def bvn_excess_np(a: np.ndarray, b: np.ndarray, rho: np.ndarray, same: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    r"""``bvn_excess`` in numpy, with its exact partial derivatives.
+def bvn_excess_np(
+    a: np.ndarray, b: np.ndarray, rho: np.ndarray, same: bool = False, grad: bool = True
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    r"""``bvn_excess`` on numpy arrays (the same quadrature), with its exact partial derivatives.
 
-    Returns ``T = Phi2(a, b; rho) - Phi(a) Phi(b)`` (same quadrature as ``bvn_excess``),
-    ``dT/da = phi(a) (Phi((b - rho a) / sqrt(1 - rho^2)) - Phi(b))`` (with ``same``: ``a`` and
-    ``b`` are one variable and this is the total derivative, twice that) and
-    ``dT/drho = phi2(a, b; rho)`` (zero where ``rho`` is clipped).
+    Returns ``T = Phi2(a, b; rho) - Phi(a) Phi(b)``, ``dT/da = phi(a) (Phi((b - rho a) /
+    sqrt(1 - rho^2)) - Phi(b))`` (with ``same``: ``a`` and ``b`` are one variable and this is
+    the total derivative, twice that) and ``dT/drho = phi2(a, b; rho)`` (zero where ``rho`` is
+    clipped); the derivatives are ``None`` without ``grad``.
     """
     a, b, rho = np.broadcast_arrays(a, b, rho)
+    with torch.no_grad():  # torch's vectorised sin / exp: ~1.5x numpy's on the b x r x nodes array
+        T = bvn_excess(torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(rho)).numpy()
+    if not grad:
+        return T, None, None
     r = np.clip(rho, -_RHO_MAX, _RHO_MAX)
-    tmax = np.arcsin(r)[..., None]
-    t = tmax * (0.5 * (_GL_X_NP + 1.0))
-    sn = np.sin(t)
-    c2 = np.cos(t) ** 2
-    a_ = a[..., None]
-    b_ = b[..., None]
-    expo = -(a_ * a_ + b_ * b_ - 2.0 * a_ * b_ * sn) / (2.0 * c2)
-    T = 0.5 * tmax[..., 0] * (np.exp(expo) @ _GL_W_NP) / (2.0 * math.pi)
     one_m = 1.0 - r * r
     sq = np.sqrt(one_m)
     d_a = _norm_pdf(a) * (scipy.special.ndtr((b - r * a) / sq) - scipy.special.ndtr(b))
@@ -260,6 +293,7 @@ class PosteriorVariance(LatentAcquisition):
         a = mu / np.sqrt(s2)
         rho = var / s2
         value, d_a, d_rho = bvn_excess_np(a, a, rho, same=True)
+        assert d_a is not None and d_rho is not None
         clamped = value <= 0.0
         d_mu = np.where(clamped, 0.0, d_a / np.sqrt(s2))
         d_var = np.where(clamped, 0.0, -d_a * a / (2.0 * s2) + d_rho / s2**2)
@@ -355,11 +389,11 @@ class _LookAhead(LatentAcquisition):
         s = np.sqrt(s2)
         a = mu / s
         rho = c / (s[:, None] * sd_r)
-        T, T_a, T_rho = bvn_excess_np(a[:, None], b_r, rho)
+        T, T_a, T_rho = bvn_excess_np(a[:, None], b_r, rho, grad=grad)
         value, g_a, g_T = self._of_terms(a, scipy.special.ndtr(a), T)
         if not grad:
             return value, None
-        assert d_mu is not None and d_var is not None and d_c is not None
+        assert d_mu is not None and d_var is not None and d_c is not None and T_a is not None and T_rho is not None
         total_a = g_a + (g_T * T_a).sum(-1)  # d value / d a
         gt_rho = g_T * T_rho  # d value / d rho_r
         v_mu = total_a / s
