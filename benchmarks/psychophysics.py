@@ -2,11 +2,12 @@
 
 Problems: novel detection and novel discrimination (2-D, [-1, 1]^2) and a binarised Hartmann6
 (6-D unit cube); outcome ~ Bernoulli(Phi(f)). Each run: 10 Sobol + 40 model (MCLevelSetEstimation,
-target 0.75) trials. Response time = the pause between an ask's reply and its tell; the next ask
+or --acqf, target 0.75) trials. Response time = the pause between an ask's reply and its tell; the next ask
 follows each tell at once. Server: subprocess on 127.0.0.1. All loops are bounded.
 
 Usage: python benchmarks/psychophysics.py [--seeds 3] [--response-times 0 0.5] [--participants 1]
        python benchmarks/psychophysics.py --problems novel_detection --participants 16 --response-times 1
+       python benchmarks/psychophysics.py --problems novel_detection --acqf EAVC
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ INIT_TRIALS, MODEL_TRIALS = 10, 40
 
 REFIT_EVERY = 1
 ACQF_OPTIONS = ""
+ACQF = "MCLevelSetEstimation"
 
 
 def config_for(dim: int, bounds: tuple[float, float], seed: int) -> str:
@@ -52,11 +54,11 @@ min_asks = {INIT_TRIALS}
 [opt_strat]
 generator = OptimizeAcqfGenerator
 model = GPClassificationModel
-acqf = MCLevelSetEstimation
+acqf = {ACQF}
 min_asks = {MODEL_TRIALS}
 refit_every = {REFIT_EVERY}
 {ACQF_OPTIONS}
-[MCLevelSetEstimation]
+[{ACQF}]
 target = 0.75
 objective = ProbitObjective
 """
@@ -168,9 +170,11 @@ def main() -> None:
     parser.add_argument("--refit-every", type=int, default=1, help="full refit every N asks, warm starts between")
     parser.add_argument("--restarts", type=int, default=0, help="acquisition optimiser restarts (config default 10)")
     parser.add_argument("--samps", type=int, default=0, help="acquisition raw samples (config default 1000)")
+    parser.add_argument("--acqf", default=ACQF, help="acquisition (AEPsych name), e.g. EAVC, GlobalMI, BernoulliMCMutualInformation")
     args = parser.parse_args()
-    global REFIT_EVERY, ACQF_OPTIONS
+    global REFIT_EVERY, ACQF_OPTIONS, ACQF
     REFIT_EVERY = args.refit_every
+    ACQF = args.acqf
     if args.restarts:
         ACQF_OPTIONS += f"restarts = {args.restarts}\n"
     if args.samps:
@@ -180,7 +184,7 @@ def main() -> None:
     seeds = list(range(1, args.seeds + 1))
     print(f"== psyserve psychophysics benchmark: {INIT_TRIALS} Sobol + {MODEL_TRIALS} model trials, workers={args.workers}, "
           f"speculation={'off' if args.no_speculation else 'on'}, refit_every={REFIT_EVERY}, "
-          f"restarts={args.restarts or 10}, samps={args.samps or 1000}")
+          f"restarts={args.restarts or 10}, samps={args.samps or 1000}, acqf={ACQF}")
     for problem in args.problems:
         for participants in args.participants:
             for response_time in args.response_times:

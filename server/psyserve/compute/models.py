@@ -348,14 +348,14 @@ class LatentGP:
         d_var[var_raw < 1e-12] = 0.0
         return mean, np.maximum(var_raw, 1e-12), d_mean, d_var, Mphi, dKd
 
-    def reference_np(self, R: np.ndarray) -> dict[str, np.ndarray]:
+    def reference_np(self, R: np.ndarray) -> dict[str, Any]:
         r"""Precomputed terms for cross-covariances with a fixed reference set ``R`` (``r x d``)."""
         K = self._kernel_np(self._np["Z"], R)[0]
         phi_R = scipy.linalg.solve_triangular(self._np["L"], K, lower=True, check_finite=False)
         H = scipy.linalg.solve_triangular(self._np["L"], self._np["M"] @ phi_R, lower=True, trans="T", check_finite=False)
         return {"R": R, "phi": phi_R, "H": H}
 
-    def lookahead_np(self, X: np.ndarray, ref: dict[str, np.ndarray], grad: bool = True) -> LookaheadNp:
+    def lookahead_np(self, X: np.ndarray, ref: dict[str, Any], grad: bool = True) -> LookaheadNp:
         r"""``moments_np`` plus the cross-covariance ``c = cov(x, r)`` with the reference set of
         ``ref`` (``reference_np``), ``b x r``, and (``grad``) ``dc / dx`` (``b x r x d``).
 
@@ -507,15 +507,15 @@ class ConditionedLatentGP:
         mean, var, _, _, cP, _ = self.base.lookahead_np(X, self._refP, False)
         return mean, self._reduce_var(var, None, *self._g_np(cP, None))[0]
 
-    def reference_np(self, R: np.ndarray) -> dict[str, np.ndarray]:
+    def reference_np(self, R: np.ndarray) -> dict[str, Any]:
         r"""``LatentGP.reference_np``: the base's terms for ``R`` and ``P`` together, and ``g(R)``."""
         cPR = self.base.covariance(self.P, torch.as_tensor(R, dtype=DTYPE)).numpy()
         gR = scipy.linalg.solve_triangular(self._Lc_np, self._A_np @ cPR, lower=True, check_finite=False)
-        return {"base": self.base.reference_np(np.vstack([R, self.P.numpy()])), "gR": gR, "r": np.array(R.shape[0])}  # type: ignore[dict-item]
+        return {"base": self.base.reference_np(np.vstack([R, self.P.numpy()])), "gR": gR, "r": R.shape[0]}
 
-    def lookahead_np(self, X: np.ndarray, ref: dict[str, np.ndarray], grad: bool = True) -> LookaheadNp:
+    def lookahead_np(self, X: np.ndarray, ref: dict[str, Any], grad: bool = True) -> LookaheadNp:
         r"""``LatentGP.lookahead_np`` of the conditioned posterior."""
-        mean, var, d_mean, d_var, c_all, dc_all = self.base.lookahead_np(X, ref["base"], grad)  # type: ignore[arg-type]
+        mean, var, d_mean, d_var, c_all, dc_all = self.base.lookahead_np(X, ref["base"], grad)
         r = int(ref["r"])
         g, dg = self._g_np(c_all[:, r:], None if dc_all is None else dc_all[:, r:])
         var, d_var = self._reduce_var(var, d_var, g, dg)
