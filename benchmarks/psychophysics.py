@@ -170,7 +170,7 @@ def main() -> None:
     parser.add_argument("--refit-every", type=int, default=1, help="full refit every N asks, warm starts between")
     parser.add_argument("--restarts", type=int, default=0, help="acquisition optimiser restarts (config default 10)")
     parser.add_argument("--samps", type=int, default=0, help="acquisition raw samples (config default 1000)")
-    parser.add_argument("--acqf", default=ACQF, help="acquisition (AEPsych name), e.g. EAVC, GlobalMI, BernoulliMCMutualInformation")
+    parser.add_argument("--acqf", default="MCLevelSetEstimation", help="acquisition (AEPsych name), e.g. EAVC, GlobalMI, BernoulliMCMutualInformation")
     args = parser.parse_args()
     global REFIT_EVERY, ACQF_OPTIONS, ACQF
     REFIT_EVERY = args.refit_every
