@@ -258,29 +258,3 @@ def test_packed_pairwise_fit_is_at_least_as_good_as_botorch() -> None:
     model, mll = _pairwise_model(X, y)
     objective = PackedPairwiseLaplace(model, mll)
     assert objective(optima["fast"])[0] <= objective(optima["botorch"])[0] + 1e-3
-
-
-@pytest.mark.parametrize("data_seed", [0, 5])
-def test_pairwise_acquisition_numpy_path_matches_autograd_and_botorch(data_seed: int) -> None:
-    """PairwiseMCPosteriorVariance on flattened pairs: values and gradients (both stimuli, through
-    the pair's cross-covariance) against autograd, and the numpy optimiser's optimum against
-    optimize_acqf's, with and without a fixed dimension."""
-    X, y = _pairwise_data(20, data_seed)
-    fitted = fit_model(ModelSpec("PairwiseProbitModel", 2, {}), X, y)
-    acq = build_acquisition("PairwiseMCPosteriorVariance", fitted, GeneratorSpec("PairwiseMCPosteriorVariance", {}), seed=0)
-    assert acq.numpy_ready()  # type: ignore[operator]
-    Xq = torch.rand(30, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2), requires_grad=True)
-    ref = acq(Xq)
-    (g,) = torch.autograd.grad(ref.sum(), Xq)
-    value, grad = acq.value_grad_np(Xq.detach().reshape(30, 4).numpy())  # type: ignore[operator]
-    np.testing.assert_allclose(value, ref.detach().numpy(), atol=1e-10)
-    np.testing.assert_allclose(grad, g.reshape(30, 4).numpy(), atol=1e-7, rtol=1e-6)
-    for fixed in ({}, {0: 0.4}):
-        fast = _optimize_moments(acq, 2, fixed, restarts=10, raw_samples=1000, maxiter=100, timeout=None, seed=5, ftol=1e-9)  # type: ignore[arg-type]
-        assert fast is not None and fast.shape == (2, 2)
-        generic = _optimize(acq, 2, 2, fixed, 10, 1000, 100, None, 5, None, 1e-9)
-        with torch.no_grad():
-            a_fast, a_generic = float(acq(fast.unsqueeze(0))), float(acq(generic.unsqueeze(0)))
-        assert a_fast >= a_generic - 1e-4 * max(1.0, abs(a_generic))
-        for i, v in fixed.items():
-            assert float(fast[0, i]) == v and float(fast[1, i]) == v

@@ -205,8 +205,6 @@ class LatentAcquisition(AcquisitionFunction):
 
     #: whether ``from_moments`` is implemented: the value is a function of the latent mean and variance
     moment_form = False
-    #: stimuli per candidate (``value_grad_np`` takes them flattened, ``b x q_points d``)
-    q_points = 1
 
     def from_moments(self, mu: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         r"""Value and its derivatives in the latent mean and variance (numpy, ``b`` each)."""
@@ -266,21 +264,6 @@ class LevelSetStraddle(LatentAcquisition):
         return self.beta_sqrt * sd - dist, -(mu - self.target) / dist, 0.5 * self.beta_sqrt / sd
 
 
-def _probit_var_np(mu: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    r"""``_probit_var`` in numpy and its derivatives in ``mu`` and ``var``:
-    ``V = Phi2(a, a; rho) - Phi(a)^2`` with ``a = mu / sqrt(1 + v)``, ``rho = v / (1 + v)``;
-    ``dV/da = 2 phi(a) (Phi(a sqrt((1 - rho) / (1 + rho))) - Phi(a))``, ``dV/drho = phi2(a, a; rho)``."""
-    s2 = 1.0 + var
-    a = mu / np.sqrt(s2)
-    rho = var / s2
-    value, d_a, d_rho = bvn_excess_np(a, a, rho, same=True)
-    assert d_a is not None and d_rho is not None
-    clamped = value <= 0.0
-    d_mu = np.where(clamped, 0.0, d_a / np.sqrt(s2))
-    d_var = np.where(clamped, 0.0, -d_a * a / (2.0 * s2) + d_rho / s2**2)
-    return np.maximum(value, 0.0), d_mu, d_var
-
-
 class PosteriorVariance(LatentAcquisition):
     r"""MCPosteriorVariance: ``Var[Phi(f(x))]`` (probit objective, exact) or latent ``Var[f(x)]``."""
 
@@ -298,11 +281,23 @@ class PosteriorVariance(LatentAcquisition):
         return out.squeeze(-1)
 
     def from_moments(self, mu: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        r"""Value and its derivatives in the latent mean and variance (numpy, ``b`` each);
-        probit: ``_probit_var_np``."""
+        r"""Value and its derivatives in the latent mean and variance (numpy, ``b`` each).
+
+        Probit: ``V = Phi2(a, a; rho) - Phi(a)^2`` with ``a = mu / sqrt(1 + v)``,
+        ``rho = v / (1 + v)``; ``dV/da = 2 phi(a) (Phi(a sqrt((1 - rho) / (1 + rho))) - Phi(a))``,
+        ``dV/drho = phi2(a, a; rho)``.
+        """
         if not self.probability_space:
             return var, np.zeros_like(mu), np.ones_like(var)
-        return _probit_var_np(mu, var)
+        s2 = 1.0 + var
+        a = mu / np.sqrt(s2)
+        rho = var / s2
+        value, d_a, d_rho = bvn_excess_np(a, a, rho, same=True)
+        assert d_a is not None and d_rho is not None
+        clamped = value <= 0.0
+        d_mu = np.where(clamped, 0.0, d_a / np.sqrt(s2))
+        d_var = np.where(clamped, 0.0, -d_a * a / (2.0 * s2) + d_rho / s2**2)
+        return np.maximum(value, 0.0), d_mu, d_var
 
 
 class BernoulliBALD(LatentAcquisition):
@@ -492,28 +487,6 @@ class PairwisePosteriorVariance(LatentAcquisition):
         s2 = (0.5 * (var[..., 0] + var[..., 1]) - c12).clamp_min(1e-12)
         return _probit_var(m, s2)
 
-    q_points = 2
-
-    def numpy_ready(self) -> bool:
-        return isinstance(self.post, LatentGP) and self.post.analytic_grad
-
-    def value_grad_np(self, X: np.ndarray, grad: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-        r"""Pairs flattened, ``X``: ``b x 2d`` (first stimulus, second stimulus) -> values (``b``)
-        and gradients (``b x 2d``), through ``LatentGP.pair_np``."""
-        post = self.post
-        assert isinstance(post, LatentGP)
-        d = X.shape[-1] // 2
-        (mu1, v1, dmu1, dv1), (mu2, v2, dmu2, dv2), (c, dc1, dc2) = post.pair_np(X[:, :d], X[:, d:])
-        s2_raw = 0.5 * (v1 + v2) - c
-        value, a_m, a_s2 = _probit_var_np((mu1 - mu2) / SQRT2, np.maximum(s2_raw, 1e-12))
-        if not grad:
-            return value, None
-        a_s2 = np.where(s2_raw < 1e-12, 0.0, a_s2)[:, None]
-        a_m = a_m[:, None] / SQRT2
-        g1 = a_m * dmu1 + a_s2 * (0.5 * dv1 - dc1)
-        g2 = -a_m * dmu2 + a_s2 * (0.5 * dv2 - dc2)
-        return value, np.concatenate([g1, g2], axis=1)
-
 
 class PredictionObjective(AcquisitionFunction):
     r"""Posterior prediction to optimise for queries: ``b x 1 x d`` -> ``b``.
@@ -683,11 +656,10 @@ def _optimize_moments(
     """
     if not acqf.numpy_ready():
         return None
-    q = acqf.q_points  # fixed dims hold for every stimulus of a candidate
-    free = [k * d + i for k in range(q) for i in range(d) if i not in fixed]
-    base = np.zeros(q * d)
+    free = [i for i in range(d) if i not in fixed]
+    base = np.zeros(d)
     for i, v in fixed.items():
-        base[i::d] = v
+        base[i] = v
 
     def full(x: np.ndarray) -> np.ndarray:
         X = np.tile(base, (x.shape[0], 1))
@@ -725,7 +697,7 @@ def _optimize_moments(
     except _Timeout:  # max_gen_time: the best raw sample (or start) so far
         xs, fs = x0, -value(full(x0))
     best = np.clip(full(np.asarray(xs)[int(np.argmin(fs))].reshape(1, -1)), 0.0, 1.0)
-    return torch.as_tensor(best.reshape(q, d), dtype=DTYPE)
+    return torch.as_tensor(best, dtype=DTYPE)
 
 
 class _Timeout(Exception):

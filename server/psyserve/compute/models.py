@@ -231,8 +231,6 @@ def _mean_fn(mean_module: Mean | None) -> Callable[[Tensor], Tensor]:
 # --------------------------------------------------------------------------- latent posterior
 
 
-#: ``moments_np``: mean, variance and their input gradients
-MomentsNp = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 #: ``lookahead_np``: mean, variance, their input gradients (``None`` without ``grad``), the
 #: cross-covariance with the reference set and its input gradient (``None`` without ``grad``).
 LookaheadNp = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray, np.ndarray | None]
@@ -297,49 +295,22 @@ class LatentGP:
     def _kernel_np(self, A: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         r"""``k(A, X)`` (``a x b``), ``A - X`` (``a x b x d``) and ``k'(A, X)``: ``d k(a_j, x_b) / d x_b
         = k'(a_j, x_b) (a_j - x_b) / ls^2``."""
-        diff = A[:, None, :] - X[None, :, :]
-        K, dK = self._kernel_of_diff(diff)
-        return K, diff, dK
-
-    def _kernel_of_diff(self, diff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        r"""``k`` and ``k'`` (see ``_kernel_np``) for differences ``a - x`` (``... x d``)."""
-        q = ((diff / self._np["ls"]) ** 2).sum(-1)
+        ls = self._np["ls"]
         kern = self.kernel
+        diff = A[:, None, :] - X[None, :, :]
+        q = ((diff / ls) ** 2).sum(-1)
         s = float(kern.scale)
         if kern.kind == "rbf":
             K = s * np.exp(-0.5 * q)
-            return K, K
+            return K, diff, K
         r = np.sqrt(np.maximum(q, 1e-30))
         if kern.nu == 2.5:
             s5 = math.sqrt(5.0) * r
             e = np.exp(-s5)
-            return s * (1.0 + s5 + s5**2 / 3.0) * e, s * (5.0 / 3.0) * (1.0 + s5) * e
+            return s * (1.0 + s5 + s5**2 / 3.0) * e, diff, s * (5.0 / 3.0) * (1.0 + s5) * e
         s3 = math.sqrt(3.0) * r
         e = np.exp(-s3)
-        return s * (1.0 + s3) * e, s * 3.0 * e
-
-    def pair_np(self, X1: np.ndarray, X2: np.ndarray) -> tuple[MomentsNp, MomentsNp, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        r"""Moments of the two stimuli of ``b`` pairs (``X1``, ``X2``: ``b x d``) and their
-        cross-covariance: ``moments_np(X1)``, ``moments_np(X2)`` and ``(c, dc/dx1, dc/dx2)``
-        with ``c_b = cov(x1_b, x2_b)`` (``b``; gradients ``b x d``)."""
-        L = self._np["L"]
-        ls2 = self._np["ls"] ** 2
-        s2 = self.scale**2
-        parts: list[tuple[MomentsNp, np.ndarray, np.ndarray, np.ndarray]] = []
-        for X in (X1, X2):
-            mean, var, d_mean, d_var, Mphi, dKd = self._moments_parts(X, True)
-            assert d_mean is not None and d_var is not None and dKd is not None
-            G = scipy.linalg.solve_triangular(L, Mphi, lower=True, trans="T", check_finite=False)  # L^{-T} M phi
-            phi = scipy.linalg.solve_triangular(L, self._kernel_np(self._np["Z"], X)[0], lower=True, check_finite=False)
-            parts.append(((mean, var, d_mean, d_var), G, phi, dKd))
-        (m1, G1, phi1, dKd1), (m2, G2, phi2, dKd2) = parts
-        diff = X1 - X2
-        k12, dk12 = self._kernel_of_diff(diff)
-        c = s2 * (k12 + (phi1 * (self._np["M"] @ phi2)).sum(0))
-        dk_dx2 = dk12[:, None] * diff / ls2  # d k(x1, x2) / d x2; / d x1 is its negative
-        dc1 = s2 * (-dk_dx2 + np.einsum("jbd,jb->bd", dKd1, G2))
-        dc2 = s2 * (dk_dx2 + np.einsum("jbd,jb->bd", dKd2, G1))
-        return m1, m2, (c, dc1, dc2)
+        return s * (1.0 + s3) * e, diff, s * 3.0 * e
 
     def moments_np(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         r"""Mean, variance and their input gradients at ``X`` (``b x d``), in numpy.
