@@ -48,6 +48,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/compute.py
 	cd benchmarks && ../$(PY) psychophysics.py --seeds 3 --response-times 0.5 0
 	cd benchmarks && ../$(PY) psychophysics.py --problems novel_detection --participants 1 4 16 --response-times 1 --seeds 3
+	$(PY) benchmarks/compute.py --problem preference_2d --seeds 2 --trials 30
+	cd benchmarks && ../$(PY) preference.py --seeds 3 --response-times 0.5 0
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
