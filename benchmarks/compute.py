@@ -21,18 +21,44 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import numpy as np
 from scipy.stats import qmc
 
 import psyserve.compute as compute
-from psyserve.compute import GenerateJob, GeneratorSpec, ModelSpec, QueryJob, TrainingData, observers
+from psyserve.compute import GenerateJob, GeneratorSpec, ModelSpec, ModelState, QueryJob, TrainingData, observers
 
 PROBLEMS = {
     "novel_detection": (observers.novel_detection, 2, -1.0),
     "novel_discrimination": (observers.novel_discrimination, 2, -1.0),
     "hartmann6_binary": (observers.hartmann6_binary, 6, 0.0),
 }
+
+
+def adaptive_run(
+    model: ModelSpec,
+    generator: GeneratorSpec,
+    X: np.ndarray,
+    y: np.ndarray,
+    answer: Callable[[np.ndarray], np.ndarray],
+    trials: int,
+    num_points: int,
+) -> tuple[np.ndarray, np.ndarray, ModelState | None, list[float], list[float]]:
+    r"""``trials`` asks as a worker runs them (warm refit from the last fit each time), each answered
+    by ``answer``; returns the data, the last model state and the fit / generation seconds."""
+    state = None
+    fit_s: list[float] = []
+    gen_s: list[float] = []
+    for i in range(trials):
+        job = GenerateJob(model, generator, TrainingData(X, y), num_points, seed=1000 + i, warm_state=state, refit=True)
+        result = compute.generate(job)
+        state = result.state
+        fit_s.append(result.fit_seconds)
+        gen_s.append(result.generate_seconds)
+        X = np.concatenate([X, result.points])
+        y = np.append(y, answer(result.points))
+    return X, y, state, fit_s, gen_s
 
 
 def run(problem: str, seed: int, trials: int, acqf: str = "MCLevelSetEstimation", num_points: int = 1) -> tuple[list[float], list[float], float]:
@@ -46,18 +72,7 @@ def run(problem: str, seed: int, trials: int, acqf: str = "MCLevelSetEstimation"
     y = observers.sample(f(raw(X)), rng)
     model = ModelSpec("GPClassificationModel", dim, {})
     generator = GeneratorSpec(acqf, {"target": 0.75, "objective": "ProbitObjective"})
-    state = None
-    fit_s: list[float] = []
-    gen_s: list[float] = []
-    for i in range(trials):
-        job = GenerateJob(model, generator, TrainingData(X, y), num_points, seed=1000 + i, warm_state=state, refit=True)
-        result = compute.generate(job)
-        state = result.state
-        fit_s.append(result.fit_seconds)
-        gen_s.append(result.generate_seconds)
-        x = result.points
-        X = np.vstack([X, x])
-        y = np.append(y, observers.sample(f(raw(x)), rng))
+    X, y, state, fit_s, gen_s = adaptive_run(model, generator, X, y, lambda x: observers.sample(f(raw(x)), rng), trials, num_points)
     grid = qmc.Sobol(dim, seed=12345).random(1024)
     pred = compute.query(QueryJob(model, TrainingData(X, y), state, "prediction", True, grid, None, {}, 0))
     mae = observers.mean_abs_prob_error(pred.probability, observers.probability(f(raw(grid))))
@@ -84,19 +99,7 @@ def run_pairwise(seed: int, trials: int, acqf: str, num_points: int) -> tuple[li
     X = qmc.Sobol(4, seed=seed).random(16)[:10].reshape(10, 2, 2)
     y = answer(X)
     model = ModelSpec("PairwiseProbitModel", 2, {})
-    generator = GeneratorSpec(acqf, {})
-    state = None
-    fit_s: list[float] = []
-    gen_s: list[float] = []
-    for i in range(trials):
-        job = GenerateJob(model, generator, TrainingData(X, y), num_points, seed=1000 + i, warm_state=state, refit=True)
-        result = compute.generate(job)
-        state = result.state
-        fit_s.append(result.fit_seconds)
-        gen_s.append(result.generate_seconds)
-        pairs = result.points.reshape(-1, 2, 2)
-        X = np.concatenate([X, pairs])
-        y = np.append(y, answer(pairs))
+    X, y, state, fit_s, gen_s = adaptive_run(model, GeneratorSpec(acqf, {}), X, y, answer, trials, num_points)
     best = compute.query(QueryJob(model, TrainingData(X, y), state, "max", False, None, None, {}, 0))
     return fit_s, gen_s, float(np.linalg.norm(best.x[0] - PREF_PEAK))
 

@@ -930,33 +930,49 @@ class PackedElbo:
         Returns ``False`` (parameters untouched) when the optimisation fails or ends
         somewhere non-finite, so that the caller can fall back to BoTorch's fitting.
         """
-        x0 = self.get()
         lo, hi = self.bounds(freeze_hyperparameters)
-        x0 = np.clip(x0, lo, hi)
-        deadline = None if timeout is None or timeout <= 0 else time.monotonic() + timeout
-
-        def callback(intermediate_result: Any) -> None:
-            if deadline is not None and time.monotonic() > deadline:
-                raise StopIteration
-
-        try:
-            with np.errstate(all="ignore"):
-                result = scipy.optimize.minimize(
-                    self,
-                    x0,
-                    jac=True,
-                    method="L-BFGS-B",
-                    bounds=scipy.optimize.Bounds(lo, hi),
-                    options={"maxiter": int(maxiter), "ftol": float(ftol)},
-                    callback=callback,
-                )
-        except (np.linalg.LinAlgError, ValueError, FloatingPointError) as exc:
-            log.debug("packed ELBO fit failed: %s: %s", type(exc).__name__, exc)
+        x = _minimize_packed(self, self.get(), lo, hi, maxiter, ftol, timeout, "packed ELBO")
+        if x is None:
             return False
-        if not (np.all(np.isfinite(result.x)) and np.isfinite(result.fun)):
-            return False
-        self.set(result.x)
+        self.set(x)
         return True
+
+
+def _minimize_packed(
+    objective: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    x0: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    maxiter: int,
+    ftol: float,
+    timeout: float | None,
+    what: str,
+) -> np.ndarray | None:
+    r"""SciPy L-BFGS-B on a packed objective returning ``(loss, gradient)``, stopped at ``timeout``
+    seconds; the minimiser, or ``None`` when it fails or ends somewhere non-finite."""
+    deadline = None if timeout is None or timeout <= 0 else time.monotonic() + timeout
+
+    def callback(intermediate_result: Any) -> None:
+        if deadline is not None and time.monotonic() > deadline:
+            raise StopIteration
+
+    try:
+        with np.errstate(all="ignore"):
+            result = scipy.optimize.minimize(
+                objective,
+                np.clip(x0, lo, hi),
+                jac=True,
+                method="L-BFGS-B",
+                bounds=scipy.optimize.Bounds(lo, hi),
+                options={"maxiter": int(maxiter), "ftol": float(ftol)},
+                callback=callback,
+            )
+    except (np.linalg.LinAlgError, ValueError, FloatingPointError) as exc:
+        log.debug("%s fit failed: %s: %s", what, type(exc).__name__, exc)
+        return None
+    if not (np.all(np.isfinite(result.x)) and np.isfinite(result.fun)):
+        return None
+    return np.asarray(result.x)
 
 
 class PackedPairwiseLaplace:
@@ -1109,34 +1125,17 @@ class PackedPairwiseLaplace:
     def fit(self, maxiter: int, ftol: float, timeout: float | None) -> bool:
         r"""L-BFGS-B from the model's current hyper-parameters; writes the result back and
         leaves the last mode in ``self.f``. ``False`` (model untouched) on failure."""
-        x0 = self.get()
         lo = np.array([self.ls_lower] * self.d + [-np.inf])
         hi = np.full(self.d + 1, np.inf)
-        x0 = np.clip(x0, lo, hi)
-        deadline = None if timeout is None or timeout <= 0 else time.monotonic() + timeout
-
-        def callback(intermediate_result: Any) -> None:
-            if deadline is not None and time.monotonic() > deadline:
-                raise StopIteration
-
+        x = _minimize_packed(self, self.get(), lo, hi, maxiter, ftol, timeout, "packed pairwise Laplace")
+        if x is None:
+            return False
         try:
             with np.errstate(all="ignore"):
-                result = scipy.optimize.minimize(
-                    self,
-                    x0,
-                    jac=True,
-                    method="L-BFGS-B",
-                    bounds=scipy.optimize.Bounds(lo, hi),
-                    options={"maxiter": int(maxiter), "ftol": float(ftol)},
-                    callback=callback,
-                )
-            if not (np.all(np.isfinite(result.x)) and np.isfinite(result.fun)):
-                return False
-            self(result.x)  # the mode at the final hyper-parameters
-        except (np.linalg.LinAlgError, ValueError, FloatingPointError) as exc:
-            log.debug("packed pairwise Laplace fit failed: %s: %s", type(exc).__name__, exc)
+                self(x)  # the mode at the final hyper-parameters
+        except (np.linalg.LinAlgError, ValueError, FloatingPointError):
             return False
-        self.set(result.x)
+        self.set(x)
         return True
 
 
