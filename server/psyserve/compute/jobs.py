@@ -105,7 +105,9 @@ class ModelSpec:
     options: ``inducing_size`` (int, default 100, classification), ``max_fit_time``
     (seconds), ``max_fit_iter`` (L-BFGS iterations, default 200), ``fit_ftol`` (L-BFGS
     relative tolerance, default 1e-6), ``kernel``
-    (``"rbf"`` default or ``"matern52"``; classification/regression).
+    (``"rbf"`` default or ``"matern52"``; classification/regression), ``elbo`` / ``laplace``
+    (``"fast"`` default: the numpy objectives ``PackedElbo`` / ``PackedPairwiseLaplace`` for
+    classification / pairwise; anything else: BoTorch's autograd fitting, also the fallback).
     """
 
     kind: str
