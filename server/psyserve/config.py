@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .compute.jobs import KNOWN_ACQFS, KNOWN_MODELS, acqf_supports
+from .compute.contract import KNOWN_ACQFS, KNOWN_MODELS, acqf_supports
 from .params import ParameterSpace, ParameterSpec, ParamType, RawValue
 
 MODELS = KNOWN_MODELS  # the compute side's registry (torch-free import)

@@ -17,6 +17,7 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal, norm
 
+import observers as ob
 from psyserve.compute import (
     KNOWN_ACQFS,
     KNOWN_MODELS,
@@ -32,8 +33,8 @@ from psyserve.compute import (
     generate,
     query,
 )
-from psyserve.compute import observers as ob
-from psyserve.compute.acquisition import EAVC, GlobalMI, bvn_excess
+from psyserve.compute.bvn import bvn_excess
+from psyserve.compute.lookahead import EAVC, GlobalMI
 from psyserve.compute.models import fit_model
 
 SERVER = Path(__file__).resolve().parents[2] / "server"
@@ -120,7 +121,7 @@ def test_each_acqf_gives_valid_points(kind: str, acqf: str, datasets: dict[str, 
 
 def test_pending_points_reduce_acquisition(datasets: dict[str, TrainingData]) -> None:
     """Sequential greedy batches: conditioning on a pending point lowers the acquisition value there."""
-    from psyserve.compute.acquisition import build_acquisition
+    from psyserve.compute.factory import build_acquisition
 
     for kind, names in (
         (CLS, ["MCLevelSetEstimation", "EAVC", "GlobalMI", "BernoulliMCMutualInformation", "MCPosteriorVariance"]),
