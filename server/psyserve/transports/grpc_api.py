@@ -123,6 +123,8 @@ def summary_to_pb(view: StrategyView) -> pb.StrategySummary:
         stimuli_per_trial=spec.stimuli_per_trial,
         outcome_types=[_OUTCOME_TYPES[t] for t in spec.outcome_types],
         outcome_names=list(spec.outcome_names),
+        seed=spec.seed or 0,
+        seed_from_config="seed" in spec.sections.get("common", {}),
     )
 
 
