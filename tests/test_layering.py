@@ -33,6 +33,7 @@ LEVELS: dict[str, int] = {
     "psyserve.params": 5,
     "psyserve.journal": 5,
     "psyserve.errors": 5,
+    "psyserve.aepsych_names": 5,
     "psyserve": 6,  # the package's own __init__ (a docstring and a version)
     "psyserve.compute": 6,
 }

@@ -94,6 +94,8 @@ class StrategyView:
     created_at: float
     shape: ExperimentShape
     can_fit: bool
+    seed: int = 0  # the experiment seed: the config's, or drawn by the server (journaled) when it sets none
+    seed_from_config: bool = False
 
 
 @dataclass(frozen=True)
@@ -429,6 +431,8 @@ class ExperimentService:
             created_at=strategy.created_at,
             shape=ExperimentShape.of(strategy.spec),
             can_fit=strategy.can_fit(),
+            seed=strategy.spec.seed or 0,
+            seed_from_config="seed" in strategy.spec.sections.get("common", {}),
         )
 
     # ------------------------------------------------------------------ Configure / Resume

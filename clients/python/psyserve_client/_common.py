@@ -215,6 +215,8 @@ class StrategySummary:
     trials_pending: int
     model_data_points: int
     parameters: list[Parameter]
+    seed: int = 0  # the experiment seed (the config's, or drawn by the server): set it in [common] to repeat a run
+    seed_from_config: bool = False
 
 
 @dataclass(frozen=True)
@@ -320,6 +322,8 @@ def parse_summary(s: pb.StrategySummary) -> StrategySummary:
         trials_pending=s.trials_pending,
         model_data_points=s.model_data_points,
         parameters=[parse_parameter(p) for p in s.parameters],
+        seed=s.seed,
+        seed_from_config=s.seed_from_config,
     )
 
 

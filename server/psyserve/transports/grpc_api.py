@@ -94,6 +94,8 @@ def summary_to_pb(view: StrategyView) -> pb.StrategySummary:
         stimuli_per_trial=shape.stimuli_per_trial,
         outcome_types=[OUTCOME_TYPE_ENUMS[t] for t in shape.outcome_types],
         outcome_names=list(shape.outcome_names),
+        seed=view.seed,
+        seed_from_config=view.seed_from_config,
     )
 
 
