@@ -2,6 +2,9 @@
 
 Owns the config grammar, defaults and the unused-key warnings; knows nothing of strategies'
 runtime state, storage or transports.
+
+Longer than ~500 lines on purpose: it is one grammar (AEPsych's INI) whose sections, fallbacks,
+defaults and refusals are read together; the catalogue of names it refuses is aepsych_names.py.
 """
 
 from __future__ import annotations
