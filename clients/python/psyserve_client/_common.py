@@ -140,6 +140,7 @@ class Parameter:
     log_scale: bool = False
     choices: tuple[str, ...] = ()
     value: Value | None = None
+    values: tuple[Value, ...] = ()  # a sweep parameter's values, in listed order
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,7 @@ class Outcome:
     name: str
     value: float
     sem: float | None = None
+    series: tuple[float, ...] = ()  # sweeps: a learning curve
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,9 @@ class Trial:
     phase_name: str
     outcomes: list[Outcome] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
+    sweep_index: int | None = None  # sweeps: index i, run i div p, permutation i mod p
+    sweep_run: int | None = None
+    sweep_permutation: int | None = None
 
     @property
     def params(self) -> dict[str, Value]:
@@ -175,6 +180,7 @@ class AskResult:
     wait_seconds: float
     phase_index: int
     phase_name: str
+    retry_after_seconds: float = 0.0  # sweeps: all remaining indices are leased; the earliest lease ends then
 
     @property
     def config(self) -> dict[str, list[Any]]:
@@ -219,6 +225,23 @@ class Phase:
 
 
 @dataclass(frozen=True)
+class SweepSummary:
+    """A parameter sweep's parameters and progress (done / leased / missing of permutations x runs)."""
+
+    permutations: int
+    runs: int
+    total: int
+    done: int
+    leased: int
+    missing: int
+    failed: int
+    order: str
+    seed: int
+    parameters: dict[str, tuple[Value, ...]]
+    description: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class StrategySummary:
     strategy_id: int
     name: str
@@ -231,6 +254,7 @@ class StrategySummary:
     trials_pending: int
     model_data_points: int
     parameters: list[Parameter]
+    sweep: SweepSummary | None = None
 
 
 @dataclass(frozen=True)
@@ -331,6 +355,7 @@ def parse_parameter(p: pb.Parameter) -> Parameter:
         log_scale=p.log_scale,
         choices=tuple(p.choices),
         value=from_value(p.fixed_value) if p.HasField("fixed_value") else None,
+        values=tuple(from_value(v) for v in p.values),
     )
 
 
@@ -341,8 +366,33 @@ def parse_trial(t: pb.Trial) -> Trial:
         state=_STATES.get(t.state, "unspecified"),
         phase_index=t.phase_index,
         phase_name=t.phase_name,
-        outcomes=[Outcome(o.name, o.value, o.sem if o.HasField("sem") else None) for o in t.outcomes],
+        outcomes=[Outcome(o.name, o.value, o.sem if o.HasField("sem") else None, tuple(o.series)) for o in t.outcomes],
         metadata=dict(t.metadata),
+        sweep_index=t.sweep_index if t.HasField("sweep_index") else None,
+        sweep_run=t.sweep_run if t.HasField("sweep_index") else None,
+        sweep_permutation=t.sweep_permutation if t.HasField("sweep_index") else None,
+    )
+
+
+_SWEEP_ORDER_NAMES = {pb.SWEEP_ORDER_INDEX: "index", pb.SWEEP_ORDER_SHUFFLE: "shuffle"}
+SWEEP_ORDERS = {v: k for k, v in _SWEEP_ORDER_NAMES.items()}
+
+
+def parse_sweep_summary(s: pb.SweepSummary) -> SweepSummary:
+    import json
+
+    return SweepSummary(
+        permutations=s.permutations,
+        runs=s.runs,
+        total=s.total,
+        done=s.done,
+        leased=s.leased,
+        missing=s.missing,
+        failed=s.failed,
+        order=_SWEEP_ORDER_NAMES.get(s.order, "index"),
+        seed=s.seed,
+        parameters={p.name: tuple(from_value(v) for v in p.values) for p in s.parameters},
+        description=json.loads(s.description_json) if s.description_json else {},
     )
 
 
@@ -359,6 +409,7 @@ def parse_summary(s: pb.StrategySummary) -> StrategySummary:
         trials_pending=s.trials_pending,
         model_data_points=s.model_data_points,
         parameters=[parse_parameter(p) for p in s.parameters],
+        sweep=parse_sweep_summary(s.sweep) if s.HasField("sweep") else None,
     )
 
 
@@ -378,7 +429,7 @@ def _outcomes(outcome: float | int | bool | Mapping[str, float] | Sequence[float
     if outcome is None:
         raise ValueError("outcome is required")
     if isinstance(outcome, Mapping):
-        return [pb.Outcome(name=str(k), value=float(v)) for k, v in outcome.items()]
+        return [_named_outcome(str(k), v) for k, v in outcome.items()]
     if isinstance(outcome, Sequence) and not isinstance(outcome, (str, bytes)):
         if len(outcome) != 1:
             raise ValueError("give one outcome per tell (a dict for several named outcomes)")
@@ -387,6 +438,19 @@ def _outcomes(outcome: float | int | bool | Mapping[str, float] | Sequence[float
     if sem is not None:
         msg.sem = sem
     return [msg]
+
+
+def _named_outcome(name: str, value: Any) -> pb.Outcome:
+    """A named metric: a number, or a sequence of numbers (a series, e.g. a learning curve, whose
+    scalar value is its last element)."""
+    if (isinstance(value, Sequence) and not isinstance(value, str | bytes)) or hasattr(value, "tolist"):
+        series = [float(v) for v in (value.tolist() if hasattr(value, "tolist") else value)]
+        if isinstance(series, float):  # a numpy scalar
+            return pb.Outcome(name=name, value=series)
+        if not series:
+            raise ValueError(f"outcome {name!r}: an empty series")
+        return pb.Outcome(name=name, value=series[-1], series=series)
+    return pb.Outcome(name=name, value=float(value))
 
 
 def _stimuli_from_config(config: Mapping[str, Any], stimuli_per_trial: int | None = None) -> list[pb.Stimulus]:
@@ -493,6 +557,7 @@ class Protocol:
                 wait_seconds=reply.timings.wait_seconds,
                 phase_index=reply.phase_index,
                 phase_name=reply.phase_name,
+                retry_after_seconds=reply.retry_after_seconds,
             )
 
         return Call("Ask", request, parse)
@@ -621,3 +686,125 @@ class Protocol:
     def abandon_trial(self, trial_id: int, failed: bool = False, reason: str = "", strategy_id: int | None = None) -> Call[Trial]:
         request = pb.AbandonTrialRequest(strategy_id=self._sid(strategy_id), trial_id=trial_id, failed=failed, reason=reason)
         return Call("AbandonTrial", request, lambda r: parse_trial(r.trial))
+
+    # ------------------------------------------------------------------ parameter sweeps
+    def configure_sweep(
+        self,
+        description: Mapping[str, Any] | str,
+        runs: int = 1,
+        order: str = "index",
+        seed: int | None = None,
+        config_name: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        request_id: str = "",
+    ) -> Call[ConfigureResult]:
+        """A PyExpUtils-style sweep: a description dict (or its JSON text) with `metaParameters`."""
+        import json
+
+        if order not in SWEEP_ORDERS:
+            raise ValueError(f"order must be one of {list(SWEEP_ORDERS)}, got {order!r}")
+        text = description if isinstance(description, str) else json.dumps(description)
+        sweep = pb.SweepConfig(description_json=text, runs=runs, order=SWEEP_ORDERS[order])
+        if seed is not None:
+            sweep.seed = seed
+        request = pb.ConfigureRequest(name=config_name or "", metadata=dict(metadata or {}), request_id=request_id, sweep=sweep)
+        call = self.configure(config_str="", config_name=config_name, metadata=metadata, request_id=request_id)
+        call.request = request
+        return call
+
+    def list_missing(self, runs: int = 0, strategy_id: int | None = None) -> Call[MissingResults]:
+        request = pb.ListMissingResultsRequest(strategy_id=self._sid(strategy_id), runs=runs)
+        return Call(
+            "ListMissingResults",
+            request,
+            lambda r: MissingResults(list(r.indices), list(r.leased_indices), list(r.failed_indices)),
+        )
+
+    def extend_sweep(self, runs: int, strategy_id: int | None = None) -> Call[StrategySummary]:
+        request = pb.ExtendSweepRequest(strategy_id=self._sid(strategy_id), runs=runs)
+        return Call("ExtendSweep", request, lambda r: parse_summary(r.summary))
+
+    def sweep_results(
+        self,
+        last_n: int | None = None,
+        last_percent: float | None = None,
+        best_metric: str = "",
+        best_mode: str = "max",
+        include_runs: bool = True,
+        strategy_id: int | None = None,
+    ) -> Call[SweepResultsData]:
+        if last_n is not None and last_percent is not None:
+            raise ValueError("give last_n or last_percent, not both")
+        if best_mode not in ("max", "min"):
+            raise ValueError(f"best_mode must be max or min, got {best_mode!r}")
+        request = pb.GetSweepResultsRequest(
+            strategy_id=self._sid(strategy_id),
+            best_metric=best_metric,
+            best_mode=pb.SWEEP_BEST_MODE_MIN if best_mode == "min" else pb.SWEEP_BEST_MODE_MAX,
+            include_runs=include_runs,
+        )
+        if last_n is not None:
+            request.last_n = last_n
+        if last_percent is not None:
+            request.last_percent = last_percent
+
+        def parse(r: pb.GetSweepResultsResponse) -> SweepResultsData:
+            return SweepResultsData(
+                permutations=[
+                    PermutationResult(
+                        p.permutation,
+                        from_stimulus(p.parameters),
+                        p.runs_done,
+                        {m.name: MetricSummary(m.mean, m.sem, m.count) for m in p.metrics},
+                    )
+                    for p in r.permutations
+                ],
+                best_permutation=r.best_permutation if r.HasField("best_permutation") else None,
+                runs=[
+                    RunResult(x.index, x.run, x.permutation, x.trial_id, {o.name: o.value for o in x.metrics}, dict(x.series_lengths))
+                    for x in r.runs
+                ],
+            )
+
+        return Call("GetSweepResults", request, parse)
+
+
+@dataclass(frozen=True)
+class MissingResults:
+    """Indices without a result (ascending), and which of them are leased or failed."""
+
+    indices: list[int]
+    leased: list[int]
+    failed: list[int]
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    mean: float
+    sem: float
+    count: int
+
+
+@dataclass(frozen=True)
+class PermutationResult:
+    permutation: int
+    parameters: dict[str, Value]
+    runs_done: int
+    metrics: dict[str, MetricSummary]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    index: int
+    run: int
+    permutation: int
+    trial_id: int
+    metrics: dict[str, float]
+    series_lengths: dict[str, int]
+
+
+@dataclass(frozen=True)
+class SweepResultsData:
+    permutations: list[PermutationResult]
+    best_permutation: int | None
+    runs: list[RunResult]
