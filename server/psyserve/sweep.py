@@ -197,11 +197,15 @@ def _ini_value(text: str, where: str) -> RawValue:
 
 
 def sweep_section(config_ini: str) -> str | None:
-    """The name of the INI's sweep section (`[sweep]` or `[GridGenerator]`), if it has one."""
+    """The name of the INI's sweep section (`[sweep]` or `[GridGenerator]`) when the INI is a sweep:
+    it has such a section and no `[common] strategy_names` (an AEPsych config may name a phase
+    `sweep`; it stays an AEPsych config)."""
     parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read_string(config_ini)
     except configparser.Error:
+        return None
+    if parser.has_option("common", "strategy_names"):
         return None
     found = [s for s in SWEEP_SECTIONS if parser.has_section(s)]
     return found[0] if found else None
@@ -328,6 +332,7 @@ class SweepResults:
     permutations: list[PermutationStats]
     best_permutation: int | None
     runs: list[RunRow]
+    parameter_names: list[str]
 
 
 @dataclass(frozen=True)
@@ -553,7 +558,7 @@ class SweepStrategy(Strategy):
             if scored:
                 target = max(m for m, _ in scored) if best_mode == "max" else min(m for m, _ in scored)
                 best = min(perm for m, perm in scored if m == target)  # ties: the lowest permutation
-        return SweepResults(stats, best, rows)
+        return SweepResults(stats, best, rows, self.sweep.names)
 
     # ---------------------------------------------------------------- the only mutator
     def apply(self, event: Event) -> None:

@@ -753,7 +753,7 @@ class Protocol:
                 permutations=[
                     PermutationResult(
                         p.permutation,
-                        from_stimulus(p.parameters),
+                        _ordered(from_stimulus(p.parameters), r.parameter_names),
                         p.runs_done,
                         {m.name: MetricSummary(m.mean, m.sem, m.count) for m in p.metrics},
                     )
@@ -764,9 +764,14 @@ class Protocol:
                     RunResult(x.index, x.run, x.permutation, x.trial_id, {o.name: o.value for o in x.metrics}, dict(x.series_lengths))
                     for x in r.runs
                 ],
+                parameter_names=list(r.parameter_names),
             )
 
         return Call("GetSweepResults", request, parse)
+
+
+def _ordered(values: dict[str, Value], names: Sequence[str]) -> dict[str, Value]:
+    return {n: values[n] for n in names if n in values} | {n: v for n, v in values.items() if n not in names}
 
 
 @dataclass(frozen=True)
@@ -808,3 +813,4 @@ class SweepResultsData:
     permutations: list[PermutationResult]
     best_permutation: int | None
     runs: list[RunResult]
+    parameter_names: list[str] = field(default_factory=list)

@@ -241,8 +241,7 @@ class Client(_Base):
         """Per-permutation mean and SEM of every metric (series over their last n steps or last p
         percent), and per-(index, run) rows; `.frame()`, `.split_over()`, `.slice_over()`, `.to_csv()`."""
         data = self._run(self._protocol.sweep_results(last_n, last_percent, best_metric, best_mode, True, strategy_id))
-        names = list(data.permutations[0].parameters) if data.permutations else []
-        return SweepResults(data, names)
+        return SweepResults(data, data.parameter_names)
 
     def sweep(
         self, strategy_id: int | None = None, ttl: float = 60.0, poll_seconds: float = 1.0, max_wait_seconds: float | None = None
@@ -423,5 +422,4 @@ class AsyncClient(_Base):
     ) -> SweepResults:
         """Per-permutation results (see Client.sweep_results)."""
         data = await self._run(self._protocol.sweep_results(last_n, last_percent, best_metric, best_mode, True, strategy_id))
-        names = list(data.permutations[0].parameters) if data.permutations else []
-        return SweepResults(data, names)
+        return SweepResults(data, data.parameter_names)

@@ -414,6 +414,7 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
             include_runs=request.include_runs,
         )
         reply = pb.GetSweepResultsResponse(
+            parameter_names=results.parameter_names,
             permutations=[
                 pb.PermutationResult(
                     permutation=p.permutation,

@@ -1890,22 +1890,28 @@ class GetSweepResultsResponse(_message.Message):
     PERMUTATIONS_FIELD_NUMBER: _builtins.int
     BEST_PERMUTATION_FIELD_NUMBER: _builtins.int
     RUNS_FIELD_NUMBER: _builtins.int
+    PARAMETER_NAMES_FIELD_NUMBER: _builtins.int
     best_permutation: _builtins.int
     """the best permutation by best_metric, when asked for and any permutation reported it"""
     @_builtins.property
     def permutations(self) -> _containers.RepeatedCompositeFieldContainer[Global___PermutationResult]: ...
     @_builtins.property
     def runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___SweepRunResult]: ...
+    @_builtins.property
+    def parameter_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the sweep's parameter names in listed order (PermutationResult.parameters is a map)"""
+
     def __init__(
         self,
         *,
         permutations: _abc.Iterable[Global___PermutationResult] | None = ...,
         best_permutation: _builtins.int | None = ...,
         runs: _abc.Iterable[Global___SweepRunResult] | None = ...,
+        parameter_names: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_best_permutation", b"_best_permutation", "best_permutation", b"best_permutation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_best_permutation", b"_best_permutation", "best_permutation", b"best_permutation", "permutations", b"permutations", "runs", b"runs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_best_permutation", b"_best_permutation", "best_permutation", b"best_permutation", "parameter_names", b"parameter_names", "permutations", b"permutations", "runs", b"runs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__best_permutation: _TypeAlias = _typing.Literal["best_permutation"]  # noqa: Y015
     _WhichOneofArgType__best_permutation: _TypeAlias = _typing.Literal["_best_permutation", b"_best_permutation"]  # noqa: Y015
