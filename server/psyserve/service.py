@@ -547,36 +547,74 @@ class ExperimentService:
             out.append(OutcomeValue(o.name, float(o.value), o.sem, series))
         return out
 
+    async def _commit_reserved(self, strategy: SweepStrategy, events: list[Event], release: Callable[[], None]) -> None:
+        """Journal a sweep's events outside its lock, then apply them and drop the reservations that
+        kept concurrent decisions apart: many workers' asks and tells share one group commit. The
+        state still changes only after the commit; a cancelled caller cannot split the two."""
+
+        async def append_and_apply() -> None:
+            try:
+                await self.journal.append(events)
+                for event in events:
+                    strategy.apply(event)
+            finally:
+                release()
+
+        task = asyncio.ensure_future(append_and_apply())
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task
+            raise
+
     async def _ask_sweep(self, strategy: SweepStrategy, num_points: int, fixed: Mapping[str, Any] | None, request_id: str, ttl_seconds: float) -> AskResult:
         if fixed:
             raise InvalidArgument("fixed_parameters: a sweep hands out whole permutations; fixed parameters are not supported", "fixed_parameters")
-        async with strategy.lock:
+        phase_name = strategy.spec.phases[0].name
+        async with strategy.lock:  # decide and reserve under the lock; commit below, unlocked
             if request_id and request_id in strategy.ask_requests:
                 trials = [strategy.trials[i] for i in strategy.ask_requests[request_id]]
-                return AskResult(trials, strategy.is_finished, 0, strategy.spec.phases[0].name)
+                return AskResult(trials, strategy.is_finished, 0, phase_name)
+            if request_id and request_id in strategy.in_flight_requests:
+                earlier: asyncio.Future[AskResult] = strategy.in_flight_requests[request_id]
+                return await asyncio.shield(earlier)  # a retry of an ask still being committed
             indices = strategy.take_indices(num_points)
             if not indices:
                 retry = 0.0
                 if not strategy.is_finished:
                     expiry = strategy.next_lease_expiry()
                     retry = max(0.0, expiry - time.time()) if expiry is not None else 0.0
-                return AskResult([], strategy.is_finished, 0, strategy.spec.phases[0].name, retry_after_seconds=retry)
-            now = time.time()
-            events = []
-            for k, index in enumerate(indices):
-                payload: dict[str, Any] = {"sweep_index": index}
-                if request_id:
-                    payload["request_id"] = request_id
-                if ttl_seconds:
-                    payload["lease_expires_at"] = now + ttl_seconds
-                events.append(Event(strategy.strategy_id, "ask", payload, trial_id=strategy.next_trial_id + k, created_at=now))
-            try:
-                await self._commit(events, strategy)
-            except BaseException:
-                strategy.give_back(indices)  # indices already leased by the commit stay leased
-                raise
-            trials = [strategy.trials[e.trial_id] for e in events if e.trial_id is not None]
-            return AskResult(trials, strategy.is_finished, 0, strategy.spec.phases[0].name)
+                return AskResult([], strategy.is_finished, 0, phase_name, retry_after_seconds=retry)
+            first_id = strategy.reserve_trial_ids(len(indices))
+            strategy.in_flight_indices.update(indices)
+            waiting: asyncio.Future[AskResult] = asyncio.get_running_loop().create_future()
+            if request_id:
+                strategy.in_flight_requests[request_id] = waiting
+        now = time.time()
+        events = []
+        for k, index in enumerate(indices):
+            payload: dict[str, Any] = {"sweep_index": index}
+            if request_id:
+                payload["request_id"] = request_id
+            if ttl_seconds:
+                payload["lease_expires_at"] = now + ttl_seconds
+            events.append(Event(strategy.strategy_id, "ask", payload, trial_id=first_id + k, created_at=now))
+
+        def release() -> None:
+            strategy.in_flight_indices.difference_update(indices)
+            strategy.in_flight_requests.pop(request_id, None)
+            strategy.give_back(indices)  # after a failed commit the indices go back; leased ones stay leased
+
+        try:
+            await self._commit_reserved(strategy, events, release)
+        except BaseException as exc:
+            if not waiting.done():
+                waiting.set_exception(exc)
+                waiting.exception()  # retrieved: a failure nobody retried is not logged as unhandled
+            raise
+        result = AskResult([strategy.trials[e.trial_id] for e in events if e.trial_id is not None], strategy.is_finished, 0, phase_name)
+        waiting.set_result(result)
+        return result
 
     async def _tell_sweep(self, strategy: SweepStrategy, items: Sequence[TellItem]) -> list[TellResult]:
         """Record sweep results by trial id. An index keeps its first result: a tell for an index that
@@ -588,7 +626,7 @@ class ExperimentService:
             if item.trial_id is None:
                 raise InvalidArgument("trial_id: a sweep is told by trial id", f"{prefix}.trial_id" if prefix else "trial_id")
             prepared.append((self._check_sweep_metrics(item.outcomes, prefix), self._check_metadata(item.metadata or {}, "metadata")))
-        async with strategy.lock:
+        async with strategy.lock:  # decide and reserve under the lock; commit below, unlocked
             events: list[Event] = []
             plan: list[tuple[int, bool]] = []
             claimed_trials: set[int] = set()
@@ -599,14 +637,14 @@ class ExperimentService:
                 trial = strategy.trials.get(trial_id)
                 if trial is None:
                     raise NotFound(f"trial_id {trial_id} not found in strategy {strategy.strategy_id}", "trial_id")
-                if trial.state == COMPLETED or trial_id in claimed_trials:
-                    plan.append((trial_id, True))
+                if trial.state == COMPLETED or trial_id in claimed_trials or trial_id in strategy.in_flight_trials:
+                    plan.append((trial_id, True))  # a retry (possibly of a tell still being committed)
                     continue
                 if trial.state == FAILED:
                     raise FailedPrecondition(f"trial_id {trial_id} was marked failed and cannot be told", "trial_id")
                 index = trial.sweep_index
                 assert index is not None
-                holder = strategy.result_of.get(index, claimed_indices.get(index))
+                holder = strategy.result_of.get(index, claimed_indices.get(index, strategy.in_flight_results.get(index)))
                 if holder is not None:
                     if trial.state == PENDING:
                         reason = f"index {index} already has a result (trial {holder})"
@@ -621,9 +659,19 @@ class ExperimentService:
                 claimed_trials.add(trial_id)
                 claimed_indices[index] = trial_id
                 plan.append((trial_id, False))
-            if events:
-                await self._commit(events, strategy)
-            return [self._tell_result(strategy, tid, duplicate=dup, model_data=False) for tid, dup in plan]
+            strategy.in_flight_trials.update(claimed_trials)
+            strategy.in_flight_results.update(claimed_indices)
+
+        def release() -> None:
+            strategy.in_flight_trials.difference_update(claimed_trials)
+            for index in claimed_indices:
+                strategy.in_flight_results.pop(index, None)
+
+        if events:
+            await self._commit_reserved(strategy, events, release)
+        else:
+            release()
+        return [self._tell_result(strategy, tid, duplicate=dup, model_data=False) for tid, dup in plan]
 
     def resume(self, strategy_id: int | None = None, name: str | None = None) -> StrategyView:
         if name:
@@ -894,6 +942,8 @@ class ExperimentService:
                 raise NotFound(f"trial_id {trial_id} not found in strategy {strategy_id}", "trial_id")
             if trial.state != PENDING:
                 raise FailedPrecondition(f"trial_id {trial_id} is {trial.state}, not pending", "trial_id")
+            if isinstance(strategy, SweepStrategy) and trial_id in strategy.in_flight_trials:
+                raise FailedPrecondition(f"trial_id {trial_id} is being told", "trial_id")
             event = Event(strategy_id, "abandon", {"failed": failed, "reason": reason[:1000]}, trial_id=trial_id)
             await self._commit([event], strategy)
             return trial

@@ -407,6 +407,13 @@ class SweepStrategy(Strategy):
         self._returned: list[int] = []  # heap of positions handed back (abandoned, lease expired)
         self._lease_heap: list[tuple[float, int]] = []  # (expiry, trial id), lazily cleaned
         self._orders: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # run -> (order, inverse) when shuffled
+        # Reservations of decisions whose events are being committed (asks and tells commit outside
+        # the strategy lock so concurrent workers share fsyncs): not state, never journaled.
+        self.in_flight_indices: set[int] = set()  # being handed out
+        self.in_flight_trials: set[int] = set()  # being told or abandoned by a tell
+        self.in_flight_results: dict[int, int] = {}  # index -> trial whose result is being committed
+        self.in_flight_requests: dict[str, Any] = {}  # ask request id -> future of its reply
+        self._next_reserved_trial_id = 1
 
     # ---------------------------------------------------------------- order
     @property
@@ -435,7 +442,20 @@ class SweepStrategy(Strategy):
         return run * self.p + int(self._run_order(run)[1][k])
 
     def available(self, index: int) -> bool:
-        return index < self.total and index not in self.result_of and index not in self.leased and index not in self.failed_indices
+        return (
+            index < self.total
+            and index not in self.result_of
+            and index not in self.leased
+            and index not in self.failed_indices
+            and index not in self.in_flight_indices
+        )
+
+    def reserve_trial_ids(self, n: int) -> int:
+        """The first of n fresh trial ids (ids of asks still being committed are not reused; an ask
+        whose commit fails leaves a gap)."""
+        start = max(self.next_trial_id, self._next_reserved_trial_id)
+        self._next_reserved_trial_id = start + n
+        return start
 
     def take_indices(self, n: int) -> list[int]:
         """The next n indices neither done, leased nor failed: handed-back ones first (in order),
@@ -467,7 +487,9 @@ class SweepStrategy(Strategy):
             trial = self.trials.get(trial_id)
             if trial is not None and trial.state == PENDING and trial.lease_expires_at == expiry:
                 expired.append(trial)
-        for trial in expired:  # kept until the abandon is applied (a failed commit is retried)
+        busy = [t for t in expired if t.trial_id in self.in_flight_trials]  # a tell is being committed
+        expired = [t for t in expired if t.trial_id not in self.in_flight_trials]
+        for trial in expired + busy:  # kept until the abandon is applied (a failed commit is retried)
             assert trial.lease_expires_at is not None
             heapq.heappush(self._lease_heap, (trial.lease_expires_at, trial.trial_id))
         return expired
