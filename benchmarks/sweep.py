@@ -20,7 +20,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import psyserve_client as pc
 from _harness import percentile, server_process
