@@ -4,6 +4,7 @@ extending runs, restarts after SIGKILL, result aggregation, and the client's wor
 from __future__ import annotations
 
 import csv
+import json
 import math
 import signal
 import sqlite3
@@ -290,8 +291,6 @@ def test_old_journal_is_migrated(tmp_path: Path, db_path: str) -> None:
         PRAGMA user_version=1;"""
     )
     ini = "[common]\nparnames = [x]\nstrategy_names = [s]\n[x]\nlower_bound = 0\nupper_bound = 1\n[s]\ngenerator = SobolGenerator\n"
-    import json
-
     old.execute(
         "INSERT INTO events (strategy_id, kind, trial_id, created_at, payload) VALUES (1, 'configure', NULL, 1.0, ?)",
         (json.dumps({"name": "old", "config_ini": ini, "metadata": {}, "seed": 3, "request_id": ""}),),
@@ -310,7 +309,7 @@ def test_old_journal_is_migrated(tmp_path: Path, db_path: str) -> None:
 
 
 # ---------------------------------------------------------------------- results
-def test_aggregation_matches_numpy(server: ServerThread, tmp_path: Path) -> None:
+def test_aggregation_matches_numpy(server: ServerThread, tmp_path: Path, db_path: str) -> None:
     rng = np.random.default_rng(5)
     description = {"metaParameters": {"alpha": [0.1, 0.2, 0.4], "beta": ["x", "y"]}}
     runs, p = 4, 6
@@ -361,3 +360,13 @@ def test_aggregation_matches_numpy(server: ServerThread, tmp_path: Path) -> None
         # the raw series come back with the trials
         told = next(t for t in client.list_trials() if t.sweep_index == 7)
         assert list(told.outcomes[1].series) == pytest.approx(list(curves[1, 1]))
+        # `psyserve export`: one row per trial with the sweep's parameters, index, metrics and series
+        exported = subprocess.run(
+            [sys.executable, "-m", "psyserve", "export", "--db", db_path, "--format", "csv"], capture_output=True, text=True, check=True
+        ).stdout
+        rows = list(csv.DictReader(exported.splitlines()))
+        assert len(rows) == runs * p - 1
+        row = next(r for r in rows if r["sweep_index"] == "7")
+        assert (row["param.alpha"], row["param.beta"], row["sweep_run"], row["sweep_permutation"]) == ("0.1", "y", "1", "1")
+        assert float(row["outcome.score"]) == scores[1, 1]
+        assert np.allclose(json.loads(row["series.curve"]), curves[1, 1], rtol=0, atol=0)

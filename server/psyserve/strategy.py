@@ -138,6 +138,16 @@ class Strategy:
         return min(times) if times else None
 
     @property
+    def parameter_names(self) -> list[str]:
+        """The names of a stimulus' values, in config order (export columns)."""
+        return self.spec.space.names
+
+    @property
+    def outcome_names(self) -> list[str]:
+        """The names trials are told under, in order (export columns)."""
+        return list(self.spec.outcome_names)
+
+    @property
     def pending(self) -> list[TrialRecord]:
         return [t for t in self.trials.values() if t.state == PENDING]
 

@@ -519,6 +519,18 @@ class SweepStrategy(Strategy):
         return False
 
     # ---------------------------------------------------------------- views
+    @property
+    def parameter_names(self) -> list[str]:
+        return self.sweep.names
+
+    @property
+    def outcome_names(self) -> list[str]:
+        """Every metric told so far, in the order they first appeared."""
+        names: dict[str, None] = {}
+        for trial_id in self.result_of.values():
+            names.update(dict.fromkeys(o.name for o in self.trials[trial_id].outcomes))
+        return list(names)
+
     def progress(self) -> SweepProgress:
         done = len(self.result_of)
         leased = sum(1 for i in self.leased if i not in self.result_of)
