@@ -187,6 +187,15 @@ def test_worker_loop_failure_is_recorded_with_its_text(server: ServerThread) -> 
                 raise KeyError("missing column")
         failed = [t for t in client.list_trials() if t.state == "failed"]
         assert [t.metadata["abandon_reason"] for t in failed] == ["KeyError: 'missing column'"]
+        # a bare `for`: the trial is failed as the exception leaves the loop (the text cannot be seen)
+        sid = client.configure_sweep({"metaParameters": {"alpha": [1, 2]}}, runs=1).strategy_id
+        with pytest.raises(ZeroDivisionError):
+            for trial in client.sweep(sid, ttl=30):
+                assert trial.index == 0
+                _ = 1 / 0
+        failed = [t for t in client.list_trials() if t.state == "failed"]
+        assert [t.sweep_index for t in failed] == [0]
+        assert failed[0].metadata["abandon_reason"].startswith("RuntimeError: the worker loop was left before report()")
 
 
 # ---------------------------------------------------------------------- many workers, one killed

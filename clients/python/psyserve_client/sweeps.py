@@ -124,8 +124,10 @@ class SweepTrial:
     """One handed-out sweep index: `params`, `index`, `run`, `permutation`, `trial_id`; call
     `report(metrics)` once (a metric is a number or a sequence of numbers, e.g. a learning curve)."""
 
-    def __init__(self, loop: SweepLoop, trial: Trial) -> None:
-        self._loop = loop
+    def __init__(self, client: Client, strategy_id: int, trial: Trial) -> None:
+        # the client, not the loop: a bare `for` loop object must die with the loop (see SweepLoop)
+        self._client = client
+        self._strategy_id = strategy_id
         self.trial = trial
         self.trial_id = trial.trial_id
         self.params: dict[str, Value] = dict(trial.params)
@@ -137,7 +139,7 @@ class SweepTrial:
     def report(self, metrics: Mapping[str, float | Sequence[float]], **metadata: Any) -> bool:
         """Tell the trial's metrics; returns False when the index already had a result (a late
         report after the lease ran out and another worker finished it: not counted twice)."""
-        result = self._loop.client.tell(trial_id=self.trial_id, outcome=dict(metrics), strategy_id=self._loop.strategy_id, **metadata)
+        result = self._client.tell(trial_id=self.trial_id, outcome=dict(metrics), strategy_id=self._strategy_id, **metadata)
         self.reported = True
         return not result.duplicate
 
@@ -150,7 +152,7 @@ class SweepTrial:
         if exc is None or self.reported:
             return False
         if not isinstance(exc, Exception):
-            self._loop.client.abandon_trial(self.trial_id, reason="worker interrupted", strategy_id=self._loop.strategy_id)
+            self._client.abandon_trial(self.trial_id, reason="worker interrupted", strategy_id=self._strategy_id)
             self.reported = True
             return False
         self.fail("".join(traceback.format_exception_only(type(exc), exc)).strip())
@@ -158,7 +160,7 @@ class SweepTrial:
 
     def fail(self, reason: str) -> None:
         """Mark the trial failed (it is not handed out again; ListMissingResults lists it)."""
-        self._loop.client.abandon_trial(self.trial_id, failed=True, reason=reason[:1000], strategy_id=self._loop.strategy_id)
+        self._client.abandon_trial(self.trial_id, failed=True, reason=reason[:1000], strategy_id=self._strategy_id)
         self.reported = True
 
 
@@ -173,8 +175,10 @@ class SweepLoop:
     - `with trial:` inside the loop: the exception is recorded and swallowed, the loop goes on;
     - `with client.sweep(...) as trials: for trial in trials:` the exception is recorded and ends
       the loop (it propagates);
-    - a bare `for`: Python does not show the iterator the exception, so the trial is marked failed
-      when the loop object is released, with a generic reason instead of the error text.
+    - a bare `for`: Python does not show the iterator the exception; the loop object is released
+      as the exception leaves the loop (trials do not hold it), and an unreported trial is then
+      marked failed with a generic reason instead of the error text (a `break` before report()
+      does the same).
     """
 
     def __init__(self, client: Client, strategy_id: int, ttl: float, poll_seconds: float, max_wait_seconds: float | None) -> None:
@@ -205,7 +209,7 @@ class SweepLoop:
         while True:
             ask = self.client.ask(strategy_id=self.strategy_id, ttl_seconds=self.ttl)
             if ask.trials:
-                self.current = SweepTrial(self, ask.trials[0])
+                self.current = SweepTrial(self.client, self.strategy_id, ask.trials[0])
                 self.trials_run += 1
                 return self.current
             if ask.is_finished:
@@ -225,7 +229,7 @@ class SweepLoop:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         self.close(exc)
 
-    def __del__(self) -> None:  # a plain `for` left by an exception: the trial is failed, without its text
+    def __del__(self) -> None:  # a bare `for` left by an exception or break: failed, without the text
         if getattr(self, "current", None) is not None and not self.current.reported:  # type: ignore[union-attr]
             try:
                 self._settle(RuntimeError("the worker loop was left before report() (an exception in the loop body?)"))
