@@ -117,6 +117,8 @@ def main() -> None:
         with sqlite3.connect(db) as conn:
             payload = dict(conn.execute("SELECT kind, AVG(LENGTH(payload)) FROM events WHERE kind IN ('ask', 'tell') GROUP BY kind").fetchall())
 
+    load = os.getloadavg()
+    print(f"machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min) at the end")
     print(f"sweep: {total} indices ({summary.sweep.permutations} permutations x {args.runs} runs), {args.workers} workers in {len(procs)} processes, series {args.series} points")
     print(f"results: {results} told, sweep done {sweep.done}/{sweep.total}, missing {len(missing)}, leased {sweep.leased}")
     print(f"indices handed out and told: {results / elapsed:,.0f} per second ({elapsed:.1f} s)")
