@@ -109,6 +109,8 @@ class StrategyView:
     shape: ExperimentShape
     can_fit: bool
     sweep: SweepView | None = None  # parameter sweeps only
+    seed: int = 0  # the experiment seed: the config's, or drawn by the server (journaled) when it sets none
+    seed_from_config: bool = False
 
 
 @dataclass(frozen=True)
@@ -474,6 +476,8 @@ class ExperimentService:
             shape=ExperimentShape.of(strategy.spec),
             can_fit=strategy.can_fit(),
             sweep=strategy.view() if isinstance(strategy, SweepStrategy) else None,
+            seed=strategy.spec.seed or 0,
+            seed_from_config="seed" in strategy.spec.sections.get("common", {}),
         )
 
     # ------------------------------------------------------------------ Configure / Resume

@@ -242,6 +242,8 @@ class StrategySummary:
     model_data_points: int
     parameters: list[Parameter]
     sweep: SweepSummary | None = None
+    seed: int = 0  # the experiment seed (the config's, or drawn by the server): set it in [common] to repeat a run
+    seed_from_config: bool = False
 
 
 @dataclass(frozen=True)
@@ -372,6 +374,8 @@ def parse_summary(s: pb.StrategySummary) -> StrategySummary:
         model_data_points=s.model_data_points,
         parameters=[parse_parameter(p) for p in s.parameters],
         sweep=parse_sweep_summary(s.sweep) if s.HasField("sweep") else None,
+        seed=s.seed,
+        seed_from_config=s.seed_from_config,
     )
 
 

@@ -143,6 +143,8 @@ def summary_to_pb(view: StrategyView) -> pb.StrategySummary:
         outcome_types=[OUTCOME_TYPE_ENUMS[t] for t in shape.outcome_types],
         outcome_names=list(shape.outcome_names),
         sweep=sweep_summary_to_pb(view.sweep) if view.sweep is not None else None,
+        seed=view.seed,
+        seed_from_config=view.seed_from_config,
     )
 
 

@@ -512,6 +512,8 @@ class StrategySummary(_message.Message):
     OUTCOME_TYPES_FIELD_NUMBER: _builtins.int
     OUTCOME_NAMES_FIELD_NUMBER: _builtins.int
     SWEEP_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    SEED_FROM_CONFIG_FIELD_NUMBER: _builtins.int
     strategy_id: _builtins.int
     name: _builtins.str
     current_phase_index: _builtins.int
@@ -522,6 +524,12 @@ class StrategySummary(_message.Message):
     model_data_points: _builtins.int
     created_at: _builtins.float
     stimuli_per_trial: _builtins.int
+    seed: _builtins.int
+    """The experiment seed every generator derives from: the config's `seed`, or one the server drew
+    (journaled) when the config sets none. Put it in the config's [common] section to repeat a run.
+    """
+    seed_from_config: _builtins.bool
+    """True when the config set the seed itself, false when the server drew it."""
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -555,10 +563,12 @@ class StrategySummary(_message.Message):
         outcome_types: _abc.Iterable[Global___OutcomeType.ValueType] | None = ...,
         outcome_names: _abc.Iterable[_builtins.str] | None = ...,
         sweep: Global___SweepSummary | None = ...,
+        seed: _builtins.int = ...,
+        seed_from_config: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sweep", b"sweep"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "current_phase_index", b"current_phase_index", "is_finished", b"is_finished", "metadata", b"metadata", "model_data_points", b"model_data_points", "name", b"name", "outcome_names", b"outcome_names", "outcome_types", b"outcome_types", "parameters", b"parameters", "phases", b"phases", "stimuli_per_trial", b"stimuli_per_trial", "strategy_id", b"strategy_id", "sweep", b"sweep", "trials_asked", b"trials_asked", "trials_completed", b"trials_completed", "trials_pending", b"trials_pending"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "current_phase_index", b"current_phase_index", "is_finished", b"is_finished", "metadata", b"metadata", "model_data_points", b"model_data_points", "name", b"name", "outcome_names", b"outcome_names", "outcome_types", b"outcome_types", "parameters", b"parameters", "phases", b"phases", "seed", b"seed", "seed_from_config", b"seed_from_config", "stimuli_per_trial", b"stimuli_per_trial", "strategy_id", b"strategy_id", "sweep", b"sweep", "trials_asked", b"trials_asked", "trials_completed", b"trials_completed", "trials_pending", b"trials_pending"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
