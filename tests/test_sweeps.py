@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -379,3 +380,24 @@ def test_aggregation_matches_numpy(server: ServerThread, tmp_path: Path, db_path
         assert (row["param.alpha"], row["param.beta"], row["sweep_run"], row["sweep_permutation"]) == ("0.1", "y", "1", "1")
         assert float(row["outcome.score"]) == scores[1, 1]
         assert np.allclose(json.loads(row["series.curve"]), curves[1, 1], rtol=0, atol=0)
+
+
+def test_aepsych_protocol_refuses_sweeps(db_path: str) -> None:
+    """AEPsych clients tell by stimulus, not trial id: sweeps are refused there, naming the field."""
+    srv = ServerThread(ServerOptions(port=0, db=db_path, models=False, aepsych_port=0))
+    try:
+        port = srv.running.extra[0].port  # type: ignore[attr-defined]
+        with pc.Client(srv.address, timeout=10) as client:
+            sid = client.configure_sweep({"metaParameters": {"a": [1, 2]}}, runs=1).strategy_id
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            replies = []
+            for request in (
+                {"type": "setup", "message": {"config_str": "[sweep]\nalpha = [1, 2]\n"}},
+                {"type": "resume", "message": {"strat_id": sid}},
+            ):
+                sock.sendall(json.dumps(request).encode())
+                replies.append(json.loads(sock.recv(65536).decode()))
+        assert "gRPC API only" in str(replies[0]) and "config_ini" in str(replies[0])
+        assert "gRPC API only" in str(replies[1]) and "strat_id" in str(replies[1])
+    finally:
+        srv.stop()
