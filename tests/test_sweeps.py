@@ -3,6 +3,7 @@ extending runs, restarts after SIGKILL, result aggregation, and the client's wor
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import math
@@ -401,3 +402,25 @@ def test_aepsych_protocol_refuses_sweeps(db_path: str) -> None:
         assert "gRPC API only" in str(replies[1]) and "strat_id" in str(replies[1])
     finally:
         srv.stop()
+
+
+async def test_async_worker_loops_share_a_sweep(server: ServerThread) -> None:
+    """Three asyncio worker loops over one sweep: every index once; `async with trial` records a failure."""
+    async with pc.AsyncClient(server.address, timeout=10) as client:
+        sid = (await client.configure_sweep(GRID_3x3x2, runs=2)).strategy_id
+        seen: list[int] = []
+
+        async def worker() -> None:
+            async for trial in client.sweep(sid, ttl=30, poll_seconds=0.05):
+                async with trial:
+                    seen.append(trial.index)
+                    if trial.index == 5:
+                        raise ValueError("bad seed")
+                    await trial.report({"score": float(trial.params["alpha"]) + trial.run})
+
+        await asyncio.gather(worker(), worker(), worker())
+        assert sorted(seen) == list(range(36))
+        missing = await client.list_missing(strategy_id=sid)
+        assert (missing.indices, missing.failed) == ([5], [5])
+        failed = [t for t in await client.list_trials(strategy_id=sid) if t.state == "failed"]
+        assert [t.metadata["abandon_reason"] for t in failed] == ["ValueError: bad seed"]
