@@ -31,7 +31,7 @@ protos: $(STAMP)
 	$(PY) scripts/gen_protos.py
 
 protos-check: protos
-	git diff --exit-code -- clients/python/psyserve_client/_proto || (echo "generated code is stale: run 'make protos' and commit" && exit 1)
+	git diff --exit-code -- clients/python/psyserve_client/_proto && test -z "$$(git status --porcelain -- clients/python/psyserve_client/_proto)" || (echo "generated code is stale: run 'make protos' and commit" && exit 1)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check server clients/python tests benchmarks scripts
