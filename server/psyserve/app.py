@@ -131,25 +131,32 @@ async def start_server(options: ServerOptions) -> RunningServer:
     if port == 0:
         await service.close()
         raise OSError(f"could not bind {address}")
+    http = None
+    if options.http_port is not None:  # before the gRPC port answers: a client that sees one sees both
+        from .transports.http_api import start_http_server
+
+        try:
+            http = await start_http_server(
+                service,
+                options.host,
+                options.http_port,
+                auth_token=options.auth_token,
+                cors_origins=options.cors_origins,
+                tls_cert=options.tls_cert,
+                tls_key=options.tls_key,
+            )
+        except OSError:
+            await service.close()
+            raise
     await server.start()
     running = RunningServer(server=server, service=service, health=health_servicer, port=port)
     if options.aepsych_port is not None:
         from .transports.aepsych_tcp import start_aepsych_server
 
         running.extra.append(await start_aepsych_server(service, options.host, options.aepsych_port))
-    if options.http_port is not None:
-        from .transports.http_api import start_http_server
-
-        running.http = await start_http_server(
-            service,
-            options.host,
-            options.http_port,
-            auth_token=options.auth_token,
-            cors_origins=options.cors_origins,
-            tls_cert=options.tls_cert,
-            tls_key=options.tls_key,
-        )
-        running.extra.append(running.http)
+    if http is not None:
+        running.http = http
+        running.extra.append(http)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     log.info(

@@ -154,7 +154,9 @@ class ConnectExperimentService:
     list_trials = _unary("ListTrials")
     abandon_trial = _unary("AbandonTrial")
 
-    async def export_data(self, request: pb.ExportDataRequest, ctx: RequestContext[Any, Any]) -> AsyncIterator[pb.ExportDataResponse]:
+    async def export_data(
+        self, request: pb.ExportDataRequest, ctx: RequestContext[Any, Any]
+    ) -> AsyncIterator[pb.ExportDataResponse]:
         async for item in self.servicer.ExportData(request, _ServicerContext(ctx)):  # type: ignore[arg-type]
             yield item
 
@@ -176,7 +178,8 @@ class BearerAuth:
 
 
 class _JSONCodec(ProtoJSONCodec):
-    """Proto3 JSON, compact, and unknown fields refused (a misspelt field is an error, not silently ignored)."""
+    """Proto3 JSON, compact; unknown fields refused (a misspelt field is an error, not silently ignored);
+    an empty body is the empty message, as in binary protobuf."""
 
     def __init__(self) -> None:
         super().__init__(ignore_unknown_fields=False)
@@ -187,6 +190,8 @@ class _JSONCodec(ProtoJSONCodec):
         return MessageToJson(message, indent=None).encode()
 
     def decode(self, data: bytes | bytearray, message_class: type[Any]) -> Any:
+        if not data.strip():
+            return message_class()
         try:
             return super().decode(data, message_class)
         except Exception as exc:  # json_format.ParseError, UnicodeDecodeError, RecursionError
@@ -208,7 +213,9 @@ class _BinaryCodec:
         try:
             return message_class.FromString(bytes(data))
         except Exception as exc:  # google.protobuf.message.DecodeError
-            raise ConnectError(Code.INVALID_ARGUMENT, f"malformed protobuf request body for {message_class.__name__}: {exc}") from None
+            raise ConnectError(
+                Code.INVALID_ARGUMENT, f"malformed protobuf request body for {message_class.__name__}: {exc}"
+            ) from None
 
 
 # ---------------------------------------------------------------------- gRPC-Web text (base64) ↔ binary
@@ -248,7 +255,10 @@ class GrpcWebText:
 
         async def send_encoded(message: Message_) -> None:
             if message["type"] == "http.response.start":
-                out = [(k, text_type if k == b"content-type" and v.startswith(b"application/grpc-web") else v) for k, v in message.get("headers", ())]
+                out = [
+                    (k, text_type if k == b"content-type" and v.startswith(b"application/grpc-web") else v)
+                    for k, v in message.get("headers", ())
+                ]
                 message = {**message, "headers": out}
             elif message["type"] == "http.response.body":
                 carry.extend(message.get("body", b""))
