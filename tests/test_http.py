@@ -164,6 +164,25 @@ def test_every_unary_rpc(http_server: ServerThread, codec: str) -> None:
         assert abandoned.trial.state == pb.TRIAL_STATE_ABANDONED
         fin = http.call("FinishStrategy", pb.FinishStrategyRequest(strategy_id=second), pb.FinishStrategyResponse)
         assert fin.finished_strategy == "init_strat" and not fin.is_finished
+        # the sweep RPCs, on a 2 x 2 sweep with one run
+        sweep = http.call(
+            "Configure",
+            pb.ConfigureRequest(config_ini="[sweep]\nruns = 1\nalpha = [1.0, 0.5]\nbeta = [1, 2]\n"),
+            pb.ConfigureResponse,
+        ).strategy_id
+        missing = http.call("ListMissingResults", pb.ListMissingResultsRequest(strategy_id=sweep), pb.ListMissingResultsResponse)
+        assert list(missing.indices) == [0, 1, 2, 3]
+        handed = http.call("Ask", pb.AskRequest(strategy_id=sweep), pb.AskResponse).trials[0]
+        http.call(
+            "Tell",
+            pb.TellRequest(strategy_id=sweep, trial_id=handed.trial_id, outcomes=[pb.Outcome(name="loss", value=0.5)]),
+            pb.TellResponse,
+        )
+        extended = http.call("ExtendSweep", pb.ExtendSweepRequest(strategy_id=sweep, runs=2), pb.ExtendSweepResponse)
+        assert extended.summary.strategy_id == sweep
+        results = http.call("GetSweepResults", pb.GetSweepResultsRequest(strategy_id=sweep), pb.GetSweepResultsResponse)
+        assert list(results.parameter_names) == ["alpha", "beta"] and len(results.permutations) == 1
+        assert results.permutations[0].metrics[0].mean == 0.5  # its sem is NaN: "NaN" in proto3 JSON
     finally:
         http.close()
     # the same data over gRPC: one service behind both ports
