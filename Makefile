@@ -43,6 +43,7 @@ buf-lint:
 
 bench: $(STAMP)
 	$(PY) benchmarks/rpc.py
+	$(PY) benchmarks/http_rpc.py
 	$(PY) benchmarks/journal.py
 	cd benchmarks && ../$(PY) sweep.py && ../$(PY) sweep.py --series 100
 	$(PY) benchmarks/restart.py --with-models
