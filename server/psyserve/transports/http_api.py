@@ -440,6 +440,7 @@ async def start_http_server(
         app,
         lifespan="off",
         http="httptools",  # C parser: about half the server CPU per request of the pure-Python h11
+        log_config=None,  # leave the process's logging as the app set it; uvicorn's loggers propagate to it
         log_level=logging.WARNING,
         access_log=False,
         ssl_certfile=tls_cert,
