@@ -497,3 +497,37 @@ def test_tls_on_the_http_port(tmp_path: Path) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+# ---------------------------------------------------------------------- a stalled body; routes mounted beside the API
+def test_stalled_body_is_dropped_and_mounted_routes_share_the_port(http_server: ServerThread) -> None:
+    import socket
+    import time
+
+    from psyserve.transports.http_api import start_http_server
+
+    extra = http_server.call(start_http_server(http_server.running.service, "127.0.0.1", 0, body_timeout=0.5))
+
+    async def metrics(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": f"path {scope['path']}".encode()})
+
+    extra.router.mount("/metrics", metrics)
+    try:
+        with socket.create_connection(("127.0.0.1", extra.port), timeout=10) as sock:
+            sock.sendall(
+                f"POST {SERVICE}/Ask HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n".encode()
+                + b'{"strategyId"'
+            )
+            t0 = time.monotonic()
+            answer = b""
+            while not answer.endswith(b"0\r\n\r\n") and (chunk := sock.recv(65536)):
+                answer += chunk
+            assert time.monotonic() - t0 < 5
+        assert answer.startswith(b"HTTP/1.1 504") and b'"deadline_exceeded"' in answer and b"request body stalled" in answer
+        assert httpx.get(f"http://127.0.0.1:{extra.port}/metrics", timeout=10).text == "path /metrics"
+        assert httpx.get(f"http://127.0.0.1:{extra.port}/metricsx", timeout=10).status_code == 404
+        reply = httpx.post(f"http://127.0.0.1:{extra.port}{SERVICE}/ListStrategies", json={}, timeout=10)
+        assert reply.status_code == 200 and reply.json() == {}
+    finally:
+        http_server.call(extra.close())

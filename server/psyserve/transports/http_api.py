@@ -52,6 +52,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 SERVICE_DESCRIPTOR = service_pb2.DESCRIPTOR.services_by_name["ExperimentService"]
 SERVICE_PATH = "/" + SERVICE_DESCRIPTOR.full_name
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # the gRPC port's limit (app.MAX_MESSAGE_BYTES)
+BODY_TIMEOUT_SECONDS = 60.0  # a request body may pause this long (the AEPsych port's request timeout)
 _UNAUTHENTICATED = "missing or invalid credentials: send header 'authorization: Bearer <token>'"
 
 #: Request headers a browser may send cross-origin (Connect, gRPC-Web, auth), and response headers it may read.
@@ -291,6 +292,37 @@ def _b64decode_stream(text: bytes) -> bytes:
     return b"".join(out)
 
 
+class BodyTimeout:
+    """ASGI middleware: a request body that stops arriving for `seconds` ends the request with
+    `deadline_exceeded`, so a client that sends headers and then stalls cannot hold a handler forever
+    (the AEPsych port's request timeout, for HTTP)."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body_done = False
+
+        async def bounded() -> Message_:
+            nonlocal body_done
+            if body_done:  # after the body only a disconnect can come: wait for it as long as it takes
+                return await receive()
+            try:
+                async with asyncio.timeout(self.seconds):
+                    message = await receive()
+            except TimeoutError:
+                log.warning("HTTP request body from %s stalled for %g s: dropped", scope.get("client"), self.seconds)
+                raise ConnectError(Code.DEADLINE_EXCEEDED, f"request body stalled: no bytes for {self.seconds:g} s") from None
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        await self.app(scope, bounded, send)
+
+
 # ---------------------------------------------------------------------- the app
 class HttpApp:
     """Routes by path prefix: the ExperimentService under /psyserve.v1.ExperimentService/, plus whatever
@@ -345,6 +377,7 @@ def build_http_app(
     authorize: Authorize | None = None,
     cors_origins: Sequence[str] = (),
     max_message_bytes: int = MAX_MESSAGE_BYTES,
+    body_timeout: float = BODY_TIMEOUT_SECONDS,
     routes: Mapping[str, ASGIApp] | None = None,
 ) -> tuple[ASGIApp, HttpApp]:
     """The HTTP app: (outermost ASGI app to serve, the router to `mount` more routes on).
@@ -363,7 +396,7 @@ def build_http_app(
     for prefix, route in (routes or {}).items():
         router.mount(prefix, route)
     app = CORSMiddleware(
-        GrpcWebText(router),
+        BodyTimeout(GrpcWebText(router), body_timeout),
         allow_origins=list(check_cors_origins(cors_origins)),
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=CORS_ALLOW_HEADERS,
@@ -429,11 +462,17 @@ async def start_http_server(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
+    body_timeout: float = BODY_TIMEOUT_SECONDS,
     routes: Mapping[str, ASGIApp] | None = None,
 ) -> HttpServer:
     """Serve the HTTP app on host:port (0 picks a free port) as a task of the running event loop."""
     app, router = build_http_app(
-        service, authorize=authorize, cors_origins=cors_origins, max_message_bytes=max_message_bytes, routes=routes
+        service,
+        authorize=authorize,
+        cors_origins=cors_origins,
+        max_message_bytes=max_message_bytes,
+        body_timeout=body_timeout,
+        routes=routes,
     )
     sock = _bind(host, port)
     config = uvicorn.Config(
