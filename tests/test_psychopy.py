@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from conftest import CONFIGS, ROOT, ServerProcess, ServerThread, free_port, spawn_server
 from psychopy_psyserve import ConnectionLostError, MultiPsyserveHandler, PsyserveHandler
-
 from psyserve_client import Client
 
 PPY = ROOT / ".venv-psychopy" / "bin" / "python"
@@ -198,7 +198,7 @@ def test_server_killed_mid_run_loses_no_response(tmp_path: Path) -> None:
         short = PsyserveHandler(restarted[-1].address, config=SOBOL_MANUAL, retryTimeout=0.3, nTrials=2)
         next(short)
         restarted[-1].kill(signal.SIGKILL)
-        with pytest.raises(ConnectionLostError, match="kept in handler.unsent"):
+        with pytest.raises(ConnectionLostError, match=r"kept in handler\.unsent"):
             short.addResponse(1)
         assert len(short.unsent) == 1
         restarted.append(spawn_server(db, log, "--no-models", port=port))
@@ -264,6 +264,22 @@ def small_contrast_ini(sobol: int, model: int) -> str:
     text = (EXAMPLES / "contrast.ini").read_text()
     text = text.replace("min_asks = 10", f"min_asks = {sobol}").replace("min_asks = 30", f"min_asks = {model}")
     return text
+
+
+@pytest.mark.slow
+def test_threshold_and_predict_from_the_model(model_server: ServerProcess) -> None:
+    handler = PsyserveHandler(model_server.address, config=small_contrast_ini(6, 4))
+    for params in handler:  # a step observer: sees every grating above 5% contrast
+        handler.addResponse(1 if float(params["contrast"]) > 0.05 else 0)
+    assert handler.finished and handler.thisTrialN == 9
+    threshold = handler.threshold(0.75, frequency=2.0)
+    assert threshold["frequency"] == pytest.approx(2.0)
+    assert 0.005 <= float(threshold["contrast"]) <= 1.0
+    high = handler.predict(contrast=0.9, frequency=2.0)
+    low = handler.predict(contrast=0.006, frequency=2.0)
+    assert isinstance(high, float) and isinstance(low, float) and 0 <= low < high <= 1
+    many = handler.predict([{"contrast": 0.9, "frequency": 2.0}, {"contrast": 0.006, "frequency": 2.0}])
+    assert many == pytest.approx([high, low])
 
 
 def test_plugin_and_experiment_handler_csv(server: ServerThread, psychopy_python: Path, tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ $frequency, a keyboard whose LEFT = seen is told at the routine's end).
 
     .venv-psychopy/bin/python examples/psychopy/make_builder_example.py [out.psyexp]
 
+With the Pyglet keyboard backend PsychoPy 2026.2 reports a key's name as [name, time], so the outcome
+expression tests `'left' in str(key_resp.keys)`, which holds for either form.
 The server address comes from $PSYSERVE_ADDRESS (default 127.0.0.1:50051) when the compiled script runs.
 """
 
@@ -29,6 +31,10 @@ def build(out: str) -> None:
     settings["Save psydat file"].val = False
     settings["Save log file"].val = False
     settings["Enable Escape"].val = False
+    # Pyglet key events: psychtoolbox (PsychoPy's default keyboard backend) is not installed in .venv-psychopy,
+    # and PsychoPy 2026.2 keeps an explicitly requested 'ptb' backend even when psychtoolbox is missing
+    # (its keyboard then never reports a key).
+    settings["keyboardBackend"].val = "Pyglet"
     trial = exp.addRoutine("trial")
     psyserve = comps["PsyserveComponent"](
         exp, "trial", name="psyserve",

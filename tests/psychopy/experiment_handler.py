@@ -9,8 +9,9 @@ from pathlib import Path
 from psychopy import data, plugins
 
 plugins.activatePlugins()
-import psychopy_psyserve  # noqa: E402
 from psychopy.data import PsyserveHandler  # noqa: E402
+
+import psychopy_psyserve  # noqa: E402
 
 address, config, outdir = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 exp = data.ExperimentHandler(name="t", dataFileName=str(outdir / "exp"), savePickle=False, saveWideText=False)

@@ -8,7 +8,7 @@ It must not run anything at experiment time itself: it only writes code.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from psychopy.experiment.components import BaseComponent, Param, _translate
 
@@ -19,8 +19,8 @@ class PsyserveComponent(BaseComponent):
     routine, taken from a response component (its `.corr`, or an expression). Put it first in the
     routine so the parameters are set before the stimuli update."""
 
-    categories = ["Custom", "Data"]
-    targets = ["PsychoPy"]
+    categories: ClassVar[list[str]] = ["Custom", "Data"]
+    targets: ClassVar[list[str]] = ["PsychoPy"]
     tooltip = _translate("psyserve: model-based adaptive trials from a psyserve server")
     plugin = "psychopy-psyserve"
 
@@ -146,4 +146,4 @@ class PsyserveComponent(BaseComponent):
         buff.writeIndentedLines(code % values)
 
     def writeExperimentEndCode(self, buff: Any) -> None:
-        buff.writeIndentedLines("%(name)s.close()  # psyserve: send anything unsent, close the connection\n" % self.params)
+        buff.writeIndentedLines(f"{self.params['name']}.close()  # psyserve: send anything unsent, close the connection\n")

@@ -339,7 +339,7 @@ class PsyserveHandler:
         while self.unsent:
             item = self.unsent[0]
             result = self._call(
-                lambda c: c.tell(
+                lambda c, item=item: c.tell(  # type: ignore[misc]
                     outcome=item["outcome"], trial_id=item["trial_id"], strategy_id=self.strategyId, **item["metadata"]
                 )
             )
@@ -359,8 +359,9 @@ class PsyserveHandler:
         """The stimulus at which the model's response probability is `target` (the other parameters held
         at `fixed`), as {parameter: value}."""
         self.flush()
+        constraints: dict[str | int, Value] = {name: value for name, value in fixed.items()}
         result = self._call(
-            lambda c: c.query("inverse", probability_space=True, y=target, constraints=dict(fixed), strategy_id=self.strategyId)
+            lambda c: c.query("inverse", probability_space=True, y=target, constraints=constraints, strategy_id=self.strategyId)
         )
         return dict(result.predictions[0].x)
 
@@ -654,8 +655,11 @@ class MultiPsyserveHandler:
         """threshold() of one condition (by label; the current one without)."""
         return self._by_label(label).threshold(target, **fixed)
 
-    def predict(self, points: Sequence[Mapping[str, Value]] | None = None, label: str | None = None, **params: Value) -> float | list[float]:
-        return self._by_label(label).predict(points, **params)
+    def predict(
+        self, points: Sequence[Mapping[str, Value]] | None = None, probability: bool = True, label: str | None = None, **params: Value
+    ) -> float | list[float]:
+        """predict() of one condition (by label; the current one without)."""
+        return self._by_label(label).predict(points, probability, **params)
 
     def _by_label(self, label: str | None) -> PsyserveHandler:
         if label is None:
