@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from psyserve_client import (
     Client,
     DeadlineExceededError,
+    FailedPreconditionError,
     NotFoundError,
     Parameter,
     Trial,
@@ -130,7 +131,10 @@ class PsyserveHandler:
         self._warned_late: set[str] = set()
         if config is not None:
             text = _read_config(config)
-            result = self._call(lambda c: c.configure(config_str=text, config_name=strategyName, metadata=metadata))
+            request_id = uuid.uuid4().hex  # a retried Configure returns the strategy the first one made
+            result = self._call(
+                lambda c: c.configure(config_str=text, config_name=strategyName, metadata=metadata, request_id=request_id)
+            )
             self.strategyId: int = result.strategy_id
             self.strategyName = result.summary.name
             self.parameters: dict[str, Parameter] = {p.name: p for p in result.parameters}
@@ -351,7 +355,10 @@ class PsyserveHandler:
         trial_id = self.thisTrialId
         assert trial_id is not None
         log.warning("trial %s (id %s) had no response: abandoned on the server (%s)", self.thisTrialN, trial_id, reason)
-        self._call(lambda c: c.abandon_trial(trial_id, reason=reason, strategy_id=self.strategyId))
+        try:
+            self._call(lambda c: c.abandon_trial(trial_id, reason=reason, strategy_id=self.strategyId))
+        except FailedPreconditionError:  # a retried abandon after the first one landed, or a lease that expired
+            pass
         self._responded = True
 
     # ------------------------------------------------------------------ model read-outs
