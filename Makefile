@@ -15,7 +15,7 @@ HOST ?= 127.0.0.1
 
 install: $(STAMP) $(PPSTAMP)
 
-$(STAMP): pyproject.toml clients/python/pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml clients/psychopy/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
@@ -55,6 +55,7 @@ buf-lint:
 bench: $(STAMP)
 	$(PY) benchmarks/rpc.py
 	$(PY) benchmarks/journal.py
+	cd benchmarks && ../$(PY) sweep.py && ../$(PY) sweep.py --series 100
 	$(PY) benchmarks/restart.py --with-models
 	$(PY) benchmarks/compute.py
 	cd benchmarks && ../$(PY) psychophysics.py --seeds 3 --response-times 0.5 0
