@@ -171,7 +171,7 @@ class PackedPairwiseLaplace:
         u = Binv.T @ g_f
         G = 0.5 * (W @ Binv).T - 0.5 * np.outer(alpha, alpha) + np.outer(u, alpha)
         G = 0.5 * (G + G.T)
-        d_ls = s * np.einsum("ij,ijk->k", K0_prime * G, self.Dx2) / ls**3 - gamma_grad  # dK/dl = s k' D2 / l^3
+        d_ls = np.einsum("ij,ijk->k", (s * K0_prime) * G, self.Dx2) / ls**3 - gamma_grad  # dK/dl = s k' D2 / l^3
         d_box = dist / sigma**2 * np.sign(s - centre) if dist > 0 else 0.0
         d_raw = ds_draw * ((K0 * G).sum() + d_box)
         return loss, np.concatenate([d_ls, [d_raw]])
