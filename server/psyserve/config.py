@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import aepsych_names as aepsych
-from .compute.contract import KNOWN_ACQFS, KNOWN_MODELS, acqf_supports
+from .compute.contract import KNOWN_ACQFS, KNOWN_MODELS, OBJECTIVE_LINKS, acqf_supports
 from .params import ParameterSpace, ParameterSpec, ParamType, RawValue
 
 MODELS = KNOWN_MODELS  # the compute side's registry (torch-free import)
@@ -489,6 +489,15 @@ def _parse_phase(
         objective = r.raw(name, "objective", acqf)
         if objective is not None:
             generator_options["objective"] = _objective(objective[0], objective[1].strip())
+        floor = _floor_link(r, name, model, acqf, objective, generator_options, model_options)
+        if floor is not None and target is not None and not floor < float(target) < 1:
+            found = r.raw(acqf, "target", name)
+            raise ConfigError(
+                found[0] if found else acqf,
+                "target",
+                f"target {target} is a response probability and must lie in (floor, 1) = ({floor:g}, 1): "
+                "with a guess rate, lower probabilities are never reached",
+            )
     elif generator == "ManualGenerator":
         text = r.get_str(name, "points", generator)
         if text is None:
@@ -549,6 +558,8 @@ def _check_model_fits_experiment(phase: str, model: str, stimuli_per_trial: int,
 def _refuse_unhonoured_keys(r: _Reader, phase: str, model: str, acqf: str) -> None:
     """Keys AEPsych would honour but psyserve cannot: refused, naming where they stand."""
     for key, why in aepsych.UNSUPPORTED_MODEL_KEYS.items():
+        if key == "likelihood":
+            continue  # _floor_link honours the Bernoulli likelihoods and refuses the rest
         found = r.raw(model, key, phase)
         if found is None:
             continue
@@ -570,8 +581,71 @@ def _refuse_unhonoured_keys(r: _Reader, phase: str, model: str, acqf: str) -> No
                 )
 
 
+def _floor_link(
+    r: _Reader,
+    phase: str,
+    model: str,
+    acqf: str,
+    objective: tuple[str, str] | None,
+    generator_options: dict[str, float | int | str],
+    model_options: dict[str, float | int | str],
+) -> float | None:
+    """A floor objective (n-AFC guess rate): the link the model is fitted with and every acquisition
+    and read-out uses. Named by the acquisition's `objective` and/or, as AEPsych writes it, by
+    `likelihood = BernoulliObjectiveLikelihood` with `[BernoulliObjectiveLikelihood] objective`; both
+    must agree. Its `floor` is read from the objective's own section (AEPsych's default 0.5).
+    Returns the floor, or None without a floor objective."""
+    from_acqf = None if objective is None else objective[1].strip()
+    from_likelihood = None
+    likelihood = r.raw(model, "likelihood", phase)
+    if likelihood is not None:
+        value = likelihood[1].strip()
+        if value == "BernoulliObjectiveLikelihood" and model == "GPClassificationModel":
+            found = r.raw("BernoulliObjectiveLikelihood", "objective")
+            if found is None:
+                raise ConfigError("BernoulliObjectiveLikelihood", "objective", "BernoulliObjectiveLikelihood needs an objective")
+            from_likelihood = found[1].strip()
+            if from_likelihood not in OBJECTIVE_LINKS and from_likelihood.lower() != "probitobjective":
+                raise ConfigError(
+                    found[0], "objective", f"supported likelihood objectives: {sorted([*OBJECTIVE_LINKS, 'ProbitObjective'])}"
+                )
+        elif not (value == "BernoulliLikelihood" and model == "GPClassificationModel"):
+            raise ConfigError(
+                likelihood[0], "likelihood", f"not supported by psyserve: {aepsych.UNSUPPORTED_MODEL_KEYS['likelihood']}"
+            )
+    chosen = [o for o in (from_acqf, from_likelihood) if o is not None and o in OBJECTIVE_LINKS]
+    if not chosen:  # no floor objective: the default probit (BernoulliLikelihood / ProbitObjective)
+        return None
+    name = chosen[0]
+    where = objective[0] if from_acqf is not None and objective is not None else "BernoulliObjectiveLikelihood"
+    if model != "GPClassificationModel":
+        raise ConfigError(where, "objective", f"{name} is a response link for binary outcomes; {model} cannot use it")
+    other = from_likelihood if from_acqf == name else from_acqf
+    if other is not None and other != name and other.lower() not in ("identitymcobjective", "identity", "none"):
+        raise ConfigError(
+            where,
+            "objective",
+            f"the acquisition's objective ({from_acqf}) and the likelihood's ({from_likelihood}) must name the same link: "
+            "psyserve fits the model with the floor objective's link and reads the acquisition and queries through it",
+        )
+    floor = r.get_float(name, "floor")
+    if floor is None:
+        floor = 0.5  # AEPsych's default floor
+    if not 0.0 <= floor < 1.0:
+        found = r.raw(name, "floor")
+        raise ConfigError(found[0] if found else name, "floor", f"floor (the guess rate) must lie in [0, 1), got {floor:g}")
+    model_options["link"] = OBJECTIVE_LINKS[name]
+    model_options["floor"] = floor
+    if from_acqf == name or from_acqf is None:
+        generator_options["objective"] = name
+    generator_options["floor"] = floor
+    return floor
+
+
 def _objective(section: str, text: str) -> str:
     """Validate an acquisition objective name; refuse what psyserve cannot honour."""
+    if text in OBJECTIVE_LINKS:
+        return text
     if text.lower() in aepsych.SUPPORTED_OBJECTIVES:
         return aepsych.SUPPORTED_OBJECTIVES[text.lower()]
     supported = sorted(v for v in set(aepsych.SUPPORTED_OBJECTIVES.values()) if v)
