@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import psyserve_client as pc
 import pytest
 import scipy.stats
 
+import psyserve_client as pc
 from conftest import spawn_server
 from psyserve.config import ConfigError, parse_config
 
@@ -108,9 +108,11 @@ def test_floor_changes_the_level_the_acquisition_aims_at() -> None:
     assert opt.generator_options["objective"] == "FloorGumbelObjective" and opt.generator_options["floor"] == 0.5
     assert spec.warnings == ()
     # only the acquisition names it (AEPsych would need the likelihood too): the model is fitted with it as well
-    acqf_only = TWO_AFC.format(objective="FloorLogitObjective").replace(
-        "likelihood = BernoulliObjectiveLikelihood # the link with the guess rate\n", ""
-    ).replace("[BernoulliObjectiveLikelihood]\nobjective = FloorLogitObjective\n", "")
+    acqf_only = (
+        TWO_AFC.format(objective="FloorLogitObjective")
+        .replace("likelihood = BernoulliObjectiveLikelihood # the link with the guess rate\n", "")
+        .replace("[BernoulliObjectiveLikelihood]\nobjective = FloorLogitObjective\n", "")
+    )
     opt = parse_config(acqf_only).phases[1]
     assert (opt.model_options["link"], opt.model_options["floor"]) == ("logit", 0.5)
     cases = [
@@ -118,7 +120,8 @@ def test_floor_changes_the_level_the_acquisition_aims_at() -> None:
         (TWO_AFC.format(objective="FloorProbitObjective").replace("floor = 0.5 #", "floor = 1.2 #"), "floor", "[0, 1)"),
         (
             TWO_AFC.format(objective="FloorProbitObjective").replace(
-                "[MCLevelSetEstimation]\nobjective = FloorProbitObjective", "[MCLevelSetEstimation]\nobjective = FloorLogitObjective"
+                "[MCLevelSetEstimation]\nobjective = FloorProbitObjective",
+                "[MCLevelSetEstimation]\nobjective = FloorLogitObjective",
             ),
             "objective",
             "same link",

@@ -115,7 +115,10 @@ def test_floor_acquisitions_against_monte_carlo() -> None:
     bald = build_acquisition("BernoulliMCMutualInformation", fitted, GeneratorSpec("BernoulliMCMutualInformation", {}), 0)
     np.testing.assert_allclose(bald(grid).detach().numpy(), h(p.mean(1)) - h(p).mean(1), atol=3e-3)
     pv = build_acquisition(
-        "MCPosteriorVariance", fitted, GeneratorSpec("MCPosteriorVariance", {"objective": "FloorGumbelObjective", "floor": 0.5}), 0
+        "MCPosteriorVariance",
+        fitted,
+        GeneratorSpec("MCPosteriorVariance", {"objective": "FloorGumbelObjective", "floor": 0.5}),
+        0,
     )
     np.testing.assert_allclose(pv(grid).detach().numpy(), p.var(1), atol=1e-3)
     # the straddle's level is the latent value whose floored probability is the target
@@ -123,4 +126,6 @@ def test_floor_acquisitions_against_monte_carlo() -> None:
     assert lse.target == pytest.approx(np.log(-np.log(0.5)))  # Gumbel: F(t) = (0.75 - 0.5) / 0.5
     assert link.latent_level(0.75) == pytest.approx(lse.target)
     with pytest.raises(ValueError, match="same link"):
-        build_acquisition("MCPosteriorVariance", fitted, GeneratorSpec("MCPosteriorVariance", {"objective": "FloorProbitObjective"}), 0)
+        build_acquisition(
+            "MCPosteriorVariance", fitted, GeneratorSpec("MCPosteriorVariance", {"objective": "FloorProbitObjective"}), 0
+        )

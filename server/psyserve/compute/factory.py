@@ -20,8 +20,8 @@ from psyserve.compute.acquisition import BernoulliBALD, LevelSetStraddle, Pairwi
 from psyserve.compute.bvn import norm_cdf
 from psyserve.compute.contract import (
     CLASSIFICATION,
-    PAIRWISE,
     OBJECTIVE_LINKS,
+    PAIRWISE,
     GeneratorSpec,
     acqf_supports,
     canonical_acqf,

@@ -138,9 +138,7 @@ class Link:
     def latent_level(self, p: float) -> float:
         r"""The latent ``f`` with ``p(f) = p``; ``p`` must lie in ``(floor, 1)``."""
         if not self.floor < p < 1.0:
-            raise ValueError(
-                f"target must be a probability in ({self.floor:g}, 1) for a floor of {self.floor:g}, got {p!r}"
-            )
+            raise ValueError(f"target must be a probability in ({self.floor:g}, 1) for a floor of {self.floor:g}, got {p!r}")
         u = (p - self.floor) / (1.0 - self.floor)
         if self.kind == "probit":
             return float(scipy.stats.norm.ppf(u))
