@@ -4,6 +4,7 @@
 using System;
 using System.Collections.Generic;
 using System.Globalization;
+using System.Numerics;
 using System.Text;
 
 namespace Psyserve.Client
@@ -129,8 +130,104 @@ namespace Psyserve.Client
                 case "-Infinity": return double.NegativeInfinity;
             }
             double d;
-            if (double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out d)) return d;
+            if (TryParseDouble(text, out d)) return d;
             throw new JsonException(field + ": not a number: " + text);
+        }
+
+        /// <summary>
+        /// Decimal text -> the nearest double (round half to even). Exact, unlike double.Parse on Mono /
+        /// .NET Framework, which is off by one unit in the last place for some 16-17 digit inputs: a
+        /// value must survive server -> client -> server unchanged.
+        /// </summary>
+        public static bool TryParseDouble(string text, out double value)
+        {
+            value = 0;
+            int i = 0, n = text.Length;
+            bool negative = false;
+            if (i < n && (text[i] == '-' || text[i] == '+')) negative = text[i++] == '-';
+            var digits = new StringBuilder();
+            int fracDigits = 0, intDigits = 0;
+            while (i < n && text[i] >= '0' && text[i] <= '9') { digits.Append(text[i++]); intDigits++; }
+            if (i < n && text[i] == '.')
+            {
+                i++;
+                while (i < n && text[i] >= '0' && text[i] <= '9') { digits.Append(text[i++]); fracDigits++; }
+            }
+            if (intDigits + fracDigits == 0) return false;
+            long exp = 0;
+            if (i < n && (text[i] == 'e' || text[i] == 'E'))
+            {
+                i++;
+                bool expNegative = false;
+                if (i < n && (text[i] == '-' || text[i] == '+')) expNegative = text[i++] == '-';
+                int start = i;
+                while (i < n && text[i] >= '0' && text[i] <= '9')
+                {
+                    if (exp < 100000) exp = exp * 10 + (text[i] - '0');
+                    i++;
+                }
+                if (i == start) return false;
+                if (expNegative) exp = -exp;
+            }
+            if (i != n) return false;
+            var mantissa = digits.ToString().TrimStart('0');
+            long e10 = exp - fracDigits;
+            if (mantissa.Length == 0 || e10 + mantissa.Length < -400) { value = negative ? -0.0 : 0.0; return true; }
+            if (e10 + mantissa.Length > 400) { value = negative ? double.NegativeInfinity : double.PositiveInfinity; return true; }
+            if (mantissa.Length <= 15 && e10 >= -22 && e10 <= 22)
+            {
+                // Clinger's fast path: both operands exact, one correctly rounded IEEE operation
+                double m = long.Parse(mantissa, CultureInfo.InvariantCulture);
+                value = e10 >= 0 ? m * Pow10[e10] : m / Pow10[-e10];
+            }
+            else value = Exact(BigInteger.Parse(mantissa, CultureInfo.InvariantCulture), (int)e10);
+            if (negative) value = -value;
+            return true;
+        }
+
+        static readonly double[] Pow10 =
+        {
+            1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+            1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+        };
+
+        static double Exact(BigInteger m, int e10)
+        {
+            BigInteger num = m, den = BigInteger.One;
+            if (e10 >= 0) num *= BigInteger.Pow(10, e10); else den = BigInteger.Pow(10, -e10);
+            // value = num / den = q * 2^k with 2^52 <= q < 2^53 (normal) or k = -1074 (subnormal)
+            int k = BitLength(num) - BitLength(den) - 53;
+            BigInteger q, r, d;
+            while (true)
+            {
+                if (k < -1074) k = -1074;
+                BigInteger a = num, b = den;
+                if (k >= 0) b <<= k; else a <<= -k;
+                q = BigInteger.DivRem(a, b, out r);
+                d = b;
+                if (q >= TwoTo53) { k++; continue; }
+                if (q < TwoTo52 && k > -1074) { k--; continue; }
+                break;
+            }
+            int cmp = (r * 2).CompareTo(d);
+            if (cmp > 0 || (cmp == 0 && !q.IsEven)) q += 1;
+            if (q == TwoTo53) { q >>= 1; k++; }
+            if (k > 1023 - 52) return double.PositiveInfinity;
+            long bits = q < TwoTo52 ? (long)q : ((long)(k + 52 + 1023) << 52) | ((long)q & 0xFFFFFFFFFFFFFL);
+            return BitConverter.Int64BitsToDouble(bits);
+        }
+
+        static readonly BigInteger TwoTo52 = BigInteger.One << 52;
+        static readonly BigInteger TwoTo53 = BigInteger.One << 53;
+
+        static int BitLength(BigInteger x)
+        {
+            var bytes = x.ToByteArray();  // little-endian, with a sign byte when needed
+            int top = bytes.Length - 1;
+            while (top > 0 && bytes[top] == 0) top--;
+            int bits = top * 8, b = bytes[top];
+            while (b != 0) { bits++; b >>= 1; }
+            return bits;
         }
 
         public static float ToFloat(object node, string field) { return (float)ToDouble(node, field); }
@@ -374,7 +471,15 @@ namespace Psyserve.Client
             if (double.IsNaN(value)) sb.Append("\"NaN\"");
             else if (double.IsPositiveInfinity(value)) sb.Append("\"Infinity\"");
             else if (double.IsNegativeInfinity(value)) sb.Append("\"-Infinity\"");
-            else sb.Append(value.ToString("R", CultureInfo.InvariantCulture));
+            else
+            {
+                // "R" is the shortest form but does not always round-trip on .NET Framework / Mono; G17 always does
+                var text = value.ToString("R", CultureInfo.InvariantCulture);
+                double back;
+                if (!Json.TryParseDouble(text, out back) || back != value)
+                    text = value.ToString("G17", CultureInfo.InvariantCulture);
+                sb.Append(text);
+            }
             return this;
         }
 
