@@ -235,3 +235,128 @@ def test_connect_error_bodies(build: Path) -> None:
     assert out[3] == ["UnauthenticatedException", "unauthenticated", None, "missing token"]
     assert out[4][:3] == ["InternalException", "internal", None] and "proxy error" in out[4][3]  # HTTP 400 without a body
     assert out[5][:2] == ["PsyserveException", "some_future_code"]
+
+
+# ---------------------------------------------------------------------------- Unity package
+
+
+def test_unity_package_layout() -> None:
+    """UPM layout: package.json names the sample; every file and folder (outside Samples~ itself) has a
+    committed .meta with a unique, well-formed GUID; the asmdef names the assembly link.xml keeps."""
+    manifest = json.loads((PACKAGE / "package.json").read_text())
+    assert manifest["name"] == "com.psyserve.client" and manifest["unity"]
+    assert [s["path"] for s in manifest["samples"]] == ["Samples~/MinimalExperiment"]
+    assert (PACKAGE / "Samples~" / "MinimalExperiment" / "PsyserveExperiment.cs").is_file()
+    asmdef = json.loads((RUNTIME / "Psyserve.Client.asmdef").read_text())
+    assert asmdef["name"] == "Psyserve.Client"
+    assert 'assembly fullname="Psyserve.Client"' in (RUNTIME / "link.xml").read_text()
+    guids: dict[str, Path] = {}
+    for path in sorted(PACKAGE.rglob("*")):
+        if path.suffix == ".meta" or path.name == "Samples~":
+            continue
+        meta = path.with_name(path.name + ".meta")
+        assert meta.is_file(), f"{path.relative_to(PACKAGE)} has no .meta (Unity would make one with a random GUID)"
+        lines = meta.read_text().splitlines()
+        guid = next(line.split(": ")[1] for line in lines if line.startswith("guid: "))
+        assert len(guid) == 32 and all(c in "0123456789abcdef" for c in guid), meta
+        assert guid not in guids, f"{meta} repeats the GUID of {guids[guid]}"
+        guids[guid] = meta
+        assert ("folderAsset: yes" in lines) == path.is_dir(), meta
+    for meta in PACKAGE.rglob("*.meta"):
+        assert meta.with_name(meta.name[: -len(".meta")]).exists(), f"{meta} has no file"
+    # the core sources exist once: clients/csharp builds from the package's Runtime/
+    assert not list((ROOT / "clients" / "csharp").rglob("*.cs"))
+
+
+def test_unity_transport_and_sample_compile(build: Path) -> None:
+    """The UnityWebRequest transport and the sample compile against a stand-in of the UnityEngine types
+    they use (tests/csharp/UnityStandIn.cs), for Unity before and after 2020.2's request.result.
+    This proves they compile against those signatures, nothing more: nothing here runs Unity."""
+    engine = build / "UnityEngine.dll"
+    _mcs("-target:library", f"-out:{engine}", str(TESTS_CS / "UnityStandIn.cs"))
+    sources = [str(p) for p in sorted(RUNTIME.glob("*.cs"))]
+    sample = PACKAGE / "Samples~" / "MinimalExperiment" / "PsyserveExperiment.cs"
+    for defines in (["-define:UNITY_5_3_OR_NEWER"], ["-define:UNITY_5_3_OR_NEWER", "-define:UNITY_2020_2_OR_NEWER"]):
+        lib = build / "Psyserve.Client.Unity.dll"
+        _mcs("-target:library", *defines, f"-r:{engine}", "-r:System.Net.Http.dll", "-r:System.Numerics.dll", f"-out:{lib}", *sources)
+        _mcs("-target:library", f"-r:{engine}", f"-r:{lib}", f"-out:{build / 'Sample.dll'}", str(sample))
+
+
+# ---------------------------------------------------------------------------- against a real server
+
+
+def _http_ready(port: int, timeout: float = 30.0) -> None:
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"HTTP port {port} did not open")
+
+
+def _serve(db: str, log: Path, http_port: int, *extra: str) -> ServerProcess:
+    proc = spawn_server(db, log, "--http-port", str(http_port), *extra)
+    _http_ready(http_port)
+    return proc
+
+
+def _run_json(build: Path, *args: str) -> dict[str, Any]:
+    result = _mono(build, "ClientTest.exe", *args, timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+@pytest.mark.slow
+def test_full_experiment_from_mono(build: Path, tmp_path: Path) -> None:
+    """mono runs the C# client against psyserve's HTTP endpoint with a token: token refused when
+    missing/wrong; INI configure; ask/tell through Sobol into the GP model phase; errors as their
+    exception class with the field; tell by stimulus; abandon; then, after the server is SIGKILLed and
+    restarted on the same journal, resume by id, more model trials, query max/inverse/prediction."""
+    db, log, token = str(tmp_path / "journal.db"), tmp_path / "server.log", "s3cret-token"
+    http_port = free_port()
+    url = f"http://127.0.0.1:{http_port}"
+    server = _serve(db, log, http_port, "--auth-token", token, "--workers", "1")
+    try:
+        out = _run_json(build, "experiment", url, token, str(CONFIGS / "threshold_2d.ini"))
+    finally:
+        server.kill()
+    for key in ("no_token", "wrong_token"):
+        assert out[key]["type"] == "UnauthenticatedException" and out[key]["code"] == "unauthenticated"
+    assert out["parameters"] == ["c:Continuous:-1:1", "a:Continuous:-1:1"]
+    phases = [t["phase"] for t in out["trials"]]
+    assert phases == ["init_strat"] * 10 + ["opt_strat"] * 3, phases
+    assert [int(t["id"]) for t in out["trials"]] == list(range(1, 14))
+    assert len({(t["c"], t["a"]) for t in out["trials"]}) == 13
+    errors = {
+        "bad_outcome": ("InvalidArgumentException", "outcomes[0].value", "binary"),
+        "bad_config": ("InvalidArgumentException", "config_ini[s].min_asks", "integer"),
+        "unknown_strategy": ("NotFoundException", "strategy_id", "12345"),
+        "unknown_name": ("NotFoundException", "name", "nobody"),
+        "bad_stimulus": ("InvalidArgumentException", "stimuli[0].a", "bounds"),
+    }
+    for key, (cls, field, words) in errors.items():
+        assert (out[key]["type"], out[key]["field"]) == (cls, field), (key, out[key])
+        assert words in out[key]["message"], (key, out[key])
+    # 13 asked + 1 abandoned (bad outcome) + 1 told by stimulus + 1 failed
+    assert out["completed"] == 14 and out["all"] == 16
+    assert out["rt_metadata"] == "0.42" and int(out["info_data_points"]) == 14
+    assert out["info_model"] == "GPClassificationModel" and out["config_model"] == "GPClassificationModel"
+    assert (out["summary_name"], out["participant"], out["strategies"]) == ("csharp-P01", "P01", 1)
+
+    server = _serve(db, log, http_port, "--auth-token", token, "--workers", "1")
+    try:
+        again = _run_json(build, "resume", url, token, str(out["strategy_id"]))
+    finally:
+        server.kill()
+    assert int(again["resumed_completed"]) == 14 and again["resumed_name"] == "csharp-P01" and again["resumed_phase"] == 1
+    assert [int(t["id"]) for t in again["trials"]] == [17, 18, 19]  # ids continue after the restart, never reused
+    assert {t["phase"] for t in again["trials"]} == {"opt_strat"}
+    assert 0.0 <= again["predict_low"] < again["predict_high"] <= 1.0
+    assert -1.0 <= again["inverse_a"] <= 1.0 and again["inverse_c"] == 0.0
+    assert 0.5 < again["max_probability"] <= 1.0
+    assert again["finished_strategy"] == "opt_strat"
