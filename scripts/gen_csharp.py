@@ -242,7 +242,7 @@ class Gen:
                 self.out(f"                foreach (var item in {prop}) {self.write_value(field, 'item')}")
                 self.out("                w.EndArray();")
                 self.out("            }")
-            elif field.type == F.TYPE_MESSAGE or field.type in (F.TYPE_STRING, F.TYPE_BYTES) and field.HasField("oneof_index"):
+            elif field.type == F.TYPE_MESSAGE or (field.type in (F.TYPE_STRING, F.TYPE_BYTES) and field.HasField("oneof_index")):
                 self.out(f'            if ({prop} != null) {{ w.Name("{jname}"); {self.write_value(field, prop)} }}')
             elif field.HasField("oneof_index"):
                 self.out(f'            if ({prop}.HasValue) {{ w.Name("{jname}"); {self.write_value(field, prop + ".Value")} }}')
@@ -260,7 +260,7 @@ class Gen:
         self.out("        }")
         self.out()
         # reader
-        self.out(f"        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>")
+        self.out("        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>")
         self.out(f"        public static {name} FromJson(object node)")
         self.out("        {")
         self.out(f"            var m = new {name}();")

@@ -24,9 +24,8 @@ import pytest
 from google.protobuf import descriptor, json_format, message
 from google.rpc import error_details_pb2
 
-from psyserve_client._proto.psyserve.v1 import messages_pb2 as pb
-
 from conftest import CONFIGS, ROOT, ServerProcess, free_port, spawn_server
+from psyserve_client._proto.psyserve.v1 import messages_pb2 as pb
 
 PACKAGE = ROOT / "clients" / "unity" / "com.psyserve.client"
 RUNTIME = PACKAGE / "Runtime"

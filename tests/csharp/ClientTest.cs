@@ -3,7 +3,7 @@
 // the reason) and prints one JSON object of observations for the Python test to assert on.
 //   experiment URL TOKEN INI_PATH  token checks, configure, ask/tell into the model phase, errors, tell by stimulus, abandon
 //   resume URL TOKEN STRATEGY_ID   after a restart: resume by id, more model trials, query, finish
-//   bench URL PAIRS                Sobol ask+tell pair latency (server started with --no-models)
+//   bench URL PAIRS INI_PATH       ask+tell pair latency on a Sobol config (benchmarks/csharp_client.py)
 using System;
 using System.Collections.Generic;
 using System.Diagnostics;
@@ -22,7 +22,7 @@ static class ClientTest
             {
                 case "experiment": Experiment(args[1], args[2], args[3], output).GetAwaiter().GetResult(); break;
                 case "resume": Resume(args[1], args[2], long.Parse(args[3]), output).GetAwaiter().GetResult(); break;
-                case "bench": Bench(args[1], int.Parse(args[2]), output).GetAwaiter().GetResult(); break;
+                case "bench": Bench(args[1], int.Parse(args[2]), args[3], output).GetAwaiter().GetResult(); break;
                 default: throw new ArgumentException("unknown mode " + args[0]);
             }
             Console.WriteLine(output.ToString());
@@ -185,14 +185,11 @@ static class ClientTest
         w.EndObject();
     }
 
-    static async Task Bench(string url, int pairs, JsonWriter w)
+    static async Task Bench(string url, int pairs, string iniPath, JsonWriter w)
     {
-        const string config = "[common]\nparnames = [c, a]\nstrategy_names = [init]\n"
-            + "[c]\nlower_bound = -1\nupper_bound = 1\n[a]\nlower_bound = -1\nupper_bound = 1\n"
-            + "[init]\ngenerator = SobolGenerator\nmin_asks = 100000\n";
         using (var client = new PsyserveClient(url))
         {
-            await client.ConfigureAsync(config);
+            await client.ConfigureFromFileAsync(iniPath);
             for (int i = 0; i < 50; i++) await Pair(client);  // warm up: JIT, connection
             var sw = Stopwatch.StartNew();
             for (int i = 0; i < pairs; i++) await Pair(client);
