@@ -359,3 +359,22 @@ def test_full_experiment_from_mono(build: Path, tmp_path: Path) -> None:
     assert -1.0 <= again["inverse_a"] <= 1.0 and again["inverse_c"] == 0.0
     assert 0.5 < again["max_probability"] <= 1.0
     assert again["finished_strategy"] == "opt_strat"
+
+
+def test_timeout_cancel_and_unreachable(build: Path) -> None:
+    """A server that accepts and never answers -> DeadlineExceededException at the client's timeout;
+    a canceled token -> CanceledException; a closed port -> UnavailableException; no strategy -> a
+    clear InvalidOperationException before any call."""
+    import socket
+
+    with socket.socket() as silent, socket.socket() as closed:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        out = _run_json(
+            build, "transport", f"http://127.0.0.1:{silent.getsockname()[1]}", f"http://127.0.0.1:{closed.getsockname()[1]}"
+        )
+    assert out["silent"]["type"] == "DeadlineExceededException" and 0.4 < out["silent_seconds"] < 5
+    assert out["canceled"]["type"] == "CanceledException" and out["canceled_seconds"] < 5
+    assert out["closed"]["type"] == "UnavailableException" and "cannot reach" in out["closed"]["message"]
+    assert "ConfigureAsync or ResumeAsync" in out["no_strategy"]

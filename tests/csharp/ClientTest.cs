@@ -3,6 +3,7 @@
 // the reason) and prints one JSON object of observations for the Python test to assert on.
 //   experiment URL TOKEN INI_PATH  token checks, configure, ask/tell into the model phase, errors, tell by stimulus, abandon
 //   resume URL TOKEN STRATEGY_ID   after a restart: resume by id, more model trials, query, finish
+//   transport SILENT_URL CLOSED_URL  timeout and unreachable server -> their exceptions, promptly
 //   bench URL PAIRS INI_PATH       ask+tell pair latency on a Sobol config (benchmarks/csharp_client.py)
 using System;
 using System.Collections.Generic;
@@ -22,6 +23,7 @@ static class ClientTest
             {
                 case "experiment": Experiment(args[1], args[2], args[3], output).GetAwaiter().GetResult(); break;
                 case "resume": Resume(args[1], args[2], long.Parse(args[3]), output).GetAwaiter().GetResult(); break;
+                case "transport": Transport(args[1], args[2], output).GetAwaiter().GetResult(); break;
                 case "bench": Bench(args[1], int.Parse(args[2]), args[3], output).GetAwaiter().GetResult(); break;
                 default: throw new ArgumentException("unknown mode " + args[0]);
             }
@@ -181,6 +183,35 @@ static class ClientTest
                 .Name("predict_high").Double(prediction.Predictions[1].Probability);
             var finish = await client.FinishStrategyAsync();
             w.Name("finished_strategy").String(finish.FinishedStrategy);
+        }
+        w.EndObject();
+    }
+
+    static async Task Transport(string silentUrl, string closedUrl, JsonWriter w)
+    {
+        w.BeginObject();
+        using (var silent = new PsyserveClient(silentUrl, "t", TimeSpan.FromMilliseconds(500)))
+        {
+            var sw = Stopwatch.StartNew();
+            WriteError(w, "silent", await Expect<DeadlineExceededException>(() => silent.ListStrategiesAsync()));
+            w.Name("silent_seconds").Double(sw.Elapsed.TotalSeconds);
+            var cts = new System.Threading.CancellationTokenSource(200);
+            silent.Timeout = TimeSpan.FromSeconds(30);
+            sw.Restart();
+            WriteError(w, "canceled", await Expect<CanceledException>(() => silent.ListStrategiesAsync(cts.Token)));
+            w.Name("canceled_seconds").Double(sw.Elapsed.TotalSeconds);
+        }
+        using (var closed = new PsyserveClient(closedUrl, null, TimeSpan.FromSeconds(5)))
+            WriteError(w, "closed", await Expect<UnavailableException>(() => closed.ListStrategiesAsync()));
+        var noStrategy = new PsyserveClient(closedUrl);
+        try
+        {
+            await noStrategy.AskAsync();
+            throw new Exception("AskAsync without a strategy must throw");
+        }
+        catch (InvalidOperationException e)
+        {
+            w.Name("no_strategy").String(e.Message);
         }
         w.EndObject();
     }
