@@ -9,6 +9,7 @@ from ._common import (
     FinishResult,
     InfoResult,
     InvalidArgumentError,
+    MissingResults,
     NotFoundError,
     Outcome,
     Parameter,
@@ -17,12 +18,14 @@ from ._common import (
     QueryResult,
     ResourceExhaustedError,
     StrategySummary,
+    SweepSummary,
     TellResult,
     Trial,
     UnauthenticatedError,
     UnavailableError,
 )
 from .client import AsyncClient, Client
+from .sweeps import SweepLoop, SweepResults, SweepTrial
 
 __all__ = [
     "AlreadyExistsError",
@@ -35,6 +38,7 @@ __all__ = [
     "FinishResult",
     "InfoResult",
     "InvalidArgumentError",
+    "MissingResults",
     "NotFoundError",
     "Outcome",
     "Parameter",
@@ -43,6 +47,10 @@ __all__ = [
     "QueryResult",
     "ResourceExhaustedError",
     "StrategySummary",
+    "SweepLoop",
+    "SweepResults",
+    "SweepSummary",
+    "SweepTrial",
     "TellResult",
     "Trial",
     "UnauthenticatedError",
