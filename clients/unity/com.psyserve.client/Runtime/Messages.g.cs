@@ -202,6 +202,92 @@ namespace Psyserve.Client
         }
     }
 
+    public enum SweepOrder
+    {
+        Unspecified = 0,
+        /// <summary>
+        /// index order: every permutation of run 0, then of run 1, ... (the default)
+        /// </summary>
+        Index = 1,
+        /// <summary>
+        /// each run's permutations in a seeded random order, run by run
+        /// </summary>
+        Shuffle = 2,
+    }
+
+    internal static class SweepOrderJson
+    {
+        internal static string Name(SweepOrder value)
+        {
+            switch (value)
+            {
+                case SweepOrder.Unspecified: return "SWEEP_ORDER_UNSPECIFIED";
+                case SweepOrder.Index: return "SWEEP_ORDER_INDEX";
+                case SweepOrder.Shuffle: return "SWEEP_ORDER_SHUFFLE";
+                default: return null;
+            }
+        }
+
+        internal static void Write(JsonWriter w, SweepOrder value)
+        {
+            var name = Name(value);
+            if (name != null) w.String(name); else w.Int32((int)value);
+        }
+
+        internal static SweepOrder Read(object node, string field)
+        {
+            var text = node as string;
+            if (text == null) return (SweepOrder)Json.ToInt32(node, field);
+            switch (text)
+            {
+                case "SWEEP_ORDER_UNSPECIFIED": return SweepOrder.Unspecified;
+                case "SWEEP_ORDER_INDEX": return SweepOrder.Index;
+                case "SWEEP_ORDER_SHUFFLE": return SweepOrder.Shuffle;
+                default: return (SweepOrder)0;  // a value newer than this client
+            }
+        }
+    }
+
+    public enum SweepBestMode
+    {
+        Unspecified = 0,
+        Max = 1,
+        Min = 2,
+    }
+
+    internal static class SweepBestModeJson
+    {
+        internal static string Name(SweepBestMode value)
+        {
+            switch (value)
+            {
+                case SweepBestMode.Unspecified: return "SWEEP_BEST_MODE_UNSPECIFIED";
+                case SweepBestMode.Max: return "SWEEP_BEST_MODE_MAX";
+                case SweepBestMode.Min: return "SWEEP_BEST_MODE_MIN";
+                default: return null;
+            }
+        }
+
+        internal static void Write(JsonWriter w, SweepBestMode value)
+        {
+            var name = Name(value);
+            if (name != null) w.String(name); else w.Int32((int)value);
+        }
+
+        internal static SweepBestMode Read(object node, string field)
+        {
+            var text = node as string;
+            if (text == null) return (SweepBestMode)Json.ToInt32(node, field);
+            switch (text)
+            {
+                case "SWEEP_BEST_MODE_UNSPECIFIED": return SweepBestMode.Unspecified;
+                case "SWEEP_BEST_MODE_MAX": return SweepBestMode.Max;
+                case "SWEEP_BEST_MODE_MIN": return SweepBestMode.Min;
+                default: return (SweepBestMode)0;  // a value newer than this client
+            }
+        }
+    }
+
     /// <summary>
     /// One parameter value, typed. Values on the wire are always in raw (untransformed) units.
     /// </summary>
@@ -332,6 +418,11 @@ namespace Psyserve.Client
         /// the value of a fixed parameter
         /// </summary>
         public ParameterValue FixedValue;
+        /// <summary>
+        /// a sweep parameter's values in the order they were listed (permutations vary the last-listed
+        /// parameter fastest)
+        /// </summary>
+        public List<ParameterValue> Values = new List<ParameterValue>();
 
         public void WriteJson(JsonWriter w)
         {
@@ -349,6 +440,13 @@ namespace Psyserve.Client
                 w.EndArray();
             }
             if (FixedValue != null) { w.Name("fixedValue"); FixedValue.WriteJson(w); }
+            if (Values != null && Values.Count > 0)
+            {
+                w.Name("values");
+                w.BeginArray();
+                foreach (var item in Values) item.WriteJson(w);
+                w.EndArray();
+            }
             w.EndObject();
         }
 
@@ -385,6 +483,10 @@ namespace Psyserve.Client
                     case "fixedValue": case "fixed_value":
                         m.FixedValue = ParameterValue.FromJson(kv.Value);
                         break;
+                    case "values":
+                        foreach (var item in Json.AsArray(kv.Value, "values"))
+                            m.Values.Add(ParameterValue.FromJson(item));
+                        break;
                 }
             }
             return m;
@@ -404,6 +506,11 @@ namespace Psyserve.Client
         /// standard error of a continuous outcome (Ax-style mean ± SEM)
         /// </summary>
         public double? Sem;
+        /// <summary>
+        /// a series for this metric (e.g. a learning curve), sweeps only; `value` is then its last element
+        /// unless the client gives another summary
+        /// </summary>
+        public List<double> Series = new List<double>();
 
         public void WriteJson(JsonWriter w)
         {
@@ -411,6 +518,13 @@ namespace Psyserve.Client
             if (!string.IsNullOrEmpty(Name)) { w.Name("name"); w.String(Name); }
             if (Value != 0d) { w.Name("value"); w.Double(Value); }
             if (Sem.HasValue) { w.Name("sem"); w.Double(Sem.Value); }
+            if (Series != null && Series.Count > 0)
+            {
+                w.Name("series");
+                w.BeginArray();
+                foreach (var item in Series) w.Double(item);
+                w.EndArray();
+            }
             w.EndObject();
         }
 
@@ -433,6 +547,10 @@ namespace Psyserve.Client
                         break;
                     case "sem":
                         m.Sem = Json.ToDouble(kv.Value, "sem");
+                        break;
+                    case "series":
+                        foreach (var item in Json.AsArray(kv.Value, "series"))
+                            m.Series.Add(Json.ToDouble(item, "series"));
                         break;
                 }
             }
@@ -466,6 +584,12 @@ namespace Psyserve.Client
         public double AskedAt;
         public double ToldAt;
         public bool ModelData;
+        /// <summary>
+        /// sweeps: the trial's index i, its run (i div permutations) and permutation (i mod permutations)
+        /// </summary>
+        public long? SweepIndex;
+        public long SweepRun;
+        public long SweepPermutation;
 
         public void WriteJson(JsonWriter w)
         {
@@ -502,6 +626,9 @@ namespace Psyserve.Client
             if (AskedAt != 0d) { w.Name("askedAt"); w.Double(AskedAt); }
             if (ToldAt != 0d) { w.Name("toldAt"); w.Double(ToldAt); }
             if (ModelData) { w.Name("modelData"); w.Bool(true); }
+            if (SweepIndex.HasValue) { w.Name("sweepIndex"); w.Int64(SweepIndex.Value); }
+            if (SweepRun != 0L) { w.Name("sweepRun"); w.Int64(SweepRun); }
+            if (SweepPermutation != 0L) { w.Name("sweepPermutation"); w.Int64(SweepPermutation); }
             w.EndObject();
         }
 
@@ -548,6 +675,15 @@ namespace Psyserve.Client
                         break;
                     case "modelData": case "model_data":
                         m.ModelData = Json.ToBool(kv.Value, "modelData");
+                        break;
+                    case "sweepIndex": case "sweep_index":
+                        m.SweepIndex = Json.ToInt64(kv.Value, "sweepIndex");
+                        break;
+                    case "sweepRun": case "sweep_run":
+                        m.SweepRun = Json.ToInt64(kv.Value, "sweepRun");
+                        break;
+                    case "sweepPermutation": case "sweep_permutation":
+                        m.SweepPermutation = Json.ToInt64(kv.Value, "sweepPermutation");
                         break;
                 }
             }
@@ -686,6 +822,19 @@ namespace Psyserve.Client
         public int StimuliPerTrial;
         public List<OutcomeType> OutcomeTypes = new List<OutcomeType>();
         public List<string> OutcomeNames = new List<string>();
+        /// <summary>
+        /// set for parameter sweeps: their parameters and progress
+        /// </summary>
+        public SweepSummary Sweep;
+        /// <summary>
+        /// The experiment seed every generator derives from: the config's `seed`, or one the server drew
+        /// (journaled) when the config sets none. Put it in the config's [common] section to repeat a run.
+        /// </summary>
+        public long Seed;
+        /// <summary>
+        /// True when the config set the seed itself, false when the server drew it.
+        /// </summary>
+        public bool SeedFromConfig;
 
         public void WriteJson(JsonWriter w)
         {
@@ -739,6 +888,9 @@ namespace Psyserve.Client
                 foreach (var item in OutcomeNames) w.String(item);
                 w.EndArray();
             }
+            if (Sweep != null) { w.Name("sweep"); Sweep.WriteJson(w); }
+            if (Seed != 0L) { w.Name("seed"); w.Int64(Seed); }
+            if (SeedFromConfig) { w.Name("seedFromConfig"); w.Bool(true); }
             w.EndObject();
         }
 
@@ -803,6 +955,15 @@ namespace Psyserve.Client
                         foreach (var item in Json.AsArray(kv.Value, "outcomeNames"))
                             m.OutcomeNames.Add(Json.ToStr(item, "outcomeNames"));
                         break;
+                    case "sweep":
+                        m.Sweep = SweepSummary.FromJson(kv.Value);
+                        break;
+                    case "seed":
+                        m.Seed = Json.ToInt64(kv.Value, "seed");
+                        break;
+                    case "seedFromConfig": case "seed_from_config":
+                        m.SeedFromConfig = Json.ToBool(kv.Value, "seedFromConfig");
+                        break;
                 }
             }
             return m;
@@ -829,6 +990,10 @@ namespace Psyserve.Client
         /// optional client-chosen id making a retried Configure return the first reply (AIP-155)
         /// </summary>
         public string RequestId = "";
+        /// <summary>
+        /// a parameter sweep described PyExpUtils-style (instead of config_ini)
+        /// </summary>
+        public SweepConfig Sweep;
 
         public void WriteJson(JsonWriter w)
         {
@@ -847,6 +1012,7 @@ namespace Psyserve.Client
                 w.EndObject();
             }
             if (!string.IsNullOrEmpty(RequestId)) { w.Name("requestId"); w.String(RequestId); }
+            if (Sweep != null) { w.Name("sweep"); Sweep.WriteJson(w); }
             w.EndObject();
         }
 
@@ -873,6 +1039,9 @@ namespace Psyserve.Client
                         break;
                     case "requestId": case "request_id":
                         m.RequestId = Json.ToStr(kv.Value, "requestId");
+                        break;
+                    case "sweep":
+                        m.Sweep = SweepConfig.FromJson(kv.Value);
                         break;
                 }
             }
@@ -1107,6 +1276,11 @@ namespace Psyserve.Client
         public Timings Timings;
         public int PhaseIndex;
         public string PhaseName = "";
+        /// <summary>
+        /// sweeps: no trial could be handed out now because the remaining indices are leased; the
+        /// earliest lease ends in this many seconds (0 otherwise)
+        /// </summary>
+        public double RetryAfterSeconds;
 
         public void WriteJson(JsonWriter w)
         {
@@ -1123,6 +1297,7 @@ namespace Psyserve.Client
             if (Timings != null) { w.Name("timings"); Timings.WriteJson(w); }
             if (PhaseIndex != 0) { w.Name("phaseIndex"); w.Int32(PhaseIndex); }
             if (!string.IsNullOrEmpty(PhaseName)) { w.Name("phaseName"); w.String(PhaseName); }
+            if (RetryAfterSeconds != 0d) { w.Name("retryAfterSeconds"); w.Double(RetryAfterSeconds); }
             w.EndObject();
         }
 
@@ -1155,6 +1330,9 @@ namespace Psyserve.Client
                         break;
                     case "phaseName": case "phase_name":
                         m.PhaseName = Json.ToStr(kv.Value, "phaseName");
+                        break;
+                    case "retryAfterSeconds": case "retry_after_seconds":
+                        m.RetryAfterSeconds = Json.ToDouble(kv.Value, "retryAfterSeconds");
                         break;
                 }
             }
@@ -2296,6 +2474,747 @@ namespace Psyserve.Client
         public override string ToString() { return Json.Serialize(this); }
     }
 
+    /// <summary>
+    /// A PyExpUtils-style sweep: fixed keys plus a `metaParameters` object of value lists; nested
+    /// objects are flattened to dotted names. Index i is permutation i mod p of run i div p.
+    /// </summary>
+    public sealed partial class SweepConfig : IMessage
+    {
+        /// <summary>
+        /// the experiment description as JSON text, e.g.
+        /// {"algorithm": "SARSA", "metaParameters": {"alpha": [1.0, 0.5], "lambda": [1.0, 0.99]}}
+        /// </summary>
+        public string DescriptionJson = "";
+        /// <summary>
+        /// number of runs (seeds) of every permutation; at least 1
+        /// </summary>
+        public long Runs;
+        public SweepOrder Order;
+        /// <summary>
+        /// seed of the shuffled order (SWEEP_ORDER_SHUFFLE); drawn by the server when unset
+        /// </summary>
+        public long? Seed;
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (!string.IsNullOrEmpty(DescriptionJson)) { w.Name("descriptionJson"); w.String(DescriptionJson); }
+            if (Runs != 0L) { w.Name("runs"); w.Int64(Runs); }
+            if ((int)Order != 0) { w.Name("order"); SweepOrderJson.Write(w, Order); }
+            if (Seed.HasValue) { w.Name("seed"); w.Int64(Seed.Value); }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static SweepConfig FromJson(object node)
+        {
+            var m = new SweepConfig();
+            var obj = Json.AsObject(node, "SweepConfig");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "descriptionJson": case "description_json":
+                        m.DescriptionJson = Json.ToStr(kv.Value, "descriptionJson");
+                        break;
+                    case "runs":
+                        m.Runs = Json.ToInt64(kv.Value, "runs");
+                        break;
+                    case "order":
+                        m.Order = SweepOrderJson.Read(kv.Value, "order");
+                        break;
+                    case "seed":
+                        m.Seed = Json.ToInt64(kv.Value, "seed");
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    public sealed partial class SweepParameter : IMessage
+    {
+        /// <summary>
+        /// dotted name of the parameter (nested objects flattened)
+        /// </summary>
+        public string Name = "";
+        public List<ParameterValue> Values = new List<ParameterValue>();
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (!string.IsNullOrEmpty(Name)) { w.Name("name"); w.String(Name); }
+            if (Values != null && Values.Count > 0)
+            {
+                w.Name("values");
+                w.BeginArray();
+                foreach (var item in Values) item.WriteJson(w);
+                w.EndArray();
+            }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static SweepParameter FromJson(object node)
+        {
+            var m = new SweepParameter();
+            var obj = Json.AsObject(node, "SweepParameter");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "name":
+                        m.Name = Json.ToStr(kv.Value, "name");
+                        break;
+                    case "values":
+                        foreach (var item in Json.AsArray(kv.Value, "values"))
+                            m.Values.Add(ParameterValue.FromJson(item));
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    public sealed partial class SweepSummary : IMessage
+    {
+        public long Permutations;
+        public long Runs;
+        /// <summary>
+        /// permutations x runs
+        /// </summary>
+        public long Total;
+        /// <summary>
+        /// indices with a result
+        /// </summary>
+        public long Done;
+        /// <summary>
+        /// indices handed out whose lease is running (no result yet)
+        /// </summary>
+        public long Leased;
+        /// <summary>
+        /// indices without a result (leased and failed ones included)
+        /// </summary>
+        public long Missing;
+        /// <summary>
+        /// indices whose last attempt failed (AbandonTrial failed=true) and that have no result; they are not handed out again
+        /// </summary>
+        public long Failed;
+        public SweepOrder Order;
+        public long Seed;
+        public List<SweepParameter> Parameters = new List<SweepParameter>();
+        /// <summary>
+        /// the description as configured (fixed keys included)
+        /// </summary>
+        public string DescriptionJson = "";
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (Permutations != 0L) { w.Name("permutations"); w.Int64(Permutations); }
+            if (Runs != 0L) { w.Name("runs"); w.Int64(Runs); }
+            if (Total != 0L) { w.Name("total"); w.Int64(Total); }
+            if (Done != 0L) { w.Name("done"); w.Int64(Done); }
+            if (Leased != 0L) { w.Name("leased"); w.Int64(Leased); }
+            if (Missing != 0L) { w.Name("missing"); w.Int64(Missing); }
+            if (Failed != 0L) { w.Name("failed"); w.Int64(Failed); }
+            if ((int)Order != 0) { w.Name("order"); SweepOrderJson.Write(w, Order); }
+            if (Seed != 0L) { w.Name("seed"); w.Int64(Seed); }
+            if (Parameters != null && Parameters.Count > 0)
+            {
+                w.Name("parameters");
+                w.BeginArray();
+                foreach (var item in Parameters) item.WriteJson(w);
+                w.EndArray();
+            }
+            if (!string.IsNullOrEmpty(DescriptionJson)) { w.Name("descriptionJson"); w.String(DescriptionJson); }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static SweepSummary FromJson(object node)
+        {
+            var m = new SweepSummary();
+            var obj = Json.AsObject(node, "SweepSummary");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "permutations":
+                        m.Permutations = Json.ToInt64(kv.Value, "permutations");
+                        break;
+                    case "runs":
+                        m.Runs = Json.ToInt64(kv.Value, "runs");
+                        break;
+                    case "total":
+                        m.Total = Json.ToInt64(kv.Value, "total");
+                        break;
+                    case "done":
+                        m.Done = Json.ToInt64(kv.Value, "done");
+                        break;
+                    case "leased":
+                        m.Leased = Json.ToInt64(kv.Value, "leased");
+                        break;
+                    case "missing":
+                        m.Missing = Json.ToInt64(kv.Value, "missing");
+                        break;
+                    case "failed":
+                        m.Failed = Json.ToInt64(kv.Value, "failed");
+                        break;
+                    case "order":
+                        m.Order = SweepOrderJson.Read(kv.Value, "order");
+                        break;
+                    case "seed":
+                        m.Seed = Json.ToInt64(kv.Value, "seed");
+                        break;
+                    case "parameters":
+                        foreach (var item in Json.AsArray(kv.Value, "parameters"))
+                            m.Parameters.Add(SweepParameter.FromJson(item));
+                        break;
+                    case "descriptionJson": case "description_json":
+                        m.DescriptionJson = Json.ToStr(kv.Value, "descriptionJson");
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    public sealed partial class ListMissingResultsRequest : IMessage
+    {
+        public long StrategyId;
+        /// <summary>
+        /// number of runs to check (PyExpUtils' listMissingResults(exp, runs)); 0: the sweep's runs
+        /// </summary>
+        public long Runs;
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (StrategyId != 0L) { w.Name("strategyId"); w.Int64(StrategyId); }
+            if (Runs != 0L) { w.Name("runs"); w.Int64(Runs); }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static ListMissingResultsRequest FromJson(object node)
+        {
+            var m = new ListMissingResultsRequest();
+            var obj = Json.AsObject(node, "ListMissingResultsRequest");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "strategyId": case "strategy_id":
+                        m.StrategyId = Json.ToInt64(kv.Value, "strategyId");
+                        break;
+                    case "runs":
+                        m.Runs = Json.ToInt64(kv.Value, "runs");
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    public sealed partial class ListMissingResultsResponse : IMessage
+    {
+        /// <summary>
+        /// indices below runs x permutations without a result, ascending
+        /// </summary>
+        public List<long> Indices = new List<long>();
+        /// <summary>
+        /// the subset currently leased to a worker
+        /// </summary>
+        public List<long> LeasedIndices = new List<long>();
+        /// <summary>
+        /// the subset whose last attempt failed
+        /// </summary>
+        public List<long> FailedIndices = new List<long>();
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (Indices != null && Indices.Count > 0)
+            {
+                w.Name("indices");
+                w.BeginArray();
+                foreach (var item in Indices) w.Int64(item);
+                w.EndArray();
+            }
+            if (LeasedIndices != null && LeasedIndices.Count > 0)
+            {
+                w.Name("leasedIndices");
+                w.BeginArray();
+                foreach (var item in LeasedIndices) w.Int64(item);
+                w.EndArray();
+            }
+            if (FailedIndices != null && FailedIndices.Count > 0)
+            {
+                w.Name("failedIndices");
+                w.BeginArray();
+                foreach (var item in FailedIndices) w.Int64(item);
+                w.EndArray();
+            }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static ListMissingResultsResponse FromJson(object node)
+        {
+            var m = new ListMissingResultsResponse();
+            var obj = Json.AsObject(node, "ListMissingResultsResponse");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "indices":
+                        foreach (var item in Json.AsArray(kv.Value, "indices"))
+                            m.Indices.Add(Json.ToInt64(item, "indices"));
+                        break;
+                    case "leasedIndices": case "leased_indices":
+                        foreach (var item in Json.AsArray(kv.Value, "leasedIndices"))
+                            m.LeasedIndices.Add(Json.ToInt64(item, "leasedIndices"));
+                        break;
+                    case "failedIndices": case "failed_indices":
+                        foreach (var item in Json.AsArray(kv.Value, "failedIndices"))
+                            m.FailedIndices.Add(Json.ToInt64(item, "failedIndices"));
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    public sealed partial class ExtendSweepRequest : IMessage
+    {
+        public long StrategyId;
+        /// <summary>
+        /// the new number of runs; not below the current one
+        /// </summary>
+        public long Runs;
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (StrategyId != 0L) { w.Name("strategyId"); w.Int64(StrategyId); }
+            if (Runs != 0L) { w.Name("runs"); w.Int64(Runs); }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static ExtendSweepRequest FromJson(object node)
+        {
+            var m = new ExtendSweepRequest();
+            var obj = Json.AsObject(node, "ExtendSweepRequest");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "strategyId": case "strategy_id":
+                        m.StrategyId = Json.ToInt64(kv.Value, "strategyId");
+                        break;
+                    case "runs":
+                        m.Runs = Json.ToInt64(kv.Value, "runs");
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    public sealed partial class ExtendSweepResponse : IMessage
+    {
+        public StrategySummary Summary;
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (Summary != null) { w.Name("summary"); Summary.WriteJson(w); }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static ExtendSweepResponse FromJson(object node)
+        {
+            var m = new ExtendSweepResponse();
+            var obj = Json.AsObject(node, "ExtendSweepResponse");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "summary":
+                        m.Summary = StrategySummary.FromJson(kv.Value);
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    public sealed partial class GetSweepResultsRequest : IMessage
+    {
+        public long StrategyId;
+        public long? LastN;
+        public double? LastPercent;
+        /// <summary>
+        /// pick the best permutation by the mean of this metric (none when empty)
+        /// </summary>
+        public string BestMetric = "";
+        public SweepBestMode BestMode;
+        /// <summary>
+        /// also return one row per (index, run) with a result
+        /// </summary>
+        public bool IncludeRuns;
+
+        public void WriteJson(JsonWriter w)
+        {
+            if ((LastN != null ? 1 : 0) + (LastPercent != null ? 1 : 0) > 1)
+                throw new System.ArgumentException("GetSweepResultsRequest: set only one of last_n, last_percent (oneof series_window)");
+            w.BeginObject();
+            if (StrategyId != 0L) { w.Name("strategyId"); w.Int64(StrategyId); }
+            if (LastN.HasValue) { w.Name("lastN"); w.Int64(LastN.Value); }
+            if (LastPercent.HasValue) { w.Name("lastPercent"); w.Double(LastPercent.Value); }
+            if (!string.IsNullOrEmpty(BestMetric)) { w.Name("bestMetric"); w.String(BestMetric); }
+            if ((int)BestMode != 0) { w.Name("bestMode"); SweepBestModeJson.Write(w, BestMode); }
+            if (IncludeRuns) { w.Name("includeRuns"); w.Bool(true); }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static GetSweepResultsRequest FromJson(object node)
+        {
+            var m = new GetSweepResultsRequest();
+            var obj = Json.AsObject(node, "GetSweepResultsRequest");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "strategyId": case "strategy_id":
+                        m.StrategyId = Json.ToInt64(kv.Value, "strategyId");
+                        break;
+                    case "lastN": case "last_n":
+                        m.LastN = Json.ToInt64(kv.Value, "lastN");
+                        break;
+                    case "lastPercent": case "last_percent":
+                        m.LastPercent = Json.ToDouble(kv.Value, "lastPercent");
+                        break;
+                    case "bestMetric": case "best_metric":
+                        m.BestMetric = Json.ToStr(kv.Value, "bestMetric");
+                        break;
+                    case "bestMode": case "best_mode":
+                        m.BestMode = SweepBestModeJson.Read(kv.Value, "bestMode");
+                        break;
+                    case "includeRuns": case "include_runs":
+                        m.IncludeRuns = Json.ToBool(kv.Value, "includeRuns");
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    public sealed partial class MetricSummary : IMessage
+    {
+        public string Name = "";
+        /// <summary>
+        /// over the runs that reported the metric
+        /// </summary>
+        public double Mean;
+        /// <summary>
+        /// standard error of the mean (sample std with ddof=1 over sqrt(count)); NaN for one run
+        /// </summary>
+        public double Sem;
+        public long Count;
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (!string.IsNullOrEmpty(Name)) { w.Name("name"); w.String(Name); }
+            if (Mean != 0d) { w.Name("mean"); w.Double(Mean); }
+            if (Sem != 0d) { w.Name("sem"); w.Double(Sem); }
+            if (Count != 0L) { w.Name("count"); w.Int64(Count); }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static MetricSummary FromJson(object node)
+        {
+            var m = new MetricSummary();
+            var obj = Json.AsObject(node, "MetricSummary");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "name":
+                        m.Name = Json.ToStr(kv.Value, "name");
+                        break;
+                    case "mean":
+                        m.Mean = Json.ToDouble(kv.Value, "mean");
+                        break;
+                    case "sem":
+                        m.Sem = Json.ToDouble(kv.Value, "sem");
+                        break;
+                    case "count":
+                        m.Count = Json.ToInt64(kv.Value, "count");
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    public sealed partial class PermutationResult : IMessage
+    {
+        public long Permutation;
+        public Stimulus Parameters;
+        /// <summary>
+        /// runs of this permutation with a result
+        /// </summary>
+        public long RunsDone;
+        public List<MetricSummary> Metrics = new List<MetricSummary>();
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (Permutation != 0L) { w.Name("permutation"); w.Int64(Permutation); }
+            if (Parameters != null) { w.Name("parameters"); Parameters.WriteJson(w); }
+            if (RunsDone != 0L) { w.Name("runsDone"); w.Int64(RunsDone); }
+            if (Metrics != null && Metrics.Count > 0)
+            {
+                w.Name("metrics");
+                w.BeginArray();
+                foreach (var item in Metrics) item.WriteJson(w);
+                w.EndArray();
+            }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static PermutationResult FromJson(object node)
+        {
+            var m = new PermutationResult();
+            var obj = Json.AsObject(node, "PermutationResult");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "permutation":
+                        m.Permutation = Json.ToInt64(kv.Value, "permutation");
+                        break;
+                    case "parameters":
+                        m.Parameters = Stimulus.FromJson(kv.Value);
+                        break;
+                    case "runsDone": case "runs_done":
+                        m.RunsDone = Json.ToInt64(kv.Value, "runsDone");
+                        break;
+                    case "metrics":
+                        foreach (var item in Json.AsArray(kv.Value, "metrics"))
+                            m.Metrics.Add(MetricSummary.FromJson(item));
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    public sealed partial class SweepRunResult : IMessage
+    {
+        public long Index;
+        public long Run;
+        public long Permutation;
+        public long TrialId;
+        /// <summary>
+        /// one number per metric (a series summarised over the requested window)
+        /// </summary>
+        public List<Outcome> Metrics = new List<Outcome>();
+        /// <summary>
+        /// the series' lengths, by metric name (0 for scalars)
+        /// </summary>
+        public Dictionary<string, long> SeriesLengths = new Dictionary<string, long>();
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (Index != 0L) { w.Name("index"); w.Int64(Index); }
+            if (Run != 0L) { w.Name("run"); w.Int64(Run); }
+            if (Permutation != 0L) { w.Name("permutation"); w.Int64(Permutation); }
+            if (TrialId != 0L) { w.Name("trialId"); w.Int64(TrialId); }
+            if (Metrics != null && Metrics.Count > 0)
+            {
+                w.Name("metrics");
+                w.BeginArray();
+                foreach (var item in Metrics) item.WriteJson(w);
+                w.EndArray();
+            }
+            if (SeriesLengths != null && SeriesLengths.Count > 0)
+            {
+                w.Name("seriesLengths");
+                w.BeginObject();
+                foreach (var kv in SeriesLengths)
+                {
+                    w.Name(kv.Key);
+                    w.Int64(kv.Value);
+                }
+                w.EndObject();
+            }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static SweepRunResult FromJson(object node)
+        {
+            var m = new SweepRunResult();
+            var obj = Json.AsObject(node, "SweepRunResult");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "index":
+                        m.Index = Json.ToInt64(kv.Value, "index");
+                        break;
+                    case "run":
+                        m.Run = Json.ToInt64(kv.Value, "run");
+                        break;
+                    case "permutation":
+                        m.Permutation = Json.ToInt64(kv.Value, "permutation");
+                        break;
+                    case "trialId": case "trial_id":
+                        m.TrialId = Json.ToInt64(kv.Value, "trialId");
+                        break;
+                    case "metrics":
+                        foreach (var item in Json.AsArray(kv.Value, "metrics"))
+                            m.Metrics.Add(Outcome.FromJson(item));
+                        break;
+                    case "seriesLengths": case "series_lengths":
+                        foreach (var e in Json.AsObject(kv.Value, "seriesLengths"))
+                            m.SeriesLengths[e.Key] = Json.ToInt64(e.Value, "seriesLengths");
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    public sealed partial class GetSweepResultsResponse : IMessage
+    {
+        public List<PermutationResult> Permutations = new List<PermutationResult>();
+        /// <summary>
+        /// the best permutation by best_metric, when asked for and any permutation reported it
+        /// </summary>
+        public long? BestPermutation;
+        public List<SweepRunResult> Runs = new List<SweepRunResult>();
+        /// <summary>
+        /// the sweep's parameter names in listed order (PermutationResult.parameters is a map)
+        /// </summary>
+        public List<string> ParameterNames = new List<string>();
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (Permutations != null && Permutations.Count > 0)
+            {
+                w.Name("permutations");
+                w.BeginArray();
+                foreach (var item in Permutations) item.WriteJson(w);
+                w.EndArray();
+            }
+            if (BestPermutation.HasValue) { w.Name("bestPermutation"); w.Int64(BestPermutation.Value); }
+            if (Runs != null && Runs.Count > 0)
+            {
+                w.Name("runs");
+                w.BeginArray();
+                foreach (var item in Runs) item.WriteJson(w);
+                w.EndArray();
+            }
+            if (ParameterNames != null && ParameterNames.Count > 0)
+            {
+                w.Name("parameterNames");
+                w.BeginArray();
+                foreach (var item in ParameterNames) w.String(item);
+                w.EndArray();
+            }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static GetSweepResultsResponse FromJson(object node)
+        {
+            var m = new GetSweepResultsResponse();
+            var obj = Json.AsObject(node, "GetSweepResultsResponse");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "permutations":
+                        foreach (var item in Json.AsArray(kv.Value, "permutations"))
+                            m.Permutations.Add(PermutationResult.FromJson(item));
+                        break;
+                    case "bestPermutation": case "best_permutation":
+                        m.BestPermutation = Json.ToInt64(kv.Value, "bestPermutation");
+                        break;
+                    case "runs":
+                        foreach (var item in Json.AsArray(kv.Value, "runs"))
+                            m.Runs.Add(SweepRunResult.FromJson(item));
+                        break;
+                    case "parameterNames": case "parameter_names":
+                        foreach (var item in Json.AsArray(kv.Value, "parameterNames"))
+                            m.ParameterNames.Add(Json.ToStr(item, "parameterNames"));
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
     /// <summary>Every message type by its full proto name.</summary>
     public static class MessageRegistry
     {
@@ -2341,6 +3260,18 @@ namespace Psyserve.Client
                 case "psyserve.v1.AbandonTrialResponse": return AbandonTrialResponse.FromJson(node);
                 case "psyserve.v1.ExportDataRequest": return ExportDataRequest.FromJson(node);
                 case "psyserve.v1.ExportDataResponse": return ExportDataResponse.FromJson(node);
+                case "psyserve.v1.SweepConfig": return SweepConfig.FromJson(node);
+                case "psyserve.v1.SweepParameter": return SweepParameter.FromJson(node);
+                case "psyserve.v1.SweepSummary": return SweepSummary.FromJson(node);
+                case "psyserve.v1.ListMissingResultsRequest": return ListMissingResultsRequest.FromJson(node);
+                case "psyserve.v1.ListMissingResultsResponse": return ListMissingResultsResponse.FromJson(node);
+                case "psyserve.v1.ExtendSweepRequest": return ExtendSweepRequest.FromJson(node);
+                case "psyserve.v1.ExtendSweepResponse": return ExtendSweepResponse.FromJson(node);
+                case "psyserve.v1.GetSweepResultsRequest": return GetSweepResultsRequest.FromJson(node);
+                case "psyserve.v1.MetricSummary": return MetricSummary.FromJson(node);
+                case "psyserve.v1.PermutationResult": return PermutationResult.FromJson(node);
+                case "psyserve.v1.SweepRunResult": return SweepRunResult.FromJson(node);
+                case "psyserve.v1.GetSweepResultsResponse": return GetSweepResultsResponse.FromJson(node);
                 default: return null;
             }
         }
@@ -2363,5 +3294,8 @@ namespace Psyserve.Client
         public const string ListTrials = "ListTrials";  // ListTrialsRequest -> ListTrialsResponse
         public const string AbandonTrial = "AbandonTrial";  // AbandonTrialRequest -> AbandonTrialResponse
         public const string ExportData = "ExportData";  // ExportDataRequest -> ExportDataResponse (server stream: not in the C# client)
+        public const string ListMissingResults = "ListMissingResults";  // ListMissingResultsRequest -> ListMissingResultsResponse
+        public const string ExtendSweep = "ExtendSweep";  // ExtendSweepRequest -> ExtendSweepResponse
+        public const string GetSweepResults = "GetSweepResults";  // GetSweepResultsRequest -> GetSweepResultsResponse
     }
 }

@@ -20,7 +20,7 @@ from connectrpc.errors import ConnectError
 from connectrpc.method import IdempotencyLevel, MethodInfo, StreamType
 from connectrpc.protocol import ProtocolType
 from connectrpc.server import ConnectASGIApplication, ConnectWSGIApplication, DEFAULT_READ_MAX_BYTES, Endpoint, EndpointSync
-from psyserve_client._proto.psyserve.v1.messages_pb2 import AbandonTrialRequest, AbandonTrialResponse, AskRequest, AskResponse, ConfigureRequest, ConfigureResponse, ExportDataRequest, ExportDataResponse, FinishStrategyRequest, FinishStrategyResponse, GetConfigRequest, GetConfigResponse, InfoRequest, InfoResponse, ListStrategiesRequest, ListStrategiesResponse, ListTrialsRequest, ListTrialsResponse, ParametersRequest, ParametersResponse, QueryRequest, QueryResponse, ResumeRequest, ResumeResponse, TellRequest, TellResponse
+from psyserve_client._proto.psyserve.v1.messages_pb2 import AbandonTrialRequest, AbandonTrialResponse, AskRequest, AskResponse, ConfigureRequest, ConfigureResponse, ExportDataRequest, ExportDataResponse, ExtendSweepRequest, ExtendSweepResponse, FinishStrategyRequest, FinishStrategyResponse, GetConfigRequest, GetConfigResponse, GetSweepResultsRequest, GetSweepResultsResponse, InfoRequest, InfoResponse, ListMissingResultsRequest, ListMissingResultsResponse, ListStrategiesRequest, ListStrategiesResponse, ListTrialsRequest, ListTrialsResponse, ParametersRequest, ParametersResponse, QueryRequest, QueryResponse, ResumeRequest, ResumeResponse, TellRequest, TellResponse
 from pyqwest import Client, SyncClient
 
 if TYPE_CHECKING:
@@ -113,6 +113,24 @@ class ExperimentService(Protocol):
     def export_data(self, request: ExportDataRequest, ctx: RequestContext[ExportDataRequest, ExportDataResponse], /) -> AsyncIterator[ExportDataResponse]:
         """
         Every trial of one strategy (or all), streamed in trial order.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def list_missing_results(self, request: ListMissingResultsRequest, ctx: RequestContext[ListMissingResultsRequest, ListMissingResultsResponse], /) -> ListMissingResultsResponse:
+        """
+        Sweeps: the indices without a result for a number of runs (PyExpUtils' listMissingResults).
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def extend_sweep(self, request: ExtendSweepRequest, ctx: RequestContext[ExtendSweepRequest, ExtendSweepResponse], /) -> ExtendSweepResponse:
+        """
+        Sweeps: raise the number of runs; only the new indices are handed out.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def get_sweep_results(self, request: GetSweepResultsRequest, ctx: RequestContext[GetSweepResultsRequest, GetSweepResultsResponse], /) -> GetSweepResultsResponse:
+        """
+        Sweeps: per-permutation mean and standard error of every metric, the best permutation, runs.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -272,6 +290,39 @@ class ExperimentServiceASGIApplication(ConnectASGIApplication[ExperimentService]
                         stream_type=StreamType.SERVER_STREAM,
                     ),
                     function=svc.export_data,
+                ),
+                "/psyserve.v1.ExperimentService/ListMissingResults": Endpoint.unary(
+                    method=MethodInfo(
+                        name="ListMissingResults",
+                        service_name="psyserve.v1.ExperimentService",
+                        input=ListMissingResultsRequest,
+                        output=ListMissingResultsResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.list_missing_results,
+                ),
+                "/psyserve.v1.ExperimentService/ExtendSweep": Endpoint.unary(
+                    method=MethodInfo(
+                        name="ExtendSweep",
+                        service_name="psyserve.v1.ExperimentService",
+                        input=ExtendSweepRequest,
+                        output=ExtendSweepResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.extend_sweep,
+                ),
+                "/psyserve.v1.ExperimentService/GetSweepResults": Endpoint.unary(
+                    method=MethodInfo(
+                        name="GetSweepResults",
+                        service_name="psyserve.v1.ExperimentService",
+                        input=GetSweepResultsRequest,
+                        output=GetSweepResultsResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.get_sweep_results,
                 ),
             },
             interceptors=interceptors,
@@ -610,6 +661,75 @@ class ExperimentServiceClient(ConnectClient):
             headers=headers,
             timeout_ms=timeout_ms,
         )
+    async def list_missing_results(
+        self,
+        request: ListMissingResultsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> ListMissingResultsResponse:
+        """
+        Sweeps: the indices without a result for a number of runs (PyExpUtils' listMissingResults).
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="ListMissingResults",
+                service_name="psyserve.v1.ExperimentService",
+                input=ListMissingResultsRequest,
+                output=ListMissingResultsResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    async def extend_sweep(
+        self,
+        request: ExtendSweepRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> ExtendSweepResponse:
+        """
+        Sweeps: raise the number of runs; only the new indices are handed out.
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="ExtendSweep",
+                service_name="psyserve.v1.ExperimentService",
+                input=ExtendSweepRequest,
+                output=ExtendSweepResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    async def get_sweep_results(
+        self,
+        request: GetSweepResultsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> GetSweepResultsResponse:
+        """
+        Sweeps: per-permutation mean and standard error of every metric, the best permutation, runs.
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="GetSweepResults",
+                service_name="psyserve.v1.ExperimentService",
+                input=GetSweepResultsRequest,
+                output=GetSweepResultsResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
 
 class ExperimentServiceSync(Protocol):
     def configure(self, request: ConfigureRequest, ctx: RequestContext[ConfigureRequest, ConfigureResponse], /) -> ConfigureResponse:
@@ -687,6 +807,24 @@ class ExperimentServiceSync(Protocol):
     def export_data(self, request: ExportDataRequest, ctx: RequestContext[ExportDataRequest, ExportDataResponse], /) -> Iterator[ExportDataResponse]:
         """
         Every trial of one strategy (or all), streamed in trial order.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def list_missing_results(self, request: ListMissingResultsRequest, ctx: RequestContext[ListMissingResultsRequest, ListMissingResultsResponse], /) -> ListMissingResultsResponse:
+        """
+        Sweeps: the indices without a result for a number of runs (PyExpUtils' listMissingResults).
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def extend_sweep(self, request: ExtendSweepRequest, ctx: RequestContext[ExtendSweepRequest, ExtendSweepResponse], /) -> ExtendSweepResponse:
+        """
+        Sweeps: raise the number of runs; only the new indices are handed out.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def get_sweep_results(self, request: GetSweepResultsRequest, ctx: RequestContext[GetSweepResultsRequest, GetSweepResultsResponse], /) -> GetSweepResultsResponse:
+        """
+        Sweeps: per-permutation mean and standard error of every metric, the best permutation, runs.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -844,6 +982,39 @@ class ExperimentServiceWSGIApplication(ConnectWSGIApplication):
                         stream_type=StreamType.SERVER_STREAM,
                     ),
                     function=service.export_data,
+                ),
+                "/psyserve.v1.ExperimentService/ListMissingResults": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="ListMissingResults",
+                        service_name="psyserve.v1.ExperimentService",
+                        input=ListMissingResultsRequest,
+                        output=ListMissingResultsResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.list_missing_results,
+                ),
+                "/psyserve.v1.ExperimentService/ExtendSweep": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="ExtendSweep",
+                        service_name="psyserve.v1.ExperimentService",
+                        input=ExtendSweepRequest,
+                        output=ExtendSweepResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.extend_sweep,
+                ),
+                "/psyserve.v1.ExperimentService/GetSweepResults": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="GetSweepResults",
+                        service_name="psyserve.v1.ExperimentService",
+                        input=GetSweepResultsRequest,
+                        output=GetSweepResultsResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.get_sweep_results,
                 ),
             },
             interceptors=interceptors,
@@ -1178,6 +1349,75 @@ class ExperimentServiceClientSync(ConnectClientSync):
                 output=ExportDataResponse,
                 idempotency_level=IdempotencyLevel.UNKNOWN,
                 stream_type=StreamType.SERVER_STREAM,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    def list_missing_results(
+        self,
+        request: ListMissingResultsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> ListMissingResultsResponse:
+        """
+        Sweeps: the indices without a result for a number of runs (PyExpUtils' listMissingResults).
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="ListMissingResults",
+                service_name="psyserve.v1.ExperimentService",
+                input=ListMissingResultsRequest,
+                output=ListMissingResultsResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    def extend_sweep(
+        self,
+        request: ExtendSweepRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> ExtendSweepResponse:
+        """
+        Sweeps: raise the number of runs; only the new indices are handed out.
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="ExtendSweep",
+                service_name="psyserve.v1.ExperimentService",
+                input=ExtendSweepRequest,
+                output=ExtendSweepResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    def get_sweep_results(
+        self,
+        request: GetSweepResultsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> GetSweepResultsResponse:
+        """
+        Sweeps: per-permutation mean and standard error of every metric, the best permutation, runs.
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="GetSweepResults",
+                service_name="psyserve.v1.ExperimentService",
+                input=GetSweepResultsRequest,
+                output=GetSweepResultsResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
             ),
             headers=headers,
             timeout_ms=timeout_ms,
