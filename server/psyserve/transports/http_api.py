@@ -153,6 +153,9 @@ class ConnectExperimentService:
     list_strategies = _unary("ListStrategies")
     list_trials = _unary("ListTrials")
     abandon_trial = _unary("AbandonTrial")
+    list_missing_results = _unary("ListMissingResults")
+    extend_sweep = _unary("ExtendSweep")
+    get_sweep_results = _unary("GetSweepResults")
 
     async def export_data(
         self, request: pb.ExportDataRequest, ctx: RequestContext[Any, Any]
