@@ -159,6 +159,7 @@ def main() -> None:
     print(f"  C# over HTTP / Python over gRPC     : {med['csharp_http'] / med['python_grpc']:.2f}x")
     print(f"  C# over HTTP / Python over HTTP     : {med['csharp_http'] / med['python_http']:.2f}x")
     print("  all rounds:", json.dumps({k: [round(x) for x in v] for k, v in results.items()}))
+    print("  load average (1, 5, 15 min): " + " ".join(f"{x:.1f}" for x in os.getloadavg()))
 
 
 if __name__ == "__main__":
