@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import threading
@@ -219,7 +220,9 @@ def main() -> None:
         http_rate = concurrent_http(http_port, args.clients, each)
         grpc_rate = asyncio.run(concurrent_grpc(address, args.clients, each))
         cs = csharp_pair(args.csharp, base, args.pairs) if args.csharp else None
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print("== psyserve HTTP benchmark (server subprocess on 127.0.0.1, --no-models, WAL synchronous=FULL; one run)")
+    print(f"machine load average (1/5/15 min): {load}")
     print(f"one client   gRPC Sobol ask+tell pair:          {seq['grpc'] * 1e6:8.0f} us/pair")
     print(f"one client   Connect JSON pair (keep-alive):    {seq['connect_json'] * 1e6:8.0f} us/pair")
     print(f"one client   Connect JSON pair (httpx):         {seq['connect_json_httpx'] * 1e6:8.0f} us/pair")

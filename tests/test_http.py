@@ -164,6 +164,25 @@ def test_every_unary_rpc(http_server: ServerThread, codec: str) -> None:
         assert abandoned.trial.state == pb.TRIAL_STATE_ABANDONED
         fin = http.call("FinishStrategy", pb.FinishStrategyRequest(strategy_id=second), pb.FinishStrategyResponse)
         assert fin.finished_strategy == "init_strat" and not fin.is_finished
+        # the sweep RPCs, on a 2 x 2 sweep with one run
+        sweep = http.call(
+            "Configure",
+            pb.ConfigureRequest(config_ini="[sweep]\nruns = 1\nalpha = [1.0, 0.5]\nbeta = [1, 2]\n"),
+            pb.ConfigureResponse,
+        ).strategy_id
+        missing = http.call("ListMissingResults", pb.ListMissingResultsRequest(strategy_id=sweep), pb.ListMissingResultsResponse)
+        assert list(missing.indices) == [0, 1, 2, 3]
+        handed = http.call("Ask", pb.AskRequest(strategy_id=sweep), pb.AskResponse).trials[0]
+        http.call(
+            "Tell",
+            pb.TellRequest(strategy_id=sweep, trial_id=handed.trial_id, outcomes=[pb.Outcome(name="loss", value=0.5)]),
+            pb.TellResponse,
+        )
+        extended = http.call("ExtendSweep", pb.ExtendSweepRequest(strategy_id=sweep, runs=2), pb.ExtendSweepResponse)
+        assert extended.summary.strategy_id == sweep
+        results = http.call("GetSweepResults", pb.GetSweepResultsRequest(strategy_id=sweep), pb.GetSweepResultsResponse)
+        assert list(results.parameter_names) == ["alpha", "beta"] and len(results.permutations) == 1
+        assert results.permutations[0].metrics[0].mean == 0.5  # its sem is NaN: "NaN" in proto3 JSON
     finally:
         http.close()
     # the same data over gRPC: one service behind both ports
@@ -478,3 +497,37 @@ def test_tls_on_the_http_port(tmp_path: Path) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+# ---------------------------------------------------------------------- a stalled body; routes mounted beside the API
+def test_stalled_body_is_dropped_and_mounted_routes_share_the_port(http_server: ServerThread) -> None:
+    import socket
+    import time
+
+    from psyserve.transports.http_api import start_http_server
+
+    extra = http_server.call(start_http_server(http_server.running.service, "127.0.0.1", 0, body_timeout=0.5))
+
+    async def metrics(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": f"path {scope['path']}".encode()})
+
+    extra.router.mount("/metrics", metrics)
+    try:
+        with socket.create_connection(("127.0.0.1", extra.port), timeout=10) as sock:
+            sock.sendall(
+                f"POST {SERVICE}/Ask HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n".encode()
+                + b'{"strategyId"'
+            )
+            t0 = time.monotonic()
+            answer = b""
+            while not answer.endswith(b"0\r\n\r\n") and (chunk := sock.recv(65536)):
+                answer += chunk
+            assert time.monotonic() - t0 < 5
+        assert answer.startswith(b"HTTP/1.1 504") and b'"deadline_exceeded"' in answer and b"request body stalled" in answer
+        assert httpx.get(f"http://127.0.0.1:{extra.port}/metrics", timeout=10).text == "path /metrics"
+        assert httpx.get(f"http://127.0.0.1:{extra.port}/metricsx", timeout=10).status_code == 404
+        reply = httpx.post(f"http://127.0.0.1:{extra.port}{SERVICE}/ListStrategies", json={}, timeout=10)
+        assert reply.status_code == 200 and reply.json() == {}
+    finally:
+        http_server.call(extra.close())

@@ -3,10 +3,12 @@ extending runs, restarts after SIGKILL, result aggregation, and the client's wor
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import math
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -134,13 +136,21 @@ def test_bad_sweep_input_names_the_field(server: ServerThread) -> None:
 
 
 # ---------------------------------------------------------------------- leases and late tells
+def wait_abandoned(client: pc.Client, trial_id: int, timeout: float = 20.0) -> None:
+    """Until the server has abandoned the trial (its lease expired); bounded."""
+    deadline = time.monotonic() + timeout
+    while next(t for t in client.list_trials() if t.trial_id == trial_id).state != "abandoned":
+        assert time.monotonic() < deadline, f"trial {trial_id} was not abandoned in {timeout} s"
+        time.sleep(0.05)
+
+
 def test_late_tell_after_expiry_is_kept_once(server: ServerThread) -> None:
     server.running.service.lease_check_seconds = 0.05
     with pc.Client(server.address, timeout=10) as client:
         client.configure_sweep({"metaParameters": {"alpha": [1, 2]}}, runs=1)
         slow = client.ask(ttl_seconds=0.2).trials[0]
         assert slow.sweep_index == 0
-        time.sleep(0.5)
+        wait_abandoned(client, slow.trial_id)
         again = client.ask(ttl_seconds=30).trials[0]
         assert again.sweep_index == 0 and again.trial_id != slow.trial_id  # re-issued after the lease
         assert client.tell(trial_id=slow.trial_id, outcome={"score": 1.0}).trials_recorded == 1  # late, but first: kept
@@ -154,7 +164,7 @@ def test_late_tell_after_expiry_is_kept_once(server: ServerThread) -> None:
         assert [(r.index, r.metrics) for r in results.data.runs] == [(0, {"score": 1.0})]
         # the other order: the re-run reports first, the late one is the duplicate
         first = client.ask(ttl_seconds=0.2).trials[0]
-        time.sleep(0.5)
+        wait_abandoned(client, first.trial_id)
         rerun = client.ask(ttl_seconds=30).trials[0]
         assert rerun.sweep_index == first.sweep_index == 1
         assert client.tell(trial_id=rerun.trial_id, outcome={"score": 3.0}).trials_recorded == 1
@@ -379,3 +389,46 @@ def test_aggregation_matches_numpy(server: ServerThread, tmp_path: Path, db_path
         assert (row["param.alpha"], row["param.beta"], row["sweep_run"], row["sweep_permutation"]) == ("0.1", "y", "1", "1")
         assert float(row["outcome.score"]) == scores[1, 1]
         assert np.allclose(json.loads(row["series.curve"]), curves[1, 1], rtol=0, atol=0)
+
+
+def test_aepsych_protocol_refuses_sweeps(db_path: str) -> None:
+    """AEPsych clients tell by stimulus, not trial id: sweeps are refused there, naming the field."""
+    srv = ServerThread(ServerOptions(port=0, db=db_path, models=False, aepsych_port=0))
+    try:
+        port = srv.running.extra[0].port  # type: ignore[attr-defined]
+        with pc.Client(srv.address, timeout=10) as client:
+            sid = client.configure_sweep({"metaParameters": {"a": [1, 2]}}, runs=1).strategy_id
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            replies = []
+            for request in (
+                {"type": "setup", "message": {"config_str": "[sweep]\nalpha = [1, 2]\n"}},
+                {"type": "resume", "message": {"strat_id": sid}},
+            ):
+                sock.sendall(json.dumps(request).encode())
+                replies.append(json.loads(sock.recv(65536).decode()))
+        assert "gRPC API only" in str(replies[0]) and "config_ini" in str(replies[0])
+        assert "gRPC API only" in str(replies[1]) and "strat_id" in str(replies[1])
+    finally:
+        srv.stop()
+
+
+async def test_async_worker_loops_share_a_sweep(server: ServerThread) -> None:
+    """Three asyncio worker loops over one sweep: every index once; `async with trial` records a failure."""
+    async with pc.AsyncClient(server.address, timeout=10) as client:
+        sid = (await client.configure_sweep(GRID_3x3x2, runs=2)).strategy_id
+        seen: list[int] = []
+
+        async def worker() -> None:
+            async for trial in client.sweep(sid, ttl=30, poll_seconds=0.05):
+                async with trial:
+                    seen.append(trial.index)
+                    if trial.index == 5:
+                        raise ValueError("bad seed")
+                    await trial.report({"score": float(trial.params["alpha"]) + trial.run})
+
+        await asyncio.gather(worker(), worker(), worker())
+        assert sorted(seen) == list(range(36))
+        missing = await client.list_missing(strategy_id=sid)
+        assert (missing.indices, missing.failed) == ([5], [5])
+        failed = [t for t in await client.list_trials(strategy_id=sid) if t.state == "failed"]
+        assert [t.metadata["abandon_reason"] for t in failed] == ["ValueError: bad seed"]

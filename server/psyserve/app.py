@@ -36,6 +36,8 @@ class ServerOptions:
     workers: int | None = None
     models: bool = True
     aepsych_port: int | None = None
+    compute: str | None = None  # "dask://HOST:PORT": model jobs on a Dask cluster instead of the local pool
+    dask_tls: tuple[str, str | None, str | None] | None = None  # (CA, client cert, client key) for a tls:// scheduler
     limits: Limits = field(default_factory=Limits)
     grace_seconds: float = 10.0
     auth_token: str | None = None  # when set, every RPC but health and reflection needs "authorization: Bearer <token>"
@@ -61,7 +63,10 @@ class ServerOptions:
                 raise AuthConfigError("--cors-origin applies to the HTTP port: it needs --http-port")
             from .transports.http_api import check_cors_origins
 
-            check_cors_origins(self.cors_origins)
+            try:
+                check_cors_origins(self.cors_origins)
+            except ValueError as exc:
+                raise AuthConfigError(str(exc)) from None
         if self.tls_cert is not None and self.tls_key is not None:
             return server_credentials(self.tls_cert, self.tls_key)
         return None
@@ -93,6 +98,16 @@ def _make_models(options: ServerOptions) -> ModelEngine | None:
     except ImportError:  # pragma: no cover - model support not installed
         log.warning("model support unavailable: model-based phases will answer FAILED_PRECONDITION")
         return None
+    if options.compute:
+        from .dask_pool import DaskComputePool
+
+        security = None
+        if options.dask_tls is not None:
+            from distributed.security import Security
+
+            ca, cert, key = options.dask_tls
+            security = Security(tls_ca_file=ca, tls_client_cert=cert, tls_client_key=key, require_encryption=True)
+        return PoolModelEngine(pool=DaskComputePool(options.compute, security=security))
     return PoolModelEngine(workers=options.workers)
 
 
@@ -140,7 +155,7 @@ async def start_server(options: ServerOptions) -> RunningServer:
                 service,
                 options.host,
                 options.http_port,
-                auth_token=options.auth_token,
+                authorize=BearerTokenInterceptor(options.auth_token).allows if options.auth_token else None,
                 cors_origins=options.cors_origins,
                 tls_cert=options.tls_cert,
                 tls_key=options.tls_key,

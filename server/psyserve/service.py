@@ -488,7 +488,10 @@ class ExperimentService:
         metadata: Mapping[str, Any] | None = None,
         request_id: str = "",
         sweep: SweepRequest | None = None,
+        allow_sweep: bool = True,
     ) -> ConfigureResult:
+        """Create a strategy from an AEPsych INI, a sweep INI (`[sweep]` section) or a SweepRequest.
+        `allow_sweep=False` (transports that cannot carry sweep trials) refuses the sweep forms."""
         if sweep is not None and config_ini.strip():
             raise InvalidArgument("give config_ini or sweep, not both", "sweep")
         if sweep is None and not config_ini.strip():
@@ -498,6 +501,8 @@ class ExperimentService:
         extra = self._check_metadata(metadata or {}, "metadata")
         seed = random.SystemRandom().randrange(2**31)
         if sweep is not None or sweep_section(config_ini) is not None:
+            if not allow_sweep:
+                raise InvalidArgument("config_ini: parameter sweeps are served over the gRPC API only (trials are told by trial id)", "config_ini")
             return await self._configure_sweep(config_ini, name, extra, request_id, sweep, seed)
         try:
             spec = parse_config(config_ini, default_seed=seed)

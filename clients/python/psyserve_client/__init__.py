@@ -25,12 +25,14 @@ from ._common import (
     UnavailableError,
 )
 from .client import AsyncClient, Client
-from .sweeps import SweepLoop, SweepResults, SweepTrial
+from .sweeps import AsyncSweepLoop, AsyncSweepTrial, SweepLoop, SweepResults, SweepTrial
 
 __all__ = [
     "AlreadyExistsError",
     "AskResult",
     "AsyncClient",
+    "AsyncSweepLoop",
+    "AsyncSweepTrial",
     "Client",
     "ConfigureResult",
     "DeadlineExceededError",

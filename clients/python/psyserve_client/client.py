@@ -30,7 +30,7 @@ from ._common import (
 )
 from ._proto.psyserve.v1 import messages_pb2 as pb
 from ._proto.psyserve.v1 import service_pb2_grpc
-from .sweeps import SweepLoop, SweepResults
+from .sweeps import AsyncSweepLoop, SweepLoop, SweepResults
 
 T = TypeVar("T")
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -423,3 +423,9 @@ class AsyncClient(_Base):
         """Per-permutation results (see Client.sweep_results)."""
         data = await self._run(self._protocol.sweep_results(last_n, last_percent, best_metric, best_mode, True, strategy_id))
         return SweepResults(data, data.parameter_names)
+
+    def sweep(
+        self, strategy_id: int | None = None, ttl: float = 60.0, poll_seconds: float = 1.0, max_wait_seconds: float | None = None
+    ) -> AsyncSweepLoop:
+        """The asyncio worker loop: `async for trial in client.sweep(sid, ttl=60): await trial.report({...})`."""
+        return AsyncSweepLoop(self, self._protocol._sid(strategy_id), ttl, poll_seconds, max_wait_seconds)

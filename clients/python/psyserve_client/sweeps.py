@@ -7,6 +7,7 @@ it is the optional extra `psyserve-client[sweeps]`, needed only for the table me
 
 from __future__ import annotations
 
+import asyncio
 import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
@@ -18,7 +19,7 @@ from ._common import SweepResultsData, Trial, Value
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .client import Client
+    from .client import AsyncClient, Client
 
 
 def _pandas() -> Any:
@@ -235,3 +236,79 @@ class SweepLoop:
                 self._settle(RuntimeError("the worker loop was left before report() (an exception in the loop body?)"))
             except Exception:
                 pass
+
+
+# ---------------------------------------------------------------------- the asyncio worker loop
+class AsyncSweepTrial:
+    """SweepTrial for AsyncClient: `await trial.report(metrics)`, `async with trial:`."""
+
+    def __init__(self, client: AsyncClient, strategy_id: int, trial: Trial) -> None:
+        self._client = client
+        self._strategy_id = strategy_id
+        self.trial = trial
+        self.trial_id = trial.trial_id
+        self.params: dict[str, Value] = dict(trial.params)
+        self.index: int = trial.sweep_index or 0
+        self.run: int = trial.sweep_run or 0
+        self.permutation: int = trial.sweep_permutation or 0
+        self.reported = False
+
+    async def report(self, metrics: Mapping[str, float | Sequence[float]], **metadata: Any) -> bool:
+        result = await self._client.tell(trial_id=self.trial_id, outcome=dict(metrics), strategy_id=self._strategy_id, **metadata)
+        self.reported = True
+        return not result.duplicate
+
+    async def fail(self, reason: str) -> None:
+        await self._client.abandon_trial(self.trial_id, failed=True, reason=reason[:1000], strategy_id=self._strategy_id)
+        self.reported = True
+
+    async def abandon(self, reason: str) -> None:
+        await self._client.abandon_trial(self.trial_id, failed=False, reason=reason[:1000], strategy_id=self._strategy_id)
+        self.reported = True
+
+    async def __aenter__(self) -> AsyncSweepTrial:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        if exc is None or self.reported:
+            return False
+        if not isinstance(exc, Exception):  # cancelled / interrupted: handed out again
+            await self.abandon("worker interrupted")
+            return False
+        await self.fail("".join(traceback.format_exception_only(type(exc), exc)).strip())
+        return True
+
+
+class AsyncSweepLoop:
+    """`async for trial in client.sweep(sid, ttl=60): await trial.report({...})` (see SweepLoop);
+    `async with trial:` records an exception's text and goes on. A trial left unreported when the
+    loop moves on is abandoned (handed out again)."""
+
+    def __init__(self, client: AsyncClient, strategy_id: int, ttl: float, poll_seconds: float, max_wait_seconds: float | None) -> None:
+        self.client = client
+        self.strategy_id = strategy_id
+        self.ttl = ttl
+        self.poll_seconds = poll_seconds
+        self.max_wait_seconds = max_wait_seconds
+        self.current: AsyncSweepTrial | None = None
+        self.trials_run = 0
+
+    def __aiter__(self) -> AsyncSweepLoop:
+        return self
+
+    async def __anext__(self) -> AsyncSweepTrial:
+        trial, self.current = self.current, None
+        if trial is not None and not trial.reported:
+            await trial.abandon("not reported by the worker loop")
+        waited = 0.0
+        while True:
+            ask = await self.client.ask(strategy_id=self.strategy_id, ttl_seconds=self.ttl)
+            if ask.trials:
+                self.current = AsyncSweepTrial(self.client, self.strategy_id, ask.trials[0])
+                self.trials_run += 1
+                return self.current
+            if ask.is_finished or (self.max_wait_seconds is not None and waited >= self.max_wait_seconds):
+                raise StopAsyncIteration
+            pause = min(max(ask.retry_after_seconds, 0.01), self.poll_seconds)
+            await asyncio.sleep(pause)
+            waited += pause

@@ -35,10 +35,9 @@ from protobuf.wkt import Any as AnyPb
 from protobuf.wkt import FileDescriptorSet
 from starlette.middleware.cors import CORSMiddleware
 
-from psyserve_client._proto.psyserve.v1 import messages_pb2 as pb
+from psyserve_client._proto.psyserve.v1 import service_pb2
 from psyserve_client._proto.psyserve.v1.service_connect import ExperimentServiceASGIApplication
 
-from ..auth import AuthConfigError, BearerTokenInterceptor
 from ..service import ExperimentService
 from .grpc_api import ExperimentServicer
 
@@ -50,8 +49,10 @@ Receive = Callable[[], Awaitable[Message_]]
 Send = Callable[[Message_], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-SERVICE_PATH = "/psyserve.v1.ExperimentService"
+SERVICE_DESCRIPTOR = service_pb2.DESCRIPTOR.services_by_name["ExperimentService"]
+SERVICE_PATH = "/" + SERVICE_DESCRIPTOR.full_name
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # the gRPC port's limit (app.MAX_MESSAGE_BYTES)
+BODY_TIMEOUT_SECONDS = 60.0  # a request body may pause this long (the AEPsych port's request timeout)
 _UNAUTHENTICATED = "missing or invalid credentials: send header 'authorization: Bearer <token>'"
 
 #: Request headers a browser may send cross-origin (Connect, gRPC-Web, auth), and response headers it may read.
@@ -127,53 +128,55 @@ class _ServicerContext:
 
 
 # ---------------------------------------------------------------------- the service, as connectrpc sees it
-def _unary(name: str) -> Callable[..., Awaitable[Message]]:
-    async def call(self: ConnectExperimentService, request: Message, ctx: RequestContext[Any, Any]) -> Message:
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _delegate(name: str, server_streaming: bool) -> Callable[..., Any]:
+    if server_streaming:
+
+        async def stream(
+            self: ConnectExperimentService, request: Message, ctx: RequestContext[Any, Any]
+        ) -> AsyncIterator[Message]:
+            async for item in getattr(self.servicer, name)(request, _ServicerContext(ctx)):
+                yield item
+
+        stream.__name__ = _snake(name)
+        return stream
+
+    async def unary(self: ConnectExperimentService, request: Message, ctx: RequestContext[Any, Any]) -> Message:
         return await getattr(self.servicer, name)(request, _ServicerContext(ctx))  # type: ignore[no-any-return]
 
-    call.__name__ = name
-    return call
+    unary.__name__ = _snake(name)
+    return unary
 
 
 class ConnectExperimentService:
-    """The generated ExperimentService protocol (snake_case methods), each delegating to the gRPC servicer."""
+    """The generated connectrpc ExperimentService protocol (snake_case methods), every method delegating to
+    the gRPC servicer's; built from the service descriptor, so an RPC added to the proto is served here too."""
 
     def __init__(self, service: ExperimentService) -> None:
         self.servicer = ExperimentServicer(service)
 
-    configure = _unary("Configure")
-    resume = _unary("Resume")
-    ask = _unary("Ask")
-    tell = _unary("Tell")
-    query = _unary("Query")
-    info = _unary("Info")
-    parameters = _unary("Parameters")
-    get_config = _unary("GetConfig")
-    finish_strategy = _unary("FinishStrategy")
-    list_strategies = _unary("ListStrategies")
-    list_trials = _unary("ListTrials")
-    abandon_trial = _unary("AbandonTrial")
-    list_missing_results = _unary("ListMissingResults")
-    extend_sweep = _unary("ExtendSweep")
-    get_sweep_results = _unary("GetSweepResults")
 
-    async def export_data(
-        self, request: pb.ExportDataRequest, ctx: RequestContext[Any, Any]
-    ) -> AsyncIterator[pb.ExportDataResponse]:
-        async for item in self.servicer.ExportData(request, _ServicerContext(ctx)):  # type: ignore[arg-type]
-            yield item
+for _method in SERVICE_DESCRIPTOR.methods:
+    setattr(ConnectExperimentService, _snake(_method.name), _delegate(_method.name, _method.server_streaming))
+
+
+#: allows(method, metadata) -> bool: the gRPC port's token check (auth.BearerTokenInterceptor.allows), handed in by the app
+Authorize = Callable[[str, Sequence[tuple[str, str]]], bool]
 
 
 class BearerAuth:
     """connectrpc metadata interceptor: refuses a request without the token before its body is read."""
 
-    def __init__(self, token: str) -> None:
-        self._check = BearerTokenInterceptor(token)
+    def __init__(self, allows: Authorize) -> None:
+        self._allows = allows
 
     async def on_start(self, ctx: RequestContext[Any, Any]) -> None:
         method = f"/{ctx.method.service_name}/{ctx.method.name}"
         offered = [("authorization", v) for v in ctx.request_headers.getall("authorization")]
-        if not self._check.allows(method, offered):
+        if not self._allows(method, offered):
             raise ConnectError(Code.UNAUTHENTICATED, _UNAUTHENTICATED)
 
     async def on_end(self, token: None, ctx: RequestContext[Any, Any], error: Exception | None, /) -> None:
@@ -289,14 +292,46 @@ def _b64decode_stream(text: bytes) -> bytes:
     return b"".join(out)
 
 
+class BodyTimeout:
+    """ASGI middleware: a request body that stops arriving for `seconds` ends the request with
+    `deadline_exceeded`, so a client that sends headers and then stalls cannot hold a handler forever
+    (the AEPsych port's request timeout, for HTTP)."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body_done = False
+
+        async def bounded() -> Message_:
+            nonlocal body_done
+            if body_done:  # after the body only a disconnect can come: wait for it as long as it takes
+                return await receive()
+            try:
+                async with asyncio.timeout(self.seconds):
+                    message = await receive()
+            except TimeoutError:
+                log.warning("HTTP request body from %s stalled for %g s: dropped", scope.get("client"), self.seconds)
+                raise ConnectError(Code.DEADLINE_EXCEEDED, f"request body stalled: no bytes for {self.seconds:g} s") from None
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        await self.app(scope, bounded, send)
+
+
 # ---------------------------------------------------------------------- the app
 class HttpApp:
     """Routes by path prefix: the ExperimentService under /psyserve.v1.ExperimentService/, plus whatever
     else is mounted (a dashboard, /metrics). Mounted apps get no token check from here: one that shows
-    data must check `authorization` itself (see `BearerTokenInterceptor.allows`)."""
+    data must check the `authorization` header itself with `self.authorize` (None: no token configured)."""
 
-    def __init__(self, service_app: ASGIApp) -> None:
+    def __init__(self, service_app: ASGIApp, authorize: Authorize | None = None) -> None:
         self._routes: list[tuple[str, ASGIApp]] = [(SERVICE_PATH + "/", service_app)]
+        self.authorize = authorize
 
     def mount(self, prefix: str, app: ASGIApp) -> None:
         """Serve `app` for every path equal to `prefix` or under `prefix/` (longest prefix wins)."""
@@ -331,7 +366,7 @@ def check_cors_origins(origins: Iterable[str]) -> tuple[str, ...]:
     checked = []
     for origin in origins:
         if origin != "*" and not _ORIGIN.match(origin):
-            raise AuthConfigError(f"--cors-origin {origin!r}: expected scheme://host[:port] (no path, no trailing slash) or '*'")
+            raise ValueError(f"--cors-origin {origin!r}: expected scheme://host[:port] (no path, no trailing slash) or '*'")
         checked.append(origin)
     return tuple(checked)
 
@@ -339,9 +374,10 @@ def check_cors_origins(origins: Iterable[str]) -> tuple[str, ...]:
 def build_http_app(
     service: ExperimentService,
     *,
-    auth_token: str | None = None,
+    authorize: Authorize | None = None,
     cors_origins: Sequence[str] = (),
     max_message_bytes: int = MAX_MESSAGE_BYTES,
+    body_timeout: float = BODY_TIMEOUT_SECONDS,
     routes: Mapping[str, ASGIApp] | None = None,
 ) -> tuple[ASGIApp, HttpApp]:
     """The HTTP app: (outermost ASGI app to serve, the router to `mount` more routes on).
@@ -352,15 +388,15 @@ def build_http_app(
     """
     service_app = ExperimentServiceASGIApplication(
         ConnectExperimentService(service),  # type: ignore[arg-type]
-        interceptors=[BearerAuth(auth_token)] if auth_token else (),
+        interceptors=[BearerAuth(authorize)] if authorize is not None else (),
         read_max_bytes=max_message_bytes,
         codecs=[_BinaryCodec(), _JSONCodec()],  # type: ignore[list-item]
     )
-    router = HttpApp(service_app)
+    router = HttpApp(service_app, authorize)
     for prefix, route in (routes or {}).items():
         router.mount(prefix, route)
     app = CORSMiddleware(
-        GrpcWebText(router),
+        BodyTimeout(GrpcWebText(router), body_timeout),
         allow_origins=list(check_cors_origins(cors_origins)),
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=CORS_ALLOW_HEADERS,
@@ -421,22 +457,29 @@ async def start_http_server(
     host: str,
     port: int,
     *,
-    auth_token: str | None = None,
+    authorize: Authorize | None = None,
     cors_origins: Sequence[str] = (),
     tls_cert: str | None = None,
     tls_key: str | None = None,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
+    body_timeout: float = BODY_TIMEOUT_SECONDS,
     routes: Mapping[str, ASGIApp] | None = None,
 ) -> HttpServer:
     """Serve the HTTP app on host:port (0 picks a free port) as a task of the running event loop."""
     app, router = build_http_app(
-        service, auth_token=auth_token, cors_origins=cors_origins, max_message_bytes=max_message_bytes, routes=routes
+        service,
+        authorize=authorize,
+        cors_origins=cors_origins,
+        max_message_bytes=max_message_bytes,
+        body_timeout=body_timeout,
+        routes=routes,
     )
     sock = _bind(host, port)
     config = uvicorn.Config(
         app,
         lifespan="off",
         http="httptools",  # C parser: about half the server CPU per request of the pure-Python h11
+        log_config=None,  # leave the process's logging as the app set it; uvicorn's loggers propagate to it
         log_level=logging.WARNING,
         access_log=False,
         ssl_certfile=tls_cert,
