@@ -321,6 +321,13 @@ def test_cors_preflight_for_allowed_and_refused_origins(http_server: ServerThrea
         assert preflight(http_port(srv), ORIGIN).status_code == 400
     finally:
         srv.stop()
+    # '*' allows any origin (no credentials mode: the token travels in a header the page sets)
+    srv = ServerThread(ServerOptions(port=0, db=str(tmp_path / "d.db"), models=False, http_port=0, cors_origins=("*",)))
+    try:
+        anyone = preflight(http_port(srv), "http://anywhere.example:1234")
+        assert anyone.status_code == 200 and anyone.headers["access-control-allow-origin"] == "*"
+    finally:
+        srv.stop()
 
 
 def test_bad_cors_origin_is_refused_at_startup(tmp_path: Path) -> None:

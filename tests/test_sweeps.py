@@ -286,6 +286,14 @@ def test_server_killed_mid_sweep_comes_back(tmp_path: Path) -> None:
             client.extend_sweep(3)
             before = (client.info(sid).summary.sweep, client.list_missing(strategy_id=sid), client.sweep_results(last_n=2, strategy_id=sid).data)
         proc.kill(signal.SIGKILL)
+        replayed = subprocess.run(
+            [sys.executable, "-m", "psyserve", "replay", "--db", db, "--strategy", "grid", "--no-fit", "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        offline = json.loads(replayed.stdout)["sweep"]  # `psyserve replay` reads the same journal offline
+        assert (offline["done"], offline["leased"], offline["total"], offline["metrics"]) == (6, 4, 54, ["score", "curve"])
         proc = spawn_server(db, log, "--no-models", port=proc.port)
         with pc.Client(proc.address, timeout=10) as client:
             client.resume(config_name="grid")
