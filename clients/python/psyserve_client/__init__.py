@@ -22,10 +22,15 @@ from ._common import (
     UnauthenticatedError,
     UnavailableError,
 )
+from ._optimization import ArmEstimate, ExperimentDefinition, GenerationStrategy, Objective
 from .client import AsyncClient, Client
 
 __all__ = [
     "AlreadyExistsError",
+    "ArmEstimate",
+    "ExperimentDefinition",
+    "GenerationStrategy",
+    "Objective",
     "AskResult",
     "AsyncClient",
     "Client",

@@ -24,7 +24,7 @@ from ..config import ExperimentSpec
 from ..errors import ServiceError
 from ..journal import JournalError
 from ..params import ParameterSpec, ParamType, RawValue, Stimulus
-from ..service import ExperimentService, StrategyView
+from ..service import ArmEstimate, ExperimentService, StrategyView, TypedExperiment, TypedObjective, TypedParameter
 from ..strategy import ABANDONED, COMPLETED, FAILED, PENDING, OutcomeValue, TrialRecord
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,10 @@ def stimulus_to_pb(stimulus: Stimulus) -> pb.Stimulus:
 def parameter_to_pb(p: ParameterSpec) -> pb.Parameter:
     msg = pb.Parameter(name=p.name, type=_PARAM_TYPES[p.type], lower_bound=p.lower, upper_bound=p.upper, log_scale=p.log_scale)
     msg.choices.extend(p.choices)
+    msg.value_type = p.value_type
+    msg.is_ordered = p.is_ordered if p.type is ParamType.CATEGORICAL else False
+    if p.digits is not None:
+        msg.digits = p.digits
     if p.value is not None:
         msg.fixed_value.CopyFrom(to_value(p.value))
     return msg
@@ -93,6 +97,8 @@ def trial_to_pb(trial: TrialRecord, spec: ExperimentSpec) -> pb.Trial:
         told_at=trial.told_at or 0.0,
         model_data=trial.model_data,
     )
+    if trial.sample_size is not None:
+        msg.sample_size = trial.sample_size
     for o in trial.outcomes:
         out = msg.outcomes.add(name=o.name, value=o.value)
         if o.sem is not None:
@@ -123,6 +129,81 @@ def summary_to_pb(view: StrategyView) -> pb.StrategySummary:
         stimuli_per_trial=spec.stimuli_per_trial,
         outcome_types=[_OUTCOME_TYPES[t] for t in spec.outcome_types],
         outcome_names=list(spec.outcome_names),
+        optimization=optimization_to_pb(spec),
+    )
+
+
+_METHODS = {"fast": pb.GENERATION_METHOD_FAST, "random_search": pb.GENERATION_METHOD_RANDOM_SEARCH}
+_VALUE_TYPES = {pb.VALUE_TYPE_FLOAT: "float", pb.VALUE_TYPE_INT: "int", pb.VALUE_TYPE_STR: "str", pb.VALUE_TYPE_BOOL: "bool"}
+
+
+def optimization_to_pb(spec: ExperimentSpec) -> pb.OptimizationConfig | None:
+    opt = spec.optimization
+    if opt is None:
+        return None
+    msg = pb.OptimizationConfig(
+        parameter_constraints=[c.text for c in opt.parameter_constraints],
+        outcome_constraints=[c.text for c in opt.outcome_constraints],
+        tracking_metrics=list(opt.tracking_metrics),
+    )
+    for o in opt.objectives:
+        objective = msg.objectives.add(metric=o.metric, minimize=o.minimize)
+        if o.threshold is not None:
+            objective.threshold = o.threshold
+    model_phases = [p for p in spec.phases if p.is_model_based]
+    gs = msg.generation_strategy
+    gs.method = _METHODS["fast" if model_phases else "random_search"]
+    gs.max_parallelism = opt.max_parallelism
+    if model_phases:
+        gs.initialization_trials = sum(p.max_asks or 0 for p in spec.phases if not p.is_model_based)
+        gs.num_restarts = int(model_phases[0].generator_options.get("restarts", 10))
+        gs.raw_samples = int(model_phases[0].generator_options.get("samps", 512))
+    if spec.seed is not None:
+        gs.seed = spec.seed
+    return msg
+
+
+def typed_experiment_from_pb(msg: pb.ExperimentConfig, metadata: Mapping[str, str]) -> TypedExperiment:
+    parameters = []
+    for p in msg.parameters:
+        kind = p.WhichOneof("kind") or ""
+        if kind == "range":
+            r = p.range
+            parameters.append(
+                TypedParameter(
+                    p.name, "range", lower=r.lower, upper=r.upper, value_type=_VALUE_TYPES.get(r.value_type, ""),
+                    log_scale=r.log_scale, digits=r.digits if r.HasField("digits") else None,
+                )
+            )
+        elif kind == "choice":
+            values = tuple(v for v in (value_from_pb(v) for v in p.choice.values) if v is not None)
+            parameters.append(TypedParameter(p.name, "choice", values=values, is_ordered=p.choice.is_ordered))
+        elif kind == "fixed":
+            parameters.append(TypedParameter(p.name, "fixed", value=value_from_pb(p.fixed.value)))
+        else:
+            parameters.append(TypedParameter(p.name, kind))
+    opt = msg.optimization
+    gs = opt.generation_strategy
+    return TypedExperiment(
+        parameters=tuple(parameters),
+        objectives=tuple(TypedObjective(o.metric, o.minimize, o.threshold if o.HasField("threshold") else None) for o in opt.objectives),
+        parameter_constraints=tuple(opt.parameter_constraints),
+        outcome_constraints=tuple(opt.outcome_constraints),
+        tracking_metrics=tuple(opt.tracking_metrics),
+        method="random_search" if gs.method == pb.GENERATION_METHOD_RANDOM_SEARCH else "fast",
+        initialization_trials=gs.initialization_trials if gs.HasField("initialization_trials") else None,
+        seed=gs.seed if gs.HasField("seed") else None,
+        max_parallelism=gs.max_parallelism,
+        num_restarts=gs.num_restarts,
+        raw_samples=gs.raw_samples,
+    )
+
+
+def arm_to_pb(arm: ArmEstimate) -> pb.ArmEstimate:
+    return pb.ArmEstimate(
+        trial_id=arm.trial_id,
+        parameters=stimulus_to_pb(arm.parameters),
+        estimates=[pb.MetricEstimate(metric=m, mean=v, sem=arm.sems[m]) for m, v in arm.means.items()],
     )
 
 
@@ -185,7 +266,8 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
 
     @handles_errors
     async def Configure(self, request: pb.ConfigureRequest, context: grpc.aio.ServicerContext) -> pb.ConfigureResponse:
-        result = await self.service.configure(request.config_ini, request.name, dict(request.metadata), request.request_id)
+        experiment = typed_experiment_from_pb(request.experiment, request.metadata) if request.HasField("experiment") else None
+        result = await self.service.configure(request.config_ini, request.name, dict(request.metadata), request.request_id, experiment)
         view = result.strategy
         return pb.ConfigureResponse(
             strategy_id=view.strategy_id,
@@ -236,6 +318,7 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
             model_data=request.model_data if request.HasField("model_data") else True,
             metadata=dict(request.metadata),
             request_id=request.request_id,
+            sample_size=request.sample_size if request.HasField("sample_size") else None,
         )
         return pb.TellResponse(
             trial_id=result.trial_id,
@@ -315,6 +398,41 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
     async def AbandonTrial(self, request: pb.AbandonTrialRequest, context: grpc.aio.ServicerContext) -> pb.AbandonTrialResponse:
         trial = await self.service.abandon_trial(request.strategy_id, request.trial_id, request.failed, request.reason)
         return pb.AbandonTrialResponse(trial=trial_to_pb(trial, self.service.get(request.strategy_id).spec))
+
+    @handles_errors
+    async def AttachTrial(self, request: pb.AttachTrialRequest, context: grpc.aio.ServicerContext) -> pb.AttachTrialResponse:
+        trial = await self.service.attach_trial(
+            request.strategy_id, values_from_pb(request.parameters.values), request.ttl_seconds, request.request_id
+        )
+        return pb.AttachTrialResponse(trial=trial_to_pb(trial, self.service.get(request.strategy_id).spec))
+
+    @handles_errors
+    async def GetBestParameters(
+        self, request: pb.GetBestParametersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetBestParametersResponse:
+        best = await self.service.best_parameters(request.strategy_id, use_model=not request.use_observed)
+        if best is None:
+            return pb.GetBestParametersResponse(found=False)
+        return pb.GetBestParametersResponse(found=True, best=arm_to_pb(best))
+
+    @handles_errors
+    async def GetParetoFront(self, request: pb.GetParetoFrontRequest, context: grpc.aio.ServicerContext) -> pb.GetParetoFrontResponse:
+        front = await self.service.pareto_front(request.strategy_id, use_model=not request.use_observed)
+        return pb.GetParetoFrontResponse(front=[arm_to_pb(a) for a in front])
+
+    @handles_errors
+    async def PredictMetrics(self, request: pb.PredictMetricsRequest, context: grpc.aio.ServicerContext) -> pb.PredictMetricsResponse:
+        arms = await self.service.predict_metrics(
+            request.strategy_id, [values_from_pb(p.values) for p in request.parameters], list(request.metrics)
+        )
+        return pb.PredictMetricsResponse(predictions=[arm_to_pb(a) for a in arms])
+
+    @handles_errors
+    async def GetOptimizationTrace(
+        self, request: pb.GetOptimizationTraceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetOptimizationTraceResponse:
+        trace = await self.service.optimization_trace(request.strategy_id)
+        return pb.GetOptimizationTraceResponse(points=[pb.TracePoint(trial_id=t, value=v) for t, v in trace])
 
     async def ExportData(self, request: pb.ExportDataRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ExportDataResponse]:
         try:
