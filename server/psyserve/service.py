@@ -20,7 +20,6 @@ from typing import Any, Protocol
 import numpy as np
 
 from .config import ConfigError, ExperimentSpec, parse_config
-from .optimization_spec import OptimizationConfigError, TypedExperiment, TypedObjective, TypedParameter, typed_to_ini
 from .errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -30,6 +29,7 @@ from .errors import (
     ServiceError,
 )
 from .journal import Event, Journal
+from .optimization_spec import OptimizationConfigError, TypedExperiment, TypedObjective, TypedParameter, typed_to_ini
 from .params import ParameterValueError, Stimulus
 from .strategy import ABANDONED, COMPLETED, FAILED, PENDING, OutcomeValue, Strategy, TrialRecord
 

@@ -11,7 +11,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._common import Call, ConfigureResult, TellResult, Trial, Value, parse_parameter, parse_summary, parse_trial, to_value, to_values
+from ._common import (
+    Call,
+    ConfigureResult,
+    TellResult,
+    Trial,
+    Value,
+    from_stimulus,
+    parse_parameter,
+    parse_summary,
+    parse_trial,
+    to_value,
+    to_values,
+)
 from ._proto.psyserve.v1 import messages_pb2 as pb
 
 _VALUE_TYPES = {"float": pb.VALUE_TYPE_FLOAT, "int": pb.VALUE_TYPE_INT, "str": pb.VALUE_TYPE_STR, "bool": pb.VALUE_TYPE_BOOL}
@@ -200,7 +212,7 @@ def tell_metrics(
 def parse_arm(a: pb.ArmEstimate) -> ArmEstimate:
     return ArmEstimate(
         trial_id=a.trial_id,
-        parameters={k: (getattr(v, v.WhichOneof("kind")) if v.WhichOneof("kind") else 0.0) for k, v in a.parameters.values.items()},
+        parameters=from_stimulus(a.parameters),
         means={e.metric: e.mean for e in a.estimates},
         sems={e.metric: e.sem for e in a.estimates},
     )

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from . import _optimization as opt
 from ._common import (
     AskResult,
     Call,
@@ -27,7 +28,6 @@ from ._common import (
     parse_trial,
     translate_error,
 )
-from . import _optimization as opt
 from ._proto.psyserve.v1 import messages_pb2 as pb
 from ._proto.psyserve.v1 import service_pb2_grpc
 

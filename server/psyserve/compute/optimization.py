@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
+    "READOUTS",
     "LinearBound",
     "MetricData",
     "MetricObjective",
@@ -19,7 +20,6 @@ __all__ = [
     "OptimizationReadoutResult",
     "OptimizationState",
     "OutcomeBound",
-    "READOUTS",
     "optimization_generate",
     "optimization_readout",
 ]

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
+from botorch.acquisition import AcquisitionFunction
 from scipy.stats import qmc
 
 from psyserve.compute.optimization import (
@@ -81,13 +82,21 @@ def _fit(problem: OptimizationProblem, data: MetricData, warm: OptimizationState
 
 def _constraint_callables(problem: OptimizationProblem) -> list[Callable[[torch.Tensor], torch.Tensor]]:
     """BoTorch outcome constraints: feasible where the callable is <= 0."""
-    out: list[Callable[[torch.Tensor], torch.Tensor]] = []
-    for c in problem.outcome_constraints:
-        if c.upper:
-            out.append(lambda Z, i=c.index, b=c.bound: Z[..., i] - b)
-        else:
-            out.append(lambda Z, i=c.index, b=c.bound: b - Z[..., i])
-    return out
+    return [_outcome_constraint(c.index, c.bound, c.upper) for c in problem.outcome_constraints]
+
+
+def _outcome_constraint(index: int, bound: float, upper: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    def slack(Z: torch.Tensor) -> torch.Tensor:
+        return Z[..., index] - bound if upper else bound - Z[..., index]
+
+    return slack
+
+
+def _objective(index: int, sign: float) -> Callable[..., torch.Tensor]:
+    def value(Z: torch.Tensor, X: torch.Tensor | None = None) -> torch.Tensor:
+        return sign * Z[..., index]
+
+    return value
 
 
 # ---------------------------------------------------------------------- points
@@ -189,10 +198,10 @@ def generate_points(job: OptimizationGenerateJob) -> OptimizationGenerateResult:
         t1 = time.perf_counter()
         model = ModelListGP(*models)
         X_baseline = torch.tensor(np.unique(data.X, axis=0), dtype=DTYPE)
-        sampler = SobolQMCNormalSampler(sample_shape=torch.Size([int(options.get("mc_samples", 128))]), seed=seed)
+        sampler = SobolQMCNormalSampler(sample_shape=torch.Size([int(options.get("mc_samples", 64))]), seed=seed)
         constraints = _constraint_callables(problem) or None
         pending = torch.tensor(job.pending, dtype=DTYPE) if job.pending is not None and len(job.pending) else None
-        acqf: torch.nn.Module
+        acqf: AcquisitionFunction
         if len(problem.objectives) > 1:
             weights = torch.tensor([-1.0 if o.minimize else 1.0 for o in problem.objectives], dtype=DTYPE)
             objective = WeightedMCMultiOutputObjective(weights=weights, outcomes=[o.index for o in problem.objectives])
@@ -205,7 +214,7 @@ def generate_points(job: OptimizationGenerateJob) -> OptimizationGenerateResult:
                 constraints=constraints,
                 X_pending=pending,
                 prune_baseline=True,
-                cache_root=False,
+                cache_root=bool(options.get("cache_root", 1)),
             )
         else:
             o = problem.objectives[0]
@@ -214,11 +223,11 @@ def generate_points(job: OptimizationGenerateJob) -> OptimizationGenerateResult:
                 model=model,
                 X_baseline=X_baseline,
                 sampler=sampler,
-                objective=GenericMCObjective(lambda Z, X=None, i=o.index, s=sign: s * Z[..., i]),
+                objective=GenericMCObjective(_objective(o.index, sign)),
                 constraints=constraints,
                 X_pending=pending,
                 prune_baseline=True,
-                cache_root=False,
+                cache_root=bool(options.get("cache_root", 1)),
             )
         d = problem.dim
         bounds = torch.stack([torch.zeros(d, dtype=DTYPE), torch.ones(d, dtype=DTYPE)])
@@ -231,11 +240,11 @@ def generate_points(job: OptimizationGenerateJob) -> OptimizationGenerateResult:
             # BoTorch: sum(coefficients * x[indices]) >= rhs
             inequality.append((torch.tensor(idx, dtype=torch.long), torch.tensor(-coef[idx], dtype=DTYPE), float(-c.bound)))
         restarts, raw = int(options.get("restarts", 10)), int(options.get("samps", 512))
-        maxiter = int(options.get("maxiter", 200))
+        maxiter = int(options.get("maxiter", 100))
         if not inequality:
             candidates, _ = optimize_acqf(
                 acqf, bounds=bounds, q=n, num_restarts=restarts, raw_samples=raw, fixed_features=fixed or None,
-                options={"batch_limit": 5, "maxiter": maxiter}, sequential=n > 1,
+                options={"batch_limit": restarts, "init_batch_limit": raw, "maxiter": maxiter}, sequential=n > 1,
             )
         else:
             candidates = _optimize_constrained(acqf, problem, bounds, inequality, fixed, n, restarts, raw, maxiter, seed)
@@ -245,7 +254,7 @@ def generate_points(job: OptimizationGenerateJob) -> OptimizationGenerateResult:
 
 
 def _optimize_constrained(
-    acqf: torch.nn.Module,
+    acqf: AcquisitionFunction,
     problem: OptimizationProblem,
     bounds: torch.Tensor,
     inequality: list,
@@ -270,7 +279,7 @@ def _optimize_constrained(
             acqf.set_X_pending(extra if base_pending is None else torch.cat([base_pending, extra], dim=0))
         X_raw = torch.tensor(_quasi_random(problem, raw, seed + 7919 * k, fixed), dtype=DTYPE).unsqueeze(1)
         with torch.no_grad():
-            values = torch.cat([acqf(chunk) for chunk in X_raw.split(128)])
+            values = torch.cat([acqf(chunk) for chunk in X_raw.split(512)])
         picked = initialize_q_batch(X_raw, values, n=min(restarts, raw))
         start = picked[0] if isinstance(picked, tuple) else picked
         candidate, _ = optimize_acqf(
@@ -349,8 +358,8 @@ def readout(job: OptimizationReadoutJob) -> OptimizationReadoutResult:
             ref = _reference_point(problem, data.Y)
             signed = _signed_objectives(problem, data.Y)
             for i in range(len(data.X)):
-                rows = feasible[: i + 1]
-                trace[i] = _hypervolume(signed[: i + 1][rows], ref) if rows.any() else math.nan
+                so_far = feasible[: i + 1]
+                trace[i] = _hypervolume(signed[: i + 1][so_far], ref) if so_far.any() else math.nan
         return OptimizationReadoutResult([], empty, empty, trace, fit_seconds)
     feasible = _feasible(problem, values)
     candidates = np.flatnonzero(feasible)
@@ -363,5 +372,5 @@ def readout(job: OptimizationReadoutJob) -> OptimizationReadoutResult:
             rows = [int(candidates[int(np.argmax(signed[:, 0]))])]
         else:
             mask = is_non_dominated(torch.tensor(signed, dtype=DTYPE), deduplicate=True).numpy()
-            rows = [int(r) for r in candidates[mask]]
+            rows = [int(r) for r in np.asarray(candidates)[mask]]
     return OptimizationReadoutResult(rows, values[rows] if rows else empty, sems[rows] if rows else empty, np.zeros(0), fit_seconds)
