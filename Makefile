@@ -44,6 +44,7 @@ buf-lint:
 bench: $(STAMP)
 	$(PY) benchmarks/rpc.py
 	$(PY) benchmarks/journal.py
+	cd benchmarks && ../$(PY) sweep.py && ../$(PY) sweep.py --series 100
 	$(PY) benchmarks/restart.py --with-models
 	$(PY) benchmarks/compute.py
 	cd benchmarks && ../$(PY) psychophysics.py --seeds 3 --response-times 0.5 0

@@ -36,6 +36,7 @@ class ServerOptions:
     workers: int | None = None
     models: bool = True
     aepsych_port: int | None = None
+    compute: str | None = None  # "dask://HOST:PORT": model jobs on a Dask cluster instead of the local pool
     limits: Limits = field(default_factory=Limits)
     grace_seconds: float = 10.0
     auth_token: str | None = None  # when set, every RPC but health and reflection needs "authorization: Bearer <token>"
@@ -84,6 +85,10 @@ def _make_models(options: ServerOptions) -> ModelEngine | None:
     except ImportError:  # pragma: no cover - model support not installed
         log.warning("model support unavailable: model-based phases will answer FAILED_PRECONDITION")
         return None
+    if options.compute:
+        from .dask_pool import DaskComputePool
+
+        return PoolModelEngine(pool=DaskComputePool(options.compute))
     return PoolModelEngine(workers=options.workers)
 
 

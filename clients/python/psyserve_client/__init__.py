@@ -9,6 +9,7 @@ from ._common import (
     FinishResult,
     InfoResult,
     InvalidArgumentError,
+    MissingResults,
     NotFoundError,
     Outcome,
     Parameter,
@@ -17,6 +18,7 @@ from ._common import (
     QueryResult,
     ResourceExhaustedError,
     StrategySummary,
+    SweepSummary,
     TellResult,
     Trial,
     UnauthenticatedError,
@@ -24,12 +26,15 @@ from ._common import (
 )
 from ._optimization import ArmEstimate, ExperimentDefinition, GenerationStrategy, Objective
 from .client import AsyncClient, Client
+from .sweeps import AsyncSweepLoop, AsyncSweepTrial, SweepLoop, SweepResults, SweepTrial
 
 __all__ = [
     "AlreadyExistsError",
     "ArmEstimate",
     "AskResult",
     "AsyncClient",
+    "AsyncSweepLoop",
+    "AsyncSweepTrial",
     "Client",
     "ConfigureResult",
     "DeadlineExceededError",
@@ -39,6 +44,7 @@ __all__ = [
     "GenerationStrategy",
     "InfoResult",
     "InvalidArgumentError",
+    "MissingResults",
     "NotFoundError",
     "Objective",
     "Outcome",
@@ -48,6 +54,10 @@ __all__ = [
     "QueryResult",
     "ResourceExhaustedError",
     "StrategySummary",
+    "SweepLoop",
+    "SweepResults",
+    "SweepSummary",
+    "SweepTrial",
     "TellResult",
     "Trial",
     "UnauthenticatedError",

@@ -11,20 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._common import (
-    Call,
-    ConfigureResult,
-    TellResult,
-    Trial,
-    Value,
-    from_stimulus,
-    parse_parameter,
-    parse_summary,
-    parse_trial,
-    to_value,
-    to_values,
-)
+from ._common import Call, ConfigureResult, TellResult, Trial, parse_parameter, parse_summary, parse_trial
 from ._proto.psyserve.v1 import messages_pb2 as pb
+from .wire import Value, from_stimulus, to_value, to_values
 
 _VALUE_TYPES = {"float": pb.VALUE_TYPE_FLOAT, "int": pb.VALUE_TYPE_INT, "str": pb.VALUE_TYPE_STR, "bool": pb.VALUE_TYPE_BOOL}
 _METHODS = {"fast": pb.GENERATION_METHOD_FAST, "random_search": pb.GENERATION_METHOD_RANDOM_SEARCH}

@@ -1,6 +1,6 @@
 """psyserve clients: `Client` (blocking) and `AsyncClient` (asyncio), with aepsych_client's method names.
 
-Both share psyserve_client._common.Protocol for requests and replies; this file only makes calls.
+Both share psyserve_client._common.RequestBuilder for requests and replies; this file only makes calls.
 Generated method wrappers are listed explicitly so that type checkers see every signature.
 """
 
@@ -18,9 +18,10 @@ from ._common import (
     ConfigureResult,
     FinishResult,
     InfoResult,
+    MissingResults,
     Parameter,
-    Protocol,
     QueryResult,
+    RequestBuilder,
     StrategySummary,
     TellResult,
     Trial,
@@ -30,6 +31,7 @@ from ._common import (
 )
 from ._proto.psyserve.v1 import messages_pb2 as pb
 from ._proto.psyserve.v1 import service_pb2_grpc
+from .sweeps import AsyncSweepLoop, SweepLoop, SweepResults
 
 T = TypeVar("T")
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -54,7 +56,7 @@ class _Base:
         self.address = address
         self.timeout = timeout
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
-        self._protocol = Protocol()
+        self._protocol = RequestBuilder()
 
     @property
     def configs(self) -> list[int]:
@@ -242,6 +244,47 @@ class Client(_Base):
     def optimization_trace(self, strategy_id: int | None = None) -> list[tuple[int, float]]:
         """(trial id, best feasible objective so far / hypervolume) per completed trial."""
         return self._run(opt.optimization_trace(self._protocol._sid(strategy_id)))
+    # ------------------------------------------------------------------ parameter sweeps
+    def configure_sweep(
+        self,
+        description: Mapping[str, Any] | str,
+        runs: int = 1,
+        order: str = "index",
+        seed: int | None = None,
+        config_name: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        request_id: str = "",
+    ) -> ConfigureResult:
+        """Create a PyExpUtils-style sweep (a dict with `metaParameters`, or its JSON text) of
+        `runs` runs, handed out in index order or shuffled run by run (`order="shuffle"`, `seed`)."""
+        return self._run(self._protocol.configure_sweep(description, runs, order, seed, config_name, metadata, request_id))
+
+    def list_missing(self, runs: int = 0, strategy_id: int | None = None) -> MissingResults:
+        """Indices without a result for `runs` runs (0: the sweep's runs); PyExpUtils' listMissingResults."""
+        return self._run(self._protocol.list_missing(runs, strategy_id))
+
+    def extend_sweep(self, runs: int, strategy_id: int | None = None) -> StrategySummary:
+        """Raise the sweep's number of runs; only the new indices are handed out."""
+        return self._run(self._protocol.extend_sweep(runs, strategy_id))
+
+    def sweep_results(
+        self,
+        last_n: int | None = None,
+        last_percent: float | None = None,
+        best_metric: str = "",
+        best_mode: str = "max",
+        strategy_id: int | None = None,
+    ) -> SweepResults:
+        """Per-permutation mean and SEM of every metric (series over their last n steps or last p
+        percent), and per-(index, run) rows; `.frame()`, `.split_over()`, `.slice_over()`, `.to_csv()`."""
+        data = self._run(self._protocol.sweep_results(last_n, last_percent, best_metric, best_mode, True, strategy_id))
+        return SweepResults(data, data.parameter_names)
+
+    def sweep(
+        self, strategy_id: int | None = None, ttl: float = 60.0, poll_seconds: float = 1.0, max_wait_seconds: float | None = None
+    ) -> SweepLoop:
+        """The worker loop: `for trial in client.sweep(sid, ttl=60): trial.report({...})`."""
+        return SweepLoop(self, self._protocol._sid(strategy_id), ttl, poll_seconds, max_wait_seconds)
 
 
 class AsyncClient(_Base):
@@ -420,3 +463,42 @@ class AsyncClient(_Base):
     async def optimization_trace(self, strategy_id: int | None = None) -> list[tuple[int, float]]:
         """(trial id, best feasible objective so far / hypervolume) per completed trial."""
         return await self._run(opt.optimization_trace(self._protocol._sid(strategy_id)))
+    # ------------------------------------------------------------------ parameter sweeps
+    async def configure_sweep(
+        self,
+        description: Mapping[str, Any] | str,
+        runs: int = 1,
+        order: str = "index",
+        seed: int | None = None,
+        config_name: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        request_id: str = "",
+    ) -> ConfigureResult:
+        """Create a PyExpUtils-style sweep (see Client.configure_sweep)."""
+        return await self._run(self._protocol.configure_sweep(description, runs, order, seed, config_name, metadata, request_id))
+
+    async def list_missing(self, runs: int = 0, strategy_id: int | None = None) -> MissingResults:
+        """Indices without a result for `runs` runs (0: the sweep's runs)."""
+        return await self._run(self._protocol.list_missing(runs, strategy_id))
+
+    async def extend_sweep(self, runs: int, strategy_id: int | None = None) -> StrategySummary:
+        """Raise the sweep's number of runs; only the new indices are handed out."""
+        return await self._run(self._protocol.extend_sweep(runs, strategy_id))
+
+    async def sweep_results(
+        self,
+        last_n: int | None = None,
+        last_percent: float | None = None,
+        best_metric: str = "",
+        best_mode: str = "max",
+        strategy_id: int | None = None,
+    ) -> SweepResults:
+        """Per-permutation results (see Client.sweep_results)."""
+        data = await self._run(self._protocol.sweep_results(last_n, last_percent, best_metric, best_mode, True, strategy_id))
+        return SweepResults(data, data.parameter_names)
+
+    def sweep(
+        self, strategy_id: int | None = None, ttl: float = 60.0, poll_seconds: float = 1.0, max_wait_seconds: float | None = None
+    ) -> AsyncSweepLoop:
+        """The asyncio worker loop: `async for trial in client.sweep(sid, ttl=60): await trial.report({...})`."""
+        return AsyncSweepLoop(self, self._protocol._sid(strategy_id), ttl, poll_seconds, max_wait_seconds)
