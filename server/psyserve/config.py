@@ -631,12 +631,14 @@ def _check_model_fits_experiment(phase: str, model: str, stimuli_per_trial: int,
             f"{model} does not fit [common] stimuli_per_trial = {stimuli_per_trial}"
             + (" (a pairwise model compares two stimuli per trial)" if model == "PairwiseProbitModel" else ""),
         )
+    if model == OPTIMIZATION_MODEL:
+        return  # one GP per metric; the [optimization] checks cover its outcomes
     if len(outcome_types) > 1:
         raise ConfigError(
             "common",
             "outcome_types",
             f"{len(outcome_types)} outcomes need one model per outcome (AEPsych's IndependentGPsModel), "
-            "which psyserve does not support yet in a model-based strategy",
+            f"which psyserve supports for optimisation experiments ([optimization] section, model = {OPTIMIZATION_MODEL})",
         )
     outcome = outcome_types[0]
     if outcome == "ordinal":
