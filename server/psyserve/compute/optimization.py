@@ -94,8 +94,8 @@ class OptimizationGenerateJob:
     r"""Fit one GP per metric and propose ``num_points`` points (``pending``: ``p x d`` points
     asked but not yet told, the acquisition's ``X_pending``).
 
-    options: ``restarts`` (10), ``samps`` (raw samples, 512), ``mc_samples`` (128), ``maxiter``
-    (acquisition L-BFGS/SLSQP iterations, 200), ``fit_maxiter`` (GP fit, 200)."""
+    options: ``restarts`` (5), ``samps`` (raw samples, 256), ``mc_samples`` (64), ``maxiter``
+    (acquisition L-BFGS/SLSQP iterations, 100), ``fit_maxiter`` (GP fit, 200), ``cache_root`` (1)."""
 
     problem: OptimizationProblem
     data: MetricData

@@ -239,7 +239,7 @@ def generate_points(job: OptimizationGenerateJob) -> OptimizationGenerateResult:
             idx = np.flatnonzero(coef)
             # BoTorch: sum(coefficients * x[indices]) >= rhs
             inequality.append((torch.tensor(idx, dtype=torch.long), torch.tensor(-coef[idx], dtype=DTYPE), float(-c.bound)))
-        restarts, raw = int(options.get("restarts", 10)), int(options.get("samps", 512))
+        restarts, raw = int(options.get("restarts", 5)), int(options.get("samps", 256))
         maxiter = int(options.get("maxiter", 100))
         if not inequality:
             candidates, _ = optimize_acqf(

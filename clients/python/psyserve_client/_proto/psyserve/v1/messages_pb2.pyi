@@ -1769,7 +1769,7 @@ class GenerationStrategyConfig(_message.Message):
     max_parallelism: _builtins.int
     """most trials pending at once (0: no limit)"""
     num_restarts: _builtins.int
-    """acquisition optimiser: restarts and raw samples (defaults 10 and 512)"""
+    """acquisition optimiser: restarts and raw samples (defaults 5 and 256)"""
     raw_samples: _builtins.int
     def __init__(
         self,
