@@ -136,13 +136,21 @@ def test_bad_sweep_input_names_the_field(server: ServerThread) -> None:
 
 
 # ---------------------------------------------------------------------- leases and late tells
+def wait_abandoned(client: pc.Client, trial_id: int, timeout: float = 20.0) -> None:
+    """Until the server has abandoned the trial (its lease expired); bounded."""
+    deadline = time.monotonic() + timeout
+    while next(t for t in client.list_trials() if t.trial_id == trial_id).state != "abandoned":
+        assert time.monotonic() < deadline, f"trial {trial_id} was not abandoned in {timeout} s"
+        time.sleep(0.05)
+
+
 def test_late_tell_after_expiry_is_kept_once(server: ServerThread) -> None:
     server.running.service.lease_check_seconds = 0.05
     with pc.Client(server.address, timeout=10) as client:
         client.configure_sweep({"metaParameters": {"alpha": [1, 2]}}, runs=1)
         slow = client.ask(ttl_seconds=0.2).trials[0]
         assert slow.sweep_index == 0
-        time.sleep(0.5)
+        wait_abandoned(client, slow.trial_id)
         again = client.ask(ttl_seconds=30).trials[0]
         assert again.sweep_index == 0 and again.trial_id != slow.trial_id  # re-issued after the lease
         assert client.tell(trial_id=slow.trial_id, outcome={"score": 1.0}).trials_recorded == 1  # late, but first: kept
@@ -156,7 +164,7 @@ def test_late_tell_after_expiry_is_kept_once(server: ServerThread) -> None:
         assert [(r.index, r.metrics) for r in results.data.runs] == [(0, {"score": 1.0})]
         # the other order: the re-run reports first, the late one is the duplicate
         first = client.ask(ttl_seconds=0.2).trials[0]
-        time.sleep(0.5)
+        wait_abandoned(client, first.trial_id)
         rerun = client.ask(ttl_seconds=30).trials[0]
         assert rerun.sweep_index == first.sweep_index == 1
         assert client.tell(trial_id=rerun.trial_id, outcome={"score": 3.0}).trials_recorded == 1

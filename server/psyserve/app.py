@@ -37,6 +37,7 @@ class ServerOptions:
     models: bool = True
     aepsych_port: int | None = None
     compute: str | None = None  # "dask://HOST:PORT": model jobs on a Dask cluster instead of the local pool
+    dask_tls: tuple[str, str | None, str | None] | None = None  # (CA, client cert, client key) for a tls:// scheduler
     limits: Limits = field(default_factory=Limits)
     grace_seconds: float = 10.0
     auth_token: str | None = None  # when set, every RPC but health and reflection needs "authorization: Bearer <token>"
@@ -88,7 +89,13 @@ def _make_models(options: ServerOptions) -> ModelEngine | None:
     if options.compute:
         from .dask_pool import DaskComputePool
 
-        return PoolModelEngine(pool=DaskComputePool(options.compute))
+        security = None
+        if options.dask_tls is not None:
+            from distributed.security import Security
+
+            ca, cert, key = options.dask_tls
+            security = Security(tls_ca_file=ca, tls_client_cert=cert, tls_client_key=key, require_encryption=True)
+        return PoolModelEngine(pool=DaskComputePool(options.compute, security=security))
     return PoolModelEngine(workers=options.workers)
 
 

@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="dask://HOST:PORT",
         help="run model computations on this Dask scheduler's workers instead of a local process pool",
     )
+    p_serve.add_argument("--dask-tls-ca", default=None, metavar="PEM", help="CA certificate for a tls:// Dask scheduler")
+    p_serve.add_argument("--dask-tls-cert", default=None, metavar="PEM", help="this server's client certificate for the Dask scheduler")
+    p_serve.add_argument("--dask-tls-key", default=None, metavar="PEM", help="private key of --dask-tls-cert")
     p_serve.add_argument("--no-models", action="store_true", help="do not start the model-fitting pool")
     p_serve.add_argument("--aepsych-port", type=int, default=None, help="also serve AEPsych's JSON/TCP protocol on this port")
     auth = p_serve.add_mutually_exclusive_group()
@@ -143,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 models=not args.no_models,
                 aepsych_port=args.aepsych_port,
                 compute=args.compute,
+                dask_tls=(args.dask_tls_ca, args.dask_tls_cert, args.dask_tls_key) if args.dask_tls_ca else None,
                 auth_token=_auth_token(args),
                 tls_cert=args.tls_cert,
                 tls_key=args.tls_key,

@@ -728,7 +728,7 @@ class RequestBuilder:
                 ],
                 best_permutation=r.best_permutation if r.HasField("best_permutation") else None,
                 runs=[
-                    RunResult(x.index, x.run, x.permutation, x.trial_id, {o.name: o.value for o in x.metrics}, dict(x.series_lengths))
+                    RunResult(x.index, x.run, x.permutation, x.trial_id, {o.name: o.value for o in x.metrics}, {o.name: x.series_lengths.get(o.name, 0) for o in x.metrics})
                     for x in r.runs
                 ],
                 parameter_names=list(r.parameter_names),
