@@ -58,6 +58,19 @@ def _parser() -> argparse.ArgumentParser:
         "--tls-cert", default=None, metavar="PEM", help="serve TLS with this certificate chain (needs --tls-key)"
     )
     p_serve.add_argument("--tls-key", default=None, metavar="PEM", help="private key of --tls-cert")
+    p_serve.add_argument(
+        "--http-port",
+        type=int,
+        default=None,
+        help="also serve the API over HTTP/1.1: Connect (JSON or binary protobuf) and gRPC-Web, same token and TLS",
+    )
+    p_serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let browser pages from this origin (scheme://host:port) call the HTTP port; repeatable; none by default",
+    )
 
     p_export = sub.add_parser("export", help="write one row per trial (CSV or JSON lines)", parents=[common])
     p_export.add_argument("--db", default="psyserve.db", help="journal file to read (a live server's is fine)")
@@ -150,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                 auth_token=_auth_token(args),
                 tls_cert=args.tls_cert,
                 tls_key=args.tls_key,
+                http_port=args.http_port,
+                cors_origins=tuple(args.cors_origin),
             )
             options.check_security()
             if args.compute:
