@@ -2,6 +2,9 @@
 
 Owns the config grammar, defaults and the unused-key warnings; knows nothing of strategies'
 runtime state, storage or transports.
+
+Longer than ~500 lines on purpose: it is one grammar (AEPsych's INI) whose sections, fallbacks,
+defaults and refusals are read together; the catalogue of names it refuses is aepsych_names.py.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import aepsych_names as aepsych
-from .compute.jobs import KNOWN_ACQFS, KNOWN_MODELS, acqf_supports
+from .compute.contract import KNOWN_ACQFS, KNOWN_MODELS, acqf_supports
 from .optimization_spec import (
     MULTI_OBJECTIVE_ACQF,
     OPTIMIZATION_MODEL,
@@ -490,12 +493,19 @@ def _typed(section: str, key: str, text: str, value_type: str) -> RawValue:
     return number
 
 
-def _options(r: _Reader, class_section: str, keys: dict[str, type], phase: str) -> dict[str, float | int | str]:
-    """Read class options from [phase] then [ClassName] then [common]."""
+def _options(
+    r: _Reader, class_section: str, keys: Mapping[str, type | tuple[str, ...]], phase: str
+) -> dict[str, float | int | str]:
+    """Read class options from [phase] then [ClassName] then [common]; a tuple kind lists the allowed words."""
     out: dict[str, float | int | str] = {}
     for key, kind in keys.items():
         value: float | int | str | None
-        if kind is int:
+        if isinstance(kind, tuple):
+            found = r.raw(phase, key, class_section)
+            value = None if found is None else found[1].strip().lower()
+            if found is not None and value not in kind:
+                raise ConfigError(found[0], key, f"expected one of {list(kind)}, got {found[1]!r}")
+        elif kind is int:
             value = r.get_int(phase, key, class_section, minimum=1)
         elif kind is float:
             value = r.get_float(phase, key, class_section)
@@ -506,7 +516,16 @@ def _options(r: _Reader, class_section: str, keys: dict[str, type], phase: str) 
     return out
 
 
-_MODEL_OPTIONS: dict[str, type] = {"inducing_size": int, "max_fit_time": float}
+#: How a model's hyper-parameters are fitted: "fast" (default) minimises psyserve's numpy objectives
+#: with hand-derived gradients (PackedElbo for GPClassificationModel: `elbo`; PackedPairwiseLaplace
+#: for PairwiseProbitModel: `laplace`); "botorch" uses BoTorch's own fitting (fit_gpytorch_mll).
+FIT_METHODS = ("fast", "botorch")
+_MODEL_OPTIONS: dict[str, type | tuple[str, ...]] = {"inducing_size": int, "max_fit_time": float}
+#: the fitting switch each model reads (a switch another model would ignore is left unread: a warning)
+_FIT_SWITCHES: dict[str, dict[str, type | tuple[str, ...]]] = {
+    "GPClassificationModel": {"elbo": FIT_METHODS},
+    "PairwiseProbitModel": {"laplace": FIT_METHODS},
+}
 _GENERATOR_OPTIONS: dict[str, type] = {"restarts": int, "samps": int, "max_gen_time": float}
 _ACQF_OPTIONS: dict[str, type] = {"target": float, "beta": float, "objective": str}
 
@@ -581,7 +600,7 @@ def _parse_phase(
             if acqf != want:
                 raise ConfigError(name, "acqf", f"{len(optimization.objectives)} objective(s) take {want}, not {acqf}")
         _refuse_unhonoured_keys(r, name, model, acqf)
-        model_options = _options(r, model, _MODEL_OPTIONS, name)
+        model_options = _options(r, model, {**_MODEL_OPTIONS, **_FIT_SWITCHES.get(model, {})}, name)
         generator_options = _options(r, generator, _GENERATOR_OPTIONS, name)
         generator_options.update(_options(r, acqf, _ACQF_OPTIONS, name))
         target = generator_options.get("target")
