@@ -38,7 +38,8 @@ from .compute import (
     query,
     worker_init,
 )
-from .compute.optimization import OptimizationGenerateJob, OptimizationReadoutResult, optimization_generate, optimization_readout
+from .compute.optimization import OptimizationGenerateJob, OptimizationReadoutResult
+from .compute.optimization_jobs import optimization_generate, optimization_readout
 from .config import PhaseSpec
 from .errors import Unavailable
 from .modeling_optimization import generate_job as optimization_job

@@ -1,5 +1,6 @@
-"""Ax-style optimisation jobs (one GP per metric, qLogNEI / qLogNEHVI): picklable contract and entry points.
-Torch-free at import (the numerics load inside the job, from optimization_numerics); must not touch server state or I/O."""
+"""The contract of Ax-style optimisation jobs (one GP per metric, qLogNEI / qLogNEHVI): picklable problem,
+data, job and result types and their checks. Torch-free; must not touch server state or I/O (entry points:
+optimization_jobs, numerics: optimization_numerics)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,7 @@ __all__ = [
     "OptimizationReadoutResult",
     "OptimizationState",
     "OutcomeBound",
-    "optimization_generate",
-    "optimization_readout",
+    "check_problem",
 ]
 
 READOUTS = ("best", "pareto", "predict", "trace")
@@ -144,7 +144,7 @@ class OptimizationReadoutResult:
     fit_seconds: float
 
 
-def _check(problem: OptimizationProblem, data: MetricData) -> None:
+def check_problem(problem: OptimizationProblem, data: MetricData) -> None:
     d, m = int(problem.dim), len(problem.metrics)
     if d < 1 or m < 1 or not problem.objectives:
         raise ValueError("an optimisation problem needs a dimension, metrics and an objective")
@@ -161,24 +161,3 @@ def _check(problem: OptimizationProblem, data: MetricData) -> None:
     for lc in problem.linear_constraints:
         if len(lc.coefficients) != d:
             raise ValueError("linear constraint coefficients must have one entry per dimension")
-
-
-def optimization_generate(job: OptimizationGenerateJob) -> OptimizationGenerateResult:
-    """Fit the per-metric GPs and optimise qLogNEI (one objective) or qLogNEHVI (several) under
-    the outcome and linear constraints; quasi-random feasible points while a metric has no data."""
-    _check(job.problem, job.data)
-    if int(job.num_points) < 1:
-        raise ValueError(f"num_points must be >= 1, got {job.num_points!r}")
-    from psyserve.compute.optimization_numerics import generate_points
-
-    return generate_points(job)
-
-
-def optimization_readout(job: OptimizationReadoutJob) -> OptimizationReadoutResult:
-    """Best point, Pareto front, predictions or trace (see OptimizationReadoutJob)."""
-    _check(job.problem, job.data)
-    if job.kind not in READOUTS:
-        raise ValueError(f"unknown read-out {job.kind!r} (known: {list(READOUTS)})")
-    from psyserve.compute.optimization_numerics import readout
-
-    return readout(job)
