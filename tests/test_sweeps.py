@@ -82,6 +82,9 @@ def test_nested_objects_flatten_to_dotted_names(server: ServerThread) -> None:
         assert trials[4].params["optimizer.name"] == "sgd"
         assert client.ask().is_finished is False  # all leased (no ttl), none done
         assert client.ask().trials == []
+        client.finish_strategy()  # FinishStrategy stops a sweep: nothing more is handed out
+        stopped = client.ask()
+        assert stopped.trials == [] and stopped.is_finished
 
 
 def test_shuffled_order_is_seeded_and_run_by_run(server: ServerThread) -> None:
