@@ -202,6 +202,101 @@ namespace Psyserve.Client
         }
     }
 
+    /// <summary>
+    /// Python type of a parameter's values.
+    /// </summary>
+    public enum ValueType
+    {
+        Unspecified = 0,
+        Float = 1,
+        Int = 2,
+        Str = 3,
+        Bool = 4,
+    }
+
+    internal static class ValueTypeJson
+    {
+        internal static string Name(ValueType value)
+        {
+            switch (value)
+            {
+                case ValueType.Unspecified: return "VALUE_TYPE_UNSPECIFIED";
+                case ValueType.Float: return "VALUE_TYPE_FLOAT";
+                case ValueType.Int: return "VALUE_TYPE_INT";
+                case ValueType.Str: return "VALUE_TYPE_STR";
+                case ValueType.Bool: return "VALUE_TYPE_BOOL";
+                default: return null;
+            }
+        }
+
+        internal static void Write(JsonWriter w, ValueType value)
+        {
+            var name = Name(value);
+            if (name != null) w.String(name); else w.Int32((int)value);
+        }
+
+        internal static ValueType Read(object node, string field)
+        {
+            var text = node as string;
+            if (text == null) return (ValueType)Json.ToInt32(node, field);
+            switch (text)
+            {
+                case "VALUE_TYPE_UNSPECIFIED": return ValueType.Unspecified;
+                case "VALUE_TYPE_FLOAT": return ValueType.Float;
+                case "VALUE_TYPE_INT": return ValueType.Int;
+                case "VALUE_TYPE_STR": return ValueType.Str;
+                case "VALUE_TYPE_BOOL": return ValueType.Bool;
+                default: return (ValueType)0;  // a value newer than this client
+            }
+        }
+    }
+
+    public enum GenerationMethod
+    {
+        Unspecified = 0,
+        /// <summary>
+        /// quasi-random initialisation, then Bayesian optimisation (Ax's "fast"); the default
+        /// </summary>
+        Fast = 1,
+        /// <summary>
+        /// quasi-random points only
+        /// </summary>
+        RandomSearch = 2,
+    }
+
+    internal static class GenerationMethodJson
+    {
+        internal static string Name(GenerationMethod value)
+        {
+            switch (value)
+            {
+                case GenerationMethod.Unspecified: return "GENERATION_METHOD_UNSPECIFIED";
+                case GenerationMethod.Fast: return "GENERATION_METHOD_FAST";
+                case GenerationMethod.RandomSearch: return "GENERATION_METHOD_RANDOM_SEARCH";
+                default: return null;
+            }
+        }
+
+        internal static void Write(JsonWriter w, GenerationMethod value)
+        {
+            var name = Name(value);
+            if (name != null) w.String(name); else w.Int32((int)value);
+        }
+
+        internal static GenerationMethod Read(object node, string field)
+        {
+            var text = node as string;
+            if (text == null) return (GenerationMethod)Json.ToInt32(node, field);
+            switch (text)
+            {
+                case "GENERATION_METHOD_UNSPECIFIED": return GenerationMethod.Unspecified;
+                case "GENERATION_METHOD_FAST": return GenerationMethod.Fast;
+                case "GENERATION_METHOD_RANDOM_SEARCH": return GenerationMethod.RandomSearch;
+                default: return (GenerationMethod)0;  // a value newer than this client
+            }
+        }
+    }
+
     public enum SweepOrder
     {
         Unspecified = 0,
@@ -419,6 +514,18 @@ namespace Psyserve.Client
         /// </summary>
         public ParameterValue FixedValue;
         /// <summary>
+        /// Ax-style typing: the Python type of the values ("int", "float", "str", "bool"; empty: by type)
+        /// </summary>
+        public string ValueType = "";
+        /// <summary>
+        /// continuous: values are rounded to this many decimal digits
+        /// </summary>
+        public int? Digits;
+        /// <summary>
+        /// categorical: whether the choices are ordered (modelled by rank when true)
+        /// </summary>
+        public bool IsOrdered;
+        /// <summary>
         /// a sweep parameter's values in the order they were listed (permutations vary the last-listed
         /// parameter fastest)
         /// </summary>
@@ -440,6 +547,9 @@ namespace Psyserve.Client
                 w.EndArray();
             }
             if (FixedValue != null) { w.Name("fixedValue"); FixedValue.WriteJson(w); }
+            if (!string.IsNullOrEmpty(ValueType)) { w.Name("valueType"); w.String(ValueType); }
+            if (Digits.HasValue) { w.Name("digits"); w.Int32(Digits.Value); }
+            if (IsOrdered) { w.Name("isOrdered"); w.Bool(true); }
             if (Values != null && Values.Count > 0)
             {
                 w.Name("values");
@@ -482,6 +592,15 @@ namespace Psyserve.Client
                         break;
                     case "fixedValue": case "fixed_value":
                         m.FixedValue = ParameterValue.FromJson(kv.Value);
+                        break;
+                    case "valueType": case "value_type":
+                        m.ValueType = Json.ToStr(kv.Value, "valueType");
+                        break;
+                    case "digits":
+                        m.Digits = Json.ToInt32(kv.Value, "digits");
+                        break;
+                    case "isOrdered": case "is_ordered":
+                        m.IsOrdered = Json.ToBool(kv.Value, "isOrdered");
                         break;
                     case "values":
                         foreach (var item in Json.AsArray(kv.Value, "values"))
@@ -585,6 +704,10 @@ namespace Psyserve.Client
         public double ToldAt;
         public bool ModelData;
         /// <summary>
+        /// Ax's sample_size of the outcome, when the tell gave one
+        /// </summary>
+        public long? SampleSize;
+        /// <summary>
         /// sweeps: the trial's index i, its run (i div permutations) and permutation (i mod permutations)
         /// </summary>
         public long? SweepIndex;
@@ -626,6 +749,7 @@ namespace Psyserve.Client
             if (AskedAt != 0d) { w.Name("askedAt"); w.Double(AskedAt); }
             if (ToldAt != 0d) { w.Name("toldAt"); w.Double(ToldAt); }
             if (ModelData) { w.Name("modelData"); w.Bool(true); }
+            if (SampleSize.HasValue) { w.Name("sampleSize"); w.Int64(SampleSize.Value); }
             if (SweepIndex.HasValue) { w.Name("sweepIndex"); w.Int64(SweepIndex.Value); }
             if (SweepRun != 0L) { w.Name("sweepRun"); w.Int64(SweepRun); }
             if (SweepPermutation != 0L) { w.Name("sweepPermutation"); w.Int64(SweepPermutation); }
@@ -675,6 +799,9 @@ namespace Psyserve.Client
                         break;
                     case "modelData": case "model_data":
                         m.ModelData = Json.ToBool(kv.Value, "modelData");
+                        break;
+                    case "sampleSize": case "sample_size":
+                        m.SampleSize = Json.ToInt64(kv.Value, "sampleSize");
                         break;
                     case "sweepIndex": case "sweep_index":
                         m.SweepIndex = Json.ToInt64(kv.Value, "sweepIndex");
@@ -823,6 +950,10 @@ namespace Psyserve.Client
         public List<OutcomeType> OutcomeTypes = new List<OutcomeType>();
         public List<string> OutcomeNames = new List<string>();
         /// <summary>
+        /// the optimisation part of the experiment (objectives, constraints, generation), when it has one
+        /// </summary>
+        public OptimizationConfig Optimization;
+        /// <summary>
         /// set for parameter sweeps: their parameters and progress
         /// </summary>
         public SweepSummary Sweep;
@@ -888,6 +1019,7 @@ namespace Psyserve.Client
                 foreach (var item in OutcomeNames) w.String(item);
                 w.EndArray();
             }
+            if (Optimization != null) { w.Name("optimization"); Optimization.WriteJson(w); }
             if (Sweep != null) { w.Name("sweep"); Sweep.WriteJson(w); }
             if (Seed != 0L) { w.Name("seed"); w.Int64(Seed); }
             if (SeedFromConfig) { w.Name("seedFromConfig"); w.Bool(true); }
@@ -955,6 +1087,9 @@ namespace Psyserve.Client
                         foreach (var item in Json.AsArray(kv.Value, "outcomeNames"))
                             m.OutcomeNames.Add(Json.ToStr(item, "outcomeNames"));
                         break;
+                    case "optimization":
+                        m.Optimization = OptimizationConfig.FromJson(kv.Value);
+                        break;
                     case "sweep":
                         m.Sweep = SweepSummary.FromJson(kv.Value);
                         break;
@@ -991,6 +1126,10 @@ namespace Psyserve.Client
         /// </summary>
         public string RequestId = "";
         /// <summary>
+        /// a typed (Ax-style) experiment config: give this or config_ini, not both
+        /// </summary>
+        public ExperimentConfig Experiment;
+        /// <summary>
         /// a parameter sweep described PyExpUtils-style (instead of config_ini)
         /// </summary>
         public SweepConfig Sweep;
@@ -1012,6 +1151,7 @@ namespace Psyserve.Client
                 w.EndObject();
             }
             if (!string.IsNullOrEmpty(RequestId)) { w.Name("requestId"); w.String(RequestId); }
+            if (Experiment != null) { w.Name("experiment"); Experiment.WriteJson(w); }
             if (Sweep != null) { w.Name("sweep"); Sweep.WriteJson(w); }
             w.EndObject();
         }
@@ -1039,6 +1179,9 @@ namespace Psyserve.Client
                         break;
                     case "requestId": case "request_id":
                         m.RequestId = Json.ToStr(kv.Value, "requestId");
+                        break;
+                    case "experiment":
+                        m.Experiment = ExperimentConfig.FromJson(kv.Value);
                         break;
                     case "sweep":
                         m.Sweep = SweepConfig.FromJson(kv.Value);
@@ -1369,6 +1512,10 @@ namespace Psyserve.Client
         /// optional client-chosen id making a retried Tell safe when no trial id is given
         /// </summary>
         public string RequestId = "";
+        /// <summary>
+        /// Ax's sample_size of the outcome (optional)
+        /// </summary>
+        public long? SampleSize;
 
         public void WriteJson(JsonWriter w)
         {
@@ -1398,6 +1545,7 @@ namespace Psyserve.Client
                 w.EndObject();
             }
             if (!string.IsNullOrEmpty(RequestId)) { w.Name("requestId"); w.String(RequestId); }
+            if (SampleSize.HasValue) { w.Name("sampleSize"); w.Int64(SampleSize.Value); }
             w.EndObject();
         }
 
@@ -1434,6 +1582,9 @@ namespace Psyserve.Client
                         break;
                     case "requestId": case "request_id":
                         m.RequestId = Json.ToStr(kv.Value, "requestId");
+                        break;
+                    case "sampleSize": case "sample_size":
+                        m.SampleSize = Json.ToInt64(kv.Value, "sampleSize");
                         break;
                 }
             }
@@ -2475,6 +2626,1032 @@ namespace Psyserve.Client
     }
 
     /// <summary>
+    /// A range parameter: bounds in raw units.
+    /// </summary>
+    public sealed partial class RangeParameterConfig : IMessage
+    {
+        public double Lower;
+        public double Upper;
+        /// <summary>
+        /// float when unspecified
+        /// </summary>
+        public ValueType ValueType;
+        public bool LogScale;
+        /// <summary>
+        /// round values to this many decimal digits (float parameters)
+        /// </summary>
+        public int? Digits;
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (Lower != 0d) { w.Name("lower"); w.Double(Lower); }
+            if (Upper != 0d) { w.Name("upper"); w.Double(Upper); }
+            if ((int)ValueType != 0) { w.Name("valueType"); ValueTypeJson.Write(w, ValueType); }
+            if (LogScale) { w.Name("logScale"); w.Bool(true); }
+            if (Digits.HasValue) { w.Name("digits"); w.Int32(Digits.Value); }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static RangeParameterConfig FromJson(object node)
+        {
+            var m = new RangeParameterConfig();
+            var obj = Json.AsObject(node, "RangeParameterConfig");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "lower":
+                        m.Lower = Json.ToDouble(kv.Value, "lower");
+                        break;
+                    case "upper":
+                        m.Upper = Json.ToDouble(kv.Value, "upper");
+                        break;
+                    case "valueType": case "value_type":
+                        m.ValueType = ValueTypeJson.Read(kv.Value, "valueType");
+                        break;
+                    case "logScale": case "log_scale":
+                        m.LogScale = Json.ToBool(kv.Value, "logScale");
+                        break;
+                    case "digits":
+                        m.Digits = Json.ToInt32(kv.Value, "digits");
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    /// <summary>
+    /// A choice parameter: one of `values` (all of one type).
+    /// </summary>
+    public sealed partial class ChoiceParameterConfig : IMessage
+    {
+        public List<ParameterValue> Values = new List<ParameterValue>();
+        public bool IsOrdered;
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (Values != null && Values.Count > 0)
+            {
+                w.Name("values");
+                w.BeginArray();
+                foreach (var item in Values) item.WriteJson(w);
+                w.EndArray();
+            }
+            if (IsOrdered) { w.Name("isOrdered"); w.Bool(true); }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static ChoiceParameterConfig FromJson(object node)
+        {
+            var m = new ChoiceParameterConfig();
+            var obj = Json.AsObject(node, "ChoiceParameterConfig");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "values":
+                        foreach (var item in Json.AsArray(kv.Value, "values"))
+                            m.Values.Add(ParameterValue.FromJson(item));
+                        break;
+                    case "isOrdered": case "is_ordered":
+                        m.IsOrdered = Json.ToBool(kv.Value, "isOrdered");
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    /// <summary>
+    /// A parameter held at one value.
+    /// </summary>
+    public sealed partial class FixedParameterConfig : IMessage
+    {
+        public ParameterValue Value;
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (Value != null) { w.Name("value"); Value.WriteJson(w); }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static FixedParameterConfig FromJson(object node)
+        {
+            var m = new FixedParameterConfig();
+            var obj = Json.AsObject(node, "FixedParameterConfig");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "value":
+                        m.Value = ParameterValue.FromJson(kv.Value);
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    public sealed partial class ParameterConfig : IMessage
+    {
+        public string Name = "";
+        public RangeParameterConfig Range;
+        public ChoiceParameterConfig Choice;
+        public FixedParameterConfig Fixed;
+
+        public void WriteJson(JsonWriter w)
+        {
+            if ((Range != null ? 1 : 0) + (Choice != null ? 1 : 0) + (Fixed != null ? 1 : 0) > 1)
+                throw new System.ArgumentException("ParameterConfig: set only one of range, choice, fixed (oneof kind)");
+            w.BeginObject();
+            if (!string.IsNullOrEmpty(Name)) { w.Name("name"); w.String(Name); }
+            if (Range != null) { w.Name("range"); Range.WriteJson(w); }
+            if (Choice != null) { w.Name("choice"); Choice.WriteJson(w); }
+            if (Fixed != null) { w.Name("fixed"); Fixed.WriteJson(w); }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static ParameterConfig FromJson(object node)
+        {
+            var m = new ParameterConfig();
+            var obj = Json.AsObject(node, "ParameterConfig");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "name":
+                        m.Name = Json.ToStr(kv.Value, "name");
+                        break;
+                    case "range":
+                        m.Range = RangeParameterConfig.FromJson(kv.Value);
+                        break;
+                    case "choice":
+                        m.Choice = ChoiceParameterConfig.FromJson(kv.Value);
+                        break;
+                    case "fixed":
+                        m.Fixed = FixedParameterConfig.FromJson(kv.Value);
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    /// <summary>
+    /// One objective metric.
+    /// </summary>
+    public sealed partial class ObjectiveConfig : IMessage
+    {
+        public string Metric = "";
+        public bool Minimize;
+        /// <summary>
+        /// multi-objective: the worst value worth having (the hypervolume reference point)
+        /// </summary>
+        public double? Threshold;
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (!string.IsNullOrEmpty(Metric)) { w.Name("metric"); w.String(Metric); }
+            if (Minimize) { w.Name("minimize"); w.Bool(true); }
+            if (Threshold.HasValue) { w.Name("threshold"); w.Double(Threshold.Value); }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static ObjectiveConfig FromJson(object node)
+        {
+            var m = new ObjectiveConfig();
+            var obj = Json.AsObject(node, "ObjectiveConfig");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "metric":
+                        m.Metric = Json.ToStr(kv.Value, "metric");
+                        break;
+                    case "minimize":
+                        m.Minimize = Json.ToBool(kv.Value, "minimize");
+                        break;
+                    case "threshold":
+                        m.Threshold = Json.ToDouble(kv.Value, "threshold");
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    public sealed partial class GenerationStrategyConfig : IMessage
+    {
+        public GenerationMethod Method;
+        /// <summary>
+        /// quasi-random trials before the model takes over; default max(5, 2 * free parameters)
+        /// </summary>
+        public int? InitializationTrials;
+        /// <summary>
+        /// seed of the quasi-random sequence and of the model's optimiser (drawn when absent)
+        /// </summary>
+        public long? Seed;
+        /// <summary>
+        /// most trials pending at once (0: no limit)
+        /// </summary>
+        public int MaxParallelism;
+        /// <summary>
+        /// acquisition optimiser: restarts and raw samples (defaults 5 and 256)
+        /// </summary>
+        public int NumRestarts;
+        public int RawSamples;
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if ((int)Method != 0) { w.Name("method"); GenerationMethodJson.Write(w, Method); }
+            if (InitializationTrials.HasValue) { w.Name("initializationTrials"); w.Int32(InitializationTrials.Value); }
+            if (Seed.HasValue) { w.Name("seed"); w.Int64(Seed.Value); }
+            if (MaxParallelism != 0) { w.Name("maxParallelism"); w.Int32(MaxParallelism); }
+            if (NumRestarts != 0) { w.Name("numRestarts"); w.Int32(NumRestarts); }
+            if (RawSamples != 0) { w.Name("rawSamples"); w.Int32(RawSamples); }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static GenerationStrategyConfig FromJson(object node)
+        {
+            var m = new GenerationStrategyConfig();
+            var obj = Json.AsObject(node, "GenerationStrategyConfig");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "method":
+                        m.Method = GenerationMethodJson.Read(kv.Value, "method");
+                        break;
+                    case "initializationTrials": case "initialization_trials":
+                        m.InitializationTrials = Json.ToInt32(kv.Value, "initializationTrials");
+                        break;
+                    case "seed":
+                        m.Seed = Json.ToInt64(kv.Value, "seed");
+                        break;
+                    case "maxParallelism": case "max_parallelism":
+                        m.MaxParallelism = Json.ToInt32(kv.Value, "maxParallelism");
+                        break;
+                    case "numRestarts": case "num_restarts":
+                        m.NumRestarts = Json.ToInt32(kv.Value, "numRestarts");
+                        break;
+                    case "rawSamples": case "raw_samples":
+                        m.RawSamples = Json.ToInt32(kv.Value, "rawSamples");
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    /// <summary>
+    /// Objectives, constraints and generation of an Ax-style experiment.
+    /// </summary>
+    public sealed partial class OptimizationConfig : IMessage
+    {
+        public List<ObjectiveConfig> Objectives = new List<ObjectiveConfig>();
+        /// <summary>
+        /// linear constraints on range parameters in raw units: "x1 + 2*x2 &lt;= 3", "x1 &lt;= x2"
+        /// </summary>
+        public List<string> ParameterConstraints = new List<string>();
+        /// <summary>
+        /// "metric &lt;= bound" or "metric &gt;= bound"
+        /// </summary>
+        public List<string> OutcomeConstraints = new List<string>();
+        /// <summary>
+        /// metrics recorded but neither optimised nor constrained
+        /// </summary>
+        public List<string> TrackingMetrics = new List<string>();
+        public GenerationStrategyConfig GenerationStrategy;
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (Objectives != null && Objectives.Count > 0)
+            {
+                w.Name("objectives");
+                w.BeginArray();
+                foreach (var item in Objectives) item.WriteJson(w);
+                w.EndArray();
+            }
+            if (ParameterConstraints != null && ParameterConstraints.Count > 0)
+            {
+                w.Name("parameterConstraints");
+                w.BeginArray();
+                foreach (var item in ParameterConstraints) w.String(item);
+                w.EndArray();
+            }
+            if (OutcomeConstraints != null && OutcomeConstraints.Count > 0)
+            {
+                w.Name("outcomeConstraints");
+                w.BeginArray();
+                foreach (var item in OutcomeConstraints) w.String(item);
+                w.EndArray();
+            }
+            if (TrackingMetrics != null && TrackingMetrics.Count > 0)
+            {
+                w.Name("trackingMetrics");
+                w.BeginArray();
+                foreach (var item in TrackingMetrics) w.String(item);
+                w.EndArray();
+            }
+            if (GenerationStrategy != null) { w.Name("generationStrategy"); GenerationStrategy.WriteJson(w); }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static OptimizationConfig FromJson(object node)
+        {
+            var m = new OptimizationConfig();
+            var obj = Json.AsObject(node, "OptimizationConfig");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "objectives":
+                        foreach (var item in Json.AsArray(kv.Value, "objectives"))
+                            m.Objectives.Add(ObjectiveConfig.FromJson(item));
+                        break;
+                    case "parameterConstraints": case "parameter_constraints":
+                        foreach (var item in Json.AsArray(kv.Value, "parameterConstraints"))
+                            m.ParameterConstraints.Add(Json.ToStr(item, "parameterConstraints"));
+                        break;
+                    case "outcomeConstraints": case "outcome_constraints":
+                        foreach (var item in Json.AsArray(kv.Value, "outcomeConstraints"))
+                            m.OutcomeConstraints.Add(Json.ToStr(item, "outcomeConstraints"));
+                        break;
+                    case "trackingMetrics": case "tracking_metrics":
+                        foreach (var item in Json.AsArray(kv.Value, "trackingMetrics"))
+                            m.TrackingMetrics.Add(Json.ToStr(item, "trackingMetrics"));
+                        break;
+                    case "generationStrategy": case "generation_strategy":
+                        m.GenerationStrategy = GenerationStrategyConfig.FromJson(kv.Value);
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    /// <summary>
+    /// A typed experiment: parameters and the optimisation config. Equivalent to an INI config
+    /// (GetConfig shows the INI it becomes).
+    /// </summary>
+    public sealed partial class ExperimentConfig : IMessage
+    {
+        public List<ParameterConfig> Parameters = new List<ParameterConfig>();
+        public OptimizationConfig Optimization;
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (Parameters != null && Parameters.Count > 0)
+            {
+                w.Name("parameters");
+                w.BeginArray();
+                foreach (var item in Parameters) item.WriteJson(w);
+                w.EndArray();
+            }
+            if (Optimization != null) { w.Name("optimization"); Optimization.WriteJson(w); }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static ExperimentConfig FromJson(object node)
+        {
+            var m = new ExperimentConfig();
+            var obj = Json.AsObject(node, "ExperimentConfig");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "parameters":
+                        foreach (var item in Json.AsArray(kv.Value, "parameters"))
+                            m.Parameters.Add(ParameterConfig.FromJson(item));
+                        break;
+                    case "optimization":
+                        m.Optimization = OptimizationConfig.FromJson(kv.Value);
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    /// <summary>
+    /// A metric's estimate: mean and standard error (sem is NaN when unknown).
+    /// </summary>
+    public sealed partial class MetricEstimate : IMessage
+    {
+        public string Metric = "";
+        public double Mean;
+        public double Sem;
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (!string.IsNullOrEmpty(Metric)) { w.Name("metric"); w.String(Metric); }
+            if (Mean != 0d) { w.Name("mean"); w.Double(Mean); }
+            if (Sem != 0d) { w.Name("sem"); w.Double(Sem); }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static MetricEstimate FromJson(object node)
+        {
+            var m = new MetricEstimate();
+            var obj = Json.AsObject(node, "MetricEstimate");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "metric":
+                        m.Metric = Json.ToStr(kv.Value, "metric");
+                        break;
+                    case "mean":
+                        m.Mean = Json.ToDouble(kv.Value, "mean");
+                        break;
+                    case "sem":
+                        m.Sem = Json.ToDouble(kv.Value, "sem");
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    /// <summary>
+    /// An arm's estimates for every modelled metric.
+    /// </summary>
+    public sealed partial class ArmEstimate : IMessage
+    {
+        public long TrialId;
+        public Stimulus Parameters;
+        public List<MetricEstimate> Estimates = new List<MetricEstimate>();
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (TrialId != 0L) { w.Name("trialId"); w.Int64(TrialId); }
+            if (Parameters != null) { w.Name("parameters"); Parameters.WriteJson(w); }
+            if (Estimates != null && Estimates.Count > 0)
+            {
+                w.Name("estimates");
+                w.BeginArray();
+                foreach (var item in Estimates) item.WriteJson(w);
+                w.EndArray();
+            }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static ArmEstimate FromJson(object node)
+        {
+            var m = new ArmEstimate();
+            var obj = Json.AsObject(node, "ArmEstimate");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "trialId": case "trial_id":
+                        m.TrialId = Json.ToInt64(kv.Value, "trialId");
+                        break;
+                    case "parameters":
+                        m.Parameters = Stimulus.FromJson(kv.Value);
+                        break;
+                    case "estimates":
+                        foreach (var item in Json.AsArray(kv.Value, "estimates"))
+                            m.Estimates.Add(MetricEstimate.FromJson(item));
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    public sealed partial class AttachTrialRequest : IMessage
+    {
+        public long StrategyId;
+        public Stimulus Parameters;
+        /// <summary>
+        /// optional lease, as in Ask
+        /// </summary>
+        public double TtlSeconds;
+        /// <summary>
+        /// optional client-chosen id making a retried attach return the same trial
+        /// </summary>
+        public string RequestId = "";
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (StrategyId != 0L) { w.Name("strategyId"); w.Int64(StrategyId); }
+            if (Parameters != null) { w.Name("parameters"); Parameters.WriteJson(w); }
+            if (TtlSeconds != 0d) { w.Name("ttlSeconds"); w.Double(TtlSeconds); }
+            if (!string.IsNullOrEmpty(RequestId)) { w.Name("requestId"); w.String(RequestId); }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static AttachTrialRequest FromJson(object node)
+        {
+            var m = new AttachTrialRequest();
+            var obj = Json.AsObject(node, "AttachTrialRequest");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "strategyId": case "strategy_id":
+                        m.StrategyId = Json.ToInt64(kv.Value, "strategyId");
+                        break;
+                    case "parameters":
+                        m.Parameters = Stimulus.FromJson(kv.Value);
+                        break;
+                    case "ttlSeconds": case "ttl_seconds":
+                        m.TtlSeconds = Json.ToDouble(kv.Value, "ttlSeconds");
+                        break;
+                    case "requestId": case "request_id":
+                        m.RequestId = Json.ToStr(kv.Value, "requestId");
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    public sealed partial class AttachTrialResponse : IMessage
+    {
+        public Trial Trial;
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (Trial != null) { w.Name("trial"); Trial.WriteJson(w); }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static AttachTrialResponse FromJson(object node)
+        {
+            var m = new AttachTrialResponse();
+            var obj = Json.AsObject(node, "AttachTrialResponse");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "trial":
+                        m.Trial = Trial.FromJson(kv.Value);
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    public sealed partial class GetBestParametersRequest : IMessage
+    {
+        public long StrategyId;
+        /// <summary>
+        /// false (default): model-predicted values of the completed trials; true: observed values
+        /// </summary>
+        public bool UseObserved;
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (StrategyId != 0L) { w.Name("strategyId"); w.Int64(StrategyId); }
+            if (UseObserved) { w.Name("useObserved"); w.Bool(true); }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static GetBestParametersRequest FromJson(object node)
+        {
+            var m = new GetBestParametersRequest();
+            var obj = Json.AsObject(node, "GetBestParametersRequest");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "strategyId": case "strategy_id":
+                        m.StrategyId = Json.ToInt64(kv.Value, "strategyId");
+                        break;
+                    case "useObserved": case "use_observed":
+                        m.UseObserved = Json.ToBool(kv.Value, "useObserved");
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    public sealed partial class GetBestParametersResponse : IMessage
+    {
+        /// <summary>
+        /// false when no completed trial is feasible (or none is complete)
+        /// </summary>
+        public bool Found;
+        public ArmEstimate Best;
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (Found) { w.Name("found"); w.Bool(true); }
+            if (Best != null) { w.Name("best"); Best.WriteJson(w); }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static GetBestParametersResponse FromJson(object node)
+        {
+            var m = new GetBestParametersResponse();
+            var obj = Json.AsObject(node, "GetBestParametersResponse");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "found":
+                        m.Found = Json.ToBool(kv.Value, "found");
+                        break;
+                    case "best":
+                        m.Best = ArmEstimate.FromJson(kv.Value);
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    public sealed partial class GetParetoFrontRequest : IMessage
+    {
+        public long StrategyId;
+        /// <summary>
+        /// false (default): model-predicted values of the completed trials; true: observed values
+        /// </summary>
+        public bool UseObserved;
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (StrategyId != 0L) { w.Name("strategyId"); w.Int64(StrategyId); }
+            if (UseObserved) { w.Name("useObserved"); w.Bool(true); }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static GetParetoFrontRequest FromJson(object node)
+        {
+            var m = new GetParetoFrontRequest();
+            var obj = Json.AsObject(node, "GetParetoFrontRequest");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "strategyId": case "strategy_id":
+                        m.StrategyId = Json.ToInt64(kv.Value, "strategyId");
+                        break;
+                    case "useObserved": case "use_observed":
+                        m.UseObserved = Json.ToBool(kv.Value, "useObserved");
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    public sealed partial class GetParetoFrontResponse : IMessage
+    {
+        /// <summary>
+        /// feasible, non-dominated trials, in trial order
+        /// </summary>
+        public List<ArmEstimate> Front = new List<ArmEstimate>();
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (Front != null && Front.Count > 0)
+            {
+                w.Name("front");
+                w.BeginArray();
+                foreach (var item in Front) item.WriteJson(w);
+                w.EndArray();
+            }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static GetParetoFrontResponse FromJson(object node)
+        {
+            var m = new GetParetoFrontResponse();
+            var obj = Json.AsObject(node, "GetParetoFrontResponse");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "front":
+                        foreach (var item in Json.AsArray(kv.Value, "front"))
+                            m.Front.Add(ArmEstimate.FromJson(item));
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    public sealed partial class PredictMetricsRequest : IMessage
+    {
+        public long StrategyId;
+        public List<Stimulus> Parameters = new List<Stimulus>();
+        /// <summary>
+        /// metrics to predict (all modelled metrics when empty)
+        /// </summary>
+        public List<string> Metrics = new List<string>();
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (StrategyId != 0L) { w.Name("strategyId"); w.Int64(StrategyId); }
+            if (Parameters != null && Parameters.Count > 0)
+            {
+                w.Name("parameters");
+                w.BeginArray();
+                foreach (var item in Parameters) item.WriteJson(w);
+                w.EndArray();
+            }
+            if (Metrics != null && Metrics.Count > 0)
+            {
+                w.Name("metrics");
+                w.BeginArray();
+                foreach (var item in Metrics) w.String(item);
+                w.EndArray();
+            }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static PredictMetricsRequest FromJson(object node)
+        {
+            var m = new PredictMetricsRequest();
+            var obj = Json.AsObject(node, "PredictMetricsRequest");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "strategyId": case "strategy_id":
+                        m.StrategyId = Json.ToInt64(kv.Value, "strategyId");
+                        break;
+                    case "parameters":
+                        foreach (var item in Json.AsArray(kv.Value, "parameters"))
+                            m.Parameters.Add(Stimulus.FromJson(item));
+                        break;
+                    case "metrics":
+                        foreach (var item in Json.AsArray(kv.Value, "metrics"))
+                            m.Metrics.Add(Json.ToStr(item, "metrics"));
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    public sealed partial class PredictMetricsResponse : IMessage
+    {
+        /// <summary>
+        /// one per requested parameterisation, in order (trial_id 0)
+        /// </summary>
+        public List<ArmEstimate> Predictions = new List<ArmEstimate>();
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (Predictions != null && Predictions.Count > 0)
+            {
+                w.Name("predictions");
+                w.BeginArray();
+                foreach (var item in Predictions) item.WriteJson(w);
+                w.EndArray();
+            }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static PredictMetricsResponse FromJson(object node)
+        {
+            var m = new PredictMetricsResponse();
+            var obj = Json.AsObject(node, "PredictMetricsResponse");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "predictions":
+                        foreach (var item in Json.AsArray(kv.Value, "predictions"))
+                            m.Predictions.Add(ArmEstimate.FromJson(item));
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    public sealed partial class GetOptimizationTraceRequest : IMessage
+    {
+        public long StrategyId;
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (StrategyId != 0L) { w.Name("strategyId"); w.Int64(StrategyId); }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static GetOptimizationTraceRequest FromJson(object node)
+        {
+            var m = new GetOptimizationTraceRequest();
+            var obj = Json.AsObject(node, "GetOptimizationTraceRequest");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "strategyId": case "strategy_id":
+                        m.StrategyId = Json.ToInt64(kv.Value, "strategyId");
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    /// <summary>
+    /// Best feasible observed objective so far (hypervolume for several objectives), per completed trial.
+    /// </summary>
+    public sealed partial class TracePoint : IMessage
+    {
+        public long TrialId;
+        public double Value;
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (TrialId != 0L) { w.Name("trialId"); w.Int64(TrialId); }
+            if (Value != 0d) { w.Name("value"); w.Double(Value); }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static TracePoint FromJson(object node)
+        {
+            var m = new TracePoint();
+            var obj = Json.AsObject(node, "TracePoint");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "trialId": case "trial_id":
+                        m.TrialId = Json.ToInt64(kv.Value, "trialId");
+                        break;
+                    case "value":
+                        m.Value = Json.ToDouble(kv.Value, "value");
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    public sealed partial class GetOptimizationTraceResponse : IMessage
+    {
+        public List<TracePoint> Points = new List<TracePoint>();
+
+        public void WriteJson(JsonWriter w)
+        {
+            w.BeginObject();
+            if (Points != null && Points.Count > 0)
+            {
+                w.Name("points");
+                w.BeginArray();
+                foreach (var item in Points) item.WriteJson(w);
+                w.EndArray();
+            }
+            w.EndObject();
+        }
+
+        /// <summary>Reads the proto3 JSON form (camelCase or proto field names; int64 as string or number; unknown fields ignored).</summary>
+        public static GetOptimizationTraceResponse FromJson(object node)
+        {
+            var m = new GetOptimizationTraceResponse();
+            var obj = Json.AsObject(node, "GetOptimizationTraceResponse");
+            if (obj == null) return m;
+            foreach (var kv in obj)
+            {
+                if (kv.Value == null) continue;
+                switch (kv.Key)
+                {
+                    case "points":
+                        foreach (var item in Json.AsArray(kv.Value, "points"))
+                            m.Points.Add(TracePoint.FromJson(item));
+                        break;
+                }
+            }
+            return m;
+        }
+
+        public override string ToString() { return Json.Serialize(this); }
+    }
+
+    /// <summary>
     /// A PyExpUtils-style sweep: fixed keys plus a `metaParameters` object of value lists; nested
     /// objects are flattened to dotted names. Index i is permutation i mod p of run i div p.
     /// </summary>
@@ -3260,6 +4437,27 @@ namespace Psyserve.Client
                 case "psyserve.v1.AbandonTrialResponse": return AbandonTrialResponse.FromJson(node);
                 case "psyserve.v1.ExportDataRequest": return ExportDataRequest.FromJson(node);
                 case "psyserve.v1.ExportDataResponse": return ExportDataResponse.FromJson(node);
+                case "psyserve.v1.RangeParameterConfig": return RangeParameterConfig.FromJson(node);
+                case "psyserve.v1.ChoiceParameterConfig": return ChoiceParameterConfig.FromJson(node);
+                case "psyserve.v1.FixedParameterConfig": return FixedParameterConfig.FromJson(node);
+                case "psyserve.v1.ParameterConfig": return ParameterConfig.FromJson(node);
+                case "psyserve.v1.ObjectiveConfig": return ObjectiveConfig.FromJson(node);
+                case "psyserve.v1.GenerationStrategyConfig": return GenerationStrategyConfig.FromJson(node);
+                case "psyserve.v1.OptimizationConfig": return OptimizationConfig.FromJson(node);
+                case "psyserve.v1.ExperimentConfig": return ExperimentConfig.FromJson(node);
+                case "psyserve.v1.MetricEstimate": return MetricEstimate.FromJson(node);
+                case "psyserve.v1.ArmEstimate": return ArmEstimate.FromJson(node);
+                case "psyserve.v1.AttachTrialRequest": return AttachTrialRequest.FromJson(node);
+                case "psyserve.v1.AttachTrialResponse": return AttachTrialResponse.FromJson(node);
+                case "psyserve.v1.GetBestParametersRequest": return GetBestParametersRequest.FromJson(node);
+                case "psyserve.v1.GetBestParametersResponse": return GetBestParametersResponse.FromJson(node);
+                case "psyserve.v1.GetParetoFrontRequest": return GetParetoFrontRequest.FromJson(node);
+                case "psyserve.v1.GetParetoFrontResponse": return GetParetoFrontResponse.FromJson(node);
+                case "psyserve.v1.PredictMetricsRequest": return PredictMetricsRequest.FromJson(node);
+                case "psyserve.v1.PredictMetricsResponse": return PredictMetricsResponse.FromJson(node);
+                case "psyserve.v1.GetOptimizationTraceRequest": return GetOptimizationTraceRequest.FromJson(node);
+                case "psyserve.v1.TracePoint": return TracePoint.FromJson(node);
+                case "psyserve.v1.GetOptimizationTraceResponse": return GetOptimizationTraceResponse.FromJson(node);
                 case "psyserve.v1.SweepConfig": return SweepConfig.FromJson(node);
                 case "psyserve.v1.SweepParameter": return SweepParameter.FromJson(node);
                 case "psyserve.v1.SweepSummary": return SweepSummary.FromJson(node);
@@ -3294,6 +4492,11 @@ namespace Psyserve.Client
         public const string ListTrials = "ListTrials";  // ListTrialsRequest -> ListTrialsResponse
         public const string AbandonTrial = "AbandonTrial";  // AbandonTrialRequest -> AbandonTrialResponse
         public const string ExportData = "ExportData";  // ExportDataRequest -> ExportDataResponse (server stream: not in the C# client)
+        public const string AttachTrial = "AttachTrial";  // AttachTrialRequest -> AttachTrialResponse
+        public const string GetBestParameters = "GetBestParameters";  // GetBestParametersRequest -> GetBestParametersResponse
+        public const string GetParetoFront = "GetParetoFront";  // GetParetoFrontRequest -> GetParetoFrontResponse
+        public const string PredictMetrics = "PredictMetrics";  // PredictMetricsRequest -> PredictMetricsResponse
+        public const string GetOptimizationTrace = "GetOptimizationTrace";  // GetOptimizationTraceRequest -> GetOptimizationTraceResponse
         public const string ListMissingResults = "ListMissingResults";  // ListMissingResultsRequest -> ListMissingResultsResponse
         public const string ExtendSweep = "ExtendSweep";  // ExtendSweepRequest -> ExtendSweepResponse
         public const string GetSweepResults = "GetSweepResults";  // GetSweepResultsRequest -> GetSweepResultsResponse
