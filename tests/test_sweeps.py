@@ -82,6 +82,9 @@ def test_nested_objects_flatten_to_dotted_names(server: ServerThread) -> None:
         assert trials[4].params["optimizer.name"] == "sgd"
         assert client.ask().is_finished is False  # all leased (no ttl), none done
         assert client.ask().trials == []
+        client.finish_strategy()  # FinishStrategy stops a sweep: nothing more is handed out
+        stopped = client.ask()
+        assert stopped.trials == [] and stopped.is_finished
 
 
 def test_shuffled_order_is_seeded_and_run_by_run(server: ServerThread) -> None:
@@ -286,6 +289,14 @@ def test_server_killed_mid_sweep_comes_back(tmp_path: Path) -> None:
             client.extend_sweep(3)
             before = (client.info(sid).summary.sweep, client.list_missing(strategy_id=sid), client.sweep_results(last_n=2, strategy_id=sid).data)
         proc.kill(signal.SIGKILL)
+        replayed = subprocess.run(
+            [sys.executable, "-m", "psyserve", "replay", "--db", db, "--strategy", "grid", "--no-fit", "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        offline = json.loads(replayed.stdout)["sweep"]  # `psyserve replay` reads the same journal offline
+        assert (offline["done"], offline["leased"], offline["total"], offline["metrics"]) == (6, 4, 54, ["score", "curve"])
         proc = spawn_server(db, log, "--no-models", port=proc.port)
         with pc.Client(proc.address, timeout=10) as client:
             client.resume(config_name="grid")

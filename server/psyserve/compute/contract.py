@@ -44,8 +44,9 @@ __all__ = [
 CLASSIFICATION = "GPClassificationModel"
 REGRESSION = "GPRegressionModel"
 PAIRWISE = "PairwiseProbitModel"
+MODEL_LIST = "ModelListGP"  # one GP per metric (Ax-style optimisation); its jobs: compute/optimization.py
 
-KNOWN_MODELS: frozenset[str] = frozenset({CLASSIFICATION, REGRESSION, PAIRWISE})
+KNOWN_MODELS: frozenset[str] = frozenset({CLASSIFICATION, REGRESSION, PAIRWISE, MODEL_LIST})
 
 _ALL = frozenset({CLASSIFICATION, REGRESSION, PAIRWISE})
 _SUPPORT: dict[str, frozenset[str]] = {
@@ -55,7 +56,8 @@ _SUPPORT: dict[str, frozenset[str]] = {
     "BernoulliMCMutualInformation": frozenset({CLASSIFICATION}),
     "MCPosteriorVariance": frozenset({CLASSIFICATION, REGRESSION}),
     "qNoisyExpectedImprovement": _ALL,
-    "qLogNoisyExpectedImprovement": _ALL,
+    "qLogNoisyExpectedImprovement": _ALL | {MODEL_LIST},
+    "qLogNoisyExpectedHypervolumeImprovement": frozenset({MODEL_LIST}),
     "PairwiseMCPosteriorVariance": frozenset({PAIRWISE}),
     "qUpperConfidenceBound": _ALL,
 }
