@@ -26,11 +26,7 @@ UNSUPPORTED_MODELS: frozenset[str] = frozenset(
 #: AEPsych generator classes psyserve does not implement yet.
 UNSUPPORTED_GENERATORS: frozenset[str] = frozenset(
     {
-        "EpsilonGreedyGenerator",
-        "AcqfThompsonSamplerGenerator",
-        "AcqfGridSearchGenerator",
         "MixedOptimizeAcqfGenerator",
-        "SampleAroundPointsGenerator",
         "IntensityAwareSemiPGenerator",
         "IndependentOptimizeAcqfGenerator",
         "MonotonicRejectionGenerator",

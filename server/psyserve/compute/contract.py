@@ -140,7 +140,9 @@ class GeneratorSpec:
     ``samps`` (raw samples, 1000), ``maxiter`` (L-BFGS iterations per restart, 100),
     ``ftol`` (L-BFGS relative tolerance, 1e-6),
     ``max_gen_time`` (seconds), ``mc_samples`` (256, qNEI/qUCB), ``lookahead_points``
-    (reference set size for EAVC/GlobalMI, 500).
+    (reference set size for EAVC/GlobalMI, 500), ``method`` (``"optimize"`` default,
+    ``"epsilon_greedy"`` with ``epsilon`` (0.1), ``"grid"`` / ``"thompson"`` over ``samps`` (1024)
+    Sobol points: AEPsych's EpsilonGreedy / AcqfGridSearch / AcqfThompsonSampler generators).
     """
 
     acqf: str
