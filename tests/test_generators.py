@@ -152,9 +152,11 @@ def test_epsilon_zero_and_one() -> None:
     plain = GeneratorSpec("MCLevelSetEstimation", {"target": 0.75})
     greedy0 = GeneratorSpec("MCLevelSetEstimation", {"target": 0.75, "method": "epsilon_greedy", "epsilon": 0.0})
     greedy1 = GeneratorSpec("MCLevelSetEstimation", {"target": 0.75, "method": "epsilon_greedy", "epsilon": 1.0})
-    a = generate(GenerateJob(spec, plain, data, num_points=1, seed=5)).points  # the job path once
     fitted = fit_model(spec, data.X, data.y)
+    a = generate_points(fitted, plain, 1, {}, 5)
     b = generate_points(fitted, greedy0, 1, {}, 5)
+    job = generate(GenerateJob(spec, greedy1, data, num_points=2, seed=5, fixed={0: 0.5})).points  # the job path
+    assert job.shape == (2, 2) and np.all(job[:, 0] == 0.5) and np.all((job >= 0) & (job <= 1))
     np.testing.assert_array_equal(a, b)  # epsilon 0: the optimiser's point
     # epsilon 1: uniform points; over many seeds they cover the square (the optimiser's do not)
     pts = np.vstack([generate_points(fitted, greedy1, 1, {}, s) for s in range(24)])
