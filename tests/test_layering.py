@@ -25,6 +25,7 @@ LEVELS: dict[str, int] = {
     "psyserve.app": 1,
     "psyserve.transports": 2,
     "psyserve.modeling": 2,
+    "psyserve.modeling_optimization": 2,  # the model engine's optimisation jobs
     "psyserve.dask_pool": 2,  # the model engine's other executor
     "psyserve.dask_worker": 2,  # a Dask worker's preload: runs compute jobs
     "psyserve.export": 2,
@@ -33,6 +34,7 @@ LEVELS: dict[str, int] = {
     "psyserve.strategy": 4,
     "psyserve.sweep": 4,  # a strategy kind
     "psyserve.config": 5,
+    "psyserve.optimization_spec": 5,  # Ax-style typed configs and the [optimization] grammar
     "psyserve.params": 5,
     "psyserve.journal": 5,
     "psyserve.errors": 5,

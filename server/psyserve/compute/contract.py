@@ -42,8 +42,9 @@ __all__ = [
 CLASSIFICATION = "GPClassificationModel"
 REGRESSION = "GPRegressionModel"
 PAIRWISE = "PairwiseProbitModel"
+MODEL_LIST = "ModelListGP"  # one GP per metric (Ax-style optimisation); its jobs: compute/optimization.py
 
-KNOWN_MODELS: frozenset[str] = frozenset({CLASSIFICATION, REGRESSION, PAIRWISE})
+KNOWN_MODELS: frozenset[str] = frozenset({CLASSIFICATION, REGRESSION, PAIRWISE, MODEL_LIST})
 
 _ALL = frozenset({CLASSIFICATION, REGRESSION, PAIRWISE})
 _SUPPORT: dict[str, frozenset[str]] = {
@@ -53,7 +54,8 @@ _SUPPORT: dict[str, frozenset[str]] = {
     "BernoulliMCMutualInformation": frozenset({CLASSIFICATION}),
     "MCPosteriorVariance": frozenset({CLASSIFICATION, REGRESSION}),
     "qNoisyExpectedImprovement": _ALL,
-    "qLogNoisyExpectedImprovement": _ALL,
+    "qLogNoisyExpectedImprovement": _ALL | {MODEL_LIST},
+    "qLogNoisyExpectedHypervolumeImprovement": frozenset({MODEL_LIST}),
     "PairwiseMCPosteriorVariance": frozenset({PAIRWISE}),
     "qUpperConfidenceBound": _ALL,
 }
@@ -249,6 +251,8 @@ def validate_model_data(spec: ModelSpec, data: TrainingData) -> tuple[np.ndarray
     r"""Check kind, shapes and ranges; return float64 ``X`` (``n x d`` / ``n x 2 x d``), ``y`` (``n``)."""
     if spec.kind not in KNOWN_MODELS:
         raise ValueError(f"unknown model {spec.kind!r}")
+    if spec.kind == MODEL_LIST:
+        raise ValueError(f"{MODEL_LIST} jobs are optimisation jobs (compute.optimization_jobs), not model jobs")
     d = int(spec.dim)
     if d < 1:
         raise ValueError(f"model dim must be >= 1, got {spec.dim!r}")
