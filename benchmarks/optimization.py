@@ -201,6 +201,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--problems", default="branin,hartmann6,branincurrin")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--trials", type=int, default=0, help="trials per run (default: 30, 40 for branincurrin)")
     parser.add_argument("--ax-python", default="/work/venvs/ax/bin/python", help="python of a virtualenv with ax-platform==1.3.1")
     parser.add_argument("--engines", default="psyserve,ax")
@@ -220,7 +221,7 @@ def main() -> None:
                 warm_up(address)
             for name in args.problems.split(","):
                 trials = args.trials or PROBLEMS[name]
-                for seed in range(args.seeds):
+                for seed in range(args.first_seed, args.first_seed + args.seeds):
                     for engine in engines:  # interleaved, so both see the same machine load
                         run = one(engine, name, trials, seed, args.ax_python, address)
                         results.setdefault(name, {}).setdefault(engine, []).append(run)

@@ -269,6 +269,8 @@ def validate_model_data(spec: ModelSpec, data: TrainingData) -> tuple[np.ndarray
     r"""Check kind, shapes and ranges; return float64 ``X`` (``n x d`` / ``n x 2 x d``), ``y`` (``n``)."""
     if spec.kind not in KNOWN_MODELS:
         raise ValueError(f"unknown model {spec.kind!r}")
+    if spec.kind == MODEL_LIST:
+        raise ValueError(f"{MODEL_LIST} jobs are optimisation jobs (compute.optimization_jobs), not model jobs")
     d = int(spec.dim)
     if d < 1:
         raise ValueError(f"model dim must be >= 1, got {spec.dim!r}")
