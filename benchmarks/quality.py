@@ -126,15 +126,16 @@ def config_for(case: Case, seed: int) -> str:
     )
     model = "GPRegressionModel" if case.regression else "GPClassificationModel"
     outcome = "continuous" if case.regression else "binary"
+    gen_section = f"[{case.generator}]\nacqf = {case.acqf}\n" if case.generator != "OptimizeAcqfGenerator" else ""
     objective = "FloorProbitObjective" if case.floor else "ProbitObjective"
     acqf_section = f"[{case.acqf}]\nobjective = {objective}\n" if not case.regression else f"[{case.acqf}]\n"
+    if case.acqf in ("MCLevelSetEstimation", "EAVC", "GlobalMI"):
+        acqf_section += f"target = {case.target}\n"
     if case.floor:  # AEPsych fits with the floor only through the likelihood; psyserve reads both
         acqf_section += (
             f"[GPClassificationModel]\nlikelihood = BernoulliObjectiveLikelihood\n"
             f"[BernoulliObjectiveLikelihood]\nobjective = FloorProbitObjective\n[FloorProbitObjective]\nfloor = {case.floor}\n"
         )
-    if case.acqf in ("MCLevelSetEstimation", "EAVC", "GlobalMI"):
-        acqf_section += f"target = {case.target}\n"
     return f"""
 [common]
 parnames = [{", ".join(names)}]
@@ -155,9 +156,7 @@ refit_every = {case.refit_every}
 acqf = {case.acqf}
 restarts = 10
 samps = 1000
-[{case.generator}]
-acqf = {case.acqf}
-{acqf_section}"""
+{gen_section}{acqf_section}"""
 
 
 class WireClient:
@@ -240,6 +239,11 @@ def aepsych_server(venv: Path) -> Iterator[int]:
 def psyserve_server(workers: int) -> Iterator[int]:
     port = free_port()
     with server_process("--aepsych-port", str(port), "--workers", str(workers)):
+        deadline = time.monotonic() + 60  # the AEPsych port opens after the gRPC one
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+            time.sleep(0.2)
         yield port
 
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import psyserve_client as pc
 import pytest
 import torch
 
 import observers as ob
+import psyserve_client as pc
 from conftest import spawn_server
 from psyserve.compute import GenerateJob, GeneratorSpec, ModelSpec, TrainingData
 from psyserve.compute.factory import build_acquisition
@@ -131,7 +131,7 @@ def test_each_method_gives_valid_points_by_its_rule(kind: str, acqf: str) -> Non
         if fixed:
             assert np.all(out[:, 1] == 0.25)
         again = generate_points(fitted, gen, 3, fixed, 7)
-        np.testing.assert_array_equal(out, again)  # deterministic in the job's seed
+        np.testing.assert_allclose(out, again, rtol=0, atol=1e-8)  # repeats with the seed (MC acquisitions: to rounding)
         if method == "grid":  # the 3 best of the Sobol grid: nothing on the grid scores higher
             a = build_acquisition(acqf, fitted, gen, 7)
             q = 2 if kind == "PairwiseProbitModel" else 1
