@@ -41,6 +41,11 @@ class ServerOptions:
     auth_token: str | None = None  # when set, every RPC but health and reflection needs "authorization: Bearer <token>"
     tls_cert: str | None = None  # PEM certificate chain file; with tls_key, serve TLS instead of plaintext
     tls_key: str | None = None  # PEM private key file
+    dashboard: bool = False  # serve the web dashboard and /metrics (psyserve.dashboard)
+    dashboard_host: str | None = None  # default: `host`
+    dashboard_port: int = 8081  # 0 picks a free port
+    request_log: bool = False  # one `psyserve.rpc` log line per RPC (on with log_format "json")
+    log_format: str = "text"  # text | json (the logging setup itself is the CLI's)
 
     def check_security(self) -> grpc.ServerCredentials | None:
         """Validate the auth/TLS settings; return TLS server credentials (None: plaintext).
@@ -54,6 +59,9 @@ class ServerOptions:
                 f"--aepsych-port has neither authentication nor encryption: with an auth token or TLS it is "
                 f"only served on a loopback host, not {self.host!r}"
             )
+        host = self.dashboard_host or self.host
+        if self.dashboard and not is_loopback(host) and self.auth_token is None:
+            log.warning("serving the dashboard on %s without --auth-token: anyone who can reach it sees every experiment", host)
         if self.tls_cert is not None and self.tls_key is not None:
             return server_credentials(self.tls_cert, self.tls_key)
         return None
@@ -66,6 +74,8 @@ class RunningServer:
     health: Any
     port: int
     extra: list[Any] = field(default_factory=list)
+    dashboard_port: int | None = None
+    metrics: Any = None  # observability.Metrics when the dashboard (and so /metrics) is on
 
     async def stop(self, grace: float = 10.0) -> None:
         """Refuse new work, let in-flight RPCs finish, then flush and close the journal."""
@@ -102,13 +112,23 @@ async def start_server(options: ServerOptions) -> RunningServer:
     replayed = await service.recover()
     log.info("recovered %d strategies from %d journal events in %s", len(service.list_strategies()), replayed, options.db)
 
+    interceptors: list[grpc.aio.ServerInterceptor] = []
+    metrics = None
+    if options.dashboard or options.request_log or options.log_format == "json":
+        from .observability import Metrics, RequestObserver
+
+        metrics = Metrics(service) if options.dashboard else None
+        # first, so that it also times and counts the calls the token check turns away
+        interceptors.append(RequestObserver(metrics, log_requests=options.request_log or options.log_format == "json"))
+    if options.auth_token:
+        interceptors.append(BearerTokenInterceptor(options.auth_token))
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
         ],
-        interceptors=[BearerTokenInterceptor(options.auth_token)] if options.auth_token else None,
+        interceptors=interceptors or None,
     )
     service_pb2_grpc.add_ExperimentServiceServicer_to_server(ExperimentServicer(service), server)
     health_servicer = health.aio.HealthServicer()
@@ -123,7 +143,20 @@ async def start_server(options: ServerOptions) -> RunningServer:
         await service.close()
         raise OSError(f"could not bind {address}")
     await server.start()
-    running = RunningServer(server=server, service=service, health=health_servicer, port=port)
+    running = RunningServer(server=server, service=service, health=health_servicer, port=port, metrics=metrics)
+    if options.dashboard:
+        from .dashboard import DashboardApp, start_dashboard
+
+        app = DashboardApp(service, token=options.auth_token, metrics=metrics, secure_cookie=credentials is not None)
+        try:
+            dashboard = await start_dashboard(app, options.dashboard_host or options.host, options.dashboard_port, options.tls_cert, options.tls_key)
+        except BaseException:
+            await server.stop(0)
+            await service.close()
+            raise
+        running.extra.append(dashboard)
+        running.dashboard_port = dashboard.port
+        log.info("dashboard and /metrics on http%s://%s:%d/", "s" if credentials else "", options.dashboard_host or options.host, dashboard.port)
     if options.aepsych_port is not None:
         from .transports.aepsych_tcp import start_aepsych_server
 
@@ -145,6 +178,9 @@ async def serve(options: ServerOptions) -> None:
     """Run until SIGINT or SIGTERM, then shut down gracefully."""
     running = await start_server(options)
     print(f"psyserve listening on {options.host}:{running.port} (database {options.db})", flush=True)
+    if running.dashboard_port is not None:
+        scheme = "https" if options.tls_cert else "http"
+        print(f"dashboard: {scheme}://{options.dashboard_host or options.host}:{running.dashboard_port}/", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -70,6 +70,9 @@ class StrategyView:
     created_at: float
     spec: ExperimentSpec
     can_fit: bool
+    model_asks: int = 0  # model-based asks answered since the server started
+    precomputed_asks: int = 0  # ... of which from a speculative branch computed before the ask
+    last_activity: float = 0.0  # time of the last ask or tell (the strategy's creation before any)
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,7 @@ class ModelEngine(Protocol):
         x: np.ndarray | None,
         y: float | None,
         fixed: dict[int, float],
+        background: bool = False,
     ) -> tuple[np.ndarray, dict[str, np.ndarray], float]: ...
 
     def data_changed(self, strategy: Strategy) -> None: ...
@@ -194,6 +198,7 @@ class _Registry:
     by_name: dict[str, int] = field(default_factory=dict)
     configure_requests: dict[str, int] = field(default_factory=dict)
     next_id: int = 1
+    model_asks: dict[int, tuple[int, int]] = field(default_factory=dict)  # strategy id -> (model asks, precomputed)
 
 
 class ExperimentService:
@@ -331,6 +336,7 @@ class ExperimentService:
             for i, ph in enumerate(strategy.spec.phases)
         ]
         trials = strategy.trials.values()
+        asks, precomputed = self._registry.model_asks.get(strategy.strategy_id, (0, 0))
         return StrategyView(
             strategy_id=strategy.strategy_id,
             name=strategy.name,
@@ -345,6 +351,9 @@ class ExperimentService:
             created_at=strategy.created_at,
             spec=strategy.spec,
             can_fit=strategy.can_fit(),
+            model_asks=asks,
+            precomputed_asks=precomputed,
+            last_activity=max((max(t.asked_at, t.told_at or 0.0) for t in trials), default=strategy.created_at),
         )
 
     # ------------------------------------------------------------------ Configure / Resume
@@ -466,6 +475,8 @@ class ExperimentService:
                         raise FailedPrecondition("this server runs without a model engine", "strategy_id")
                     generated = await self.models.generate(strategy, phase_index, fresh, space.fixed_unit(fixed_raw))
                     unit = generated.points
+                    asks, precomputed = self._registry.model_asks.get(strategy_id, (0, 0))
+                    self._registry.model_asks[strategy_id] = (asks + 1, precomputed + generated.precomputed)
                 else:
                     unit = strategy.generate_unit(phase_index, fresh)
                 stimuli += [[space.from_unit(u) for u in trial] for trial in unit]
@@ -698,7 +709,10 @@ class ExperimentService:
         x: Sequence[Mapping[str, Any]] | None = None,
         y: float | None = None,
         constraints: Mapping[str, Any] | None = None,
+        background: bool = False,
     ) -> QueryResult:
+        """A model query. `background`: computed only when no ask's computation waits (for
+        observers such as the dashboard, so that looking never slows an experiment down)."""
         strategy = self.get(strategy_id)
         space = strategy.spec.space
         if query_type not in QUERY_TYPES:
@@ -742,7 +756,7 @@ class ExperimentService:
         if not strategy.can_fit():
             raise FailedPrecondition("no model yet: the strategy has too little data to fit one", "strategy_id")
         unit_x, values, fit_seconds = await self.models.query(
-            strategy, query_type, probability_space, points, y, space.fixed_unit(fixed_raw)
+            strategy, query_type, probability_space, points, y, space.fixed_unit(fixed_raw), background=background
         )
         results = []
         for i, u in enumerate(unit_x):
