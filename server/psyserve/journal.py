@@ -43,6 +43,24 @@ class JournalError(RuntimeError):
     """The journal could not record an event (disk full, constraint violated, closed)."""
 
 
+class JournalFull(JournalError):
+    """The journal could not record an event because its disk (or database size limit) is full."""
+
+
+def _is_full(exc: BaseException) -> bool:
+    """SQLITE_FULL ("database or disk is full"), or an I/O error caused by ENOSPC."""
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return True
+    text = str(exc).lower()
+    return "disk is full" in text or "no space left" in text
+
+
+def write_failure(exc: BaseException) -> JournalError:
+    """The JournalError a failed write is reported as (JournalFull when the disk is full)."""
+    kind = JournalFull if _is_full(exc) else JournalError
+    return kind(f"journal write failed: {exc}")
+
+
 @dataclass(frozen=True)
 class Event:
     strategy_id: int
@@ -152,7 +170,7 @@ class Journal:
             if len(group) == 1:
                 _, done = group[0]
                 if not done.done():
-                    done.set_exception(JournalError(f"journal write failed: {exc}"))
+                    done.set_exception(write_failure(exc))
                 return
         for member in group:
             await self._commit([member])

@@ -32,7 +32,7 @@ from .compute import (
     ModelSpec,
     ModelState,
     QueryJob,
-    QueryResult,
+    QueryJobResult,
     TrainingData,
     generate,
     query,
@@ -222,19 +222,12 @@ class ComputePool:
 
 @dataclass
 class _Runtime:
-    """Per-strategy model state kept between asks (lives in Strategy.model_runtime)."""
+    """Per-strategy model state kept between asks (PoolModelEngine keeps one per strategy id)."""
 
     refit_state: ModelState | None = None  # hyper-parameters of the last full fit
     last_state: ModelState | None = None  # the model behind the last served point
     cache: dict[tuple[Any, ...], asyncio.Future[GenerateResult]] = field(default_factory=dict)
     started: dict[tuple[Any, ...], float] = field(default_factory=dict)
-
-
-def _runtime(strategy: Strategy) -> _Runtime:
-    if strategy.model_runtime is None:
-        strategy.model_runtime = _Runtime()
-    runtime: _Runtime = strategy.model_runtime
-    return runtime
 
 
 def training_rows(strategy: Strategy, extra: tuple[int, float] | None = None) -> tuple[TrainingData, DataKey]:
@@ -278,7 +271,13 @@ class PoolModelEngine:
         if speculate is None:  # PSYSERVE_SPECULATE=0 turns speculation off (for comparisons)
             speculate = os.environ.get("PSYSERVE_SPECULATE", "1") not in ("0", "false", "no")
         self.speculate = speculate
-        self._strategies: dict[int, Strategy] = {}
+        self._runtimes: dict[int, _Runtime] = {}
+
+    def _runtime(self, strategy: Strategy) -> _Runtime:
+        runtime = self._runtimes.get(strategy.strategy_id)
+        if runtime is None:
+            runtime = self._runtimes[strategy.strategy_id] = _Runtime()
+        return runtime
 
     async def start(self, wait: bool = True) -> None:
         await self.pool.start(wait)
@@ -288,7 +287,7 @@ class PoolModelEngine:
         self, strategy: Strategy, phase_index: int, n: int, fixed: dict[int, float], extra: tuple[int, float] | None
     ) -> tuple[tuple[Any, ...], GenerateJob]:
         phase = strategy.spec.phases[phase_index]
-        runtime = _runtime(strategy)
+        runtime = self._runtime(strategy)
         data, data_key = training_rows(strategy, extra)
         ask_index = strategy.phase_asks[phase_index]
         refit = runtime.refit_state is None or ask_index % phase.refit_every == 0
@@ -307,8 +306,7 @@ class PoolModelEngine:
 
     # -------------------------------------------------------------- ModelEngine API
     async def generate(self, strategy: Strategy, phase_index: int, n: int, fixed: dict[int, float]) -> Generated:
-        runtime = _runtime(strategy)
-        self._strategies[strategy.strategy_id] = strategy
+        runtime = self._runtime(strategy)
         key, job = self._job(strategy, phase_index, n, fixed, None)
         arrived = time.perf_counter()
         future = runtime.cache.pop(key, None)
@@ -356,7 +354,7 @@ class PoolModelEngine:
         if current.is_model_based:
             phase = current
         data, _ = training_rows(strategy)
-        runtime = _runtime(strategy)
+        runtime = self._runtime(strategy)
         job = QueryJob(
             model=model_spec(strategy, phase),
             data=data,
@@ -369,7 +367,7 @@ class PoolModelEngine:
             seed=strategy.seed & 0x7FFFFFFF,
         )
         try:
-            result: QueryResult = await self.pool.submit(query, job, BACKGROUND if background else REAL)
+            result: QueryJobResult = await self.pool.submit(query, job, BACKGROUND if background else REAL)
         except Unavailable:
             raise
         except Exception as exc:
@@ -385,7 +383,6 @@ class PoolModelEngine:
 
     def data_changed(self, strategy: Strategy) -> None:
         """Called after every ask and tell: start the computations the next ask will probably need."""
-        self._strategies[strategy.strategy_id] = strategy
         if not self.speculate:
             return
         self._drop_stale(strategy)
@@ -406,7 +403,7 @@ class PoolModelEngine:
         if not phase.is_model_based:
             return
         key, job = self._job(strategy, phase_index, 1, {}, extra)
-        runtime = _runtime(strategy)
+        runtime = self._runtime(strategy)
         if key in runtime.cache:
             return
         runtime.cache[key] = self.pool.submit(generate, job, priority)
@@ -414,7 +411,7 @@ class PoolModelEngine:
 
     def _drop_stale(self, strategy: Strategy) -> None:
         """Forget cached results that can no longer match (older data); cancel those not started."""
-        runtime = _runtime(strategy)
+        runtime = self._runtime(strategy)
         _, current = training_rows(strategy)
         have = set(current)
         for key in list(runtime.cache):
@@ -429,8 +426,7 @@ class PoolModelEngine:
                 future.exception()  # retrieved, so asyncio does not log it
 
     async def close(self) -> None:
-        for strategy in self._strategies.values():
-            runtime = _runtime(strategy)
+        for runtime in self._runtimes.values():
             for future in runtime.cache.values():
                 if not future.done():
                     future.cancel()

@@ -1,6 +1,7 @@
 """Parameter space: the five parameter types, raw-value validation and the raw <-> unit-cube maps.
 
-Owns how a raw value on the wire becomes a model coordinate and back; knows nothing of configs,
+Owns how a raw value on the wire becomes a model coordinate and back, and the value types the
+service and transports share (raw values, stimuli, outcome values); knows nothing of configs,
 strategies, storage or transports.
 """
 
@@ -10,11 +11,31 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 import numpy as np
 
 RawValue = float | int | str | bool
 Stimulus = dict[str, RawValue]
+
+
+@dataclass(frozen=True)
+class OutcomeValue:
+    """One told outcome: its name, value and (optional) standard error of the mean."""
+
+    name: str
+    value: float
+    sem: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "value": self.value}
+        if self.sem is not None:
+            out["sem"] = self.sem
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> OutcomeValue:
+        return cls(name=data["name"], value=float(data["value"]), sem=data.get("sem"))
 
 
 class ParamType(str, Enum):

@@ -12,15 +12,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from psyserve_client._common import Outcome, Parameter, Trial
-from psyserve_client.plot import PlotData, PlotPlan, Predictions, draw, plan
+from psyserve_client.plot import PlotData, PlotPlan, Predictions, draw, plan, plot_data_from_api
 
 from .service import ExperimentService
 
 
 def plot_data(service: ExperimentService, strategy_id: int) -> PlotData:
-    """What the plots need about one strategy, from the service's public reads (NotFound if unknown)."""
+    """What the plots need about one strategy, from the service's public reads (NotFound if unknown);
+    assembled by the same function that Client.plot uses on the API's answers."""
     view = service.resume(strategy_id=strategy_id)
-    spec = service.parameters(strategy_id)
+    shape = service.parameters(strategy_id)
     parameters = [
         Parameter(
             name=p.name,
@@ -31,7 +32,7 @@ def plot_data(service: ExperimentService, strategy_id: int) -> PlotData:
             choices=tuple(p.choices),
             value=p.value,
         )
-        for p in spec.space.parameters
+        for p in shape.parameters
     ]
     trials = [
         Trial(
@@ -39,34 +40,13 @@ def plot_data(service: ExperimentService, strategy_id: int) -> PlotData:
             stimuli=[dict(s) for s in t.stimuli],
             state=t.state,
             phase_index=t.phase_index,
-            phase_name=spec.phases[t.phase_index].name,
+            phase_name=t.phase_name,
             outcomes=[Outcome(o.name, o.value, o.sem) for o in t.outcomes],
             metadata={k: str(v) for k, v in t.metadata.items()},
         )
         for t in sorted(service.list_trials(strategy_id), key=lambda t: t.trial_id)
     ]
-    target = None
-    for phase in spec.phases:
-        if phase.is_model_based and "target" in phase.generator_options:
-            target = float(phase.generator_options["target"])
-            break
-    if target is None and "target" in spec.sections.get("common", {}):
-        try:
-            target = float(spec.sections["common"]["target"])
-        except ValueError:
-            target = None
-    return PlotData(
-        strategy_id=view.strategy_id,
-        name=view.name,
-        parameters=parameters,
-        outcome_type=spec.outcome_types[0],
-        stimuli_per_trial=spec.stimuli_per_trial,
-        phase_names=[p.name for p in view.phases],
-        model_phases=[bool(p.model) for p in view.phases],
-        target=target,
-        trials=trials,
-        can_fit=view.can_fit,
-    )
+    return plot_data_from_api(view, parameters, service.get_config(strategy_id), trials, view.can_fit)
 
 
 async def predict(service: ExperimentService, strategy_id: int, planned: PlotPlan, background: bool = False) -> Predictions | None:

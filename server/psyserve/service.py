@@ -1,7 +1,12 @@
 """ExperimentService: the one transport-free async API every transport calls.
 
 Owns strategies keyed by id, per-strategy locks, request validation, idempotency and the order
-"journal first, then state, then reply". Knows nothing of gRPC, JSON/TCP or SQL statements.
+"journal first, then state, then reply"; hands transports immutable views, never a live Strategy,
+and journal failures as service errors. Knows nothing of gRPC, JSON/TCP or SQL statements.
+
+Longer than ~500 lines on purpose: it is one class, the domain API, whose methods share one
+discipline (validate, take the strategy lock, journal, apply, answer with a view); its result
+types sit beside it because transports import them from here and nowhere else.
 """
 
 from __future__ import annotations
@@ -27,10 +32,11 @@ from .errors import (
     NotFound,
     ResourceExhausted,
     ServiceError,
+    Unavailable,
 )
-from .journal import Event, Journal
-from .params import ParameterValueError, Stimulus
-from .strategy import ABANDONED, COMPLETED, FAILED, PENDING, OutcomeValue, Strategy, TrialRecord
+from .journal import Event, Journal, JournalError, JournalFull
+from .params import OutcomeValue, ParameterSpec, ParameterValueError, Stimulus
+from .strategy import ABANDONED, COMPLETED, FAILED, PENDING, Strategy, TrialRecord
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +62,24 @@ class PhaseView:
 
 
 @dataclass(frozen=True)
+class ExperimentShape:
+    """What a transport needs of an experiment's config: its parameters and outcomes."""
+
+    parameters: tuple[ParameterSpec, ...]
+    stimuli_per_trial: int
+    outcome_names: tuple[str, ...]
+    outcome_types: tuple[str, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.parameters]
+
+    @classmethod
+    def of(cls, spec: ExperimentSpec) -> ExperimentShape:
+        return cls(tuple(spec.space.parameters), spec.stimuli_per_trial, tuple(spec.outcome_names), tuple(spec.outcome_types))
+
+
+@dataclass(frozen=True)
 class StrategyView:
     strategy_id: int
     name: str
@@ -68,11 +92,51 @@ class StrategyView:
     trials_pending: int
     model_data_points: int
     created_at: float
-    spec: ExperimentSpec
+    shape: ExperimentShape
     can_fit: bool
     model_asks: int = 0  # model-based asks answered since the server started
     precomputed_asks: int = 0  # ... of which from a speculative branch computed before the ask
     last_activity: float = 0.0  # time of the last ask or tell (the strategy's creation before any)
+
+
+@dataclass(frozen=True)
+class TrialView:
+    """A snapshot of one trial (copies: later changes to the strategy do not show through)."""
+
+    trial_id: int
+    phase_index: int
+    phase_name: str
+    stimuli: tuple[Stimulus, ...]
+    state: str
+    outcomes: tuple[OutcomeValue, ...]
+    metadata: dict[str, Any]
+    asked_at: float
+    told_at: float | None
+    model_data: bool
+
+    @classmethod
+    def of(cls, trial: TrialRecord, spec: ExperimentSpec) -> TrialView:
+        return cls(
+            trial_id=trial.trial_id,
+            phase_index=trial.phase_index,
+            phase_name=spec.phases[trial.phase_index].name,
+            stimuli=tuple(dict(s) for s in trial.stimuli),
+            state=trial.state,
+            outcomes=tuple(trial.outcomes),
+            metadata=dict(trial.metadata),
+            asked_at=trial.asked_at,
+            told_at=trial.told_at,
+            model_data=trial.model_data,
+        )
+
+
+@dataclass(frozen=True)
+class ExportedTrial:
+    """One row of ExportData: a trial with the strategy it belongs to."""
+
+    strategy_id: int
+    strategy_name: str
+    trial: TrialView
 
 
 @dataclass(frozen=True)
@@ -100,7 +164,7 @@ class ConfigureResult:
 
 @dataclass(frozen=True)
 class AskResult:
-    trials: list[TrialRecord]
+    trials: list[TrialView]
     is_finished: bool
     phase_index: int
     phase_name: str
@@ -143,7 +207,7 @@ class QueryPoint:
 
 
 @dataclass(frozen=True)
-class QueryResult:
+class QueryAnswer:
     query_type: str
     probability_space: bool
     points: list[QueryPoint]
@@ -212,6 +276,7 @@ class ExperimentService:
         self._configure_lock = asyncio.Lock()
         self._lease_task: asyncio.Task[None] | None = None
         self.lease_check_seconds = 0.25
+        self._journal_failure: str | None = None  # the kind of the ongoing journal failure episode
 
     @property
     def db_name(self) -> str:
@@ -251,9 +316,8 @@ class ExperimentService:
                     if not events:
                         continue
                     try:
-                        await self.journal.append(events)
-                    except Exception:  # retried on the next round
-                        log.exception("could not journal expired leases")
+                        await self._append(events)
+                    except ServiceError:  # logged once per episode; retried on the next round
                         continue
                     for event in events:
                         strategy.apply(event)
@@ -289,13 +353,33 @@ class ExperimentService:
             raise NotFound(f"strategy_id {strategy_id} not found", "strategy_id")
         return strategy
 
-    async def _commit(self, events: list[Event], strategy: Strategy | None, on_commit: Callable[[], object] | None = None) -> None:
+    async def _append(self, events: list[Event]) -> None:
+        """Journal events; a journal failure becomes a service error (RESOURCE_EXHAUSTED for a full
+        disk, UNAVAILABLE otherwise), logged once per episode rather than once per request."""
+        try:
+            await self.journal.append(events)
+        except JournalError as exc:
+            full = isinstance(exc, JournalFull)
+            kind = "full" if full else "unavailable"
+            if self._journal_failure != kind:
+                self._journal_failure = kind
+                log.error("journal %s: %s; requests that change state are refused until it recovers", kind, exc)
+            if full:
+                raise ResourceExhausted(f"the journal's disk is full: nothing was recorded ({exc})") from exc
+            raise Unavailable(f"journal unavailable: nothing was recorded ({exc})") from exc
+        if self._journal_failure is not None:
+            log.warning("journal writable again after a %s episode", self._journal_failure)
+            self._journal_failure = None
+
+    async def _commit(
+        self, events: list[Event], strategy: Strategy | None, on_commit: Callable[[], object] | None = None
+    ) -> None:
         """Journal events, then apply them to the strategy, as one step a cancelled caller cannot
         split: if the RPC is cancelled mid-commit, the commit and the state change still finish
         before the strategy lock is released (so memory never lags the journal)."""
 
         async def append_and_apply() -> None:
-            await self.journal.append(events)
+            await self._append(events)
             if strategy is not None:
                 for event in events:
                     strategy.apply(event)
@@ -349,7 +433,7 @@ class ExperimentService:
             trials_pending=sum(1 for t in trials if t.state == PENDING),
             model_data_points=strategy.model_data_points,
             created_at=strategy.created_at,
-            spec=strategy.spec,
+            shape=ExperimentShape.of(strategy.spec),
             can_fit=strategy.can_fit(),
             model_asks=asks,
             precomputed_asks=precomputed,
@@ -427,6 +511,7 @@ class ExperimentService:
         return info, view
 
     def strategies(self) -> list[Strategy]:
+        """The live strategies, for in-process readers above the service (export, replay); never a transport's."""
         return list(self._registry.by_id.values())
 
     def list_strategies(self) -> list[StrategyView]:
@@ -455,7 +540,7 @@ class ExperimentService:
             raise InvalidArgument(str(exc), exc.field) from None
         async with strategy.lock:
             if request_id and request_id in strategy.ask_requests:
-                trials = [strategy.trials[i] for i in strategy.ask_requests[request_id]]
+                trials = [TrialView.of(strategy.trials[i], strategy.spec) for i in strategy.ask_requests[request_id]]
                 return AskResult(
                     trials, strategy.is_finished, trials[0].phase_index, strategy.spec.phases[trials[0].phase_index].name
                 )
@@ -495,7 +580,7 @@ class ExperimentService:
                     payload["reissue_of"] = reissued[i]
                 events.append(Event(strategy_id, "ask", payload, trial_id=strategy.next_trial_id + i, created_at=now))
             await self._commit(events, strategy)
-            trials = [strategy.trials[e.trial_id] for e in events if e.trial_id is not None]
+            trials = [TrialView.of(strategy.trials[e.trial_id], strategy.spec) for e in events if e.trial_id is not None]
             if self.models is not None and strategy.has_model_phase:
                 self.models.data_changed(strategy)  # e.g. the last Sobol trial: prepare the first model trial
             return AskResult(
@@ -657,7 +742,7 @@ class ExperimentService:
         )
 
     # ------------------------------------------------------------------ trial bookkeeping
-    async def abandon_trial(self, strategy_id: int, trial_id: int, failed: bool = False, reason: str = "") -> TrialRecord:
+    async def abandon_trial(self, strategy_id: int, trial_id: int, failed: bool = False, reason: str = "") -> TrialView:
         strategy = self.get(strategy_id)
         async with strategy.lock:
             trial = strategy.trials.get(trial_id)
@@ -667,13 +752,21 @@ class ExperimentService:
                 raise FailedPrecondition(f"trial_id {trial_id} is {trial.state}, not pending", "trial_id")
             event = Event(strategy_id, "abandon", {"failed": failed, "reason": reason[:1000]}, trial_id=trial_id)
             await self._commit([event], strategy)
-            return trial
+            return TrialView.of(trial, strategy.spec)
 
-    def list_trials(self, strategy_id: int, state: str | None = None) -> list[TrialRecord]:
+    def list_trials(self, strategy_id: int, state: str | None = None) -> list[TrialView]:
         strategy = self.get(strategy_id)
         if state is not None and state not in (PENDING, COMPLETED, FAILED, ABANDONED):
             raise InvalidArgument(f"state: unknown trial state {state!r}", "state")
-        return [t for t in strategy.trials.values() if state is None or t.state == state]
+        return [TrialView.of(t, strategy.spec) for t in strategy.trials.values() if state is None or t.state == state]
+
+    def export_trials(self, strategy_id: int = 0) -> list[ExportedTrial]:
+        """Every trial (of one strategy when strategy_id is given), as one consistent snapshot: it
+        is taken without an await, so no request changes a strategy while it is copied."""
+        strategies = [self.get(strategy_id)] if strategy_id else list(self._registry.by_id.values())
+        return [
+            ExportedTrial(s.strategy_id, s.name, TrialView.of(t, s.spec)) for s in strategies for t in list(s.trials.values())
+        ]
 
     async def finish_strategy(self, strategy_id: int) -> FinishResult:
         strategy = self.get(strategy_id)
@@ -684,8 +777,8 @@ class ExperimentService:
             return FinishResult(strategy.spec.phases[index].name, index, strategy.is_finished)
 
     # ------------------------------------------------------------------ read-only
-    def parameters(self, strategy_id: int) -> ExperimentSpec:
-        return self.get(strategy_id).spec
+    def parameters(self, strategy_id: int) -> ExperimentShape:
+        return ExperimentShape.of(self.get(strategy_id).spec)
 
     def get_config(self, strategy_id: int, section: str = "", prop: str = "") -> dict[str, dict[str, str]]:
         sections = self.get(strategy_id).spec.sections
@@ -710,7 +803,7 @@ class ExperimentService:
         y: float | None = None,
         constraints: Mapping[str, Any] | None = None,
         background: bool = False,
-    ) -> QueryResult:
+    ) -> QueryAnswer:
         """A model query. `background`: computed only when no ask's computation waits (for
         observers such as the dashboard, so that looking never slows an experiment down)."""
         strategy = self.get(strategy_id)
@@ -775,7 +868,7 @@ class ExperimentService:
                     upper=float(values["upper"][i]),
                 )
             )
-        return QueryResult(query_type, probability_space, results, fit_seconds)
+        return QueryAnswer(query_type, probability_space, results, fit_seconds)
 
     async def close(self) -> None:
         if self._lease_task is not None:

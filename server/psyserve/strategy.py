@@ -7,7 +7,6 @@ path. Knows nothing of SQL, asyncio, the compute pool or transports.
 from __future__ import annotations
 
 import asyncio
-import math
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,26 +17,11 @@ from scipy.stats import qmc
 
 from .config import ExperimentSpec, PhaseSpec
 from .journal import Event
-from .params import RawValue, Stimulus
+from .params import OutcomeValue, Stimulus
 
 PENDING, COMPLETED, FAILED, ABANDONED = "pending", "completed", "failed", "abandoned"
 
-
-@dataclass(frozen=True)
-class OutcomeValue:
-    name: str
-    value: float
-    sem: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "value": self.value}
-        if self.sem is not None:
-            out["sem"] = self.sem
-        return out
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> OutcomeValue:
-        return cls(name=data["name"], value=float(data["value"]), sem=data.get("sem"))
+__all__ = ["ABANDONED", "COMPLETED", "FAILED", "PENDING", "OutcomeValue", "Strategy", "TrialRecord"]
 
 
 @dataclass
@@ -89,8 +73,6 @@ class Strategy:
         self._sobol: dict[int, tuple[qmc.Sobol, int]] = {}
         # stimuli of trials whose lease expired, handed out again by the next asks of their phase
         self.reissue: dict[int, tuple[int, list[Stimulus]]] = {}
-        # Generation state for model-based phases, owned by the modeling layer.
-        self.model_runtime: Any = None
 
     # ---------------------------------------------------------------- phase rules
     @property
@@ -191,16 +173,6 @@ class Strategy:
             out.append([dict(zip(names, stim)) for stim in point])
         return out
 
-    # ---------------------------------------------------------------- model data
-    def training_data(self) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
-        """Completed model-data trials -> (X n x k x d unit cube, y n, trial ids)."""
-        space = self.spec.space
-        rows = [t for t in self.trials.values() if t.state == COMPLETED and t.model_data]
-        k, d = self.spec.stimuli_per_trial, space.dim
-        X = np.array([[space.to_unit(s) for s in t.stimuli] for t in rows], dtype=float).reshape(len(rows), k, d)
-        y = np.array([t.outcomes[0].value for t in rows], dtype=float)
-        return X, y, tuple(t.trial_id for t in rows)
-
     # ---------------------------------------------------------------- the only mutator
     def apply(self, event: Event) -> None:
         """Apply one journaled event (live or during replay)."""
@@ -266,11 +238,3 @@ class Strategy:
             self.phase_index = max(self.phase_index, index)
         else:
             raise ValueError(f"unknown event kind {event.kind!r}")
-
-
-def finite(value: float) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def stimulus_json(stimulus: Stimulus) -> dict[str, RawValue]:
-    return dict(stimulus)

@@ -1,6 +1,7 @@
 """Request building, reply parsing, result types and errors shared by Client and AsyncClient.
 
 Everything protocol-specific lives here once; the two clients only differ in how they call a stub.
+Value and enum conversion is not here: it lives in the public `psyserve_client.wire`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,19 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from ._proto.psyserve.v1 import messages_pb2 as pb
+from .wire import (
+    PARAMETER_TYPE_NAMES,
+    QUERY_TYPE_ENUMS,
+    QUERY_TYPE_NAMES,
+    TRIAL_STATE_ENUMS,
+    TRIAL_STATE_NAMES,
+    Value,
+    from_stimulus,
+    require_value,
+    to_stimulus,
+    to_values,
+)
 
-Value = float | int | str | bool
 T = TypeVar("T")
 
 # ---------------------------------------------------------------------------- errors
@@ -98,34 +110,6 @@ def translate_error(error: grpc.RpcError) -> PsyserveError:
                 if bad.field_violations:
                     field_name = bad.field_violations[0].field
     return _ERRORS.get(code, PsyserveError)(code, message or "", field_name)
-
-
-# ---------------------------------------------------------------------------- values
-
-
-def to_value(value: Value) -> pb.ParameterValue:
-    if isinstance(value, bool):
-        return pb.ParameterValue(flag=value)
-    if isinstance(value, int):
-        return pb.ParameterValue(integer=value)
-    if isinstance(value, str):
-        return pb.ParameterValue(category=value)
-    if isinstance(value, float):
-        return pb.ParameterValue(number=value)
-    raise TypeError(f"parameter values must be float, int, str or bool, got {type(value).__name__}")
-
-
-def from_value(value: pb.ParameterValue) -> Value:
-    kind = value.WhichOneof("kind")
-    return getattr(value, kind) if kind else 0.0  # type: ignore[no-any-return]
-
-
-def to_values(values: Mapping[str, Value]) -> dict[str, pb.ParameterValue]:
-    return {name: to_value(v) for name, v in values.items()}
-
-
-def from_stimulus(stimulus: pb.Stimulus) -> dict[str, Value]:
-    return {name: from_value(v) for name, v in stimulus.values.items()}
 
 
 # ---------------------------------------------------------------------------- results
@@ -299,38 +283,15 @@ class FinishResult:
         return getattr(self, key)
 
 
-_PARAM_TYPES = {
-    pb.PARAMETER_TYPE_CONTINUOUS: "continuous",
-    pb.PARAMETER_TYPE_INTEGER: "integer",
-    pb.PARAMETER_TYPE_BINARY: "binary",
-    pb.PARAMETER_TYPE_FIXED: "fixed",
-    pb.PARAMETER_TYPE_CATEGORICAL: "categorical",
-}
-_STATES = {
-    pb.TRIAL_STATE_PENDING: "pending",
-    pb.TRIAL_STATE_COMPLETED: "completed",
-    pb.TRIAL_STATE_FAILED: "failed",
-    pb.TRIAL_STATE_ABANDONED: "abandoned",
-}
-_STATE_ENUMS = {v: k for k, v in _STATES.items()}
-_QUERY_TYPES = {
-    "max": pb.QUERY_TYPE_MAX,
-    "min": pb.QUERY_TYPE_MIN,
-    "prediction": pb.QUERY_TYPE_PREDICTION,
-    "inverse": pb.QUERY_TYPE_INVERSE,
-}
-_QUERY_NAMES = {v: k for k, v in _QUERY_TYPES.items()}
-
-
 def parse_parameter(p: pb.Parameter) -> Parameter:
     return Parameter(
         name=p.name,
-        type=_PARAM_TYPES.get(p.type, "unspecified"),
+        type=PARAMETER_TYPE_NAMES.get(p.type, "unspecified"),
         lower_bound=p.lower_bound,
         upper_bound=p.upper_bound,
         log_scale=p.log_scale,
         choices=tuple(p.choices),
-        value=from_value(p.fixed_value) if p.HasField("fixed_value") else None,
+        value=require_value(p.fixed_value, f"parameters.{p.name}.fixed_value") if p.HasField("fixed_value") else None,
     )
 
 
@@ -338,7 +299,7 @@ def parse_trial(t: pb.Trial) -> Trial:
     return Trial(
         trial_id=t.trial_id,
         stimuli=[from_stimulus(s) for s in t.stimuli],
-        state=_STATES.get(t.state, "unspecified"),
+        state=TRIAL_STATE_NAMES.get(t.state, "unspecified"),
         phase_index=t.phase_index,
         phase_name=t.phase_name,
         outcomes=[Outcome(o.name, o.value, o.sem if o.HasField("sem") else None) for o in t.outcomes],
@@ -400,15 +361,12 @@ def _stimuli_from_config(config: Mapping[str, Any], stimuli_per_trial: int | Non
         unwrapped[name] = value
     pairwise = any(isinstance(v, (list, tuple)) for v in unwrapped.values())
     if not pairwise:
-        return [pb.Stimulus(values=to_values(unwrapped))]
+        return [to_stimulus(unwrapped)]
     count = max(len(v) for v in unwrapped.values() if isinstance(v, (list, tuple)))
-    return [
-        pb.Stimulus(values=to_values({n: (v[i] if isinstance(v, (list, tuple)) else v) for n, v in unwrapped.items()}))
-        for i in range(count)
-    ]
+    return [to_stimulus({n: (v[i] if isinstance(v, (list, tuple)) else v) for n, v in unwrapped.items()}) for i in range(count)]
 
 
-class Protocol:
+class RequestBuilder:
     """Builds Calls and keeps the client-side state (configured strategy ids, current strategy)."""
 
     def __init__(self) -> None:
@@ -544,8 +502,8 @@ class Protocol:
         constraints: Mapping[str | int, Value] | None = None,
         strategy_id: int | None = None,
     ) -> Call[QueryResult]:
-        if query_type not in _QUERY_TYPES:
-            raise ValueError(f"query_type must be one of {list(_QUERY_TYPES)}")
+        if query_type not in QUERY_TYPE_ENUMS:
+            raise ValueError(f"query_type must be one of {list(QUERY_TYPE_ENUMS)}")
         points: list[Mapping[str, Value]] = []
         if isinstance(x, Mapping):  # AEPsych shape {name: [v1, v2, ...]} or {name: v}
             columns = {k: (list(v) if isinstance(v, (list, tuple)) else [v]) for k, v in x.items()}
@@ -556,9 +514,9 @@ class Protocol:
         named = {str(key): value for key, value in (constraints or {}).items()}  # the server resolves indices
         request = pb.QueryRequest(
             strategy_id=self._sid(strategy_id),
-            query_type=_QUERY_TYPES[query_type],
+            query_type=QUERY_TYPE_ENUMS[query_type],
             probability_space=probability_space,
-            x=[pb.Stimulus(values=to_values(p)) for p in points],
+            x=[to_stimulus(p) for p in points],
             constraints=to_values(named),
         )
         if y is not None:
@@ -568,7 +526,9 @@ class Protocol:
             preds = [
                 Prediction(from_stimulus(p.x), p.mean, p.variance, p.probability, p.lower, p.upper) for p in reply.predictions
             ]
-            return QueryResult(_QUERY_NAMES.get(reply.query_type, query_type), reply.probability_space, preds, reply.fit_seconds)
+            return QueryResult(
+                QUERY_TYPE_NAMES.get(reply.query_type, query_type), reply.probability_space, preds, reply.fit_seconds
+            )
 
         return Call("Query", request, parse)
 
@@ -615,7 +575,9 @@ class Protocol:
         return Call("ListStrategies", pb.ListStrategiesRequest(), lambda r: [parse_summary(s) for s in r.strategies])
 
     def list_trials(self, state: str | None = None, strategy_id: int | None = None) -> Call[list[Trial]]:
-        request = pb.ListTrialsRequest(strategy_id=self._sid(strategy_id), state=_STATE_ENUMS[state] if state else pb.TRIAL_STATE_UNSPECIFIED)
+        request = pb.ListTrialsRequest(
+            strategy_id=self._sid(strategy_id), state=TRIAL_STATE_ENUMS[state] if state else pb.TRIAL_STATE_UNSPECIFIED
+        )
         return Call("ListTrials", request, lambda r: [parse_trial(t) for t in r.trials])
 
     def abandon_trial(self, trial_id: int, failed: bool = False, reason: str = "", strategy_id: int | None = None) -> Call[Trial]:

@@ -1,6 +1,6 @@
 """psyserve clients: `Client` (blocking) and `AsyncClient` (asyncio), with aepsych_client's method names.
 
-Both share psyserve_client._common.Protocol for requests and replies; this file only makes calls.
+Both share psyserve_client._common.RequestBuilder for requests and replies; this file only makes calls.
 Generated method wrappers are listed explicitly so that type checkers see every signature.
 """
 
@@ -18,8 +18,8 @@ from ._common import (
     FinishResult,
     InfoResult,
     Parameter,
-    Protocol,
     QueryResult,
+    RequestBuilder,
     StrategySummary,
     TellResult,
     Trial,
@@ -56,7 +56,7 @@ class _Base:
         self.address = address
         self.timeout = timeout
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
-        self._protocol = Protocol()
+        self._protocol = RequestBuilder()
 
     @property
     def configs(self) -> list[int]:

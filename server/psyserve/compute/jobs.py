@@ -27,7 +27,7 @@ __all__ = [
     "ModelSpec",
     "ModelState",
     "QueryJob",
-    "QueryResult",
+    "QueryJobResult",
     "TrainingData",
     "acqf_supports",
     "canonical_acqf",
@@ -203,7 +203,7 @@ class QueryJob:
 
 
 @dataclass
-class QueryResult:
+class QueryJobResult:
     r"""Predictions at ``x`` (``m x d``; ``m = 1`` for max/min/inverse), each ``m``."""
 
     x: np.ndarray
@@ -356,7 +356,7 @@ def generate(job: GenerateJob) -> GenerateResult:
     return GenerateResult(points=points, state=fitted.state, fit_seconds=fitted.fit_seconds, generate_seconds=gen_s)
 
 
-def query(job: QueryJob) -> QueryResult:
+def query(job: QueryJob) -> QueryJobResult:
     r"""Answer a max / min / prediction / inverse query about the fitted model.
 
     "prediction" evaluates at ``job.x`` (``m x d``); "max"/"min" optimise the posterior
@@ -397,7 +397,7 @@ def query(job: QueryJob) -> QueryResult:
             )
         assert x_arr is not None
         pred = predict(fitted, x_arr, probability_space=bool(job.probability_space))
-    return QueryResult(
+    return QueryJobResult(
         x=x_arr,
         mean=pred["mean"],
         variance=pred["variance"],

@@ -18,11 +18,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import ConfigError
 from ..errors import FailedPrecondition, InvalidArgument, ServiceError
-from ..params import RawValue
+from ..params import OutcomeValue, RawValue
 from ..service import ExperimentService, InfoView, TellItem
-from ..strategy import OutcomeValue
 
 log = logging.getLogger(__name__)
 
@@ -446,8 +444,6 @@ class AEPsychServer:
         except ServiceError as exc:
             log.debug("AEPsych %s from %s refused: %s", kind, conn.peer, exc.message)
             return error_reply(exc.message, request), True
-        except ConfigError as exc:
-            return error_reply(str(exc), request), True
         except Exception as exc:
             log.exception("AEPsych %s from %s failed", kind, conn.peer)
             return error_reply(f"internal error: {type(exc).__name__}: {exc}", request), True
@@ -498,8 +494,8 @@ class AEPsychServer:
             raise InvalidArgument("fixed_pars: expected an object of parameter values", "fixed_pars")
         fixed = {name: _single(value, f"fixed_pars.{name}") for name, value in fixed.items()}
         result = await self.service.ask(strategy_id, num_points, fixed)
-        spec = self.service.parameters(strategy_id)
-        names, pairs = spec.space.names, spec.stimuli_per_trial > 1
+        shape = self.service.parameters(strategy_id)
+        names, pairs = shape.names, shape.stimuli_per_trial > 1
         config = {
             name: [[_wire(s[name]) for s in t.stimuli] if pairs else _wire(t.stimuli[0][name]) for t in result.trials]
             for name in names
@@ -508,9 +504,9 @@ class AEPsychServer:
 
     async def _tell(self, conn: _Connection, message: JSON, extra_info: JSON) -> JSON:
         strategy_id = self._current(conn)
-        spec = self.service.parameters(strategy_id)
-        trials = config_to_stimuli(message.get("config"), spec.stimuli_per_trial)
-        outcomes = outcomes_per_trial(message.get("outcome"), spec.outcome_names, len(trials))
+        shape = self.service.parameters(strategy_id)
+        trials = config_to_stimuli(message.get("config"), shape.stimuli_per_trial)
+        outcomes = outcomes_per_trial(message.get("outcome"), shape.outcome_names, len(trials))
         model_data = _flag(message.get("model_data", True), "model_data")
         extras = {**extra_info, **{k: v for k, v in message.items() if k not in ("config", "outcome", "model_data")}}
         items = [
@@ -530,7 +526,7 @@ class AEPsychServer:
 
     async def _query(self, conn: _Connection, message: JSON, extra_info: JSON) -> JSON:
         strategy_id = self._current(conn)
-        names = self.service.parameters(strategy_id).space.names
+        names = self.service.parameters(strategy_id).names
         query_type = message.get("query_type", "max")
         probability_space = _flag(message.get("probability_space", False), "probability_space")
         points: list[dict[str, Any]] | None = None
@@ -560,8 +556,8 @@ class AEPsychServer:
         }
 
     async def _parameters(self, conn: _Connection, message: JSON, extra_info: JSON) -> JSON:
-        space = self.service.parameters(self._current(conn)).space
-        return {p.name: [_wire(p.value), _wire(p.value)] if p.value is not None else [p.lower, p.upper] for p in space.parameters}
+        shape = self.service.parameters(self._current(conn))
+        return {p.name: [_wire(p.value), _wire(p.value)] if p.value is not None else [p.lower, p.upper] for p in shape.parameters}
 
     async def _info(self, conn: _Connection, message: JSON, extra_info: JSON) -> JSON:
         return info_reply(self.service.info(self._current(conn))[0])

@@ -9,85 +9,56 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from psyserve_client._common import to_value
 from psyserve_client._proto.psyserve.v1 import messages_pb2 as pb
 from psyserve_client._proto.psyserve.v1 import service_pb2_grpc
+from psyserve_client.wire import (
+    OUTCOME_TYPE_ENUMS,
+    PARAMETER_TYPE_ENUMS,
+    QUERY_TYPE_ENUMS,
+    QUERY_TYPE_NAMES,
+    TRIAL_STATE_ENUMS,
+    TRIAL_STATE_NAMES,
+    from_values,
+    to_stimulus,
+    to_value,
+)
 
-from ..config import ExperimentSpec
 from ..errors import ServiceError
-from ..journal import JournalError
-from ..params import ParameterSpec, ParamType, RawValue, Stimulus
-from ..service import ExperimentService, StrategyView
-from ..strategy import ABANDONED, COMPLETED, FAILED, PENDING, OutcomeValue, TrialRecord
+from ..params import OutcomeValue, ParameterSpec
+from ..service import ExperimentService, ExperimentShape, StrategyView, TrialView
 
 log = logging.getLogger(__name__)
 
-_PARAM_TYPES = {
-    ParamType.CONTINUOUS: pb.PARAMETER_TYPE_CONTINUOUS,
-    ParamType.INTEGER: pb.PARAMETER_TYPE_INTEGER,
-    ParamType.BINARY: pb.PARAMETER_TYPE_BINARY,
-    ParamType.FIXED: pb.PARAMETER_TYPE_FIXED,
-    ParamType.CATEGORICAL: pb.PARAMETER_TYPE_CATEGORICAL,
-}
-_OUTCOME_TYPES = {"binary": pb.OUTCOME_TYPE_BINARY, "continuous": pb.OUTCOME_TYPE_CONTINUOUS, "ordinal": pb.OUTCOME_TYPE_ORDINAL}
-_TRIAL_STATES = {
-    PENDING: pb.TRIAL_STATE_PENDING,
-    COMPLETED: pb.TRIAL_STATE_COMPLETED,
-    FAILED: pb.TRIAL_STATE_FAILED,
-    ABANDONED: pb.TRIAL_STATE_ABANDONED,
-}
-_STATE_NAMES = {v: k for k, v in _TRIAL_STATES.items()}
-_QUERY_TYPES = {
-    pb.QUERY_TYPE_MAX: "max",
-    pb.QUERY_TYPE_MIN: "min",
-    pb.QUERY_TYPE_PREDICTION: "prediction",
-    pb.QUERY_TYPE_INVERSE: "inverse",
-}
-_QUERY_ENUMS = {v: k for k, v in _QUERY_TYPES.items()}
 
-
-# ---------------------------------------------------------------------- value conversion (to the wire: psyserve_client.to_value)
-def value_from_pb(value: pb.ParameterValue) -> RawValue | None:
-    kind = value.WhichOneof("kind")
-    if kind is None:
-        return None
-    return getattr(value, kind)  # type: ignore[no-any-return]
-
-
-def values_from_pb(values: Mapping[str, pb.ParameterValue]) -> dict[str, Any]:
-    return {name: value_from_pb(v) for name, v in values.items()}
-
-
-def stimulus_to_pb(stimulus: Stimulus) -> pb.Stimulus:
-    return pb.Stimulus(values={k: to_value(v) for k, v in stimulus.items()})
-
-
+# ---------------------------------------------------------------------- service views -> messages (values: psyserve_client.wire)
 def parameter_to_pb(p: ParameterSpec) -> pb.Parameter:
-    msg = pb.Parameter(name=p.name, type=_PARAM_TYPES[p.type], lower_bound=p.lower, upper_bound=p.upper, log_scale=p.log_scale)
+    msg = pb.Parameter(
+        name=p.name, type=PARAMETER_TYPE_ENUMS[p.type.value], lower_bound=p.lower, upper_bound=p.upper, log_scale=p.log_scale
+    )
     msg.choices.extend(p.choices)
     if p.value is not None:
         msg.fixed_value.CopyFrom(to_value(p.value))
     return msg
 
 
-def parameters_to_pb(spec: ExperimentSpec) -> list[pb.Parameter]:
-    return [parameter_to_pb(p) for p in spec.space.parameters]
+def parameters_to_pb(shape: ExperimentShape) -> list[pb.Parameter]:
+    return [parameter_to_pb(p) for p in shape.parameters]
 
 
-def trial_to_pb(trial: TrialRecord, spec: ExperimentSpec) -> pb.Trial:
+def trial_to_pb(trial: TrialView) -> pb.Trial:
     msg = pb.Trial(
         trial_id=trial.trial_id,
-        stimuli=[stimulus_to_pb(s) for s in trial.stimuli],
-        state=_TRIAL_STATES[trial.state],
+        stimuli=[to_stimulus(s) for s in trial.stimuli],
+        state=TRIAL_STATE_ENUMS[trial.state],
         phase_index=trial.phase_index,
-        phase_name=spec.phases[trial.phase_index].name,
+        phase_name=trial.phase_name,
         metadata={k: str(v) for k, v in trial.metadata.items()},
         asked_at=trial.asked_at,
         told_at=trial.told_at or 0.0,
@@ -101,7 +72,7 @@ def trial_to_pb(trial: TrialRecord, spec: ExperimentSpec) -> pb.Trial:
 
 
 def summary_to_pb(view: StrategyView) -> pb.StrategySummary:
-    spec = view.spec
+    shape = view.shape
     return pb.StrategySummary(
         strategy_id=view.strategy_id,
         name=view.name,
@@ -119,10 +90,10 @@ def summary_to_pb(view: StrategyView) -> pb.StrategySummary:
         trials_pending=view.trials_pending,
         model_data_points=view.model_data_points,
         created_at=view.created_at,
-        parameters=parameters_to_pb(spec),
-        stimuli_per_trial=spec.stimuli_per_trial,
-        outcome_types=[_OUTCOME_TYPES[t] for t in spec.outcome_types],
-        outcome_names=list(spec.outcome_names),
+        parameters=parameters_to_pb(shape),
+        stimuli_per_trial=shape.stimuli_per_trial,
+        outcome_types=[OUTCOME_TYPE_ENUMS[t] for t in shape.outcome_types],
+        outcome_names=list(shape.outcome_names),
     )
 
 
@@ -164,10 +135,6 @@ def handles_errors(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
             return await method(self, request, context)
         except ServiceError as exc:
             await abort(context, exc)
-        except JournalError as exc:
-            log.error("journal error in %s: %s", method.__name__, exc)
-            await abort(context, ServiceError(f"journal unavailable: {exc}"))
-            raise
         except (grpc.aio.AbortError, grpc.aio.UsageError):
             raise
         except Exception as exc:
@@ -189,7 +156,7 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
         view = result.strategy
         return pb.ConfigureResponse(
             strategy_id=view.strategy_id,
-            parameters=parameters_to_pb(view.spec),
+            parameters=parameters_to_pb(view.shape),
             warnings=result.warnings,
             summary=summary_to_pb(view),
         )
@@ -208,13 +175,12 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
         result = await self.service.ask(
             request.strategy_id,
             request.num_points,
-            values_from_pb(request.fixed_parameters),
+            from_values(request.fixed_parameters),
             request.request_id,
             request.ttl_seconds,
         )
-        spec = self.service.get(request.strategy_id).spec
         return pb.AskResponse(
-            trials=[trial_to_pb(t, spec) for t in result.trials],
+            trials=[trial_to_pb(t) for t in result.trials],
             is_finished=result.is_finished,
             precomputed=result.precomputed,
             timings=pb.Timings(
@@ -232,7 +198,7 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
             request.strategy_id,
             outcomes,
             trial_id=request.trial_id if which == "trial_id" else None,
-            stimuli=[values_from_pb(s.values) for s in request.stimuli.stimuli] if which == "stimuli" else None,
+            stimuli=[from_values(s.values) for s in request.stimuli.stimuli] if which == "stimuli" else None,
             model_data=request.model_data if request.HasField("model_data") else True,
             metadata=dict(request.metadata),
             request_id=request.request_id,
@@ -250,18 +216,18 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
     async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext) -> pb.QueryResponse:
         result = await self.service.query(
             request.strategy_id,
-            _QUERY_TYPES.get(request.query_type, "unspecified"),
+            QUERY_TYPE_NAMES.get(request.query_type, "unspecified"),
             request.probability_space,
-            x=[values_from_pb(s.values) for s in request.x],
+            x=[from_values(s.values) for s in request.x],
             y=request.y if request.HasField("y") else None,
-            constraints=values_from_pb(request.constraints),
+            constraints=from_values(request.constraints),
         )
         return pb.QueryResponse(
-            query_type=_QUERY_ENUMS[result.query_type],
+            query_type=QUERY_TYPE_ENUMS[result.query_type],
             probability_space=result.probability_space,
             predictions=[
                 pb.Prediction(
-                    x=stimulus_to_pb(p.x),
+                    x=to_stimulus(p.x),
                     mean=p.mean,
                     variance=p.variance,
                     probability=p.probability,
@@ -306,24 +272,24 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
 
     @handles_errors
     async def ListTrials(self, request: pb.ListTrialsRequest, context: grpc.aio.ServicerContext) -> pb.ListTrialsResponse:
-        state = _STATE_NAMES.get(request.state) if request.state else None
+        state = TRIAL_STATE_NAMES.get(request.state) if request.state else None
         trials = self.service.list_trials(request.strategy_id, state)
-        spec = self.service.get(request.strategy_id).spec
-        return pb.ListTrialsResponse(trials=[trial_to_pb(t, spec) for t in trials])
+        return pb.ListTrialsResponse(trials=[trial_to_pb(t) for t in trials])
 
     @handles_errors
     async def AbandonTrial(self, request: pb.AbandonTrialRequest, context: grpc.aio.ServicerContext) -> pb.AbandonTrialResponse:
         trial = await self.service.abandon_trial(request.strategy_id, request.trial_id, request.failed, request.reason)
-        return pb.AbandonTrialResponse(trial=trial_to_pb(trial, self.service.get(request.strategy_id).spec))
+        return pb.AbandonTrialResponse(trial=trial_to_pb(trial))
 
-    async def ExportData(self, request: pb.ExportDataRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ExportDataResponse]:
+    async def ExportData(
+        self, request: pb.ExportDataRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ExportDataResponse]:
         try:
-            strategies = [self.service.get(request.strategy_id)] if request.strategy_id else self.service.strategies()
+            rows = self.service.export_trials(request.strategy_id)
         except ServiceError as exc:
             await abort(context, exc)
             return
-        for strategy in strategies:
-            for trial in list(strategy.trials.values()):
-                yield pb.ExportDataResponse(
-                    strategy_id=strategy.strategy_id, strategy_name=strategy.name, trial=trial_to_pb(trial, strategy.spec)
-                )
+        for row in rows:
+            yield pb.ExportDataResponse(
+                strategy_id=row.strategy_id, strategy_name=row.strategy_name, trial=trial_to_pb(row.trial)
+            )
