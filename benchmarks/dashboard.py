@@ -28,11 +28,53 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 
 
+def _processes() -> dict[int, tuple[int, float, str]]:
+    """pid -> (parent pid, CPU seconds used so far, command line) of every process we can read."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        out[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick, cmdline)
+    return out
+
+
+def _tree_cpu(procs: dict[int, tuple[int, float, str]], root: int) -> float:
+    """CPU seconds of a process and all its living descendants."""
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += procs.get(pid, (0, 0.0, ""))[1]
+        todo += children.get(pid, [])
+    return total
+
+
+def cpu_use(address: str) -> tuple[float, float]:
+    """(CPU seconds of the server at `address` with its workers and render process, CPU seconds of
+    everything else this benchmark started: the browser and Playwright's driver)."""
+    procs = _processes()
+    port = address.rsplit(":", 1)[1]
+    server = next(pid for pid, (_, _, cmd) in procs.items() if "psyserve serve" in cmd and f"--port {port} " in cmd)
+    mine = _tree_cpu(procs, os.getpid()) - procs[os.getpid()][1]
+    server_cpu = _tree_cpu(procs, server)
+    return server_cpu, mine - server_cpu
+
+
 async def participants(address: str, count: int, response_time: float) -> list[RunResult]:
     return list(await asyncio.gather(*(run_participant(address, "novel_detection", 1000 + i, response_time, False) for i in range(count))))
 
 
-async def watched(address: str, dashboard: str, count: int, pages: int, response_time: float) -> tuple[list[RunResult], Counter[str]]:
+async def watched(address: str, dashboard: str, count: int, pages: int, response_time: float) -> tuple[list[RunResult], Counter[str], float]:
     from playwright.async_api import async_playwright
 
     loads: Counter[str] = Counter()
@@ -59,9 +101,14 @@ async def watched(address: str, dashboard: str, count: int, pages: int, response
                 await page.goto(f"{dashboard}/s/{sid}")
                 opened.append(page)
             results = await run
+            procs = _processes()
+            browser_cpu = _tree_cpu(procs, os.getpid()) - procs[os.getpid()][1]
+            port = address.rsplit(":", 1)[1]
+            server = next(pid for pid, (_, _, cmd) in procs.items() if "psyserve serve" in cmd and f"--port {port} " in cmd)
+            browser_cpu -= _tree_cpu(procs, server)
         finally:
             await browser.close()
-    return results, loads
+    return results, loads, browser_cpu
 
 
 def summary(label: str, runs: list[RunResult]) -> tuple[float, float, str]:
@@ -87,6 +134,7 @@ def main() -> None:
         f"== dashboard cost: {args.participants} participants (novel detection, rt {args.response_time:g} s), "
         f"{args.pages} strategy pages in headless chromium, {args.workers} workers, {args.rounds} rounds"
     )
+    cpu: Counter[str] = Counter()
     without: list[RunResult] = []
     with_pages: list[RunResult] = []
     for round_index in range(args.rounds):
@@ -96,14 +144,25 @@ def main() -> None:
             if condition == "without":
                 with server_process("--workers", str(args.workers)) as (address, _db):
                     runs = asyncio.run(participants(address, args.participants, args.response_time))
+                    server_cpu, browser_cpu = cpu_use(address)
                 without += runs
+                cpu["without"] += server_cpu
                 loads: Counter[str] = Counter()
             else:
                 port = free_port()
                 with server_process("--workers", str(args.workers), "--dashboard", "--dashboard-port", str(port)) as (address, _db):
-                    runs, loads = asyncio.run(watched(address, f"http://127.0.0.1:{port}", args.participants, args.pages, args.response_time))
+                    runs, loads, browser_cpu = asyncio.run(watched(address, f"http://127.0.0.1:{port}", args.participants, args.pages, args.response_time))
+                    server_cpu, _ = cpu_use(address)
                 with_pages += runs
-            print(summary(f"round {round_index + 1}, {condition} dashboard", runs)[2] + f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
+                cpu["with"] += server_cpu
+                cpu["browser"] += browser_cpu
+            wall = time.perf_counter() - t0
+            print(
+                summary(f"round {round_index + 1}, {condition} dashboard", runs)[2]
+                + f"  ({wall:.0f} s; server CPU {server_cpu:.0f} s"
+                + (f", browser CPU {browser_cpu:.0f} s)" if condition == "with" else ")"),
+                flush=True,
+            )
             if loads:
                 print("    page traffic: " + ", ".join(f"{k}: {v}" for k, v in sorted(loads.items())), flush=True)
     _, p99_without, text_without = summary("all rounds, without dashboard", without)
@@ -111,6 +170,10 @@ def main() -> None:
     print(text_without)
     print(text_with)
     print(f"model-phase ask p99 ratio (with / without): {p99_with / p99_without:.2f}x  (target <= 1.2x)")
+    print(
+        f"server CPU (process, workers, render process) with / without pages: {cpu['with']:.0f} s / {cpu['without']:.0f} s "
+        f"= {cpu['with'] / max(cpu['without'], 1e-9):.2f}x; browser (4 pages + driver): {cpu['browser']:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -282,6 +282,12 @@ class ExperimentService:
     def db_name(self) -> str:
         return os.path.basename(self.journal.path)
 
+    @property
+    def change_count(self) -> int:
+        """Grows with every journaled state change (observers poll it: a cheap "anything new?").
+        It may move just before the change is applied to the strategy; look again once more."""
+        return self.journal.events_written
+
     # ------------------------------------------------------------------ recovery
     async def recover(self, expire_leases: bool = True) -> int:
         """Rebuild every strategy from the journal, then (unless told not to: offline readers)

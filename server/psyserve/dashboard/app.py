@@ -47,7 +47,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "psyserve_session"
 ASSET_VERSION = "1"
 WATCH_SECONDS = 0.2  # how often the watcher looks for changes (pages update within a second)
-TRIAL_PLOT_SECONDS = 1.0  # at most one redraw per strategy and plot this often (trial-only plots)
+TRIAL_PLOT_SECONDS = 2.0  # at most one redraw per strategy and plot this often (trial-only plots)
 MODEL_PLOT_SECONDS = 5.0  # ... (plots that need a model query)
 RENDER_TIMEOUT = 30.0
 MAX_TABLE_ROWS = 500
@@ -81,8 +81,14 @@ class Watcher:
         return self.versions
 
     async def _run(self) -> None:
+        seen, settling = self.service.change_count, False
         while True:
             await asyncio.sleep(self.interval)
+            count = self.service.change_count
+            if count == seen and not settling:
+                continue  # nothing journaled since the last look: no views to build
+            # one more look after the count moved: the change may be applied just after it is counted
+            settling, seen = count != seen, count
             before = self.versions
             if self.snapshot() != before:
                 changed, self._changed = self._changed, asyncio.Event()
@@ -118,9 +124,10 @@ class Watcher:
 
 # ---------------------------------------------------------------------- rendering
 def _render_init() -> None:
-    """The render process runs below the compute workers' priority and imports matplotlib once."""
+    """The render process runs well below the compute workers' priority (they are at nice 5): on a
+    busy machine plots wait, asks do not. It imports matplotlib once."""
     with contextlib.suppress(OSError):
-        os.nice(10)
+        os.nice(15)
     import matplotlib
 
     matplotlib.use("Agg")

@@ -6,7 +6,7 @@
   const body = document.body;
   const page = body.dataset.page;
   const live = document.getElementById("live");
-  const TRIAL_PLOT_MS = 1000;
+  const TRIAL_PLOT_MS = 2000; // the server redraws a plot at most this often (app.py)
   const MODEL_PLOT_MS = 5000;
 
   function el(tag, attrs, text) {
