@@ -23,7 +23,7 @@ from ._common import Parameter, Trial, Value
 if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn
     from matplotlib.figure import Figure
 
-KINDS = ("auto", "field", "slice", "history", "best", "utility")
+KINDS = ("auto", "field", "slice", "history", "best", "utility", "sweep")
 NUMERIC = ("continuous", "integer")
 TRIAL_GID = "trials"  # gid of every collection whose points are trials (count_trial_markers reads it)
 YES_COLOUR, NO_COLOUR, PENDING_COLOUR = "#d62728", "#1f77b4", "#7f7f7f"
@@ -52,6 +52,11 @@ class PlotData:
     target: float | None  # the level-set target (threshold experiments), if any
     trials: list[Trial]
     can_fit: bool = False
+    sweep_parameters: dict[str, tuple[Value, ...]] | None = None  # parameter sweeps: each parameter's values
+
+    @property
+    def is_sweep(self) -> bool:
+        return self.sweep_parameters is not None
 
     @property
     def has_model(self) -> bool:
@@ -161,6 +166,8 @@ def _point_value(p: Parameter, v: float) -> Value:
 def default_kind(data: PlotData) -> str:
     """The plot that says most about this strategy: pairwise utility, best so far (continuous
     outcomes), the 2-D field (two numeric parameters or more), a slice, or the trial history."""
+    if data.is_sweep:
+        return "sweep"
     if not data.has_model or not data.can_fit:
         return "history"
     if data.stimuli_per_trial > 1:
@@ -186,6 +193,8 @@ def plan(
         raise PlotError(f"resolution: must be in 2..200, got {resolution}", "resolution")
     if kind == "auto":
         kind = default_kind(data)
+    if data.is_sweep or kind == "sweep":
+        return _plan_sweep(data, kind, x, y, fixed)
     by_name = {p.name: p for p in data.parameters}
     base: dict[str, Value] = {p.name: _default_value(p) for p in data.parameters}
     for name, raw in (fixed or {}).items():
@@ -226,6 +235,67 @@ def plan(
             points += [{**base, p.name: _point_value(p, v)} for v in values]
         return PlotPlan(kind, chosen[0].name, None, base, points, probability_space and kind == "slice", segments)
     return PlotPlan(kind, px.name if px else None, None, base)
+
+
+def _metric_names(data: PlotData) -> list[str]:
+    return list(dict.fromkeys(o.name for t in data.completed for o in t.outcomes))
+
+
+def _same(a: Value, b: Value) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
+        return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=1e-12)
+    return str(a) == str(b)
+
+
+def _sweep_means(data: PlotData, metric: str) -> dict[tuple[str, ...], tuple[dict[str, Value], list[float]]]:
+    """Told values of `metric` per permutation (keyed by its parameter values as text)."""
+    out: dict[tuple[str, ...], tuple[dict[str, Value], list[float]]] = {}
+    names = list(data.sweep_parameters or {})
+    for t in data.completed:
+        value = next((o.value for o in t.outcomes if o.name == metric), None)
+        if value is None or not t.stimuli:
+            continue
+        key = tuple(str(t.stimuli[0].get(n)) for n in names)
+        out.setdefault(key, ({n: t.stimuli[0].get(n, "") for n in names}, []))[1].append(float(value))
+    return out
+
+
+def _plan_sweep(data: PlotData, kind: str, x: str | None, y: str | None, fixed: Mapping[str, Value] | None) -> PlotPlan:
+    """A sweep: a metric (`y`, default the first told) over parameter `x` (default the first swept
+    one with several values); the others at `fixed` or, by default, the best permutation's values."""
+    if not data.is_sweep:
+        raise PlotError("kind: 'sweep' is for parameter sweeps; this strategy is not one", "kind")
+    if kind not in ("sweep", "history"):
+        raise PlotError(f"kind: a parameter sweep has no model to plot as a {kind}; use 'sweep' or 'history'", "kind")
+    swept = data.sweep_parameters or {}
+    if kind == "history":
+        return PlotPlan("history", None, None, {})
+    if x is not None and x not in swept:
+        raise PlotError(f"x: unknown sweep parameter {x!r} (known: {list(swept)})", "x")
+    varied = [n for n, values in swept.items() if len(values) > 1]
+    x = x or (varied[0] if varied else next(iter(swept), None))
+    if x is None:
+        raise PlotError("x: this sweep has no parameters", "x")
+    metrics = _metric_names(data)
+    if y is not None and y not in metrics:
+        raise PlotError(f"y: no told metric named {y!r} (told: {metrics})", "y")
+    metric = y or (metrics[0] if metrics else "")
+    base: dict[str, Value] = {}
+    for name, raw in (fixed or {}).items():
+        if name not in swept:
+            raise PlotError(f"fixed.{name}: unknown sweep parameter {name!r} (known: {list(swept)})", f"fixed.{name}")
+        match = next((v for v in swept[name] if _same(v, raw) or str(v) == str(raw)), None)
+        if match is None:
+            raise PlotError(f"fixed.{name}: {raw!r} is not one of the swept values {list(swept[name])}", f"fixed.{name}")
+        base[name] = match
+    if metric:
+        means = _sweep_means(data, metric)
+        candidates = [(sum(v) / len(v), params) for params, v in means.values() if all(_same(params[k], base[k]) for k in base)]
+        if candidates:
+            best = max(candidates, key=lambda c: c[0])[1]
+            base.update({k: v for k, v in best.items() if k not in base and k != x})
+    base.pop(x, None)
+    return PlotPlan("sweep", x, metric or None, base)
 
 
 # ---------------------------------------------------------------------------- drawing
@@ -418,6 +488,14 @@ def _pairwise_rug(ax: Any, done: list[Trial], name: str, floor: float) -> None:
     ax.scatter(losers, [floor] * len(losers), marker="v", facecolors="none", edgecolors=NO_COLOUR, s=28, gid="losers", label="not preferred")
 
 
+def _sweep_parameter(name: str, values: Sequence[Value]) -> Parameter:
+    """A swept parameter as a Parameter (numeric values on a number line, others as categories)."""
+    if values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        numbers = [float(v) for v in values]  # type: ignore[arg-type]
+        return Parameter(name, "continuous", min(numbers), max(numbers))
+    return Parameter(name, "categorical", 0, 0, choices=tuple(str(v) for v in values))
+
+
 def _phase_changes(trials: list[Trial]) -> list[tuple[int, int]]:
     """(trial number, new phase index) where the phase differs from the previous trial's."""
     out, last = [], None
@@ -438,7 +516,9 @@ def _mark_phases(ax: Any, trials: list[Trial], data: PlotData, label: bool) -> N
 
 def _draw_history(fig: Figure, data: PlotData, plot: PlotPlan, pred: Predictions | None) -> None:
     trials = sorted((t for t in data.trials if t.stimuli), key=lambda t: t.trial_id)
-    shown = [p for p in data.parameters if p.type != "fixed"]
+    shown = [p for p in data.parameters if p.type != "fixed"] or [
+        _sweep_parameter(name, values) for name, values in (data.sweep_parameters or {}).items() if len(values) > 1
+    ]
     fig.subplots_adjust(left=0.1, right=0.98, bottom=0.09, top=0.93, hspace=0.12)
     axes = fig.subplots(len(shown) + 1, 1, sharex=True, squeeze=False)[:, 0]
     numbers = list(range(1, len(trials) + 1))
@@ -495,12 +575,52 @@ def _draw_best(fig: Figure, data: PlotData, plot: PlotPlan, pred: Predictions | 
     ax.set_title(_title(data, "best so far" + (f": {best[-1]:.4g}" if best else "")), fontsize=10)
 
 
+def _draw_sweep(fig: Figure, data: PlotData, plot: PlotPlan, pred: Predictions | None) -> None:
+    import numpy as np
+
+    assert plot.x is not None
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.12, top=0.9)
+    ax = fig.add_subplot()
+    values = list((data.sweep_parameters or {}).get(plot.x, ()))
+    numeric = bool(values) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    position = {str(v): (float(v) if numeric else float(i)) for i, v in enumerate(values)}  # type: ignore[arg-type]
+    xs, ys = [], []
+    for t in data.completed:
+        s = t.stimuli[0] if t.stimuli else {}
+        if not all(_same(s.get(k, ""), v) for k, v in plot.base.items()):
+            continue
+        value = next((o.value for o in t.outcomes if o.name == plot.y), None)
+        if value is None or str(s.get(plot.x)) not in position:
+            continue
+        xs.append(position[str(s.get(plot.x))])
+        ys.append(float(value))
+    ax.scatter(xs, ys, s=14, color="black", alpha=0.4, gid=TRIAL_GID, label=f"runs ({len(xs)})", zorder=3)
+    centres, means, sems = [], [], []
+    for v in values:
+        here = [y for x, y in zip(xs, ys, strict=True) if x == position[str(v)]]
+        if here:
+            centres.append(position[str(v)])
+            means.append(float(np.mean(here)))
+            sems.append(float(np.std(here, ddof=1) / math.sqrt(len(here))) if len(here) > 1 else 0.0)
+    ax.errorbar(centres, means, yerr=sems, color="C0", linewidth=2, marker="o", capsize=4, label="mean ± SEM over runs")
+    if numeric and values and min(float(v) for v in values) > 0 and max(float(v) for v in values) / min(float(v) for v in values) >= 10:  # type: ignore[arg-type]
+        ax.set_xscale("log")
+    if not numeric:
+        ax.set_xticks([position[str(v)] for v in values], [str(v) for v in values])
+    ax.set_xlabel(plot.x)
+    ax.set_ylabel(f"{plot.y} (final value)" if plot.y else "metric")
+    ax.legend(fontsize=8, loc="best")
+    others = ", ".join(f"{k}={_fmt(v)}" for k, v in plot.base.items())
+    ax.set_title(_title(data, f"sweep: {plot.y} over {plot.x}" + (f"; {others}" if others else "")), fontsize=10)
+
+
 _DRAW: dict[str, Callable[[Figure, PlotData, PlotPlan, Predictions | None], None]] = {
     "field": _draw_field,
     "slice": _draw_slices,
     "utility": _draw_slices,
     "history": _draw_history,
     "best": _draw_best,
+    "sweep": _draw_sweep,
 }
 
 
@@ -542,7 +662,15 @@ def plot_data_from_api(
         target=target,
         trials=list(trials),
         can_fit=can_fit,
+        sweep_parameters=_sweep_values(getattr(summary, "sweep", None)),
     )
+
+
+def _sweep_values(sweep: Any) -> dict[str, tuple[Value, ...]] | None:
+    """A sweep's parameters and values from a summary's `sweep` (a mapping, or (name, values) pairs)."""
+    if sweep is None:
+        return None
+    return {str(name): tuple(values) for name, values in dict(sweep.parameters).items()}
 
 
 def predictions_from_query(results: Sequence[Any]) -> Predictions:

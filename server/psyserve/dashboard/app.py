@@ -165,7 +165,7 @@ class Renderer:
         cached = self.cache.get(key)
         if cached is not None and cached.version == version:
             return cached.body, True
-        throttle = TRIAL_PLOT_SECONDS if kind in ("history", "best") else MODEL_PLOT_SECONDS
+        throttle = TRIAL_PLOT_SECONDS if kind in ("history", "best", "sweep") else MODEL_PLOT_SECONDS
         if cached is not None and time.monotonic() - cached.drawn_at < throttle:
             return cached.body, False
         future = self.inflight.get(key)

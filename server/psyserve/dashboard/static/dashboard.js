@@ -76,7 +76,7 @@
   const plotState = {};
 
   function plotInterval(kind) {
-    return kind === "history" || kind === "best" ? TRIAL_PLOT_MS : MODEL_PLOT_MS;
+    return kind === "history" || kind === "best" || kind === "sweep" ? TRIAL_PLOT_MS : MODEL_PLOT_MS;
   }
 
   function loadPlot(kind) {
