@@ -20,10 +20,10 @@ import time
 from collections import Counter
 
 import numpy as np
-from psychophysics import RunResult, run_participant
 
 import psyserve_client as pc
 from _harness import free_port, percentile, server_process
+from psychophysics import RunResult, run_participant
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]

@@ -105,6 +105,13 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve
             utility = [-((float(s["x"]) - 0.7) ** 2) - (float(s["y"]) - 0.3) ** 2 for s in (first, second)]  # type: ignore[arg-type]
             client.tell(trial_id=trial.trial_id, outcome=int(utility[0] > utility[1]))
         client.ask()
+        sweep = {"algorithm": "SARSA", "metaParameters": {"alpha": [0.1, 0.2, 0.4, 0.8], "policy": ["greedy", "soft"]}}
+        ids["sweep"] = client.configure_sweep(sweep, runs=3, config_name="sarsa").strategy_id
+        for trial in client.sweep(ids["sweep"], ttl=60):
+            with trial:
+                alpha, soft = float(trial.params["alpha"]), trial.params["policy"] == "soft"  # type: ignore[arg-type]
+                final = 1 - (math.log2(alpha) + 2.5) ** 2 / 4 + 0.3 * soft + rng.gauss(0, 0.05)
+                trial.report({"return": [final / 2, final]})
     yield srv, ids
     srv.stop()
 
@@ -126,6 +133,9 @@ def _png(fig: object, path: Path) -> tuple[int, int]:
         ("regression", "slice", {"x": "lr"}, lambda done, free: done),
         ("pairwise", "utility", {}, lambda done, free: done * free),
         ("pairwise", "auto", {}, lambda done, free: done * free),
+        ("sweep", "auto", {}, lambda done, free: 12),  # 4 alphas x 3 runs at the best policy
+        ("sweep", "sweep", {"x": "policy", "fixed": {"alpha": 0.4}}, lambda done, free: 6),
+        ("sweep", "history", {}, lambda done, free: 24 * 2),
     ],
 )
 def test_client_plot_each_kind(experiment: tuple[ServerThread, dict[str, int]], tmp_path: Path, strategy: str, kind: str, options: dict, markers: object) -> None:
@@ -137,6 +147,9 @@ def test_client_plot_each_kind(experiment: tuple[ServerThread, dict[str, int]], 
         fig = client.plot(kind, strategy_id=sid, size=(7, 4.5), **options)
     assert _png(fig, tmp_path / f"{strategy}-{kind}.png") == (700, 450)
     assert count_trial_markers(fig) == markers(done, free)  # type: ignore[operator]
+    if strategy == "sweep" and kind != "history":
+        title = fig.axes[0].get_title()
+        assert "return over " + options.get("x", "alpha") in title and ("policy=soft" in title or "x" in options)
     if kind == "field":
         ax = fig.axes[0]
         assert ax.get_xlabel() == options.get("x", "c") and ax.get_ylabel() == options.get("y", "a")
@@ -165,6 +178,16 @@ def test_plot_options_are_checked(experiment: tuple[ServerThread, dict[str, int]
         for kwargs, field in cases:
             with pytest.raises(PlotError) as err:
                 client.plot(strategy_id=ids["threshold"], **kwargs)
+            assert err.value.field == field, (kwargs, err.value)
+        sweep_cases = [
+            ({"kind": "field"}, "kind"),
+            ({"kind": "sweep", "x": "beta"}, "x"),
+            ({"kind": "sweep", "y": "loss"}, "y"),
+            ({"kind": "sweep", "fixed": {"alpha": 0.3}}, "fixed.alpha"),
+        ]
+        for kwargs, field in sweep_cases:
+            with pytest.raises(PlotError) as err:
+                client.plot(strategy_id=ids["sweep"], **kwargs)
             assert err.value.field == field, (kwargs, err.value)
 
 

@@ -36,6 +36,8 @@ class ServerOptions:
     workers: int | None = None
     models: bool = True
     aepsych_port: int | None = None
+    compute: str | None = None  # "dask://HOST:PORT": model jobs on a Dask cluster instead of the local pool
+    dask_tls: tuple[str, str | None, str | None] | None = None  # (CA, client cert, client key) for a tls:// scheduler
     limits: Limits = field(default_factory=Limits)
     grace_seconds: float = 10.0
     auth_token: str | None = None  # when set, every RPC but health and reflection needs "authorization: Bearer <token>"
@@ -94,6 +96,16 @@ def _make_models(options: ServerOptions) -> ModelEngine | None:
     except ImportError:  # pragma: no cover - model support not installed
         log.warning("model support unavailable: model-based phases will answer FAILED_PRECONDITION")
         return None
+    if options.compute:
+        from .dask_pool import DaskComputePool
+
+        security = None
+        if options.dask_tls is not None:
+            from distributed.security import Security
+
+            ca, cert, key = options.dask_tls
+            security = Security(tls_ca_file=ca, tls_client_cert=cert, tls_client_key=key, require_encryption=True)
+        return PoolModelEngine(pool=DaskComputePool(options.compute, security=security))
     return PoolModelEngine(workers=options.workers)
 
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import aepsych_names as aepsych
 from .compute.jobs import KNOWN_ACQFS, KNOWN_MODELS, acqf_supports
 from .params import ParameterSpace, ParameterSpec, ParamType, RawValue
 
@@ -96,6 +97,15 @@ class _Reader:
         self.parser = parser
         self.used: set[tuple[str, str]] = set()
 
+    def value(self, section: str, key: str) -> str:
+        """The value with ``${section:key}`` references resolved (AEPsych's ExtendedInterpolation);
+        a key given without a value reads as ""."""
+        try:
+            text = self.parser.get(section, key)
+        except configparser.InterpolationError as exc:
+            raise ConfigError(section, key, f"bad ${{...}} reference: {str(exc).splitlines()[0]}") from None
+        return "" if text is None else text
+
     def has(self, section: str, key: str) -> bool:
         return self.parser.has_section(section) and self.parser.has_option(section, key)
 
@@ -104,7 +114,7 @@ class _Reader:
         for s in (section, *fallback_sections, "common"):
             if self.has(s, key):
                 self.used.add((s, key))
-                return s, self.parser.get(s, key)
+                return s, self.value(s, key)
         return None
 
     def get_str(self, section: str, key: str, *fallback: str, default: str | None = None) -> str | None:
@@ -153,6 +163,37 @@ class _Reader:
         return None if found is None else parse_list(found[1])
 
 
+def strip_inline_comments(text: str) -> str:
+    """Remove AEPsych-style inline comments: ``key = 0  # a note`` -> ``key = 0``.
+
+    AEPsych's parser treats ``#`` after whitespace as the start of a comment (configparser's
+    ``inline_comment_prefixes``). Unlike configparser, a ``#`` inside a quoted string is kept.
+    Whole-line comments (``#`` or ``;`` first) are dropped, so that one may also stand between
+    the lines of a list written over several lines (where configparser would end the value).
+    """
+    out = []
+    for line in text.splitlines():
+        stripped = line.lstrip()
+        if stripped[:1] in ("#", ";"):
+            continue
+        if not stripped:
+            out.append(line)
+            continue
+        quote = ""
+        cut = len(line)
+        for i, ch in enumerate(line):
+            if quote:
+                if ch == quote:
+                    quote = ""
+            elif ch in "'\"" and (i == 0 or line[i - 1].isspace() or line[i - 1] in "=:[,("):
+                quote = ch  # an opening quote starts a value or list item; "Bob's" has none
+            elif ch == "#" and i > 0 and line[i - 1].isspace():
+                cut = i
+                break
+        out.append(line[:cut].rstrip() if cut < len(line) else line)
+    return "\n".join(out)
+
+
 def parse_list(text: str) -> list[str]:
     """`[a, b, c]` (brackets optional) -> ["a", "b", "c"]."""
     text = text.strip()
@@ -179,10 +220,19 @@ def parse_config(text: str, default_seed: int | None = None) -> ExperimentSpec:
     """
     if len(text.encode("utf-8", "surrogatepass")) > MAX_CONFIG_BYTES:
         raise ConfigError("common", None, f"config is larger than {MAX_CONFIG_BYTES} bytes")
-    parser = configparser.ConfigParser(default_section="\x00none", interpolation=None, strict=True)
+    # AEPsych's parser settings (inline "#" comments, ${section:key} references, a blank line ends a
+    # value, keys without values), except that [common] is read through explicit fallbacks rather
+    # than as configparser's default section, so that unused-key warnings stay per section.
+    parser = configparser.ConfigParser(
+        default_section="\x00none",
+        interpolation=configparser.ExtendedInterpolation(),
+        strict=True,
+        empty_lines_in_values=False,
+        allow_no_value=True,
+    )
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     try:
-        parser.read_string(text)
+        parser.read_string(strip_inline_comments(text))
     except configparser.Error as exc:
         message = str(exc).splitlines()[0]
         raise ConfigError("common", None, f"malformed INI: {message}") from None
@@ -246,10 +296,10 @@ def parse_config(text: str, default_seed: int | None = None) -> ExperimentSpec:
     if parser.has_section("metadata"):
         for key in parser.options("metadata"):
             r.used.add(("metadata", key))
-            metadata[key] = parser.get("metadata", key)
+            metadata[key] = r.value("metadata", key)
     r.used.add(("common", "target"))  # read by acquisition sections through the fallback
 
-    sections = {s: {k: parser.get(s, k) for k in parser.options(s)} for s in parser.sections()}
+    sections = {s: {k: r.value(s, k) for k in parser.options(s)} for s in parser.sections()}
     for section, entries in sections.items():
         for key in entries:
             if (section, key) not in r.used:
@@ -358,8 +408,14 @@ def _parse_phase(
     generator = r.get_str(name, "generator")
     if generator is None:
         raise ConfigError(name, "generator", "missing generator")
+    if generator in aepsych.UNSUPPORTED_GENERATORS:
+        raise ConfigError(name, "generator", aepsych.unsupported_class_message("generator", generator, sorted(GENERATORS)))
     if generator not in GENERATORS:
         raise ConfigError(name, "generator", f"unknown generator {generator!r} (known: {sorted(GENERATORS)})")
+    for key, why in aepsych.UNSUPPORTED_STRATEGY_KEYS.items():
+        found = r.raw(name, key)
+        if found is not None:
+            raise ConfigError(found[0], key, f"not supported by psyserve: {why}")
     min_asks = r.get_int(name, "min_asks")
     n_trials = r.get_int(name, "n_trials")
     if min_asks is None and n_trials is not None:
@@ -386,27 +442,34 @@ def _parse_phase(
         model = r.get_str(name, "model")
         if model is None:
             raise ConfigError(name, "model", "OptimizeAcqfGenerator needs a model")
+        if model in aepsych.UNSUPPORTED_MODELS:
+            raise ConfigError(name, "model", aepsych.unsupported_class_message("model", model, sorted(MODELS)))
         if model not in MODELS:
             raise ConfigError(name, "model", f"unknown model {model!r} (known: {sorted(MODELS)})")
         acqf = r.get_str(name, "acqf", generator)
         if acqf is None:
             raise ConfigError(name, "acqf", "OptimizeAcqfGenerator needs an acqf")
+        if acqf in aepsych.UNSUPPORTED_ACQFS:
+            raise ConfigError(name, "acqf", aepsych.unsupported_class_message("acquisition function", acqf, sorted(ACQFS)))
         if acqf not in ACQFS:
             raise ConfigError(name, "acqf", f"unknown acquisition function {acqf!r} (known: {sorted(ACQFS)})")
-        if (model == "PairwiseProbitModel") != (stimuli_per_trial == 2):
-            raise ConfigError(name, "model", f"{model} does not fit stimuli_per_trial = {stimuli_per_trial}")
-        if model == "GPClassificationModel" and outcome_types[0] != "binary":
-            raise ConfigError(name, "model", f"GPClassificationModel needs binary outcomes, not {outcome_types[0]}")
-        if model == "GPRegressionModel" and outcome_types[0] == "binary":
-            raise ConfigError(name, "model", "GPRegressionModel needs continuous outcomes, not binary")
+        _check_model_fits_experiment(name, model, stimuli_per_trial, outcome_types)
         if not acqf_supports(model, acqf):
             raise ConfigError(name, "acqf", f"acquisition function {acqf} does not work with {model}")
+        _refuse_unhonoured_keys(r, name, model, acqf)
         model_options = _options(r, model, _MODEL_OPTIONS, name)
         generator_options = _options(r, generator, _GENERATOR_OPTIONS, name)
         generator_options.update(_options(r, acqf, _ACQF_OPTIONS, name))
         target = generator_options.get("target")
+        if target is None and acqf in aepsych.LEVEL_SET_ACQFS:
+            raise ConfigError(
+                acqf, "target", f"{acqf} aims at a level set and needs a target: set it in [{acqf}], [{name}] or [common]"
+            )
         if target is not None and outcome_types[0] == "binary" and not 0 < float(target) < 1:
             raise ConfigError(acqf, "target", f"target must lie in (0, 1) for binary outcomes, got {target}")
+        objective = r.raw(name, "objective", acqf)
+        if objective is not None:
+            generator_options["objective"] = _objective(objective[0], objective[1].strip())
     elif generator == "ManualGenerator":
         text = r.get_str(name, "points", generator)
         if text is None:
@@ -433,6 +496,69 @@ def _parse_phase(
         model_options=model_options,
         generator_options=generator_options,
     )
+
+
+def _check_model_fits_experiment(phase: str, model: str, stimuli_per_trial: int, outcome_types: tuple[str, ...]) -> None:
+    """AEPsych's semantic checks: a model must fit the trial shape and every outcome type."""
+    if (model == "PairwiseProbitModel") != (stimuli_per_trial == 2):
+        raise ConfigError(
+            phase,
+            "model",
+            f"{model} does not fit [common] stimuli_per_trial = {stimuli_per_trial}"
+            + (" (a pairwise model compares two stimuli per trial)" if model == "PairwiseProbitModel" else ""),
+        )
+    if len(outcome_types) > 1:
+        raise ConfigError(
+            "common",
+            "outcome_types",
+            f"{len(outcome_types)} outcomes need one model per outcome (AEPsych's IndependentGPsModel), "
+            "which psyserve does not support yet in a model-based strategy",
+        )
+    outcome = outcome_types[0]
+    if outcome == "ordinal":
+        raise ConfigError(
+            "common",
+            "outcome_types",
+            f"ordinal outcomes need AEPsych's OrdinalGPModel, which psyserve does not support yet ({model} cannot model them)",
+        )
+    if model in ("GPClassificationModel", "PairwiseProbitModel") and outcome != "binary":
+        raise ConfigError(phase, "model", f"{model} needs binary outcomes, but [common] outcome_types is {outcome}")
+    if model == "GPRegressionModel" and outcome != "continuous":
+        raise ConfigError(phase, "model", f"GPRegressionModel needs continuous outcomes, but [common] outcome_types is {outcome}")
+
+
+def _refuse_unhonoured_keys(r: _Reader, phase: str, model: str, acqf: str) -> None:
+    """Keys AEPsych would honour but psyserve cannot: refused, naming where they stand."""
+    for key, why in aepsych.UNSUPPORTED_MODEL_KEYS.items():
+        found = r.raw(model, key, phase)
+        if found is None:
+            continue
+        if key == "mean_covar_factory" and found[1].strip() in aepsych.DEFAULT_FACTORIES:
+            continue  # what psyserve does anyway
+        raise ConfigError(found[0], key, f"not supported by psyserve: {why}")
+    for key, why in aepsych.UNSUPPORTED_ACQF_KEYS.items():
+        found = r.raw(acqf, key, phase)
+        if found is not None:
+            raise ConfigError(found[0], key, f"not supported by psyserve: {why}")
+    for section in sorted(aepsych.FACTORY_SECTIONS):
+        if r.parser.has_section(section):
+            for key in r.parser.options(section):
+                raise ConfigError(
+                    section,
+                    key,
+                    "not supported by psyserve: the model's mean and covariance priors are fixed (RBF/Matern "
+                    "with a Gamma length-scale prior); AEPsych's mean/covariance factory options cannot be honoured",
+                )
+
+
+def _objective(section: str, text: str) -> str:
+    """Validate an acquisition objective name; refuse what psyserve cannot honour."""
+    if text.lower() in aepsych.SUPPORTED_OBJECTIVES:
+        return aepsych.SUPPORTED_OBJECTIVES[text.lower()]
+    supported = sorted(v for v in set(aepsych.SUPPORTED_OBJECTIVES.values()) if v)
+    if text in aepsych.UNSUPPORTED_OBJECTIVES:
+        raise ConfigError(section, "objective", aepsych.unsupported_class_message("objective", text, supported))
+    raise ConfigError(section, "objective", f"unknown objective {text!r} (known: {supported})")
 
 
 def _parse_points(section: str, text: str, space: ParameterSpace, stimuli_per_trial: int) -> list[tuple[Any, ...]]:

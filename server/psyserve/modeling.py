@@ -266,8 +266,9 @@ def model_spec(strategy: Strategy, phase: PhaseSpec) -> ModelSpec:
 class PoolModelEngine:
     """The ModelEngine the service calls: generate/query in the pool, speculate between ask and tell."""
 
-    def __init__(self, workers: int | None = None, speculate: bool | None = None) -> None:
-        self.pool = ComputePool(workers)
+    def __init__(self, workers: int | None = None, speculate: bool | None = None, pool: Any = None) -> None:
+        # the local spawn pool, or any executor with its interface (dask_pool.DaskComputePool)
+        self.pool = pool if pool is not None else ComputePool(workers)
         if speculate is None:  # PSYSERVE_SPECULATE=0 turns speculation off (for comparisons)
             speculate = os.environ.get("PSYSERVE_SPECULATE", "1") not in ("0", "false", "no")
         self.speculate = speculate

@@ -26,16 +26,20 @@ class OutcomeValue:
     name: str
     value: float
     sem: float | None = None
+    series: tuple[float, ...] | None = None  # sweeps: a learning curve for this metric
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "value": self.value}
         if self.sem is not None:
             out["sem"] = self.sem
+        if self.series:
+            out["series"] = list(self.series)
         return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> OutcomeValue:
-        return cls(name=data["name"], value=float(data["value"]), sem=data.get("sem"))
+        series = data.get("series")
+        return cls(name=data["name"], value=float(data["value"]), sem=data.get("sem"), series=tuple(series) if series else None)
 
 
 class ParamType(str, Enum):

@@ -37,6 +37,18 @@ from .errors import (
 from .journal import Event, Journal, JournalError, JournalFull
 from .params import OutcomeValue, ParameterSpec, ParameterValueError, Stimulus
 from .strategy import ABANDONED, COMPLETED, FAILED, PENDING, Strategy, TrialRecord
+from .sweep import (
+    MAX_INDICES,
+    MissingResults,
+    SweepConfigError,
+    SweepResults,
+    SweepSpec,
+    SweepStrategy,
+    SweepView,
+    parse_sweep_ini,
+    parse_sweep_json,
+    sweep_section,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +60,8 @@ class Limits:
     max_metadata_entries: int = 64
     max_metadata_bytes: int = 16 * 1024
     max_name_length: int = 256
+    max_sweep_metrics: int = 256
+    max_series_points: int = 100_000  # per tell, all metrics together
 
 
 @dataclass(frozen=True)
@@ -97,6 +111,9 @@ class StrategyView:
     model_asks: int = 0  # model-based asks answered since the server started
     precomputed_asks: int = 0  # ... of which from a speculative branch computed before the ask
     last_activity: float = 0.0  # time of the last ask or tell (the strategy's creation before any)
+    sweep: SweepView | None = None  # parameter sweeps only
+    seed: int = 0  # the experiment seed: the config's, or drawn by the server (journaled) when it sets none
+    seed_from_config: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,6 +130,9 @@ class TrialView:
     asked_at: float
     told_at: float | None
     model_data: bool
+    sweep_index: int | None = None  # sweeps: index, run (index div permutations), permutation (index mod permutations)
+    sweep_run: int | None = None
+    sweep_permutation: int | None = None
 
     @classmethod
     def of(cls, trial: TrialRecord, spec: ExperimentSpec) -> TrialView:
@@ -127,6 +147,9 @@ class TrialView:
             asked_at=trial.asked_at,
             told_at=trial.told_at,
             model_data=trial.model_data,
+            sweep_index=trial.sweep_index,
+            sweep_run=trial.sweep_run,
+            sweep_permutation=trial.sweep_permutation,
         )
 
 
@@ -172,6 +195,17 @@ class AskResult:
     fit_seconds: float = 0.0
     generate_seconds: float = 0.0
     wait_seconds: float = 0.0
+    retry_after_seconds: float = 0.0  # sweeps: nothing to hand out until the earliest lease ends
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    """A PyExpUtils-style sweep for Configure: description JSON, runs, order, optional seed."""
+
+    description_json: str
+    runs: int
+    order: str = "index"
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -333,16 +367,28 @@ class ExperimentService:
 
     def _create_from_event(self, event: Event) -> Strategy:
         p = event.payload
-        spec = parse_config(p["config_ini"], default_seed=p["seed"])
-        strategy = Strategy(
-            strategy_id=event.strategy_id,
-            name=p.get("name") or "",
-            spec=spec,
-            config_ini=p["config_ini"],
-            metadata=dict(p.get("metadata") or {}),
-            created_at=event.created_at,
-            seed=p["seed"],
-        )
+        strategy: Strategy
+        if "sweep" in p:
+            strategy = SweepStrategy(
+                strategy_id=event.strategy_id,
+                name=p.get("name") or "",
+                sweep=SweepSpec.from_json(p["sweep"]),
+                config_ini=p.get("config_ini") or "",
+                metadata=dict(p.get("metadata") or {}),
+                created_at=event.created_at,
+                sections=p.get("sections") or {},
+            )
+        else:
+            spec = parse_config(p["config_ini"], default_seed=p["seed"])
+            strategy = Strategy(
+                strategy_id=event.strategy_id,
+                name=p.get("name") or "",
+                spec=spec,
+                config_ini=p["config_ini"],
+                metadata=dict(p.get("metadata") or {}),
+                created_at=event.created_at,
+                seed=p["seed"],
+            )
         reg = self._registry
         reg.by_id[strategy.strategy_id] = strategy
         if strategy.name:
@@ -444,6 +490,9 @@ class ExperimentService:
             model_asks=asks,
             precomputed_asks=precomputed,
             last_activity=max((max(t.asked_at, t.told_at or 0.0) for t in trials), default=strategy.created_at),
+            sweep=strategy.view() if isinstance(strategy, SweepStrategy) else None,
+            seed=strategy.spec.seed or 0,
+            seed_from_config="seed" in strategy.spec.sections.get("common", {}),
         )
 
     # ------------------------------------------------------------------ Configure / Resume
@@ -453,13 +502,23 @@ class ExperimentService:
         name: str = "",
         metadata: Mapping[str, Any] | None = None,
         request_id: str = "",
+        sweep: SweepRequest | None = None,
+        allow_sweep: bool = True,
     ) -> ConfigureResult:
-        if not config_ini.strip():
+        """Create a strategy from an AEPsych INI, a sweep INI (`[sweep]` section) or a SweepRequest.
+        `allow_sweep=False` (transports that cannot carry sweep trials) refuses the sweep forms."""
+        if sweep is not None and config_ini.strip():
+            raise InvalidArgument("give config_ini or sweep, not both", "sweep")
+        if sweep is None and not config_ini.strip():
             raise InvalidArgument("config_ini is empty", "config_ini")
         if len(name) > self.limits.max_name_length:
             raise InvalidArgument(f"name: at most {self.limits.max_name_length} characters", "name")
         extra = self._check_metadata(metadata or {}, "metadata")
         seed = random.SystemRandom().randrange(2**31)
+        if sweep is not None or sweep_section(config_ini) is not None:
+            if not allow_sweep:
+                raise InvalidArgument("config_ini: parameter sweeps are served over the gRPC API only (trials are told by trial id)", "config_ini")
+            return await self._configure_sweep(config_ini, name, extra, request_id, sweep, seed)
         try:
             spec = parse_config(config_ini, default_seed=seed)
         except ConfigError as exc:
@@ -487,6 +546,249 @@ class ExperimentService:
             await self._commit([event], None, lambda: self._create_from_event(event))
             strategy = reg.by_id[event.strategy_id]
         return ConfigureResult(self.view(strategy), list(spec.warnings))
+
+    async def _configure_sweep(
+        self, config_ini: str, name: str, extra: dict[str, Any], request_id: str, sweep: SweepRequest | None, seed: int
+    ) -> ConfigureResult:
+        """A parameter sweep from a SweepRequest (JSON description) or an INI `[sweep]` section."""
+        try:
+            if sweep is not None:
+                spec = parse_sweep_json(sweep.description_json, sweep.runs, sweep.order, sweep.seed if sweep.seed is not None else seed)
+                config_metadata: dict[str, str] = {}
+                sections: dict[str, dict[str, str]] = {}
+                warnings: list[str] = []
+            else:
+                spec, config_metadata, sections, warnings = parse_sweep_ini(config_ini, seed)
+        except SweepConfigError as exc:
+            raise InvalidArgument(str(exc), exc.field) from None
+        async with self._configure_lock:
+            reg = self._registry
+            if request_id and request_id in reg.configure_requests:
+                return ConfigureResult(self.view(reg.by_id[reg.configure_requests[request_id]]), warnings)
+            if name and name in reg.by_name:
+                raise AlreadyExists(f"name {name!r} is already used by strategy {reg.by_name[name]}; use Resume", "name")
+            if len(reg.by_id) >= self.limits.max_strategies:
+                raise ResourceExhausted(f"this server holds its maximum of {self.limits.max_strategies} strategies", "sweep")
+            event = Event(
+                strategy_id=reg.next_id,
+                kind="configure",
+                payload={
+                    "name": name,
+                    "config_ini": config_ini,
+                    "metadata": {**config_metadata, **{k: str(v) for k, v in extra.items()}},
+                    "seed": spec.seed,
+                    "request_id": request_id,
+                    "sweep": spec.to_json(),
+                    "sections": sections,
+                },
+            )
+            await self._commit([event], None, lambda: self._create_from_event(event))
+            strategy = reg.by_id[event.strategy_id]
+        return ConfigureResult(self.view(strategy), warnings)
+
+    def get_sweep(self, strategy_id: int) -> SweepStrategy:
+        strategy = self.get(strategy_id)
+        if not isinstance(strategy, SweepStrategy):
+            raise FailedPrecondition(f"strategy_id {strategy_id} is not a parameter sweep", "strategy_id")
+        return strategy
+
+    def list_missing(self, strategy_id: int, runs: int = 0) -> MissingResults:
+        """Indices below runs x permutations without a result (PyExpUtils' listMissingResults)."""
+        strategy = self.get_sweep(strategy_id)
+        if runs < 0:
+            raise InvalidArgument(f"runs must be 0 (the sweep's runs) or positive, got {runs}", "runs")
+        runs = runs or strategy.runs
+        if runs * strategy.p > MAX_INDICES:
+            raise InvalidArgument(f"runs: {runs} runs x {strategy.p} permutations is too many indices to list", "runs")
+        return strategy.missing(runs)
+
+    async def extend_sweep(self, strategy_id: int, runs: int) -> StrategyView:
+        """Raise the number of runs; the new indices are handed out after the old ones."""
+        strategy = self.get_sweep(strategy_id)
+        async with strategy.lock:
+            if runs < strategy.runs:
+                raise InvalidArgument(f"runs: a sweep's runs can only grow (now {strategy.runs}, asked {runs})", "runs")
+            if runs * strategy.p > MAX_INDICES:
+                raise InvalidArgument(f"runs: {runs} runs x {strategy.p} permutations exceeds {MAX_INDICES} indices", "runs")
+            if runs > strategy.runs:
+                await self._commit([Event(strategy_id, "sweep_runs", {"runs": runs})], strategy)
+            return self.view(strategy)
+
+    def sweep_results(
+        self,
+        strategy_id: int,
+        last_n: int | None = None,
+        last_percent: float | None = None,
+        best_metric: str = "",
+        best_mode: str = "max",
+        include_runs: bool = False,
+    ) -> SweepResults:
+        strategy = self.get_sweep(strategy_id)
+        if last_n is not None and last_n < 1:
+            raise InvalidArgument(f"last_n must be at least 1, got {last_n}", "last_n")
+        if last_percent is not None and not (math.isfinite(last_percent) and 0 < last_percent <= 100):
+            raise InvalidArgument(f"last_percent must be in (0, 100], got {last_percent}", "last_percent")
+        if best_mode not in ("max", "min"):
+            raise InvalidArgument(f"best_mode must be max or min, got {best_mode!r}", "best_mode")
+        return strategy.results(last_n, last_percent, best_metric, best_mode, include_runs)
+
+    def _check_sweep_metrics(self, outcomes: Sequence[OutcomeValue], prefix: str) -> list[OutcomeValue]:
+        """A sweep's tell: named finite metrics, each optionally with a finite series."""
+        where = f"{prefix}." if prefix else ""
+        if not outcomes:
+            raise InvalidArgument(f"{where}outcomes: at least one metric is required", f"{where}outcomes")
+        if len(outcomes) > self.limits.max_sweep_metrics:
+            raise InvalidArgument(f"{where}outcomes: at most {self.limits.max_sweep_metrics} metrics", f"{where}outcomes")
+        points = sum(len(o.series or ()) for o in outcomes)
+        if points > self.limits.max_series_points:
+            raise InvalidArgument(f"{where}outcomes: at most {self.limits.max_series_points} series values per tell, got {points}", f"{where}outcomes")
+        seen: set[str] = set()
+        out = []
+        for i, o in enumerate(outcomes):
+            f = f"{where}outcomes[{i}]"
+            if not o.name:
+                raise InvalidArgument(f"{f}.name: a sweep's metrics need names", f"{f}.name")
+            if o.name in seen:
+                raise InvalidArgument(f"{f}.name: metric {o.name!r} given twice", f"{f}.name")
+            seen.add(o.name)
+            if not math.isfinite(o.value):
+                raise InvalidArgument(f"{f}.value: metric {o.name!r} must be a finite number, got {o.value!r}", f"{f}.value")
+            if o.sem is not None and (not math.isfinite(o.sem) or o.sem < 0):
+                raise InvalidArgument(f"{f}.sem must be a finite non-negative number, got {o.sem!r}", f"{f}.sem")
+            series = tuple(float(v) for v in o.series) if o.series else None
+            if series is not None and not all(math.isfinite(v) for v in series):
+                raise InvalidArgument(f"{f}.series: metric {o.name!r} has a non-finite value", f"{f}.series")
+            out.append(OutcomeValue(o.name, float(o.value), o.sem, series))
+        return out
+
+    async def _commit_reserved(self, strategy: SweepStrategy, events: list[Event], release: Callable[[], None]) -> None:
+        """Journal a sweep's events outside its lock, then apply them and drop the reservations that
+        kept concurrent decisions apart: many workers' asks and tells share one group commit. The
+        state still changes only after the commit; a cancelled caller cannot split the two."""
+
+        async def append_and_apply() -> None:
+            try:
+                await self._append(events)
+                for event in events:
+                    strategy.apply(event)
+            finally:
+                release()
+
+        task = asyncio.ensure_future(append_and_apply())
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task
+            raise
+
+    async def _ask_sweep(self, strategy: SweepStrategy, num_points: int, fixed: Mapping[str, Any] | None, request_id: str, ttl_seconds: float) -> AskResult:
+        if fixed:
+            raise InvalidArgument("fixed_parameters: a sweep hands out whole permutations; fixed parameters are not supported", "fixed_parameters")
+        phase_name = strategy.spec.phases[0].name
+        async with strategy.lock:  # decide and reserve under the lock; commit below, unlocked
+            if request_id and request_id in strategy.ask_requests:
+                trials = [TrialView.of(strategy.trials[i], strategy.spec) for i in strategy.ask_requests[request_id]]
+                return AskResult(trials, strategy.is_finished, 0, phase_name)
+            earlier: asyncio.Future[AskResult] | None = strategy.in_flight_requests.get(request_id) if request_id else None
+            if earlier is None:
+                indices = strategy.take_indices(num_points)
+                if not indices:
+                    retry = 0.0
+                    if not strategy.is_finished:
+                        expiry = strategy.next_lease_expiry()
+                        retry = max(0.0, expiry - time.time()) if expiry is not None else 0.0
+                    return AskResult([], strategy.is_finished, 0, phase_name, retry_after_seconds=retry)
+                first_id = strategy.reserve_trial_ids(len(indices))
+                strategy.in_flight_indices.update(indices)
+                waiting: asyncio.Future[AskResult] = asyncio.get_running_loop().create_future()
+                if request_id:
+                    strategy.in_flight_requests[request_id] = waiting
+        if earlier is not None:
+            return await asyncio.shield(earlier)  # a retry of an ask still being committed
+        now = time.time()
+        events = []
+        for k, index in enumerate(indices):
+            payload: dict[str, Any] = {"sweep_index": index}
+            if request_id:
+                payload["request_id"] = request_id
+            if ttl_seconds:
+                payload["lease_expires_at"] = now + ttl_seconds
+            events.append(Event(strategy.strategy_id, "ask", payload, trial_id=first_id + k, created_at=now))
+
+        def release() -> None:
+            strategy.in_flight_indices.difference_update(indices)
+            strategy.in_flight_requests.pop(request_id, None)
+            strategy.give_back(indices)  # after a failed commit the indices go back; leased ones stay leased
+
+        try:
+            await self._commit_reserved(strategy, events, release)
+        except BaseException as exc:
+            if not waiting.done():
+                waiting.set_exception(exc)
+                waiting.exception()  # retrieved: a failure nobody retried is not logged as unhandled
+            raise
+        result = AskResult(
+            [TrialView.of(strategy.trials[e.trial_id], strategy.spec) for e in events if e.trial_id is not None], strategy.is_finished, 0, phase_name
+        )
+        waiting.set_result(result)
+        return result
+
+    async def _tell_sweep(self, strategy: SweepStrategy, items: Sequence[TellItem]) -> list[TellResult]:
+        """Record sweep results by trial id. An index keeps its first result: a tell for an index that
+        already has one (a late worker, after its lease expired and the index was re-run) is answered
+        as a duplicate and its still-pending trial is abandoned, so nothing is counted twice."""
+        prepared = []
+        for i, item in enumerate(items):
+            prefix = f"tells[{i}]" if len(items) > 1 else ""
+            if item.trial_id is None:
+                raise InvalidArgument("trial_id: a sweep is told by trial id", f"{prefix}.trial_id" if prefix else "trial_id")
+            prepared.append((self._check_sweep_metrics(item.outcomes, prefix), self._check_metadata(item.metadata or {}, "metadata")))
+        async with strategy.lock:  # decide and reserve under the lock; commit below, unlocked
+            events: list[Event] = []
+            plan: list[tuple[int, bool]] = []
+            claimed_trials: set[int] = set()
+            claimed_indices: dict[int, int] = {}
+            for (checked, extra), item in zip(prepared, items, strict=True):
+                trial_id = item.trial_id
+                assert trial_id is not None
+                trial = strategy.trials.get(trial_id)
+                if trial is None:
+                    raise NotFound(f"trial_id {trial_id} not found in strategy {strategy.strategy_id}", "trial_id")
+                if trial.state == COMPLETED or trial_id in claimed_trials or trial_id in strategy.in_flight_trials:
+                    plan.append((trial_id, True))  # a retry (possibly of a tell still being committed)
+                    continue
+                if trial.state == FAILED:
+                    raise FailedPrecondition(f"trial_id {trial_id} was marked failed and cannot be told", "trial_id")
+                index = trial.sweep_index
+                assert index is not None
+                holder = strategy.result_of.get(index, claimed_indices.get(index, strategy.in_flight_results.get(index)))
+                if holder is not None:
+                    if trial.state == PENDING:
+                        reason = f"index {index} already has a result (trial {holder})"
+                        events.append(Event(strategy.strategy_id, "abandon", {"failed": False, "reason": reason}, trial_id=trial_id))
+                    claimed_trials.add(trial_id)
+                    plan.append((trial_id, True))
+                    continue
+                payload: dict[str, Any] = {"outcomes": [o.to_json() for o in checked], "metadata": extra}
+                if item.request_id:
+                    payload["request_id"] = item.request_id
+                events.append(Event(strategy.strategy_id, "tell", payload, trial_id=trial_id))
+                claimed_trials.add(trial_id)
+                claimed_indices[index] = trial_id
+                plan.append((trial_id, False))
+            strategy.in_flight_trials.update(claimed_trials)
+            strategy.in_flight_results.update(claimed_indices)
+
+        def release() -> None:
+            strategy.in_flight_trials.difference_update(claimed_trials)
+            for index in claimed_indices:
+                strategy.in_flight_results.pop(index, None)
+
+        if events:
+            await self._commit_reserved(strategy, events, release)
+        else:
+            release()
+        return [self._tell_result(strategy, tid, duplicate=dup, model_data=False) for tid, dup in plan]
 
     def resume(self, strategy_id: int | None = None, name: str | None = None) -> StrategyView:
         if name:
@@ -539,6 +841,8 @@ class ExperimentService:
             raise InvalidArgument(f"num_points must be in 1..{self.limits.max_points_per_ask}, got {num_points}", "num_points")
         if not math.isfinite(ttl_seconds) or ttl_seconds < 0:
             raise InvalidArgument(f"ttl_seconds must be a non-negative number, got {ttl_seconds}", "ttl_seconds")
+        if isinstance(strategy, SweepStrategy):
+            return await self._ask_sweep(strategy, num_points, fixed, request_id, ttl_seconds)
         space = strategy.spec.space
         try:
             fixed_raw = space.validate_partial(fixed or {}, "fixed_parameters")
@@ -688,6 +992,8 @@ class ExperimentService:
         space = strategy.spec.space
         if not items:
             raise InvalidArgument("no outcomes to record", "outcomes")
+        if isinstance(strategy, SweepStrategy):
+            return await self._tell_sweep(strategy, items)
         prepared = [self._prepare_tell(strategy, item, f"tells[{i}]" if len(items) > 1 else "") for i, item in enumerate(items)]
         async with strategy.lock:
             events: list[Event] = []
@@ -756,6 +1062,8 @@ class ExperimentService:
                 raise NotFound(f"trial_id {trial_id} not found in strategy {strategy_id}", "trial_id")
             if trial.state != PENDING:
                 raise FailedPrecondition(f"trial_id {trial_id} is {trial.state}, not pending", "trial_id")
+            if isinstance(strategy, SweepStrategy) and trial_id in strategy.in_flight_trials:
+                raise FailedPrecondition(f"trial_id {trial_id} is being told", "trial_id")
             event = Event(strategy_id, "abandon", {"failed": failed, "reason": reason[:1000]}, trial_id=trial_id)
             await self._commit([event], strategy)
             return TrialView.of(trial, strategy.spec)

@@ -37,6 +37,10 @@ class TrialRecord:
     model_data: bool = True
     lease_expires_at: float | None = None
     asked: bool = True  # False for trials told with explicit stimuli
+    # sweeps: the index handed out, its run (index div permutations) and permutation (index mod permutations)
+    sweep_index: int | None = None
+    sweep_run: int | None = None
+    sweep_permutation: int | None = None
 
 
 class Strategy:
@@ -132,6 +136,16 @@ class Strategy:
     def next_lease_expiry(self) -> float | None:
         times = [t.lease_expires_at for t in self.trials.values() if t.state == PENDING and t.lease_expires_at is not None]
         return min(times) if times else None
+
+    @property
+    def parameter_names(self) -> list[str]:
+        """The names of a stimulus' values, in config order (export columns)."""
+        return self.spec.space.names
+
+    @property
+    def outcome_names(self) -> list[str]:
+        """The names trials are told under, in order (export columns)."""
+        return list(self.spec.outcome_names)
 
     @property
     def pending(self) -> list[TrialRecord]:

@@ -9,6 +9,7 @@ from ._common import (
     FinishResult,
     InfoResult,
     InvalidArgumentError,
+    MissingResults,
     NotFoundError,
     Outcome,
     Parameter,
@@ -17,17 +18,21 @@ from ._common import (
     QueryResult,
     ResourceExhaustedError,
     StrategySummary,
+    SweepSummary,
     TellResult,
     Trial,
     UnauthenticatedError,
     UnavailableError,
 )
 from .client import AsyncClient, Client
+from .sweeps import AsyncSweepLoop, AsyncSweepTrial, SweepLoop, SweepResults, SweepTrial
 
 __all__ = [
     "AlreadyExistsError",
     "AskResult",
     "AsyncClient",
+    "AsyncSweepLoop",
+    "AsyncSweepTrial",
     "Client",
     "ConfigureResult",
     "DeadlineExceededError",
@@ -35,6 +40,7 @@ __all__ = [
     "FinishResult",
     "InfoResult",
     "InvalidArgumentError",
+    "MissingResults",
     "NotFoundError",
     "Outcome",
     "Parameter",
@@ -43,6 +49,10 @@ __all__ = [
     "QueryResult",
     "ResourceExhaustedError",
     "StrategySummary",
+    "SweepLoop",
+    "SweepResults",
+    "SweepSummary",
+    "SweepTrial",
     "TellResult",
     "Trial",
     "UnauthenticatedError",

@@ -19,6 +19,9 @@ from .wire import (
     PARAMETER_TYPE_NAMES,
     QUERY_TYPE_ENUMS,
     QUERY_TYPE_NAMES,
+    SWEEP_BEST_MODE_ENUMS,
+    SWEEP_ORDER_ENUMS,
+    SWEEP_ORDER_NAMES,
     TRIAL_STATE_ENUMS,
     TRIAL_STATE_NAMES,
     Value,
@@ -124,6 +127,7 @@ class Parameter:
     log_scale: bool = False
     choices: tuple[str, ...] = ()
     value: Value | None = None
+    values: tuple[Value, ...] = ()  # a sweep parameter's values, in listed order
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,7 @@ class Outcome:
     name: str
     value: float
     sem: float | None = None
+    series: tuple[float, ...] = ()  # sweeps: a learning curve
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,9 @@ class Trial:
     phase_name: str
     outcomes: list[Outcome] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
+    sweep_index: int | None = None  # sweeps: index i, run i div p, permutation i mod p
+    sweep_run: int | None = None
+    sweep_permutation: int | None = None
 
     @property
     def params(self) -> dict[str, Value]:
@@ -159,6 +167,7 @@ class AskResult:
     wait_seconds: float
     phase_index: int
     phase_name: str
+    retry_after_seconds: float = 0.0  # sweeps: all remaining indices are leased; the earliest lease ends then
 
     @property
     def config(self) -> dict[str, list[Any]]:
@@ -203,6 +212,23 @@ class Phase:
 
 
 @dataclass(frozen=True)
+class SweepSummary:
+    """A parameter sweep's parameters and progress (done / leased / missing of permutations x runs)."""
+
+    permutations: int
+    runs: int
+    total: int
+    done: int
+    leased: int
+    missing: int
+    failed: int
+    order: str
+    seed: int
+    parameters: dict[str, tuple[Value, ...]]
+    description: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class StrategySummary:
     strategy_id: int
     name: str
@@ -215,6 +241,9 @@ class StrategySummary:
     trials_pending: int
     model_data_points: int
     parameters: list[Parameter]
+    sweep: SweepSummary | None = None
+    seed: int = 0  # the experiment seed (the config's, or drawn by the server): set it in [common] to repeat a run
+    seed_from_config: bool = False
 
 
 @dataclass(frozen=True)
@@ -292,6 +321,7 @@ def parse_parameter(p: pb.Parameter) -> Parameter:
         log_scale=p.log_scale,
         choices=tuple(p.choices),
         value=require_value(p.fixed_value, f"parameters.{p.name}.fixed_value") if p.HasField("fixed_value") else None,
+        values=tuple(require_value(v, f"parameters.{p.name}.values") for v in p.values),
     )
 
 
@@ -302,8 +332,31 @@ def parse_trial(t: pb.Trial) -> Trial:
         state=TRIAL_STATE_NAMES.get(t.state, "unspecified"),
         phase_index=t.phase_index,
         phase_name=t.phase_name,
-        outcomes=[Outcome(o.name, o.value, o.sem if o.HasField("sem") else None) for o in t.outcomes],
+        outcomes=[Outcome(o.name, o.value, o.sem if o.HasField("sem") else None, tuple(o.series)) for o in t.outcomes],
         metadata=dict(t.metadata),
+        sweep_index=t.sweep_index if t.HasField("sweep_index") else None,
+        sweep_run=t.sweep_run if t.HasField("sweep_index") else None,
+        sweep_permutation=t.sweep_permutation if t.HasField("sweep_index") else None,
+    )
+
+
+
+
+def parse_sweep_summary(s: pb.SweepSummary) -> SweepSummary:
+    import json
+
+    return SweepSummary(
+        permutations=s.permutations,
+        runs=s.runs,
+        total=s.total,
+        done=s.done,
+        leased=s.leased,
+        missing=s.missing,
+        failed=s.failed,
+        order=SWEEP_ORDER_NAMES.get(s.order, "index"),
+        seed=s.seed,
+        parameters={p.name: tuple(require_value(v, f"sweep.parameters.{p.name}") for v in p.values) for p in s.parameters},
+        description=json.loads(s.description_json) if s.description_json else {},
     )
 
 
@@ -320,6 +373,9 @@ def parse_summary(s: pb.StrategySummary) -> StrategySummary:
         trials_pending=s.trials_pending,
         model_data_points=s.model_data_points,
         parameters=[parse_parameter(p) for p in s.parameters],
+        sweep=parse_sweep_summary(s.sweep) if s.HasField("sweep") else None,
+        seed=s.seed,
+        seed_from_config=s.seed_from_config,
     )
 
 
@@ -339,7 +395,7 @@ def _outcomes(outcome: float | int | bool | Mapping[str, float] | Sequence[float
     if outcome is None:
         raise ValueError("outcome is required")
     if isinstance(outcome, Mapping):
-        return [pb.Outcome(name=str(k), value=float(v)) for k, v in outcome.items()]
+        return [_named_outcome(str(k), v) for k, v in outcome.items()]
     if isinstance(outcome, Sequence) and not isinstance(outcome, (str, bytes)):
         if len(outcome) != 1:
             raise ValueError("give one outcome per tell (a dict for several named outcomes)")
@@ -348,6 +404,19 @@ def _outcomes(outcome: float | int | bool | Mapping[str, float] | Sequence[float
     if sem is not None:
         msg.sem = sem
     return [msg]
+
+
+def _named_outcome(name: str, value: Any) -> pb.Outcome:
+    """A named metric: a number, or a sequence of numbers (a series, e.g. a learning curve, whose
+    scalar value is its last element)."""
+    if (isinstance(value, Sequence) and not isinstance(value, str | bytes)) or hasattr(value, "tolist"):
+        series = [float(v) for v in (value.tolist() if hasattr(value, "tolist") else value)]
+        if isinstance(series, float):  # a numpy scalar
+            return pb.Outcome(name=name, value=series)
+        if not series:
+            raise ValueError(f"outcome {name!r}: an empty series")
+        return pb.Outcome(name=name, value=series[-1], series=series)
+    return pb.Outcome(name=name, value=float(value))
 
 
 def _stimuli_from_config(config: Mapping[str, Any], stimuli_per_trial: int | None = None) -> list[pb.Stimulus]:
@@ -451,6 +520,7 @@ class RequestBuilder:
                 wait_seconds=reply.timings.wait_seconds,
                 phase_index=reply.phase_index,
                 phase_name=reply.phase_name,
+                retry_after_seconds=reply.retry_after_seconds,
             )
 
         return Call("Ask", request, parse)
@@ -583,3 +653,131 @@ class RequestBuilder:
     def abandon_trial(self, trial_id: int, failed: bool = False, reason: str = "", strategy_id: int | None = None) -> Call[Trial]:
         request = pb.AbandonTrialRequest(strategy_id=self._sid(strategy_id), trial_id=trial_id, failed=failed, reason=reason)
         return Call("AbandonTrial", request, lambda r: parse_trial(r.trial))
+
+    # ------------------------------------------------------------------ parameter sweeps
+    def configure_sweep(
+        self,
+        description: Mapping[str, Any] | str,
+        runs: int = 1,
+        order: str = "index",
+        seed: int | None = None,
+        config_name: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        request_id: str = "",
+    ) -> Call[ConfigureResult]:
+        """A PyExpUtils-style sweep: a description dict (or its JSON text) with `metaParameters`."""
+        import json
+
+        if order not in SWEEP_ORDER_ENUMS:
+            raise ValueError(f"order must be one of {list(SWEEP_ORDER_ENUMS)}, got {order!r}")
+        text = description if isinstance(description, str) else json.dumps(description)
+        sweep = pb.SweepConfig(description_json=text, runs=runs, order=SWEEP_ORDER_ENUMS[order])
+        if seed is not None:
+            sweep.seed = seed
+        request = pb.ConfigureRequest(name=config_name or "", metadata=dict(metadata or {}), request_id=request_id, sweep=sweep)
+        call = self.configure(config_str="", config_name=config_name, metadata=metadata, request_id=request_id)
+        call.request = request
+        return call
+
+    def list_missing(self, runs: int = 0, strategy_id: int | None = None) -> Call[MissingResults]:
+        request = pb.ListMissingResultsRequest(strategy_id=self._sid(strategy_id), runs=runs)
+        return Call(
+            "ListMissingResults",
+            request,
+            lambda r: MissingResults(list(r.indices), list(r.leased_indices), list(r.failed_indices)),
+        )
+
+    def extend_sweep(self, runs: int, strategy_id: int | None = None) -> Call[StrategySummary]:
+        request = pb.ExtendSweepRequest(strategy_id=self._sid(strategy_id), runs=runs)
+        return Call("ExtendSweep", request, lambda r: parse_summary(r.summary))
+
+    def sweep_results(
+        self,
+        last_n: int | None = None,
+        last_percent: float | None = None,
+        best_metric: str = "",
+        best_mode: str = "max",
+        include_runs: bool = True,
+        strategy_id: int | None = None,
+    ) -> Call[SweepResultsData]:
+        if last_n is not None and last_percent is not None:
+            raise ValueError("give last_n or last_percent, not both")
+        if best_mode not in SWEEP_BEST_MODE_ENUMS:
+            raise ValueError(f"best_mode must be max or min, got {best_mode!r}")
+        request = pb.GetSweepResultsRequest(
+            strategy_id=self._sid(strategy_id),
+            best_metric=best_metric,
+            best_mode=SWEEP_BEST_MODE_ENUMS[best_mode],
+            include_runs=include_runs,
+        )
+        if last_n is not None:
+            request.last_n = last_n
+        if last_percent is not None:
+            request.last_percent = last_percent
+
+        def parse(r: pb.GetSweepResultsResponse) -> SweepResultsData:
+            return SweepResultsData(
+                permutations=[
+                    PermutationResult(
+                        p.permutation,
+                        _ordered(from_stimulus(p.parameters), r.parameter_names),
+                        p.runs_done,
+                        {m.name: MetricSummary(m.mean, m.sem, m.count) for m in p.metrics},
+                    )
+                    for p in r.permutations
+                ],
+                best_permutation=r.best_permutation if r.HasField("best_permutation") else None,
+                runs=[
+                    RunResult(x.index, x.run, x.permutation, x.trial_id, {o.name: o.value for o in x.metrics}, {o.name: x.series_lengths.get(o.name, 0) for o in x.metrics})
+                    for x in r.runs
+                ],
+                parameter_names=list(r.parameter_names),
+            )
+
+        return Call("GetSweepResults", request, parse)
+
+
+def _ordered(values: dict[str, Value], names: Sequence[str]) -> dict[str, Value]:
+    return {n: values[n] for n in names if n in values} | {n: v for n, v in values.items() if n not in names}
+
+
+@dataclass(frozen=True)
+class MissingResults:
+    """Indices without a result (ascending), and which of them are leased or failed."""
+
+    indices: list[int]
+    leased: list[int]
+    failed: list[int]
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    mean: float
+    sem: float
+    count: int
+
+
+@dataclass(frozen=True)
+class PermutationResult:
+    permutation: int
+    parameters: dict[str, Value]
+    runs_done: int
+    metrics: dict[str, MetricSummary]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    index: int
+    run: int
+    permutation: int
+    trial_id: int
+    metrics: dict[str, float]
+    series_lengths: dict[str, int]
+
+
+@dataclass(frozen=True)
+class SweepResultsData:
+    permutations: list[PermutationResult]
+    best_permutation: int | None
+    runs: list[RunResult]
+    parameter_names: list[str] = field(default_factory=list)

@@ -17,6 +17,7 @@ from ._common import (
     ConfigureResult,
     FinishResult,
     InfoResult,
+    MissingResults,
     Parameter,
     QueryResult,
     RequestBuilder,
@@ -29,6 +30,7 @@ from ._common import (
 )
 from ._proto.psyserve.v1 import messages_pb2 as pb
 from ._proto.psyserve.v1 import service_pb2_grpc
+from .sweeps import AsyncSweepLoop, SweepLoop, SweepResults
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -236,6 +238,48 @@ class Client(_Base):
             predictions = plots.predictions_from_query(answer.predictions)
         return plots.draw(data, planned, predictions, size)
 
+    # ------------------------------------------------------------------ parameter sweeps
+    def configure_sweep(
+        self,
+        description: Mapping[str, Any] | str,
+        runs: int = 1,
+        order: str = "index",
+        seed: int | None = None,
+        config_name: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        request_id: str = "",
+    ) -> ConfigureResult:
+        """Create a PyExpUtils-style sweep (a dict with `metaParameters`, or its JSON text) of
+        `runs` runs, handed out in index order or shuffled run by run (`order="shuffle"`, `seed`)."""
+        return self._run(self._protocol.configure_sweep(description, runs, order, seed, config_name, metadata, request_id))
+
+    def list_missing(self, runs: int = 0, strategy_id: int | None = None) -> MissingResults:
+        """Indices without a result for `runs` runs (0: the sweep's runs); PyExpUtils' listMissingResults."""
+        return self._run(self._protocol.list_missing(runs, strategy_id))
+
+    def extend_sweep(self, runs: int, strategy_id: int | None = None) -> StrategySummary:
+        """Raise the sweep's number of runs; only the new indices are handed out."""
+        return self._run(self._protocol.extend_sweep(runs, strategy_id))
+
+    def sweep_results(
+        self,
+        last_n: int | None = None,
+        last_percent: float | None = None,
+        best_metric: str = "",
+        best_mode: str = "max",
+        strategy_id: int | None = None,
+    ) -> SweepResults:
+        """Per-permutation mean and SEM of every metric (series over their last n steps or last p
+        percent), and per-(index, run) rows; `.frame()`, `.split_over()`, `.slice_over()`, `.to_csv()`."""
+        data = self._run(self._protocol.sweep_results(last_n, last_percent, best_metric, best_mode, True, strategy_id))
+        return SweepResults(data, data.parameter_names)
+
+    def sweep(
+        self, strategy_id: int | None = None, ttl: float = 60.0, poll_seconds: float = 1.0, max_wait_seconds: float | None = None
+    ) -> SweepLoop:
+        """The worker loop: `for trial in client.sweep(sid, ttl=60): trial.report({...})`."""
+        return SweepLoop(self, self._protocol._sid(strategy_id), ttl, poll_seconds, max_wait_seconds)
+
 
 class AsyncClient(_Base):
     """asyncio client with the same methods as Client, as coroutines. Use `async with`.
@@ -405,3 +449,43 @@ class AsyncClient(_Base):
             answer = await self.query("prediction", planned.probability_space, x=planned.points, strategy_id=sid)
             predictions = plots.predictions_from_query(answer.predictions)
         return plots.draw(data, planned, predictions, size)
+
+    # ------------------------------------------------------------------ parameter sweeps
+    async def configure_sweep(
+        self,
+        description: Mapping[str, Any] | str,
+        runs: int = 1,
+        order: str = "index",
+        seed: int | None = None,
+        config_name: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        request_id: str = "",
+    ) -> ConfigureResult:
+        """Create a PyExpUtils-style sweep (see Client.configure_sweep)."""
+        return await self._run(self._protocol.configure_sweep(description, runs, order, seed, config_name, metadata, request_id))
+
+    async def list_missing(self, runs: int = 0, strategy_id: int | None = None) -> MissingResults:
+        """Indices without a result for `runs` runs (0: the sweep's runs)."""
+        return await self._run(self._protocol.list_missing(runs, strategy_id))
+
+    async def extend_sweep(self, runs: int, strategy_id: int | None = None) -> StrategySummary:
+        """Raise the sweep's number of runs; only the new indices are handed out."""
+        return await self._run(self._protocol.extend_sweep(runs, strategy_id))
+
+    async def sweep_results(
+        self,
+        last_n: int | None = None,
+        last_percent: float | None = None,
+        best_metric: str = "",
+        best_mode: str = "max",
+        strategy_id: int | None = None,
+    ) -> SweepResults:
+        """Per-permutation results (see Client.sweep_results)."""
+        data = await self._run(self._protocol.sweep_results(last_n, last_percent, best_metric, best_mode, True, strategy_id))
+        return SweepResults(data, data.parameter_names)
+
+    def sweep(
+        self, strategy_id: int | None = None, ttl: float = 60.0, poll_seconds: float = 1.0, max_wait_seconds: float | None = None
+    ) -> AsyncSweepLoop:
+        """The asyncio worker loop: `async for trial in client.sweep(sid, ttl=60): await trial.report({...})`."""
+        return AsyncSweepLoop(self, self._protocol._sid(strategy_id), ttl, poll_seconds, max_wait_seconds)

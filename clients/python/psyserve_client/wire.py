@@ -21,6 +21,10 @@ __all__ = [
     "PARAMETER_TYPE_NAMES",
     "QUERY_TYPE_ENUMS",
     "QUERY_TYPE_NAMES",
+    "SWEEP_BEST_MODE_ENUMS",
+    "SWEEP_BEST_MODE_NAMES",
+    "SWEEP_ORDER_ENUMS",
+    "SWEEP_ORDER_NAMES",
     "TRIAL_STATE_ENUMS",
     "TRIAL_STATE_NAMES",
     "Value",
@@ -116,3 +120,9 @@ QUERY_TYPE_NAMES: dict[pb.QueryType.ValueType, str] = {
     pb.QUERY_TYPE_INVERSE: "inverse",
 }
 QUERY_TYPE_ENUMS: dict[str, pb.QueryType.ValueType] = {v: k for k, v in QUERY_TYPE_NAMES.items()}
+
+SWEEP_ORDER_NAMES: dict[pb.SweepOrder.ValueType, str] = {pb.SWEEP_ORDER_INDEX: "index", pb.SWEEP_ORDER_SHUFFLE: "shuffle"}
+SWEEP_ORDER_ENUMS: dict[str, pb.SweepOrder.ValueType] = {v: k for k, v in SWEEP_ORDER_NAMES.items()}
+
+SWEEP_BEST_MODE_NAMES: dict[pb.SweepBestMode.ValueType, str] = {pb.SWEEP_BEST_MODE_MAX: "max", pb.SWEEP_BEST_MODE_MIN: "min"}
+SWEEP_BEST_MODE_ENUMS: dict[str, pb.SweepBestMode.ValueType] = {v: k for k, v in SWEEP_BEST_MODE_NAMES.items()}

@@ -464,7 +464,7 @@ class AEPsychServer:
         if not isinstance(name, str):
             raise InvalidArgument("name: expected a string", "name")
         config_ini = config_str if config_str is not None else render_ini(config_dict)
-        result = await self.service.configure(config_ini, name=name)
+        result = await self.service.configure(config_ini, name=name, allow_sweep=False)
         conn.strategy_id = result.strategy.strategy_id
         for warning in result.warnings:
             log.info("strategy %d: %s", conn.strategy_id, warning)
@@ -483,6 +483,8 @@ class AEPsychServer:
             if message.get("strat_id") is None:
                 raise InvalidArgument("strat_id: resume needs a strategy id", "strat_id")
             view = self.service.resume(strategy_id=_integer(message["strat_id"], "strat_id"))
+        if view.sweep is not None:
+            raise FailedPrecondition("strat_id: a parameter sweep is served over the gRPC API only (trials are told by trial id)", "strat_id")
         conn.strategy_id = view.strategy_id
         return {"strat_id": view.strategy_id}
 

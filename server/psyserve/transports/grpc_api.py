@@ -23,6 +23,9 @@ from psyserve_client.wire import (
     PARAMETER_TYPE_ENUMS,
     QUERY_TYPE_ENUMS,
     QUERY_TYPE_NAMES,
+    SWEEP_BEST_MODE_NAMES,
+    SWEEP_ORDER_ENUMS,
+    SWEEP_ORDER_NAMES,
     TRIAL_STATE_ENUMS,
     TRIAL_STATE_NAMES,
     from_values,
@@ -31,8 +34,8 @@ from psyserve_client.wire import (
 )
 
 from ..errors import ServiceError
-from ..params import OutcomeValue, ParameterSpec
-from ..service import ExperimentService, ExperimentShape, StrategyView, TrialView
+from ..params import OutcomeValue, ParameterSpec, RawValue
+from ..service import ExperimentService, ExperimentShape, StrategyView, SweepRequest, SweepView, TrialView
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,47 @@ def parameters_to_pb(shape: ExperimentShape) -> list[pb.Parameter]:
     return [parameter_to_pb(p) for p in shape.parameters]
 
 
+def sweep_parameter_to_pb(name: str, values: list[RawValue]) -> pb.Parameter:
+    """A sweep parameter as a Parameter: fixed when it has one value, else typed by its values."""
+    msg = pb.Parameter(name=name, values=[to_value(v) for v in values])
+    if len(values) == 1:
+        msg.type = pb.PARAMETER_TYPE_FIXED
+        msg.fixed_value.CopyFrom(to_value(values[0]))
+    elif all(isinstance(v, bool) for v in values):
+        msg.type = pb.PARAMETER_TYPE_BINARY
+        msg.upper_bound = 1.0
+    elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        msg.type = pb.PARAMETER_TYPE_INTEGER if all(isinstance(v, int) for v in values) else pb.PARAMETER_TYPE_CONTINUOUS
+        msg.lower_bound, msg.upper_bound = float(min(values)), float(max(values))  # type: ignore[type-var]
+    else:
+        msg.type = pb.PARAMETER_TYPE_CATEGORICAL
+        msg.choices.extend(str(v) for v in values)
+    return msg
+
+
+def sweep_summary_to_pb(sweep: SweepView) -> pb.SweepSummary:
+    p = sweep.progress
+    return pb.SweepSummary(
+        permutations=p.permutations,
+        runs=p.runs,
+        total=p.total,
+        done=p.done,
+        leased=p.leased,
+        missing=p.missing,
+        failed=p.failed,
+        order=SWEEP_ORDER_ENUMS.get(sweep.order, pb.SWEEP_ORDER_UNSPECIFIED),
+        seed=sweep.seed,
+        parameters=[pb.SweepParameter(name=n, values=[to_value(v) for v in vs]) for n, vs in sweep.parameters],
+        description_json=sweep.description_json,
+    )
+
+
+def view_parameters_to_pb(view: StrategyView) -> list[pb.Parameter]:
+    if view.sweep is not None:
+        return [sweep_parameter_to_pb(n, vs) for n, vs in view.sweep.parameters]
+    return parameters_to_pb(view.shape)
+
+
 def trial_to_pb(trial: TrialView) -> pb.Trial:
     msg = pb.Trial(
         trial_id=trial.trial_id,
@@ -65,9 +109,13 @@ def trial_to_pb(trial: TrialView) -> pb.Trial:
         model_data=trial.model_data,
     )
     for o in trial.outcomes:
-        out = msg.outcomes.add(name=o.name, value=o.value)
+        out = msg.outcomes.add(name=o.name, value=o.value, series=o.series or ())
         if o.sem is not None:
             out.sem = o.sem
+    if trial.sweep_index is not None:
+        msg.sweep_index = trial.sweep_index
+        msg.sweep_run = trial.sweep_run or 0
+        msg.sweep_permutation = trial.sweep_permutation or 0
     return msg
 
 
@@ -90,10 +138,13 @@ def summary_to_pb(view: StrategyView) -> pb.StrategySummary:
         trials_pending=view.trials_pending,
         model_data_points=view.model_data_points,
         created_at=view.created_at,
-        parameters=parameters_to_pb(shape),
+        parameters=view_parameters_to_pb(view),
         stimuli_per_trial=shape.stimuli_per_trial,
         outcome_types=[OUTCOME_TYPE_ENUMS[t] for t in shape.outcome_types],
         outcome_names=list(shape.outcome_names),
+        sweep=sweep_summary_to_pb(view.sweep) if view.sweep is not None else None,
+        seed=view.seed,
+        seed_from_config=view.seed_from_config,
     )
 
 
@@ -152,11 +203,16 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
 
     @handles_errors
     async def Configure(self, request: pb.ConfigureRequest, context: grpc.aio.ServicerContext) -> pb.ConfigureResponse:
-        result = await self.service.configure(request.config_ini, request.name, dict(request.metadata), request.request_id)
+        sweep = None
+        if request.HasField("sweep"):
+            s = request.sweep
+            order = SWEEP_ORDER_NAMES.get(s.order, "index" if s.order == pb.SWEEP_ORDER_UNSPECIFIED else f"unknown ({s.order})")
+            sweep = SweepRequest(s.description_json, s.runs, order, s.seed if s.HasField("seed") else None)
+        result = await self.service.configure(request.config_ini, request.name, dict(request.metadata), request.request_id, sweep)
         view = result.strategy
         return pb.ConfigureResponse(
             strategy_id=view.strategy_id,
-            parameters=parameters_to_pb(view.shape),
+            parameters=view_parameters_to_pb(view),
             warnings=result.warnings,
             summary=summary_to_pb(view),
         )
@@ -188,12 +244,16 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
             ),
             phase_index=result.phase_index,
             phase_name=result.phase_name,
+            retry_after_seconds=result.retry_after_seconds,
         )
 
     @handles_errors
     async def Tell(self, request: pb.TellRequest, context: grpc.aio.ServicerContext) -> pb.TellResponse:
         which = request.WhichOneof("target")
-        outcomes = [OutcomeValue(o.name, o.value, o.sem if o.HasField("sem") else None) for o in request.outcomes]
+        outcomes = [
+            OutcomeValue(o.name, o.value, o.sem if o.HasField("sem") else None, tuple(o.series) if o.series else None)
+            for o in request.outcomes
+        ]
         result = await self.service.tell(
             request.strategy_id,
             outcomes,
@@ -246,7 +306,7 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
 
     @handles_errors
     async def Parameters(self, request: pb.ParametersRequest, context: grpc.aio.ServicerContext) -> pb.ParametersResponse:
-        return pb.ParametersResponse(parameters=parameters_to_pb(self.service.parameters(request.strategy_id)))
+        return pb.ParametersResponse(parameters=view_parameters_to_pb(self.service.resume(strategy_id=request.strategy_id)))
 
     @handles_errors
     async def GetConfig(self, request: pb.GetConfigRequest, context: grpc.aio.ServicerContext) -> pb.GetConfigResponse:
@@ -293,3 +353,55 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
             yield pb.ExportDataResponse(
                 strategy_id=row.strategy_id, strategy_name=row.strategy_name, trial=trial_to_pb(row.trial)
             )
+
+    @handles_errors
+    async def ListMissingResults(
+        self, request: pb.ListMissingResultsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListMissingResultsResponse:
+        missing = self.service.list_missing(request.strategy_id, request.runs)
+        return pb.ListMissingResultsResponse(indices=missing.indices, leased_indices=missing.leased, failed_indices=missing.failed)
+
+    @handles_errors
+    async def ExtendSweep(self, request: pb.ExtendSweepRequest, context: grpc.aio.ServicerContext) -> pb.ExtendSweepResponse:
+        view = await self.service.extend_sweep(request.strategy_id, request.runs)
+        return pb.ExtendSweepResponse(summary=summary_to_pb(view))
+
+    @handles_errors
+    async def GetSweepResults(
+        self, request: pb.GetSweepResultsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetSweepResultsResponse:
+        window = request.WhichOneof("series_window")
+        results = self.service.sweep_results(
+            request.strategy_id,
+            last_n=request.last_n if window == "last_n" else None,
+            last_percent=request.last_percent if window == "last_percent" else None,
+            best_metric=request.best_metric,
+            best_mode=SWEEP_BEST_MODE_NAMES.get(request.best_mode, "max" if request.best_mode == pb.SWEEP_BEST_MODE_UNSPECIFIED else f"unknown ({request.best_mode})"),
+            include_runs=request.include_runs,
+        )
+        reply = pb.GetSweepResultsResponse(
+            parameter_names=results.parameter_names,
+            permutations=[
+                pb.PermutationResult(
+                    permutation=p.permutation,
+                    parameters=to_stimulus(p.parameters),
+                    runs_done=p.runs_done,
+                    metrics=[pb.MetricSummary(name=m.name, mean=m.mean, sem=m.sem, count=m.count) for m in p.metrics],
+                )
+                for p in results.permutations
+            ],
+            runs=[
+                pb.SweepRunResult(
+                    index=r.index,
+                    run=r.run,
+                    permutation=r.permutation,
+                    trial_id=r.trial_id,
+                    metrics=[pb.Outcome(name=k, value=v) for k, v in r.metrics.items()],
+                    series_lengths=r.series_lengths,
+                )
+                for r in results.runs
+            ],
+        )
+        if results.best_permutation is not None:
+            reply.best_permutation = results.best_permutation
+        return reply

@@ -114,6 +114,45 @@ QUERY_TYPE_PREDICTION: QueryType.ValueType  # 3
 QUERY_TYPE_INVERSE: QueryType.ValueType  # 4
 Global___QueryType: _TypeAlias = QueryType  # noqa: Y015
 
+class _SweepOrder:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SweepOrderEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SweepOrder.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SWEEP_ORDER_UNSPECIFIED: _SweepOrder.ValueType  # 0
+    SWEEP_ORDER_INDEX: _SweepOrder.ValueType  # 1
+    """index order: every permutation of run 0, then of run 1, ... (the default)"""
+    SWEEP_ORDER_SHUFFLE: _SweepOrder.ValueType  # 2
+    """each run's permutations in a seeded random order, run by run"""
+
+class SweepOrder(_SweepOrder, metaclass=_SweepOrderEnumTypeWrapper):
+    """---------------------------------------------------------------------- parameter sweeps"""
+
+SWEEP_ORDER_UNSPECIFIED: SweepOrder.ValueType  # 0
+SWEEP_ORDER_INDEX: SweepOrder.ValueType  # 1
+"""index order: every permutation of run 0, then of run 1, ... (the default)"""
+SWEEP_ORDER_SHUFFLE: SweepOrder.ValueType  # 2
+"""each run's permutations in a seeded random order, run by run"""
+Global___SweepOrder: _TypeAlias = SweepOrder  # noqa: Y015
+
+class _SweepBestMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SweepBestModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SweepBestMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SWEEP_BEST_MODE_UNSPECIFIED: _SweepBestMode.ValueType  # 0
+    SWEEP_BEST_MODE_MAX: _SweepBestMode.ValueType  # 1
+    SWEEP_BEST_MODE_MIN: _SweepBestMode.ValueType  # 2
+
+class SweepBestMode(_SweepBestMode, metaclass=_SweepBestModeEnumTypeWrapper): ...
+
+SWEEP_BEST_MODE_UNSPECIFIED: SweepBestMode.ValueType  # 0
+SWEEP_BEST_MODE_MAX: SweepBestMode.ValueType  # 1
+SWEEP_BEST_MODE_MIN: SweepBestMode.ValueType  # 2
+Global___SweepBestMode: _TypeAlias = SweepBestMode  # noqa: Y015
+
 @_typing.final
 class ParameterValue(_message.Message):
     """One parameter value, typed. Values on the wire are always in raw (untransformed) units."""
@@ -204,6 +243,7 @@ class Parameter(_message.Message):
     LOG_SCALE_FIELD_NUMBER: _builtins.int
     CHOICES_FIELD_NUMBER: _builtins.int
     FIXED_VALUE_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     type: Global___ParameterType.ValueType
     lower_bound: _builtins.float
@@ -218,6 +258,12 @@ class Parameter(_message.Message):
     def fixed_value(self) -> Global___ParameterValue:
         """the value of a fixed parameter"""
 
+    @_builtins.property
+    def values(self) -> _containers.RepeatedCompositeFieldContainer[Global___ParameterValue]:
+        """a sweep parameter's values in the order they were listed (permutations vary the last-listed
+        parameter fastest)
+        """
+
     def __init__(
         self,
         *,
@@ -228,10 +274,11 @@ class Parameter(_message.Message):
         log_scale: _builtins.bool = ...,
         choices: _abc.Iterable[_builtins.str] | None = ...,
         fixed_value: Global___ParameterValue | None = ...,
+        values: _abc.Iterable[Global___ParameterValue] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fixed_value", b"fixed_value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["choices", b"choices", "fixed_value", b"fixed_value", "log_scale", b"log_scale", "lower_bound", b"lower_bound", "name", b"name", "type", b"type", "upper_bound", b"upper_bound"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["choices", b"choices", "fixed_value", b"fixed_value", "log_scale", b"log_scale", "lower_bound", b"lower_bound", "name", b"name", "type", b"type", "upper_bound", b"upper_bound", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -246,20 +293,28 @@ class Outcome(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
     SEM_FIELD_NUMBER: _builtins.int
+    SERIES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     value: _builtins.float
     sem: _builtins.float
     """standard error of a continuous outcome (Ax-style mean ± SEM)"""
+    @_builtins.property
+    def series(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """a series for this metric (e.g. a learning curve), sweeps only; `value` is then its last element
+        unless the client gives another summary
+        """
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         value: _builtins.float = ...,
         sem: _builtins.float | None = ...,
+        series: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_sem", b"_sem", "sem", b"sem"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_sem", b"_sem", "name", b"name", "sem", b"sem", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_sem", b"_sem", "name", b"name", "sem", b"sem", "series", b"series", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__sem: _TypeAlias = _typing.Literal["sem"]  # noqa: Y015
     _WhichOneofArgType__sem: _TypeAlias = _typing.Literal["_sem", b"_sem"]  # noqa: Y015
@@ -301,6 +356,9 @@ class Trial(_message.Message):
     ASKED_AT_FIELD_NUMBER: _builtins.int
     TOLD_AT_FIELD_NUMBER: _builtins.int
     MODEL_DATA_FIELD_NUMBER: _builtins.int
+    SWEEP_INDEX_FIELD_NUMBER: _builtins.int
+    SWEEP_RUN_FIELD_NUMBER: _builtins.int
+    SWEEP_PERMUTATION_FIELD_NUMBER: _builtins.int
     trial_id: _builtins.int
     """unique within its strategy, counting from 1, never reused"""
     state: Global___TrialState.ValueType
@@ -311,6 +369,10 @@ class Trial(_message.Message):
     """seconds since the Unix epoch"""
     told_at: _builtins.float
     model_data: _builtins.bool
+    sweep_index: _builtins.int
+    """sweeps: the trial's index i, its run (i div permutations) and permutation (i mod permutations)"""
+    sweep_run: _builtins.int
+    sweep_permutation: _builtins.int
     @_builtins.property
     def stimuli(self) -> _containers.RepeatedCompositeFieldContainer[Global___Stimulus]:
         """one stimulus, or two for pairwise experiments (stimuli_per_trial = 2)"""
@@ -332,12 +394,17 @@ class Trial(_message.Message):
         asked_at: _builtins.float = ...,
         told_at: _builtins.float = ...,
         model_data: _builtins.bool = ...,
+        sweep_index: _builtins.int | None = ...,
+        sweep_run: _builtins.int = ...,
+        sweep_permutation: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_sweep_index", b"_sweep_index", "sweep_index", b"sweep_index"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["asked_at", b"asked_at", "metadata", b"metadata", "model_data", b"model_data", "outcomes", b"outcomes", "phase_index", b"phase_index", "phase_name", b"phase_name", "state", b"state", "stimuli", b"stimuli", "told_at", b"told_at", "trial_id", b"trial_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_sweep_index", b"_sweep_index", "asked_at", b"asked_at", "metadata", b"metadata", "model_data", b"model_data", "outcomes", b"outcomes", "phase_index", b"phase_index", "phase_name", b"phase_name", "state", b"state", "stimuli", b"stimuli", "sweep_index", b"sweep_index", "sweep_permutation", b"sweep_permutation", "sweep_run", b"sweep_run", "told_at", b"told_at", "trial_id", b"trial_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__sweep_index: _TypeAlias = _typing.Literal["sweep_index"]  # noqa: Y015
+    _WhichOneofArgType__sweep_index: _TypeAlias = _typing.Literal["_sweep_index", b"_sweep_index"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sweep_index) -> _WhichOneofReturnType__sweep_index | None: ...
 
 Global___Trial: _TypeAlias = Trial  # noqa: Y015
 
@@ -444,6 +511,9 @@ class StrategySummary(_message.Message):
     STIMULI_PER_TRIAL_FIELD_NUMBER: _builtins.int
     OUTCOME_TYPES_FIELD_NUMBER: _builtins.int
     OUTCOME_NAMES_FIELD_NUMBER: _builtins.int
+    SWEEP_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    SEED_FROM_CONFIG_FIELD_NUMBER: _builtins.int
     strategy_id: _builtins.int
     name: _builtins.str
     current_phase_index: _builtins.int
@@ -454,6 +524,12 @@ class StrategySummary(_message.Message):
     model_data_points: _builtins.int
     created_at: _builtins.float
     stimuli_per_trial: _builtins.int
+    seed: _builtins.int
+    """The experiment seed every generator derives from: the config's `seed`, or one the server drew
+    (journaled) when the config sets none. Put it in the config's [common] section to repeat a run.
+    """
+    seed_from_config: _builtins.bool
+    """True when the config set the seed itself, false when the server drew it."""
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -464,6 +540,10 @@ class StrategySummary(_message.Message):
     def outcome_types(self) -> _containers.RepeatedScalarFieldContainer[Global___OutcomeType.ValueType]: ...
     @_builtins.property
     def outcome_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def sweep(self) -> Global___SweepSummary:
+        """set for parameter sweeps: their parameters and progress"""
+
     def __init__(
         self,
         *,
@@ -482,10 +562,13 @@ class StrategySummary(_message.Message):
         stimuli_per_trial: _builtins.int = ...,
         outcome_types: _abc.Iterable[Global___OutcomeType.ValueType] | None = ...,
         outcome_names: _abc.Iterable[_builtins.str] | None = ...,
+        sweep: Global___SweepSummary | None = ...,
+        seed: _builtins.int = ...,
+        seed_from_config: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sweep", b"sweep"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "current_phase_index", b"current_phase_index", "is_finished", b"is_finished", "metadata", b"metadata", "model_data_points", b"model_data_points", "name", b"name", "outcome_names", b"outcome_names", "outcome_types", b"outcome_types", "parameters", b"parameters", "phases", b"phases", "stimuli_per_trial", b"stimuli_per_trial", "strategy_id", b"strategy_id", "trials_asked", b"trials_asked", "trials_completed", b"trials_completed", "trials_pending", b"trials_pending"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "current_phase_index", b"current_phase_index", "is_finished", b"is_finished", "metadata", b"metadata", "model_data_points", b"model_data_points", "name", b"name", "outcome_names", b"outcome_names", "outcome_types", b"outcome_types", "parameters", b"parameters", "phases", b"phases", "seed", b"seed", "seed_from_config", b"seed_from_config", "stimuli_per_trial", b"stimuli_per_trial", "strategy_id", b"strategy_id", "sweep", b"sweep", "trials_asked", b"trials_asked", "trials_completed", b"trials_completed", "trials_pending", b"trials_pending"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -519,6 +602,7 @@ class ConfigureRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SWEEP_FIELD_NUMBER: _builtins.int
     config_ini: _builtins.str
     """an AEPsych-style INI experiment config"""
     name: _builtins.str
@@ -529,6 +613,10 @@ class ConfigureRequest(_message.Message):
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """free metadata (participant, experiment ...), merged over the config's [metadata] section"""
 
+    @_builtins.property
+    def sweep(self) -> Global___SweepConfig:
+        """a parameter sweep described PyExpUtils-style (instead of config_ini)"""
+
     def __init__(
         self,
         *,
@@ -536,10 +624,11 @@ class ConfigureRequest(_message.Message):
         name: _builtins.str = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         request_id: _builtins.str = ...,
+        sweep: Global___SweepConfig | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sweep", b"sweep"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_ini", b"config_ini", "metadata", b"metadata", "name", b"name", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_ini", b"config_ini", "metadata", b"metadata", "name", b"name", "request_id", b"request_id", "sweep", b"sweep"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -690,11 +779,16 @@ class AskResponse(_message.Message):
     TIMINGS_FIELD_NUMBER: _builtins.int
     PHASE_INDEX_FIELD_NUMBER: _builtins.int
     PHASE_NAME_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_SECONDS_FIELD_NUMBER: _builtins.int
     is_finished: _builtins.bool
     precomputed: _builtins.bool
     """true when the points were computed before the request arrived"""
     phase_index: _builtins.int
     phase_name: _builtins.str
+    retry_after_seconds: _builtins.float
+    """sweeps: no trial could be handed out now because the remaining indices are leased; the
+    earliest lease ends in this many seconds (0 otherwise)
+    """
     @_builtins.property
     def trials(self) -> _containers.RepeatedCompositeFieldContainer[Global___Trial]: ...
     @_builtins.property
@@ -708,10 +802,11 @@ class AskResponse(_message.Message):
         timings: Global___Timings | None = ...,
         phase_index: _builtins.int = ...,
         phase_name: _builtins.str = ...,
+        retry_after_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timings", b"timings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_finished", b"is_finished", "phase_index", b"phase_index", "phase_name", b"phase_name", "precomputed", b"precomputed", "timings", b"timings", "trials", b"trials"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_finished", b"is_finished", "phase_index", b"phase_index", "phase_name", b"phase_name", "precomputed", b"precomputed", "retry_after_seconds", b"retry_after_seconds", "timings", b"timings", "trials", b"trials"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1419,3 +1514,417 @@ class ExportDataResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExportDataResponse: _TypeAlias = ExportDataResponse  # noqa: Y015
+
+@_typing.final
+class SweepConfig(_message.Message):
+    """A PyExpUtils-style sweep: fixed keys plus a `metaParameters` object of value lists; nested
+    objects are flattened to dotted names. Index i is permutation i mod p of run i div p.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DESCRIPTION_JSON_FIELD_NUMBER: _builtins.int
+    RUNS_FIELD_NUMBER: _builtins.int
+    ORDER_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    description_json: _builtins.str
+    """the experiment description as JSON text, e.g.
+    {"algorithm": "SARSA", "metaParameters": {"alpha": [1.0, 0.5], "lambda": [1.0, 0.99]}}
+    """
+    runs: _builtins.int
+    """number of runs (seeds) of every permutation; at least 1"""
+    order: Global___SweepOrder.ValueType
+    seed: _builtins.int
+    """seed of the shuffled order (SWEEP_ORDER_SHUFFLE); drawn by the server when unset"""
+    def __init__(
+        self,
+        *,
+        description_json: _builtins.str = ...,
+        runs: _builtins.int = ...,
+        order: Global___SweepOrder.ValueType = ...,
+        seed: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "seed", b"seed"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "description_json", b"description_json", "order", b"order", "runs", b"runs", "seed", b"seed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
+    _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
+
+Global___SweepConfig: _TypeAlias = SweepConfig  # noqa: Y015
+
+@_typing.final
+class SweepParameter(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """dotted name of the parameter (nested objects flattened)"""
+    @_builtins.property
+    def values(self) -> _containers.RepeatedCompositeFieldContainer[Global___ParameterValue]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        values: _abc.Iterable[Global___ParameterValue] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SweepParameter: _TypeAlias = SweepParameter  # noqa: Y015
+
+@_typing.final
+class SweepSummary(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERMUTATIONS_FIELD_NUMBER: _builtins.int
+    RUNS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    LEASED_FIELD_NUMBER: _builtins.int
+    MISSING_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    ORDER_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    PARAMETERS_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_JSON_FIELD_NUMBER: _builtins.int
+    permutations: _builtins.int
+    runs: _builtins.int
+    total: _builtins.int
+    """permutations x runs"""
+    done: _builtins.int
+    """indices with a result"""
+    leased: _builtins.int
+    """indices handed out whose lease is running (no result yet)"""
+    missing: _builtins.int
+    """indices without a result (leased and failed ones included)"""
+    failed: _builtins.int
+    """indices whose last attempt failed (AbandonTrial failed=true) and that have no result; they are not handed out again"""
+    order: Global___SweepOrder.ValueType
+    seed: _builtins.int
+    description_json: _builtins.str
+    """the description as configured (fixed keys included)"""
+    @_builtins.property
+    def parameters(self) -> _containers.RepeatedCompositeFieldContainer[Global___SweepParameter]: ...
+    def __init__(
+        self,
+        *,
+        permutations: _builtins.int = ...,
+        runs: _builtins.int = ...,
+        total: _builtins.int = ...,
+        done: _builtins.int = ...,
+        leased: _builtins.int = ...,
+        missing: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        order: Global___SweepOrder.ValueType = ...,
+        seed: _builtins.int = ...,
+        parameters: _abc.Iterable[Global___SweepParameter] | None = ...,
+        description_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description_json", b"description_json", "done", b"done", "failed", b"failed", "leased", b"leased", "missing", b"missing", "order", b"order", "parameters", b"parameters", "permutations", b"permutations", "runs", b"runs", "seed", b"seed", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SweepSummary: _TypeAlias = SweepSummary  # noqa: Y015
+
+@_typing.final
+class ListMissingResultsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STRATEGY_ID_FIELD_NUMBER: _builtins.int
+    RUNS_FIELD_NUMBER: _builtins.int
+    strategy_id: _builtins.int
+    runs: _builtins.int
+    """number of runs to check (PyExpUtils' listMissingResults(exp, runs)); 0: the sweep's runs"""
+    def __init__(
+        self,
+        *,
+        strategy_id: _builtins.int = ...,
+        runs: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["runs", b"runs", "strategy_id", b"strategy_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMissingResultsRequest: _TypeAlias = ListMissingResultsRequest  # noqa: Y015
+
+@_typing.final
+class ListMissingResultsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDICES_FIELD_NUMBER: _builtins.int
+    LEASED_INDICES_FIELD_NUMBER: _builtins.int
+    FAILED_INDICES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def indices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """indices below runs x permutations without a result, ascending"""
+
+    @_builtins.property
+    def leased_indices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """the subset currently leased to a worker"""
+
+    @_builtins.property
+    def failed_indices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """the subset whose last attempt failed"""
+
+    def __init__(
+        self,
+        *,
+        indices: _abc.Iterable[_builtins.int] | None = ...,
+        leased_indices: _abc.Iterable[_builtins.int] | None = ...,
+        failed_indices: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed_indices", b"failed_indices", "indices", b"indices", "leased_indices", b"leased_indices"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMissingResultsResponse: _TypeAlias = ListMissingResultsResponse  # noqa: Y015
+
+@_typing.final
+class ExtendSweepRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STRATEGY_ID_FIELD_NUMBER: _builtins.int
+    RUNS_FIELD_NUMBER: _builtins.int
+    strategy_id: _builtins.int
+    runs: _builtins.int
+    """the new number of runs; not below the current one"""
+    def __init__(
+        self,
+        *,
+        strategy_id: _builtins.int = ...,
+        runs: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["runs", b"runs", "strategy_id", b"strategy_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExtendSweepRequest: _TypeAlias = ExtendSweepRequest  # noqa: Y015
+
+@_typing.final
+class ExtendSweepResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def summary(self) -> Global___StrategySummary: ...
+    def __init__(
+        self,
+        *,
+        summary: Global___StrategySummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExtendSweepResponse: _TypeAlias = ExtendSweepResponse  # noqa: Y015
+
+@_typing.final
+class GetSweepResultsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STRATEGY_ID_FIELD_NUMBER: _builtins.int
+    LAST_N_FIELD_NUMBER: _builtins.int
+    LAST_PERCENT_FIELD_NUMBER: _builtins.int
+    BEST_METRIC_FIELD_NUMBER: _builtins.int
+    BEST_MODE_FIELD_NUMBER: _builtins.int
+    INCLUDE_RUNS_FIELD_NUMBER: _builtins.int
+    strategy_id: _builtins.int
+    last_n: _builtins.int
+    last_percent: _builtins.float
+    best_metric: _builtins.str
+    """pick the best permutation by the mean of this metric (none when empty)"""
+    best_mode: Global___SweepBestMode.ValueType
+    include_runs: _builtins.bool
+    """also return one row per (index, run) with a result"""
+    def __init__(
+        self,
+        *,
+        strategy_id: _builtins.int = ...,
+        last_n: _builtins.int = ...,
+        last_percent: _builtins.float = ...,
+        best_metric: _builtins.str = ...,
+        best_mode: Global___SweepBestMode.ValueType = ...,
+        include_runs: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_n", b"last_n", "last_percent", b"last_percent", "series_window", b"series_window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_metric", b"best_metric", "best_mode", b"best_mode", "include_runs", b"include_runs", "last_n", b"last_n", "last_percent", b"last_percent", "series_window", b"series_window", "strategy_id", b"strategy_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_series_window: _TypeAlias = _typing.Literal["last_n", "last_percent"]  # noqa: Y015
+    _WhichOneofArgType_series_window: _TypeAlias = _typing.Literal["series_window", b"series_window"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_series_window) -> _WhichOneofReturnType_series_window | None: ...
+
+Global___GetSweepResultsRequest: _TypeAlias = GetSweepResultsRequest  # noqa: Y015
+
+@_typing.final
+class MetricSummary(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    MEAN_FIELD_NUMBER: _builtins.int
+    SEM_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    mean: _builtins.float
+    """over the runs that reported the metric"""
+    sem: _builtins.float
+    """standard error of the mean (sample std with ddof=1 over sqrt(count)); NaN for one run"""
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        mean: _builtins.float = ...,
+        sem: _builtins.float = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "mean", b"mean", "name", b"name", "sem", b"sem"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MetricSummary: _TypeAlias = MetricSummary  # noqa: Y015
+
+@_typing.final
+class PermutationResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERMUTATION_FIELD_NUMBER: _builtins.int
+    PARAMETERS_FIELD_NUMBER: _builtins.int
+    RUNS_DONE_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
+    permutation: _builtins.int
+    runs_done: _builtins.int
+    """runs of this permutation with a result"""
+    @_builtins.property
+    def parameters(self) -> Global___Stimulus: ...
+    @_builtins.property
+    def metrics(self) -> _containers.RepeatedCompositeFieldContainer[Global___MetricSummary]: ...
+    def __init__(
+        self,
+        *,
+        permutation: _builtins.int = ...,
+        parameters: Global___Stimulus | None = ...,
+        runs_done: _builtins.int = ...,
+        metrics: _abc.Iterable[Global___MetricSummary] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["parameters", b"parameters"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["metrics", b"metrics", "parameters", b"parameters", "permutation", b"permutation", "runs_done", b"runs_done"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PermutationResult: _TypeAlias = PermutationResult  # noqa: Y015
+
+@_typing.final
+class SweepRunResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class SeriesLengthsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    RUN_FIELD_NUMBER: _builtins.int
+    PERMUTATION_FIELD_NUMBER: _builtins.int
+    TRIAL_ID_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
+    SERIES_LENGTHS_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    run: _builtins.int
+    permutation: _builtins.int
+    trial_id: _builtins.int
+    @_builtins.property
+    def metrics(self) -> _containers.RepeatedCompositeFieldContainer[Global___Outcome]:
+        """one number per metric (a series summarised over the requested window)"""
+
+    @_builtins.property
+    def series_lengths(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """the series' lengths, by metric name (0 for scalars)"""
+
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        run: _builtins.int = ...,
+        permutation: _builtins.int = ...,
+        trial_id: _builtins.int = ...,
+        metrics: _abc.Iterable[Global___Outcome] | None = ...,
+        series_lengths: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "metrics", b"metrics", "permutation", b"permutation", "run", b"run", "series_lengths", b"series_lengths", "trial_id", b"trial_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SweepRunResult: _TypeAlias = SweepRunResult  # noqa: Y015
+
+@_typing.final
+class GetSweepResultsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERMUTATIONS_FIELD_NUMBER: _builtins.int
+    BEST_PERMUTATION_FIELD_NUMBER: _builtins.int
+    RUNS_FIELD_NUMBER: _builtins.int
+    PARAMETER_NAMES_FIELD_NUMBER: _builtins.int
+    best_permutation: _builtins.int
+    """the best permutation by best_metric, when asked for and any permutation reported it"""
+    @_builtins.property
+    def permutations(self) -> _containers.RepeatedCompositeFieldContainer[Global___PermutationResult]: ...
+    @_builtins.property
+    def runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___SweepRunResult]: ...
+    @_builtins.property
+    def parameter_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the sweep's parameter names in listed order (PermutationResult.parameters is a map)"""
+
+    def __init__(
+        self,
+        *,
+        permutations: _abc.Iterable[Global___PermutationResult] | None = ...,
+        best_permutation: _builtins.int | None = ...,
+        runs: _abc.Iterable[Global___SweepRunResult] | None = ...,
+        parameter_names: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_best_permutation", b"_best_permutation", "best_permutation", b"best_permutation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_best_permutation", b"_best_permutation", "best_permutation", b"best_permutation", "parameter_names", b"parameter_names", "permutations", b"permutations", "runs", b"runs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__best_permutation: _TypeAlias = _typing.Literal["best_permutation"]  # noqa: Y015
+    _WhichOneofArgType__best_permutation: _TypeAlias = _typing.Literal["_best_permutation", b"_best_permutation"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__best_permutation) -> _WhichOneofReturnType__best_permutation | None: ...
+
+Global___GetSweepResultsResponse: _TypeAlias = GetSweepResultsResponse  # noqa: Y015

@@ -100,6 +100,21 @@ class ExperimentServiceStub:
                 request_serializer=psyserve_dot_v1_dot_messages__pb2.ExportDataRequest.SerializeToString,
                 response_deserializer=psyserve_dot_v1_dot_messages__pb2.ExportDataResponse.FromString,
                 _registered_method=True)
+        self.ListMissingResults = channel.unary_unary(
+                '/psyserve.v1.ExperimentService/ListMissingResults',
+                request_serializer=psyserve_dot_v1_dot_messages__pb2.ListMissingResultsRequest.SerializeToString,
+                response_deserializer=psyserve_dot_v1_dot_messages__pb2.ListMissingResultsResponse.FromString,
+                _registered_method=True)
+        self.ExtendSweep = channel.unary_unary(
+                '/psyserve.v1.ExperimentService/ExtendSweep',
+                request_serializer=psyserve_dot_v1_dot_messages__pb2.ExtendSweepRequest.SerializeToString,
+                response_deserializer=psyserve_dot_v1_dot_messages__pb2.ExtendSweepResponse.FromString,
+                _registered_method=True)
+        self.GetSweepResults = channel.unary_unary(
+                '/psyserve.v1.ExperimentService/GetSweepResults',
+                request_serializer=psyserve_dot_v1_dot_messages__pb2.GetSweepResultsRequest.SerializeToString,
+                response_deserializer=psyserve_dot_v1_dot_messages__pb2.GetSweepResultsResponse.FromString,
+                _registered_method=True)
 
 
 class ExperimentServiceServicer:
@@ -196,6 +211,27 @@ class ExperimentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListMissingResults(self, request, context):
+        """Sweeps: the indices without a result for a number of runs (PyExpUtils' listMissingResults).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExtendSweep(self, request, context):
+        """Sweeps: raise the number of runs; only the new indices are handed out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSweepResults(self, request, context):
+        """Sweeps: per-permutation mean and standard error of every metric, the best permutation, runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExperimentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -263,6 +299,21 @@ def add_ExperimentServiceServicer_to_server(servicer, server):
                     servicer.ExportData,
                     request_deserializer=psyserve_dot_v1_dot_messages__pb2.ExportDataRequest.FromString,
                     response_serializer=psyserve_dot_v1_dot_messages__pb2.ExportDataResponse.SerializeToString,
+            ),
+            'ListMissingResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMissingResults,
+                    request_deserializer=psyserve_dot_v1_dot_messages__pb2.ListMissingResultsRequest.FromString,
+                    response_serializer=psyserve_dot_v1_dot_messages__pb2.ListMissingResultsResponse.SerializeToString,
+            ),
+            'ExtendSweep': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExtendSweep,
+                    request_deserializer=psyserve_dot_v1_dot_messages__pb2.ExtendSweepRequest.FromString,
+                    response_serializer=psyserve_dot_v1_dot_messages__pb2.ExtendSweepResponse.SerializeToString,
+            ),
+            'GetSweepResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSweepResults,
+                    request_deserializer=psyserve_dot_v1_dot_messages__pb2.GetSweepResultsRequest.FromString,
+                    response_serializer=psyserve_dot_v1_dot_messages__pb2.GetSweepResultsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -616,6 +667,87 @@ class ExperimentService:
             '/psyserve.v1.ExperimentService/ExportData',
             psyserve_dot_v1_dot_messages__pb2.ExportDataRequest.SerializeToString,
             psyserve_dot_v1_dot_messages__pb2.ExportDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMissingResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/psyserve.v1.ExperimentService/ListMissingResults',
+            psyserve_dot_v1_dot_messages__pb2.ListMissingResultsRequest.SerializeToString,
+            psyserve_dot_v1_dot_messages__pb2.ListMissingResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExtendSweep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/psyserve.v1.ExperimentService/ExtendSweep',
+            psyserve_dot_v1_dot_messages__pb2.ExtendSweepRequest.SerializeToString,
+            psyserve_dot_v1_dot_messages__pb2.ExtendSweepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSweepResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/psyserve.v1.ExperimentService/GetSweepResults',
+            psyserve_dot_v1_dot_messages__pb2.GetSweepResultsRequest.SerializeToString,
+            psyserve_dot_v1_dot_messages__pb2.GetSweepResultsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -60,6 +60,12 @@ class ExperimentServiceStub:
     """Mark a pending trial failed or abandoned."""
     ExportData: _grpc.UnaryStreamMultiCallable[_messages_pb2.ExportDataRequest, _messages_pb2.ExportDataResponse]
     """Every trial of one strategy (or all), streamed in trial order."""
+    ListMissingResults: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ListMissingResultsRequest, _messages_pb2.ListMissingResultsResponse]
+    """Sweeps: the indices without a result for a number of runs (PyExpUtils' listMissingResults)."""
+    ExtendSweep: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ExtendSweepRequest, _messages_pb2.ExtendSweepResponse]
+    """Sweeps: raise the number of runs; only the new indices are handed out."""
+    GetSweepResults: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetSweepResultsRequest, _messages_pb2.GetSweepResultsResponse]
+    """Sweeps: per-permutation mean and standard error of every metric, the best permutation, runs."""
 
 @_typing.type_check_only
 class ExperimentServiceAsyncStub(ExperimentServiceStub):
@@ -90,6 +96,12 @@ class ExperimentServiceAsyncStub(ExperimentServiceStub):
     """Mark a pending trial failed or abandoned."""
     ExportData: _aio.UnaryStreamMultiCallable[_messages_pb2.ExportDataRequest, _messages_pb2.ExportDataResponse]  # type: ignore[assignment]
     """Every trial of one strategy (or all), streamed in trial order."""
+    ListMissingResults: _aio.UnaryUnaryMultiCallable[_messages_pb2.ListMissingResultsRequest, _messages_pb2.ListMissingResultsResponse]  # type: ignore[assignment]
+    """Sweeps: the indices without a result for a number of runs (PyExpUtils' listMissingResults)."""
+    ExtendSweep: _aio.UnaryUnaryMultiCallable[_messages_pb2.ExtendSweepRequest, _messages_pb2.ExtendSweepResponse]  # type: ignore[assignment]
+    """Sweeps: raise the number of runs; only the new indices are handed out."""
+    GetSweepResults: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetSweepResultsRequest, _messages_pb2.GetSweepResultsResponse]  # type: ignore[assignment]
+    """Sweeps: per-permutation mean and standard error of every metric, the best permutation, runs."""
 
 class ExperimentServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -195,5 +207,29 @@ class ExperimentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_messages_pb2.ExportDataResponse], _abc.AsyncIterator[_messages_pb2.ExportDataResponse]]:
         """Every trial of one strategy (or all), streamed in trial order."""
+
+    @_abc_1.abstractmethod
+    def ListMissingResults(
+        self,
+        request: _messages_pb2.ListMissingResultsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.ListMissingResultsResponse, _abc.Awaitable[_messages_pb2.ListMissingResultsResponse]]:
+        """Sweeps: the indices without a result for a number of runs (PyExpUtils' listMissingResults)."""
+
+    @_abc_1.abstractmethod
+    def ExtendSweep(
+        self,
+        request: _messages_pb2.ExtendSweepRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.ExtendSweepResponse, _abc.Awaitable[_messages_pb2.ExtendSweepResponse]]:
+        """Sweeps: raise the number of runs; only the new indices are handed out."""
+
+    @_abc_1.abstractmethod
+    def GetSweepResults(
+        self,
+        request: _messages_pb2.GetSweepResultsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.GetSweepResultsResponse, _abc.Awaitable[_messages_pb2.GetSweepResultsResponse]]:
+        """Sweeps: per-permutation mean and standard error of every metric, the best permutation, runs."""
 
 def add_ExperimentServiceServicer_to_server(servicer: ExperimentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
