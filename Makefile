@@ -40,9 +40,10 @@ test-fast: $(STAMP) $(PPSTAMP)
 
 protos: $(STAMP)
 	$(PY) scripts/gen_protos.py
+	$(PY) scripts/gen_csharp.py
 
 protos-check: protos
-	git diff --exit-code -- clients/python/psyserve_client/_proto || (echo "generated code is stale: run 'make protos' and commit" && exit 1)
+	git diff --exit-code -- clients/python/psyserve_client/_proto clients/unity/com.psyserve.client/Runtime/Messages.g.cs && test -z "$$(git status --porcelain -- clients/python/psyserve_client/_proto clients/unity/com.psyserve.client/Runtime/Messages.g.cs)" || (echo "generated code is stale: run 'make protos' and commit" && exit 1)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check server clients/python clients/psychopy examples tests benchmarks scripts
@@ -54,6 +55,7 @@ buf-lint:
 
 bench: $(STAMP)
 	$(PY) benchmarks/rpc.py
+	$(PY) benchmarks/http_rpc.py
 	$(PY) benchmarks/journal.py
 	cd benchmarks && ../$(PY) sweep.py && ../$(PY) sweep.py --series 100
 	$(PY) benchmarks/restart.py --with-models

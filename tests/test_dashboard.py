@@ -223,3 +223,34 @@ def test_json_request_log(tmp_path: Path) -> None:
     assert by_method[("Tell", "INVALID_ARGUMENT")]["trial"] == trial.trial_id
     assert by_method[("Configure", "OK")]["strategy"] == sid
     assert all({"time", "level", "message"} <= set(r) for r in records)
+
+
+def test_dashboard_on_the_http_port(tmp_path: Path) -> None:
+    """With --http-port the dashboard and /metrics are mounted on the HTTP port, beside the API."""
+    srv = ServerThread(ServerOptions(port=0, db=str(tmp_path / "h.db"), models=False, dashboard=True, http_port=0, auth_token=TOKEN))
+    try:
+        assert srv.running.dashboard_port is None and srv.running.http is not None
+        base = f"http://127.0.0.1:{srv.running.http.port}"
+        with pc.Client(srv.address, timeout=30, token=TOKEN) as client:
+            sid = client.configure(config_path=str(CONFIGS / "sobol_manual.ini"), config_name="H1").strategy_id
+            trial = client.ask().trials[0]
+            client.tell(trial_id=trial.trial_id, outcome=1)
+        status, body = http_get(base + "/api/strategies", TOKEN)
+        assert status == 200 and [s["name"] for s in json.loads(body)["strategies"]] == ["H1"]
+        assert http_get(base + "/api/strategies")[0] == 401
+        status, body = http_get(f"{base}/api/strategies/{sid}", TOKEN)
+        assert status == 200 and [t["state"] for t in json.loads(body)["trials"]] == ["completed"]
+        status, text = http_get(base + "/metrics", TOKEN)
+        samples = {(s.name, s.labels.get("method")): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+        assert status == 200 and samples[("psyserve_rpc_requests_total", "Tell")] == 1
+        # the API still answers on the same port (Connect JSON)
+        request = urllib.request.Request(
+            base + "/psyserve.v1.ExperimentService/ListStrategies",
+            data=b"{}",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert "H1" in response.read().decode()
+    finally:
+        srv.stop()

@@ -69,7 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     p_serve.add_argument(
         "--dashboard", action="store_true", help="serve the read-only web dashboard and Prometheus /metrics (same token as the API)"
     )
-    p_serve.add_argument("--dashboard-port", type=int, default=8081, help="dashboard HTTP port (default 8081; 0 picks a free one)")
+    p_serve.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=None,
+        help="dashboard port (default 8081; with --http-port the dashboard is on the HTTP port unless this is given; 0 picks a free one)",
+    )
     p_serve.add_argument("--dashboard-host", default=None, help="address the dashboard binds (default: --host, loopback)")
     p_serve.add_argument("--request-log", action="store_true", help="log one line per RPC (always on with --log-format json)")
 
@@ -80,9 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     p_plot.add_argument(
         "--kind",
         default="auto",
-        choices=("auto", "field", "slice", "history", "best", "utility"),
+        choices=("auto", "field", "slice", "history", "best", "utility", "sweep"),
         help="field: P(yes) over --x/--y with the target contour and trials; slice: 1-D curves with 95%% band; "
-        "history: parameters and responses per trial; best: best so far; utility: pairwise (default auto)",
+        "history: parameters and responses per trial; best: best so far; utility: pairwise; sweep: a metric over --x (--y names it) (default auto)",
     )
     p_plot.add_argument("--x", default=None, metavar="PARAM", help="parameter on the x axis")
     p_plot.add_argument("--y", default=None, metavar="PARAM", help="parameter on the y axis (field)")
@@ -91,6 +96,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     p_plot.add_argument("--width", type=float, default=8.0, help="inches (100 pixels each), default 8")
     p_plot.add_argument("--height", type=float, default=6.0, help="inches (100 pixels each), default 6")
+    p_serve.add_argument(
+        "--http-port",
+        type=int,
+        default=None,
+        help="also serve the API over HTTP/1.1: Connect (JSON or binary protobuf) and gRPC-Web, same token and TLS",
+    )
+    p_serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let browser pages from this origin (scheme://host:port) call the HTTP port; repeatable; none by default",
+    )
 
     p_export = sub.add_parser("export", help="write one row per trial (CSV or JSON lines)", parents=[common])
     p_export.add_argument("--db", default="psyserve.db", help="journal file to read (a live server's is fine)")
@@ -237,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                 dashboard_port=args.dashboard_port,
                 request_log=args.request_log,
                 log_format=args.log_format,
+                http_port=args.http_port,
+                cors_origins=tuple(args.cors_origin),
             )
             options.check_security()
             if args.compute:

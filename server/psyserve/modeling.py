@@ -38,9 +38,13 @@ from .compute import (
     query,
     worker_init,
 )
+from .compute.optimization import OptimizationGenerateJob, OptimizationReadoutResult
+from .compute.optimization_jobs import optimization_generate, optimization_readout
 from .config import PhaseSpec
 from .errors import Unavailable
-from .service import Generated
+from .modeling_optimization import generate_job as optimization_job
+from .modeling_optimization import readout_job
+from .service import Generated, Readout
 from .strategy import COMPLETED, PENDING, Strategy
 
 log = logging.getLogger(__name__)
@@ -263,6 +267,10 @@ def model_spec(strategy: Strategy, phase: PhaseSpec) -> ModelSpec:
     return ModelSpec(kind=phase.model, dim=strategy.spec.space.dim, options=dict(phase.model_options))
 
 
+def _job_function(job: GenerateJob | OptimizationGenerateJob) -> Callable[[Any], Any]:
+    return optimization_generate if isinstance(job, OptimizationGenerateJob) else generate
+
+
 class PoolModelEngine:
     """The ModelEngine the service calls: generate/query in the pool, speculate between ask and tell."""
 
@@ -286,11 +294,15 @@ class PoolModelEngine:
     # -------------------------------------------------------------- job construction
     def _job(
         self, strategy: Strategy, phase_index: int, n: int, fixed: dict[int, float], extra: tuple[int, float] | None
-    ) -> tuple[tuple[Any, ...], GenerateJob]:
+    ) -> tuple[tuple[Any, ...], GenerateJob | OptimizationGenerateJob]:
         phase = strategy.spec.phases[phase_index]
         runtime = self._runtime(strategy)
         data, data_key = training_rows(strategy, extra)
         ask_index = strategy.phase_asks[phase_index]
+        if strategy.spec.optimization is not None:  # one GP per metric; pending points matter too
+            seed = job_seed(strategy, phase_index, ask_index)
+            extra_key, opt_job = optimization_job(strategy, phase_index, n, fixed, seed, runtime.refit_state)
+            return (phase_index, ask_index, n, tuple(sorted(fixed.items())), *extra_key, data_key), opt_job
         refit = runtime.refit_state is None or ask_index % phase.refit_every == 0
         job = GenerateJob(
             model=model_spec(strategy, phase),
@@ -314,7 +326,7 @@ class PoolModelEngine:
         speculative = runtime.started.pop(key, None) is not None
         precomputed = future is not None and future.done() and not future.cancelled() and future.exception() is None
         if future is None or future.cancelled():
-            future, speculative = self.pool.submit(generate, job, REAL), False
+            future, speculative = self.pool.submit(_job_function(job), job, REAL), False
         else:
             self.pool.promote(future)
         try:
@@ -327,9 +339,9 @@ class PoolModelEngine:
         except Exception as exc:
             if not speculative:
                 raise Unavailable(f"model computation failed: {type(exc).__name__}: {exc}") from exc
-            result = await self.pool.submit(generate, job, REAL)  # retry a failed speculation for real
+            result = await self.pool.submit(_job_function(job), job, REAL)  # retry a failed speculation for real
         runtime.last_state = result.state
-        if job.refit:
+        if isinstance(job, OptimizationGenerateJob) or job.refit:
             runtime.refit_state = result.state
         self._drop_stale(strategy)
         return Generated(
@@ -382,6 +394,21 @@ class PoolModelEngine:
         }
         return result.x, values, result.fit_seconds
 
+    async def optimization_readout(self, strategy: Strategy, kind: str, use_model: bool, x: np.ndarray | None) -> Readout:
+        """Best point, Pareto front, predictions or trace of an optimisation strategy, in the pool."""
+        job, trial_ids = readout_job(strategy, kind, use_model, x, self._runtime(strategy).refit_state)
+        try:
+            result: OptimizationReadoutResult = await self.pool.submit(optimization_readout, job, REAL)
+        except (Unavailable, ValueError):
+            raise
+        except Exception as exc:
+            raise Unavailable(f"model read-out failed: {type(exc).__name__}: {exc}") from exc
+        if kind == "predict":
+            return Readout([], result.mean, result.sem, result.trace)
+        if kind == "trace":
+            return Readout(trial_ids, result.mean, result.sem, result.trace)
+        return Readout([trial_ids[r] for r in result.rows], result.mean, result.sem, result.trace)
+
     def data_changed(self, strategy: Strategy) -> None:
         """Called after every ask and tell: start the computations the next ask will probably need."""
         if not self.speculate:
@@ -407,7 +434,7 @@ class PoolModelEngine:
         runtime = self._runtime(strategy)
         if key in runtime.cache:
             return
-        runtime.cache[key] = self.pool.submit(generate, job, priority)
+        runtime.cache[key] = self.pool.submit(_job_function(job), job, priority)
         runtime.started[key] = time.perf_counter()
 
     def _drop_stale(self, strategy: Strategy) -> None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
+from . import _optimization as opt
 from ._common import (
     AskResult,
     Call,
@@ -238,6 +239,42 @@ class Client(_Base):
             predictions = plots.predictions_from_query(answer.predictions)
         return plots.draw(data, planned, predictions, size)
 
+    # ---------------------------------------------------------------- optimisation (Ax-style) experiments
+    def configure_experiment(
+        self, experiment: opt.ExperimentDefinition, name: str = "", metadata: Mapping[str, str] | None = None, request_id: str = ""
+    ) -> ConfigureResult:
+        """Create a strategy from a typed (Ax-style) experiment; it becomes the current strategy."""
+        result = self._run(opt.configure_experiment(experiment, name, metadata, request_id))
+        self._protocol.strategy_id = result.strategy_id
+        return result
+
+    def tell_metrics(
+        self, trial_id: int, raw_data: Any, metadata: Mapping[str, Any] | None = None, sample_size: int | None = None, strategy_id: int | None = None
+    ) -> TellResult:
+        """Ax's raw_data for a trial: mean, (mean, sem) or {metric: mean | (mean, sem)}."""
+        return self._run(opt.tell_metrics(self._protocol._sid(strategy_id), trial_id, raw_data, metadata, sample_size))
+
+    def attach_trial(self, parameters: Mapping[str, Value], ttl_seconds: float = 0.0, strategy_id: int | None = None) -> Trial:
+        """A pending trial at given parameters."""
+        return self._run(opt.attach_trial(self._protocol._sid(strategy_id), parameters, ttl_seconds))
+
+    def best_parameters(self, use_model: bool = True, strategy_id: int | None = None) -> opt.ArmEstimate | None:
+        """The best feasible completed trial (model-predicted in-sample, or observed)."""
+        return self._run(opt.best_parameters(self._protocol._sid(strategy_id), use_model))
+
+    def pareto_front(self, use_model: bool = True, strategy_id: int | None = None) -> list[opt.ArmEstimate]:
+        """The feasible non-dominated completed trials."""
+        return self._run(opt.pareto_front(self._protocol._sid(strategy_id), use_model))
+
+    def predict_metrics(
+        self, parameters: Sequence[Mapping[str, Value]], metrics: Sequence[str] = (), strategy_id: int | None = None
+    ) -> list[opt.ArmEstimate]:
+        """Model mean and SEM of every (or the listed) metric at each parameterisation."""
+        return self._run(opt.predict_metrics(self._protocol._sid(strategy_id), parameters, metrics))
+
+    def optimization_trace(self, strategy_id: int | None = None) -> list[tuple[int, float]]:
+        """(trial id, best feasible objective so far / hypervolume) per completed trial."""
+        return self._run(opt.optimization_trace(self._protocol._sid(strategy_id)))
     # ------------------------------------------------------------------ parameter sweeps
     def configure_sweep(
         self,
@@ -450,6 +487,42 @@ class AsyncClient(_Base):
             predictions = plots.predictions_from_query(answer.predictions)
         return plots.draw(data, planned, predictions, size)
 
+    # ---------------------------------------------------------------- optimisation (Ax-style) experiments
+    async def configure_experiment(
+        self, experiment: opt.ExperimentDefinition, name: str = "", metadata: Mapping[str, str] | None = None, request_id: str = ""
+    ) -> ConfigureResult:
+        """Create a strategy from a typed (Ax-style) experiment; it becomes the current strategy."""
+        result = await self._run(opt.configure_experiment(experiment, name, metadata, request_id))
+        self._protocol.strategy_id = result.strategy_id
+        return result
+
+    async def tell_metrics(
+        self, trial_id: int, raw_data: Any, metadata: Mapping[str, Any] | None = None, sample_size: int | None = None, strategy_id: int | None = None
+    ) -> TellResult:
+        """Ax's raw_data for a trial: mean, (mean, sem) or {metric: mean | (mean, sem)}."""
+        return await self._run(opt.tell_metrics(self._protocol._sid(strategy_id), trial_id, raw_data, metadata, sample_size))
+
+    async def attach_trial(self, parameters: Mapping[str, Value], ttl_seconds: float = 0.0, strategy_id: int | None = None) -> Trial:
+        """A pending trial at given parameters."""
+        return await self._run(opt.attach_trial(self._protocol._sid(strategy_id), parameters, ttl_seconds))
+
+    async def best_parameters(self, use_model: bool = True, strategy_id: int | None = None) -> opt.ArmEstimate | None:
+        """The best feasible completed trial (model-predicted in-sample, or observed)."""
+        return await self._run(opt.best_parameters(self._protocol._sid(strategy_id), use_model))
+
+    async def pareto_front(self, use_model: bool = True, strategy_id: int | None = None) -> list[opt.ArmEstimate]:
+        """The feasible non-dominated completed trials."""
+        return await self._run(opt.pareto_front(self._protocol._sid(strategy_id), use_model))
+
+    async def predict_metrics(
+        self, parameters: Sequence[Mapping[str, Value]], metrics: Sequence[str] = (), strategy_id: int | None = None
+    ) -> list[opt.ArmEstimate]:
+        """Model mean and SEM of every (or the listed) metric at each parameterisation."""
+        return await self._run(opt.predict_metrics(self._protocol._sid(strategy_id), parameters, metrics))
+
+    async def optimization_trace(self, strategy_id: int | None = None) -> list[tuple[int, float]]:
+        """(trial id, best feasible objective so far / hypervolume) per completed trial."""
+        return await self._run(opt.optimization_trace(self._protocol._sid(strategy_id)))
     # ------------------------------------------------------------------ parameter sweeps
     async def configure_sweep(
         self,
