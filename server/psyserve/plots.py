@@ -11,8 +11,7 @@ import io
 from collections.abc import Mapping
 from typing import Any
 
-from psyserve_client._common import Outcome, Parameter, Trial
-from psyserve_client.plot import PlotData, PlotPlan, Predictions, draw, plan, plot_data_from_api
+from psyserve_client.plot import Outcome, Parameter, PlotData, PlotPlan, Predictions, Trial, draw, plan, plot_data_from_api
 
 from .service import ExperimentService
 

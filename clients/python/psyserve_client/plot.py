@@ -18,7 +18,24 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._common import Parameter, Trial, Value
+from ._common import Outcome, Parameter, Trial, Value
+
+__all__ = [  # the data types are re-exported: PlotData is built from them (server side too)
+    "KINDS",
+    "Outcome",
+    "Parameter",
+    "PlotData",
+    "PlotError",
+    "PlotPlan",
+    "Predictions",
+    "Trial",
+    "count_trial_markers",
+    "default_kind",
+    "draw",
+    "plan",
+    "plot_data_from_api",
+    "predictions_from_query",
+]
 
 if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn
     from matplotlib.figure import Figure
