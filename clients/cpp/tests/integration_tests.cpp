@@ -436,6 +436,7 @@ TEST_F(LiveServer, ExampleProgramRunsASimulatedExperiment) {
   int status = 0;
   waitpid(pid, &status, 0);
   std::string text = read_file(out);
+  std::printf("example output:\n%s\n", text.c_str());
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << text;
   EXPECT_NE(text.find("threshold"), std::string::npos) << text;
   EXPECT_NE(text.find("trial log"), std::string::npos) << text;
