@@ -21,7 +21,8 @@ from test_auth import _self_signed_with_cryptography, _self_signed_with_openssl
 CPP = ROOT / "clients" / "cpp"
 TOOLS = ("cmake", "ctest", "c++", "protoc", "grpc_cpp_plugin", "pkg-config")
 
-pytestmark = pytest.mark.slow
+# the first test also builds (~1 min of CPU on 2 cores; more on a loaded machine)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _run(cmd: list[str], timeout: float, **kwargs: object) -> subprocess.CompletedProcess[str]:

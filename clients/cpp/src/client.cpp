@@ -1,5 +1,6 @@
 // psyserve::Client: blocking and future-returning calls on the generated ExperimentService stub.
 // Owns the channel, deadlines, the Bearer token and the current strategy; conversions are in convert.cpp.
+#include <grpc/grpc.h>
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
@@ -110,6 +111,11 @@ std::future<Result> start_async(Request request, Prepare prepare, Start start, F
 }  // namespace
 
 Client::Client(const std::string& address, ClientOptions options) : impl_(std::make_shared<Impl>()) {
+  // gRPC stays initialised for the life of the process. Otherwise destroying the last Client shuts
+  // gRPC down while a callback thread may still be unwinding from an async call, and the next
+  // Client starts it again; that cycle is what crashed (ref-count assertion) in early tests.
+  static const bool grpc_initialised = (grpc_init(), true);
+  (void)grpc_initialised;
   impl_->address = address;
   impl_->options = std::move(options);
   grpc::ChannelArguments args;
