@@ -56,7 +56,7 @@ def test_ctest_unit_and_integration(cpp_build: Path, tmp_path: Path) -> None:
         env.update(PSYSERVE_TLS_CERT=str(cert), PSYSERVE_TLS_KEY=str(key))
     result = _run(["ctest", "--test-dir", str(cpp_build), "--output-on-failure", "-V"], 600, env=env)
     assert "100% tests passed" in result.stdout, result.stdout[-4000:]
-    assert "[  PASSED  ] 7 tests." in result.stdout, result.stdout[-4000:]  # nothing skipped
+    assert "[  PASSED  ] 8 tests." in result.stdout, result.stdout[-4000:]  # nothing skipped
     assert "threshold (a at p = 0.75)" in result.stdout
 
 

@@ -1,13 +1,15 @@
 // psyserve::Client: blocking and future-returning calls on the generated ExperimentService stub.
 // Owns the channel, deadlines, the Bearer token and the current strategy; conversions are in convert.cpp.
-#include <grpc/grpc.h>
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
 #include <condition_variable>
-#include <mutex>
+#include <deque>
+#include <functional>
 #include <fstream>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "internal.h"
 #include "psyserve/v1/service.grpc.pb.h"
@@ -18,31 +20,90 @@ using internal::from_pb;
 using internal::to_pb;
 namespace pb = ::psyserve::v1;
 
+namespace {
+// One started non-blocking call: the completion queue's tag. complete() runs on the poller thread.
+struct PendingCall {
+  virtual ~PendingCall() = default;
+  virtual void complete() = 0;
+};
+}  // namespace
+
 struct Client::Impl {
   std::string address;
   ClientOptions options;
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<pb::ExperimentService::Stub> stub;
   std::atomic<std::int64_t> strategy_id{0};
-  // Non-blocking calls still running; the destructor waits for them (each has a deadline).
-  std::mutex in_flight_mutex;
-  std::condition_variable in_flight_done;
-  int in_flight = 0;
+  // Non-blocking calls use gRPC's classic async API on this client's own completion queue:
+  // the dispatcher thread starts them (the caller's thread only converts and queues the request:
+  // no socket write there), the poller thread completes them. Not the callback API: with Debian's
+  // gRPC 1.51 its shared callback completion queue is torn down with the last channel that used it
+  // and raced a new one (ref-count assertion abort when Clients came and went).
+  grpc::CompletionQueue completion_queue;
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::deque<std::function<void()>> jobs;
+  int in_flight = 0;  // queued or started, not yet completed; the destructor waits for them
+  bool stopping = false;
+  std::once_flag threads_started;
+  std::thread dispatcher, poller;
 
   ~Impl() {
-    std::unique_lock<std::mutex> lock(in_flight_mutex);
-    in_flight_done.wait(lock, [this] { return in_flight == 0; });
+    {
+      std::unique_lock<std::mutex> lock(mutex);
+      changed.wait(lock, [this] { return in_flight == 0; });  // each call has a deadline
+      stopping = true;
+    }
+    changed.notify_all();
+    if (dispatcher.joinable()) dispatcher.join();
+    completion_queue.Shutdown();
+    if (poller.joinable()) {
+      poller.join();
+    } else {
+      void* tag = nullptr;
+      bool ok = false;
+      while (completion_queue.Next(&tag, &ok)) {
+      }
+    }
   }
 
-  void started() {
-    std::lock_guard<std::mutex> lock(in_flight_mutex);
-    ++in_flight;
+  void post(std::function<void()> job) {
+    std::call_once(threads_started, [this] {
+      dispatcher = std::thread([this] { dispatch(); });
+      poller = std::thread([this] { poll(); });
+    });
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      ++in_flight;
+      jobs.push_back(std::move(job));
+    }
+    changed.notify_all();
   }
 
-  void finished() {
-    std::lock_guard<std::mutex> lock(in_flight_mutex);
-    --in_flight;
-    in_flight_done.notify_all();
+  void dispatch() {
+    std::unique_lock<std::mutex> lock(mutex);
+    while (true) {
+      changed.wait(lock, [this] { return stopping || !jobs.empty(); });
+      if (jobs.empty()) return;  // stopping, and nothing left
+      auto job = std::move(jobs.front());
+      jobs.pop_front();
+      lock.unlock();
+      job();
+      lock.lock();
+    }
+  }
+
+  void poll() {
+    void* tag = nullptr;
+    bool ok = false;
+    while (completion_queue.Next(&tag, &ok)) {
+      static_cast<PendingCall*>(tag)->complete();  // sets the promise and deletes itself
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        --in_flight;
+      }
+      changed.notify_all();
+    }
   }
 
   void prepare(grpc::ClientContext& context, const CallOptions& call) const {
@@ -75,47 +136,33 @@ struct Client::Impl {
 
 namespace {
 
-// The state of one non-blocking call; lives until gRPC's callback has run.
-template <typename Request, typename Response, typename Result>
-struct AsyncCall {
+// One non-blocking call: what gRPC writes into, and the promise the caller's future reads.
+template <typename Response, typename Result>
+struct AsyncCall : PendingCall {
   grpc::ClientContext context;
-  Request request;
   Response response;
+  grpc::Status status;
   std::promise<Result> promise;
-};
+  std::unique_ptr<grpc::ClientAsyncResponseReader<Response>> reader;
 
-// prepare(context) sets deadline and token; start(context, request, response, done) starts the
-// call on the stub's callback API; finished() runs after the promise is set, as the last step.
-template <typename Result, typename Request, typename Response, typename Prepare, typename Start, typename Finished>
-std::future<Result> start_async(Request request, Prepare prepare, Start start, Finished finished) {
-  auto state = std::make_shared<AsyncCall<Request, Response, Result>>();
-  state->request = std::move(request);
-  prepare(state->context);
-  auto future = state->promise.get_future();
-  start(&state->context, &state->request, &state->response, [state, finished](grpc::Status status) {
+  void complete() override {
     if (status.ok()) {
       try {
-        state->promise.set_value(from_pb(state->response));
+        promise.set_value(from_pb(response));
       } catch (...) {
-        state->promise.set_exception(std::current_exception());
+        promise.set_exception(std::current_exception());
       }
     } else {
-      state->promise.set_exception(std::make_exception_ptr(
+      promise.set_exception(std::make_exception_ptr(
           internal::error_from_status(status.error_code(), status.error_message(), status.error_details())));
     }
-    finished();
-  });
-  return future;
-}
+    delete this;
+  }
+};
 
 }  // namespace
 
 Client::Client(const std::string& address, ClientOptions options) : impl_(std::make_shared<Impl>()) {
-  // gRPC stays initialised for the life of the process. Otherwise destroying the last Client shuts
-  // gRPC down while a callback thread may still be unwinding from an async call, and the next
-  // Client starts it again; that cycle is what crashed (ref-count assertion) in early tests.
-  static const bool grpc_initialised = (grpc_init(), true);
-  (void)grpc_initialised;
   impl_->address = address;
   impl_->options = std::move(options);
   grpc::ChannelArguments args;
@@ -254,28 +301,28 @@ Trial Client::abandon_trial(std::int64_t trial_id, bool failed, const std::strin
   return from_pb(impl_->call<pb::AbandonTrialResponse>(&pb::ExperimentService::Stub::AbandonTrial, req, call).trial());
 }
 
-std::future<AskResult> Client::ask_async(const AskRequest& request, const CallOptions& call) {
-  auto req = to_pb(request, impl_->resolve(request.strategy_id));
+template <typename Result, typename Response, typename Request, typename Prepare>
+std::future<Result> Client::start_async(Request request, const CallOptions& call, Prepare prepare_async) {
+  auto* pending = new AsyncCall<Response, Result>();
+  impl_->prepare(pending->context, call);  // the deadline counts from now
+  auto future = pending->promise.get_future();
   Impl* impl = impl_.get();
-  auto* stub = impl->stub->async();
-  impl->started();
-  return start_async<AskResult, pb::AskRequest, pb::AskResponse>(
-      std::move(req), [impl, &call](grpc::ClientContext& context) { impl->prepare(context, call); },
-      [stub](auto* context, auto* rq, auto* rs, auto done) { stub->Ask(context, rq, rs, std::move(done)); },
-      [impl] { impl->finished(); });
+  impl->post([impl, pending, prepare_async, request = std::move(request)] {
+    pending->reader = ((*impl->stub).*prepare_async)(&pending->context, request, &impl->completion_queue);
+    pending->reader->StartCall();
+    pending->reader->Finish(&pending->response, &pending->status, static_cast<PendingCall*>(pending));
+  });
+  return future;
 }
 
+std::future<AskResult> Client::ask_async(const AskRequest& request, const CallOptions& call) {
+  return start_async<AskResult, pb::AskResponse>(to_pb(request, impl_->resolve(request.strategy_id)), call,
+                                                 &pb::ExperimentService::Stub::PrepareAsyncAsk);
+}
 
 std::future<TellResult> Client::tell_async(const TellRequest& request, const CallOptions& call) {
-  auto req = to_pb(request, impl_->resolve(request.strategy_id));
-  Impl* impl = impl_.get();
-  auto* stub = impl->stub->async();
-  impl->started();
-  return start_async<TellResult, pb::TellRequest, pb::TellResponse>(
-      std::move(req), [impl, &call](grpc::ClientContext& context) { impl->prepare(context, call); },
-      [stub](auto* context, auto* rq, auto* rs, auto done) { stub->Tell(context, rq, rs, std::move(done)); },
-      [impl] { impl->finished(); });
+  return start_async<TellResult, pb::TellResponse>(to_pb(request, impl_->resolve(request.strategy_id)), call,
+                                                   &pb::ExperimentService::Stub::PrepareAsyncTell);
 }
-
 
 }  // namespace psyserve

@@ -379,6 +379,30 @@ TEST_F(LiveServer, AsyncCallsLeaveTheFrameLoopRunning) {
   }
 }
 
+TEST_F(LiveServer, ClientsComeAndGoWithCallsInFlight) {
+  std::int64_t id = 0;
+  {
+    Client first(server_->address());
+    id = first.configure("[common]\nparnames = [x]\nstrategy_names = [s]\n[x]\nlower_bound = 0\nupper_bound = 1\n"
+                         "[s]\ngenerator = SobolGenerator\nmin_asks = 1000\n")
+             .strategy_id;
+  }
+  for (int i = 0; i < 20; ++i) {  // each client destroyed with a call possibly still in flight
+    Client client(server_->address());
+    client.resume(id);
+    auto trial = client.ask_async().get().trial();
+    psyserve::TellRequest tell;
+    tell.trial_id = trial.trial_id;
+    tell.outcomes = {{"", 1.0, std::nullopt}};
+    EXPECT_EQ(client.tell_async(tell).get().trial_id, trial.trial_id);
+    auto unread = client.ask_async();  // never waited for: the destructor waits
+  }
+  Client check(server_->address());
+  check.resume(id);
+  EXPECT_EQ(check.list_trials(psyserve::TrialState::kCompleted).size(), 20u);
+  EXPECT_EQ(check.list_trials(psyserve::TrialState::kPending).size(), 20u);
+}
+
 TEST_F(LiveServer, DeadlineExceededIsATypedError) {
   Client client(server_->address());
   client.configure(model_config(2, 5), "cpp-deadline");

@@ -331,6 +331,8 @@ class Client {
 
  private:
   struct Impl;
+  template <typename Result, typename Response, typename Request, typename Prepare>
+  std::future<Result> start_async(Request request, const CallOptions& call, Prepare prepare_async);
   std::shared_ptr<Impl> impl_;
 };
 
