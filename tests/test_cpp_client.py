@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_auth import _self_signed_with_cryptography, _self_signed_with_openssl
 
 from conftest import ROOT, ServerThread
-from test_auth import _self_signed_with_cryptography, _self_signed_with_openssl
 
 CPP = ROOT / "clients" / "cpp"
 TOOLS = ("cmake", "ctest", "c++", "protoc", "grpc_cpp_plugin", "pkg-config")
