@@ -36,11 +36,15 @@ class ServerOptions:
     workers: int | None = None
     models: bool = True
     aepsych_port: int | None = None
+    compute: str | None = None  # "dask://HOST:PORT": model jobs on a Dask cluster instead of the local pool
+    dask_tls: tuple[str, str | None, str | None] | None = None  # (CA, client cert, client key) for a tls:// scheduler
     limits: Limits = field(default_factory=Limits)
     grace_seconds: float = 10.0
     auth_token: str | None = None  # when set, every RPC but health and reflection needs "authorization: Bearer <token>"
     tls_cert: str | None = None  # PEM certificate chain file; with tls_key, serve TLS instead of plaintext
     tls_key: str | None = None  # PEM private key file
+    http_port: int | None = None  # also serve Connect (HTTP/JSON) and gRPC-Web on this port (0 picks a free one)
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the HTTP port (none by default)
 
     def check_security(self) -> grpc.ServerCredentials | None:
         """Validate the auth/TLS settings; return TLS server credentials (None: plaintext).
@@ -54,6 +58,15 @@ class ServerOptions:
                 f"--aepsych-port has neither authentication nor encryption: with an auth token or TLS it is "
                 f"only served on a loopback host, not {self.host!r}"
             )
+        if self.cors_origins:
+            if self.http_port is None:
+                raise AuthConfigError("--cors-origin applies to the HTTP port: it needs --http-port")
+            from .transports.http_api import check_cors_origins
+
+            try:
+                check_cors_origins(self.cors_origins)
+            except ValueError as exc:
+                raise AuthConfigError(str(exc)) from None
         if self.tls_cert is not None and self.tls_key is not None:
             return server_credentials(self.tls_cert, self.tls_key)
         return None
@@ -66,6 +79,7 @@ class RunningServer:
     health: Any
     port: int
     extra: list[Any] = field(default_factory=list)
+    http: Any = None  # transports.http_api.HttpServer when --http-port is given (.port, .router.mount)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Refuse new work, let in-flight RPCs finish, then flush and close the journal."""
@@ -84,6 +98,16 @@ def _make_models(options: ServerOptions) -> ModelEngine | None:
     except ImportError:  # pragma: no cover - model support not installed
         log.warning("model support unavailable: model-based phases will answer FAILED_PRECONDITION")
         return None
+    if options.compute:
+        from .dask_pool import DaskComputePool
+
+        security = None
+        if options.dask_tls is not None:
+            from distributed.security import Security
+
+            ca, cert, key = options.dask_tls
+            security = Security(tls_ca_file=ca, tls_client_cert=cert, tls_client_key=key, require_encryption=True)
+        return PoolModelEngine(pool=DaskComputePool(options.compute, security=security))
     return PoolModelEngine(workers=options.workers)
 
 
@@ -122,12 +146,32 @@ async def start_server(options: ServerOptions) -> RunningServer:
     if port == 0:
         await service.close()
         raise OSError(f"could not bind {address}")
+    http = None
+    if options.http_port is not None:  # before the gRPC port answers: a client that sees one sees both
+        from .transports.http_api import start_http_server
+
+        try:
+            http = await start_http_server(
+                service,
+                options.host,
+                options.http_port,
+                authorize=BearerTokenInterceptor(options.auth_token).allows if options.auth_token else None,
+                cors_origins=options.cors_origins,
+                tls_cert=options.tls_cert,
+                tls_key=options.tls_key,
+            )
+        except OSError:
+            await service.close()
+            raise
     await server.start()
     running = RunningServer(server=server, service=service, health=health_servicer, port=port)
     if options.aepsych_port is not None:
         from .transports.aepsych_tcp import start_aepsych_server
 
         running.extra.append(await start_aepsych_server(service, options.host, options.aepsych_port))
+    if http is not None:
+        running.http = http
+        running.extra.append(http)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     log.info(
@@ -144,7 +188,8 @@ async def start_server(options: ServerOptions) -> RunningServer:
 async def serve(options: ServerOptions) -> None:
     """Run until SIGINT or SIGTERM, then shut down gracefully."""
     running = await start_server(options)
-    print(f"psyserve listening on {options.host}:{running.port} (database {options.db})", flush=True)
+    http = f", HTTP on {options.host}:{running.http.port}" if running.http is not None else ""
+    print(f"psyserve listening on {options.host}:{running.port}{http} (database {options.db})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -35,6 +35,15 @@ def _parser() -> argparse.ArgumentParser:
     p_serve.add_argument("--port", type=int, default=50051, help="gRPC port (default 50051; 0 picks a free one)")
     p_serve.add_argument("--db", default="psyserve.db", help="SQLite journal file (default ./psyserve.db)")
     p_serve.add_argument("--workers", type=int, default=None, help="model-fitting processes (default: CPU cores)")
+    p_serve.add_argument(
+        "--compute",
+        default=None,
+        metavar="dask://HOST:PORT",
+        help="run model computations on this Dask scheduler's workers instead of a local process pool",
+    )
+    p_serve.add_argument("--dask-tls-ca", default=None, metavar="PEM", help="CA certificate for a tls:// Dask scheduler")
+    p_serve.add_argument("--dask-tls-cert", default=None, metavar="PEM", help="this server's client certificate for the Dask scheduler")
+    p_serve.add_argument("--dask-tls-key", default=None, metavar="PEM", help="private key of --dask-tls-cert")
     p_serve.add_argument("--no-models", action="store_true", help="do not start the model-fitting pool")
     p_serve.add_argument("--aepsych-port", type=int, default=None, help="also serve AEPsych's JSON/TCP protocol on this port")
     auth = p_serve.add_mutually_exclusive_group()
@@ -49,6 +58,19 @@ def _parser() -> argparse.ArgumentParser:
         "--tls-cert", default=None, metavar="PEM", help="serve TLS with this certificate chain (needs --tls-key)"
     )
     p_serve.add_argument("--tls-key", default=None, metavar="PEM", help="private key of --tls-cert")
+    p_serve.add_argument(
+        "--http-port",
+        type=int,
+        default=None,
+        help="also serve the API over HTTP/1.1: Connect (JSON or binary protobuf) and gRPC-Web, same token and TLS",
+    )
+    p_serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let browser pages from this origin (scheme://host:port) call the HTTP port; repeatable; none by default",
+    )
 
     p_export = sub.add_parser("export", help="write one row per trial (CSV or JSON lines)", parents=[common])
     p_export.add_argument("--db", default="psyserve.db", help="journal file to read (a live server's is fine)")
@@ -136,11 +158,22 @@ def main(argv: list[str] | None = None) -> int:
                 workers=args.workers,
                 models=not args.no_models,
                 aepsych_port=args.aepsych_port,
+                compute=args.compute,
+                dask_tls=(args.dask_tls_ca, args.dask_tls_cert, args.dask_tls_key) if args.dask_tls_ca else None,
                 auth_token=_auth_token(args),
                 tls_cert=args.tls_cert,
                 tls_key=args.tls_key,
+                http_port=args.http_port,
+                cors_origins=tuple(args.cors_origin),
             )
             options.check_security()
+            if args.compute:
+                from .dask_pool import scheduler_address
+
+                try:
+                    scheduler_address(args.compute)
+                except ValueError as exc:
+                    parser.error(str(exc))
             try:
                 asyncio.run(serve(options))
             except KeyboardInterrupt:

@@ -2,6 +2,9 @@
 
 Owns the config grammar, defaults and the unused-key warnings; knows nothing of strategies'
 runtime state, storage or transports.
+
+Longer than ~500 lines on purpose: it is one grammar (AEPsych's INI) whose sections, fallbacks,
+defaults and refusals are read together; the catalogue of names it refuses is aepsych_names.py.
 """
 
 from __future__ import annotations
@@ -13,7 +16,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .compute.jobs import KNOWN_ACQFS, KNOWN_MODELS, acqf_supports
+from . import aepsych_names as aepsych
+from .compute.contract import KNOWN_ACQFS, KNOWN_MODELS, acqf_supports
+from .optimization_spec import (
+    MULTI_OBJECTIVE_ACQF,
+    OPTIMIZATION_MODEL,
+    SINGLE_OBJECTIVE_ACQF,
+    Objective,
+    OptimizationConfigError,
+    OptimizationSpec,
+    parse_outcome_constraint,
+    parse_parameter_constraint,
+)
 from .params import ParameterSpace, ParameterSpec, ParamType, RawValue
 
 MODELS = KNOWN_MODELS  # the compute side's registry (torch-free import)
@@ -83,6 +97,8 @@ class ExperimentSpec:
     sections: Mapping[str, Mapping[str, str]]
     seed: int | None
     warnings: tuple[str, ...]
+    # Ax-style objectives, constraints and tracking metrics ([optimization]); None for other experiments
+    optimization: OptimizationSpec | None = None
 
     @property
     def binary_outcome(self) -> bool:
@@ -96,6 +112,15 @@ class _Reader:
         self.parser = parser
         self.used: set[tuple[str, str]] = set()
 
+    def value(self, section: str, key: str) -> str:
+        """The value with ``${section:key}`` references resolved (AEPsych's ExtendedInterpolation);
+        a key given without a value reads as ""."""
+        try:
+            text = self.parser.get(section, key)
+        except configparser.InterpolationError as exc:
+            raise ConfigError(section, key, f"bad ${{...}} reference: {str(exc).splitlines()[0]}") from None
+        return "" if text is None else text
+
     def has(self, section: str, key: str) -> bool:
         return self.parser.has_section(section) and self.parser.has_option(section, key)
 
@@ -104,7 +129,7 @@ class _Reader:
         for s in (section, *fallback_sections, "common"):
             if self.has(s, key):
                 self.used.add((s, key))
-                return s, self.parser.get(s, key)
+                return s, self.value(s, key)
         return None
 
     def get_str(self, section: str, key: str, *fallback: str, default: str | None = None) -> str | None:
@@ -153,6 +178,37 @@ class _Reader:
         return None if found is None else parse_list(found[1])
 
 
+def strip_inline_comments(text: str) -> str:
+    """Remove AEPsych-style inline comments: ``key = 0  # a note`` -> ``key = 0``.
+
+    AEPsych's parser treats ``#`` after whitespace as the start of a comment (configparser's
+    ``inline_comment_prefixes``). Unlike configparser, a ``#`` inside a quoted string is kept.
+    Whole-line comments (``#`` or ``;`` first) are dropped, so that one may also stand between
+    the lines of a list written over several lines (where configparser would end the value).
+    """
+    out = []
+    for line in text.splitlines():
+        stripped = line.lstrip()
+        if stripped[:1] in ("#", ";"):
+            continue
+        if not stripped:
+            out.append(line)
+            continue
+        quote = ""
+        cut = len(line)
+        for i, ch in enumerate(line):
+            if quote:
+                if ch == quote:
+                    quote = ""
+            elif ch in "'\"" and (i == 0 or line[i - 1].isspace() or line[i - 1] in "=:[,("):
+                quote = ch  # an opening quote starts a value or list item; "Bob's" has none
+            elif ch == "#" and i > 0 and line[i - 1].isspace():
+                cut = i
+                break
+        out.append(line[:cut].rstrip() if cut < len(line) else line)
+    return "\n".join(out)
+
+
 def parse_list(text: str) -> list[str]:
     """`[a, b, c]` (brackets optional) -> ["a", "b", "c"]."""
     text = text.strip()
@@ -179,10 +235,19 @@ def parse_config(text: str, default_seed: int | None = None) -> ExperimentSpec:
     """
     if len(text.encode("utf-8", "surrogatepass")) > MAX_CONFIG_BYTES:
         raise ConfigError("common", None, f"config is larger than {MAX_CONFIG_BYTES} bytes")
-    parser = configparser.ConfigParser(default_section="\x00none", interpolation=None, strict=True)
+    # AEPsych's parser settings (inline "#" comments, ${section:key} references, a blank line ends a
+    # value, keys without values), except that [common] is read through explicit fallbacks rather
+    # than as configparser's default section, so that unused-key warnings stay per section.
+    parser = configparser.ConfigParser(
+        default_section="\x00none",
+        interpolation=configparser.ExtendedInterpolation(),
+        strict=True,
+        empty_lines_in_values=False,
+        allow_no_value=True,
+    )
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     try:
-        parser.read_string(text)
+        parser.read_string(strip_inline_comments(text))
     except configparser.Error as exc:
         message = str(exc).splitlines()[0]
         raise ConfigError("common", None, f"malformed INI: {message}") from None
@@ -212,19 +277,30 @@ def parse_config(text: str, default_seed: int | None = None) -> ExperimentSpec:
     stimuli_per_trial = r.get_int("common", "stimuli_per_trial", minimum=1) or 1
     if stimuli_per_trial not in (1, 2):
         raise ConfigError("common", "stimuli_per_trial", f"must be 1 or 2, got {stimuli_per_trial}")
-    outcome_types = tuple(t.lower() for t in (r.get_list("common", "outcome_types") or ["binary"]))
+    optimization = _parse_optimization(r, {p.name: p for p in parameters}) if parser.has_section("optimization") else None
+    default_types = ["continuous"] * len(optimization.metrics) if optimization is not None else ["binary"]
+    outcome_types = tuple(t.lower() for t in (r.get_list("common", "outcome_types") or default_types))
     if not outcome_types:
         outcome_types = ("binary",)
     for t in outcome_types:
         if t not in OUTCOME_TYPES:
             raise ConfigError("common", "outcome_types", f"unknown outcome type {t!r} (known: {list(OUTCOME_TYPES)})")
-    outcome_names = tuple(r.get_list("common", "outcome_names") or [])
+    outcome_names = tuple(r.get_list("common", "outcome_names") or (optimization.metrics if optimization is not None else []))
     if outcome_names and len(outcome_names) != len(outcome_types):
         raise ConfigError("common", "outcome_names", f"has {len(outcome_names)} names for {len(outcome_types)} outcome types")
     if not outcome_names:
         outcome_names = ("outcome",) if len(outcome_types) == 1 else tuple(f"outcome_{i}" for i in range(len(outcome_types)))
     if len(set(outcome_names)) != len(outcome_names):
         raise ConfigError("common", "outcome_names", "outcome names must be unique")
+    if optimization is not None:
+        for metric in optimization.metrics:
+            if metric not in outcome_names:
+                raise ConfigError("optimization", None, f"metric {metric!r} is not one of [common] outcome_names {list(outcome_names)}")
+        for metric, kind in zip(outcome_names, outcome_types, strict=True):
+            if metric in optimization.metrics and kind != "continuous":
+                raise ConfigError("common", "outcome_types", f"optimisation metric {metric!r} must be continuous, not {kind}")
+        if stimuli_per_trial != 1:
+            raise ConfigError("common", "stimuli_per_trial", "optimisation experiments take one stimulus per trial")
 
     seed = r.get_int("common", "seed")
     if seed is None:
@@ -238,7 +314,7 @@ def parse_config(text: str, default_seed: int | None = None) -> ExperimentSpec:
     for index, name in enumerate(strategy_names):
         if not parser.has_section(name):
             raise ConfigError(name, None, f"strategy {name!r} is listed in [common] strategy_names but has no section")
-        phases.append(_parse_phase(r, name, index, space, stimuli_per_trial, outcome_types, seed))
+        phases.append(_parse_phase(r, name, index, space, stimuli_per_trial, outcome_types, seed, optimization))
     if len(set(strategy_names)) != len(strategy_names):
         raise ConfigError("common", "strategy_names", "strategy names must be unique")
 
@@ -246,10 +322,10 @@ def parse_config(text: str, default_seed: int | None = None) -> ExperimentSpec:
     if parser.has_section("metadata"):
         for key in parser.options("metadata"):
             r.used.add(("metadata", key))
-            metadata[key] = parser.get("metadata", key)
+            metadata[key] = r.value("metadata", key)
     r.used.add(("common", "target"))  # read by acquisition sections through the fallback
 
-    sections = {s: {k: parser.get(s, k) for k in parser.options(s)} for s in parser.sections()}
+    sections = {s: {k: r.value(s, k) for k in parser.options(s)} for s in parser.sections()}
     for section, entries in sections.items():
         for key in entries:
             if (section, key) not in r.used:
@@ -264,6 +340,61 @@ def parse_config(text: str, default_seed: int | None = None) -> ExperimentSpec:
         sections=sections,
         seed=seed,
         warnings=tuple(warnings),
+        optimization=optimization,
+    )
+
+
+def _parse_optimization(r: _Reader, parameters: Mapping[str, ParameterSpec]) -> OptimizationSpec:
+    """[optimization]: objectives, minimize, objective_thresholds, outcome_constraints,
+    tracking_metrics, parameter_constraints, max_parallelism."""
+    section = "optimization"
+
+    def listed(key: str) -> list[str]:
+        found = r.raw(section, key) if r.has(section, key) else None
+        return [] if found is None else parse_list(found[1])
+
+    names = listed("objectives")
+    if not names:
+        raise ConfigError(section, "objectives", "at least one objective metric is required")
+    if len(set(names)) != len(names):
+        raise ConfigError(section, "objectives", "objective metrics must be unique")
+    minimize_text = listed("minimize") or ["False"] * len(names)
+    thresholds_text = listed("objective_thresholds") or ["none"] * len(names)
+    for key, values in (("minimize", minimize_text), ("objective_thresholds", thresholds_text)):
+        if len(values) != len(names):
+            raise ConfigError(section, key, f"has {len(values)} entries for {len(names)} objectives")
+    objectives = []
+    for name, m, t in zip(names, minimize_text, thresholds_text, strict=True):
+        if m.lower() not in ("true", "false", "1", "0"):
+            raise ConfigError(section, "minimize", f"expected True or False, got {m!r}")
+        threshold = None if t.lower() in ("none", "") else _number(section, "objective_thresholds", t)
+        objectives.append(Objective(name, m.lower() in ("true", "1"), threshold))
+    try:
+        outcome_constraints = tuple(
+            parse_outcome_constraint(text, f"config_ini[optimization].outcome_constraints[{i}]") for i, text in enumerate(listed("outcome_constraints"))
+        )
+        parameter_constraints = tuple(
+            parse_parameter_constraint(text, parameters, f"config_ini[optimization].parameter_constraints[{i}]")
+            for i, text in enumerate(listed("parameter_constraints"))
+        )
+    except OptimizationConfigError as exc:
+        key = "outcome_constraints" if "outcome_constraints" in exc.field else "parameter_constraints"
+        raise ConfigError(section, key, str(exc).split(": ", 1)[-1]) from None
+    for c in outcome_constraints:
+        if c.metric in names and len(names) == 1:
+            raise ConfigError(section, "outcome_constraints", f"metric {c.metric!r} is the objective; constrain another metric")
+    tracking = tuple(listed("tracking_metrics"))
+    modelled = set(names) | {c.metric for c in outcome_constraints}
+    for m in tracking:
+        if m in modelled:
+            raise ConfigError(section, "tracking_metrics", f"metric {m!r} is already an objective or constrained")
+    max_parallelism = r.get_int(section, "max_parallelism") or 0
+    return OptimizationSpec(
+        objectives=tuple(objectives),
+        outcome_constraints=outcome_constraints,
+        tracking_metrics=tracking,
+        parameter_constraints=parameter_constraints,
+        max_parallelism=max_parallelism,
     )
 
 
@@ -286,18 +417,29 @@ def _parse_parameter(
             raise ConfigError(section, "value", "a fixed parameter needs a value")
         text = found[1].strip()
         fixed: RawValue
+        value_type = _value_type(r, section, ("float", "int", "str", "bool"))
         try:
             fixed = float(text)
         except ValueError:
             fixed = text.strip("'\"")
-        return ParameterSpec(name=name, type=ptype, value=fixed)
+        if value_type:
+            fixed = _typed(section, "value", text.strip("'\""), value_type)
+        return ParameterSpec(name=name, type=ptype, value=fixed, value_type=value_type)
     if ptype is ParamType.CATEGORICAL:
         choices = r.get_list(section, "choices") if r.has(section, "choices") else None
         if not choices:
             raise ConfigError(section, "choices", "a categorical parameter needs a non-empty choices list")
         if len(set(choices)) != len(choices):
             raise ConfigError(section, "choices", "choices must be unique")
-        return ParameterSpec(name=name, type=ptype, choices=tuple(choices), lower=0, upper=len(choices) - 1)
+        value_type = _value_type(r, section, ("float", "int", "str"))
+        if value_type in ("float", "int"):
+            choices = [str(_typed(section, "choices", c, value_type)) for c in choices]
+            if len(set(choices)) != len(choices):
+                raise ConfigError(section, "choices", "choices must be unique")
+        is_ordered = r.get_bool(section, "is_ordered", default=True) if r.has(section, "is_ordered") else True
+        return ParameterSpec(
+            name=name, type=ptype, choices=tuple(choices), lower=0, upper=len(choices) - 1, value_type=value_type, is_ordered=is_ordered
+        )
     if ptype is ParamType.BINARY:
         return ParameterSpec(name=name, type=ptype, lower=0, upper=1)
     lower_text = r.get_str(section, "lower_bound") if r.has(section, "lower_bound") else None
@@ -322,15 +464,48 @@ def _parse_parameter(
         raise ConfigError(section, "log_scale", f"parameter {name!r}: log scale needs a positive lower bound, got {lower:g}")
     if ptype is ParamType.INTEGER and math.floor(upper) < math.ceil(lower):
         raise ConfigError(section, "upper_bound", f"parameter {name!r}: no integer lies in [{lower:g}, {upper:g}]")
-    return ParameterSpec(name=name, type=ptype, lower=lower, upper=upper, log_scale=log_scale)
+    digits = r.get_int(section, "digits") if r.has(section, "digits") else None
+    if digits is not None and ptype is not ParamType.CONTINUOUS:
+        raise ConfigError(section, "digits", f"parameter {name!r}: digits applies to continuous parameters only")
+    return ParameterSpec(name=name, type=ptype, lower=lower, upper=upper, log_scale=log_scale, digits=digits)
 
 
-def _options(r: _Reader, class_section: str, keys: dict[str, type], phase: str) -> dict[str, float | int | str]:
-    """Read class options from [phase] then [ClassName] then [common]."""
+def _value_type(r: _Reader, section: str, allowed: tuple[str, ...]) -> str:
+    text = (r.get_str(section, "value_type") or "") if r.has(section, "value_type") else ""
+    if text and text not in allowed:
+        raise ConfigError(section, "value_type", f"expected one of {list(allowed)}, got {text!r}")
+    return text
+
+
+def _typed(section: str, key: str, text: str, value_type: str) -> RawValue:
+    """A config value as value_type ('float', 'int', 'str', 'bool')."""
+    if value_type == "str":
+        return text
+    if value_type == "bool":
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ConfigError(section, key, f"expected True or False, got {text!r}")
+        return text.lower() in ("true", "1")
+    number = _number(section, key, text)
+    if value_type == "int":
+        if number != int(number):
+            raise ConfigError(section, key, f"expected an integer, got {text!r}")
+        return int(number)
+    return number
+
+
+def _options(
+    r: _Reader, class_section: str, keys: Mapping[str, type | tuple[str, ...]], phase: str
+) -> dict[str, float | int | str]:
+    """Read class options from [phase] then [ClassName] then [common]; a tuple kind lists the allowed words."""
     out: dict[str, float | int | str] = {}
     for key, kind in keys.items():
         value: float | int | str | None
-        if kind is int:
+        if isinstance(kind, tuple):
+            found = r.raw(phase, key, class_section)
+            value = None if found is None else found[1].strip().lower()
+            if found is not None and value not in kind:
+                raise ConfigError(found[0], key, f"expected one of {list(kind)}, got {found[1]!r}")
+        elif kind is int:
             value = r.get_int(phase, key, class_section, minimum=1)
         elif kind is float:
             value = r.get_float(phase, key, class_section)
@@ -341,7 +516,16 @@ def _options(r: _Reader, class_section: str, keys: dict[str, type], phase: str) 
     return out
 
 
-_MODEL_OPTIONS: dict[str, type] = {"inducing_size": int, "max_fit_time": float}
+#: How a model's hyper-parameters are fitted: "fast" (default) minimises psyserve's numpy objectives
+#: with hand-derived gradients (PackedElbo for GPClassificationModel: `elbo`; PackedPairwiseLaplace
+#: for PairwiseProbitModel: `laplace`); "botorch" uses BoTorch's own fitting (fit_gpytorch_mll).
+FIT_METHODS = ("fast", "botorch")
+_MODEL_OPTIONS: dict[str, type | tuple[str, ...]] = {"inducing_size": int, "max_fit_time": float}
+#: the fitting switch each model reads (a switch another model would ignore is left unread: a warning)
+_FIT_SWITCHES: dict[str, dict[str, type | tuple[str, ...]]] = {
+    "GPClassificationModel": {"elbo": FIT_METHODS},
+    "PairwiseProbitModel": {"laplace": FIT_METHODS},
+}
 _GENERATOR_OPTIONS: dict[str, type] = {"restarts": int, "samps": int, "max_gen_time": float}
 _ACQF_OPTIONS: dict[str, type] = {"target": float, "beta": float, "objective": str}
 
@@ -354,12 +538,19 @@ def _parse_phase(
     stimuli_per_trial: int,
     outcome_types: tuple[str, ...],
     experiment_seed: int | None,
+    optimization: OptimizationSpec | None = None,
 ) -> PhaseSpec:
     generator = r.get_str(name, "generator")
     if generator is None:
         raise ConfigError(name, "generator", "missing generator")
+    if generator in aepsych.UNSUPPORTED_GENERATORS:
+        raise ConfigError(name, "generator", aepsych.unsupported_class_message("generator", generator, sorted(GENERATORS)))
     if generator not in GENERATORS:
         raise ConfigError(name, "generator", f"unknown generator {generator!r} (known: {sorted(GENERATORS)})")
+    for key, why in aepsych.UNSUPPORTED_STRATEGY_KEYS.items():
+        found = r.raw(name, key)
+        if found is not None:
+            raise ConfigError(found[0], key, f"not supported by psyserve: {why}")
     min_asks = r.get_int(name, "min_asks")
     n_trials = r.get_int(name, "n_trials")
     if min_asks is None and n_trials is not None:
@@ -386,27 +577,42 @@ def _parse_phase(
         model = r.get_str(name, "model")
         if model is None:
             raise ConfigError(name, "model", "OptimizeAcqfGenerator needs a model")
+        if model in aepsych.UNSUPPORTED_MODELS:
+            raise ConfigError(name, "model", aepsych.unsupported_class_message("model", model, sorted(MODELS)))
         if model not in MODELS:
             raise ConfigError(name, "model", f"unknown model {model!r} (known: {sorted(MODELS)})")
         acqf = r.get_str(name, "acqf", generator)
         if acqf is None:
             raise ConfigError(name, "acqf", "OptimizeAcqfGenerator needs an acqf")
+        if acqf in aepsych.UNSUPPORTED_ACQFS:
+            raise ConfigError(name, "acqf", aepsych.unsupported_class_message("acquisition function", acqf, sorted(ACQFS)))
         if acqf not in ACQFS:
             raise ConfigError(name, "acqf", f"unknown acquisition function {acqf!r} (known: {sorted(ACQFS)})")
-        if (model == "PairwiseProbitModel") != (stimuli_per_trial == 2):
-            raise ConfigError(name, "model", f"{model} does not fit stimuli_per_trial = {stimuli_per_trial}")
-        if model == "GPClassificationModel" and outcome_types[0] != "binary":
-            raise ConfigError(name, "model", f"GPClassificationModel needs binary outcomes, not {outcome_types[0]}")
-        if model == "GPRegressionModel" and outcome_types[0] == "binary":
-            raise ConfigError(name, "model", "GPRegressionModel needs continuous outcomes, not binary")
+        _check_model_fits_experiment(name, model, stimuli_per_trial, outcome_types)
         if not acqf_supports(model, acqf):
             raise ConfigError(name, "acqf", f"acquisition function {acqf} does not work with {model}")
-        model_options = _options(r, model, _MODEL_OPTIONS, name)
+        if (model == OPTIMIZATION_MODEL) != (optimization is not None):
+            raise ConfigError(
+                name, "model", f"{OPTIMIZATION_MODEL} needs an [optimization] section" if optimization is None else f"an [optimization] experiment is modelled by {OPTIMIZATION_MODEL}, not {model}"
+            )
+        if optimization is not None:
+            want = MULTI_OBJECTIVE_ACQF if optimization.multi_objective else SINGLE_OBJECTIVE_ACQF
+            if acqf != want:
+                raise ConfigError(name, "acqf", f"{len(optimization.objectives)} objective(s) take {want}, not {acqf}")
+        _refuse_unhonoured_keys(r, name, model, acqf)
+        model_options = _options(r, model, {**_MODEL_OPTIONS, **_FIT_SWITCHES.get(model, {})}, name)
         generator_options = _options(r, generator, _GENERATOR_OPTIONS, name)
         generator_options.update(_options(r, acqf, _ACQF_OPTIONS, name))
         target = generator_options.get("target")
+        if target is None and acqf in aepsych.LEVEL_SET_ACQFS:
+            raise ConfigError(
+                acqf, "target", f"{acqf} aims at a level set and needs a target: set it in [{acqf}], [{name}] or [common]"
+            )
         if target is not None and outcome_types[0] == "binary" and not 0 < float(target) < 1:
             raise ConfigError(acqf, "target", f"target must lie in (0, 1) for binary outcomes, got {target}")
+        objective = r.raw(name, "objective", acqf)
+        if objective is not None:
+            generator_options["objective"] = _objective(objective[0], objective[1].strip())
     elif generator == "ManualGenerator":
         text = r.get_str(name, "points", generator)
         if text is None:
@@ -433,6 +639,71 @@ def _parse_phase(
         model_options=model_options,
         generator_options=generator_options,
     )
+
+
+def _check_model_fits_experiment(phase: str, model: str, stimuli_per_trial: int, outcome_types: tuple[str, ...]) -> None:
+    """AEPsych's semantic checks: a model must fit the trial shape and every outcome type."""
+    if (model == "PairwiseProbitModel") != (stimuli_per_trial == 2):
+        raise ConfigError(
+            phase,
+            "model",
+            f"{model} does not fit [common] stimuli_per_trial = {stimuli_per_trial}"
+            + (" (a pairwise model compares two stimuli per trial)" if model == "PairwiseProbitModel" else ""),
+        )
+    if model == OPTIMIZATION_MODEL:
+        return  # one GP per metric; the [optimization] checks cover its outcomes
+    if len(outcome_types) > 1:
+        raise ConfigError(
+            "common",
+            "outcome_types",
+            f"{len(outcome_types)} outcomes need one model per outcome (AEPsych's IndependentGPsModel), "
+            f"which psyserve supports for optimisation experiments ([optimization] section, model = {OPTIMIZATION_MODEL})",
+        )
+    outcome = outcome_types[0]
+    if outcome == "ordinal":
+        raise ConfigError(
+            "common",
+            "outcome_types",
+            f"ordinal outcomes need AEPsych's OrdinalGPModel, which psyserve does not support yet ({model} cannot model them)",
+        )
+    if model in ("GPClassificationModel", "PairwiseProbitModel") and outcome != "binary":
+        raise ConfigError(phase, "model", f"{model} needs binary outcomes, but [common] outcome_types is {outcome}")
+    if model == "GPRegressionModel" and outcome != "continuous":
+        raise ConfigError(phase, "model", f"GPRegressionModel needs continuous outcomes, but [common] outcome_types is {outcome}")
+
+
+def _refuse_unhonoured_keys(r: _Reader, phase: str, model: str, acqf: str) -> None:
+    """Keys AEPsych would honour but psyserve cannot: refused, naming where they stand."""
+    for key, why in aepsych.UNSUPPORTED_MODEL_KEYS.items():
+        found = r.raw(model, key, phase)
+        if found is None:
+            continue
+        if key == "mean_covar_factory" and found[1].strip() in aepsych.DEFAULT_FACTORIES:
+            continue  # what psyserve does anyway
+        raise ConfigError(found[0], key, f"not supported by psyserve: {why}")
+    for key, why in aepsych.UNSUPPORTED_ACQF_KEYS.items():
+        found = r.raw(acqf, key, phase)
+        if found is not None:
+            raise ConfigError(found[0], key, f"not supported by psyserve: {why}")
+    for section in sorted(aepsych.FACTORY_SECTIONS):
+        if r.parser.has_section(section):
+            for key in r.parser.options(section):
+                raise ConfigError(
+                    section,
+                    key,
+                    "not supported by psyserve: the model's mean and covariance priors are fixed (RBF/Matern "
+                    "with a Gamma length-scale prior); AEPsych's mean/covariance factory options cannot be honoured",
+                )
+
+
+def _objective(section: str, text: str) -> str:
+    """Validate an acquisition objective name; refuse what psyserve cannot honour."""
+    if text.lower() in aepsych.SUPPORTED_OBJECTIVES:
+        return aepsych.SUPPORTED_OBJECTIVES[text.lower()]
+    supported = sorted(v for v in set(aepsych.SUPPORTED_OBJECTIVES.values()) if v)
+    if text in aepsych.UNSUPPORTED_OBJECTIVES:
+        raise ConfigError(section, "objective", aepsych.unsupported_class_message("objective", text, supported))
+    raise ConfigError(section, "objective", f"unknown objective {text!r} (known: {supported})")
 
 
 def _parse_points(section: str, text: str, space: ParameterSpace, stimuli_per_trial: int) -> list[tuple[Any, ...]]:

@@ -20,6 +20,7 @@ from .errors import ServiceError
 from .journal import Journal
 from .service import ExperimentService
 from .strategy import ABANDONED, COMPLETED, FAILED, PENDING, Strategy
+from .sweep import SweepStrategy
 
 #: Columns every row has, in order; parameter and outcome columns follow, then METADATA_COLUMNS.
 TRIAL_COLUMNS = (
@@ -37,6 +38,7 @@ TRIAL_COLUMNS = (
     "model_data",
 )
 METADATA_COLUMNS = ("metadata", "strategy_metadata")
+SWEEP_COLUMNS = ("sweep_index", "sweep_run", "sweep_permutation")
 FORMATS = ("csv", "jsonl")
 
 
@@ -51,14 +53,18 @@ def iso_time(epoch: float | None) -> str | None:
 def parameter_columns(strategy: Strategy) -> list[str]:
     """`param.<name>`, or `param.<name>.<i>` for each stimulus of a pairwise (2-stimulus) trial."""
     spec = strategy.spec
-    names = [p.name for p in spec.space.parameters]
+    names = strategy.parameter_names
     if spec.stimuli_per_trial == 1:
         return [f"param.{n}" for n in names]
     return [f"param.{n}.{i}" for n in names for i in range(spec.stimuli_per_trial)]
 
 
 def outcome_columns(strategy: Strategy) -> list[str]:
-    return [c for n in strategy.spec.outcome_names for c in (f"outcome.{n}", f"sem.{n}")]
+    """`outcome.<name>`, `sem.<name>`; sweeps: `sweep_index`, `sweep_run`, `sweep_permutation` first
+    and `series.<name>` (a metric's series as a JSON list) after each metric."""
+    if isinstance(strategy, SweepStrategy):
+        return [*SWEEP_COLUMNS, *(c for n in strategy.outcome_names for c in (f"outcome.{n}", f"sem.{n}", f"series.{n}"))]
+    return [c for n in strategy.outcome_names for c in (f"outcome.{n}", f"sem.{n}")]
 
 
 def selected_strategies(service: ExperimentService, strategy_id: int | None = None) -> list[Strategy]:
@@ -84,7 +90,9 @@ def trial_rows(service: ExperimentService, strategy_id: int | None = None) -> It
     (None) until told; `metadata` and `strategy_metadata` are dicts."""
     for strategy in selected_strategies(service, strategy_id):
         spec = strategy.spec
-        names = [p.name for p in spec.space.parameters]
+        names = strategy.parameter_names
+        outcome_names = strategy.outcome_names
+        sweep = isinstance(strategy, SweepStrategy)
         pairwise = spec.stimuli_per_trial > 1
         for trial in sorted(strategy.trials.values(), key=lambda t: t.trial_id):
             asked_at = trial.asked_at if trial.asked else None
@@ -108,11 +116,15 @@ def trial_rows(service: ExperimentService, strategy_id: int | None = None) -> It
                         row[f"param.{name}.{i}"] = stimulus.get(name)
                 else:
                     row[f"param.{name}"] = trial.stimuli[0].get(name) if trial.stimuli else None
+            if sweep:
+                row.update(sweep_index=trial.sweep_index, sweep_run=trial.sweep_run, sweep_permutation=trial.sweep_permutation)
             told = {o.name: o for o in trial.outcomes}
-            for name in spec.outcome_names:
+            for name in outcome_names:
                 outcome = told.get(name)
                 row[f"outcome.{name}"] = outcome.value if outcome else None
                 row[f"sem.{name}"] = outcome.sem if outcome else None
+                if sweep:
+                    row[f"series.{name}"] = list(outcome.series) if outcome and outcome.series else None
             row["metadata"] = dict(trial.metadata)
             row["strategy_metadata"] = dict(strategy.metadata)
             yield row
@@ -250,6 +262,18 @@ async def replay_summary(service: ExperimentService, strategy_id: int, fit: bool
         ],
         "outcomes": _outcome_summary(strategy),
     }
+    if view.sweep is not None:
+        progress = view.sweep.progress
+        summary["sweep"] = {
+            "permutations": progress.permutations,
+            "runs": progress.runs,
+            "total": progress.total,
+            "done": progress.done,
+            "leased": progress.leased,
+            "missing": progress.missing,
+            "failed": progress.failed,
+            "metrics": strategy.outcome_names,
+        }
     if not any(p.is_model_based for p in spec.phases):
         return summary
     model: dict[str, Any] = {"fitted": False}
@@ -301,6 +325,13 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(
             f"  {p['index']} {p['name']} ({what}): {p['asks']} asks, {p['trials']} trials, "
             f"{'finished' if p['finished'] else 'open'}{current}"
+        )
+    sweep = summary.get("sweep")
+    if sweep is not None:
+        lines.append(
+            f"sweep: {sweep['permutations']} permutations x {sweep['runs']} runs = {sweep['total']} indices; "
+            f"{sweep['done']} done, {sweep['leased']} leased, {sweep['missing']} missing ({sweep['failed']} failed); "
+            f"metrics: {', '.join(sweep['metrics']) or 'none yet'}"
         )
     lines.append("outcomes:")
     for o in summary["outcomes"]:

@@ -20,8 +20,8 @@ import aiosqlite
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-EVENT_KINDS = ("configure", "ask", "tell", "finish_phase", "abandon")
+SCHEMA_VERSION = 2
+EVENT_KINDS = ("configure", "ask", "tell", "finish_phase", "abandon", "sweep_runs")
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS events (
@@ -39,8 +39,53 @@ CREATE INDEX IF NOT EXISTS events_by_strategy ON events (strategy_id, seq);
 """
 
 
+async def _migrate_kinds(db: aiosqlite.Connection) -> None:
+    """An events table whose CHECK lists fewer kinds than EVENT_KINDS (a journal written by an
+    older server) is rebuilt with the current CHECK, rows and seq values kept, in one transaction."""
+    async with db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'") as cursor:
+        row = await cursor.fetchone()
+    if row is None or all(f"'{kind}'" in row[0] for kind in EVENT_KINDS):
+        return
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        await db.execute("ALTER TABLE events RENAME TO events_old")
+        for index in ("events_one_configure", "events_one_per_trial", "events_by_strategy"):
+            await db.execute(f"DROP INDEX IF EXISTS {index}")
+        for statement in _SCHEMA.strip().split(";"):
+            if statement.strip():
+                await db.execute(statement)
+        await db.execute(
+            "INSERT INTO events (seq, strategy_id, kind, trial_id, created_at, payload) "
+            "SELECT seq, strategy_id, kind, trial_id, created_at, payload FROM events_old ORDER BY seq"
+        )
+        await db.execute("DROP TABLE events_old")
+        await db.execute("COMMIT")
+    except BaseException:
+        await db.execute("ROLLBACK")
+        raise
+    log.info("journal migrated: event kinds now %s", ", ".join(EVENT_KINDS))
+
+
 class JournalError(RuntimeError):
     """The journal could not record an event (disk full, constraint violated, closed)."""
+
+
+class JournalFull(JournalError):
+    """The journal could not record an event because its disk (or database size limit) is full."""
+
+
+def _is_full(exc: BaseException) -> bool:
+    """SQLITE_FULL ("database or disk is full"), or an I/O error caused by ENOSPC."""
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return True
+    text = str(exc).lower()
+    return "disk is full" in text or "no space left" in text
+
+
+def write_failure(exc: BaseException) -> JournalError:
+    """The JournalError a failed write is reported as (JournalFull when the disk is full)."""
+    kind = JournalFull if _is_full(exc) else JournalError
+    return kind(f"journal write failed: {exc}")
 
 
 @dataclass(frozen=True)
@@ -90,6 +135,7 @@ class Journal:
             version = int(row[0]) if row else 0
             if version > SCHEMA_VERSION:
                 raise JournalError(f"{path}: journal schema version {version} is newer than this server ({SCHEMA_VERSION})")
+            await _migrate_kinds(db)
             await db.executescript(_SCHEMA)
             await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
@@ -150,7 +196,7 @@ class Journal:
             if len(group) == 1:
                 _, done = group[0]
                 if not done.done():
-                    done.set_exception(JournalError(f"journal write failed: {exc}"))
+                    done.set_exception(write_failure(exc))
                 return
         for member in group:
             await self._commit([member])

@@ -32,15 +32,19 @@ from .compute import (
     ModelSpec,
     ModelState,
     QueryJob,
-    QueryResult,
+    QueryJobResult,
     TrainingData,
     generate,
     query,
     worker_init,
 )
+from .compute.optimization import OptimizationGenerateJob, OptimizationReadoutResult
+from .compute.optimization_jobs import optimization_generate, optimization_readout
 from .config import PhaseSpec
 from .errors import Unavailable
-from .service import Generated
+from .modeling_optimization import generate_job as optimization_job
+from .modeling_optimization import readout_job
+from .service import Generated, Readout
 from .strategy import COMPLETED, PENDING, Strategy
 
 log = logging.getLogger(__name__)
@@ -199,19 +203,12 @@ class ComputePool:
 
 @dataclass
 class _Runtime:
-    """Per-strategy model state kept between asks (lives in Strategy.model_runtime)."""
+    """Per-strategy model state kept between asks (PoolModelEngine keeps one per strategy id)."""
 
     refit_state: ModelState | None = None  # hyper-parameters of the last full fit
     last_state: ModelState | None = None  # the model behind the last served point
     cache: dict[tuple[Any, ...], asyncio.Future[GenerateResult]] = field(default_factory=dict)
     started: dict[tuple[Any, ...], float] = field(default_factory=dict)
-
-
-def _runtime(strategy: Strategy) -> _Runtime:
-    if strategy.model_runtime is None:
-        strategy.model_runtime = _Runtime()
-    runtime: _Runtime = strategy.model_runtime
-    return runtime
 
 
 def training_rows(strategy: Strategy, extra: tuple[int, float] | None = None) -> tuple[TrainingData, DataKey]:
@@ -247,15 +244,26 @@ def model_spec(strategy: Strategy, phase: PhaseSpec) -> ModelSpec:
     return ModelSpec(kind=phase.model, dim=strategy.spec.space.dim, options=dict(phase.model_options))
 
 
+def _job_function(job: GenerateJob | OptimizationGenerateJob) -> Callable[[Any], Any]:
+    return optimization_generate if isinstance(job, OptimizationGenerateJob) else generate
+
+
 class PoolModelEngine:
     """The ModelEngine the service calls: generate/query in the pool, speculate between ask and tell."""
 
-    def __init__(self, workers: int | None = None, speculate: bool | None = None) -> None:
-        self.pool = ComputePool(workers)
+    def __init__(self, workers: int | None = None, speculate: bool | None = None, pool: Any = None) -> None:
+        # the local spawn pool, or any executor with its interface (dask_pool.DaskComputePool)
+        self.pool = pool if pool is not None else ComputePool(workers)
         if speculate is None:  # PSYSERVE_SPECULATE=0 turns speculation off (for comparisons)
             speculate = os.environ.get("PSYSERVE_SPECULATE", "1") not in ("0", "false", "no")
         self.speculate = speculate
-        self._strategies: dict[int, Strategy] = {}
+        self._runtimes: dict[int, _Runtime] = {}
+
+    def _runtime(self, strategy: Strategy) -> _Runtime:
+        runtime = self._runtimes.get(strategy.strategy_id)
+        if runtime is None:
+            runtime = self._runtimes[strategy.strategy_id] = _Runtime()
+        return runtime
 
     async def start(self, wait: bool = True) -> None:
         await self.pool.start(wait)
@@ -263,11 +271,15 @@ class PoolModelEngine:
     # -------------------------------------------------------------- job construction
     def _job(
         self, strategy: Strategy, phase_index: int, n: int, fixed: dict[int, float], extra: tuple[int, float] | None
-    ) -> tuple[tuple[Any, ...], GenerateJob]:
+    ) -> tuple[tuple[Any, ...], GenerateJob | OptimizationGenerateJob]:
         phase = strategy.spec.phases[phase_index]
-        runtime = _runtime(strategy)
+        runtime = self._runtime(strategy)
         data, data_key = training_rows(strategy, extra)
         ask_index = strategy.phase_asks[phase_index]
+        if strategy.spec.optimization is not None:  # one GP per metric; pending points matter too
+            seed = job_seed(strategy, phase_index, ask_index)
+            extra_key, opt_job = optimization_job(strategy, phase_index, n, fixed, seed, runtime.refit_state)
+            return (phase_index, ask_index, n, tuple(sorted(fixed.items())), *extra_key, data_key), opt_job
         refit = runtime.refit_state is None or ask_index % phase.refit_every == 0
         job = GenerateJob(
             model=model_spec(strategy, phase),
@@ -284,15 +296,14 @@ class PoolModelEngine:
 
     # -------------------------------------------------------------- ModelEngine API
     async def generate(self, strategy: Strategy, phase_index: int, n: int, fixed: dict[int, float]) -> Generated:
-        runtime = _runtime(strategy)
-        self._strategies[strategy.strategy_id] = strategy
+        runtime = self._runtime(strategy)
         key, job = self._job(strategy, phase_index, n, fixed, None)
         arrived = time.perf_counter()
         future = runtime.cache.pop(key, None)
         speculative = runtime.started.pop(key, None) is not None
         precomputed = future is not None and future.done() and not future.cancelled() and future.exception() is None
         if future is None or future.cancelled():
-            future, speculative = self.pool.submit(generate, job, REAL), False
+            future, speculative = self.pool.submit(_job_function(job), job, REAL), False
         else:
             self.pool.promote(future)
         try:
@@ -305,9 +316,9 @@ class PoolModelEngine:
         except Exception as exc:
             if not speculative:
                 raise Unavailable(f"model computation failed: {type(exc).__name__}: {exc}") from exc
-            result = await self.pool.submit(generate, job, REAL)  # retry a failed speculation for real
+            result = await self.pool.submit(_job_function(job), job, REAL)  # retry a failed speculation for real
         runtime.last_state = result.state
-        if job.refit:
+        if isinstance(job, OptimizationGenerateJob) or job.refit:
             runtime.refit_state = result.state
         self._drop_stale(strategy)
         return Generated(
@@ -332,7 +343,7 @@ class PoolModelEngine:
         if current.is_model_based:
             phase = current
         data, _ = training_rows(strategy)
-        runtime = _runtime(strategy)
+        runtime = self._runtime(strategy)
         job = QueryJob(
             model=model_spec(strategy, phase),
             data=data,
@@ -345,7 +356,7 @@ class PoolModelEngine:
             seed=strategy.seed & 0x7FFFFFFF,
         )
         try:
-            result: QueryResult = await self.pool.submit(query, job, REAL)
+            result: QueryJobResult = await self.pool.submit(query, job, REAL)
         except Unavailable:
             raise
         except Exception as exc:
@@ -359,9 +370,23 @@ class PoolModelEngine:
         }
         return result.x, values, result.fit_seconds
 
+    async def optimization_readout(self, strategy: Strategy, kind: str, use_model: bool, x: np.ndarray | None) -> Readout:
+        """Best point, Pareto front, predictions or trace of an optimisation strategy, in the pool."""
+        job, trial_ids = readout_job(strategy, kind, use_model, x, self._runtime(strategy).refit_state)
+        try:
+            result: OptimizationReadoutResult = await self.pool.submit(optimization_readout, job, REAL)
+        except (Unavailable, ValueError):
+            raise
+        except Exception as exc:
+            raise Unavailable(f"model read-out failed: {type(exc).__name__}: {exc}") from exc
+        if kind == "predict":
+            return Readout([], result.mean, result.sem, result.trace)
+        if kind == "trace":
+            return Readout(trial_ids, result.mean, result.sem, result.trace)
+        return Readout([trial_ids[r] for r in result.rows], result.mean, result.sem, result.trace)
+
     def data_changed(self, strategy: Strategy) -> None:
         """Called after every ask and tell: start the computations the next ask will probably need."""
-        self._strategies[strategy.strategy_id] = strategy
         if not self.speculate:
             return
         self._drop_stale(strategy)
@@ -382,15 +407,15 @@ class PoolModelEngine:
         if not phase.is_model_based:
             return
         key, job = self._job(strategy, phase_index, 1, {}, extra)
-        runtime = _runtime(strategy)
+        runtime = self._runtime(strategy)
         if key in runtime.cache:
             return
-        runtime.cache[key] = self.pool.submit(generate, job, priority)
+        runtime.cache[key] = self.pool.submit(_job_function(job), job, priority)
         runtime.started[key] = time.perf_counter()
 
     def _drop_stale(self, strategy: Strategy) -> None:
         """Forget cached results that can no longer match (older data); cancel those not started."""
-        runtime = _runtime(strategy)
+        runtime = self._runtime(strategy)
         _, current = training_rows(strategy)
         have = set(current)
         for key in list(runtime.cache):
@@ -405,8 +430,7 @@ class PoolModelEngine:
                 future.exception()  # retrieved, so asyncio does not log it
 
     async def close(self) -> None:
-        for strategy in self._strategies.values():
-            runtime = _runtime(strategy)
+        for runtime in self._runtimes.values():
             for future in runtime.cache.values():
                 if not future.done():
                     future.cancel()

@@ -1,7 +1,12 @@
 """ExperimentService: the one transport-free async API every transport calls.
 
 Owns strategies keyed by id, per-strategy locks, request validation, idempotency and the order
-"journal first, then state, then reply". Knows nothing of gRPC, JSON/TCP or SQL statements.
+"journal first, then state, then reply"; hands transports immutable views, never a live Strategy,
+and journal failures as service errors. Knows nothing of gRPC, JSON/TCP or SQL statements.
+
+Longer than ~500 lines on purpose: it is one class, the domain API, whose methods share one
+discipline (validate, take the strategy lock, journal, apply, answer with a view); its result
+types sit beside it because transports import them from here and nowhere else.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from . import optimization_spec
 from .config import ConfigError, ExperimentSpec, parse_config
 from .errors import (
     AlreadyExists,
@@ -27,10 +33,34 @@ from .errors import (
     NotFound,
     ResourceExhausted,
     ServiceError,
+    Unavailable,
 )
-from .journal import Event, Journal
-from .params import ParameterValueError, Stimulus
-from .strategy import ABANDONED, COMPLETED, FAILED, PENDING, OutcomeValue, Strategy, TrialRecord
+from .journal import Event, Journal, JournalError, JournalFull
+from .optimization_spec import (
+    DEFAULT_RAW_SAMPLES,
+    DEFAULT_RESTARTS,
+    OptimizationConfigError,
+    TypedExperiment,
+    typed_to_ini,
+)
+from .params import OutcomeValue, ParameterSpec, ParameterValueError, Stimulus
+from .strategy import ABANDONED, COMPLETED, FAILED, PENDING, Strategy, TrialRecord
+from .sweep import (
+    MAX_INDICES,
+    MissingResults,
+    SweepConfigError,
+    SweepResults,
+    SweepSpec,
+    SweepStrategy,
+    SweepView,
+    parse_sweep_ini,
+    parse_sweep_json,
+    sweep_section,
+)
+
+# the typed (Ax-style) experiment config, as transports build it
+TypedParameter = optimization_spec.TypedParameter
+TypedObjective = optimization_spec.TypedObjective
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +72,8 @@ class Limits:
     max_metadata_entries: int = 64
     max_metadata_bytes: int = 16 * 1024
     max_name_length: int = 256
+    max_sweep_metrics: int = 256
+    max_series_points: int = 100_000  # per tell, all metrics together
 
 
 @dataclass(frozen=True)
@@ -53,6 +85,24 @@ class PhaseView:
     acqf: str
     asks: int
     finished: bool
+
+
+@dataclass(frozen=True)
+class ExperimentShape:
+    """What a transport needs of an experiment's config: its parameters and outcomes."""
+
+    parameters: tuple[ParameterSpec, ...]
+    stimuli_per_trial: int
+    outcome_names: tuple[str, ...]
+    outcome_types: tuple[str, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.parameters]
+
+    @classmethod
+    def of(cls, spec: ExperimentSpec) -> ExperimentShape:
+        return cls(tuple(spec.space.parameters), spec.stimuli_per_trial, tuple(spec.outcome_names), tuple(spec.outcome_types))
 
 
 @dataclass(frozen=True)
@@ -68,8 +118,97 @@ class StrategyView:
     trials_pending: int
     model_data_points: int
     created_at: float
-    spec: ExperimentSpec
+    shape: ExperimentShape
     can_fit: bool
+    sweep: SweepView | None = None  # parameter sweeps only
+    seed: int = 0  # the experiment seed: the config's, or drawn by the server (journaled) when it sets none
+    seed_from_config: bool = False
+    optimization: OptimizationView | None = None  # Ax-style experiments only
+
+
+@dataclass(frozen=True)
+class OptimizationView:
+    """An optimisation experiment's objectives (metric, minimize, threshold), constraints (as text)
+    and generation strategy, as a transport shows them."""
+
+    objectives: tuple[tuple[str, bool, float | None], ...]
+    parameter_constraints: tuple[str, ...]
+    outcome_constraints: tuple[str, ...]
+    tracking_metrics: tuple[str, ...]
+    method: str
+    initialization_trials: int
+    max_parallelism: int
+    num_restarts: int
+    raw_samples: int
+    seed: int
+
+    @classmethod
+    def of(cls, spec: ExperimentSpec) -> OptimizationView | None:
+        opt = spec.optimization
+        if opt is None:
+            return None
+        model_phases = [p for p in spec.phases if p.is_model_based]
+        options = model_phases[0].generator_options if model_phases else {}
+        return cls(
+            objectives=tuple((o.metric, o.minimize, o.threshold) for o in opt.objectives),
+            parameter_constraints=tuple(c.text for c in opt.parameter_constraints),
+            outcome_constraints=tuple(c.text for c in opt.outcome_constraints),
+            tracking_metrics=tuple(opt.tracking_metrics),
+            method="fast" if model_phases else "random_search",
+            initialization_trials=sum(p.max_asks or 0 for p in spec.phases if not p.is_model_based),
+            max_parallelism=opt.max_parallelism,
+            num_restarts=int(options.get("restarts", DEFAULT_RESTARTS)),
+            raw_samples=int(options.get("samps", DEFAULT_RAW_SAMPLES)),
+            seed=spec.seed or 0,
+        )
+
+
+@dataclass(frozen=True)
+class TrialView:
+    """A snapshot of one trial (copies: later changes to the strategy do not show through)."""
+
+    trial_id: int
+    phase_index: int
+    phase_name: str
+    stimuli: tuple[Stimulus, ...]
+    state: str
+    outcomes: tuple[OutcomeValue, ...]
+    metadata: dict[str, Any]
+    asked_at: float
+    told_at: float | None
+    model_data: bool
+    sweep_index: int | None = None  # sweeps: index, run (index div permutations), permutation (index mod permutations)
+    sweep_run: int | None = None
+    sweep_permutation: int | None = None
+    sample_size: int | None = None  # Ax-style tells may carry one
+
+    @classmethod
+    def of(cls, trial: TrialRecord, spec: ExperimentSpec) -> TrialView:
+        return cls(
+            trial_id=trial.trial_id,
+            phase_index=trial.phase_index,
+            phase_name=spec.phases[trial.phase_index].name,
+            stimuli=tuple(dict(s) for s in trial.stimuli),
+            state=trial.state,
+            outcomes=tuple(trial.outcomes),
+            metadata=dict(trial.metadata),
+            asked_at=trial.asked_at,
+            told_at=trial.told_at,
+            model_data=trial.model_data,
+            sweep_index=trial.sweep_index,
+            sweep_run=trial.sweep_run,
+            sweep_permutation=trial.sweep_permutation,
+            sample_size=trial.sample_size,
+        )
+
+
+@dataclass(frozen=True)
+class ExportedTrial:
+    """One row of ExportData: a trial with the strategy it belongs to."""
+
+    strategy_id: int
+    strategy_name: str
+    trial: TrialView
 
 
 @dataclass(frozen=True)
@@ -97,7 +236,7 @@ class ConfigureResult:
 
 @dataclass(frozen=True)
 class AskResult:
-    trials: list[TrialRecord]
+    trials: list[TrialView]
     is_finished: bool
     phase_index: int
     phase_name: str
@@ -105,6 +244,17 @@ class AskResult:
     fit_seconds: float = 0.0
     generate_seconds: float = 0.0
     wait_seconds: float = 0.0
+    retry_after_seconds: float = 0.0  # sweeps: nothing to hand out until the earliest lease ends
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    """A PyExpUtils-style sweep for Configure: description JSON, runs, order, optional seed."""
+
+    description_json: str
+    runs: int
+    order: str = "index"
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +277,27 @@ class TellItem:
     model_data: bool = True
     metadata: Mapping[str, Any] | None = None
     request_id: str = ""
+    sample_size: int | None = None
+
+
+@dataclass(frozen=True)
+class ArmEstimate:
+    """A trial's (or a parameterisation's) mean and SEM per modelled metric (SEM NaN: unknown)."""
+
+    trial_id: int
+    parameters: Stimulus
+    means: dict[str, float]
+    sems: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Readout:
+    """What a model engine answers to an optimisation read-out (compute rows mapped to trials)."""
+
+    trial_ids: list[int]
+    means: np.ndarray
+    sems: np.ndarray
+    trace: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -140,7 +311,7 @@ class QueryPoint:
 
 
 @dataclass(frozen=True)
-class QueryResult:
+class QueryAnswer:
     query_type: str
     probability_space: bool
     points: list[QueryPoint]
@@ -180,6 +351,8 @@ class ModelEngine(Protocol):
         fixed: dict[int, float],
     ) -> tuple[np.ndarray, dict[str, np.ndarray], float]: ...
 
+    async def optimization_readout(self, strategy: Strategy, kind: str, use_model: bool, x: np.ndarray | None) -> Readout: ...
+
     def data_changed(self, strategy: Strategy) -> None: ...
 
     async def close(self) -> None: ...
@@ -207,6 +380,7 @@ class ExperimentService:
         self._configure_lock = asyncio.Lock()
         self._lease_task: asyncio.Task[None] | None = None
         self.lease_check_seconds = 0.25
+        self._journal_failure: str | None = None  # the kind of the ongoing journal failure episode
 
     @property
     def db_name(self) -> str:
@@ -246,9 +420,8 @@ class ExperimentService:
                     if not events:
                         continue
                     try:
-                        await self.journal.append(events)
-                    except Exception:  # retried on the next round
-                        log.exception("could not journal expired leases")
+                        await self._append(events)
+                    except ServiceError:  # logged once per episode; retried on the next round
                         continue
                     for event in events:
                         strategy.apply(event)
@@ -258,16 +431,28 @@ class ExperimentService:
 
     def _create_from_event(self, event: Event) -> Strategy:
         p = event.payload
-        spec = parse_config(p["config_ini"], default_seed=p["seed"])
-        strategy = Strategy(
-            strategy_id=event.strategy_id,
-            name=p.get("name") or "",
-            spec=spec,
-            config_ini=p["config_ini"],
-            metadata=dict(p.get("metadata") or {}),
-            created_at=event.created_at,
-            seed=p["seed"],
-        )
+        strategy: Strategy
+        if "sweep" in p:
+            strategy = SweepStrategy(
+                strategy_id=event.strategy_id,
+                name=p.get("name") or "",
+                sweep=SweepSpec.from_json(p["sweep"]),
+                config_ini=p.get("config_ini") or "",
+                metadata=dict(p.get("metadata") or {}),
+                created_at=event.created_at,
+                sections=p.get("sections") or {},
+            )
+        else:
+            spec = parse_config(p["config_ini"], default_seed=p["seed"])
+            strategy = Strategy(
+                strategy_id=event.strategy_id,
+                name=p.get("name") or "",
+                spec=spec,
+                config_ini=p["config_ini"],
+                metadata=dict(p.get("metadata") or {}),
+                created_at=event.created_at,
+                seed=p["seed"],
+            )
         reg = self._registry
         reg.by_id[strategy.strategy_id] = strategy
         if strategy.name:
@@ -284,13 +469,33 @@ class ExperimentService:
             raise NotFound(f"strategy_id {strategy_id} not found", "strategy_id")
         return strategy
 
-    async def _commit(self, events: list[Event], strategy: Strategy | None, on_commit: Callable[[], object] | None = None) -> None:
+    async def _append(self, events: list[Event]) -> None:
+        """Journal events; a journal failure becomes a service error (RESOURCE_EXHAUSTED for a full
+        disk, UNAVAILABLE otherwise), logged once per episode rather than once per request."""
+        try:
+            await self.journal.append(events)
+        except JournalError as exc:
+            full = isinstance(exc, JournalFull)
+            kind = "full" if full else "unavailable"
+            if self._journal_failure != kind:
+                self._journal_failure = kind
+                log.error("journal %s: %s; requests that change state are refused until it recovers", kind, exc)
+            if full:
+                raise ResourceExhausted(f"the journal's disk is full: nothing was recorded ({exc})") from exc
+            raise Unavailable(f"journal unavailable: nothing was recorded ({exc})") from exc
+        if self._journal_failure is not None:
+            log.warning("journal writable again after a %s episode", self._journal_failure)
+            self._journal_failure = None
+
+    async def _commit(
+        self, events: list[Event], strategy: Strategy | None, on_commit: Callable[[], object] | None = None
+    ) -> None:
         """Journal events, then apply them to the strategy, as one step a cancelled caller cannot
         split: if the RPC is cancelled mid-commit, the commit and the state change still finish
         before the strategy lock is released (so memory never lags the journal)."""
 
         async def append_and_apply() -> None:
-            await self.journal.append(events)
+            await self._append(events)
             if strategy is not None:
                 for event in events:
                     strategy.apply(event)
@@ -343,8 +548,12 @@ class ExperimentService:
             trials_pending=sum(1 for t in trials if t.state == PENDING),
             model_data_points=strategy.model_data_points,
             created_at=strategy.created_at,
-            spec=strategy.spec,
+            shape=ExperimentShape.of(strategy.spec),
             can_fit=strategy.can_fit(),
+            sweep=strategy.view() if isinstance(strategy, SweepStrategy) else None,
+            seed=strategy.spec.seed or 0,
+            seed_from_config="seed" in strategy.spec.sections.get("common", {}),
+            optimization=OptimizationView.of(strategy.spec),
         )
 
     # ------------------------------------------------------------------ Configure / Resume
@@ -354,13 +563,32 @@ class ExperimentService:
         name: str = "",
         metadata: Mapping[str, Any] | None = None,
         request_id: str = "",
+        sweep: SweepRequest | None = None,
+        allow_sweep: bool = True,
+        experiment: TypedExperiment | None = None,
     ) -> ConfigureResult:
-        if not config_ini.strip():
+        """Create a strategy from an AEPsych INI, a sweep INI (`[sweep]` section), a SweepRequest or a
+        typed (Ax-style) experiment. `allow_sweep=False` (transports that cannot carry sweep trials)
+        refuses the sweep forms."""
+        if experiment is not None:
+            if config_ini.strip() or sweep is not None:
+                raise InvalidArgument("give one of config_ini, sweep and experiment", "experiment")
+            try:
+                config_ini = typed_to_ini(experiment)
+            except OptimizationConfigError as exc:
+                raise InvalidArgument(str(exc), exc.field) from None
+        if sweep is not None and config_ini.strip():
+            raise InvalidArgument("give config_ini or sweep, not both", "sweep")
+        if sweep is None and not config_ini.strip():
             raise InvalidArgument("config_ini is empty", "config_ini")
         if len(name) > self.limits.max_name_length:
             raise InvalidArgument(f"name: at most {self.limits.max_name_length} characters", "name")
         extra = self._check_metadata(metadata or {}, "metadata")
         seed = random.SystemRandom().randrange(2**31)
+        if sweep is not None or sweep_section(config_ini) is not None:
+            if not allow_sweep:
+                raise InvalidArgument("config_ini: parameter sweeps are served over the gRPC API only (trials are told by trial id)", "config_ini")
+            return await self._configure_sweep(config_ini, name, extra, request_id, sweep, seed)
         try:
             spec = parse_config(config_ini, default_seed=seed)
         except ConfigError as exc:
@@ -388,6 +616,249 @@ class ExperimentService:
             await self._commit([event], None, lambda: self._create_from_event(event))
             strategy = reg.by_id[event.strategy_id]
         return ConfigureResult(self.view(strategy), list(spec.warnings))
+
+    async def _configure_sweep(
+        self, config_ini: str, name: str, extra: dict[str, Any], request_id: str, sweep: SweepRequest | None, seed: int
+    ) -> ConfigureResult:
+        """A parameter sweep from a SweepRequest (JSON description) or an INI `[sweep]` section."""
+        try:
+            if sweep is not None:
+                spec = parse_sweep_json(sweep.description_json, sweep.runs, sweep.order, sweep.seed if sweep.seed is not None else seed)
+                config_metadata: dict[str, str] = {}
+                sections: dict[str, dict[str, str]] = {}
+                warnings: list[str] = []
+            else:
+                spec, config_metadata, sections, warnings = parse_sweep_ini(config_ini, seed)
+        except SweepConfigError as exc:
+            raise InvalidArgument(str(exc), exc.field) from None
+        async with self._configure_lock:
+            reg = self._registry
+            if request_id and request_id in reg.configure_requests:
+                return ConfigureResult(self.view(reg.by_id[reg.configure_requests[request_id]]), warnings)
+            if name and name in reg.by_name:
+                raise AlreadyExists(f"name {name!r} is already used by strategy {reg.by_name[name]}; use Resume", "name")
+            if len(reg.by_id) >= self.limits.max_strategies:
+                raise ResourceExhausted(f"this server holds its maximum of {self.limits.max_strategies} strategies", "sweep")
+            event = Event(
+                strategy_id=reg.next_id,
+                kind="configure",
+                payload={
+                    "name": name,
+                    "config_ini": config_ini,
+                    "metadata": {**config_metadata, **{k: str(v) for k, v in extra.items()}},
+                    "seed": spec.seed,
+                    "request_id": request_id,
+                    "sweep": spec.to_json(),
+                    "sections": sections,
+                },
+            )
+            await self._commit([event], None, lambda: self._create_from_event(event))
+            strategy = reg.by_id[event.strategy_id]
+        return ConfigureResult(self.view(strategy), warnings)
+
+    def get_sweep(self, strategy_id: int) -> SweepStrategy:
+        strategy = self.get(strategy_id)
+        if not isinstance(strategy, SweepStrategy):
+            raise FailedPrecondition(f"strategy_id {strategy_id} is not a parameter sweep", "strategy_id")
+        return strategy
+
+    def list_missing(self, strategy_id: int, runs: int = 0) -> MissingResults:
+        """Indices below runs x permutations without a result (PyExpUtils' listMissingResults)."""
+        strategy = self.get_sweep(strategy_id)
+        if runs < 0:
+            raise InvalidArgument(f"runs must be 0 (the sweep's runs) or positive, got {runs}", "runs")
+        runs = runs or strategy.runs
+        if runs * strategy.p > MAX_INDICES:
+            raise InvalidArgument(f"runs: {runs} runs x {strategy.p} permutations is too many indices to list", "runs")
+        return strategy.missing(runs)
+
+    async def extend_sweep(self, strategy_id: int, runs: int) -> StrategyView:
+        """Raise the number of runs; the new indices are handed out after the old ones."""
+        strategy = self.get_sweep(strategy_id)
+        async with strategy.lock:
+            if runs < strategy.runs:
+                raise InvalidArgument(f"runs: a sweep's runs can only grow (now {strategy.runs}, asked {runs})", "runs")
+            if runs * strategy.p > MAX_INDICES:
+                raise InvalidArgument(f"runs: {runs} runs x {strategy.p} permutations exceeds {MAX_INDICES} indices", "runs")
+            if runs > strategy.runs:
+                await self._commit([Event(strategy_id, "sweep_runs", {"runs": runs})], strategy)
+            return self.view(strategy)
+
+    def sweep_results(
+        self,
+        strategy_id: int,
+        last_n: int | None = None,
+        last_percent: float | None = None,
+        best_metric: str = "",
+        best_mode: str = "max",
+        include_runs: bool = False,
+    ) -> SweepResults:
+        strategy = self.get_sweep(strategy_id)
+        if last_n is not None and last_n < 1:
+            raise InvalidArgument(f"last_n must be at least 1, got {last_n}", "last_n")
+        if last_percent is not None and not (math.isfinite(last_percent) and 0 < last_percent <= 100):
+            raise InvalidArgument(f"last_percent must be in (0, 100], got {last_percent}", "last_percent")
+        if best_mode not in ("max", "min"):
+            raise InvalidArgument(f"best_mode must be max or min, got {best_mode!r}", "best_mode")
+        return strategy.results(last_n, last_percent, best_metric, best_mode, include_runs)
+
+    def _check_sweep_metrics(self, outcomes: Sequence[OutcomeValue], prefix: str) -> list[OutcomeValue]:
+        """A sweep's tell: named finite metrics, each optionally with a finite series."""
+        where = f"{prefix}." if prefix else ""
+        if not outcomes:
+            raise InvalidArgument(f"{where}outcomes: at least one metric is required", f"{where}outcomes")
+        if len(outcomes) > self.limits.max_sweep_metrics:
+            raise InvalidArgument(f"{where}outcomes: at most {self.limits.max_sweep_metrics} metrics", f"{where}outcomes")
+        points = sum(len(o.series or ()) for o in outcomes)
+        if points > self.limits.max_series_points:
+            raise InvalidArgument(f"{where}outcomes: at most {self.limits.max_series_points} series values per tell, got {points}", f"{where}outcomes")
+        seen: set[str] = set()
+        out = []
+        for i, o in enumerate(outcomes):
+            f = f"{where}outcomes[{i}]"
+            if not o.name:
+                raise InvalidArgument(f"{f}.name: a sweep's metrics need names", f"{f}.name")
+            if o.name in seen:
+                raise InvalidArgument(f"{f}.name: metric {o.name!r} given twice", f"{f}.name")
+            seen.add(o.name)
+            if not math.isfinite(o.value):
+                raise InvalidArgument(f"{f}.value: metric {o.name!r} must be a finite number, got {o.value!r}", f"{f}.value")
+            if o.sem is not None and (not math.isfinite(o.sem) or o.sem < 0):
+                raise InvalidArgument(f"{f}.sem must be a finite non-negative number, got {o.sem!r}", f"{f}.sem")
+            series = tuple(float(v) for v in o.series) if o.series else None
+            if series is not None and not all(math.isfinite(v) for v in series):
+                raise InvalidArgument(f"{f}.series: metric {o.name!r} has a non-finite value", f"{f}.series")
+            out.append(OutcomeValue(o.name, float(o.value), o.sem, series))
+        return out
+
+    async def _commit_reserved(self, strategy: SweepStrategy, events: list[Event], release: Callable[[], None]) -> None:
+        """Journal a sweep's events outside its lock, then apply them and drop the reservations that
+        kept concurrent decisions apart: many workers' asks and tells share one group commit. The
+        state still changes only after the commit; a cancelled caller cannot split the two."""
+
+        async def append_and_apply() -> None:
+            try:
+                await self._append(events)
+                for event in events:
+                    strategy.apply(event)
+            finally:
+                release()
+
+        task = asyncio.ensure_future(append_and_apply())
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task
+            raise
+
+    async def _ask_sweep(self, strategy: SweepStrategy, num_points: int, fixed: Mapping[str, Any] | None, request_id: str, ttl_seconds: float) -> AskResult:
+        if fixed:
+            raise InvalidArgument("fixed_parameters: a sweep hands out whole permutations; fixed parameters are not supported", "fixed_parameters")
+        phase_name = strategy.spec.phases[0].name
+        async with strategy.lock:  # decide and reserve under the lock; commit below, unlocked
+            if request_id and request_id in strategy.ask_requests:
+                trials = [TrialView.of(strategy.trials[i], strategy.spec) for i in strategy.ask_requests[request_id]]
+                return AskResult(trials, strategy.is_finished, 0, phase_name)
+            earlier: asyncio.Future[AskResult] | None = strategy.in_flight_requests.get(request_id) if request_id else None
+            if earlier is None:
+                indices = strategy.take_indices(num_points)
+                if not indices:
+                    retry = 0.0
+                    if not strategy.is_finished:
+                        expiry = strategy.next_lease_expiry()
+                        retry = max(0.0, expiry - time.time()) if expiry is not None else 0.0
+                    return AskResult([], strategy.is_finished, 0, phase_name, retry_after_seconds=retry)
+                first_id = strategy.reserve_trial_ids(len(indices))
+                strategy.in_flight_indices.update(indices)
+                waiting: asyncio.Future[AskResult] = asyncio.get_running_loop().create_future()
+                if request_id:
+                    strategy.in_flight_requests[request_id] = waiting
+        if earlier is not None:
+            return await asyncio.shield(earlier)  # a retry of an ask still being committed
+        now = time.time()
+        events = []
+        for k, index in enumerate(indices):
+            payload: dict[str, Any] = {"sweep_index": index}
+            if request_id:
+                payload["request_id"] = request_id
+            if ttl_seconds:
+                payload["lease_expires_at"] = now + ttl_seconds
+            events.append(Event(strategy.strategy_id, "ask", payload, trial_id=first_id + k, created_at=now))
+
+        def release() -> None:
+            strategy.in_flight_indices.difference_update(indices)
+            strategy.in_flight_requests.pop(request_id, None)
+            strategy.give_back(indices)  # after a failed commit the indices go back; leased ones stay leased
+
+        try:
+            await self._commit_reserved(strategy, events, release)
+        except BaseException as exc:
+            if not waiting.done():
+                waiting.set_exception(exc)
+                waiting.exception()  # retrieved: a failure nobody retried is not logged as unhandled
+            raise
+        result = AskResult(
+            [TrialView.of(strategy.trials[e.trial_id], strategy.spec) for e in events if e.trial_id is not None], strategy.is_finished, 0, phase_name
+        )
+        waiting.set_result(result)
+        return result
+
+    async def _tell_sweep(self, strategy: SweepStrategy, items: Sequence[TellItem]) -> list[TellResult]:
+        """Record sweep results by trial id. An index keeps its first result: a tell for an index that
+        already has one (a late worker, after its lease expired and the index was re-run) is answered
+        as a duplicate and its still-pending trial is abandoned, so nothing is counted twice."""
+        prepared = []
+        for i, item in enumerate(items):
+            prefix = f"tells[{i}]" if len(items) > 1 else ""
+            if item.trial_id is None:
+                raise InvalidArgument("trial_id: a sweep is told by trial id", f"{prefix}.trial_id" if prefix else "trial_id")
+            prepared.append((self._check_sweep_metrics(item.outcomes, prefix), self._check_metadata(item.metadata or {}, "metadata")))
+        async with strategy.lock:  # decide and reserve under the lock; commit below, unlocked
+            events: list[Event] = []
+            plan: list[tuple[int, bool]] = []
+            claimed_trials: set[int] = set()
+            claimed_indices: dict[int, int] = {}
+            for (checked, extra), item in zip(prepared, items, strict=True):
+                trial_id = item.trial_id
+                assert trial_id is not None
+                trial = strategy.trials.get(trial_id)
+                if trial is None:
+                    raise NotFound(f"trial_id {trial_id} not found in strategy {strategy.strategy_id}", "trial_id")
+                if trial.state == COMPLETED or trial_id in claimed_trials or trial_id in strategy.in_flight_trials:
+                    plan.append((trial_id, True))  # a retry (possibly of a tell still being committed)
+                    continue
+                if trial.state == FAILED:
+                    raise FailedPrecondition(f"trial_id {trial_id} was marked failed and cannot be told", "trial_id")
+                index = trial.sweep_index
+                assert index is not None
+                holder = strategy.result_of.get(index, claimed_indices.get(index, strategy.in_flight_results.get(index)))
+                if holder is not None:
+                    if trial.state == PENDING:
+                        reason = f"index {index} already has a result (trial {holder})"
+                        events.append(Event(strategy.strategy_id, "abandon", {"failed": False, "reason": reason}, trial_id=trial_id))
+                    claimed_trials.add(trial_id)
+                    plan.append((trial_id, True))
+                    continue
+                payload: dict[str, Any] = {"outcomes": [o.to_json() for o in checked], "metadata": extra}
+                if item.request_id:
+                    payload["request_id"] = item.request_id
+                events.append(Event(strategy.strategy_id, "tell", payload, trial_id=trial_id))
+                claimed_trials.add(trial_id)
+                claimed_indices[index] = trial_id
+                plan.append((trial_id, False))
+            strategy.in_flight_trials.update(claimed_trials)
+            strategy.in_flight_results.update(claimed_indices)
+
+        def release() -> None:
+            strategy.in_flight_trials.difference_update(claimed_trials)
+            for index in claimed_indices:
+                strategy.in_flight_results.pop(index, None)
+
+        if events:
+            await self._commit_reserved(strategy, events, release)
+        else:
+            release()
+        return [self._tell_result(strategy, tid, duplicate=dup, model_data=False) for tid, dup in plan]
 
     def resume(self, strategy_id: int | None = None, name: str | None = None) -> StrategyView:
         if name:
@@ -418,6 +889,7 @@ class ExperimentService:
         return info, view
 
     def strategies(self) -> list[Strategy]:
+        """The live strategies, for in-process readers above the service (export, replay); never a transport's."""
         return list(self._registry.by_id.values())
 
     def list_strategies(self) -> list[StrategyView]:
@@ -439,6 +911,8 @@ class ExperimentService:
             raise InvalidArgument(f"num_points must be in 1..{self.limits.max_points_per_ask}, got {num_points}", "num_points")
         if not math.isfinite(ttl_seconds) or ttl_seconds < 0:
             raise InvalidArgument(f"ttl_seconds must be a non-negative number, got {ttl_seconds}", "ttl_seconds")
+        if isinstance(strategy, SweepStrategy):
+            return await self._ask_sweep(strategy, num_points, fixed, request_id, ttl_seconds)
         space = strategy.spec.space
         try:
             fixed_raw = space.validate_partial(fixed or {}, "fixed_parameters")
@@ -446,9 +920,16 @@ class ExperimentService:
             raise InvalidArgument(str(exc), exc.field) from None
         async with strategy.lock:
             if request_id and request_id in strategy.ask_requests:
-                trials = [strategy.trials[i] for i in strategy.ask_requests[request_id]]
+                trials = [TrialView.of(strategy.trials[i], strategy.spec) for i in strategy.ask_requests[request_id]]
                 return AskResult(
                     trials, strategy.is_finished, trials[0].phase_index, strategy.spec.phases[trials[0].phase_index].name
+                )
+            limit = strategy.spec.optimization.max_parallelism if strategy.spec.optimization is not None else 0
+            if limit and len(strategy.pending) + num_points > limit:
+                raise FailedPrecondition(
+                    f"num_points: {len(strategy.pending)} trial(s) pending and {num_points} asked exceed max_parallelism {limit}; "
+                    "complete, fail or abandon pending trials first",
+                    "num_points",
                 )
             phase_index = strategy.phase_for_next_ask()
             phase = strategy.spec.phases[phase_index]
@@ -484,7 +965,7 @@ class ExperimentService:
                     payload["reissue_of"] = reissued[i]
                 events.append(Event(strategy_id, "ask", payload, trial_id=strategy.next_trial_id + i, created_at=now))
             await self._commit(events, strategy)
-            trials = [strategy.trials[e.trial_id] for e in events if e.trial_id is not None]
+            trials = [TrialView.of(strategy.trials[e.trial_id], strategy.spec) for e in events if e.trial_id is not None]
             if self.models is not None and strategy.has_model_phase:
                 self.models.data_changed(strategy)  # e.g. the last Sobol trial: prepare the first model trial
             return AskResult(
@@ -499,10 +980,39 @@ class ExperimentService:
             )
 
     # ------------------------------------------------------------------ Tell
+    def _check_metrics(self, strategy: Strategy, outcomes: Sequence[OutcomeValue]) -> list[OutcomeValue]:
+        """Ax-style outcomes: every objective and constrained metric, tracking metrics optional."""
+        opt = strategy.spec.optimization
+        assert opt is not None
+        needed = opt.modelled_metrics
+        by_name: dict[str, OutcomeValue] = {}
+        for i, outcome in enumerate(outcomes):
+            name = outcome.name or (needed[0] if len(outcomes) == 1 and len(needed) == 1 else "")
+            if name not in opt.metrics:
+                raise InvalidArgument(
+                    f"outcomes[{i}].name: unknown metric {outcome.name!r} (known: {list(opt.metrics)})", f"outcomes[{i}].name"
+                )
+            if name in by_name:
+                raise InvalidArgument(f"outcomes[{i}].name: metric {name!r} given twice", f"outcomes[{i}].name")
+            if isinstance(outcome.value, bool) or not isinstance(outcome.value, (int, float)) or not math.isfinite(outcome.value):
+                raise InvalidArgument(f"outcomes[{i}].value: metric {name!r} must be a finite number, got {outcome.value!r}", f"outcomes[{i}].value")
+            sem = outcome.sem
+            if sem is not None and (not math.isfinite(sem) or sem < 0):
+                raise InvalidArgument(f"outcomes[{i}].sem must be a finite non-negative number, got {sem!r}", f"outcomes[{i}].sem")
+            by_name[name] = OutcomeValue(name=name, value=float(outcome.value), sem=sem)
+        missing = [m for m in needed if m not in by_name]
+        if missing:
+            raise InvalidArgument(
+                f"outcomes: missing metric(s) {missing}: every objective and constrained metric {list(needed)} must be reported", "outcomes"
+            )
+        return [by_name[n] for n in opt.metrics if n in by_name]
+
     def _check_outcomes(self, strategy: Strategy, outcomes: Sequence[OutcomeValue]) -> list[OutcomeValue]:
         spec = strategy.spec
         if not outcomes:
             raise InvalidArgument("outcomes: at least one outcome is required", "outcomes")
+        if spec.optimization is not None:
+            return self._check_metrics(strategy, outcomes)
         if len(outcomes) != len(spec.outcome_names):
             raise InvalidArgument(
                 f"outcomes: expected {len(spec.outcome_names)} outcome(s) {list(spec.outcome_names)}, got {len(outcomes)}",
@@ -552,8 +1062,11 @@ class ExperimentService:
         model_data: bool = True,
         metadata: Mapping[str, Any] | None = None,
         request_id: str = "",
+        sample_size: int | None = None,
     ) -> TellResult:
-        item = TellItem(outcomes, trial_id, stimuli, model_data, metadata, request_id)
+        if sample_size is not None and sample_size < 0:
+            raise InvalidArgument(f"sample_size must be >= 0, got {sample_size}", "sample_size")
+        item = TellItem(outcomes, trial_id, stimuli, model_data, metadata, request_id, sample_size)
         return (await self.tell_many(strategy_id, [item]))[0]
 
     def _prepare_tell(self, strategy: Strategy, item: TellItem, prefix: str) -> tuple[list[OutcomeValue], dict[str, Any], list[Stimulus] | None]:
@@ -586,6 +1099,8 @@ class ExperimentService:
         space = strategy.spec.space
         if not items:
             raise InvalidArgument("no outcomes to record", "outcomes")
+        if isinstance(strategy, SweepStrategy):
+            return await self._tell_sweep(strategy, items)
         prepared = [self._prepare_tell(strategy, item, f"tells[{i}]" if len(items) > 1 else "") for i, item in enumerate(items)]
         async with strategy.lock:
             events: list[Event] = []
@@ -621,6 +1136,8 @@ class ExperimentService:
                 payload: dict[str, Any] = {"outcomes": [o.to_json() for o in checked], "model_data": bool(item.model_data), "metadata": extra}
                 if item.request_id:
                     payload["request_id"] = item.request_id
+                if item.sample_size is not None:
+                    payload["sample_size"] = int(item.sample_size)
                 if existing_id is None:
                     assert validated is not None
                     existing_id, next_id = next_id, next_id + 1
@@ -645,8 +1162,121 @@ class ExperimentService:
             is_finished=strategy.is_finished,
         )
 
+    # ------------------------------------------------------------------ Ax-style trials and read-outs
+    async def attach_trial(
+        self, strategy_id: int, parameters: Mapping[str, Any], ttl_seconds: float = 0.0, request_id: str = ""
+    ) -> TrialView:
+        """A pending trial at given parameters (Ax's attach_trial): not drawn from the phase, told later."""
+        strategy = self.get(strategy_id)
+        spec = strategy.spec
+        if spec.stimuli_per_trial != 1:
+            raise FailedPrecondition("attach_trial takes experiments with one stimulus per trial", "strategy_id")
+        if not math.isfinite(ttl_seconds) or ttl_seconds < 0:
+            raise InvalidArgument(f"ttl_seconds must be a non-negative number, got {ttl_seconds}", "ttl_seconds")
+        try:
+            stimulus = spec.space.validate_stimulus(parameters, "parameters")
+        except ParameterValueError as exc:
+            raise InvalidArgument(str(exc), exc.field) from None
+        if spec.optimization is not None and not spec.optimization.feasible(stimulus):
+            broken = [c.text for c in spec.optimization.parameter_constraints if not c.satisfied(stimulus)]
+            raise InvalidArgument(f"parameters: break the parameter constraint(s) {broken}", "parameters")
+        async with strategy.lock:
+            if request_id and request_id in strategy.ask_requests:
+                return TrialView.of(strategy.trials[strategy.ask_requests[request_id][0]], spec)
+            now = time.time()
+            payload: dict[str, Any] = {"phase_index": strategy.phase_index, "stimuli": [stimulus], "attached": True}
+            if request_id:
+                payload["request_id"] = request_id
+            if ttl_seconds:
+                payload["lease_expires_at"] = now + ttl_seconds
+            event = Event(strategy_id, "ask", payload, trial_id=strategy.next_trial_id, created_at=now)
+            await self._commit([event], strategy)
+            return TrialView.of(strategy.trials[event.trial_id or 0], spec)
+
+    def _optimization_strategy(self, strategy_id: int) -> Strategy:
+        strategy = self.get(strategy_id)
+        if strategy.spec.optimization is None:
+            raise FailedPrecondition("this strategy is not an optimisation experiment (no objectives)", "strategy_id")
+        if self.models is None:
+            raise FailedPrecondition("this server runs without a model engine", "strategy_id")
+        return strategy
+
+    def _arms(self, strategy: Strategy, readout: Readout) -> list[ArmEstimate]:
+        opt = strategy.spec.optimization
+        assert opt is not None
+        metrics = opt.modelled_metrics
+        return [
+            ArmEstimate(
+                trial_id=tid,
+                parameters=dict(strategy.trials[tid].stimuli[0]),
+                means={m: float(readout.means[i, j]) for j, m in enumerate(metrics)},
+                sems={m: float(readout.sems[i, j]) for j, m in enumerate(metrics)},
+            )
+            for i, tid in enumerate(readout.trial_ids)
+        ]
+
+    async def _readout(self, strategy: Strategy, kind: str, use_model: bool, x: np.ndarray | None = None) -> Readout:
+        assert self.models is not None
+        if strategy.completed == 0 and kind != "predict":
+            return Readout([], np.zeros((0, 0)), np.zeros((0, 0)), np.zeros(0))
+        try:
+            return await self.models.optimization_readout(strategy, kind, use_model, x)
+        except ValueError as exc:
+            raise FailedPrecondition(str(exc), "strategy_id") from None
+
+    async def best_parameters(self, strategy_id: int, use_model: bool = True) -> ArmEstimate | None:
+        """The best feasible completed trial (single objective), by model prediction or observation."""
+        strategy = self._optimization_strategy(strategy_id)
+        opt = strategy.spec.optimization
+        assert opt is not None
+        if opt.multi_objective:
+            raise FailedPrecondition(
+                f"{len(opt.objectives)} objectives have no single best point: ask for the Pareto front", "strategy_id"
+            )
+        arms = self._arms(strategy, await self._readout(strategy, "best", use_model))
+        return arms[0] if arms else None
+
+    async def pareto_front(self, strategy_id: int, use_model: bool = True) -> list[ArmEstimate]:
+        strategy = self._optimization_strategy(strategy_id)
+        return self._arms(strategy, await self._readout(strategy, "pareto", use_model))
+
+    async def predict_metrics(
+        self, strategy_id: int, parameters: Sequence[Mapping[str, Any]], metrics: Sequence[str] = ()
+    ) -> list[ArmEstimate]:
+        strategy = self._optimization_strategy(strategy_id)
+        opt = strategy.spec.optimization
+        assert opt is not None
+        for i, m in enumerate(metrics):
+            if m not in opt.modelled_metrics:
+                raise InvalidArgument(f"metrics[{i}]: {m!r} is not a modelled metric {list(opt.modelled_metrics)}", f"metrics[{i}]")
+        if not parameters:
+            raise InvalidArgument("parameters: give at least one parameterisation", "parameters")
+        if len(parameters) > self.limits.max_points_per_ask * 10:
+            raise InvalidArgument(f"parameters: at most {self.limits.max_points_per_ask * 10}", "parameters")
+        space = strategy.spec.space
+        try:
+            stimuli = [space.validate_stimulus(p, f"parameters[{i}]") for i, p in enumerate(parameters)]
+        except ParameterValueError as exc:
+            raise InvalidArgument(str(exc), exc.field) from None
+        if strategy.completed == 0:
+            raise FailedPrecondition("no model yet: no trial is complete", "strategy_id")
+        readout = await self._readout(strategy, "predict", True, np.array([space.to_unit(s) for s in stimuli]))
+        wanted = list(metrics) or list(opt.modelled_metrics)
+        out = []
+        for i, stimulus in enumerate(stimuli):
+            means = {m: float(readout.means[i, j]) for j, m in enumerate(opt.modelled_metrics) if m in wanted}
+            sems = {m: float(readout.sems[i, j]) for j, m in enumerate(opt.modelled_metrics) if m in wanted}
+            out.append(ArmEstimate(0, dict(stimulus), means, sems))
+        return out
+
+    async def optimization_trace(self, strategy_id: int) -> list[tuple[int, float]]:
+        """Best feasible observed objective (hypervolume for several) after each completed trial."""
+        strategy = self._optimization_strategy(strategy_id)
+        readout = await self._readout(strategy, "trace", False)
+        return [(tid, float(v)) for tid, v in zip(readout.trial_ids, readout.trace, strict=True)]
+
     # ------------------------------------------------------------------ trial bookkeeping
-    async def abandon_trial(self, strategy_id: int, trial_id: int, failed: bool = False, reason: str = "") -> TrialRecord:
+    async def abandon_trial(self, strategy_id: int, trial_id: int, failed: bool = False, reason: str = "") -> TrialView:
         strategy = self.get(strategy_id)
         async with strategy.lock:
             trial = strategy.trials.get(trial_id)
@@ -654,15 +1284,25 @@ class ExperimentService:
                 raise NotFound(f"trial_id {trial_id} not found in strategy {strategy_id}", "trial_id")
             if trial.state != PENDING:
                 raise FailedPrecondition(f"trial_id {trial_id} is {trial.state}, not pending", "trial_id")
+            if isinstance(strategy, SweepStrategy) and trial_id in strategy.in_flight_trials:
+                raise FailedPrecondition(f"trial_id {trial_id} is being told", "trial_id")
             event = Event(strategy_id, "abandon", {"failed": failed, "reason": reason[:1000]}, trial_id=trial_id)
             await self._commit([event], strategy)
-            return trial
+            return TrialView.of(trial, strategy.spec)
 
-    def list_trials(self, strategy_id: int, state: str | None = None) -> list[TrialRecord]:
+    def list_trials(self, strategy_id: int, state: str | None = None) -> list[TrialView]:
         strategy = self.get(strategy_id)
         if state is not None and state not in (PENDING, COMPLETED, FAILED, ABANDONED):
             raise InvalidArgument(f"state: unknown trial state {state!r}", "state")
-        return [t for t in strategy.trials.values() if state is None or t.state == state]
+        return [TrialView.of(t, strategy.spec) for t in strategy.trials.values() if state is None or t.state == state]
+
+    def export_trials(self, strategy_id: int = 0) -> list[ExportedTrial]:
+        """Every trial (of one strategy when strategy_id is given), as one consistent snapshot: it
+        is taken without an await, so no request changes a strategy while it is copied."""
+        strategies = [self.get(strategy_id)] if strategy_id else list(self._registry.by_id.values())
+        return [
+            ExportedTrial(s.strategy_id, s.name, TrialView.of(t, s.spec)) for s in strategies for t in list(s.trials.values())
+        ]
 
     async def finish_strategy(self, strategy_id: int) -> FinishResult:
         strategy = self.get(strategy_id)
@@ -673,8 +1313,8 @@ class ExperimentService:
             return FinishResult(strategy.spec.phases[index].name, index, strategy.is_finished)
 
     # ------------------------------------------------------------------ read-only
-    def parameters(self, strategy_id: int) -> ExperimentSpec:
-        return self.get(strategy_id).spec
+    def parameters(self, strategy_id: int) -> ExperimentShape:
+        return ExperimentShape.of(self.get(strategy_id).spec)
 
     def get_config(self, strategy_id: int, section: str = "", prop: str = "") -> dict[str, dict[str, str]]:
         sections = self.get(strategy_id).spec.sections
@@ -698,9 +1338,14 @@ class ExperimentService:
         x: Sequence[Mapping[str, Any]] | None = None,
         y: float | None = None,
         constraints: Mapping[str, Any] | None = None,
-    ) -> QueryResult:
+    ) -> QueryAnswer:
         strategy = self.get(strategy_id)
         space = strategy.spec.space
+        if strategy.spec.optimization is not None:
+            raise FailedPrecondition(
+                "Query models one outcome; optimisation experiments answer PredictMetrics, GetBestParameters and GetParetoFront",
+                "strategy_id",
+            )
         if query_type not in QUERY_TYPES:
             raise InvalidArgument(f"query_type must be one of {list(QUERY_TYPES)}, got {query_type!r}", "query_type")
         named: dict[str, Any] = {}
@@ -761,7 +1406,7 @@ class ExperimentService:
                     upper=float(values["upper"][i]),
                 )
             )
-        return QueryResult(query_type, probability_space, results, fit_seconds)
+        return QueryAnswer(query_type, probability_space, results, fit_seconds)
 
     async def close(self) -> None:
         if self._lease_task is not None:

@@ -1,6 +1,7 @@
 """Request building, reply parsing, result types and errors shared by Client and AsyncClient.
 
 Everything protocol-specific lives here once; the two clients only differ in how they call a stub.
+Value and enum conversion is not here: it lives in the public `psyserve_client.wire`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,22 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from ._proto.psyserve.v1 import messages_pb2 as pb
+from .wire import (
+    PARAMETER_TYPE_NAMES,
+    QUERY_TYPE_ENUMS,
+    QUERY_TYPE_NAMES,
+    SWEEP_BEST_MODE_ENUMS,
+    SWEEP_ORDER_ENUMS,
+    SWEEP_ORDER_NAMES,
+    TRIAL_STATE_ENUMS,
+    TRIAL_STATE_NAMES,
+    Value,
+    from_stimulus,
+    require_value,
+    to_stimulus,
+    to_values,
+)
 
-Value = float | int | str | bool
 T = TypeVar("T")
 
 # ---------------------------------------------------------------------------- errors
@@ -100,34 +115,6 @@ def translate_error(error: grpc.RpcError) -> PsyserveError:
     return _ERRORS.get(code, PsyserveError)(code, message or "", field_name)
 
 
-# ---------------------------------------------------------------------------- values
-
-
-def to_value(value: Value) -> pb.ParameterValue:
-    if isinstance(value, bool):
-        return pb.ParameterValue(flag=value)
-    if isinstance(value, int):
-        return pb.ParameterValue(integer=value)
-    if isinstance(value, str):
-        return pb.ParameterValue(category=value)
-    if isinstance(value, float):
-        return pb.ParameterValue(number=value)
-    raise TypeError(f"parameter values must be float, int, str or bool, got {type(value).__name__}")
-
-
-def from_value(value: pb.ParameterValue) -> Value:
-    kind = value.WhichOneof("kind")
-    return getattr(value, kind) if kind else 0.0  # type: ignore[no-any-return]
-
-
-def to_values(values: Mapping[str, Value]) -> dict[str, pb.ParameterValue]:
-    return {name: to_value(v) for name, v in values.items()}
-
-
-def from_stimulus(stimulus: pb.Stimulus) -> dict[str, Value]:
-    return {name: from_value(v) for name, v in stimulus.values.items()}
-
-
 # ---------------------------------------------------------------------------- results
 
 
@@ -140,6 +127,7 @@ class Parameter:
     log_scale: bool = False
     choices: tuple[str, ...] = ()
     value: Value | None = None
+    values: tuple[Value, ...] = ()  # a sweep parameter's values, in listed order
 
 
 @dataclass(frozen=True)
@@ -147,6 +135,7 @@ class Outcome:
     name: str
     value: float
     sem: float | None = None
+    series: tuple[float, ...] = ()  # sweeps: a learning curve
 
 
 @dataclass(frozen=True)
@@ -158,6 +147,9 @@ class Trial:
     phase_name: str
     outcomes: list[Outcome] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
+    sweep_index: int | None = None  # sweeps: index i, run i div p, permutation i mod p
+    sweep_run: int | None = None
+    sweep_permutation: int | None = None
 
     @property
     def params(self) -> dict[str, Value]:
@@ -175,6 +167,7 @@ class AskResult:
     wait_seconds: float
     phase_index: int
     phase_name: str
+    retry_after_seconds: float = 0.0  # sweeps: all remaining indices are leased; the earliest lease ends then
 
     @property
     def config(self) -> dict[str, list[Any]]:
@@ -219,6 +212,23 @@ class Phase:
 
 
 @dataclass(frozen=True)
+class SweepSummary:
+    """A parameter sweep's parameters and progress (done / leased / missing of permutations x runs)."""
+
+    permutations: int
+    runs: int
+    total: int
+    done: int
+    leased: int
+    missing: int
+    failed: int
+    order: str
+    seed: int
+    parameters: dict[str, tuple[Value, ...]]
+    description: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class StrategySummary:
     strategy_id: int
     name: str
@@ -231,6 +241,9 @@ class StrategySummary:
     trials_pending: int
     model_data_points: int
     parameters: list[Parameter]
+    sweep: SweepSummary | None = None
+    seed: int = 0  # the experiment seed (the config's, or drawn by the server): set it in [common] to repeat a run
+    seed_from_config: bool = False
 
 
 @dataclass(frozen=True)
@@ -299,38 +312,16 @@ class FinishResult:
         return getattr(self, key)
 
 
-_PARAM_TYPES = {
-    pb.PARAMETER_TYPE_CONTINUOUS: "continuous",
-    pb.PARAMETER_TYPE_INTEGER: "integer",
-    pb.PARAMETER_TYPE_BINARY: "binary",
-    pb.PARAMETER_TYPE_FIXED: "fixed",
-    pb.PARAMETER_TYPE_CATEGORICAL: "categorical",
-}
-_STATES = {
-    pb.TRIAL_STATE_PENDING: "pending",
-    pb.TRIAL_STATE_COMPLETED: "completed",
-    pb.TRIAL_STATE_FAILED: "failed",
-    pb.TRIAL_STATE_ABANDONED: "abandoned",
-}
-_STATE_ENUMS = {v: k for k, v in _STATES.items()}
-_QUERY_TYPES = {
-    "max": pb.QUERY_TYPE_MAX,
-    "min": pb.QUERY_TYPE_MIN,
-    "prediction": pb.QUERY_TYPE_PREDICTION,
-    "inverse": pb.QUERY_TYPE_INVERSE,
-}
-_QUERY_NAMES = {v: k for k, v in _QUERY_TYPES.items()}
-
-
 def parse_parameter(p: pb.Parameter) -> Parameter:
     return Parameter(
         name=p.name,
-        type=_PARAM_TYPES.get(p.type, "unspecified"),
+        type=PARAMETER_TYPE_NAMES.get(p.type, "unspecified"),
         lower_bound=p.lower_bound,
         upper_bound=p.upper_bound,
         log_scale=p.log_scale,
         choices=tuple(p.choices),
-        value=from_value(p.fixed_value) if p.HasField("fixed_value") else None,
+        value=require_value(p.fixed_value, f"parameters.{p.name}.fixed_value") if p.HasField("fixed_value") else None,
+        values=tuple(require_value(v, f"parameters.{p.name}.values") for v in p.values),
     )
 
 
@@ -338,11 +329,34 @@ def parse_trial(t: pb.Trial) -> Trial:
     return Trial(
         trial_id=t.trial_id,
         stimuli=[from_stimulus(s) for s in t.stimuli],
-        state=_STATES.get(t.state, "unspecified"),
+        state=TRIAL_STATE_NAMES.get(t.state, "unspecified"),
         phase_index=t.phase_index,
         phase_name=t.phase_name,
-        outcomes=[Outcome(o.name, o.value, o.sem if o.HasField("sem") else None) for o in t.outcomes],
+        outcomes=[Outcome(o.name, o.value, o.sem if o.HasField("sem") else None, tuple(o.series)) for o in t.outcomes],
         metadata=dict(t.metadata),
+        sweep_index=t.sweep_index if t.HasField("sweep_index") else None,
+        sweep_run=t.sweep_run if t.HasField("sweep_index") else None,
+        sweep_permutation=t.sweep_permutation if t.HasField("sweep_index") else None,
+    )
+
+
+
+
+def parse_sweep_summary(s: pb.SweepSummary) -> SweepSummary:
+    import json
+
+    return SweepSummary(
+        permutations=s.permutations,
+        runs=s.runs,
+        total=s.total,
+        done=s.done,
+        leased=s.leased,
+        missing=s.missing,
+        failed=s.failed,
+        order=SWEEP_ORDER_NAMES.get(s.order, "index"),
+        seed=s.seed,
+        parameters={p.name: tuple(require_value(v, f"sweep.parameters.{p.name}") for v in p.values) for p in s.parameters},
+        description=json.loads(s.description_json) if s.description_json else {},
     )
 
 
@@ -359,6 +373,9 @@ def parse_summary(s: pb.StrategySummary) -> StrategySummary:
         trials_pending=s.trials_pending,
         model_data_points=s.model_data_points,
         parameters=[parse_parameter(p) for p in s.parameters],
+        sweep=parse_sweep_summary(s.sweep) if s.HasField("sweep") else None,
+        seed=s.seed,
+        seed_from_config=s.seed_from_config,
     )
 
 
@@ -378,7 +395,7 @@ def _outcomes(outcome: float | int | bool | Mapping[str, float] | Sequence[float
     if outcome is None:
         raise ValueError("outcome is required")
     if isinstance(outcome, Mapping):
-        return [pb.Outcome(name=str(k), value=float(v)) for k, v in outcome.items()]
+        return [_named_outcome(str(k), v) for k, v in outcome.items()]
     if isinstance(outcome, Sequence) and not isinstance(outcome, (str, bytes)):
         if len(outcome) != 1:
             raise ValueError("give one outcome per tell (a dict for several named outcomes)")
@@ -387,6 +404,19 @@ def _outcomes(outcome: float | int | bool | Mapping[str, float] | Sequence[float
     if sem is not None:
         msg.sem = sem
     return [msg]
+
+
+def _named_outcome(name: str, value: Any) -> pb.Outcome:
+    """A named metric: a number, or a sequence of numbers (a series, e.g. a learning curve, whose
+    scalar value is its last element)."""
+    if (isinstance(value, Sequence) and not isinstance(value, str | bytes)) or hasattr(value, "tolist"):
+        series = [float(v) for v in (value.tolist() if hasattr(value, "tolist") else value)]
+        if isinstance(series, float):  # a numpy scalar
+            return pb.Outcome(name=name, value=series)
+        if not series:
+            raise ValueError(f"outcome {name!r}: an empty series")
+        return pb.Outcome(name=name, value=series[-1], series=series)
+    return pb.Outcome(name=name, value=float(value))
 
 
 def _stimuli_from_config(config: Mapping[str, Any], stimuli_per_trial: int | None = None) -> list[pb.Stimulus]:
@@ -400,15 +430,12 @@ def _stimuli_from_config(config: Mapping[str, Any], stimuli_per_trial: int | Non
         unwrapped[name] = value
     pairwise = any(isinstance(v, (list, tuple)) for v in unwrapped.values())
     if not pairwise:
-        return [pb.Stimulus(values=to_values(unwrapped))]
+        return [to_stimulus(unwrapped)]
     count = max(len(v) for v in unwrapped.values() if isinstance(v, (list, tuple)))
-    return [
-        pb.Stimulus(values=to_values({n: (v[i] if isinstance(v, (list, tuple)) else v) for n, v in unwrapped.items()}))
-        for i in range(count)
-    ]
+    return [to_stimulus({n: (v[i] if isinstance(v, (list, tuple)) else v) for n, v in unwrapped.items()}) for i in range(count)]
 
 
-class Protocol:
+class RequestBuilder:
     """Builds Calls and keeps the client-side state (configured strategy ids, current strategy)."""
 
     def __init__(self) -> None:
@@ -493,6 +520,7 @@ class Protocol:
                 wait_seconds=reply.timings.wait_seconds,
                 phase_index=reply.phase_index,
                 phase_name=reply.phase_name,
+                retry_after_seconds=reply.retry_after_seconds,
             )
 
         return Call("Ask", request, parse)
@@ -544,8 +572,8 @@ class Protocol:
         constraints: Mapping[str | int, Value] | None = None,
         strategy_id: int | None = None,
     ) -> Call[QueryResult]:
-        if query_type not in _QUERY_TYPES:
-            raise ValueError(f"query_type must be one of {list(_QUERY_TYPES)}")
+        if query_type not in QUERY_TYPE_ENUMS:
+            raise ValueError(f"query_type must be one of {list(QUERY_TYPE_ENUMS)}")
         points: list[Mapping[str, Value]] = []
         if isinstance(x, Mapping):  # AEPsych shape {name: [v1, v2, ...]} or {name: v}
             columns = {k: (list(v) if isinstance(v, (list, tuple)) else [v]) for k, v in x.items()}
@@ -556,9 +584,9 @@ class Protocol:
         named = {str(key): value for key, value in (constraints or {}).items()}  # the server resolves indices
         request = pb.QueryRequest(
             strategy_id=self._sid(strategy_id),
-            query_type=_QUERY_TYPES[query_type],
+            query_type=QUERY_TYPE_ENUMS[query_type],
             probability_space=probability_space,
-            x=[pb.Stimulus(values=to_values(p)) for p in points],
+            x=[to_stimulus(p) for p in points],
             constraints=to_values(named),
         )
         if y is not None:
@@ -568,7 +596,9 @@ class Protocol:
             preds = [
                 Prediction(from_stimulus(p.x), p.mean, p.variance, p.probability, p.lower, p.upper) for p in reply.predictions
             ]
-            return QueryResult(_QUERY_NAMES.get(reply.query_type, query_type), reply.probability_space, preds, reply.fit_seconds)
+            return QueryResult(
+                QUERY_TYPE_NAMES.get(reply.query_type, query_type), reply.probability_space, preds, reply.fit_seconds
+            )
 
         return Call("Query", request, parse)
 
@@ -615,9 +645,139 @@ class Protocol:
         return Call("ListStrategies", pb.ListStrategiesRequest(), lambda r: [parse_summary(s) for s in r.strategies])
 
     def list_trials(self, state: str | None = None, strategy_id: int | None = None) -> Call[list[Trial]]:
-        request = pb.ListTrialsRequest(strategy_id=self._sid(strategy_id), state=_STATE_ENUMS[state] if state else pb.TRIAL_STATE_UNSPECIFIED)
+        request = pb.ListTrialsRequest(
+            strategy_id=self._sid(strategy_id), state=TRIAL_STATE_ENUMS[state] if state else pb.TRIAL_STATE_UNSPECIFIED
+        )
         return Call("ListTrials", request, lambda r: [parse_trial(t) for t in r.trials])
 
     def abandon_trial(self, trial_id: int, failed: bool = False, reason: str = "", strategy_id: int | None = None) -> Call[Trial]:
         request = pb.AbandonTrialRequest(strategy_id=self._sid(strategy_id), trial_id=trial_id, failed=failed, reason=reason)
         return Call("AbandonTrial", request, lambda r: parse_trial(r.trial))
+
+    # ------------------------------------------------------------------ parameter sweeps
+    def configure_sweep(
+        self,
+        description: Mapping[str, Any] | str,
+        runs: int = 1,
+        order: str = "index",
+        seed: int | None = None,
+        config_name: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        request_id: str = "",
+    ) -> Call[ConfigureResult]:
+        """A PyExpUtils-style sweep: a description dict (or its JSON text) with `metaParameters`."""
+        import json
+
+        if order not in SWEEP_ORDER_ENUMS:
+            raise ValueError(f"order must be one of {list(SWEEP_ORDER_ENUMS)}, got {order!r}")
+        text = description if isinstance(description, str) else json.dumps(description)
+        sweep = pb.SweepConfig(description_json=text, runs=runs, order=SWEEP_ORDER_ENUMS[order])
+        if seed is not None:
+            sweep.seed = seed
+        request = pb.ConfigureRequest(name=config_name or "", metadata=dict(metadata or {}), request_id=request_id, sweep=sweep)
+        call = self.configure(config_str="", config_name=config_name, metadata=metadata, request_id=request_id)
+        call.request = request
+        return call
+
+    def list_missing(self, runs: int = 0, strategy_id: int | None = None) -> Call[MissingResults]:
+        request = pb.ListMissingResultsRequest(strategy_id=self._sid(strategy_id), runs=runs)
+        return Call(
+            "ListMissingResults",
+            request,
+            lambda r: MissingResults(list(r.indices), list(r.leased_indices), list(r.failed_indices)),
+        )
+
+    def extend_sweep(self, runs: int, strategy_id: int | None = None) -> Call[StrategySummary]:
+        request = pb.ExtendSweepRequest(strategy_id=self._sid(strategy_id), runs=runs)
+        return Call("ExtendSweep", request, lambda r: parse_summary(r.summary))
+
+    def sweep_results(
+        self,
+        last_n: int | None = None,
+        last_percent: float | None = None,
+        best_metric: str = "",
+        best_mode: str = "max",
+        include_runs: bool = True,
+        strategy_id: int | None = None,
+    ) -> Call[SweepResultsData]:
+        if last_n is not None and last_percent is not None:
+            raise ValueError("give last_n or last_percent, not both")
+        if best_mode not in SWEEP_BEST_MODE_ENUMS:
+            raise ValueError(f"best_mode must be max or min, got {best_mode!r}")
+        request = pb.GetSweepResultsRequest(
+            strategy_id=self._sid(strategy_id),
+            best_metric=best_metric,
+            best_mode=SWEEP_BEST_MODE_ENUMS[best_mode],
+            include_runs=include_runs,
+        )
+        if last_n is not None:
+            request.last_n = last_n
+        if last_percent is not None:
+            request.last_percent = last_percent
+
+        def parse(r: pb.GetSweepResultsResponse) -> SweepResultsData:
+            return SweepResultsData(
+                permutations=[
+                    PermutationResult(
+                        p.permutation,
+                        _ordered(from_stimulus(p.parameters), r.parameter_names),
+                        p.runs_done,
+                        {m.name: MetricSummary(m.mean, m.sem, m.count) for m in p.metrics},
+                    )
+                    for p in r.permutations
+                ],
+                best_permutation=r.best_permutation if r.HasField("best_permutation") else None,
+                runs=[
+                    RunResult(x.index, x.run, x.permutation, x.trial_id, {o.name: o.value for o in x.metrics}, {o.name: x.series_lengths.get(o.name, 0) for o in x.metrics})
+                    for x in r.runs
+                ],
+                parameter_names=list(r.parameter_names),
+            )
+
+        return Call("GetSweepResults", request, parse)
+
+
+def _ordered(values: dict[str, Value], names: Sequence[str]) -> dict[str, Value]:
+    return {n: values[n] for n in names if n in values} | {n: v for n, v in values.items() if n not in names}
+
+
+@dataclass(frozen=True)
+class MissingResults:
+    """Indices without a result (ascending), and which of them are leased or failed."""
+
+    indices: list[int]
+    leased: list[int]
+    failed: list[int]
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    mean: float
+    sem: float
+    count: int
+
+
+@dataclass(frozen=True)
+class PermutationResult:
+    permutation: int
+    parameters: dict[str, Value]
+    runs_done: int
+    metrics: dict[str, MetricSummary]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    index: int
+    run: int
+    permutation: int
+    trial_id: int
+    metrics: dict[str, float]
+    series_lengths: dict[str, int]
+
+
+@dataclass(frozen=True)
+class SweepResultsData:
+    permutations: list[PermutationResult]
+    best_permutation: int | None
+    runs: list[RunResult]
+    parameter_names: list[str] = field(default_factory=list)

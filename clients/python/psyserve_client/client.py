@@ -1,6 +1,6 @@
 """psyserve clients: `Client` (blocking) and `AsyncClient` (asyncio), with aepsych_client's method names.
 
-Both share psyserve_client._common.Protocol for requests and replies; this file only makes calls.
+Both share psyserve_client._common.RequestBuilder for requests and replies; this file only makes calls.
 Generated method wrappers are listed explicitly so that type checkers see every signature.
 """
 
@@ -11,15 +11,17 @@ from typing import Any, TypeVar
 
 import grpc
 
+from . import _optimization as opt
 from ._common import (
     AskResult,
     Call,
     ConfigureResult,
     FinishResult,
     InfoResult,
+    MissingResults,
     Parameter,
-    Protocol,
     QueryResult,
+    RequestBuilder,
     StrategySummary,
     TellResult,
     Trial,
@@ -29,6 +31,7 @@ from ._common import (
 )
 from ._proto.psyserve.v1 import messages_pb2 as pb
 from ._proto.psyserve.v1 import service_pb2_grpc
+from .sweeps import AsyncSweepLoop, SweepLoop, SweepResults
 
 T = TypeVar("T")
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -53,7 +56,7 @@ class _Base:
         self.address = address
         self.timeout = timeout
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
-        self._protocol = Protocol()
+        self._protocol = RequestBuilder()
 
     @property
     def configs(self) -> list[int]:
@@ -205,6 +208,84 @@ class Client(_Base):
         """Mark a pending trial abandoned (or failed)."""
         return self._run(self._protocol.abandon_trial(trial_id, failed, reason, strategy_id))
 
+    # ---------------------------------------------------------------- optimisation (Ax-style) experiments
+    def configure_experiment(
+        self, experiment: opt.ExperimentDefinition, name: str = "", metadata: Mapping[str, str] | None = None, request_id: str = ""
+    ) -> ConfigureResult:
+        """Create a strategy from a typed (Ax-style) experiment; it becomes the current strategy."""
+        result = self._run(opt.configure_experiment(experiment, name, metadata, request_id))
+        self._protocol.strategy_id = result.strategy_id
+        return result
+
+    def tell_metrics(
+        self, trial_id: int, raw_data: Any, metadata: Mapping[str, Any] | None = None, sample_size: int | None = None, strategy_id: int | None = None
+    ) -> TellResult:
+        """Ax's raw_data for a trial: mean, (mean, sem) or {metric: mean | (mean, sem)}."""
+        return self._run(opt.tell_metrics(self._protocol._sid(strategy_id), trial_id, raw_data, metadata, sample_size))
+
+    def attach_trial(self, parameters: Mapping[str, Value], ttl_seconds: float = 0.0, strategy_id: int | None = None) -> Trial:
+        """A pending trial at given parameters."""
+        return self._run(opt.attach_trial(self._protocol._sid(strategy_id), parameters, ttl_seconds))
+
+    def best_parameters(self, use_model: bool = True, strategy_id: int | None = None) -> opt.ArmEstimate | None:
+        """The best feasible completed trial (model-predicted in-sample, or observed)."""
+        return self._run(opt.best_parameters(self._protocol._sid(strategy_id), use_model))
+
+    def pareto_front(self, use_model: bool = True, strategy_id: int | None = None) -> list[opt.ArmEstimate]:
+        """The feasible non-dominated completed trials."""
+        return self._run(opt.pareto_front(self._protocol._sid(strategy_id), use_model))
+
+    def predict_metrics(
+        self, parameters: Sequence[Mapping[str, Value]], metrics: Sequence[str] = (), strategy_id: int | None = None
+    ) -> list[opt.ArmEstimate]:
+        """Model mean and SEM of every (or the listed) metric at each parameterisation."""
+        return self._run(opt.predict_metrics(self._protocol._sid(strategy_id), parameters, metrics))
+
+    def optimization_trace(self, strategy_id: int | None = None) -> list[tuple[int, float]]:
+        """(trial id, best feasible objective so far / hypervolume) per completed trial."""
+        return self._run(opt.optimization_trace(self._protocol._sid(strategy_id)))
+    # ------------------------------------------------------------------ parameter sweeps
+    def configure_sweep(
+        self,
+        description: Mapping[str, Any] | str,
+        runs: int = 1,
+        order: str = "index",
+        seed: int | None = None,
+        config_name: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        request_id: str = "",
+    ) -> ConfigureResult:
+        """Create a PyExpUtils-style sweep (a dict with `metaParameters`, or its JSON text) of
+        `runs` runs, handed out in index order or shuffled run by run (`order="shuffle"`, `seed`)."""
+        return self._run(self._protocol.configure_sweep(description, runs, order, seed, config_name, metadata, request_id))
+
+    def list_missing(self, runs: int = 0, strategy_id: int | None = None) -> MissingResults:
+        """Indices without a result for `runs` runs (0: the sweep's runs); PyExpUtils' listMissingResults."""
+        return self._run(self._protocol.list_missing(runs, strategy_id))
+
+    def extend_sweep(self, runs: int, strategy_id: int | None = None) -> StrategySummary:
+        """Raise the sweep's number of runs; only the new indices are handed out."""
+        return self._run(self._protocol.extend_sweep(runs, strategy_id))
+
+    def sweep_results(
+        self,
+        last_n: int | None = None,
+        last_percent: float | None = None,
+        best_metric: str = "",
+        best_mode: str = "max",
+        strategy_id: int | None = None,
+    ) -> SweepResults:
+        """Per-permutation mean and SEM of every metric (series over their last n steps or last p
+        percent), and per-(index, run) rows; `.frame()`, `.split_over()`, `.slice_over()`, `.to_csv()`."""
+        data = self._run(self._protocol.sweep_results(last_n, last_percent, best_metric, best_mode, True, strategy_id))
+        return SweepResults(data, data.parameter_names)
+
+    def sweep(
+        self, strategy_id: int | None = None, ttl: float = 60.0, poll_seconds: float = 1.0, max_wait_seconds: float | None = None
+    ) -> SweepLoop:
+        """The worker loop: `for trial in client.sweep(sid, ttl=60): trial.report({...})`."""
+        return SweepLoop(self, self._protocol._sid(strategy_id), ttl, poll_seconds, max_wait_seconds)
+
 
 class AsyncClient(_Base):
     """asyncio client with the same methods as Client, as coroutines. Use `async with`.
@@ -345,3 +426,79 @@ class AsyncClient(_Base):
     async def abandon_trial(self, trial_id: int, failed: bool = False, reason: str = "", strategy_id: int | None = None) -> Trial:
         """Mark a pending trial abandoned (or failed)."""
         return await self._run(self._protocol.abandon_trial(trial_id, failed, reason, strategy_id))
+
+    # ---------------------------------------------------------------- optimisation (Ax-style) experiments
+    async def configure_experiment(
+        self, experiment: opt.ExperimentDefinition, name: str = "", metadata: Mapping[str, str] | None = None, request_id: str = ""
+    ) -> ConfigureResult:
+        """Create a strategy from a typed (Ax-style) experiment; it becomes the current strategy."""
+        result = await self._run(opt.configure_experiment(experiment, name, metadata, request_id))
+        self._protocol.strategy_id = result.strategy_id
+        return result
+
+    async def tell_metrics(
+        self, trial_id: int, raw_data: Any, metadata: Mapping[str, Any] | None = None, sample_size: int | None = None, strategy_id: int | None = None
+    ) -> TellResult:
+        """Ax's raw_data for a trial: mean, (mean, sem) or {metric: mean | (mean, sem)}."""
+        return await self._run(opt.tell_metrics(self._protocol._sid(strategy_id), trial_id, raw_data, metadata, sample_size))
+
+    async def attach_trial(self, parameters: Mapping[str, Value], ttl_seconds: float = 0.0, strategy_id: int | None = None) -> Trial:
+        """A pending trial at given parameters."""
+        return await self._run(opt.attach_trial(self._protocol._sid(strategy_id), parameters, ttl_seconds))
+
+    async def best_parameters(self, use_model: bool = True, strategy_id: int | None = None) -> opt.ArmEstimate | None:
+        """The best feasible completed trial (model-predicted in-sample, or observed)."""
+        return await self._run(opt.best_parameters(self._protocol._sid(strategy_id), use_model))
+
+    async def pareto_front(self, use_model: bool = True, strategy_id: int | None = None) -> list[opt.ArmEstimate]:
+        """The feasible non-dominated completed trials."""
+        return await self._run(opt.pareto_front(self._protocol._sid(strategy_id), use_model))
+
+    async def predict_metrics(
+        self, parameters: Sequence[Mapping[str, Value]], metrics: Sequence[str] = (), strategy_id: int | None = None
+    ) -> list[opt.ArmEstimate]:
+        """Model mean and SEM of every (or the listed) metric at each parameterisation."""
+        return await self._run(opt.predict_metrics(self._protocol._sid(strategy_id), parameters, metrics))
+
+    async def optimization_trace(self, strategy_id: int | None = None) -> list[tuple[int, float]]:
+        """(trial id, best feasible objective so far / hypervolume) per completed trial."""
+        return await self._run(opt.optimization_trace(self._protocol._sid(strategy_id)))
+    # ------------------------------------------------------------------ parameter sweeps
+    async def configure_sweep(
+        self,
+        description: Mapping[str, Any] | str,
+        runs: int = 1,
+        order: str = "index",
+        seed: int | None = None,
+        config_name: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        request_id: str = "",
+    ) -> ConfigureResult:
+        """Create a PyExpUtils-style sweep (see Client.configure_sweep)."""
+        return await self._run(self._protocol.configure_sweep(description, runs, order, seed, config_name, metadata, request_id))
+
+    async def list_missing(self, runs: int = 0, strategy_id: int | None = None) -> MissingResults:
+        """Indices without a result for `runs` runs (0: the sweep's runs)."""
+        return await self._run(self._protocol.list_missing(runs, strategy_id))
+
+    async def extend_sweep(self, runs: int, strategy_id: int | None = None) -> StrategySummary:
+        """Raise the sweep's number of runs; only the new indices are handed out."""
+        return await self._run(self._protocol.extend_sweep(runs, strategy_id))
+
+    async def sweep_results(
+        self,
+        last_n: int | None = None,
+        last_percent: float | None = None,
+        best_metric: str = "",
+        best_mode: str = "max",
+        strategy_id: int | None = None,
+    ) -> SweepResults:
+        """Per-permutation results (see Client.sweep_results)."""
+        data = await self._run(self._protocol.sweep_results(last_n, last_percent, best_metric, best_mode, True, strategy_id))
+        return SweepResults(data, data.parameter_names)
+
+    def sweep(
+        self, strategy_id: int | None = None, ttl: float = 60.0, poll_seconds: float = 1.0, max_wait_seconds: float | None = None
+    ) -> AsyncSweepLoop:
+        """The asyncio worker loop: `async for trial in client.sweep(sid, ttl=60): await trial.report({...})`."""
+        return AsyncSweepLoop(self, self._protocol._sid(strategy_id), ttl, poll_seconds, max_wait_seconds)

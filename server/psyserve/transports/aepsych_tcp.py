@@ -3,6 +3,9 @@ ExperimentService calls and answers in AEPsych's reply shapes.
 
 Owns framing, reply shapes and each connection's current strategy; holds no experiment logic
 (strategies, trials, validation and storage belong to the service).
+
+Longer than ~500 lines on purpose: it is one wire format (AEPsych's), whose framing, request
+readers and reply shapes are read together when its behaviour is checked against AEPsych's.
 """
 
 from __future__ import annotations
@@ -18,11 +21,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import ConfigError
 from ..errors import FailedPrecondition, InvalidArgument, ServiceError
-from ..params import RawValue
+from ..params import OutcomeValue, RawValue
 from ..service import ExperimentService, InfoView, TellItem
-from ..strategy import OutcomeValue
 
 log = logging.getLogger(__name__)
 
@@ -446,8 +447,6 @@ class AEPsychServer:
         except ServiceError as exc:
             log.debug("AEPsych %s from %s refused: %s", kind, conn.peer, exc.message)
             return error_reply(exc.message, request), True
-        except ConfigError as exc:
-            return error_reply(str(exc), request), True
         except Exception as exc:
             log.exception("AEPsych %s from %s failed", kind, conn.peer)
             return error_reply(f"internal error: {type(exc).__name__}: {exc}", request), True
@@ -468,7 +467,7 @@ class AEPsychServer:
         if not isinstance(name, str):
             raise InvalidArgument("name: expected a string", "name")
         config_ini = config_str if config_str is not None else render_ini(config_dict)
-        result = await self.service.configure(config_ini, name=name)
+        result = await self.service.configure(config_ini, name=name, allow_sweep=False)
         conn.strategy_id = result.strategy.strategy_id
         for warning in result.warnings:
             log.info("strategy %d: %s", conn.strategy_id, warning)
@@ -487,6 +486,8 @@ class AEPsychServer:
             if message.get("strat_id") is None:
                 raise InvalidArgument("strat_id: resume needs a strategy id", "strat_id")
             view = self.service.resume(strategy_id=_integer(message["strat_id"], "strat_id"))
+        if view.sweep is not None:
+            raise FailedPrecondition("strat_id: a parameter sweep is served over the gRPC API only (trials are told by trial id)", "strat_id")
         conn.strategy_id = view.strategy_id
         return {"strat_id": view.strategy_id}
 
@@ -498,8 +499,8 @@ class AEPsychServer:
             raise InvalidArgument("fixed_pars: expected an object of parameter values", "fixed_pars")
         fixed = {name: _single(value, f"fixed_pars.{name}") for name, value in fixed.items()}
         result = await self.service.ask(strategy_id, num_points, fixed)
-        spec = self.service.parameters(strategy_id)
-        names, pairs = spec.space.names, spec.stimuli_per_trial > 1
+        shape = self.service.parameters(strategy_id)
+        names, pairs = shape.names, shape.stimuli_per_trial > 1
         config = {
             name: [[_wire(s[name]) for s in t.stimuli] if pairs else _wire(t.stimuli[0][name]) for t in result.trials]
             for name in names
@@ -508,9 +509,9 @@ class AEPsychServer:
 
     async def _tell(self, conn: _Connection, message: JSON, extra_info: JSON) -> JSON:
         strategy_id = self._current(conn)
-        spec = self.service.parameters(strategy_id)
-        trials = config_to_stimuli(message.get("config"), spec.stimuli_per_trial)
-        outcomes = outcomes_per_trial(message.get("outcome"), spec.outcome_names, len(trials))
+        shape = self.service.parameters(strategy_id)
+        trials = config_to_stimuli(message.get("config"), shape.stimuli_per_trial)
+        outcomes = outcomes_per_trial(message.get("outcome"), shape.outcome_names, len(trials))
         model_data = _flag(message.get("model_data", True), "model_data")
         extras = {**extra_info, **{k: v for k, v in message.items() if k not in ("config", "outcome", "model_data")}}
         items = [
@@ -530,7 +531,7 @@ class AEPsychServer:
 
     async def _query(self, conn: _Connection, message: JSON, extra_info: JSON) -> JSON:
         strategy_id = self._current(conn)
-        names = self.service.parameters(strategy_id).space.names
+        names = self.service.parameters(strategy_id).names
         query_type = message.get("query_type", "max")
         probability_space = _flag(message.get("probability_space", False), "probability_space")
         points: list[dict[str, Any]] | None = None
@@ -560,8 +561,8 @@ class AEPsychServer:
         }
 
     async def _parameters(self, conn: _Connection, message: JSON, extra_info: JSON) -> JSON:
-        space = self.service.parameters(self._current(conn)).space
-        return {p.name: [_wire(p.value), _wire(p.value)] if p.value is not None else [p.lower, p.upper] for p in space.parameters}
+        shape = self.service.parameters(self._current(conn))
+        return {p.name: [_wire(p.value), _wire(p.value)] if p.value is not None else [p.lower, p.upper] for p in shape.parameters}
 
     async def _info(self, conn: _Connection, message: JSON, extra_info: JSON) -> JSON:
         return info_reply(self.service.info(self._current(conn))[0])

@@ -9,99 +9,137 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from psyserve_client._common import to_value
 from psyserve_client._proto.psyserve.v1 import messages_pb2 as pb
 from psyserve_client._proto.psyserve.v1 import service_pb2_grpc
+from psyserve_client.wire import (
+    OUTCOME_TYPE_ENUMS,
+    PARAMETER_TYPE_ENUMS,
+    QUERY_TYPE_ENUMS,
+    QUERY_TYPE_NAMES,
+    SWEEP_BEST_MODE_NAMES,
+    SWEEP_ORDER_ENUMS,
+    SWEEP_ORDER_NAMES,
+    TRIAL_STATE_ENUMS,
+    TRIAL_STATE_NAMES,
+    from_value,
+    from_values,
+    to_stimulus,
+    to_value,
+)
 
-from ..config import ExperimentSpec
 from ..errors import ServiceError
-from ..journal import JournalError
-from ..params import ParameterSpec, ParamType, RawValue, Stimulus
-from ..service import ExperimentService, StrategyView
-from ..strategy import ABANDONED, COMPLETED, FAILED, PENDING, OutcomeValue, TrialRecord
+from ..params import OutcomeValue, ParameterSpec, ParamType, RawValue
+from ..service import (
+    ArmEstimate,
+    ExperimentService,
+    ExperimentShape,
+    OptimizationView,
+    StrategyView,
+    SweepRequest,
+    SweepView,
+    TrialView,
+    TypedExperiment,
+    TypedObjective,
+    TypedParameter,
+)
 
 log = logging.getLogger(__name__)
 
-_PARAM_TYPES = {
-    ParamType.CONTINUOUS: pb.PARAMETER_TYPE_CONTINUOUS,
-    ParamType.INTEGER: pb.PARAMETER_TYPE_INTEGER,
-    ParamType.BINARY: pb.PARAMETER_TYPE_BINARY,
-    ParamType.FIXED: pb.PARAMETER_TYPE_FIXED,
-    ParamType.CATEGORICAL: pb.PARAMETER_TYPE_CATEGORICAL,
-}
-_OUTCOME_TYPES = {"binary": pb.OUTCOME_TYPE_BINARY, "continuous": pb.OUTCOME_TYPE_CONTINUOUS, "ordinal": pb.OUTCOME_TYPE_ORDINAL}
-_TRIAL_STATES = {
-    PENDING: pb.TRIAL_STATE_PENDING,
-    COMPLETED: pb.TRIAL_STATE_COMPLETED,
-    FAILED: pb.TRIAL_STATE_FAILED,
-    ABANDONED: pb.TRIAL_STATE_ABANDONED,
-}
-_STATE_NAMES = {v: k for k, v in _TRIAL_STATES.items()}
-_QUERY_TYPES = {
-    pb.QUERY_TYPE_MAX: "max",
-    pb.QUERY_TYPE_MIN: "min",
-    pb.QUERY_TYPE_PREDICTION: "prediction",
-    pb.QUERY_TYPE_INVERSE: "inverse",
-}
-_QUERY_ENUMS = {v: k for k, v in _QUERY_TYPES.items()}
 
-
-# ---------------------------------------------------------------------- value conversion (to the wire: psyserve_client.to_value)
-def value_from_pb(value: pb.ParameterValue) -> RawValue | None:
-    kind = value.WhichOneof("kind")
-    if kind is None:
-        return None
-    return getattr(value, kind)  # type: ignore[no-any-return]
-
-
-def values_from_pb(values: Mapping[str, pb.ParameterValue]) -> dict[str, Any]:
-    return {name: value_from_pb(v) for name, v in values.items()}
-
-
-def stimulus_to_pb(stimulus: Stimulus) -> pb.Stimulus:
-    return pb.Stimulus(values={k: to_value(v) for k, v in stimulus.items()})
-
-
+# ---------------------------------------------------------------------- service views -> messages (values: psyserve_client.wire)
 def parameter_to_pb(p: ParameterSpec) -> pb.Parameter:
-    msg = pb.Parameter(name=p.name, type=_PARAM_TYPES[p.type], lower_bound=p.lower, upper_bound=p.upper, log_scale=p.log_scale)
+    msg = pb.Parameter(
+        name=p.name, type=PARAMETER_TYPE_ENUMS[p.type.value], lower_bound=p.lower, upper_bound=p.upper, log_scale=p.log_scale
+    )
     msg.choices.extend(p.choices)
     if p.value is not None:
         msg.fixed_value.CopyFrom(to_value(p.value))
+    msg.value_type = p.value_type
+    msg.is_ordered = p.is_ordered if p.type is ParamType.CATEGORICAL else False
+    if p.digits is not None:
+        msg.digits = p.digits
     return msg
 
 
-def parameters_to_pb(spec: ExperimentSpec) -> list[pb.Parameter]:
-    return [parameter_to_pb(p) for p in spec.space.parameters]
+def parameters_to_pb(shape: ExperimentShape) -> list[pb.Parameter]:
+    return [parameter_to_pb(p) for p in shape.parameters]
 
 
-def trial_to_pb(trial: TrialRecord, spec: ExperimentSpec) -> pb.Trial:
+def sweep_parameter_to_pb(name: str, values: list[RawValue]) -> pb.Parameter:
+    """A sweep parameter as a Parameter: fixed when it has one value, else typed by its values."""
+    msg = pb.Parameter(name=name, values=[to_value(v) for v in values])
+    if len(values) == 1:
+        msg.type = pb.PARAMETER_TYPE_FIXED
+        msg.fixed_value.CopyFrom(to_value(values[0]))
+    elif all(isinstance(v, bool) for v in values):
+        msg.type = pb.PARAMETER_TYPE_BINARY
+        msg.upper_bound = 1.0
+    elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        msg.type = pb.PARAMETER_TYPE_INTEGER if all(isinstance(v, int) for v in values) else pb.PARAMETER_TYPE_CONTINUOUS
+        msg.lower_bound, msg.upper_bound = float(min(values)), float(max(values))  # type: ignore[type-var]
+    else:
+        msg.type = pb.PARAMETER_TYPE_CATEGORICAL
+        msg.choices.extend(str(v) for v in values)
+    return msg
+
+
+def sweep_summary_to_pb(sweep: SweepView) -> pb.SweepSummary:
+    p = sweep.progress
+    return pb.SweepSummary(
+        permutations=p.permutations,
+        runs=p.runs,
+        total=p.total,
+        done=p.done,
+        leased=p.leased,
+        missing=p.missing,
+        failed=p.failed,
+        order=SWEEP_ORDER_ENUMS.get(sweep.order, pb.SWEEP_ORDER_UNSPECIFIED),
+        seed=sweep.seed,
+        parameters=[pb.SweepParameter(name=n, values=[to_value(v) for v in vs]) for n, vs in sweep.parameters],
+        description_json=sweep.description_json,
+    )
+
+
+def view_parameters_to_pb(view: StrategyView) -> list[pb.Parameter]:
+    if view.sweep is not None:
+        return [sweep_parameter_to_pb(n, vs) for n, vs in view.sweep.parameters]
+    return parameters_to_pb(view.shape)
+
+
+def trial_to_pb(trial: TrialView) -> pb.Trial:
     msg = pb.Trial(
         trial_id=trial.trial_id,
-        stimuli=[stimulus_to_pb(s) for s in trial.stimuli],
-        state=_TRIAL_STATES[trial.state],
+        stimuli=[to_stimulus(s) for s in trial.stimuli],
+        state=TRIAL_STATE_ENUMS[trial.state],
         phase_index=trial.phase_index,
-        phase_name=spec.phases[trial.phase_index].name,
+        phase_name=trial.phase_name,
         metadata={k: str(v) for k, v in trial.metadata.items()},
         asked_at=trial.asked_at,
         told_at=trial.told_at or 0.0,
         model_data=trial.model_data,
     )
     for o in trial.outcomes:
-        out = msg.outcomes.add(name=o.name, value=o.value)
+        out = msg.outcomes.add(name=o.name, value=o.value, series=o.series or ())
         if o.sem is not None:
             out.sem = o.sem
+    if trial.sample_size is not None:
+        msg.sample_size = trial.sample_size
+    if trial.sweep_index is not None:
+        msg.sweep_index = trial.sweep_index
+        msg.sweep_run = trial.sweep_run or 0
+        msg.sweep_permutation = trial.sweep_permutation or 0
     return msg
 
 
 def summary_to_pb(view: StrategyView) -> pb.StrategySummary:
-    spec = view.spec
+    shape = view.shape
     return pb.StrategySummary(
         strategy_id=view.strategy_id,
         name=view.name,
@@ -119,10 +157,87 @@ def summary_to_pb(view: StrategyView) -> pb.StrategySummary:
         trials_pending=view.trials_pending,
         model_data_points=view.model_data_points,
         created_at=view.created_at,
-        parameters=parameters_to_pb(spec),
-        stimuli_per_trial=spec.stimuli_per_trial,
-        outcome_types=[_OUTCOME_TYPES[t] for t in spec.outcome_types],
-        outcome_names=list(spec.outcome_names),
+        parameters=view_parameters_to_pb(view),
+        stimuli_per_trial=shape.stimuli_per_trial,
+        outcome_types=[OUTCOME_TYPE_ENUMS[t] for t in shape.outcome_types],
+        outcome_names=list(shape.outcome_names),
+        sweep=sweep_summary_to_pb(view.sweep) if view.sweep is not None else None,
+        seed=view.seed,
+        seed_from_config=view.seed_from_config,
+        optimization=optimization_to_pb(view.optimization) if view.optimization is not None else None,
+    )
+
+
+_METHODS = {"fast": pb.GENERATION_METHOD_FAST, "random_search": pb.GENERATION_METHOD_RANDOM_SEARCH}
+_VALUE_TYPES = {pb.VALUE_TYPE_FLOAT: "float", pb.VALUE_TYPE_INT: "int", pb.VALUE_TYPE_STR: "str", pb.VALUE_TYPE_BOOL: "bool"}
+
+
+def optimization_to_pb(opt: OptimizationView) -> pb.OptimizationConfig:
+    msg = pb.OptimizationConfig(
+        parameter_constraints=list(opt.parameter_constraints),
+        outcome_constraints=list(opt.outcome_constraints),
+        tracking_metrics=list(opt.tracking_metrics),
+    )
+    for metric, minimize, threshold in opt.objectives:
+        objective = msg.objectives.add(metric=metric, minimize=minimize)
+        if threshold is not None:
+            objective.threshold = threshold
+    gs = msg.generation_strategy
+    gs.method = _METHODS[opt.method]
+    gs.max_parallelism = opt.max_parallelism
+    gs.seed = opt.seed
+    if opt.method == "fast":
+        gs.initialization_trials = opt.initialization_trials
+        gs.num_restarts, gs.raw_samples = opt.num_restarts, opt.raw_samples
+    return msg
+
+
+def typed_experiment_from_pb(msg: pb.ExperimentConfig) -> TypedExperiment:
+    parameters = []
+    for p in msg.parameters:
+        kind = p.WhichOneof("kind") or ""
+        if kind == "range":
+            r = p.range
+            parameters.append(
+                TypedParameter(
+                    p.name,
+                    "range",
+                    lower=r.lower,
+                    upper=r.upper,
+                    value_type=_VALUE_TYPES.get(r.value_type, ""),
+                    log_scale=r.log_scale,
+                    digits=r.digits if r.HasField("digits") else None,
+                )
+            )
+        elif kind == "choice":
+            values = tuple(v for v in (from_value(v) for v in p.choice.values) if v is not None)
+            parameters.append(TypedParameter(p.name, "choice", values=values, is_ordered=p.choice.is_ordered))
+        elif kind == "fixed":
+            parameters.append(TypedParameter(p.name, "fixed", value=from_value(p.fixed.value)))
+        else:
+            parameters.append(TypedParameter(p.name, kind))
+    opt = msg.optimization
+    gs = opt.generation_strategy
+    return TypedExperiment(
+        parameters=tuple(parameters),
+        objectives=tuple(TypedObjective(o.metric, o.minimize, o.threshold if o.HasField("threshold") else None) for o in opt.objectives),
+        parameter_constraints=tuple(opt.parameter_constraints),
+        outcome_constraints=tuple(opt.outcome_constraints),
+        tracking_metrics=tuple(opt.tracking_metrics),
+        method="random_search" if gs.method == pb.GENERATION_METHOD_RANDOM_SEARCH else "fast",
+        initialization_trials=gs.initialization_trials if gs.HasField("initialization_trials") else None,
+        seed=gs.seed if gs.HasField("seed") else None,
+        max_parallelism=gs.max_parallelism,
+        num_restarts=gs.num_restarts,
+        raw_samples=gs.raw_samples,
+    )
+
+
+def arm_to_pb(arm: ArmEstimate) -> pb.ArmEstimate:
+    return pb.ArmEstimate(
+        trial_id=arm.trial_id,
+        parameters=to_stimulus(arm.parameters),
+        estimates=[pb.MetricEstimate(metric=m, mean=v, sem=arm.sems[m]) for m, v in arm.means.items()],
     )
 
 
@@ -164,10 +279,6 @@ def handles_errors(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
             return await method(self, request, context)
         except ServiceError as exc:
             await abort(context, exc)
-        except JournalError as exc:
-            log.error("journal error in %s: %s", method.__name__, exc)
-            await abort(context, ServiceError(f"journal unavailable: {exc}"))
-            raise
         except (grpc.aio.AbortError, grpc.aio.UsageError):
             raise
         except Exception as exc:
@@ -185,11 +296,19 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
 
     @handles_errors
     async def Configure(self, request: pb.ConfigureRequest, context: grpc.aio.ServicerContext) -> pb.ConfigureResponse:
-        result = await self.service.configure(request.config_ini, request.name, dict(request.metadata), request.request_id)
+        sweep = None
+        if request.HasField("sweep"):
+            s = request.sweep
+            order = SWEEP_ORDER_NAMES.get(s.order, "index" if s.order == pb.SWEEP_ORDER_UNSPECIFIED else f"unknown ({s.order})")
+            sweep = SweepRequest(s.description_json, s.runs, order, s.seed if s.HasField("seed") else None)
+        experiment = typed_experiment_from_pb(request.experiment) if request.HasField("experiment") else None
+        result = await self.service.configure(
+            request.config_ini, request.name, dict(request.metadata), request.request_id, sweep, experiment=experiment
+        )
         view = result.strategy
         return pb.ConfigureResponse(
             strategy_id=view.strategy_id,
-            parameters=parameters_to_pb(view.spec),
+            parameters=view_parameters_to_pb(view),
             warnings=result.warnings,
             summary=summary_to_pb(view),
         )
@@ -208,13 +327,12 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
         result = await self.service.ask(
             request.strategy_id,
             request.num_points,
-            values_from_pb(request.fixed_parameters),
+            from_values(request.fixed_parameters),
             request.request_id,
             request.ttl_seconds,
         )
-        spec = self.service.get(request.strategy_id).spec
         return pb.AskResponse(
-            trials=[trial_to_pb(t, spec) for t in result.trials],
+            trials=[trial_to_pb(t) for t in result.trials],
             is_finished=result.is_finished,
             precomputed=result.precomputed,
             timings=pb.Timings(
@@ -222,20 +340,25 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
             ),
             phase_index=result.phase_index,
             phase_name=result.phase_name,
+            retry_after_seconds=result.retry_after_seconds,
         )
 
     @handles_errors
     async def Tell(self, request: pb.TellRequest, context: grpc.aio.ServicerContext) -> pb.TellResponse:
         which = request.WhichOneof("target")
-        outcomes = [OutcomeValue(o.name, o.value, o.sem if o.HasField("sem") else None) for o in request.outcomes]
+        outcomes = [
+            OutcomeValue(o.name, o.value, o.sem if o.HasField("sem") else None, tuple(o.series) if o.series else None)
+            for o in request.outcomes
+        ]
         result = await self.service.tell(
             request.strategy_id,
             outcomes,
             trial_id=request.trial_id if which == "trial_id" else None,
-            stimuli=[values_from_pb(s.values) for s in request.stimuli.stimuli] if which == "stimuli" else None,
+            stimuli=[from_values(s.values) for s in request.stimuli.stimuli] if which == "stimuli" else None,
             model_data=request.model_data if request.HasField("model_data") else True,
             metadata=dict(request.metadata),
             request_id=request.request_id,
+            sample_size=request.sample_size if request.HasField("sample_size") else None,
         )
         return pb.TellResponse(
             trial_id=result.trial_id,
@@ -250,18 +373,18 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
     async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext) -> pb.QueryResponse:
         result = await self.service.query(
             request.strategy_id,
-            _QUERY_TYPES.get(request.query_type, "unspecified"),
+            QUERY_TYPE_NAMES.get(request.query_type, "unspecified"),
             request.probability_space,
-            x=[values_from_pb(s.values) for s in request.x],
+            x=[from_values(s.values) for s in request.x],
             y=request.y if request.HasField("y") else None,
-            constraints=values_from_pb(request.constraints),
+            constraints=from_values(request.constraints),
         )
         return pb.QueryResponse(
-            query_type=_QUERY_ENUMS[result.query_type],
+            query_type=QUERY_TYPE_ENUMS[result.query_type],
             probability_space=result.probability_space,
             predictions=[
                 pb.Prediction(
-                    x=stimulus_to_pb(p.x),
+                    x=to_stimulus(p.x),
                     mean=p.mean,
                     variance=p.variance,
                     probability=p.probability,
@@ -280,7 +403,7 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
 
     @handles_errors
     async def Parameters(self, request: pb.ParametersRequest, context: grpc.aio.ServicerContext) -> pb.ParametersResponse:
-        return pb.ParametersResponse(parameters=parameters_to_pb(self.service.parameters(request.strategy_id)))
+        return pb.ParametersResponse(parameters=view_parameters_to_pb(self.service.resume(strategy_id=request.strategy_id)))
 
     @handles_errors
     async def GetConfig(self, request: pb.GetConfigRequest, context: grpc.aio.ServicerContext) -> pb.GetConfigResponse:
@@ -306,24 +429,107 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
 
     @handles_errors
     async def ListTrials(self, request: pb.ListTrialsRequest, context: grpc.aio.ServicerContext) -> pb.ListTrialsResponse:
-        state = _STATE_NAMES.get(request.state) if request.state else None
+        state = TRIAL_STATE_NAMES.get(request.state) if request.state else None
         trials = self.service.list_trials(request.strategy_id, state)
-        spec = self.service.get(request.strategy_id).spec
-        return pb.ListTrialsResponse(trials=[trial_to_pb(t, spec) for t in trials])
+        return pb.ListTrialsResponse(trials=[trial_to_pb(t) for t in trials])
 
     @handles_errors
     async def AbandonTrial(self, request: pb.AbandonTrialRequest, context: grpc.aio.ServicerContext) -> pb.AbandonTrialResponse:
         trial = await self.service.abandon_trial(request.strategy_id, request.trial_id, request.failed, request.reason)
-        return pb.AbandonTrialResponse(trial=trial_to_pb(trial, self.service.get(request.strategy_id).spec))
+        return pb.AbandonTrialResponse(trial=trial_to_pb(trial))
 
-    async def ExportData(self, request: pb.ExportDataRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ExportDataResponse]:
+    @handles_errors
+    async def AttachTrial(self, request: pb.AttachTrialRequest, context: grpc.aio.ServicerContext) -> pb.AttachTrialResponse:
+        trial = await self.service.attach_trial(request.strategy_id, from_values(request.parameters.values), request.ttl_seconds, request.request_id)
+        return pb.AttachTrialResponse(trial=trial_to_pb(trial))
+
+    @handles_errors
+    async def GetBestParameters(
+        self, request: pb.GetBestParametersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetBestParametersResponse:
+        best = await self.service.best_parameters(request.strategy_id, use_model=not request.use_observed)
+        if best is None:
+            return pb.GetBestParametersResponse(found=False)
+        return pb.GetBestParametersResponse(found=True, best=arm_to_pb(best))
+
+    @handles_errors
+    async def GetParetoFront(self, request: pb.GetParetoFrontRequest, context: grpc.aio.ServicerContext) -> pb.GetParetoFrontResponse:
+        front = await self.service.pareto_front(request.strategy_id, use_model=not request.use_observed)
+        return pb.GetParetoFrontResponse(front=[arm_to_pb(a) for a in front])
+
+    @handles_errors
+    async def PredictMetrics(self, request: pb.PredictMetricsRequest, context: grpc.aio.ServicerContext) -> pb.PredictMetricsResponse:
+        arms = await self.service.predict_metrics(request.strategy_id, [from_values(p.values) for p in request.parameters], list(request.metrics))
+        return pb.PredictMetricsResponse(predictions=[arm_to_pb(a) for a in arms])
+
+    @handles_errors
+    async def GetOptimizationTrace(
+        self, request: pb.GetOptimizationTraceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetOptimizationTraceResponse:
+        trace = await self.service.optimization_trace(request.strategy_id)
+        return pb.GetOptimizationTraceResponse(points=[pb.TracePoint(trial_id=t, value=v) for t, v in trace])
+
+    async def ExportData(
+        self, request: pb.ExportDataRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ExportDataResponse]:
         try:
-            strategies = [self.service.get(request.strategy_id)] if request.strategy_id else self.service.strategies()
+            rows = self.service.export_trials(request.strategy_id)
         except ServiceError as exc:
             await abort(context, exc)
             return
-        for strategy in strategies:
-            for trial in list(strategy.trials.values()):
-                yield pb.ExportDataResponse(
-                    strategy_id=strategy.strategy_id, strategy_name=strategy.name, trial=trial_to_pb(trial, strategy.spec)
+        for row in rows:
+            yield pb.ExportDataResponse(
+                strategy_id=row.strategy_id, strategy_name=row.strategy_name, trial=trial_to_pb(row.trial)
+            )
+
+    @handles_errors
+    async def ListMissingResults(
+        self, request: pb.ListMissingResultsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListMissingResultsResponse:
+        missing = self.service.list_missing(request.strategy_id, request.runs)
+        return pb.ListMissingResultsResponse(indices=missing.indices, leased_indices=missing.leased, failed_indices=missing.failed)
+
+    @handles_errors
+    async def ExtendSweep(self, request: pb.ExtendSweepRequest, context: grpc.aio.ServicerContext) -> pb.ExtendSweepResponse:
+        view = await self.service.extend_sweep(request.strategy_id, request.runs)
+        return pb.ExtendSweepResponse(summary=summary_to_pb(view))
+
+    @handles_errors
+    async def GetSweepResults(
+        self, request: pb.GetSweepResultsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetSweepResultsResponse:
+        window = request.WhichOneof("series_window")
+        results = self.service.sweep_results(
+            request.strategy_id,
+            last_n=request.last_n if window == "last_n" else None,
+            last_percent=request.last_percent if window == "last_percent" else None,
+            best_metric=request.best_metric,
+            best_mode=SWEEP_BEST_MODE_NAMES.get(request.best_mode, "max" if request.best_mode == pb.SWEEP_BEST_MODE_UNSPECIFIED else f"unknown ({request.best_mode})"),
+            include_runs=request.include_runs,
+        )
+        reply = pb.GetSweepResultsResponse(
+            parameter_names=results.parameter_names,
+            permutations=[
+                pb.PermutationResult(
+                    permutation=p.permutation,
+                    parameters=to_stimulus(p.parameters),
+                    runs_done=p.runs_done,
+                    metrics=[pb.MetricSummary(name=m.name, mean=m.mean, sem=m.sem, count=m.count) for m in p.metrics],
                 )
+                for p in results.permutations
+            ],
+            runs=[
+                pb.SweepRunResult(
+                    index=r.index,
+                    run=r.run,
+                    permutation=r.permutation,
+                    trial_id=r.trial_id,
+                    metrics=[pb.Outcome(name=k, value=v) for k, v in r.metrics.items()],
+                    series_lengths=r.series_lengths,
+                )
+                for r in results.runs
+            ],
+        )
+        if results.best_permutation is not None:
+            reply.best_permutation = results.best_permutation
+        return reply

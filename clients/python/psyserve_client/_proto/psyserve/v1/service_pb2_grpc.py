@@ -100,13 +100,53 @@ class ExperimentServiceStub:
                 request_serializer=psyserve_dot_v1_dot_messages__pb2.ExportDataRequest.SerializeToString,
                 response_deserializer=psyserve_dot_v1_dot_messages__pb2.ExportDataResponse.FromString,
                 _registered_method=True)
+        self.AttachTrial = channel.unary_unary(
+                '/psyserve.v1.ExperimentService/AttachTrial',
+                request_serializer=psyserve_dot_v1_dot_messages__pb2.AttachTrialRequest.SerializeToString,
+                response_deserializer=psyserve_dot_v1_dot_messages__pb2.AttachTrialResponse.FromString,
+                _registered_method=True)
+        self.GetBestParameters = channel.unary_unary(
+                '/psyserve.v1.ExperimentService/GetBestParameters',
+                request_serializer=psyserve_dot_v1_dot_messages__pb2.GetBestParametersRequest.SerializeToString,
+                response_deserializer=psyserve_dot_v1_dot_messages__pb2.GetBestParametersResponse.FromString,
+                _registered_method=True)
+        self.GetParetoFront = channel.unary_unary(
+                '/psyserve.v1.ExperimentService/GetParetoFront',
+                request_serializer=psyserve_dot_v1_dot_messages__pb2.GetParetoFrontRequest.SerializeToString,
+                response_deserializer=psyserve_dot_v1_dot_messages__pb2.GetParetoFrontResponse.FromString,
+                _registered_method=True)
+        self.PredictMetrics = channel.unary_unary(
+                '/psyserve.v1.ExperimentService/PredictMetrics',
+                request_serializer=psyserve_dot_v1_dot_messages__pb2.PredictMetricsRequest.SerializeToString,
+                response_deserializer=psyserve_dot_v1_dot_messages__pb2.PredictMetricsResponse.FromString,
+                _registered_method=True)
+        self.GetOptimizationTrace = channel.unary_unary(
+                '/psyserve.v1.ExperimentService/GetOptimizationTrace',
+                request_serializer=psyserve_dot_v1_dot_messages__pb2.GetOptimizationTraceRequest.SerializeToString,
+                response_deserializer=psyserve_dot_v1_dot_messages__pb2.GetOptimizationTraceResponse.FromString,
+                _registered_method=True)
+        self.ListMissingResults = channel.unary_unary(
+                '/psyserve.v1.ExperimentService/ListMissingResults',
+                request_serializer=psyserve_dot_v1_dot_messages__pb2.ListMissingResultsRequest.SerializeToString,
+                response_deserializer=psyserve_dot_v1_dot_messages__pb2.ListMissingResultsResponse.FromString,
+                _registered_method=True)
+        self.ExtendSweep = channel.unary_unary(
+                '/psyserve.v1.ExperimentService/ExtendSweep',
+                request_serializer=psyserve_dot_v1_dot_messages__pb2.ExtendSweepRequest.SerializeToString,
+                response_deserializer=psyserve_dot_v1_dot_messages__pb2.ExtendSweepResponse.FromString,
+                _registered_method=True)
+        self.GetSweepResults = channel.unary_unary(
+                '/psyserve.v1.ExperimentService/GetSweepResults',
+                request_serializer=psyserve_dot_v1_dot_messages__pb2.GetSweepResultsRequest.SerializeToString,
+                response_deserializer=psyserve_dot_v1_dot_messages__pb2.GetSweepResultsResponse.FromString,
+                _registered_method=True)
 
 
 class ExperimentServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Configure(self, request, context):
-        """Create a strategy from an AEPsych-style INI config.
+        """Create a strategy from an AEPsych-style INI config or a typed (Ax-style) experiment config.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -196,6 +236,62 @@ class ExperimentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AttachTrial(self, request, context):
+        """Add a trial at given parameters (Ax's attach_trial): pending until told.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBestParameters(self, request, context):
+        """The best completed trial of a single-objective experiment (model-predicted by default).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetParetoFront(self, request, context):
+        """The Pareto-optimal completed trials of a multi-objective experiment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PredictMetrics(self, request, context):
+        """Model predictions (mean, sem) of every metric at given parameters.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOptimizationTrace(self, request, context):
+        """Best objective so far (or hypervolume) after each completed trial.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMissingResults(self, request, context):
+        """Sweeps: the indices without a result for a number of runs (PyExpUtils' listMissingResults).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExtendSweep(self, request, context):
+        """Sweeps: raise the number of runs; only the new indices are handed out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSweepResults(self, request, context):
+        """Sweeps: per-permutation mean and standard error of every metric, the best permutation, runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExperimentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -263,6 +359,46 @@ def add_ExperimentServiceServicer_to_server(servicer, server):
                     servicer.ExportData,
                     request_deserializer=psyserve_dot_v1_dot_messages__pb2.ExportDataRequest.FromString,
                     response_serializer=psyserve_dot_v1_dot_messages__pb2.ExportDataResponse.SerializeToString,
+            ),
+            'AttachTrial': grpc.unary_unary_rpc_method_handler(
+                    servicer.AttachTrial,
+                    request_deserializer=psyserve_dot_v1_dot_messages__pb2.AttachTrialRequest.FromString,
+                    response_serializer=psyserve_dot_v1_dot_messages__pb2.AttachTrialResponse.SerializeToString,
+            ),
+            'GetBestParameters': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBestParameters,
+                    request_deserializer=psyserve_dot_v1_dot_messages__pb2.GetBestParametersRequest.FromString,
+                    response_serializer=psyserve_dot_v1_dot_messages__pb2.GetBestParametersResponse.SerializeToString,
+            ),
+            'GetParetoFront': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetParetoFront,
+                    request_deserializer=psyserve_dot_v1_dot_messages__pb2.GetParetoFrontRequest.FromString,
+                    response_serializer=psyserve_dot_v1_dot_messages__pb2.GetParetoFrontResponse.SerializeToString,
+            ),
+            'PredictMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.PredictMetrics,
+                    request_deserializer=psyserve_dot_v1_dot_messages__pb2.PredictMetricsRequest.FromString,
+                    response_serializer=psyserve_dot_v1_dot_messages__pb2.PredictMetricsResponse.SerializeToString,
+            ),
+            'GetOptimizationTrace': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOptimizationTrace,
+                    request_deserializer=psyserve_dot_v1_dot_messages__pb2.GetOptimizationTraceRequest.FromString,
+                    response_serializer=psyserve_dot_v1_dot_messages__pb2.GetOptimizationTraceResponse.SerializeToString,
+            ),
+            'ListMissingResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMissingResults,
+                    request_deserializer=psyserve_dot_v1_dot_messages__pb2.ListMissingResultsRequest.FromString,
+                    response_serializer=psyserve_dot_v1_dot_messages__pb2.ListMissingResultsResponse.SerializeToString,
+            ),
+            'ExtendSweep': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExtendSweep,
+                    request_deserializer=psyserve_dot_v1_dot_messages__pb2.ExtendSweepRequest.FromString,
+                    response_serializer=psyserve_dot_v1_dot_messages__pb2.ExtendSweepResponse.SerializeToString,
+            ),
+            'GetSweepResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSweepResults,
+                    request_deserializer=psyserve_dot_v1_dot_messages__pb2.GetSweepResultsRequest.FromString,
+                    response_serializer=psyserve_dot_v1_dot_messages__pb2.GetSweepResultsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -616,6 +752,222 @@ class ExperimentService:
             '/psyserve.v1.ExperimentService/ExportData',
             psyserve_dot_v1_dot_messages__pb2.ExportDataRequest.SerializeToString,
             psyserve_dot_v1_dot_messages__pb2.ExportDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AttachTrial(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/psyserve.v1.ExperimentService/AttachTrial',
+            psyserve_dot_v1_dot_messages__pb2.AttachTrialRequest.SerializeToString,
+            psyserve_dot_v1_dot_messages__pb2.AttachTrialResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBestParameters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/psyserve.v1.ExperimentService/GetBestParameters',
+            psyserve_dot_v1_dot_messages__pb2.GetBestParametersRequest.SerializeToString,
+            psyserve_dot_v1_dot_messages__pb2.GetBestParametersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetParetoFront(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/psyserve.v1.ExperimentService/GetParetoFront',
+            psyserve_dot_v1_dot_messages__pb2.GetParetoFrontRequest.SerializeToString,
+            psyserve_dot_v1_dot_messages__pb2.GetParetoFrontResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PredictMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/psyserve.v1.ExperimentService/PredictMetrics',
+            psyserve_dot_v1_dot_messages__pb2.PredictMetricsRequest.SerializeToString,
+            psyserve_dot_v1_dot_messages__pb2.PredictMetricsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOptimizationTrace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/psyserve.v1.ExperimentService/GetOptimizationTrace',
+            psyserve_dot_v1_dot_messages__pb2.GetOptimizationTraceRequest.SerializeToString,
+            psyserve_dot_v1_dot_messages__pb2.GetOptimizationTraceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMissingResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/psyserve.v1.ExperimentService/ListMissingResults',
+            psyserve_dot_v1_dot_messages__pb2.ListMissingResultsRequest.SerializeToString,
+            psyserve_dot_v1_dot_messages__pb2.ListMissingResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExtendSweep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/psyserve.v1.ExperimentService/ExtendSweep',
+            psyserve_dot_v1_dot_messages__pb2.ExtendSweepRequest.SerializeToString,
+            psyserve_dot_v1_dot_messages__pb2.ExtendSweepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSweepResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/psyserve.v1.ExperimentService/GetSweepResults',
+            psyserve_dot_v1_dot_messages__pb2.GetSweepResultsRequest.SerializeToString,
+            psyserve_dot_v1_dot_messages__pb2.GetSweepResultsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,362 @@
+"""Paired model-accuracy benchmark: psyserve against AEPsych 0.8 on the same observers, seeds and configs.
+
+Both servers run as subprocesses on 127.0.0.1 and are driven by the same code over AEPsych's
+JSON/TCP protocol (psyserve through `--aepsych-port`), with the same INI config (a fixed `seed`),
+the same simulated observer and the same observer seed, one run after the other. AEPsych comes
+from its own virtual environment (`--aepsych-venv`, `pip install aepsych==0.8.0` there; it is never
+a psyserve dependency).
+
+Cases (problem / acquisition): novel detection 2-D with MCLevelSetEstimation, EAVC and BALD; novel
+discrimination 2-D, a 4-D detection problem and the binarised Hartmann6 6-D (the issue's config:
+15 Sobol, target 0.5, refit_every 5, 60 trials) with MCLevelSetEstimation; GP regression with
+qLogNoisyExpectedImprovement on a noisy Hartmann6. Accuracy on a 1,000-point Sobol grid: MAE and
+expected Brier score in probability space, misclassification at the target level, the 2-D
+threshold-contour error; for regression the MAE of the posterior mean and the true value at the
+model's maximum. Reported per case: mean ± standard error over seeds, and the paired difference
+psyserve − AEPsych (negative = psyserve better).
+
+Usage: python benchmarks/quality.py --aepsych-venv /work/venvs/aepsych [--seeds 5] [--cases det_mclse h6_mclse]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import norm, qmc
+
+from _harness import free_port, server_process
+
+try:  # the simulated observers live beside the benchmarks
+    import observers
+except ImportError:  # pragma: no cover - older checkouts kept them in the server package
+    from psyserve.compute import observers  # type: ignore[no-redef]
+
+
+def detection_4d(x: np.ndarray) -> np.ndarray:
+    """A psychometric field in 4-D on [-1, 1]^4: contrast x0 against a smooth 3-D threshold surface."""
+    x = np.atleast_2d(x)
+    theta = 0.35 * np.sin(2.0 * x[:, 1]) + 0.25 * x[:, 2] ** 2 - 0.2 * np.cos(2.5 * x[:, 3]) * x[:, 1]
+    return 4.0 * (x[:, 0] - theta)
+
+
+def hartmann6_positive(x: np.ndarray) -> np.ndarray:
+    """-hartmann6: positive, maximum 3.32237 (the regression problem maximises it)."""
+    return -observers.hartmann6(x)
+
+
+@dataclass(frozen=True)
+class Case:
+    problem: Callable[[np.ndarray], np.ndarray]
+    dim: int
+    bounds: tuple[float, float]
+    acqf: str
+    init: int
+    trials: int
+    target: float
+    refit_every: int = 1
+    regression: bool = False
+    noise_sd: float = 0.0
+    threshold_problem: str = ""  # a 2-D problem with a known threshold contour
+
+
+CASES: dict[str, Case] = {
+    "det_mclse": Case(
+        observers.novel_detection, 2, (-1.0, 1.0), "MCLevelSetEstimation", 10, 50, 0.75, threshold_problem="novel_detection"
+    ),
+    "det_eavc": Case(observers.novel_detection, 2, (-1.0, 1.0), "EAVC", 10, 50, 0.75, threshold_problem="novel_detection"),
+    "det_bald": Case(
+        observers.novel_detection,
+        2,
+        (-1.0, 1.0),
+        "BernoulliMCMutualInformation",
+        10,
+        50,
+        0.75,
+        threshold_problem="novel_detection",
+    ),
+    "disc_mclse": Case(
+        observers.novel_discrimination,
+        2,
+        (-1.0, 1.0),
+        "MCLevelSetEstimation",
+        10,
+        50,
+        0.75,
+        threshold_problem="novel_discrimination",
+    ),
+    "det4d_mclse": Case(detection_4d, 4, (-1.0, 1.0), "MCLevelSetEstimation", 12, 60, 0.75),
+    "h6_mclse": Case(observers.hartmann6_binary, 6, (0.0, 1.0), "MCLevelSetEstimation", 15, 60, 0.5, refit_every=5),
+    "h6_regression": Case(
+        hartmann6_positive, 6, (0.0, 1.0), "qLogNoisyExpectedImprovement", 12, 40, 0.0, regression=True, noise_sd=0.1
+    ),
+}
+
+
+def config_for(case: Case, seed: int) -> str:
+    names = [f"x{i}" for i in range(case.dim)]
+    params = "".join(
+        f"[{n}]\npar_type = continuous\nlower_bound = {case.bounds[0]}\nupper_bound = {case.bounds[1]}\n" for n in names
+    )
+    model = "GPRegressionModel" if case.regression else "GPClassificationModel"
+    outcome = "continuous" if case.regression else "binary"
+    acqf_section = f"[{case.acqf}]\nobjective = ProbitObjective\n" if not case.regression else f"[{case.acqf}]\n"
+    if case.acqf in ("MCLevelSetEstimation", "EAVC", "GlobalMI"):
+        acqf_section += f"target = {case.target}\n"
+    return f"""
+[common]
+parnames = [{", ".join(names)}]
+stimuli_per_trial = 1
+outcome_types = [{outcome}]
+strategy_names = [init_strat, opt_strat]
+seed = {seed}
+{params}
+[init_strat]
+generator = SobolGenerator
+min_asks = {case.init}
+[opt_strat]
+generator = OptimizeAcqfGenerator
+model = {model}
+min_asks = {case.trials - case.init}
+refit_every = {case.refit_every}
+[OptimizeAcqfGenerator]
+acqf = {case.acqf}
+restarts = 10
+samps = 1000
+{acqf_section}"""
+
+
+class WireClient:
+    """AEPsych's JSON/TCP protocol, read until a whole JSON reply arrived (no 4 KiB limit)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=600)
+        self.decoder = json.JSONDecoder()
+
+    def call(self, kind: str, message: object) -> dict[str, object]:
+        self.sock.sendall(json.dumps({"type": kind, "message": message}).encode())
+        buf = ""
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError("server closed the connection")
+            buf += chunk.decode()
+            try:
+                reply, _ = self.decoder.raw_decode(buf)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(reply, dict) and "server_error" in reply:
+                raise RuntimeError(f"{kind}: {reply['server_error']}")
+            return reply  # type: ignore[no-any-return]
+        raise TimeoutError(kind)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.call("exit", {})
+        self.sock.close()
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("server exited: " + log.read_text()[-2000:])
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.2)
+    raise RuntimeError("server did not start")
+
+
+@contextlib.contextmanager
+def aepsych_server(venv: Path) -> Iterator[int]:
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        log = Path(tmp) / "aepsych.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [
+                    str(venv / "bin" / "aepsych_server"),
+                    "--port",
+                    str(port),
+                    "--ip",
+                    "127.0.0.1",
+                    "-d",
+                    f"{tmp}/a.db",
+                    "--logs",
+                    tmp,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=tmp,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},
+            )
+        try:
+            wait_for_port(port, proc, log)
+            yield port
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@contextlib.contextmanager
+def psyserve_server(workers: int) -> Iterator[int]:
+    port = free_port()
+    with server_process("--aepsych-port", str(port), "--workers", str(workers)):
+        yield port
+
+
+@dataclass
+class Score:
+    mae: float = math.nan
+    brier: float = math.nan
+    misclass: float = math.nan
+    threshold_error: float = math.nan
+    regret: float = math.nan
+    seconds_per_trial: float = math.nan
+
+
+def run(port: int, case: Case, seed: int) -> Score:
+    names = [f"x{i}" for i in range(case.dim)]
+    rng = np.random.default_rng(10_000 + seed)  # the observer's seed: the same responses for the same stimuli
+    client = WireClient(port)
+    score = Score()
+    try:
+        client.call("setup", {"config_str": config_for(case, seed)})
+        t0 = time.perf_counter()
+        for _ in range(case.trials):
+            config = client.call("ask", {"num_points": 1})["config"]
+            assert isinstance(config, dict)
+            x = np.array([[float(config[n][0]) for n in names]])
+            f = float(case.problem(x)[0])
+            if case.regression:
+                outcome: float = f + case.noise_sd * float(rng.standard_normal())
+            else:
+                outcome = int(rng.random() < norm.cdf(f))
+            client.call("tell", {"config": {n: [float(config[n][0])] for n in names}, "outcome": outcome})
+        score.seconds_per_trial = (time.perf_counter() - t0) / case.trials
+        grid = (
+            qmc.Sobol(d=case.dim, scramble=True, seed=0).random(1024)[:1000] * (case.bounds[1] - case.bounds[0]) + case.bounds[0]
+        )
+        predicted = predict(client, names, grid, probability=not case.regression)
+        truth = case.problem(grid)
+        if case.regression:
+            score.mae = float(np.mean(np.abs(predicted - truth)))
+            best = client.call("query", {"query_type": "max", "probability_space": False})["x"]
+            assert isinstance(best, dict)
+            xb = np.array([[float(np.ravel(best[n])[0]) for n in names]])
+            score.regret = float(np.max(truth) - case.problem(xb)[0])  # against the grid's best
+        else:
+            p_true = norm.cdf(truth)
+            score.mae = float(np.mean(np.abs(predicted - p_true)))
+            score.brier = float(np.mean((predicted - p_true) ** 2 + p_true * (1 - p_true)))
+            score.misclass = float(np.mean((predicted >= case.target) != (p_true >= case.target)))
+            if case.threshold_problem:
+                cs, as_ = np.linspace(-1, 1, 50), np.linspace(-1, 1, 101)
+                dense = np.array([[c, a] for c in cs for a in as_])
+                table = predict(client, names, dense, probability=True).reshape(50, 101)
+
+                def lookup(x: np.ndarray) -> np.ndarray:
+                    ci = np.clip(np.rint((x[:, 0] + 1) / 2 * 49).astype(int), 0, 49)
+                    ai = np.clip(np.rint((x[:, 1] + 1) / 2 * 100).astype(int), 0, 100)
+                    return table[ci, ai]
+
+                score.threshold_error = float(
+                    observers.threshold_contour_error(lookup, target=case.target, problem=case.threshold_problem, n_c=50, n_a=101)
+                )
+    finally:
+        client.close()
+    return score
+
+
+def predict(client: WireClient, names: list[str], points: np.ndarray, probability: bool) -> np.ndarray:
+    """Posterior prediction at many points, in chunks (AEPsych answers every x of one query)."""
+    out: list[float] = []
+    for start in range(0, len(points), 250):
+        chunk = points[start : start + 250]
+        reply = client.call(
+            "query",
+            {
+                "query_type": "prediction",
+                "probability_space": probability,
+                "x": {n: chunk[:, i].tolist() for i, n in enumerate(names)},
+            },
+        )
+        y = np.ravel(np.asarray(reply["y"], dtype=float))
+        if len(y) != len(chunk):
+            raise RuntimeError(f"prediction answered {len(y)} values for {len(chunk)} points")
+        out.extend(y.tolist())
+    return np.asarray(out)
+
+
+@dataclass
+class Paired:
+    psyserve: list[Score] = field(default_factory=list)
+    aepsych: list[Score] = field(default_factory=list)
+
+
+def mean_se(values: list[float]) -> str:
+    v = np.array([x for x in values if np.isfinite(x)])
+    if len(v) == 0:
+        return "    —        "
+    se = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
+    return f"{v.mean():.3f} ± {se:.3f}"
+
+
+def report(name: str, paired: Paired) -> None:
+    metrics = ["mae", "brier", "misclass", "threshold_error", "regret", "seconds_per_trial"]
+    print(f"-- {name}: {len(paired.psyserve)} seeds (psyserve | AEPsych 0.8 | paired difference psyserve − AEPsych)")
+    for m in metrics:
+        ours = [getattr(s, m) for s in paired.psyserve]
+        theirs = [getattr(s, m) for s in paired.aepsych]
+        if not any(np.isfinite(ours)) and not any(np.isfinite(theirs)):
+            continue
+        diff = [a - b for a, b in zip(ours, theirs, strict=True)]
+        print(f"   {m:<18} {mean_se(ours):>15} | {mean_se(theirs):>15} | {mean_se(diff):>15}")
+    sys.stdout.flush()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--aepsych-venv", type=Path, default=Path("/work/venvs/aepsych"), help="venv with aepsych==0.8.0")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--workers", type=int, default=1, help="psyserve model workers")
+    parser.add_argument("--only", choices=["psyserve", "aepsych"], default=None, help="run one side only")
+    args = parser.parse_args()
+    print(f"== paired accuracy benchmark, seeds 1..{args.seeds}, {time.strftime('%Y-%m-%d')}")
+    for name in args.cases:
+        case = CASES[name]
+        paired = Paired()
+        for seed in range(1, args.seeds + 1):
+            if args.only != "aepsych":
+                with psyserve_server(args.workers) as port:
+                    paired.psyserve.append(run(port, case, seed))
+            else:
+                paired.psyserve.append(Score())
+            if args.only != "psyserve":
+                with aepsych_server(args.aepsych_venv) as port:
+                    paired.aepsych.append(run(port, case, seed))
+            else:
+                paired.aepsych.append(Score())
+        report(name, paired)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""AEPsych 0.8's class and option names that psyserve knows of but does not (yet) honour.
+
+Owns the catalogue behind config.py's refusals: a config AEPsych would accept but psyserve cannot
+honour is refused at Configure naming its section and key, never silently run differently.
+Pure data and lookups; knows nothing of parsing, strategies or compute.
+"""
+
+from __future__ import annotations
+
+#: AEPsych model classes psyserve does not implement yet.
+UNSUPPORTED_MODELS: frozenset[str] = frozenset(
+    {
+        "OrdinalGPModel",
+        "SemiParametricGPModel",
+        "HadamardSemiPModel",
+        "IndependentGPsModel",
+        "MonotonicProjectionGP",
+        "MonotonicRejectionGP",
+        "VariationalGPModel",
+        "GPBetaRegressionModel",
+        "MultitaskGPModel",
+        "IndependentMultitaskGPRModel",
+    }
+)
+
+#: AEPsych generator classes psyserve does not implement yet.
+UNSUPPORTED_GENERATORS: frozenset[str] = frozenset(
+    {
+        "EpsilonGreedyGenerator",
+        "AcqfThompsonSamplerGenerator",
+        "AcqfGridSearchGenerator",
+        "MixedOptimizeAcqfGenerator",
+        "SampleAroundPointsGenerator",
+        "IntensityAwareSemiPGenerator",
+        "IndependentOptimizeAcqfGenerator",
+        "MonotonicRejectionGenerator",
+        "MonotonicThompsonSamplerGenerator",
+        "PairwiseOptimizeAcqfGenerator",
+        "PairwiseSobolGenerator",
+        "AxSobolGenerator",
+        "AxOptimizeAcqfGenerator",
+        "AxRandomGenerator",
+    }
+)
+
+#: AEPsych acquisition functions psyserve does not implement yet.
+UNSUPPORTED_ACQFS: frozenset[str] = frozenset(
+    {
+        "GlobalSUR",
+        "ApproxGlobalSUR",
+        "LocalMI",
+        "LocalSUR",
+        "MonotonicMCLSE",
+        "MonotonicBernoulliMCMutualInformation",
+        "MonotonicMCPosteriorVariance",
+        "qExpectedImprovement",
+        "ExpectedImprovement",
+    }
+)
+
+#: Acquisition functions that aim at a level set and so need a `target`.
+LEVEL_SET_ACQFS: frozenset[str] = frozenset({"MCLevelSetEstimation", "EAVC", "GlobalMI"})
+
+#: Objectives psyserve honours, by the names a config may give (case-insensitive), -> canonical name.
+SUPPORTED_OBJECTIVES: dict[str, str] = {
+    "": "",
+    "default": "",
+    "probitobjective": "ProbitObjective",
+    "identitymcobjective": "IdentityMCObjective",
+    "identity": "IdentityMCObjective",
+    "none": "IdentityMCObjective",
+}
+
+#: AEPsych objectives psyserve does not implement yet.
+UNSUPPORTED_OBJECTIVES: frozenset[str] = frozenset(
+    {
+        "FloorProbitObjective",
+        "FloorLogitObjective",
+        "FloorGumbelObjective",
+        "SemiPThresholdObjective",
+        "SemiPProbabilityObjective",
+        "AffinePosteriorTransform",
+    }
+)
+
+#: Keys AEPsych honours in a strategy section that change which data or when a strategy stops.
+UNSUPPORTED_STRATEGY_KEYS: dict[str, str] = {
+    "keep_most_recent": "fitting the model on only the most recent trials is not supported",
+    "min_post_range": "stopping on the posterior range is not supported",
+}
+
+#: Keys AEPsych honours in a model's class section that change the model psyserve would fit.
+UNSUPPORTED_MODEL_KEYS: dict[str, str] = {
+    "inducing_point_method": (
+        "psyserve chooses inducing points from the trial data itself (a deterministic subset, at most "
+        "inducing_size); AEPsych's inducing-point allocators are not supported: remove the key to accept that"
+    ),
+    "mean_covar_factory": "only the default mean/covariance factory is supported",
+    "likelihood": "only the model's default likelihood is supported (Bernoulli probit, Gaussian, pairwise probit)",
+}
+
+#: A `mean_covar_factory` value that is what psyserve does anyway.
+DEFAULT_FACTORIES: frozenset[str] = frozenset({"default_mean_covar_factory"})
+
+#: AEPsych's mean/covariance factory sections; a key in one of them changes the model's priors.
+FACTORY_SECTIONS: frozenset[str] = frozenset(
+    {
+        "default_mean_covar_factory",
+        "song_mean_covar_factory",
+        "monotonic_mean_covar_factory",
+        "pairwise_mean_covar_factory",
+        "mixed_mean_covar_factory",
+    }
+)
+
+#: Keys AEPsych honours in an acquisition's class section that psyserve does not.
+UNSUPPORTED_ACQF_KEYS: dict[str, str] = {
+    "lookahead_type": "the look-ahead of EAVC and GlobalMI is fixed (level-set); lookahead_type is not supported",
+    "query_set_size": "the look-ahead reference set has a fixed size (500 Sobol points)",
+    "posterior_transform": "posterior transforms are not supported",
+}
+
+
+def unsupported_class_message(kind: str, name: str, supported: list[str]) -> str:
+    """`AEPsych's OrdinalGPModel is not supported by psyserve yet (supported: [...])`."""
+    return f"AEPsych's {kind} {name} is not supported by psyserve yet (supported: {supported})"
