@@ -153,7 +153,7 @@ def test_same_job_same_points(datasets: dict[str, TrainingData]) -> None:
 
 
 def test_registry_and_unknown_names(datasets: dict[str, TrainingData]) -> None:
-    assert {CLS, REG, PAIR} == set(KNOWN_MODELS)
+    assert {CLS, REG, PAIR, "ModelListGP"} == set(KNOWN_MODELS)  # ModelListGP: compute.optimization_jobs
     assert {"MCLevelSetEstimation", "EAVC", "GlobalMI", "PairwiseMCPosteriorVariance"} <= KNOWN_ACQFS
     assert acqf_supports(CLS, "GlobalMI") and not acqf_supports(REG, "GlobalMI")
     assert not acqf_supports(CLS, "PairwiseMCPosteriorVariance") and acqf_supports(PAIR, "PairwiseMCPosteriorVariance")
@@ -165,6 +165,8 @@ def test_registry_and_unknown_names(datasets: dict[str, TrainingData]) -> None:
         generate(GenerateJob(ModelSpec("NoSuchModel", 2, {}), GeneratorSpec("EAVC", {}), datasets[CLS], 1, seed=0))
     with pytest.raises(ValueError, match="does not support"):
         generate(GenerateJob(ModelSpec(REG, 2, {}), GeneratorSpec("EAVC", {}), datasets[REG], 1, seed=0))
+    with pytest.raises(ValueError, match="optimisation jobs"):
+        generate(GenerateJob(ModelSpec("ModelListGP", 2, {}), GeneratorSpec("qLogNoisyExpectedImprovement", {}), datasets[REG], 1, seed=0))
     with pytest.raises(ValueError, match="unknown query type"):
         query(QueryJob(spec, datasets[CLS], None, "median", True, None, None, {}, 0))
     with pytest.raises(ValueError, match="fixed dimension"):

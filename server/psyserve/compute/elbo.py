@@ -25,11 +25,12 @@ from torch import Tensor
 
 from psyserve.compute.kernels import kernel_lengthscale_grad_np, stationary_kernel
 from psyserve.compute.lbfgs import minimize_packed
+from psyserve.compute.links import PROBIT, Link
 from psyserve.compute.numerics import DTYPE, GH20_W, GH20_W_T, GH20_X, GH20_X_T, LOG_SQRT_2PI, gamma_log_prior
 
 
 def variational_elbo_closure(
-    model: SingleTaskVariationalGP, mll: VariationalELBO, X: Tensor, y: Tensor
+    model: SingleTaskVariationalGP, mll: VariationalELBO, X: Tensor, y: Tensor, link: Link = PROBIT
 ) -> ForwardBackwardClosure:
     r"""A fused, plain-torch forward/backward closure for ``mll`` (a ``VariationalELBO``).
 
@@ -43,7 +44,8 @@ def variational_elbo_closure(
     autograd reference ``PackedElbo``'s gradients are tested against.
 
     Args:
-        X: ``n x d`` training inputs; y: ``n`` 0/1 outcomes.
+        X: ``n x d`` training inputs; y: ``n`` 0/1 outcomes; link: the response link (floor
+            objectives; ``log Phi`` for the default probit).
     """
     gp = model.model
     vs = gp.variational_strategy
@@ -75,7 +77,10 @@ def variational_elbo_closure(
         mu = gp.mean_module(X) + A.mT @ mvec
         var = (scale + jitter + (Ls.mT @ A).pow(2).sum(-2) - A.pow(2).sum(-2)).clamp_min(1e-10)
         f = mu.unsqueeze(-1) + torch.sqrt(2.0 * var).unsqueeze(-1) * GH20_X_T
-        ell = (torch.special.log_ndtr(sign * f) * GH20_W_T).sum(-1) / math.sqrt(math.pi)
+        if link.is_plain_probit:
+            ell = (torch.special.log_ndtr(sign * f) * GH20_W_T).sum(-1) / math.sqrt(math.pi)
+        else:
+            ell = (link.loglik(f, y.unsqueeze(-1)) * GH20_W_T).sum(-1) / math.sqrt(math.pi)
         kl = 0.5 * (Ls.pow(2).sum() + mvec.pow(2).sum() - m - 2.0 * torch.log(torch.diagonal(Ls).abs()).sum())
         log_prior = sum(
             (prior.log_prob(closure(module)).sum() for _, module, prior, closure, _ in priors),
@@ -104,7 +109,11 @@ class PackedElbo:
     ``PackedElbo.supports`` says when it applies. Checked against autograd in the tests.
     """
 
-    def __init__(self, model: SingleTaskVariationalGP, mll: VariationalELBO, X: Tensor, y: Tensor) -> None:
+    def __init__(
+        self, model: SingleTaskVariationalGP, mll: VariationalELBO, X: Tensor, y: Tensor, link: Link = PROBIT
+    ) -> None:
+        self.link = link
+        self.y = y.detach().numpy()
         gp = model.model
         vs = gp.variational_strategy
         self.vd = vs._variational_distribution
@@ -202,9 +211,14 @@ class PackedElbo:
         var_raw = s + self.jitter + (B * B).sum(0) - (A * A).sum(0)
         clamped = var_raw < 1e-10
         sd = np.sqrt(np.maximum(var_raw, 1e-10))
-        u = self.sign[:, None] * (mu[:, None] + math.sqrt(2.0) * sd[:, None] * GH20_X)
-        log_cdf = scipy.special.log_ndtr(u)
-        ell = float((log_cdf @ GH20_W).sum()) / math.sqrt(math.pi)
+        if self.link.is_plain_probit:
+            u = self.sign[:, None] * (mu[:, None] + math.sqrt(2.0) * sd[:, None] * GH20_X)
+            log_cdf = scipy.special.log_ndtr(u)
+            ell = float((log_cdf @ GH20_W).sum()) / math.sqrt(math.pi)
+        else:  # a floor objective's link: log p(y | f) and its derivative at the nodes
+            f_nodes = mu[:, None] + math.sqrt(2.0) * sd[:, None] * GH20_X
+            ll, dll = self.link.loglik_np(f_nodes, self.y[:, None])
+            ell = float((ll @ GH20_W).sum()) / math.sqrt(math.pi)
         diag = np.diagonal(Ls)
         kl = 0.5 * ((Ls * Ls).sum() + v @ v - m - 2.0 * np.log(np.abs(diag)).sum())
         a, b = self.gamma
@@ -213,9 +227,14 @@ class PackedElbo:
         log_prior = gamma_value - 0.5 * ((c - loc) / scale) ** 2 - math.log(scale) - LOG_SQRT_2PI
         loss = -(ell - kl + log_prior) / n
         # gradients of J = ell - kl + log_prior
-        ratio = np.exp(-0.5 * u * u - LOG_SQRT_2PI - log_cdf) * GH20_W  # pdf / cdf, weighted
-        g = self.sign * ratio.sum(-1) / math.sqrt(math.pi)
-        h = np.where(clamped, 0.0, self.sign * (ratio @ GH20_X) / (math.sqrt(2.0 * math.pi) * sd))
+        if self.link.is_plain_probit:
+            ratio = np.exp(-0.5 * u * u - LOG_SQRT_2PI - log_cdf) * GH20_W  # pdf / cdf, weighted
+            g = self.sign * ratio.sum(-1) / math.sqrt(math.pi)
+            h = np.where(clamped, 0.0, self.sign * (ratio @ GH20_X) / (math.sqrt(2.0 * math.pi) * sd))
+        else:
+            weighted = dll * GH20_W
+            g = weighted.sum(-1) / math.sqrt(math.pi)
+            h = np.where(clamped, 0.0, (weighted @ GH20_X) / (math.sqrt(2.0 * math.pi) * sd))
         AH = A * h
         d_v = A @ g - v
         d_Ls = 2.0 * (AH @ A.T) @ Ls - Ls

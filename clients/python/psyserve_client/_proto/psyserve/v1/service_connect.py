@@ -20,7 +20,7 @@ from connectrpc.errors import ConnectError
 from connectrpc.method import IdempotencyLevel, MethodInfo, StreamType
 from connectrpc.protocol import ProtocolType
 from connectrpc.server import ConnectASGIApplication, ConnectWSGIApplication, DEFAULT_READ_MAX_BYTES, Endpoint, EndpointSync
-from psyserve_client._proto.psyserve.v1.messages_pb2 import AbandonTrialRequest, AbandonTrialResponse, AskRequest, AskResponse, ConfigureRequest, ConfigureResponse, ExportDataRequest, ExportDataResponse, ExtendSweepRequest, ExtendSweepResponse, FinishStrategyRequest, FinishStrategyResponse, GetConfigRequest, GetConfigResponse, GetSweepResultsRequest, GetSweepResultsResponse, InfoRequest, InfoResponse, ListMissingResultsRequest, ListMissingResultsResponse, ListStrategiesRequest, ListStrategiesResponse, ListTrialsRequest, ListTrialsResponse, ParametersRequest, ParametersResponse, QueryRequest, QueryResponse, ResumeRequest, ResumeResponse, TellRequest, TellResponse
+from psyserve_client._proto.psyserve.v1.messages_pb2 import AbandonTrialRequest, AbandonTrialResponse, AskRequest, AskResponse, AttachTrialRequest, AttachTrialResponse, ConfigureRequest, ConfigureResponse, ExportDataRequest, ExportDataResponse, ExtendSweepRequest, ExtendSweepResponse, FinishStrategyRequest, FinishStrategyResponse, GetBestParametersRequest, GetBestParametersResponse, GetConfigRequest, GetConfigResponse, GetOptimizationTraceRequest, GetOptimizationTraceResponse, GetParetoFrontRequest, GetParetoFrontResponse, GetSweepResultsRequest, GetSweepResultsResponse, InfoRequest, InfoResponse, ListMissingResultsRequest, ListMissingResultsResponse, ListStrategiesRequest, ListStrategiesResponse, ListTrialsRequest, ListTrialsResponse, ParametersRequest, ParametersResponse, PredictMetricsRequest, PredictMetricsResponse, QueryRequest, QueryResponse, ResumeRequest, ResumeResponse, TellRequest, TellResponse
 from pyqwest import Client, SyncClient
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ _GZIP_COMPRESSION = GzipCompression()
 class ExperimentService(Protocol):
     async def configure(self, request: ConfigureRequest, ctx: RequestContext[ConfigureRequest, ConfigureResponse], /) -> ConfigureResponse:
         """
-        Create a strategy from an AEPsych-style INI config.
+        Create a strategy from an AEPsych-style INI config or a typed (Ax-style) experiment config.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -113,6 +113,36 @@ class ExperimentService(Protocol):
     def export_data(self, request: ExportDataRequest, ctx: RequestContext[ExportDataRequest, ExportDataResponse], /) -> AsyncIterator[ExportDataResponse]:
         """
         Every trial of one strategy (or all), streamed in trial order.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def attach_trial(self, request: AttachTrialRequest, ctx: RequestContext[AttachTrialRequest, AttachTrialResponse], /) -> AttachTrialResponse:
+        """
+        Add a trial at given parameters (Ax's attach_trial): pending until told.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def get_best_parameters(self, request: GetBestParametersRequest, ctx: RequestContext[GetBestParametersRequest, GetBestParametersResponse], /) -> GetBestParametersResponse:
+        """
+        The best completed trial of a single-objective experiment (model-predicted by default).
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def get_pareto_front(self, request: GetParetoFrontRequest, ctx: RequestContext[GetParetoFrontRequest, GetParetoFrontResponse], /) -> GetParetoFrontResponse:
+        """
+        The Pareto-optimal completed trials of a multi-objective experiment.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def predict_metrics(self, request: PredictMetricsRequest, ctx: RequestContext[PredictMetricsRequest, PredictMetricsResponse], /) -> PredictMetricsResponse:
+        """
+        Model predictions (mean, sem) of every metric at given parameters.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def get_optimization_trace(self, request: GetOptimizationTraceRequest, ctx: RequestContext[GetOptimizationTraceRequest, GetOptimizationTraceResponse], /) -> GetOptimizationTraceResponse:
+        """
+        Best objective so far (or hypervolume) after each completed trial.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -291,6 +321,61 @@ class ExperimentServiceASGIApplication(ConnectASGIApplication[ExperimentService]
                     ),
                     function=svc.export_data,
                 ),
+                "/psyserve.v1.ExperimentService/AttachTrial": Endpoint.unary(
+                    method=MethodInfo(
+                        name="AttachTrial",
+                        service_name="psyserve.v1.ExperimentService",
+                        input=AttachTrialRequest,
+                        output=AttachTrialResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.attach_trial,
+                ),
+                "/psyserve.v1.ExperimentService/GetBestParameters": Endpoint.unary(
+                    method=MethodInfo(
+                        name="GetBestParameters",
+                        service_name="psyserve.v1.ExperimentService",
+                        input=GetBestParametersRequest,
+                        output=GetBestParametersResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.get_best_parameters,
+                ),
+                "/psyserve.v1.ExperimentService/GetParetoFront": Endpoint.unary(
+                    method=MethodInfo(
+                        name="GetParetoFront",
+                        service_name="psyserve.v1.ExperimentService",
+                        input=GetParetoFrontRequest,
+                        output=GetParetoFrontResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.get_pareto_front,
+                ),
+                "/psyserve.v1.ExperimentService/PredictMetrics": Endpoint.unary(
+                    method=MethodInfo(
+                        name="PredictMetrics",
+                        service_name="psyserve.v1.ExperimentService",
+                        input=PredictMetricsRequest,
+                        output=PredictMetricsResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.predict_metrics,
+                ),
+                "/psyserve.v1.ExperimentService/GetOptimizationTrace": Endpoint.unary(
+                    method=MethodInfo(
+                        name="GetOptimizationTrace",
+                        service_name="psyserve.v1.ExperimentService",
+                        input=GetOptimizationTraceRequest,
+                        output=GetOptimizationTraceResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.get_optimization_trace,
+                ),
                 "/psyserve.v1.ExperimentService/ListMissingResults": Endpoint.unary(
                     method=MethodInfo(
                         name="ListMissingResults",
@@ -370,7 +455,7 @@ class ExperimentServiceClient(ConnectClient):
         timeout_ms: int | None = None,
     ) -> ConfigureResponse:
         """
-        Create a strategy from an AEPsych-style INI config.
+        Create a strategy from an AEPsych-style INI config or a typed (Ax-style) experiment config.
         """
         return await self.execute_unary(
             request=request,
@@ -661,6 +746,121 @@ class ExperimentServiceClient(ConnectClient):
             headers=headers,
             timeout_ms=timeout_ms,
         )
+    async def attach_trial(
+        self,
+        request: AttachTrialRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> AttachTrialResponse:
+        """
+        Add a trial at given parameters (Ax's attach_trial): pending until told.
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="AttachTrial",
+                service_name="psyserve.v1.ExperimentService",
+                input=AttachTrialRequest,
+                output=AttachTrialResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    async def get_best_parameters(
+        self,
+        request: GetBestParametersRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> GetBestParametersResponse:
+        """
+        The best completed trial of a single-objective experiment (model-predicted by default).
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="GetBestParameters",
+                service_name="psyserve.v1.ExperimentService",
+                input=GetBestParametersRequest,
+                output=GetBestParametersResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    async def get_pareto_front(
+        self,
+        request: GetParetoFrontRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> GetParetoFrontResponse:
+        """
+        The Pareto-optimal completed trials of a multi-objective experiment.
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="GetParetoFront",
+                service_name="psyserve.v1.ExperimentService",
+                input=GetParetoFrontRequest,
+                output=GetParetoFrontResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    async def predict_metrics(
+        self,
+        request: PredictMetricsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> PredictMetricsResponse:
+        """
+        Model predictions (mean, sem) of every metric at given parameters.
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="PredictMetrics",
+                service_name="psyserve.v1.ExperimentService",
+                input=PredictMetricsRequest,
+                output=PredictMetricsResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    async def get_optimization_trace(
+        self,
+        request: GetOptimizationTraceRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> GetOptimizationTraceResponse:
+        """
+        Best objective so far (or hypervolume) after each completed trial.
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="GetOptimizationTrace",
+                service_name="psyserve.v1.ExperimentService",
+                input=GetOptimizationTraceRequest,
+                output=GetOptimizationTraceResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
     async def list_missing_results(
         self,
         request: ListMissingResultsRequest,
@@ -734,7 +934,7 @@ class ExperimentServiceClient(ConnectClient):
 class ExperimentServiceSync(Protocol):
     def configure(self, request: ConfigureRequest, ctx: RequestContext[ConfigureRequest, ConfigureResponse], /) -> ConfigureResponse:
         """
-        Create a strategy from an AEPsych-style INI config.
+        Create a strategy from an AEPsych-style INI config or a typed (Ax-style) experiment config.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -807,6 +1007,36 @@ class ExperimentServiceSync(Protocol):
     def export_data(self, request: ExportDataRequest, ctx: RequestContext[ExportDataRequest, ExportDataResponse], /) -> Iterator[ExportDataResponse]:
         """
         Every trial of one strategy (or all), streamed in trial order.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def attach_trial(self, request: AttachTrialRequest, ctx: RequestContext[AttachTrialRequest, AttachTrialResponse], /) -> AttachTrialResponse:
+        """
+        Add a trial at given parameters (Ax's attach_trial): pending until told.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def get_best_parameters(self, request: GetBestParametersRequest, ctx: RequestContext[GetBestParametersRequest, GetBestParametersResponse], /) -> GetBestParametersResponse:
+        """
+        The best completed trial of a single-objective experiment (model-predicted by default).
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def get_pareto_front(self, request: GetParetoFrontRequest, ctx: RequestContext[GetParetoFrontRequest, GetParetoFrontResponse], /) -> GetParetoFrontResponse:
+        """
+        The Pareto-optimal completed trials of a multi-objective experiment.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def predict_metrics(self, request: PredictMetricsRequest, ctx: RequestContext[PredictMetricsRequest, PredictMetricsResponse], /) -> PredictMetricsResponse:
+        """
+        Model predictions (mean, sem) of every metric at given parameters.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def get_optimization_trace(self, request: GetOptimizationTraceRequest, ctx: RequestContext[GetOptimizationTraceRequest, GetOptimizationTraceResponse], /) -> GetOptimizationTraceResponse:
+        """
+        Best objective so far (or hypervolume) after each completed trial.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -983,6 +1213,61 @@ class ExperimentServiceWSGIApplication(ConnectWSGIApplication):
                     ),
                     function=service.export_data,
                 ),
+                "/psyserve.v1.ExperimentService/AttachTrial": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="AttachTrial",
+                        service_name="psyserve.v1.ExperimentService",
+                        input=AttachTrialRequest,
+                        output=AttachTrialResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.attach_trial,
+                ),
+                "/psyserve.v1.ExperimentService/GetBestParameters": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="GetBestParameters",
+                        service_name="psyserve.v1.ExperimentService",
+                        input=GetBestParametersRequest,
+                        output=GetBestParametersResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.get_best_parameters,
+                ),
+                "/psyserve.v1.ExperimentService/GetParetoFront": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="GetParetoFront",
+                        service_name="psyserve.v1.ExperimentService",
+                        input=GetParetoFrontRequest,
+                        output=GetParetoFrontResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.get_pareto_front,
+                ),
+                "/psyserve.v1.ExperimentService/PredictMetrics": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="PredictMetrics",
+                        service_name="psyserve.v1.ExperimentService",
+                        input=PredictMetricsRequest,
+                        output=PredictMetricsResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.predict_metrics,
+                ),
+                "/psyserve.v1.ExperimentService/GetOptimizationTrace": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="GetOptimizationTrace",
+                        service_name="psyserve.v1.ExperimentService",
+                        input=GetOptimizationTraceRequest,
+                        output=GetOptimizationTraceResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.get_optimization_trace,
+                ),
                 "/psyserve.v1.ExperimentService/ListMissingResults": EndpointSync.unary(
                     method=MethodInfo(
                         name="ListMissingResults",
@@ -1062,7 +1347,7 @@ class ExperimentServiceClientSync(ConnectClientSync):
         timeout_ms: int | None = None,
     ) -> ConfigureResponse:
         """
-        Create a strategy from an AEPsych-style INI config.
+        Create a strategy from an AEPsych-style INI config or a typed (Ax-style) experiment config.
         """
         return self.execute_unary(
             request=request,
@@ -1349,6 +1634,121 @@ class ExperimentServiceClientSync(ConnectClientSync):
                 output=ExportDataResponse,
                 idempotency_level=IdempotencyLevel.UNKNOWN,
                 stream_type=StreamType.SERVER_STREAM,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    def attach_trial(
+        self,
+        request: AttachTrialRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> AttachTrialResponse:
+        """
+        Add a trial at given parameters (Ax's attach_trial): pending until told.
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="AttachTrial",
+                service_name="psyserve.v1.ExperimentService",
+                input=AttachTrialRequest,
+                output=AttachTrialResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    def get_best_parameters(
+        self,
+        request: GetBestParametersRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> GetBestParametersResponse:
+        """
+        The best completed trial of a single-objective experiment (model-predicted by default).
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="GetBestParameters",
+                service_name="psyserve.v1.ExperimentService",
+                input=GetBestParametersRequest,
+                output=GetBestParametersResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    def get_pareto_front(
+        self,
+        request: GetParetoFrontRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> GetParetoFrontResponse:
+        """
+        The Pareto-optimal completed trials of a multi-objective experiment.
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="GetParetoFront",
+                service_name="psyserve.v1.ExperimentService",
+                input=GetParetoFrontRequest,
+                output=GetParetoFrontResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    def predict_metrics(
+        self,
+        request: PredictMetricsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> PredictMetricsResponse:
+        """
+        Model predictions (mean, sem) of every metric at given parameters.
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="PredictMetrics",
+                service_name="psyserve.v1.ExperimentService",
+                input=PredictMetricsRequest,
+                output=PredictMetricsResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    def get_optimization_trace(
+        self,
+        request: GetOptimizationTraceRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> GetOptimizationTraceResponse:
+        """
+        Best objective so far (or hypervolume) after each completed trial.
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="GetOptimizationTrace",
+                service_name="psyserve.v1.ExperimentService",
+                input=GetOptimizationTraceRequest,
+                output=GetOptimizationTraceResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
             ),
             headers=headers,
             timeout_ms=timeout_ms,
