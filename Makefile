@@ -64,6 +64,7 @@ bench: $(STAMP)
 	cd benchmarks && ../$(PY) psychophysics.py --problems novel_detection --participants 1 4 16 --response-times 1 --seeds 3
 	$(PY) benchmarks/compute.py --problem preference_2d --seeds 2 --trials 30
 	cd benchmarks && ../$(PY) preference.py --seeds 3 --response-times 0.5 0
+	cd benchmarks && ../$(PY) dashboard.py --rounds 2
 
 clean:
 	rm -rf $(VENV) $(PPVENV) .pytest_cache .mypy_cache .ruff_cache

@@ -4,7 +4,8 @@ One server (`--no-models --http-port`), three one-client loops on their own Sobo
 alternating rounds so all three see the same machine: the C# client under mono over HTTP; the
 same HTTP calls from Python on a raw keep-alive socket (no client library: the transport's cost
 without the C# client's); psyserve_client over gRPC. Prints µs per pair and the ratios.
-Builds the C# library and tests/csharp/ClientTest.cs with mcs first (needs mono-mcs, mono-devel).
+Builds the C# library and benchmarks/csharp/PairBench.cs with mcs first (needs mono-mcs, mono-devel);
+`--build DIR` only builds them there, e.g. for `benchmarks/http_rpc.py --csharp DIR/PairBench.exe`.
 Usage: python benchmarks/csharp_client.py [--pairs 150] [--rounds 10]
 """
 
@@ -32,24 +33,24 @@ def build(out: Path) -> Path:
     if not (shutil.which("mcs") and shutil.which("mono")):
         raise SystemExit("needs Mono: apt-get install mono-mcs mono-devel")
     subprocess.run(["bash", str(ROOT / "clients" / "csharp" / "build.sh"), str(out)], check=True, capture_output=True)
-    exe = out / "ClientTest.exe"
+    exe = out / "PairBench.exe"
     subprocess.run(
         ["mcs", "-langversion:7.2", "-optimize+", f"-r:{out / 'Psyserve.Client.dll'}", "-r:System.Net.Http.dll",
-         f"-out:{exe}", str(ROOT / "tests" / "csharp" / "ClientTest.cs")],
+         f"-out:{exe}", str(ROOT / "benchmarks" / "csharp" / "PairBench.cs")],
         check=True,
         capture_output=True,
     )
     return exe
 
 
-def csharp_pairs(exe: Path, url: str, config: Path, pairs: int) -> float:
+def csharp_pairs(exe: Path, url: str, pairs: int) -> float:
     env = {**os.environ, "MONO_PATH": str(exe.parent)}
     result = subprocess.run(
-        ["mono", str(exe), "bench", url, str(pairs), str(config)], capture_output=True, text=True, timeout=600, env=env
+        ["mono", str(exe), url, str(pairs)], input=CONFIG, capture_output=True, text=True, timeout=600, env=env
     )
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-2000:])
-    return float(json.loads(result.stdout.strip().splitlines()[-1])["us_per_pair"])
+    return float(json.loads(result.stdout.strip().splitlines()[-1])["pair_s"]) * 1e6
 
 
 class RawHttp:
@@ -138,17 +139,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pairs", type=int, default=150, help="timed pairs per loop (after 50 warm-up pairs)")
     parser.add_argument("--rounds", type=int, default=10, help="alternating rounds; medians (and the best round) are reported")
+    parser.add_argument("--build", type=Path, default=None, metavar="DIR", help="only build PairBench.exe into DIR and print its path")
     args = parser.parse_args()
+    if args.build is not None:
+        args.build.mkdir(parents=True, exist_ok=True)
+        print(build(args.build.resolve()))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         exe = build(Path(tmp))
-        config = Path(tmp) / "sobol.ini"
-        config.write_text(CONFIG)
         http_port = free_port()
         results: dict[str, list[float]] = {"csharp_http": [], "python_http": [], "python_grpc": []}
         with server_process("--no-models", "--http-port", str(http_port)) as (address, _db):
             url = f"http://127.0.0.1:{http_port}"
             for _ in range(args.rounds):
-                results["csharp_http"].append(csharp_pairs(exe, url, config, args.pairs))
+                results["csharp_http"].append(csharp_pairs(exe, url, args.pairs))
                 results["python_http"].append(python_http_pairs(http_port, args.pairs))
                 results["python_grpc"].append(python_grpc_pairs(address, args.pairs))
     med = {k: statistics.median(v) for k, v in results.items()}

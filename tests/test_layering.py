@@ -29,6 +29,9 @@ LEVELS: dict[str, int] = {
     "psyserve.dask_pool": 2,  # the model engine's other executor
     "psyserve.dask_worker": 2,  # a Dask worker's preload: runs compute jobs
     "psyserve.export": 2,
+    "psyserve.plots": 2,  # plot data and predictions from the service (CLI plot, dashboard)
+    "psyserve.observability": 2,  # metrics, the request-observing gRPC interceptor, JSON logs
+    "psyserve.dashboard": 2,  # the dashboard's ASGI app: reads the service like a transport
     "psyserve.auth": 2,
     "psyserve.service": 3,
     "psyserve.strategy": 4,
@@ -45,7 +48,8 @@ LEVELS: dict[str, int] = {
 # transports import the service, its errors and the value types of params (and each other); nothing below
 TRANSPORT_MAY_IMPORT = {"psyserve.service", "psyserve.errors", "psyserve.params"}
 # the server may use the client distribution's public wire conversions and generated code
-CLIENT_MAY_IMPORT = ("psyserve_client.wire", "psyserve_client._proto")
+# and its plotting module (one implementation of every plot for Client.plot, `psyserve plot` and the dashboard)
+CLIENT_MAY_IMPORT = ("psyserve_client.wire", "psyserve_client._proto", "psyserve_client.plot")
 TORCH = ("torch", "botorch", "gpytorch", "linear_operator")
 
 
@@ -98,7 +102,7 @@ def test_imports_point_down() -> None:
         for target in sorted(targets):
             if target.startswith("psyserve_client"):
                 if not target.startswith(CLIENT_MAY_IMPORT):
-                    wrong.append(f"{source} -> {target} (only psyserve_client.wire and _proto)")
+                    wrong.append(f"{source} -> {target} (only psyserve_client.wire, _proto and plot)")
                 continue
             if not target.startswith("psyserve") or target == source:
                 continue

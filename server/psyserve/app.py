@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,12 @@ class ServerOptions:
     auth_token: str | None = None  # when set, every RPC but health and reflection needs "authorization: Bearer <token>"
     tls_cert: str | None = None  # PEM certificate chain file; with tls_key, serve TLS instead of plaintext
     tls_key: str | None = None  # PEM private key file
+    dashboard: bool = False  # serve the web dashboard and /metrics (psyserve.dashboard)
+    dashboard_host: str | None = None  # default: `host`
+    dashboard_port: int | None = None  # own port for the dashboard (0: a free one); default 8081, or none
+    # when --http-port is given (the dashboard is then mounted on the HTTP port)
+    request_log: bool = False  # one `psyserve.rpc` log line per RPC (on with log_format "json")
+    log_format: str = "text"  # text | json (the logging setup itself is the CLI's)
     http_port: int | None = None  # also serve Connect (HTTP/JSON) and gRPC-Web on this port (0 picks a free one)
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the HTTP port (none by default)
 
@@ -58,6 +65,9 @@ class ServerOptions:
                 f"--aepsych-port has neither authentication nor encryption: with an auth token or TLS it is "
                 f"only served on a loopback host, not {self.host!r}"
             )
+        host = self.dashboard_host or self.host
+        if self.dashboard and not is_loopback(host) and self.auth_token is None:
+            log.warning("serving the dashboard on %s without --auth-token: anyone who can reach it sees every experiment", host)
         if self.cors_origins:
             if self.http_port is None:
                 raise AuthConfigError("--cors-origin applies to the HTTP port: it needs --http-port")
@@ -73,12 +83,24 @@ class ServerOptions:
 
 
 @dataclass
+class _Closer:
+    """Something RunningServer.stop closes that has a plain close() (the mounted dashboard)."""
+
+    closer: Callable[[], None]
+
+    async def close(self) -> None:
+        self.closer()
+
+
+@dataclass
 class RunningServer:
     server: grpc.aio.Server
     service: ExperimentService
     health: Any
     port: int
     extra: list[Any] = field(default_factory=list)
+    dashboard_port: int | None = None
+    metrics: Any = None  # observability.Metrics when the dashboard (and so /metrics) is on
     http: Any = None  # transports.http_api.HttpServer when --http-port is given (.port, .router.mount)
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -126,13 +148,23 @@ async def start_server(options: ServerOptions) -> RunningServer:
     replayed = await service.recover()
     log.info("recovered %d strategies from %d journal events in %s", len(service.list_strategies()), replayed, options.db)
 
+    interceptors: list[grpc.aio.ServerInterceptor] = []
+    metrics = None
+    if options.dashboard or options.request_log or options.log_format == "json":
+        from .observability import Metrics, RequestObserver
+
+        metrics = Metrics(service) if options.dashboard else None
+        # first, so that it also times and counts the calls the token check turns away
+        interceptors.append(RequestObserver(metrics, log_requests=options.request_log or options.log_format == "json"))
+    if options.auth_token:
+        interceptors.append(BearerTokenInterceptor(options.auth_token))
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
         ],
-        interceptors=[BearerTokenInterceptor(options.auth_token)] if options.auth_token else None,
+        interceptors=interceptors or None,
     )
     service_pb2_grpc.add_ExperimentServiceServicer_to_server(ExperimentServicer(service), server)
     health_servicer = health.aio.HealthServicer()
@@ -164,7 +196,29 @@ async def start_server(options: ServerOptions) -> RunningServer:
             await service.close()
             raise
     await server.start()
-    running = RunningServer(server=server, service=service, health=health_servicer, port=port)
+    running = RunningServer(server=server, service=service, health=health_servicer, port=port, metrics=metrics)
+    if options.dashboard:
+        from .dashboard import DashboardApp, start_dashboard
+
+        app = DashboardApp(service, token=options.auth_token, metrics=metrics, secure_cookie=credentials is not None)
+        if http is not None:  # every path the API does not use: /, /s/<id>, /api/..., /metrics
+            http.router.mount("/", app)
+            log.info("dashboard and /metrics on the HTTP port %d", http.port)
+        own_port = options.dashboard_port if options.dashboard_port is not None else (None if http is not None else 8081)
+        if own_port is not None:
+            try:
+                dashboard = await start_dashboard(app, options.dashboard_host or options.host, own_port, options.tls_cert, options.tls_key)
+            except BaseException:
+                await server.stop(0)
+                if http is not None:
+                    await http.close()
+                await service.close()
+                raise
+            running.extra.append(dashboard)
+            running.dashboard_port = dashboard.port
+            log.info("dashboard and /metrics on http%s://%s:%d/", "s" if credentials else "", options.dashboard_host or options.host, dashboard.port)
+        elif http is not None:
+            running.extra.append(_Closer(app.close))
     if options.aepsych_port is not None:
         from .transports.aepsych_tcp import start_aepsych_server
 
@@ -190,6 +244,11 @@ async def serve(options: ServerOptions) -> None:
     running = await start_server(options)
     http = f", HTTP on {options.host}:{running.http.port}" if running.http is not None else ""
     print(f"psyserve listening on {options.host}:{running.port}{http} (database {options.db})", flush=True)
+    scheme = "https" if options.tls_cert else "http"
+    if running.dashboard_port is not None:
+        print(f"dashboard: {scheme}://{options.dashboard_host or options.host}:{running.dashboard_port}/", flush=True)
+    elif options.dashboard and running.http is not None:
+        print(f"dashboard: {scheme}://{options.host}:{running.http.port}/", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import aepsych_names as aepsych
-from .compute.contract import KNOWN_ACQFS, KNOWN_MODELS, acqf_supports
+from .compute.contract import KNOWN_ACQFS, KNOWN_MODELS, OBJECTIVE_LINKS, acqf_supports
 from .optimization_spec import (
     MULTI_OBJECTIVE_ACQF,
     OPTIMIZATION_MODEL,
@@ -38,7 +38,18 @@ MAX_PARAMETERS = 64
 MAX_PHASES = 32
 MAX_MANUAL_POINTS = 100_000
 
-GENERATORS = frozenset({"SobolGenerator", "RandomGenerator", "ManualGenerator", "OptimizeAcqfGenerator"})
+#: Generators that fit the phase's model and pick points with its acquisition function, -> the
+#: compute-side ``method`` (compute/optimize.py): optimise it, epsilon-greedy around the optimiser,
+#: the best of a Sobol grid, or a grid point drawn with probability proportional to its value.
+MODEL_GENERATORS: dict[str, str] = {
+    "OptimizeAcqfGenerator": "optimize",
+    "EpsilonGreedyGenerator": "epsilon_greedy",
+    "AcqfGridSearchGenerator": "grid",
+    "AcqfThompsonSamplerGenerator": "thompson",
+}
+GENERATORS = frozenset(
+    {"SobolGenerator", "RandomGenerator", "ManualGenerator", "SampleAroundPointsGenerator", *MODEL_GENERATORS}
+)
 OUTCOME_TYPES = ("binary", "continuous", "ordinal")
 
 
@@ -78,7 +89,7 @@ class PhaseSpec:
 
     @property
     def is_model_based(self) -> bool:
-        return self.generator == "OptimizeAcqfGenerator"
+        return self.generator in MODEL_GENERATORS
 
     @property
     def has_stopping_rule(self) -> bool:
@@ -573,17 +584,26 @@ def _parse_phase(
     generator_options: dict[str, float | int | str] = {}
     points: list[tuple[Any, ...]] = []
     shuffle = False
-    if generator == "OptimizeAcqfGenerator":
+    if generator in MODEL_GENERATORS:
+        # EpsilonGreedyGenerator's subgenerator (AEPsych's default, the only one psyserve runs) reads
+        # its settings from [OptimizeAcqfGenerator]; the grid generators from their own sections
+        sub = r.get_str(name, "subgenerator", generator) if generator == "EpsilonGreedyGenerator" else None
+        if sub is not None and sub != "OptimizeAcqfGenerator":
+            found = r.raw(name, "subgenerator", generator)
+            raise ConfigError(
+                found[0] if found else generator, "subgenerator", f"only OptimizeAcqfGenerator is supported, got {sub!r}"
+            )
+        gen_sections = (generator, "OptimizeAcqfGenerator") if generator == "EpsilonGreedyGenerator" else (generator,)
         model = r.get_str(name, "model")
         if model is None:
-            raise ConfigError(name, "model", "OptimizeAcqfGenerator needs a model")
+            raise ConfigError(name, "model", f"{generator} needs a model")
         if model in aepsych.UNSUPPORTED_MODELS:
             raise ConfigError(name, "model", aepsych.unsupported_class_message("model", model, sorted(MODELS)))
         if model not in MODELS:
             raise ConfigError(name, "model", f"unknown model {model!r} (known: {sorted(MODELS)})")
-        acqf = r.get_str(name, "acqf", generator)
+        acqf = r.get_str(name, "acqf", *gen_sections)
         if acqf is None:
-            raise ConfigError(name, "acqf", "OptimizeAcqfGenerator needs an acqf")
+            raise ConfigError(name, "acqf", f"{generator} needs an acqf")
         if acqf in aepsych.UNSUPPORTED_ACQFS:
             raise ConfigError(name, "acqf", aepsych.unsupported_class_message("acquisition function", acqf, sorted(ACQFS)))
         if acqf not in ACQFS:
@@ -601,8 +621,21 @@ def _parse_phase(
                 raise ConfigError(name, "acqf", f"{len(optimization.objectives)} objective(s) take {want}, not {acqf}")
         _refuse_unhonoured_keys(r, name, model, acqf)
         model_options = _options(r, model, {**_MODEL_OPTIONS, **_FIT_SWITCHES.get(model, {})}, name)
-        generator_options = _options(r, generator, _GENERATOR_OPTIONS, name)
+        if optimization is not None and generator != "OptimizeAcqfGenerator":
+            raise ConfigError(name, "generator", f"an [optimization] experiment's model phase uses OptimizeAcqfGenerator, not {generator}")
+        generator_options = {}
+        for section in reversed(gen_sections):  # the generator's own section wins
+            generator_options.update(_options(r, section, _GENERATOR_OPTIONS, name))
         generator_options.update(_options(r, acqf, _ACQF_OPTIONS, name))
+        if generator != "OptimizeAcqfGenerator":
+            generator_options["method"] = MODEL_GENERATORS[generator]
+        if generator == "EpsilonGreedyGenerator":
+            epsilon = r.get_float(name, "epsilon", generator)
+            epsilon = 0.1 if epsilon is None else epsilon  # AEPsych's default
+            if not 0.0 <= epsilon <= 1.0:
+                found = r.raw(name, "epsilon", generator)
+                raise ConfigError(found[0] if found else generator, "epsilon", f"epsilon is a probability in [0, 1], got {epsilon:g}")
+            generator_options["epsilon"] = epsilon
         target = generator_options.get("target")
         if target is None and acqf in aepsych.LEVEL_SET_ACQFS:
             raise ConfigError(
@@ -613,6 +646,22 @@ def _parse_phase(
         objective = r.raw(name, "objective", acqf)
         if objective is not None:
             generator_options["objective"] = _objective(objective[0], objective[1].strip())
+        floor = _floor_link(r, name, model, acqf, objective, generator_options, model_options)
+        if floor is not None and target is not None and not floor < float(target) < 1:
+            found = r.raw(acqf, "target", name)
+            raise ConfigError(
+                found[0] if found else acqf,
+                "target",
+                f"target {target} is a response probability and must lie in (floor, 1) = ({floor:g}, 1): "
+                "with a guess rate, lower probabilities are never reached",
+            )
+    elif generator == "SampleAroundPointsGenerator":
+        points = _sample_around_points(r, name, generator, space, stimuli_per_trial, seed)
+        shuffle = r.get_bool(name, "shuffle", generator, default=True)
+        max_asks = len(points) if max_asks is None else min(max_asks, len(points))
+        if min_asks is not None and min_asks > len(points):
+            raise ConfigError(name, "min_asks", f"min_asks ({min_asks}) exceeds the {len(points)} points sampled around the reference points")
+        generator = "ManualGenerator"  # from here on, a list of points like any manual phase
     elif generator == "ManualGenerator":
         text = r.get_str(name, "points", generator)
         if text is None:
@@ -675,6 +724,8 @@ def _check_model_fits_experiment(phase: str, model: str, stimuli_per_trial: int,
 def _refuse_unhonoured_keys(r: _Reader, phase: str, model: str, acqf: str) -> None:
     """Keys AEPsych would honour but psyserve cannot: refused, naming where they stand."""
     for key, why in aepsych.UNSUPPORTED_MODEL_KEYS.items():
+        if key == "likelihood":
+            continue  # _floor_link honours the Bernoulli likelihoods and refuses the rest
         found = r.raw(model, key, phase)
         if found is None:
             continue
@@ -696,8 +747,71 @@ def _refuse_unhonoured_keys(r: _Reader, phase: str, model: str, acqf: str) -> No
                 )
 
 
+def _floor_link(
+    r: _Reader,
+    phase: str,
+    model: str,
+    acqf: str,
+    objective: tuple[str, str] | None,
+    generator_options: dict[str, float | int | str],
+    model_options: dict[str, float | int | str],
+) -> float | None:
+    """A floor objective (n-AFC guess rate): the link the model is fitted with and every acquisition
+    and read-out uses. Named by the acquisition's `objective` and/or, as AEPsych writes it, by
+    `likelihood = BernoulliObjectiveLikelihood` with `[BernoulliObjectiveLikelihood] objective`; both
+    must agree. Its `floor` is read from the objective's own section (AEPsych's default 0.5).
+    Returns the floor, or None without a floor objective."""
+    from_acqf = None if objective is None else objective[1].strip()
+    from_likelihood = None
+    likelihood = r.raw(model, "likelihood", phase)
+    if likelihood is not None:
+        value = likelihood[1].strip()
+        if value == "BernoulliObjectiveLikelihood" and model == "GPClassificationModel":
+            found = r.raw("BernoulliObjectiveLikelihood", "objective")
+            if found is None:
+                raise ConfigError("BernoulliObjectiveLikelihood", "objective", "BernoulliObjectiveLikelihood needs an objective")
+            from_likelihood = found[1].strip()
+            if from_likelihood not in OBJECTIVE_LINKS and from_likelihood.lower() != "probitobjective":
+                raise ConfigError(
+                    found[0], "objective", f"supported likelihood objectives: {sorted([*OBJECTIVE_LINKS, 'ProbitObjective'])}"
+                )
+        elif not (value == "BernoulliLikelihood" and model == "GPClassificationModel"):
+            raise ConfigError(
+                likelihood[0], "likelihood", f"not supported by psyserve: {aepsych.UNSUPPORTED_MODEL_KEYS['likelihood']}"
+            )
+    chosen = [o for o in (from_acqf, from_likelihood) if o is not None and o in OBJECTIVE_LINKS]
+    if not chosen:  # no floor objective: the default probit (BernoulliLikelihood / ProbitObjective)
+        return None
+    name = chosen[0]
+    where = objective[0] if from_acqf is not None and objective is not None else "BernoulliObjectiveLikelihood"
+    if model != "GPClassificationModel":
+        raise ConfigError(where, "objective", f"{name} is a response link for binary outcomes; {model} cannot use it")
+    other = from_likelihood if from_acqf == name else from_acqf
+    if other is not None and other != name and other.lower() not in ("identitymcobjective", "identity", "none"):
+        raise ConfigError(
+            where,
+            "objective",
+            f"the acquisition's objective ({from_acqf}) and the likelihood's ({from_likelihood}) must name the same link: "
+            "psyserve fits the model with the floor objective's link and reads the acquisition and queries through it",
+        )
+    floor = r.get_float(name, "floor")
+    if floor is None:
+        floor = 0.5  # AEPsych's default floor
+    if not 0.0 <= floor < 1.0:
+        found = r.raw(name, "floor")
+        raise ConfigError(found[0] if found else name, "floor", f"floor (the guess rate) must lie in [0, 1), got {floor:g}")
+    model_options["link"] = OBJECTIVE_LINKS[name]
+    model_options["floor"] = floor
+    if from_acqf == name or from_acqf is None:
+        generator_options["objective"] = name
+    generator_options["floor"] = floor
+    return floor
+
+
 def _objective(section: str, text: str) -> str:
     """Validate an acquisition objective name; refuse what psyserve cannot honour."""
+    if text in OBJECTIVE_LINKS:
+        return text
     if text.lower() in aepsych.SUPPORTED_OBJECTIVES:
         return aepsych.SUPPORTED_OBJECTIVES[text.lower()]
     supported = sorted(v for v in set(aepsych.SUPPORTED_OBJECTIVES.values()) if v)
@@ -735,6 +849,60 @@ def _parse_points(section: str, text: str, space: ParameterSpace, stimuli_per_tr
             except ValueError as exc:
                 raise ConfigError(section, "points", str(exc)) from None
         out.append(tuple(checked))
+    return out
+
+
+def _sample_around_points(
+    r: _Reader, phase: str, generator: str, space: ParameterSpace, stimuli_per_trial: int, seed: int
+) -> list[tuple[Any, ...]]:
+    """AEPsych's SampleAroundPointsGenerator: ``samples_per_point`` scrambled-Sobol points (one engine,
+    seeded by the phase's seed) in the box ``point +- window`` clipped to the bounds, for each
+    reference point in ``points``; ``window`` is one half-width per parameter (or one for all)."""
+    if stimuli_per_trial != 1:
+        raise ConfigError(phase, "generator", f"{generator} is supported for one stimulus per trial")
+    for p in space.parameters:
+        if p.type not in (ParamType.CONTINUOUS, ParamType.INTEGER) or p.log_scale:
+            raise ConfigError(p.name, "par_type", f"{generator} samples linear continuous or integer parameters, not {p.name!r}")
+    text = r.get_str(phase, "points", generator)
+    if text is None:
+        raise ConfigError(phase, "points", f"{generator} needs a points list")
+    centres = [stim[0] for stim in _parse_points(phase, text, space, 1)]
+    found = r.raw(phase, "window", generator)
+    if found is None:
+        raise ConfigError(generator, "window", f"{generator} needs a window (half-width per parameter)")
+    try:
+        window = [float(w) for w in parse_list(found[1])] if found[1].strip().startswith("[") else [float(found[1])]
+    except ValueError:
+        raise ConfigError(found[0], "window", f"expected numbers, got {found[1]!r}") from None
+    if len(window) == 1:
+        window = window * len(space.parameters)
+    if len(window) != len(space.parameters) or not all(math.isfinite(w) and w >= 0 for w in window):
+        raise ConfigError(found[0], "window", f"expected {len(space.parameters)} non-negative half-widths, got {found[1]!r}")
+    per_point = r.get_int(phase, "samples_per_point", generator, minimum=1)
+    if per_point is None:
+        raise ConfigError(generator, "samples_per_point", f"{generator} needs samples_per_point")
+    if per_point * len(centres) > MAX_MANUAL_POINTS:
+        raise ConfigError(generator, "samples_per_point", f"at most {MAX_MANUAL_POINTS} points in all")
+    import warnings as _warnings
+
+    from scipy.stats import qmc  # lazily: only configs that use this generator pay the import
+
+    engine = qmc.Sobol(len(space.parameters), scramble=True, seed=seed)
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore")  # Sobol balance warning for counts that are not powers of 2
+        unit = engine.random(per_point * len(centres))
+    out: list[tuple[Any, ...]] = []
+    for i, centre in enumerate(centres):
+        lo = [max(float(c) - w, p.lower) for c, w, p in zip(centre, window, space.parameters)]
+        hi = [min(float(c) + w, p.upper) for c, w, p in zip(centre, window, space.parameters)]
+        for u in unit[i * per_point : (i + 1) * per_point]:
+            values = [lo_k + (hi_k - lo_k) * float(u_k) for lo_k, hi_k, u_k in zip(lo, hi, u)]
+            values = [
+                float(min(max(round(v), math.ceil(p.lower)), math.floor(p.upper))) if p.type is ParamType.INTEGER else v
+                for v, p in zip(values, space.parameters)
+            ]
+            stim = space.validate_stimulus(dict(zip(space.names, values)), f"{generator} point")
+            out.append((tuple(stim.values()),))
     return out
 
 

@@ -49,7 +49,7 @@ from .strategy import COMPLETED, PENDING, Strategy
 
 log = logging.getLogger(__name__)
 
-REAL, SPECULATIVE, UNLIKELY = 0, 1, 2  # job priorities: lower runs first
+REAL, SPECULATIVE, UNLIKELY, BACKGROUND = 0, 1, 2, 3  # job priorities: lower runs first (BACKGROUND: observers' queries)
 DataKey = tuple[tuple[int, float], ...]
 
 
@@ -85,6 +85,10 @@ class _Item:
     arg: Any = field(compare=False)
     future: asyncio.Future[Any] = field(compare=False)
     attempts: int = field(default=0, compare=False)
+    started: float = field(default=0.0, compare=False)
+
+
+PRIORITY_NAMES = {REAL: "real", SPECULATIVE: "speculative", UNLIKELY: "unlikely", BACKGROUND: "background"}
 
 
 class ComputePool:
@@ -99,7 +103,15 @@ class ComputePool:
         self._busy = 0
         self._closed = False
         self._warm: asyncio.Future[list[int]] | None = None
+        self._busy_background = 0
         self.restarts = 0
+        # Observer hook (metrics): called with (priority name, seconds) when a job's run ends.
+        self.on_job_done: Callable[[str, float], None] | None = None
+
+    @property
+    def queue_length(self) -> int:
+        """Jobs waiting for a worker (cancelled speculations not yet popped included)."""
+        return len(self._queue)
 
     def _new_executor(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(os.getpid(),))
@@ -144,7 +156,12 @@ class ComputePool:
 
     def _pump(self) -> None:
         while self._busy < self.workers and self._queue:
-            item = heapq.heappop(self._queue)
+            item = self._queue[0]
+            if item.priority == BACKGROUND and not item.future.done() and (self._busy_background or (self._busy and self.workers > 1)):
+                # An observer's query runs only on an otherwise idle pool, one at a time, so that
+                # an ask arriving meanwhile always finds a free worker.
+                return
+            heapq.heappop(self._queue)
             if item.future.done():  # cancelled while queued (a stale speculation)
                 continue
             self._start(item)
@@ -153,17 +170,23 @@ class ComputePool:
         if self._executor is None:
             self._executor = self._new_executor()
         self._busy += 1
+        self._busy_background += item.priority == BACKGROUND
         item.attempts += 1
+        item.started = time.perf_counter()
         try:
             running = asyncio.wrap_future(self._executor.submit(item.fn, item.arg))
         except BrokenProcessPool as exc:
             self._busy -= 1
+            self._busy_background -= item.priority == BACKGROUND
             self._recover(item, exc)
             return
         running.add_done_callback(lambda done: self._finished(item, done))
 
     def _finished(self, item: _Item, done: asyncio.Future[Any]) -> None:
         self._busy -= 1
+        self._busy_background -= item.priority == BACKGROUND
+        if self.on_job_done is not None:
+            self.on_job_done(PRIORITY_NAMES.get(item.priority, str(item.priority)), time.perf_counter() - item.started)
         exc = done.exception() if not done.cancelled() else None
         if isinstance(exc, BrokenProcessPool):
             self._recover(item, exc)
@@ -337,6 +360,7 @@ class PoolModelEngine:
         x: np.ndarray | None,
         y: float | None,
         fixed: dict[int, float],
+        background: bool = False,
     ) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
         phase = next(p for p in strategy.spec.phases if p.is_model_based)
         current = strategy.phase
@@ -356,7 +380,7 @@ class PoolModelEngine:
             seed=strategy.seed & 0x7FFFFFFF,
         )
         try:
-            result: QueryJobResult = await self.pool.submit(query, job, REAL)
+            result: QueryJobResult = await self.pool.submit(query, job, BACKGROUND if background else REAL)
         except Unavailable:
             raise
         except Exception as exc:

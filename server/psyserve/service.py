@@ -120,6 +120,9 @@ class StrategyView:
     created_at: float
     shape: ExperimentShape
     can_fit: bool
+    model_asks: int = 0  # model-based asks answered since the server started
+    precomputed_asks: int = 0  # ... of which from a speculative branch computed before the ask
+    last_activity: float = 0.0  # time of the last ask or tell (the strategy's creation before any)
     sweep: SweepView | None = None  # parameter sweeps only
     seed: int = 0  # the experiment seed: the config's, or drawn by the server (journaled) when it sets none
     seed_from_config: bool = False
@@ -349,6 +352,7 @@ class ModelEngine(Protocol):
         x: np.ndarray | None,
         y: float | None,
         fixed: dict[int, float],
+        background: bool = False,
     ) -> tuple[np.ndarray, dict[str, np.ndarray], float]: ...
 
     async def optimization_readout(self, strategy: Strategy, kind: str, use_model: bool, x: np.ndarray | None) -> Readout: ...
@@ -367,6 +371,7 @@ class _Registry:
     by_name: dict[str, int] = field(default_factory=dict)
     configure_requests: dict[str, int] = field(default_factory=dict)
     next_id: int = 1
+    model_asks: dict[int, tuple[int, int]] = field(default_factory=dict)  # strategy id -> (model asks, precomputed)
 
 
 class ExperimentService:
@@ -385,6 +390,12 @@ class ExperimentService:
     @property
     def db_name(self) -> str:
         return os.path.basename(self.journal.path)
+
+    @property
+    def change_count(self) -> int:
+        """Grows with every journaled state change (observers poll it: a cheap "anything new?").
+        It may move just before the change is applied to the strategy; look again once more."""
+        return self.journal.events_written
 
     # ------------------------------------------------------------------ recovery
     async def recover(self, expire_leases: bool = True) -> int:
@@ -536,6 +547,7 @@ class ExperimentService:
             for i, ph in enumerate(strategy.spec.phases)
         ]
         trials = strategy.trials.values()
+        asks, precomputed = self._registry.model_asks.get(strategy.strategy_id, (0, 0))
         return StrategyView(
             strategy_id=strategy.strategy_id,
             name=strategy.name,
@@ -550,6 +562,9 @@ class ExperimentService:
             created_at=strategy.created_at,
             shape=ExperimentShape.of(strategy.spec),
             can_fit=strategy.can_fit(),
+            model_asks=asks,
+            precomputed_asks=precomputed,
+            last_activity=max((max(t.asked_at, t.told_at or 0.0) for t in trials), default=strategy.created_at),
             sweep=strategy.view() if isinstance(strategy, SweepStrategy) else None,
             seed=strategy.spec.seed or 0,
             seed_from_config="seed" in strategy.spec.sections.get("common", {}),
@@ -947,6 +962,8 @@ class ExperimentService:
                         raise FailedPrecondition("this server runs without a model engine", "strategy_id")
                     generated = await self.models.generate(strategy, phase_index, fresh, space.fixed_unit(fixed_raw))
                     unit = generated.points
+                    asks, precomputed = self._registry.model_asks.get(strategy_id, (0, 0))
+                    self._registry.model_asks[strategy_id] = (asks + 1, precomputed + generated.precomputed)
                 else:
                     unit = strategy.generate_unit(phase_index, fresh)
                 stimuli += [[space.from_unit(u) for u in trial] for trial in unit]
@@ -1338,7 +1355,10 @@ class ExperimentService:
         x: Sequence[Mapping[str, Any]] | None = None,
         y: float | None = None,
         constraints: Mapping[str, Any] | None = None,
+        background: bool = False,
     ) -> QueryAnswer:
+        """A model query. `background`: computed only when no ask's computation waits (for
+        observers such as the dashboard, so that looking never slows an experiment down)."""
         strategy = self.get(strategy_id)
         space = strategy.spec.space
         if strategy.spec.optimization is not None:
@@ -1387,7 +1407,7 @@ class ExperimentService:
         if not strategy.can_fit():
             raise FailedPrecondition("no model yet: the strategy has too little data to fit one", "strategy_id")
         unit_x, values, fit_seconds = await self.models.query(
-            strategy, query_type, probability_space, points, y, space.fixed_unit(fixed_raw)
+            strategy, query_type, probability_space, points, y, space.fixed_unit(fixed_raw), background=background
         )
         results = []
         for i, u in enumerate(unit_x):

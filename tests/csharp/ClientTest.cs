@@ -4,7 +4,6 @@
 //   experiment URL TOKEN INI_PATH  token checks, configure, ask/tell into the model phase, errors, tell by stimulus, abandon
 //   resume URL TOKEN STRATEGY_ID   after a restart: resume by id, more model trials, query, finish
 //   transport SILENT_URL CLOSED_URL  timeout and unreachable server -> their exceptions, promptly
-//   bench URL PAIRS INI_PATH       ask+tell pair latency on a Sobol config (benchmarks/csharp_client.py)
 using System;
 using System.Collections.Generic;
 using System.Diagnostics;
@@ -24,7 +23,6 @@ static class ClientTest
                 case "experiment": Experiment(args[1], args[2], args[3], output).GetAwaiter().GetResult(); break;
                 case "resume": Resume(args[1], args[2], long.Parse(args[3]), output).GetAwaiter().GetResult(); break;
                 case "transport": Transport(args[1], args[2], output).GetAwaiter().GetResult(); break;
-                case "bench": Bench(args[1], int.Parse(args[2]), args[3], output).GetAwaiter().GetResult(); break;
                 default: throw new ArgumentException("unknown mode " + args[0]);
             }
             Console.WriteLine(output.ToString());
@@ -214,24 +212,5 @@ static class ClientTest
             w.Name("no_strategy").String(e.Message);
         }
         w.EndObject();
-    }
-
-    static async Task Bench(string url, int pairs, string iniPath, JsonWriter w)
-    {
-        using (var client = new PsyserveClient(url))
-        {
-            await client.ConfigureFromFileAsync(iniPath);
-            for (int i = 0; i < 50; i++) await Pair(client);  // warm up: JIT, connection
-            var sw = Stopwatch.StartNew();
-            for (int i = 0; i < pairs; i++) await Pair(client);
-            sw.Stop();
-            w.BeginObject().Name("pairs").Int32(pairs).Name("us_per_pair").Double(sw.Elapsed.TotalMilliseconds * 1000.0 / pairs).EndObject();
-        }
-    }
-
-    static async Task Pair(PsyserveClient client)
-    {
-        var trial = (await client.AskAsync()).Trials[0];
-        await client.TellAsync(trial.TrialId, 1);
     }
 }

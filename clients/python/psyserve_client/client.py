@@ -7,7 +7,7 @@ Generated method wrappers are listed explicitly so that type checkers see every 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
@@ -32,6 +32,9 @@ from ._common import (
 from ._proto.psyserve.v1 import messages_pb2 as pb
 from ._proto.psyserve.v1 import service_pb2_grpc
 from .sweeps import AsyncSweepLoop, SweepLoop, SweepResults
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 T = TypeVar("T")
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -207,6 +210,34 @@ class Client(_Base):
     def abandon_trial(self, trial_id: int, failed: bool = False, reason: str = "", strategy_id: int | None = None) -> Trial:
         """Mark a pending trial abandoned (or failed)."""
         return self._run(self._protocol.abandon_trial(trial_id, failed, reason, strategy_id))
+
+    def plot(
+        self,
+        kind: str = "auto",
+        x: str | None = None,
+        y: str | None = None,
+        fixed: Mapping[str, Value] | None = None,
+        strategy_id: int | None = None,
+        resolution: int = 40,
+        size: tuple[float, float] = (8, 6),
+    ) -> Figure:
+        """A matplotlib Figure of the strategy (needs `psyserve-client[plot]`): kind "field" (P(yes)
+        over `x` and `y` with the target contour, its 95% band and the trials), "slice", "history",
+        "best", "utility" (pairwise) or "auto". Parameters not plotted are held at `fixed` or their
+        midpoint. Reads Info, Parameters, GetConfig, ListTrials and one prediction Query."""
+        from . import plot as plots
+
+        sid = self._protocol._sid(strategy_id)
+        info = self.info(sid)
+        data = plots.plot_data_from_api(
+            info.summary, list(self.parameters(sid).values()), self.get_config(strategy_id=sid), self.list_trials(strategy_id=sid), info.current_strat_can_fit
+        )
+        planned = plots.plan(data, kind, x, y, fixed, resolution)
+        predictions = None
+        if planned.needs_model:
+            answer = self.query("prediction", planned.probability_space, x=planned.points, strategy_id=sid)
+            predictions = plots.predictions_from_query(answer.predictions)
+        return plots.draw(data, planned, predictions, size)
 
     # ---------------------------------------------------------------- optimisation (Ax-style) experiments
     def configure_experiment(
@@ -426,6 +457,35 @@ class AsyncClient(_Base):
     async def abandon_trial(self, trial_id: int, failed: bool = False, reason: str = "", strategy_id: int | None = None) -> Trial:
         """Mark a pending trial abandoned (or failed)."""
         return await self._run(self._protocol.abandon_trial(trial_id, failed, reason, strategy_id))
+
+    async def plot(
+        self,
+        kind: str = "auto",
+        x: str | None = None,
+        y: str | None = None,
+        fixed: Mapping[str, Value] | None = None,
+        strategy_id: int | None = None,
+        resolution: int = 40,
+        size: tuple[float, float] = (8, 6),
+    ) -> Figure:
+        """As Client.plot (the drawing itself runs in the calling thread)."""
+        from . import plot as plots
+
+        sid = self._protocol._sid(strategy_id)
+        info = await self.info(sid)
+        data = plots.plot_data_from_api(
+            info.summary,
+            list((await self.parameters(sid)).values()),
+            await self.get_config(strategy_id=sid),
+            await self.list_trials(strategy_id=sid),
+            info.current_strat_can_fit,
+        )
+        planned = plots.plan(data, kind, x, y, fixed, resolution)
+        predictions = None
+        if planned.needs_model:
+            answer = await self.query("prediction", planned.probability_space, x=planned.points, strategy_id=sid)
+            predictions = plots.predictions_from_query(answer.predictions)
+        return plots.draw(data, planned, predictions, size)
 
     # ---------------------------------------------------------------- optimisation (Ax-style) experiments
     async def configure_experiment(

@@ -16,12 +16,11 @@ from botorch.acquisition import AcquisitionFunction
 from botorch.utils.transforms import t_batch_mode_transform
 from torch import Tensor
 
-from psyserve.compute.bvn import _EPS, _binary_entropy, _norm_pdf, _probit_var, bvn_excess_np, norm_cdf
+from psyserve.compute.bvn import _EPS, _binary_entropy, _probit_var, bvn_excess_np, norm_cdf
 from psyserve.compute.latent import ConditionedLatentGP, LatentGP
-from psyserve.compute.numerics import DTYPE, SQRT2
+from psyserve.compute.links import PROBIT, Link
+from psyserve.compute.numerics import DTYPE, GH32_W, GH32_W_T, GH32_X, GH32_X_T, SQRT2, norm_pdf
 
-_GH_X, _GH_W = (torch.as_tensor(a, dtype=DTYPE) for a in np.polynomial.hermite.hermgauss(32))
-_GH_X_NP, _GH_W_NP = np.polynomial.hermite.hermgauss(32)
 #: Half-width (latent units) of the smoothed ``|mean - target|`` in the straddle: the maximum
 #: usually sits on the level set itself, where the plain absolute value has a kink that
 #: L-BFGS zig-zags on until its iteration cap (3x the evaluations). Shifts values by < 0.01.
@@ -127,15 +126,27 @@ class PosteriorVariance(LatentAcquisition):
 
     moment_form = True
 
-    def __init__(self, model: Any, latent: LatentGP, pending_noise: float, probability_space: bool) -> None:
+    def __init__(
+        self, model: Any, latent: LatentGP, pending_noise: float, probability_space: bool, link: Link = PROBIT
+    ) -> None:
         super().__init__(model, latent, pending_noise)
         self.probability_space = bool(probability_space)
+        self.link = link
+        #: a floor scales the probit closed form by (1 - floor)^2; logit / Gumbel use quadrature (autograd)
+        self.scale = (1.0 - link.floor) ** 2
+        if probability_space and link.kind != "probit":
+            self.moment_form = False
 
     @t_batch_mode_transform(expected_q=1)  # type: ignore[arg-type]  # subclass-typed self
     def forward(self, X: Tensor) -> Tensor:
         r"""``b x 1 x d`` -> ``b``."""
         mu, var = self.post.mean_variance(X)
-        out = _probit_var(mu, var) if self.probability_space else var
+        if not self.probability_space:
+            out = var
+        elif self.link.kind == "probit":
+            out = self.scale * _probit_var(mu, var)
+        else:
+            out = self.link.prob_variance(mu, var)
         return out.squeeze(-1)
 
     def from_moments(self, mu: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -155,27 +166,40 @@ class PosteriorVariance(LatentAcquisition):
         clamped = value <= 0.0
         d_mu = np.where(clamped, 0.0, d_a / np.sqrt(s2))
         d_var = np.where(clamped, 0.0, -d_a * a / (2.0 * s2) + d_rho / s2**2)
-        return np.maximum(value, 0.0), d_mu, d_var
+        return self.scale * np.maximum(value, 0.0), self.scale * d_mu, self.scale * d_var
 
 
 class BernoulliBALD(LatentAcquisition):
     r"""BernoulliMCMutualInformation (BALD): ``I(y; f) = H[E Phi(f)] - E[H(Phi(f))]``.
 
-    The expectation uses 32-point Gauss-Hermite quadrature (deterministic).
+    The expectation uses 32-point Gauss-Hermite quadrature (deterministic). With a floor
+    objective's ``link``, ``Phi`` becomes ``p(f) = floor + (1 - floor) F(f)`` (torch forward, autograd).
     """
 
     moment_form = True
+
+    def __init__(self, model: Any, latent: LatentGP, pending_noise: float, link: Link = PROBIT) -> None:
+        super().__init__(model, latent, pending_noise)
+        self.link = link
+        if not link.is_plain_probit:
+            self.moment_form = False
 
     @t_batch_mode_transform(expected_q=1)  # type: ignore[arg-type]  # subclass-typed self
     def forward(self, X: Tensor) -> Tensor:
         r"""``b x 1 x d`` -> ``b``."""
         mu, var = self.post.mean_variance(X)
+        if not self.link.is_plain_probit:
+            f = mu.unsqueeze(-1) + torch.sqrt(2.0 * var).unsqueeze(-1) * GH32_X_T
+            h_nodes = _binary_entropy(self.link.prob(f).clamp(_EPS, 1.0 - _EPS))
+            expected_h = (h_nodes * GH32_W_T).sum(-1) / math.sqrt(math.pi)
+            p_mean = self.link.expected_prob(mu, var).clamp(_EPS, 1.0 - _EPS)
+            return (_binary_entropy(p_mean) - expected_h).squeeze(-1)
         p = norm_cdf(mu / torch.sqrt(1.0 + var))
-        f = mu.unsqueeze(-1) + torch.sqrt(2.0 * var).unsqueeze(-1) * _GH_X
+        f = mu.unsqueeze(-1) + torch.sqrt(2.0 * var).unsqueeze(-1) * GH32_X_T
         logp = torch.special.log_ndtr(f)
         logq = torch.special.log_ndtr(-f)
         h = -(torch.exp(logp) * logp + torch.exp(logq) * logq)
-        expected = (h * _GH_W).sum(-1) / math.sqrt(math.pi)
+        expected = (h * GH32_W_T).sum(-1) / math.sqrt(math.pi)
         return (_binary_entropy(p) - expected).squeeze(-1)
 
     def from_moments(self, mu: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -190,17 +214,17 @@ class BernoulliBALD(LatentAcquisition):
         p = np.clip(scipy.special.ndtr(a), _EPS, 1.0 - _EPS)
         h_p = -(p * np.log(p) + (1.0 - p) * np.log1p(-p))
         inside = (p > _EPS) & (p < 1.0 - _EPS)
-        dh_da = np.where(inside, np.log1p(-p) - np.log(p), 0.0) * _norm_pdf(a)
+        dh_da = np.where(inside, np.log1p(-p) - np.log(p), 0.0) * norm_pdf(a)
         sd2 = np.sqrt(2.0 * var)
-        f = mu[:, None] + sd2[:, None] * _GH_X_NP
+        f = mu[:, None] + sd2[:, None] * GH32_X
         logp = scipy.special.log_ndtr(f)
         logq = scipy.special.log_ndtr(-f)
         h = -(np.exp(logp) * logp + np.exp(logq) * logq)
-        dh_df = _norm_pdf(f) * (logq - logp)
-        norm = _GH_W_NP / math.sqrt(math.pi)
+        dh_df = norm_pdf(f) * (logq - logp)
+        norm = GH32_W / math.sqrt(math.pi)
         value = h_p - h @ norm
         d_mu = dh_da / np.sqrt(s2) - dh_df @ norm
-        d_var = -dh_da * a / (2.0 * s2) - (dh_df * _GH_X_NP) @ norm / sd2
+        d_var = -dh_da * a / (2.0 * s2) - (dh_df * GH32_X) @ norm / sd2
         return value, d_mu, d_var
 
 
@@ -234,13 +258,16 @@ class PredictionObjective(AcquisitionFunction):
     r"""Posterior prediction to optimise for queries: ``b x 1 x d`` -> ``b``.
 
     ``mode`` "max": prediction, "min": -prediction, "inverse": -(prediction - target)^2,
-    where the prediction is ``Phi(mu / sqrt(1 + var))`` (classification in probability
-    space) or the latent / response mean.
+    where the prediction is ``E[p(f)]`` (classification in probability space: ``Phi(mu / sqrt(1 + var))``
+    for the default link, with the floor objective's floor and CDF otherwise) or the latent / response mean.
     """
 
-    def __init__(self, model: Any, latent: LatentGP, mode: str, probability: bool, target: float | None) -> None:
+    def __init__(
+        self, model: Any, latent: LatentGP, mode: str, probability: bool, target: float | None, link: Link = PROBIT
+    ) -> None:
         super().__init__(model=model)
         self.latent = latent
+        self.link = link
         self.mode = mode
         self.probability = probability
         self.target = 0.0 if target is None else float(target)
@@ -248,7 +275,7 @@ class PredictionObjective(AcquisitionFunction):
     @t_batch_mode_transform(expected_q=1)  # type: ignore[arg-type]  # subclass-typed self
     def forward(self, X: Tensor) -> Tensor:
         mu, var = self.latent.mean_variance(X)
-        pred = norm_cdf(mu / torch.sqrt(1.0 + var)) if self.probability else mu
+        pred = self.link.expected_prob(mu, var) if self.probability else mu
         pred = pred.squeeze(-1)
         if self.mode == "max":
             return pred

@@ -17,6 +17,8 @@ __all__ = [
     "ACQF_ALIASES",
     "KNOWN_ACQFS",
     "KNOWN_MODELS",
+    "LINKS",
+    "OBJECTIVE_LINKS",
     "GenerateJob",
     "GenerateResult",
     "GeneratorSpec",
@@ -95,6 +97,16 @@ def acqf_supports(model_kind: str, acqf: str) -> bool:
         return False
 
 
+#: Links of the binary model's response probability ``floor + (1 - floor) F(f)`` (compute/links.py).
+LINKS: frozenset[str] = frozenset({"probit", "logit", "gumbel"})
+#: AEPsych's floor objectives -> the link ``F`` they put under the floor.
+OBJECTIVE_LINKS: dict[str, str] = {
+    "FloorProbitObjective": "probit",
+    "FloorLogitObjective": "logit",
+    "FloorGumbelObjective": "gumbel",
+}
+
+
 # --------------------------------------------------------------------------- contract
 
 
@@ -107,7 +119,10 @@ class ModelSpec:
     relative tolerance, default 1e-6), ``kernel``
     (``"rbf"`` default or ``"matern52"``; classification/regression), ``elbo`` / ``laplace``
     (``"fast"`` default: the numpy objectives ``PackedElbo`` / ``PackedPairwiseLaplace`` for
-    classification / pairwise; anything else: BoTorch's autograd fitting, also the fallback).
+    classification / pairwise; anything else: BoTorch's autograd fitting, also the fallback),
+    ``link`` (``"probit"`` default, ``"logit"``, ``"gumbel"``) and ``floor`` (guess rate, default 0)
+    of classification: the response probability is ``floor + (1 - floor) F(f)``, used by the
+    fit, every acquisition on the probability and every probability read-out.
     """
 
     kind: str
@@ -120,11 +135,14 @@ class GeneratorSpec:
     r"""Which acquisition function (AEPsych name) to optimise, with its options.
 
     options: ``target`` (0.75), ``beta`` (3.84; squared width, i.e. 1.96 sd),
-    ``objective`` ("ProbitObjective" / "" / "IdentityMCObjective"), ``restarts`` (10),
+    ``objective`` ("ProbitObjective" / "" / "IdentityMCObjective" / a floor objective: the model's
+    link then applies, ``target`` is a response probability in ``(floor, 1)``), ``restarts`` (10),
     ``samps`` (raw samples, 1000), ``maxiter`` (L-BFGS iterations per restart, 100),
     ``ftol`` (L-BFGS relative tolerance, 1e-6),
     ``max_gen_time`` (seconds), ``mc_samples`` (256, qNEI/qUCB), ``lookahead_points``
-    (reference set size for EAVC/GlobalMI, 500).
+    (reference set size for EAVC/GlobalMI, 500), ``method`` (``"optimize"`` default,
+    ``"epsilon_greedy"`` with ``epsilon`` (0.1), ``"grid"`` / ``"thompson"`` over ``samps`` (1024)
+    Sobol points: AEPsych's EpsilonGreedy / AcqfGridSearch / AcqfThompsonSampler generators).
     """
 
     acqf: str

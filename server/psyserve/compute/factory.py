@@ -17,9 +17,10 @@ from botorch.sampling.normal import SobolQMCNormalSampler
 from torch import Tensor
 
 from psyserve.compute.acquisition import BernoulliBALD, LevelSetStraddle, PairwisePosteriorVariance, PosteriorVariance
-from psyserve.compute.bvn import norm_cdf, norm_icdf
+from psyserve.compute.bvn import norm_cdf
 from psyserve.compute.contract import (
     CLASSIFICATION,
+    OBJECTIVE_LINKS,
     PAIRWISE,
     GeneratorSpec,
     acqf_supports,
@@ -27,6 +28,7 @@ from psyserve.compute.contract import (
     opt_float,
     opt_int,
 )
+from psyserve.compute.links import PROBIT, Link
 from psyserve.compute.lookahead import EAVC, GlobalMI
 from psyserve.compute.models import FittedModel
 from psyserve.compute.numerics import sobol_draw
@@ -36,15 +38,39 @@ def _probit(samples: Tensor, X: Tensor | None = None) -> Tensor:
     return norm_cdf(samples[..., 0])
 
 
-def _objective_is_probit(fitted: FittedModel, options: Mapping[str, Any]) -> bool:
+def _link_objective(link: Link) -> Any:
+    def objective(samples: Tensor, X: Tensor | None = None) -> Tensor:
+        return link.prob(samples[..., 0])
+
+    return objective
+
+
+def _objective_link(fitted: FittedModel, options: Mapping[str, Any]) -> Link | None:
+    r"""The link the acquisition's objective maps latent values through, or ``None`` (latent / identity).
+
+    A floor objective must be the classification model's own link (its fit used it), so that the
+    acquisition and the read-outs agree; ProbitObjective on a model with a floor link is refused.
+    """
     obj = str(options.get("objective", "") or "").strip()
     if obj.lower() in ("", "default"):
-        return fitted.kind == CLASSIFICATION
-    if "probit" in obj.lower():  # ProbitObjective (and AEPsych's Floor/ProbitObjective variants)
-        return fitted.kind != PAIRWISE
+        return fitted.link if fitted.kind == CLASSIFICATION else None
+    if obj in OBJECTIVE_LINKS:
+        want = Link(OBJECTIVE_LINKS[obj], float(opt_float(options, "floor", 0.5) or 0.0))
+        if fitted.kind != CLASSIFICATION or fitted.link != want:
+            raise ValueError(
+                f"objective {obj} (floor {want.floor:g}) needs a GPClassificationModel fitted with the same link "
+                f"(model link: {fitted.link.kind}, floor {fitted.link.floor:g})"
+            )
+        return want
+    if obj.lower() == "probitobjective":
+        if fitted.kind == PAIRWISE:
+            return None
+        if not fitted.link.is_plain_probit:
+            raise ValueError(f"objective ProbitObjective does not match the model's {fitted.link.kind} link with floor {fitted.link.floor:g}")
+        return PROBIT
     if obj.lower() in ("identitymcobjective", "identity", "none"):
-        return False
-    raise ValueError(f"unknown objective {obj!r} (use 'ProbitObjective', 'IdentityMCObjective' or '')")
+        return None
+    raise ValueError(f"unknown objective {obj!r} (use 'ProbitObjective', 'IdentityMCObjective', a floor objective or '')")
 
 
 def build_acquisition(name: str, fitted: FittedModel, generator: GeneratorSpec, seed: int) -> AcquisitionFunction:
@@ -57,13 +83,13 @@ def build_acquisition(name: str, fitted: FittedModel, generator: GeneratorSpec, 
     if not acqf_supports(fitted.kind, name):
         raise ValueError(f"acquisition function {name!r} does not support model {fitted.kind!r}")
     opts = generator.options
-    probit = _objective_is_probit(fitted, opts)
+    link = _objective_link(fitted, opts)
+    probit = link is not None
     target = opt_float(opts, "target", 0.75)
     assert target is not None
-    if fitted.kind == CLASSIFICATION or probit:
-        if not 0.0 < target < 1.0:
-            raise ValueError(f"target must be a probability in (0, 1), got {target!r}")
-        t_latent = norm_icdf(target)
+    if fitted.kind == CLASSIFICATION or link is not None:
+        # the level set of the response probability, moved to the latent level: F^-1((t - floor) / (1 - floor))
+        t_latent = (link or fitted.link).latent_level(target)
     else:
         t_latent = target
     model, latent, noise = fitted.model, fitted.latent, fitted.pending_noise
@@ -72,9 +98,9 @@ def build_acquisition(name: str, fitted: FittedModel, generator: GeneratorSpec, 
         assert beta is not None
         return LevelSetStraddle(model, latent, noise, t_latent, beta)
     if name == "MCPosteriorVariance":
-        return PosteriorVariance(model, latent, noise, probability_space=probit)
+        return PosteriorVariance(model, latent, noise, probability_space=probit, link=link or PROBIT)
     if name == "BernoulliMCMutualInformation":
-        return BernoulliBALD(model, latent, noise)
+        return BernoulliBALD(model, latent, noise, link=fitted.link)
     if name in ("EAVC", "GlobalMI"):
         ref = sobol_draw(fitted.dim, max(16, opt_int(opts, "lookahead_points", 500)), seed + 7919)
         cls = EAVC if name == "EAVC" else GlobalMI
@@ -85,7 +111,9 @@ def build_acquisition(name: str, fitted: FittedModel, generator: GeneratorSpec, 
     assert model is not None
     mc = max(16, opt_int(opts, "mc_samples", 256))
     sampler = SobolQMCNormalSampler(sample_shape=torch.Size([mc]), seed=int(seed) % (2**31))
-    objective: MCAcquisitionObjective | None = GenericMCObjective(_probit) if probit else None
+    objective: MCAcquisitionObjective | None = None
+    if link is not None:
+        objective = GenericMCObjective(_probit) if link.is_plain_probit else GenericMCObjective(_link_objective(link))
     if name == "qUpperConfidenceBound":
         beta = opt_float(opts, "beta", 3.84)
         return qUpperConfidenceBound(model, beta=float(beta or 0.0), sampler=sampler, objective=objective)

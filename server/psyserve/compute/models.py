@@ -45,6 +45,7 @@ from psyserve.compute.kernels import KernelFn, make_kernel, pairwise_kernel, pri
 from psyserve.compute.laplace import PackedPairwiseLaplace
 from psyserve.compute.latent import PROBIT_PENDING_NOISE, LatentGP
 from psyserve.compute.lbfgs import FIT_FTOL
+from psyserve.compute.links import PROBIT, Link, LinkBernoulliLikelihood, link_of
 from psyserve.compute.numerics import DTYPE
 
 __all__ = [
@@ -182,6 +183,8 @@ class FittedModel:
     pending_noise: float
     state: ModelState
     fit_seconds: float
+    #: the response link of a classification model (floor objectives); probit otherwise
+    link: Link = PROBIT
 
     @property
     def n_train(self) -> int:
@@ -250,6 +253,7 @@ def _classification(
 ) -> tuple[Model | None, LatentGP, Tensor, dict[str, list]]:
     d = int(spec.dim)
     opts = spec.options
+    link = link_of(opts)
     n = X.shape[0]
     Xt = torch.as_tensor(X, dtype=DTYPE)
     yt = torch.as_tensor(y, dtype=DTYPE)
@@ -260,7 +264,7 @@ def _classification(
     model = SingleTaskVariationalGP(
         train_X=Xt if n else Z,
         train_Y=yt.unsqueeze(-1) if n else None,
-        likelihood=BernoulliLikelihood(),
+        likelihood=BernoulliLikelihood() if link.is_plain_probit else LinkBernoulliLikelihood(link),
         covar_module=covar,
         mean_module=mean,
         inducing_points=Z,
@@ -289,14 +293,14 @@ def _classification(
 
             def run(attempts: int, freeze: bool = False) -> None:
                 if fast and PackedElbo.supports(model, mll):
-                    packed = PackedElbo(model, mll, Xt, yt)
+                    packed = PackedElbo(model, mll, Xt, yt, link)
                     maxiter = opt_int(opts, "max_fit_iter", 200)
                     if packed.fit(maxiter, opt_float(opts, "fit_ftol", FIT_FTOL) or FIT_FTOL, opt_float(opts, "max_fit_time", None), freeze):
                         return
                 frozen = [p for name, p in model.named_parameters() if "variational" not in name and p.requires_grad] if freeze else []
                 for p in frozen:
                     p.requires_grad_(False)
-                closure = variational_elbo_closure(model, mll, Xt, yt) if fast else None
+                closure = variational_elbo_closure(model, mll, Xt, yt, link) if fast else None
                 _fit_mll(mll, opts, max_attempts=attempts, closure=closure)
                 for p in frozen:
                     p.requires_grad_(True)
@@ -477,4 +481,5 @@ def fit_model(
         pending_noise=float(noise),
         state=state,
         fit_seconds=time.perf_counter() - t0,
+        link=link_of(spec.options) if spec.kind == CLASSIFICATION else PROBIT,
     )

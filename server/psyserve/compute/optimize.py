@@ -25,6 +25,7 @@ from psyserve.compute.contract import (
     canonical_acqf,
     opt_float,
     opt_int,
+    opt_str,
 )
 from psyserve.compute.factory import build_acquisition
 from psyserve.compute.models import FittedModel
@@ -152,6 +153,36 @@ def _sobol_points(d: int, n: int, seed: int, fixed: Mapping[int, float]) -> Tens
     return pts
 
 
+def _grid_points(
+    acqf: AcquisitionFunction,
+    fitted: FittedModel,
+    method: str,
+    samps: int,
+    num_points: int,
+    fixed: Mapping[int, float],
+    seed: int,
+) -> np.ndarray:
+    r"""AEPsych's grid generators: the acquisition on ``samps`` scrambled Sobol points (pairs for
+    pairwise models); "grid" takes the ``num_points`` best, "thompson" draws ``num_points`` of them
+    (with replacement) with probability proportional to ``value - min(value)``."""
+    d = fitted.dim
+    q = 2 if fitted.kind == PAIRWISE else 1
+    n = max(int(samps), num_points)
+    grid = _sobol_points(d, n * q, seed, fixed).reshape(n, q, d)
+    with torch.no_grad():
+        values = torch.cat([acqf(chunk) for chunk in grid.split(256)]).reshape(-1).numpy().astype(np.float64)
+    values = np.where(np.isfinite(values), values, -np.inf)
+    if method == "grid":
+        idx = np.argsort(-values, kind="stable")[:num_points]
+    else:
+        w = values - values[np.isfinite(values)].min() if np.isfinite(values).any() else np.zeros_like(values)
+        w = np.where(np.isfinite(w), w, 0.0)
+        p = w / w.sum() if w.sum() > 0 else np.full(n, 1.0 / n)
+        idx = np.random.default_rng([int(seed) % (2**32), 4242]).choice(n, size=num_points, p=p)
+    out = grid[torch.as_tensor(idx)]
+    return (out if q == 2 else out.squeeze(1)).numpy().astype(np.float64)
+
+
 def generate_points(
     fitted: FittedModel,
     generator: GeneratorSpec,
@@ -160,6 +191,10 @@ def generate_points(
     seed: int,
 ) -> np.ndarray:
     r"""Propose points by maximising the acquisition ``generator.acqf``.
+
+    ``generator.options["method"]``: "optimize" (default), "epsilon_greedy" (each point is a
+    uniformly random one with probability ``epsilon``, drawn from the job's seed), "grid" / "thompson"
+    (``_grid_points``: AEPsych's AcqfGridSearchGenerator / AcqfThompsonSamplerGenerator).
 
     ``num_points > 1`` is sequential greedy: each new point is optimised with the
     previous ones pending. Without any data (prior-only model) scrambled Sobol points
@@ -177,6 +212,13 @@ def generate_points(
     opts = generator.options
     name = canonical_acqf(generator.acqf)
     acqf = build_acquisition(name, fitted, generator, seed)
+    method = opt_str(opts, "method", "optimize")
+    if method in ("grid", "thompson"):
+        return _grid_points(acqf, fitted, method, opt_int(opts, "samps", 1024), num_points, fixed, seed)
+    if method not in ("optimize", "epsilon_greedy"):
+        raise ValueError(f"unknown generation method {method!r}")
+    epsilon = float(opt_float(opts, "epsilon", 0.1) or 0.0) if method == "epsilon_greedy" else 0.0
+    explore = np.random.default_rng([int(seed) % (2**32), 31337]).random(num_points) < epsilon
     restarts = max(1, opt_int(opts, "restarts", 10))
     samps = max(restarts, opt_int(opts, "samps", 1000))
     maxiter = max(1, opt_int(opts, "maxiter", 100))
@@ -188,6 +230,13 @@ def generate_points(
     for i in range(num_points):
         if chosen:
             acqf.set_X_pending(torch.cat(chosen, dim=0))
+        if explore[i]:  # epsilon-greedy: a uniformly random point instead of the acquisition's
+            rng = np.random.default_rng([int(seed) % (2**32), 7, i])
+            cand = torch.as_tensor(rng.random((q, d)), dtype=DTYPE)
+            for k, v in fixed.items():
+                cand[:, k] = v
+            chosen.append(cand)
+            continue
         ftol = opt_float(opts, "ftol", ACQF_FTOL) or ACQF_FTOL
         fast = None
         if isinstance(acqf, LatentAcquisition) and len(fixed) < d:

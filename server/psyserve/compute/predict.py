@@ -11,7 +11,6 @@ import numpy as np
 import torch
 
 from psyserve.compute.acquisition import PredictionObjective
-from psyserve.compute.bvn import norm_cdf
 from psyserve.compute.contract import (
     CLASSIFICATION,
 )
@@ -44,7 +43,9 @@ def optimize_prediction(
         raise ValueError(f"unknown query type {query_type!r}")
     if query_type == "inverse" and target is None:
         raise ValueError("inverse query needs a target y")
-    obj = PredictionObjective(fitted.model, fitted.latent, query_type, _uses_probability(fitted, probability_space), target)
+    obj = PredictionObjective(
+        fitted.model, fitted.latent, query_type, _uses_probability(fitted, probability_space), target, fitted.link
+    )
     x = _optimize(obj, fitted.dim, 1, fixed, restarts, raw_samples, 200, timeout, seed)
     return x.numpy().astype(np.float64)
 
@@ -55,7 +56,7 @@ def predict(fitted: FittedModel, x: np.ndarray, probability_space: bool) -> dict
     Returns:
         Dict of length-``m`` arrays: ``mean`` / ``variance`` (latent; regression: of the
         mean response), ``probability`` (classification: ``Phi(mu / sqrt(1 + var))``;
-        otherwise the mean), ``lower`` / ``upper`` (95%: ``mu -+ 1.96 sd``, mapped through
+        otherwise the mean; with a floor objective's link ``E[floor + (1 - floor) F(f)]``), ``lower`` / ``upper`` (95%: ``mu -+ 1.96 sd``, mapped through
         ``Phi`` for classification with ``probability_space``).
     """
     X = torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=DTYPE).reshape(-1, fitted.dim)
@@ -70,9 +71,9 @@ def predict(fitted: FittedModel, x: np.ndarray, probability_space: bool) -> dict
     sd = var.sqrt()
     lo, hi = mu - 1.959963984540054 * sd, mu + 1.959963984540054 * sd
     if fitted.kind == CLASSIFICATION:
-        prob = norm_cdf(mu / torch.sqrt(1.0 + var))
+        prob = fitted.link.expected_prob(mu, var)
         if probability_space:
-            lo, hi = norm_cdf(lo), norm_cdf(hi)
+            lo, hi = fitted.link.prob(lo), fitted.link.prob(hi)
     else:
         prob = mu
     return {
