@@ -16,13 +16,11 @@ from botorch.acquisition import AcquisitionFunction
 from botorch.utils.transforms import t_batch_mode_transform
 from torch import Tensor
 
-from psyserve.compute.bvn import _EPS, _binary_entropy, _norm_pdf, _probit_var, bvn_excess_np, norm_cdf
+from psyserve.compute.bvn import _EPS, _binary_entropy, _probit_var, bvn_excess_np, norm_cdf
 from psyserve.compute.latent import ConditionedLatentGP, LatentGP
 from psyserve.compute.links import PROBIT, Link
-from psyserve.compute.numerics import DTYPE, SQRT2
+from psyserve.compute.numerics import DTYPE, GH32_W, GH32_W_T, GH32_X, GH32_X_T, SQRT2, norm_pdf
 
-_GH_X, _GH_W = (torch.as_tensor(a, dtype=DTYPE) for a in np.polynomial.hermite.hermgauss(32))
-_GH_X_NP, _GH_W_NP = np.polynomial.hermite.hermgauss(32)
 #: Half-width (latent units) of the smoothed ``|mean - target|`` in the straddle: the maximum
 #: usually sits on the level set itself, where the plain absolute value has a kink that
 #: L-BFGS zig-zags on until its iteration cap (3x the evaluations). Shifts values by < 0.01.
@@ -191,17 +189,17 @@ class BernoulliBALD(LatentAcquisition):
         r"""``b x 1 x d`` -> ``b``."""
         mu, var = self.post.mean_variance(X)
         if not self.link.is_plain_probit:
-            f = mu.unsqueeze(-1) + torch.sqrt(2.0 * var).unsqueeze(-1) * _GH_X
+            f = mu.unsqueeze(-1) + torch.sqrt(2.0 * var).unsqueeze(-1) * GH32_X_T
             h_nodes = _binary_entropy(self.link.prob(f).clamp(_EPS, 1.0 - _EPS))
-            expected_h = (h_nodes * _GH_W).sum(-1) / math.sqrt(math.pi)
+            expected_h = (h_nodes * GH32_W_T).sum(-1) / math.sqrt(math.pi)
             p_mean = self.link.expected_prob(mu, var).clamp(_EPS, 1.0 - _EPS)
             return (_binary_entropy(p_mean) - expected_h).squeeze(-1)
         p = norm_cdf(mu / torch.sqrt(1.0 + var))
-        f = mu.unsqueeze(-1) + torch.sqrt(2.0 * var).unsqueeze(-1) * _GH_X
+        f = mu.unsqueeze(-1) + torch.sqrt(2.0 * var).unsqueeze(-1) * GH32_X_T
         logp = torch.special.log_ndtr(f)
         logq = torch.special.log_ndtr(-f)
         h = -(torch.exp(logp) * logp + torch.exp(logq) * logq)
-        expected = (h * _GH_W).sum(-1) / math.sqrt(math.pi)
+        expected = (h * GH32_W_T).sum(-1) / math.sqrt(math.pi)
         return (_binary_entropy(p) - expected).squeeze(-1)
 
     def from_moments(self, mu: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -216,17 +214,17 @@ class BernoulliBALD(LatentAcquisition):
         p = np.clip(scipy.special.ndtr(a), _EPS, 1.0 - _EPS)
         h_p = -(p * np.log(p) + (1.0 - p) * np.log1p(-p))
         inside = (p > _EPS) & (p < 1.0 - _EPS)
-        dh_da = np.where(inside, np.log1p(-p) - np.log(p), 0.0) * _norm_pdf(a)
+        dh_da = np.where(inside, np.log1p(-p) - np.log(p), 0.0) * norm_pdf(a)
         sd2 = np.sqrt(2.0 * var)
-        f = mu[:, None] + sd2[:, None] * _GH_X_NP
+        f = mu[:, None] + sd2[:, None] * GH32_X
         logp = scipy.special.log_ndtr(f)
         logq = scipy.special.log_ndtr(-f)
         h = -(np.exp(logp) * logp + np.exp(logq) * logq)
-        dh_df = _norm_pdf(f) * (logq - logp)
-        norm = _GH_W_NP / math.sqrt(math.pi)
+        dh_df = norm_pdf(f) * (logq - logp)
+        norm = GH32_W / math.sqrt(math.pi)
         value = h_p - h @ norm
         d_mu = dh_da / np.sqrt(s2) - dh_df @ norm
-        d_var = -dh_da * a / (2.0 * s2) - (dh_df * _GH_X_NP) @ norm / sd2
+        d_var = -dh_da * a / (2.0 * s2) - (dh_df * GH32_X) @ norm / sd2
         return value, d_mu, d_var
 
 

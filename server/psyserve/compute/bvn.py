@@ -13,7 +13,7 @@ import scipy.special
 import torch
 from torch import Tensor
 
-from psyserve.compute.numerics import DTYPE, SQRT2
+from psyserve.compute.numerics import DTYPE, SQRT2, norm_pdf
 
 #: Gauss-Legendre rules for ``bvn_excess`` and the ``|rho|`` up to which each is used (Genz 2004)
 _GL = {n: tuple(torch.as_tensor(v, dtype=DTYPE) for v in np.polynomial.legendre.leggauss(n)) for n in (6, 12, 20)}
@@ -86,10 +86,6 @@ def bvn_excess(a: Tensor, b: Tensor, rho: Tensor) -> Tensor:
     return out
 
 
-def _norm_pdf(x: np.ndarray) -> np.ndarray:
-    return np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
-
-
 def bvn_excess_np(
     a: np.ndarray, b: np.ndarray, rho: np.ndarray, same: bool = False, grad: bool = True
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -108,7 +104,7 @@ def bvn_excess_np(
     r = np.clip(rho, -_RHO_MAX, _RHO_MAX)
     one_m = 1.0 - r * r
     sq = np.sqrt(one_m)
-    d_a = _norm_pdf(a) * (scipy.special.ndtr((b - r * a) / sq) - scipy.special.ndtr(b))
+    d_a = norm_pdf(a) * (scipy.special.ndtr((b - r * a) / sq) - scipy.special.ndtr(b))
     if same:
         d_a = 2.0 * d_a
     d_rho = np.exp(-(a * a + b * b - 2.0 * r * a * b) / (2.0 * one_m)) / (2.0 * math.pi * sq)

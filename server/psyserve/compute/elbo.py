@@ -23,12 +23,10 @@ from gpytorch.priors import GammaPrior, NormalPrior
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor
 
-from psyserve.compute.kernels import stationary_kernel
+from psyserve.compute.kernels import kernel_lengthscale_grad_np, stationary_kernel
 from psyserve.compute.lbfgs import minimize_packed
 from psyserve.compute.links import PROBIT, Link
-from psyserve.compute.numerics import DTYPE
-
-_GH20_X, _GH20_W = (torch.as_tensor(a, dtype=DTYPE) for a in np.polynomial.hermite.hermgauss(20))
+from psyserve.compute.numerics import DTYPE, GH20_W, GH20_W_T, GH20_X, GH20_X_T, LOG_SQRT_2PI, gamma_log_prior
 
 
 def variational_elbo_closure(
@@ -78,11 +76,11 @@ def variational_elbo_closure(
         Ls = vd.chol_variational_covar * tril
         mu = gp.mean_module(X) + A.mT @ mvec
         var = (scale + jitter + (Ls.mT @ A).pow(2).sum(-2) - A.pow(2).sum(-2)).clamp_min(1e-10)
-        f = mu.unsqueeze(-1) + torch.sqrt(2.0 * var).unsqueeze(-1) * _GH20_X
+        f = mu.unsqueeze(-1) + torch.sqrt(2.0 * var).unsqueeze(-1) * GH20_X_T
         if link.is_plain_probit:
-            ell = (torch.special.log_ndtr(sign * f) * _GH20_W).sum(-1) / math.sqrt(math.pi)
+            ell = (torch.special.log_ndtr(sign * f) * GH20_W_T).sum(-1) / math.sqrt(math.pi)
         else:
-            ell = (link.loglik(f, y.unsqueeze(-1)) * _GH20_W).sum(-1) / math.sqrt(math.pi)
+            ell = (link.loglik(f, y.unsqueeze(-1)) * GH20_W_T).sum(-1) / math.sqrt(math.pi)
         kl = 0.5 * (Ls.pow(2).sum() + mvec.pow(2).sum() - m - 2.0 * torch.log(torch.diagonal(Ls).abs()).sum())
         log_prior = sum(
             (prior.log_prob(closure(module)).sum() for _, module, prior, closure, _ in priors),
@@ -92,10 +90,6 @@ def variational_elbo_closure(
 
     parameters = {k: p for k, p in get_parameters_and_bounds(mll)[0].items() if p.requires_grad}
     return ForwardBackwardClosure(forward=forward, parameters=parameters)
-
-
-_GH20_NP_X, _GH20_NP_W = np.polynomial.hermite.hermgauss(20)
-_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 class PackedElbo:
@@ -199,16 +193,7 @@ class PackedElbo:
     # ------------------------------------------------------------ objective
     def _kernel(self, D2: np.ndarray, ls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         r"""Unit-scale kernel values and ``d k / d l_d`` (``... x d``) from squared differences."""
-        q = (D2 / ls**2).sum(-1)
-        if self.kind == "rbf":
-            k = np.exp(-0.5 * q)
-            dk = k
-        else:
-            r5 = math.sqrt(5.0) * np.sqrt(np.maximum(q, 1e-30))
-            e = np.exp(-r5)
-            k = (1.0 + r5 + r5**2 / 3.0) * e
-            dk = (5.0 / 3.0) * (1.0 + r5) * e
-        return k, dk[..., None] * D2 / ls**3
+        return kernel_lengthscale_grad_np(D2, ls, self.kind)
 
     def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         r"""Loss ``-(ELBO + log prior) / n`` and its gradient at packed ``x``."""
@@ -227,33 +212,29 @@ class PackedElbo:
         clamped = var_raw < 1e-10
         sd = np.sqrt(np.maximum(var_raw, 1e-10))
         if self.link.is_plain_probit:
-            u = self.sign[:, None] * (mu[:, None] + math.sqrt(2.0) * sd[:, None] * _GH20_NP_X)
+            u = self.sign[:, None] * (mu[:, None] + math.sqrt(2.0) * sd[:, None] * GH20_X)
             log_cdf = scipy.special.log_ndtr(u)
-            ell = float((log_cdf @ _GH20_NP_W).sum()) / math.sqrt(math.pi)
+            ell = float((log_cdf @ GH20_W).sum()) / math.sqrt(math.pi)
         else:  # a floor objective's link: log p(y | f) and its derivative at the nodes
-            f_nodes = mu[:, None] + math.sqrt(2.0) * sd[:, None] * _GH20_NP_X
+            f_nodes = mu[:, None] + math.sqrt(2.0) * sd[:, None] * GH20_X
             ll, dll = self.link.loglik_np(f_nodes, self.y[:, None])
-            ell = float((ll @ _GH20_NP_W).sum()) / math.sqrt(math.pi)
+            ell = float((ll @ GH20_W).sum()) / math.sqrt(math.pi)
         diag = np.diagonal(Ls)
         kl = 0.5 * ((Ls * Ls).sum() + v @ v - m - 2.0 * np.log(np.abs(diag)).sum())
         a, b = self.gamma
         loc, scale = self.normal
-        log_prior = (
-            float((a * math.log(b) - math.lgamma(a) + (a - 1.0) * np.log(ls) - b * ls).sum())
-            - 0.5 * ((c - loc) / scale) ** 2
-            - math.log(scale)
-            - _LOG_SQRT_2PI
-        )
+        gamma_value, gamma_grad = gamma_log_prior(ls, a, b)
+        log_prior = gamma_value - 0.5 * ((c - loc) / scale) ** 2 - math.log(scale) - LOG_SQRT_2PI
         loss = -(ell - kl + log_prior) / n
         # gradients of J = ell - kl + log_prior
         if self.link.is_plain_probit:
-            ratio = np.exp(-0.5 * u * u - _LOG_SQRT_2PI - log_cdf) * _GH20_NP_W  # pdf / cdf, weighted
+            ratio = np.exp(-0.5 * u * u - LOG_SQRT_2PI - log_cdf) * GH20_W  # pdf / cdf, weighted
             g = self.sign * ratio.sum(-1) / math.sqrt(math.pi)
-            h = np.where(clamped, 0.0, self.sign * (ratio @ _GH20_NP_X) / (math.sqrt(2.0 * math.pi) * sd))
+            h = np.where(clamped, 0.0, self.sign * (ratio @ GH20_X) / (math.sqrt(2.0 * math.pi) * sd))
         else:
-            weighted = dll * _GH20_NP_W
+            weighted = dll * GH20_W
             g = weighted.sum(-1) / math.sqrt(math.pi)
-            h = np.where(clamped, 0.0, (weighted @ _GH20_NP_X) / (math.sqrt(2.0 * math.pi) * sd))
+            h = np.where(clamped, 0.0, (weighted @ GH20_X) / (math.sqrt(2.0 * math.pi) * sd))
         AH = A * h
         d_v = A @ g - v
         d_Ls = 2.0 * (AH @ A.T) @ Ls - Ls
@@ -267,7 +248,7 @@ class PackedElbo:
         Xc = scipy.linalg.solve_triangular(L, Y.T, lower=True, trans="T", check_finite=False).T
         d_Kzz = 0.5 * (Xc + Xc.T)
         d_s = h.sum() + (d_Kzz * Rzz).sum() + (d_Kzx * Rzx).sum()
-        d_l = s * (np.einsum("jk,jkd->d", d_Kzz, dRzz) + np.einsum("jk,jkd->d", d_Kzx, dRzx)) + (a - 1.0) / ls - b
+        d_l = s * (np.einsum("jk,jkd->d", d_Kzz, dRzz) + np.einsum("jk,jkd->d", d_Kzx, dRzx)) + gamma_grad
         grad = np.concatenate([d_l, [d_s, d_c], d_v, d_Ls[self.tril]])
         return loss, -grad / n
 

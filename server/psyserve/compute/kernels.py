@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from gpytorch.constraints import GreaterThan, Interval
 from gpytorch.kernels import Kernel, MaternKernel, RBFKernel, ScaleKernel
@@ -79,6 +80,50 @@ def stationary_kernel(X1: Tensor, X2: Tensor, lengthscale: Tensor, scale: Tensor
         s = math.sqrt(5.0) * r
         k = (1.0 + s + s.pow(2) / 3.0) * torch.exp(-s)
     return scale * k
+
+
+def stationary_np(q: np.ndarray, kind: str, nu: float = 2.5) -> tuple[np.ndarray, np.ndarray]:
+    r"""The unit-scale stationary kernel as a function of ``q = sum_d (a_d - x_d)^2 / l_d^2``, in numpy:
+    ``k(q)`` and ``k'(q) = -2 dk/dq``, from which both gradient forms follow:
+
+        input:        d k(a, x) / d x   = k' (a - x) / l^2
+        length-scale: d k(a, x) / d l_d = k' (a_d - x_d)^2 / l_d^3
+
+    RBF (``kind="rbf"``): ``k = exp(-q / 2)``, ``k' = k``; Matern-5/2: ``r = sqrt(5 q)``,
+    ``k = (1 + r + r^2 / 3) e^{-r}``, ``k' = 5/3 (1 + r) e^{-r}``; Matern-3/2: ``r = sqrt(3 q)``,
+    ``k = (1 + r) e^{-r}``, ``k' = 3 e^{-r}``. The same kernel as ``stationary_kernel`` (torch).
+    """
+    if kind == "rbf":
+        k = np.exp(-0.5 * q)
+        return k, k
+    r = np.sqrt(np.maximum(q, 1e-30))
+    if nu == 2.5:
+        s = math.sqrt(5.0) * r
+        e = np.exp(-s)
+        return (1.0 + s + s**2 / 3.0) * e, (5.0 / 3.0) * (1.0 + s) * e
+    if nu == 1.5:
+        s = math.sqrt(3.0) * r
+        e = np.exp(-s)
+        return (1.0 + s) * e, 3.0 * e
+    raise ValueError(f"no numpy form for a Matern-{nu} kernel")
+
+
+def kernel_input_grad_np(
+    A: np.ndarray, X: np.ndarray, lengthscale: np.ndarray, scale: float, kind: str, nu: float = 2.5
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""``K = k(A, X)`` (``a x b``), ``A - X`` (``a x b x d``) and ``K'`` with ``d k(a_j, x_b) / d x_b =
+    K'_jb (a_j - x_b) / l^2`` (scaled by the output scale)."""
+    diff = A[:, None, :] - X[None, :, :]
+    k, kp = stationary_np(((diff / lengthscale) ** 2).sum(-1), kind, nu)
+    return scale * k, diff, scale * kp
+
+
+def kernel_lengthscale_grad_np(
+    D2: np.ndarray, lengthscale: np.ndarray, kind: str, nu: float = 2.5
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Unit-scale ``k`` and ``d k / d l_d`` (``... x d``) from squared differences ``D2`` (``... x d``)."""
+    k, kp = stationary_np((D2 / lengthscale**2).sum(-1), kind, nu)
+    return k, kp[..., None] * D2 / lengthscale**3
 
 
 class KernelFn:

@@ -21,10 +21,9 @@ from gpytorch.constraints import GreaterThan, Interval
 from gpytorch.kernels import RBFKernel, ScaleKernel
 from gpytorch.means import ConstantMean
 
+from psyserve.compute.kernels import stationary_np
 from psyserve.compute.lbfgs import minimize_packed
-from psyserve.compute.numerics import DTYPE, SQRT2
-
-SQRT2_F = SQRT2
+from psyserve.compute.numerics import DTYPE, LOG_SQRT_2PI, SQRT2, gamma_log_prior
 
 
 class PackedPairwiseLaplace:
@@ -98,11 +97,11 @@ class PackedPairwiseLaplace:
 
     def _likelihood_terms(self, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         r"""``z`` (clamped), ``log Phi(z)``, ``b = d(-log lik)/df``, ``w`` and the mask of unclamped ``z``."""
-        raw = self.D @ f / SQRT2_F
+        raw = self.D @ f / SQRT2
         z = np.clip(raw, -3.0, 3.0)
         log_cdf = scipy.special.log_ndtr(z)
-        h = np.exp(-0.5 * z * z - 0.5 * math.log(2.0 * math.pi) - log_cdf)
-        b = -(h / SQRT2_F) @ self.D
+        h = np.exp(-0.5 * z * z - LOG_SQRT_2PI - log_cdf)
+        b = -(h / SQRT2) @ self.D
         return z, log_cdf, b, h, np.abs(raw) <= 3.0
 
     def _mode(self, K: np.ndarray) -> np.ndarray:
@@ -125,7 +124,7 @@ class PackedPairwiseLaplace:
         sig = 1.0 / (1.0 + np.exp(-x[d]))
         s = lo + (hi - lo) * sig
         ds_draw = (hi - lo) * sig * (1.0 - sig)
-        K0 = np.exp(-0.5 * (self.Dx2 / ls**2).sum(-1))
+        K0, K0_prime = stationary_np((self.Dx2 / ls**2).sum(-1), "rbf")
         eye = np.eye(self.n)
         for jitter in (0.0, 1e-6, 1e-5):  # BoTorch's _ensure_psd_with_jitter on K / outputscale
             try:
@@ -151,8 +150,8 @@ class PackedPairwiseLaplace:
         a_box, b_box, sigma = self.box
         centre, half = 0.5 * (a_box + b_box), 0.5 * (b_box - a_box)
         dist = max(abs(s - centre) - half, 0.0)
-        log_prior = (c * math.log(r) - math.lgamma(c) + (c - 1.0) * np.log(ls) - r * ls).sum()
-        log_prior += -(dist**2) / (2.0 * sigma**2) - math.log(sigma) - 0.5 * math.log(2.0 * math.pi)
+        log_prior, gamma_grad = gamma_log_prior(ls, c, r)
+        log_prior += -(dist**2) / (2.0 * sigma**2) - math.log(sigma) - LOG_SQRT_2PI
         log_prior -= math.log(1.0 + (b_box - a_box) / (math.sqrt(2.0 * math.pi) * sigma))
         loss = float(S + 0.5 * logdet - log_prior)
         # gradient
@@ -166,14 +165,13 @@ class PackedPairwiseLaplace:
         # zero at the mode unless some z is clamped) reaches the hyper-parameters through the
         # mode's derivative A dK alpha, which BoTorch's second Newton step carries with the
         # clamped comparisons' share of W, W_c, as (I + A K W_c) A dK alpha
-        g_S = alpha - ((h * inside) / SQRT2_F) @ self.D
+        g_S = alpha - ((h * inside) / SQRT2) @ self.D
         W_c = (self.D.T * np.where(inside, 0.0, w)) @ self.D
-        g_f = g_S + W_c @ (K @ (Binv.T @ g_S)) + 0.5 * (dw * q / SQRT2_F) @ self.D  # d loss / d (A dK alpha)
+        g_f = g_S + W_c @ (K @ (Binv.T @ g_S)) + 0.5 * (dw * q / SQRT2) @ self.D  # d loss / d (A dK alpha)
         u = Binv.T @ g_f
         G = 0.5 * (W @ Binv).T - 0.5 * np.outer(alpha, alpha) + np.outer(u, alpha)
         G = 0.5 * (G + G.T)
-        KG = K * G
-        d_ls = np.einsum("ij,ijk->k", KG, self.Dx2) / ls**3 - ((c - 1.0) / ls - r)
+        d_ls = np.einsum("ij,ijk->k", (s * K0_prime) * G, self.Dx2) / ls**3 - gamma_grad  # dK/dl = s k' D2 / l^3
         d_box = dist / sigma**2 * np.sign(s - centre) if dist > 0 else 0.0
         d_raw = ds_draw * ((K0 * G).sum() + d_box)
         return loss, np.concatenate([d_ls, [d_raw]])

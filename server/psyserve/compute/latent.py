@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.linalg
@@ -18,7 +18,7 @@ import torch
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor
 
-from psyserve.compute.kernels import ConstantMeanFn, KernelFn
+from psyserve.compute.kernels import ConstantMeanFn, KernelFn, kernel_input_grad_np
 from psyserve.compute.numerics import DTYPE
 
 #: Latent-space noise variance equivalent to one probit observation at f = 0
@@ -26,9 +26,29 @@ from psyserve.compute.numerics import DTYPE
 #: condition on pending points during sequential greedy batch generation.
 PROBIT_PENDING_NOISE = math.pi / 2
 
-#: ``lookahead_np``: mean, variance, their input gradients (``None`` without ``grad``), the
-#: cross-covariance with the reference set and its input gradient (``None`` without ``grad``).
-LookaheadNp = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray, np.ndarray | None]
+
+class Lookahead(NamedTuple):
+    r"""What ``lookahead_np`` gives for ``b`` candidates and ``r`` reference points (the gradients are
+    ``None`` without ``grad``)."""
+
+    mean: np.ndarray  # b
+    var: np.ndarray  # b
+    d_mean: np.ndarray | None  # b x d
+    d_var: np.ndarray | None  # b x d
+    cov: np.ndarray  # b x r: cov(x, reference point)
+    d_cov: np.ndarray | None  # b x r x d
+
+
+class MomentParts(NamedTuple):
+    r"""``LatentGP._moments_parts``: the moments, their input gradients (``None`` without ``grad``) and the
+    intermediate terms the cross-covariances reuse."""
+
+    mean: np.ndarray  # b
+    var: np.ndarray  # b
+    d_mean: np.ndarray | None  # b x d
+    d_var: np.ndarray | None  # b x d
+    M_phi: np.ndarray  # m x b: M phi(X)
+    dK: np.ndarray | None  # m x b x d: d k(Z, x) / dx
 
 
 class LatentGP:
@@ -89,23 +109,9 @@ class LatentGP:
 
     def _kernel_np(self, A: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         r"""``k(A, X)`` (``a x b``), ``A - X`` (``a x b x d``) and ``k'(A, X)``: ``d k(a_j, x_b) / d x_b
-        = k'(a_j, x_b) (a_j - x_b) / ls^2``."""
-        ls = self._np["ls"]
+        = k'(a_j, x_b) (a_j - x_b) / ls^2`` (``kernels.kernel_input_grad_np``)."""
         kern = self.kernel
-        diff = A[:, None, :] - X[None, :, :]
-        q = ((diff / ls) ** 2).sum(-1)
-        s = float(kern.scale)
-        if kern.kind == "rbf":
-            K = s * np.exp(-0.5 * q)
-            return K, diff, K
-        r = np.sqrt(np.maximum(q, 1e-30))
-        if kern.nu == 2.5:
-            s5 = math.sqrt(5.0) * r
-            e = np.exp(-s5)
-            return s * (1.0 + s5 + s5**2 / 3.0) * e, diff, s * (5.0 / 3.0) * (1.0 + s5) * e
-        s3 = math.sqrt(3.0) * r
-        e = np.exp(-s3)
-        return s * (1.0 + s3) * e, diff, s * 3.0 * e
+        return kernel_input_grad_np(A, X, self._np["ls"], float(kern.scale), kern.kind, kern.nu)
 
     def moments_np(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         r"""Mean, variance and their input gradients at ``X`` (``b x d``), in numpy.
@@ -115,18 +121,16 @@ class LatentGP:
         Same maths as ``_MeanVariance`` without torch's per-call overhead: what the
         acquisition optimiser calls a few hundred times per generated point.
         """
-        mean, var, d_mean, d_var, _, _ = self._moments_parts(X, True)
-        assert d_mean is not None and d_var is not None
-        return mean, var, d_mean, d_var
+        parts = self._moments_parts(X, True)
+        assert parts.d_mean is not None and parts.d_var is not None
+        return parts.mean, parts.var, parts.d_mean, parts.d_var
 
     def mean_var_np(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         r"""Mean and variance at ``X`` (``b x d``), numpy, no gradients (``analytic_grad`` only)."""
-        mean, var = self._moments_parts(X, False)[:2]
-        return mean, var
+        parts = self._moments_parts(X, False)
+        return parts.mean, parts.var
 
-    def _moments_parts(
-        self, X: np.ndarray, grad: bool
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray, np.ndarray | None]:
+    def _moments_parts(self, X: np.ndarray, grad: bool) -> MomentParts:
         r"""``moments_np`` plus ``M phi(X)`` (``m x b``) and ``d k(Z, x) / dx`` (``m x b x d``)."""
         np_state = self._np
         L, w, M, alpha = np_state["L"], np_state["w"], np_state["M"], np_state["alpha"]
@@ -138,13 +142,13 @@ class LatentGP:
         mean = self.offset + self.scale * (np_state["c"] + w @ phi)
         var_raw = self.scale**2 * (s + self.jitter + (phi * Mphi).sum(0))
         if not grad:
-            return mean, np.maximum(var_raw, 1e-12), None, None, Mphi, None
+            return MomentParts(mean, np.maximum(var_raw, 1e-12), None, None, Mphi, None)
         G = scipy.linalg.solve_triangular(L, Mphi, lower=True, trans="T", check_finite=False)
         dKd = dK[..., None] * diff / ls**2  # m x b x d: d k(z_j, x_b) / d x_b
         d_mean = self.scale * np.einsum("j,jbd->bd", alpha, dKd)
         d_var = 2.0 * self.scale**2 * np.einsum("jb,jbd->bd", G, dKd)
         d_var[var_raw < 1e-12] = 0.0
-        return mean, np.maximum(var_raw, 1e-12), d_mean, d_var, Mphi, dKd
+        return MomentParts(mean, np.maximum(var_raw, 1e-12), d_mean, d_var, Mphi, dKd)
 
     def reference_np(self, R: np.ndarray) -> dict[str, Any]:
         r"""Precomputed terms for cross-covariances with a fixed reference set ``R`` (``r x d``)."""
@@ -153,7 +157,7 @@ class LatentGP:
         H = scipy.linalg.solve_triangular(self._np["L"], self._np["M"] @ phi_R, lower=True, trans="T", check_finite=False)
         return {"R": R, "phi": phi_R, "H": H}
 
-    def lookahead_np(self, X: np.ndarray, ref: dict[str, Any], grad: bool = True) -> LookaheadNp:
+    def lookahead_np(self, X: np.ndarray, ref: dict[str, Any], grad: bool = True) -> Lookahead:
         r"""``moments_np`` plus the cross-covariance ``c = cov(x, r)`` with the reference set of
         ``ref`` (``reference_np``), ``b x r``, and (``grad``) ``dc / dx`` (``b x r x d``).
 
@@ -164,11 +168,11 @@ class LatentGP:
         s2 = self.scale**2
         c = s2 * (K_RX.T + Mphi.T @ ref["phi"])
         if not grad:
-            return mean, var, None, None, c, None
+            return Lookahead(mean, var, None, None, c, None)
         assert dKd is not None
         dc = dK_RX[..., None] * diff_RX / self._np["ls"] ** 2  # r x b x d
         dc = s2 * (dc.transpose(1, 0, 2) + np.einsum("jbd,jr->brd", dKd, ref["H"]))
-        return mean, var, d_mean, d_var, c, dc
+        return Lookahead(mean, var, d_mean, d_var, c, dc)
 
     def _phi(self, X: Tensor) -> Tensor:
         r"""Features ``... x q x d`` -> ``... x m x q``."""
@@ -300,14 +304,14 @@ class ConditionedLatentGP:
 
     def moments_np(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         r"""``LatentGP.moments_np`` of the conditioned posterior."""
-        mean, var, d_mean, d_var, cP, dcP = self.base.lookahead_np(X, self._refP, True)
-        var, d_var = self._reduce_var(var, d_var, *self._g_np(cP, dcP))
-        assert d_mean is not None and d_var is not None
-        return mean, var, d_mean, d_var
+        base = self.base.lookahead_np(X, self._refP, True)
+        var, d_var = self._reduce_var(base.var, base.d_var, *self._g_np(base.cov, base.d_cov))
+        assert base.d_mean is not None and d_var is not None
+        return base.mean, var, base.d_mean, d_var
 
     def mean_var_np(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mean, var, _, _, cP, _ = self.base.lookahead_np(X, self._refP, False)
-        return mean, self._reduce_var(var, None, *self._g_np(cP, None))[0]
+        base = self.base.lookahead_np(X, self._refP, False)
+        return base.mean, self._reduce_var(base.var, None, *self._g_np(base.cov, None))[0]
 
     def reference_np(self, R: np.ndarray) -> dict[str, Any]:
         r"""``LatentGP.reference_np``: the base's terms for ``R`` and ``P`` together, and ``g(R)``."""
@@ -315,17 +319,18 @@ class ConditionedLatentGP:
         gR = scipy.linalg.solve_triangular(self._Lc_np, self._A_np @ cPR, lower=True, check_finite=False)
         return {"base": self.base.reference_np(np.vstack([R, self.P.numpy()])), "gR": gR, "r": R.shape[0]}
 
-    def lookahead_np(self, X: np.ndarray, ref: dict[str, Any], grad: bool = True) -> LookaheadNp:
+    def lookahead_np(self, X: np.ndarray, ref: dict[str, Any], grad: bool = True) -> Lookahead:
         r"""``LatentGP.lookahead_np`` of the conditioned posterior."""
-        mean, var, d_mean, d_var, c_all, dc_all = self.base.lookahead_np(X, ref["base"], grad)
+        base = self.base.lookahead_np(X, ref["base"], grad)
+        c_all, dc_all = base.cov, base.d_cov
         r = int(ref["r"])
         g, dg = self._g_np(c_all[:, r:], None if dc_all is None else dc_all[:, r:])
-        var, d_var = self._reduce_var(var, d_var, g, dg)
+        var, d_var = self._reduce_var(base.var, base.d_var, g, dg)
         c = c_all[:, :r] - g.T @ ref["gR"]
         if dc_all is None or dg is None:
-            return mean, var, None, None, c, None
+            return Lookahead(base.mean, var, None, None, c, None)
         dc = dc_all[:, :r] - np.einsum("kbd,kr->brd", dg, ref["gR"])
-        return mean, var, d_mean, d_var, c, dc
+        return Lookahead(base.mean, var, base.d_mean, d_var, c, dc)
 
     def _g(self, X: Tensor) -> Tensor:
         r"""``Lc^{-1} A cov(P, X)``: ``... x q x d`` -> ``... x k x q``."""

@@ -23,13 +23,11 @@ from gpytorch.likelihoods import _OneDimensionalLikelihood
 from torch import Tensor
 
 from psyserve.compute.contract import LINKS, opt_float, opt_str
-from psyserve.compute.numerics import DTYPE
+from psyserve.compute.numerics import GH32_W_T, GH32_X_T, LOG_SQRT_2PI
 
 __all__ = ["PROBIT", "Link", "LinkBernoulliLikelihood", "link_of"]
 
-_GH_X_NP, _GH_W_NP = np.polynomial.hermite.hermgauss(32)
-_GH_X, _GH_W = (torch.as_tensor(a, dtype=DTYPE) for a in (_GH_X_NP, _GH_W_NP / math.sqrt(math.pi)))
-_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+_GH_X, _GH_W = GH32_X_T, GH32_W_T / math.sqrt(math.pi)  # numerics' 32-point table, weights normalised to sum 1
 #: latent values are clipped here before ``exp`` in the Gumbel link (``exp(40)`` ~ 2e17: F = 1 exactly)
 _GUMBEL_CLIP = 40.0
 
@@ -57,7 +55,7 @@ class Link:
         r"""``log F(f)`` and ``d log F / df``."""
         if self.kind == "probit":
             lc = scipy.special.log_ndtr(f)
-            return lc, np.exp(-0.5 * f * f - _LOG_SQRT_2PI - lc)
+            return lc, np.exp(-0.5 * f * f - LOG_SQRT_2PI - lc)
         if self.kind == "logit":
             return -np.logaddexp(0.0, -f), scipy.special.expit(-f)
         e = np.exp(np.minimum(f, _GUMBEL_CLIP))
@@ -70,7 +68,7 @@ class Link:
         r"""``log(1 - F(f))`` and its derivative."""
         if self.kind == "probit":
             ls = scipy.special.log_ndtr(-f)
-            return ls, -np.exp(-0.5 * f * f - _LOG_SQRT_2PI - ls)
+            return ls, -np.exp(-0.5 * f * f - LOG_SQRT_2PI - ls)
         if self.kind == "logit":
             return -np.logaddexp(0.0, f), -scipy.special.expit(f)
         e = np.exp(np.minimum(f, _GUMBEL_CLIP))

@@ -16,9 +16,9 @@ from botorch.utils.transforms import t_batch_mode_transform
 from torch import Tensor
 
 from psyserve.compute.acquisition import LatentAcquisition
-from psyserve.compute.bvn import _binary_entropy, _entropy_np, _norm_pdf, bvn_excess, bvn_excess_np, norm_cdf
+from psyserve.compute.bvn import _binary_entropy, _entropy_np, bvn_excess, bvn_excess_np, norm_cdf
 from psyserve.compute.latent import LatentGP
-from psyserve.compute.numerics import DTYPE
+from psyserve.compute.numerics import DTYPE, norm_pdf
 
 
 class _LookAhead(LatentAcquisition):
@@ -63,8 +63,8 @@ class _LookAhead(LatentAcquisition):
         r"""``LatentAcquisition.value_grad_np`` through the look-ahead terms: ``a = mu / sqrt(1 + v)``,
         ``rho_r = c_r / (sqrt(1 + v) sd_r)``, ``T_r = bvn_excess(a, b_r, rho_r)``."""
         assert self._ref_np is not None
-        mu, var, d_mu, d_var, c, d_c = self.post.lookahead_np(X, self._ref_np, grad)
-        assert mu is not None and var is not None and c is not None
+        la = self.post.lookahead_np(X, self._ref_np, grad)
+        mu, var, d_mu, d_var, c, d_c = la.mean, la.var, la.d_mean, la.d_var, la.cov, la.d_cov
         sd_r, b_r = self.sd_r.numpy(), self.b_r.numpy()
         s2 = 1.0 + var
         s = np.sqrt(s2)
@@ -149,7 +149,7 @@ class GlobalMI(_LookAhead):
         value = (h_r - P * h1 - (1.0 - P) * h0).mean(-1)
         g_T = (dh0 - dh1) / r
         g_P = (-h1 + dh1 * T / P + h0 + dh0 * T / (1.0 - P)).mean(-1)
-        return value, np.where(inside, g_P * _norm_pdf(a), 0.0), g_T
+        return value, np.where(inside, g_P * norm_pdf(a), 0.0), g_T
 
 
 def _class_error(p: Tensor) -> Tensor:
