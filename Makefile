@@ -40,9 +40,10 @@ test-fast: $(STAMP) $(PPSTAMP)
 
 protos: $(STAMP)
 	$(PY) scripts/gen_protos.py
+	$(PY) scripts/gen_csharp.py
 
 protos-check: protos
-	git diff --exit-code -- clients/python/psyserve_client/_proto || (echo "generated code is stale: run 'make protos' and commit" && exit 1)
+	git diff --exit-code -- clients/python/psyserve_client/_proto clients/unity/com.psyserve.client/Runtime/Messages.g.cs && test -z "$$(git status --porcelain -- clients/python/psyserve_client/_proto clients/unity/com.psyserve.client/Runtime/Messages.g.cs)" || (echo "generated code is stale: run 'make protos' and commit" && exit 1)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check server clients/python clients/psychopy examples tests benchmarks scripts
@@ -54,6 +55,7 @@ buf-lint:
 
 bench: $(STAMP)
 	$(PY) benchmarks/rpc.py
+	$(PY) benchmarks/http_rpc.py
 	$(PY) benchmarks/journal.py
 	cd benchmarks && ../$(PY) sweep.py && ../$(PY) sweep.py --series 100
 	$(PY) benchmarks/restart.py --with-models
@@ -62,6 +64,7 @@ bench: $(STAMP)
 	cd benchmarks && ../$(PY) psychophysics.py --problems novel_detection --participants 1 4 16 --response-times 1 --seeds 3
 	$(PY) benchmarks/compute.py --problem preference_2d --seeds 2 --trials 30
 	cd benchmarks && ../$(PY) preference.py --seeds 3 --response-times 0.5 0
+	cd benchmarks && ../$(PY) dashboard.py --rounds 2
 
 clean:
 	rm -rf $(VENV) $(PPVENV) .pytest_cache .mypy_cache .ruff_cache

@@ -26,8 +26,9 @@ from collections.abc import Callable
 import numpy as np
 from scipy.stats import qmc
 
+import observers
 import psyserve.compute as compute
-from psyserve.compute import GenerateJob, GeneratorSpec, ModelSpec, ModelState, QueryJob, TrainingData, observers
+from psyserve.compute import GenerateJob, GeneratorSpec, ModelSpec, ModelState, QueryJob, TrainingData
 
 PROBLEMS = {
     "novel_detection": (observers.novel_detection, 2, -1.0),

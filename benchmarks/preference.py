@@ -19,9 +19,9 @@ import time
 import numpy as np
 from scipy.stats import qmc, spearmanr
 
+import observers
 import psyserve_client as pc
 from _harness import percentile, server_process
-from psyserve.compute import observers
 
 PEAK = np.array([0.3, 0.6])
 INIT, MODEL = 10, 25

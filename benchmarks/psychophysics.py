@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.stats import qmc
 
+import observers
 import psyserve_client as pc
 from _harness import percentile, server_process
-from psyserve.compute import observers
 
 PROBLEMS = {
     "novel_detection": (observers.novel_detection, 2, (-1.0, 1.0)),

@@ -71,6 +71,8 @@ class Case:
     regression: bool = False
     noise_sd: float = 0.0
     threshold_problem: str = ""  # a 2-D problem with a known threshold contour
+    floor: float = 0.0  # n-AFC guess rate: p = floor + (1 - floor) Phi(f), run with FloorProbitObjective
+    generator: str = "OptimizeAcqfGenerator"
 
 
 GRID = 512  # Sobol evaluation points (AEPsych answers one prediction per query)
@@ -101,6 +103,17 @@ CASES: dict[str, Case] = {
         0.75,
         threshold_problem="novel_discrimination",
     ),
+    # a 2AFC observer (guess rate 0.5) with FloorProbitObjective (model likelihood and acquisition)
+    "det2afc_floor": Case(observers.novel_detection, 2, (-1.0, 1.0), "MCLevelSetEstimation", 10, 40, 0.75, floor=0.5),
+    "det_grid": Case(
+        observers.novel_detection, 2, (-1.0, 1.0), "MCLevelSetEstimation", 10, 40, 0.75, generator="AcqfGridSearchGenerator"
+    ),
+    "det_thompson": Case(
+        observers.novel_detection, 2, (-1.0, 1.0), "MCLevelSetEstimation", 10, 40, 0.75, generator="AcqfThompsonSamplerGenerator"
+    ),
+    "det_epsgreedy": Case(
+        observers.novel_detection, 2, (-1.0, 1.0), "MCLevelSetEstimation", 10, 40, 0.75, generator="EpsilonGreedyGenerator"
+    ),
     "det4d_mclse": Case(detection_4d, 4, (-1.0, 1.0), "MCLevelSetEstimation", 12, 60, 0.75),
     "h6_mclse": Case(observers.hartmann6_binary, 6, (0.0, 1.0), "MCLevelSetEstimation", 15, 60, 0.5, refit_every=5),
     "h6_regression": Case(
@@ -116,9 +129,16 @@ def config_for(case: Case, seed: int) -> str:
     )
     model = "GPRegressionModel" if case.regression else "GPClassificationModel"
     outcome = "continuous" if case.regression else "binary"
-    acqf_section = f"[{case.acqf}]\nobjective = ProbitObjective\n" if not case.regression else f"[{case.acqf}]\n"
+    gen_section = f"[{case.generator}]\nacqf = {case.acqf}\n" if case.generator != "OptimizeAcqfGenerator" else ""
+    objective = "FloorProbitObjective" if case.floor else "ProbitObjective"
+    acqf_section = f"[{case.acqf}]\nobjective = {objective}\n" if not case.regression else f"[{case.acqf}]\n"
     if case.acqf in ("MCLevelSetEstimation", "EAVC", "GlobalMI"):
         acqf_section += f"target = {case.target}\n"
+    if case.floor:  # AEPsych fits with the floor only through the likelihood; psyserve reads both
+        acqf_section += (
+            f"[GPClassificationModel]\nlikelihood = BernoulliObjectiveLikelihood\n"
+            f"[BernoulliObjectiveLikelihood]\nobjective = FloorProbitObjective\n[FloorProbitObjective]\nfloor = {case.floor}\n"
+        )
     return f"""
 [common]
 parnames = [{", ".join(names)}]
@@ -131,7 +151,7 @@ seed = {seed}
 generator = SobolGenerator
 min_asks = {case.init}
 [opt_strat]
-generator = OptimizeAcqfGenerator
+generator = {case.generator}
 model = {model}
 min_asks = {case.trials - case.init}
 refit_every = {case.refit_every}
@@ -139,7 +159,7 @@ refit_every = {case.refit_every}
 acqf = {case.acqf}
 restarts = 10
 samps = 1000
-{acqf_section}"""
+{gen_section}{acqf_section}"""
 
 
 class WireClient:
@@ -221,6 +241,11 @@ def aepsych_server(venv: Path) -> Iterator[int]:
 def psyserve_server(workers: int) -> Iterator[int]:
     port = free_port()
     with server_process("--aepsych-port", str(port), "--workers", str(workers)):
+        deadline = time.monotonic() + 60  # the AEPsych port opens after the gRPC one
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+            time.sleep(0.2)
         yield port
 
 
@@ -250,7 +275,7 @@ def run(port: int, case: Case, seed: int) -> Score:
             if case.regression:
                 outcome: float = f + case.noise_sd * float(rng.standard_normal())
             else:
-                outcome = int(rng.random() < norm.cdf(f))
+                outcome = int(rng.random() < case.floor + (1 - case.floor) * norm.cdf(f))
             client.call("tell", {"config": {n: [float(config[n][0])] for n in names}, "outcome": outcome})
         score.seconds_per_trial = (time.perf_counter() - t0) / case.trials
         grid = qmc.Sobol(d=case.dim, scramble=True, seed=0).random(GRID) * (case.bounds[1] - case.bounds[0]) + case.bounds[0]
@@ -263,7 +288,7 @@ def run(port: int, case: Case, seed: int) -> Score:
             xb = np.array([[float(np.ravel(best[n])[0]) for n in names]])
             score.regret = float(np.max(truth) - case.problem(xb)[0])  # against the grid's best
         else:
-            p_true = norm.cdf(truth)
+            p_true = case.floor + (1 - case.floor) * norm.cdf(truth)
             score.mae = float(np.mean(np.abs(predicted - p_true)))
             score.brier = float(np.mean((predicted - p_true) ** 2 + p_true * (1 - p_true)))
             score.misclass = float(np.mean((predicted >= case.target) != (p_true >= case.target)))

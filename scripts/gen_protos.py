@@ -2,6 +2,8 @@
 
 The one way generated code is made (`make protos`); it rewrites protoc's absolute imports so the
 generated package lives inside psyserve_client. Never edit the output by hand.
+Also generates the Connect/gRPC-Web stubs (`*_connect.py`, protoc-gen-connectrpc against Google's
+protobuf runtime) that the server's HTTP transport serves; only the server imports them.
 """
 
 from __future__ import annotations
@@ -36,12 +38,15 @@ def main(argv: list[str] | None = None) -> int:
         "protoc",
         f"--plugin=protoc-gen-mypy={bindir / 'protoc-gen-mypy'}",
         f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
+        f"--plugin=protoc-gen-connectrpc={bindir / 'protoc-gen-connectrpc'}",
         f"-I{PROTO_ROOT}",
         f"-I{include}",
         f"--python_out={out}",
         f"--grpc_python_out={out}",
         f"--mypy_out={out}",
         f"--mypy_grpc_out={out}",
+        f"--connectrpc_out={out}",
+        "--connectrpc_opt=protobuf=google",
         *protos,
     ]
     if protoc.main(args) != 0:

@@ -22,6 +22,7 @@ from psyserve.app import RunningServer, ServerOptions, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = Path(__file__).resolve().parent / "configs"
+sys.path.insert(0, str(ROOT / "benchmarks"))  # simulated observers (benchmarks/observers.py) for model tests
 
 
 class ServerThread:

@@ -178,3 +178,18 @@ def test_acquisition_must_fit_the_model() -> None:
         parse_config(text)
     assert (err.value.section, err.value.key) == ("opt", "acqf") and "does not work with" in str(err.value)
     assert {"EAVC", "GlobalMI", "qLogNoisyExpectedImprovement"} <= ACQFS and "PairwiseProbitModel" in MODELS
+
+
+def test_fitting_switches() -> None:
+    """`elbo` (classification) and `laplace` (pairwise) choose psyserve's numpy fit or BoTorch's."""
+    default = parse_config(FULL).phases[1].model_options
+    assert "elbo" not in default  # the model's default ("fast") applies
+    spec = parse_config(FULL.replace("inducing_size = 50", "inducing_size = 50\nelbo = BoTorch"))
+    assert spec.phases[1].model_options["elbo"] == "botorch"
+    # a switch the model does not read is not silently taken: it is an unused key
+    other = parse_config(FULL.replace("inducing_size = 50", "inducing_size = 50\nlaplace = botorch"))
+    assert "laplace" not in other.phases[1].model_options
+    assert any("laplace" in w for w in other.warnings)
+    with pytest.raises(ConfigError) as err:
+        parse_config(FULL.replace("inducing_size = 50", "inducing_size = 50\nelbo = quick"))
+    assert (err.value.section, err.value.key) == ("GPClassificationModel", "elbo") and "fast" in str(err.value)

@@ -130,13 +130,13 @@ def test_base_config_is_accepted() -> None:
         ({"model": "SemiParametricGPModel"}, "opt", "model", "not supported by psyserve yet"),
         ({"acqf": "GlobalSUR"}, "opt", "acqf", "not supported by psyserve yet"),
         (
-            {"opt": "objective = FloorProbitObjective\n[FloorProbitObjective]\nfloor = 0.5"},
+            {"opt": "objective = SemiPThresholdObjective"},
             "opt",
             "objective",
-            "FloorProbitObjective",
+            "SemiPThresholdObjective",
         ),
         (
-            {"opt": "[MCLevelSetEstimation]\nobjective = FloorLogitObjective"},
+            {"opt": "[MCLevelSetEstimation]\nobjective = AffinePosteriorTransform"},
             "MCLevelSetEstimation",
             "objective",
             "not supported",
@@ -173,7 +173,7 @@ def test_refused_naming_the_key(kwargs: dict[str, str], section: str, key: str, 
     assert says in str(err.value)
 
 
-@pytest.mark.parametrize("generator", ["EpsilonGreedyGenerator", "AcqfThompsonSamplerGenerator", "IntensityAwareSemiPGenerator"])
+@pytest.mark.parametrize("generator", ["MixedOptimizeAcqfGenerator", "IndependentOptimizeAcqfGenerator", "IntensityAwareSemiPGenerator"])
 def test_unsupported_generators_are_named(generator: str) -> None:
     text = BASE.format(common="target = 0.75", model="GPClassificationModel", acqf="MCLevelSetEstimation", opt="").replace(
         "generator = OptimizeAcqfGenerator", f"generator = {generator}"
@@ -208,7 +208,7 @@ def test_through_the_server_comments_and_the_drawn_seed(server: ServerThread) ->
         assert [client.ask(strategy_id=again.strategy_id).trials[0].params for _ in range(4)] == points
 
         with pytest.raises(pc.InvalidArgumentError) as err:
-            client.configure(config_str=text.replace("objective = ProbitObjective", "objective = FloorProbitObjective"))
+            client.configure(config_str=text.replace("objective = ProbitObjective", "objective = SemiPProbabilityObjective"))
         assert err.value.field == "config_ini[MCLevelSetEstimation].objective"
 
 

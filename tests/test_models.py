@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import observers
 import psyserve_client as pc
 from conftest import CONFIGS, ServerThread
 from psyserve.app import ServerOptions
-from psyserve.compute import observers
 
 THRESHOLD = (CONFIGS / "threshold_2d.ini").read_text()
 SOBOL = (CONFIGS / "sobol_manual.ini").read_text()

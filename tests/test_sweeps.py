@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -82,6 +83,9 @@ def test_nested_objects_flatten_to_dotted_names(server: ServerThread) -> None:
         assert trials[4].params["optimizer.name"] == "sgd"
         assert client.ask().is_finished is False  # all leased (no ttl), none done
         assert client.ask().trials == []
+        client.finish_strategy()  # FinishStrategy stops a sweep: nothing more is handed out
+        stopped = client.ask()
+        assert stopped.trials == [] and stopped.is_finished
 
 
 def test_shuffled_order_is_seeded_and_run_by_run(server: ServerThread) -> None:
@@ -286,6 +290,14 @@ def test_server_killed_mid_sweep_comes_back(tmp_path: Path) -> None:
             client.extend_sweep(3)
             before = (client.info(sid).summary.sweep, client.list_missing(strategy_id=sid), client.sweep_results(last_n=2, strategy_id=sid).data)
         proc.kill(signal.SIGKILL)
+        replayed = subprocess.run(
+            [sys.executable, "-m", "psyserve", "replay", "--db", db, "--strategy", "grid", "--no-fit", "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        offline = json.loads(replayed.stdout)["sweep"]  # `psyserve replay` reads the same journal offline
+        assert (offline["done"], offline["leased"], offline["total"], offline["metrics"]) == (6, 4, 54, ["score", "curve"])
         proc = spawn_server(db, log, "--no-models", port=proc.port)
         with pc.Client(proc.address, timeout=10) as client:
             client.resume(config_name="grid")
@@ -432,3 +444,28 @@ async def test_async_worker_loops_share_a_sweep(server: ServerThread) -> None:
         assert (missing.indices, missing.failed) == ([5], [5])
         failed = [t for t in await client.list_trials(strategy_id=sid) if t.state == "failed"]
         assert [t.metadata["abandon_reason"] for t in failed] == ["ValueError: bad seed"]
+
+
+def test_sweep_rpcs_over_http_json(db_path: str) -> None:
+    """The Connect (HTTP/JSON) transport serves the sweep RPCs through the same servicer."""
+    srv = ServerThread(ServerOptions(port=0, db=db_path, models=False, http_port=0))
+    try:
+        with pc.Client(srv.address, timeout=10) as client:
+            sid = client.configure_sweep({"metaParameters": {"a": [1, 2, 3]}}, runs=2).strategy_id
+            trial = client.ask().trials[0]
+            client.tell(trial_id=trial.trial_id, outcome={"score": [1.0, 3.0]})
+        with httpx.Client(base_url=f"http://127.0.0.1:{int(srv.running.http.port)}", timeout=10) as http:
+
+            def call(method: str, body: dict[str, object]) -> dict[str, object]:
+                reply = http.post(f"/psyserve.v1.ExperimentService/{method}", json=body)
+                assert reply.status_code == 200, reply.text
+                return reply.json()  # type: ignore[no-any-return]
+
+            missing = call("ListMissingResults", {"strategyId": sid})
+            assert missing["indices"] == [str(i) for i in range(1, 6)]  # int64 as JSON strings
+            results = call("GetSweepResults", {"strategyId": sid, "lastN": 1, "includeRuns": True})
+            assert results["permutations"][0]["metrics"][0] == {"name": "score", "mean": 3.0, "sem": "NaN", "count": "1"}
+            extended = call("ExtendSweep", {"strategyId": sid, "runs": 3})
+            assert extended["summary"]["sweep"]["total"] == "9"
+    finally:
+        srv.stop()

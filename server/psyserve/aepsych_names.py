@@ -26,11 +26,7 @@ UNSUPPORTED_MODELS: frozenset[str] = frozenset(
 #: AEPsych generator classes psyserve does not implement yet.
 UNSUPPORTED_GENERATORS: frozenset[str] = frozenset(
     {
-        "EpsilonGreedyGenerator",
-        "AcqfThompsonSamplerGenerator",
-        "AcqfGridSearchGenerator",
         "MixedOptimizeAcqfGenerator",
-        "SampleAroundPointsGenerator",
         "IntensityAwareSemiPGenerator",
         "IndependentOptimizeAcqfGenerator",
         "MonotonicRejectionGenerator",
@@ -69,14 +65,15 @@ SUPPORTED_OBJECTIVES: dict[str, str] = {
     "identitymcobjective": "IdentityMCObjective",
     "identity": "IdentityMCObjective",
     "none": "IdentityMCObjective",
+    # n-AFC guess rates: floor + (1 - floor) F(f), with `floor` from the objective's own section
+    "floorprobitobjective": "FloorProbitObjective",
+    "floorlogitobjective": "FloorLogitObjective",
+    "floorgumbelobjective": "FloorGumbelObjective",
 }
 
 #: AEPsych objectives psyserve does not implement yet.
 UNSUPPORTED_OBJECTIVES: frozenset[str] = frozenset(
     {
-        "FloorProbitObjective",
-        "FloorLogitObjective",
-        "FloorGumbelObjective",
         "SemiPThresholdObjective",
         "SemiPProbabilityObjective",
         "AffinePosteriorTransform",
@@ -96,7 +93,10 @@ UNSUPPORTED_MODEL_KEYS: dict[str, str] = {
         "inducing_size); AEPsych's inducing-point allocators are not supported: remove the key to accept that"
     ),
     "mean_covar_factory": "only the default mean/covariance factory is supported",
-    "likelihood": "only the model's default likelihood is supported (Bernoulli probit, Gaussian, pairwise probit)",
+    "likelihood": (
+        "only the models' default likelihoods (Bernoulli probit, Gaussian, pairwise probit) and, for "
+        "GPClassificationModel, BernoulliObjectiveLikelihood with a floor objective are supported"
+    ),
 }
 
 #: A `mean_covar_factory` value that is what psyserve does anyway.

@@ -1,4 +1,4 @@
-"""The `psyserve` command line: serve, export (trials as CSV/JSONL) and replay (offline summary).
+"""The `psyserve` command line: serve, export (trials as CSV/JSONL), replay (offline summary) and plot.
 
 Parses arguments and calls the app or psyserve.export; holds no server logic.
 """
@@ -15,6 +15,8 @@ import sys
 from collections.abc import Iterator
 from typing import IO
 
+from psyserve_client.plot import PlotError  # matplotlib itself is imported only to draw
+
 from .app import ServerOptions, serve
 from .auth import TOKEN_ENV, AuthConfigError, check_token, read_token_file
 from .errors import ServiceError
@@ -26,6 +28,12 @@ def _parser() -> argparse.ArgumentParser:
         "--log-level",
         default=os.environ.get("PSYSERVE_LOG_LEVEL"),
         help="logging level (default INFO for serve, WARNING otherwise)",
+    )
+    common.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="log lines as text or as one JSON object each (json also logs one line per RPC: method, strategy, trial, status, duration)",
     )
     parser = argparse.ArgumentParser(prog="psyserve", description="Adaptive-experiment gRPC server")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -58,6 +66,49 @@ def _parser() -> argparse.ArgumentParser:
         "--tls-cert", default=None, metavar="PEM", help="serve TLS with this certificate chain (needs --tls-key)"
     )
     p_serve.add_argument("--tls-key", default=None, metavar="PEM", help="private key of --tls-cert")
+    p_serve.add_argument(
+        "--dashboard", action="store_true", help="serve the read-only web dashboard and Prometheus /metrics (same token as the API)"
+    )
+    p_serve.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=None,
+        help="dashboard port (default 8081; with --http-port the dashboard is on the HTTP port unless this is given; 0 picks a free one)",
+    )
+    p_serve.add_argument("--dashboard-host", default=None, help="address the dashboard binds (default: --host, loopback)")
+    p_serve.add_argument("--request-log", action="store_true", help="log one line per RPC (always on with --log-format json)")
+
+    p_plot = sub.add_parser("plot", help="draw a strategy's plot from a journal file (PNG or SVG)", parents=[common])
+    p_plot.add_argument("--db", default="psyserve.db", help="journal file to read (a live server's is fine)")
+    p_plot.add_argument("--strategy", required=True, metavar="ID", help="strategy id or name")
+    p_plot.add_argument("--output", "-o", required=True, metavar="FILE", help="image file to write: .png or .svg")
+    p_plot.add_argument(
+        "--kind",
+        default="auto",
+        choices=("auto", "field", "slice", "history", "best", "utility", "sweep"),
+        help="field: P(yes) over --x/--y with the target contour and trials; slice: 1-D curves with 95%% band; "
+        "history: parameters and responses per trial; best: best so far; utility: pairwise; sweep: a metric over --x (--y names it) (default auto)",
+    )
+    p_plot.add_argument("--x", default=None, metavar="PARAM", help="parameter on the x axis")
+    p_plot.add_argument("--y", default=None, metavar="PARAM", help="parameter on the y axis (field)")
+    p_plot.add_argument(
+        "--fixed", action="append", default=[], metavar="PARAM=VALUE", help="hold a parameter at a value (default: its midpoint); repeatable"
+    )
+    p_plot.add_argument("--width", type=float, default=8.0, help="inches (100 pixels each), default 8")
+    p_plot.add_argument("--height", type=float, default=6.0, help="inches (100 pixels each), default 6")
+    p_serve.add_argument(
+        "--http-port",
+        type=int,
+        default=None,
+        help="also serve the API over HTTP/1.1: Connect (JSON or binary protobuf) and gRPC-Web, same token and TLS",
+    )
+    p_serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let browser pages from this origin (scheme://host:port) call the HTTP port; repeatable; none by default",
+    )
 
     p_export = sub.add_parser("export", help="write one row per trial (CSV or JSON lines)", parents=[common])
     p_export.add_argument("--db", default="psyserve.db", help="journal file to read (a live server's is fine)")
@@ -108,6 +159,50 @@ async def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fixed_values(items: list[str]) -> dict[str, str]:
+    fixed: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise PlotError(f"--fixed {item!r}: expected PARAM=VALUE", "fixed")
+        fixed[name.strip()] = value.strip()
+    return fixed
+
+
+async def _plot(args: argparse.Namespace) -> int:
+    from psyserve_client.plot import plan
+
+    from .export import offline_service, resolve_strategy
+    from .plots import figure_bytes, plot_data, predict
+
+    fmt = os.path.splitext(args.output)[1].lower().lstrip(".")
+    if fmt not in ("png", "svg"):
+        raise PlotError(f"--output {args.output!r}: the file must end in .png or .svg", "output")
+    if not (0.5 <= args.width <= 100 and 0.5 <= args.height <= 100):
+        raise PlotError("--width/--height: between 0.5 and 100 inches", "width")
+    async with offline_service(args.db) as service:
+        strategy_id = resolve_strategy(service, args.strategy)
+        data = plot_data(service, strategy_id)
+        planned = plan(data, args.kind, args.x, args.y, _fixed_values(args.fixed))
+        engine = None
+        if planned.needs_model:
+            from .modeling import PoolModelEngine
+
+            engine = PoolModelEngine(workers=1, speculate=False)
+            await engine.start()
+            service.models = engine
+        try:
+            predictions = await predict(service, strategy_id, planned)
+        finally:
+            if engine is not None:
+                await engine.close()
+    body = figure_bytes(data, planned, predictions, fmt, (args.width, args.height))
+    with open(args.output, "wb") as out:
+        out.write(body)
+    print(f"wrote {planned.kind} plot of strategy {strategy_id} to {args.output}", file=sys.stderr)
+    return 0
+
+
 async def _replay(args: argparse.Namespace) -> int:
     from .export import format_summary, offline_service, replay_summary, resolve_strategy
 
@@ -135,7 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     level = args.log_level or ("INFO" if args.command == "serve" else "WARNING")
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_format == "json":
+        from .observability import configure_logging
+
+        configure_logging(level, "json")
+    else:
+        logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "serve":
             options = ServerOptions(
@@ -150,6 +250,13 @@ def main(argv: list[str] | None = None) -> int:
                 auth_token=_auth_token(args),
                 tls_cert=args.tls_cert,
                 tls_key=args.tls_key,
+                dashboard=args.dashboard,
+                dashboard_host=args.dashboard_host,
+                dashboard_port=args.dashboard_port,
+                request_log=args.request_log,
+                log_format=args.log_format,
+                http_port=args.http_port,
+                cors_origins=tuple(args.cors_origin),
             )
             options.check_security()
             if args.compute:
@@ -168,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_export(args))
         if args.command == "replay":
             return asyncio.run(_replay(args))
+        if args.command == "plot":
+            return asyncio.run(_plot(args))
     except AuthConfigError as exc:
         parser.error(str(exc))
     except FileNotFoundError as exc:
@@ -176,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     except ServiceError as exc:
         print(f"psyserve {args.command}: {exc.message}", file=sys.stderr)
         return 1
+    except PlotError as exc:
+        print(f"psyserve {args.command}: {exc}", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # `psyserve export | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

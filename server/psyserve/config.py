@@ -2,6 +2,9 @@
 
 Owns the config grammar, defaults and the unused-key warnings; knows nothing of strategies'
 runtime state, storage or transports.
+
+Longer than ~500 lines on purpose: it is one grammar (AEPsych's INI) whose sections, fallbacks,
+defaults and refusals are read together; the catalogue of names it refuses is aepsych_names.py.
 """
 
 from __future__ import annotations
@@ -14,7 +17,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import aepsych_names as aepsych
-from .compute.jobs import KNOWN_ACQFS, KNOWN_MODELS, acqf_supports
+from .compute.contract import KNOWN_ACQFS, KNOWN_MODELS, OBJECTIVE_LINKS, acqf_supports
+from .optimization_spec import (
+    MULTI_OBJECTIVE_ACQF,
+    OPTIMIZATION_MODEL,
+    SINGLE_OBJECTIVE_ACQF,
+    Objective,
+    OptimizationConfigError,
+    OptimizationSpec,
+    parse_outcome_constraint,
+    parse_parameter_constraint,
+)
 from .params import ParameterSpace, ParameterSpec, ParamType, RawValue
 
 MODELS = KNOWN_MODELS  # the compute side's registry (torch-free import)
@@ -25,7 +38,18 @@ MAX_PARAMETERS = 64
 MAX_PHASES = 32
 MAX_MANUAL_POINTS = 100_000
 
-GENERATORS = frozenset({"SobolGenerator", "RandomGenerator", "ManualGenerator", "OptimizeAcqfGenerator"})
+#: Generators that fit the phase's model and pick points with its acquisition function, -> the
+#: compute-side ``method`` (compute/optimize.py): optimise it, epsilon-greedy around the optimiser,
+#: the best of a Sobol grid, or a grid point drawn with probability proportional to its value.
+MODEL_GENERATORS: dict[str, str] = {
+    "OptimizeAcqfGenerator": "optimize",
+    "EpsilonGreedyGenerator": "epsilon_greedy",
+    "AcqfGridSearchGenerator": "grid",
+    "AcqfThompsonSamplerGenerator": "thompson",
+}
+GENERATORS = frozenset(
+    {"SobolGenerator", "RandomGenerator", "ManualGenerator", "SampleAroundPointsGenerator", *MODEL_GENERATORS}
+)
 OUTCOME_TYPES = ("binary", "continuous", "ordinal")
 
 
@@ -65,7 +89,7 @@ class PhaseSpec:
 
     @property
     def is_model_based(self) -> bool:
-        return self.generator == "OptimizeAcqfGenerator"
+        return self.generator in MODEL_GENERATORS
 
     @property
     def has_stopping_rule(self) -> bool:
@@ -84,6 +108,8 @@ class ExperimentSpec:
     sections: Mapping[str, Mapping[str, str]]
     seed: int | None
     warnings: tuple[str, ...]
+    # Ax-style objectives, constraints and tracking metrics ([optimization]); None for other experiments
+    optimization: OptimizationSpec | None = None
 
     @property
     def binary_outcome(self) -> bool:
@@ -262,19 +288,30 @@ def parse_config(text: str, default_seed: int | None = None) -> ExperimentSpec:
     stimuli_per_trial = r.get_int("common", "stimuli_per_trial", minimum=1) or 1
     if stimuli_per_trial not in (1, 2):
         raise ConfigError("common", "stimuli_per_trial", f"must be 1 or 2, got {stimuli_per_trial}")
-    outcome_types = tuple(t.lower() for t in (r.get_list("common", "outcome_types") or ["binary"]))
+    optimization = _parse_optimization(r, {p.name: p for p in parameters}) if parser.has_section("optimization") else None
+    default_types = ["continuous"] * len(optimization.metrics) if optimization is not None else ["binary"]
+    outcome_types = tuple(t.lower() for t in (r.get_list("common", "outcome_types") or default_types))
     if not outcome_types:
         outcome_types = ("binary",)
     for t in outcome_types:
         if t not in OUTCOME_TYPES:
             raise ConfigError("common", "outcome_types", f"unknown outcome type {t!r} (known: {list(OUTCOME_TYPES)})")
-    outcome_names = tuple(r.get_list("common", "outcome_names") or [])
+    outcome_names = tuple(r.get_list("common", "outcome_names") or (optimization.metrics if optimization is not None else []))
     if outcome_names and len(outcome_names) != len(outcome_types):
         raise ConfigError("common", "outcome_names", f"has {len(outcome_names)} names for {len(outcome_types)} outcome types")
     if not outcome_names:
         outcome_names = ("outcome",) if len(outcome_types) == 1 else tuple(f"outcome_{i}" for i in range(len(outcome_types)))
     if len(set(outcome_names)) != len(outcome_names):
         raise ConfigError("common", "outcome_names", "outcome names must be unique")
+    if optimization is not None:
+        for metric in optimization.metrics:
+            if metric not in outcome_names:
+                raise ConfigError("optimization", None, f"metric {metric!r} is not one of [common] outcome_names {list(outcome_names)}")
+        for metric, kind in zip(outcome_names, outcome_types, strict=True):
+            if metric in optimization.metrics and kind != "continuous":
+                raise ConfigError("common", "outcome_types", f"optimisation metric {metric!r} must be continuous, not {kind}")
+        if stimuli_per_trial != 1:
+            raise ConfigError("common", "stimuli_per_trial", "optimisation experiments take one stimulus per trial")
 
     seed = r.get_int("common", "seed")
     if seed is None:
@@ -288,7 +325,7 @@ def parse_config(text: str, default_seed: int | None = None) -> ExperimentSpec:
     for index, name in enumerate(strategy_names):
         if not parser.has_section(name):
             raise ConfigError(name, None, f"strategy {name!r} is listed in [common] strategy_names but has no section")
-        phases.append(_parse_phase(r, name, index, space, stimuli_per_trial, outcome_types, seed))
+        phases.append(_parse_phase(r, name, index, space, stimuli_per_trial, outcome_types, seed, optimization))
     if len(set(strategy_names)) != len(strategy_names):
         raise ConfigError("common", "strategy_names", "strategy names must be unique")
 
@@ -314,6 +351,61 @@ def parse_config(text: str, default_seed: int | None = None) -> ExperimentSpec:
         sections=sections,
         seed=seed,
         warnings=tuple(warnings),
+        optimization=optimization,
+    )
+
+
+def _parse_optimization(r: _Reader, parameters: Mapping[str, ParameterSpec]) -> OptimizationSpec:
+    """[optimization]: objectives, minimize, objective_thresholds, outcome_constraints,
+    tracking_metrics, parameter_constraints, max_parallelism."""
+    section = "optimization"
+
+    def listed(key: str) -> list[str]:
+        found = r.raw(section, key) if r.has(section, key) else None
+        return [] if found is None else parse_list(found[1])
+
+    names = listed("objectives")
+    if not names:
+        raise ConfigError(section, "objectives", "at least one objective metric is required")
+    if len(set(names)) != len(names):
+        raise ConfigError(section, "objectives", "objective metrics must be unique")
+    minimize_text = listed("minimize") or ["False"] * len(names)
+    thresholds_text = listed("objective_thresholds") or ["none"] * len(names)
+    for key, values in (("minimize", minimize_text), ("objective_thresholds", thresholds_text)):
+        if len(values) != len(names):
+            raise ConfigError(section, key, f"has {len(values)} entries for {len(names)} objectives")
+    objectives = []
+    for name, m, t in zip(names, minimize_text, thresholds_text, strict=True):
+        if m.lower() not in ("true", "false", "1", "0"):
+            raise ConfigError(section, "minimize", f"expected True or False, got {m!r}")
+        threshold = None if t.lower() in ("none", "") else _number(section, "objective_thresholds", t)
+        objectives.append(Objective(name, m.lower() in ("true", "1"), threshold))
+    try:
+        outcome_constraints = tuple(
+            parse_outcome_constraint(text, f"config_ini[optimization].outcome_constraints[{i}]") for i, text in enumerate(listed("outcome_constraints"))
+        )
+        parameter_constraints = tuple(
+            parse_parameter_constraint(text, parameters, f"config_ini[optimization].parameter_constraints[{i}]")
+            for i, text in enumerate(listed("parameter_constraints"))
+        )
+    except OptimizationConfigError as exc:
+        key = "outcome_constraints" if "outcome_constraints" in exc.field else "parameter_constraints"
+        raise ConfigError(section, key, str(exc).split(": ", 1)[-1]) from None
+    for c in outcome_constraints:
+        if c.metric in names and len(names) == 1:
+            raise ConfigError(section, "outcome_constraints", f"metric {c.metric!r} is the objective; constrain another metric")
+    tracking = tuple(listed("tracking_metrics"))
+    modelled = set(names) | {c.metric for c in outcome_constraints}
+    for m in tracking:
+        if m in modelled:
+            raise ConfigError(section, "tracking_metrics", f"metric {m!r} is already an objective or constrained")
+    max_parallelism = r.get_int(section, "max_parallelism") or 0
+    return OptimizationSpec(
+        objectives=tuple(objectives),
+        outcome_constraints=outcome_constraints,
+        tracking_metrics=tracking,
+        parameter_constraints=parameter_constraints,
+        max_parallelism=max_parallelism,
     )
 
 
@@ -336,18 +428,29 @@ def _parse_parameter(
             raise ConfigError(section, "value", "a fixed parameter needs a value")
         text = found[1].strip()
         fixed: RawValue
+        value_type = _value_type(r, section, ("float", "int", "str", "bool"))
         try:
             fixed = float(text)
         except ValueError:
             fixed = text.strip("'\"")
-        return ParameterSpec(name=name, type=ptype, value=fixed)
+        if value_type:
+            fixed = _typed(section, "value", text.strip("'\""), value_type)
+        return ParameterSpec(name=name, type=ptype, value=fixed, value_type=value_type)
     if ptype is ParamType.CATEGORICAL:
         choices = r.get_list(section, "choices") if r.has(section, "choices") else None
         if not choices:
             raise ConfigError(section, "choices", "a categorical parameter needs a non-empty choices list")
         if len(set(choices)) != len(choices):
             raise ConfigError(section, "choices", "choices must be unique")
-        return ParameterSpec(name=name, type=ptype, choices=tuple(choices), lower=0, upper=len(choices) - 1)
+        value_type = _value_type(r, section, ("float", "int", "str"))
+        if value_type in ("float", "int"):
+            choices = [str(_typed(section, "choices", c, value_type)) for c in choices]
+            if len(set(choices)) != len(choices):
+                raise ConfigError(section, "choices", "choices must be unique")
+        is_ordered = r.get_bool(section, "is_ordered", default=True) if r.has(section, "is_ordered") else True
+        return ParameterSpec(
+            name=name, type=ptype, choices=tuple(choices), lower=0, upper=len(choices) - 1, value_type=value_type, is_ordered=is_ordered
+        )
     if ptype is ParamType.BINARY:
         return ParameterSpec(name=name, type=ptype, lower=0, upper=1)
     lower_text = r.get_str(section, "lower_bound") if r.has(section, "lower_bound") else None
@@ -372,15 +475,48 @@ def _parse_parameter(
         raise ConfigError(section, "log_scale", f"parameter {name!r}: log scale needs a positive lower bound, got {lower:g}")
     if ptype is ParamType.INTEGER and math.floor(upper) < math.ceil(lower):
         raise ConfigError(section, "upper_bound", f"parameter {name!r}: no integer lies in [{lower:g}, {upper:g}]")
-    return ParameterSpec(name=name, type=ptype, lower=lower, upper=upper, log_scale=log_scale)
+    digits = r.get_int(section, "digits") if r.has(section, "digits") else None
+    if digits is not None and ptype is not ParamType.CONTINUOUS:
+        raise ConfigError(section, "digits", f"parameter {name!r}: digits applies to continuous parameters only")
+    return ParameterSpec(name=name, type=ptype, lower=lower, upper=upper, log_scale=log_scale, digits=digits)
 
 
-def _options(r: _Reader, class_section: str, keys: dict[str, type], phase: str) -> dict[str, float | int | str]:
-    """Read class options from [phase] then [ClassName] then [common]."""
+def _value_type(r: _Reader, section: str, allowed: tuple[str, ...]) -> str:
+    text = (r.get_str(section, "value_type") or "") if r.has(section, "value_type") else ""
+    if text and text not in allowed:
+        raise ConfigError(section, "value_type", f"expected one of {list(allowed)}, got {text!r}")
+    return text
+
+
+def _typed(section: str, key: str, text: str, value_type: str) -> RawValue:
+    """A config value as value_type ('float', 'int', 'str', 'bool')."""
+    if value_type == "str":
+        return text
+    if value_type == "bool":
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ConfigError(section, key, f"expected True or False, got {text!r}")
+        return text.lower() in ("true", "1")
+    number = _number(section, key, text)
+    if value_type == "int":
+        if number != int(number):
+            raise ConfigError(section, key, f"expected an integer, got {text!r}")
+        return int(number)
+    return number
+
+
+def _options(
+    r: _Reader, class_section: str, keys: Mapping[str, type | tuple[str, ...]], phase: str
+) -> dict[str, float | int | str]:
+    """Read class options from [phase] then [ClassName] then [common]; a tuple kind lists the allowed words."""
     out: dict[str, float | int | str] = {}
     for key, kind in keys.items():
         value: float | int | str | None
-        if kind is int:
+        if isinstance(kind, tuple):
+            found = r.raw(phase, key, class_section)
+            value = None if found is None else found[1].strip().lower()
+            if found is not None and value not in kind:
+                raise ConfigError(found[0], key, f"expected one of {list(kind)}, got {found[1]!r}")
+        elif kind is int:
             value = r.get_int(phase, key, class_section, minimum=1)
         elif kind is float:
             value = r.get_float(phase, key, class_section)
@@ -391,7 +527,16 @@ def _options(r: _Reader, class_section: str, keys: dict[str, type], phase: str) 
     return out
 
 
-_MODEL_OPTIONS: dict[str, type] = {"inducing_size": int, "max_fit_time": float}
+#: How a model's hyper-parameters are fitted: "fast" (default) minimises psyserve's numpy objectives
+#: with hand-derived gradients (PackedElbo for GPClassificationModel: `elbo`; PackedPairwiseLaplace
+#: for PairwiseProbitModel: `laplace`); "botorch" uses BoTorch's own fitting (fit_gpytorch_mll).
+FIT_METHODS = ("fast", "botorch")
+_MODEL_OPTIONS: dict[str, type | tuple[str, ...]] = {"inducing_size": int, "max_fit_time": float}
+#: the fitting switch each model reads (a switch another model would ignore is left unread: a warning)
+_FIT_SWITCHES: dict[str, dict[str, type | tuple[str, ...]]] = {
+    "GPClassificationModel": {"elbo": FIT_METHODS},
+    "PairwiseProbitModel": {"laplace": FIT_METHODS},
+}
 _GENERATOR_OPTIONS: dict[str, type] = {"restarts": int, "samps": int, "max_gen_time": float}
 _ACQF_OPTIONS: dict[str, type] = {"target": float, "beta": float, "objective": str}
 
@@ -404,6 +549,7 @@ def _parse_phase(
     stimuli_per_trial: int,
     outcome_types: tuple[str, ...],
     experiment_seed: int | None,
+    optimization: OptimizationSpec | None = None,
 ) -> PhaseSpec:
     generator = r.get_str(name, "generator")
     if generator is None:
@@ -438,17 +584,26 @@ def _parse_phase(
     generator_options: dict[str, float | int | str] = {}
     points: list[tuple[Any, ...]] = []
     shuffle = False
-    if generator == "OptimizeAcqfGenerator":
+    if generator in MODEL_GENERATORS:
+        # EpsilonGreedyGenerator's subgenerator (AEPsych's default, the only one psyserve runs) reads
+        # its settings from [OptimizeAcqfGenerator]; the grid generators from their own sections
+        sub = r.get_str(name, "subgenerator", generator) if generator == "EpsilonGreedyGenerator" else None
+        if sub is not None and sub != "OptimizeAcqfGenerator":
+            found = r.raw(name, "subgenerator", generator)
+            raise ConfigError(
+                found[0] if found else generator, "subgenerator", f"only OptimizeAcqfGenerator is supported, got {sub!r}"
+            )
+        gen_sections = (generator, "OptimizeAcqfGenerator") if generator == "EpsilonGreedyGenerator" else (generator,)
         model = r.get_str(name, "model")
         if model is None:
-            raise ConfigError(name, "model", "OptimizeAcqfGenerator needs a model")
+            raise ConfigError(name, "model", f"{generator} needs a model")
         if model in aepsych.UNSUPPORTED_MODELS:
             raise ConfigError(name, "model", aepsych.unsupported_class_message("model", model, sorted(MODELS)))
         if model not in MODELS:
             raise ConfigError(name, "model", f"unknown model {model!r} (known: {sorted(MODELS)})")
-        acqf = r.get_str(name, "acqf", generator)
+        acqf = r.get_str(name, "acqf", *gen_sections)
         if acqf is None:
-            raise ConfigError(name, "acqf", "OptimizeAcqfGenerator needs an acqf")
+            raise ConfigError(name, "acqf", f"{generator} needs an acqf")
         if acqf in aepsych.UNSUPPORTED_ACQFS:
             raise ConfigError(name, "acqf", aepsych.unsupported_class_message("acquisition function", acqf, sorted(ACQFS)))
         if acqf not in ACQFS:
@@ -456,10 +611,31 @@ def _parse_phase(
         _check_model_fits_experiment(name, model, stimuli_per_trial, outcome_types)
         if not acqf_supports(model, acqf):
             raise ConfigError(name, "acqf", f"acquisition function {acqf} does not work with {model}")
+        if (model == OPTIMIZATION_MODEL) != (optimization is not None):
+            raise ConfigError(
+                name, "model", f"{OPTIMIZATION_MODEL} needs an [optimization] section" if optimization is None else f"an [optimization] experiment is modelled by {OPTIMIZATION_MODEL}, not {model}"
+            )
+        if optimization is not None:
+            want = MULTI_OBJECTIVE_ACQF if optimization.multi_objective else SINGLE_OBJECTIVE_ACQF
+            if acqf != want:
+                raise ConfigError(name, "acqf", f"{len(optimization.objectives)} objective(s) take {want}, not {acqf}")
         _refuse_unhonoured_keys(r, name, model, acqf)
-        model_options = _options(r, model, _MODEL_OPTIONS, name)
-        generator_options = _options(r, generator, _GENERATOR_OPTIONS, name)
+        model_options = _options(r, model, {**_MODEL_OPTIONS, **_FIT_SWITCHES.get(model, {})}, name)
+        if optimization is not None and generator != "OptimizeAcqfGenerator":
+            raise ConfigError(name, "generator", f"an [optimization] experiment's model phase uses OptimizeAcqfGenerator, not {generator}")
+        generator_options = {}
+        for section in reversed(gen_sections):  # the generator's own section wins
+            generator_options.update(_options(r, section, _GENERATOR_OPTIONS, name))
         generator_options.update(_options(r, acqf, _ACQF_OPTIONS, name))
+        if generator != "OptimizeAcqfGenerator":
+            generator_options["method"] = MODEL_GENERATORS[generator]
+        if generator == "EpsilonGreedyGenerator":
+            epsilon = r.get_float(name, "epsilon", generator)
+            epsilon = 0.1 if epsilon is None else epsilon  # AEPsych's default
+            if not 0.0 <= epsilon <= 1.0:
+                found = r.raw(name, "epsilon", generator)
+                raise ConfigError(found[0] if found else generator, "epsilon", f"epsilon is a probability in [0, 1], got {epsilon:g}")
+            generator_options["epsilon"] = epsilon
         target = generator_options.get("target")
         if target is None and acqf in aepsych.LEVEL_SET_ACQFS:
             raise ConfigError(
@@ -470,6 +646,22 @@ def _parse_phase(
         objective = r.raw(name, "objective", acqf)
         if objective is not None:
             generator_options["objective"] = _objective(objective[0], objective[1].strip())
+        floor = _floor_link(r, name, model, acqf, objective, generator_options, model_options)
+        if floor is not None and target is not None and not floor < float(target) < 1:
+            found = r.raw(acqf, "target", name)
+            raise ConfigError(
+                found[0] if found else acqf,
+                "target",
+                f"target {target} is a response probability and must lie in (floor, 1) = ({floor:g}, 1): "
+                "with a guess rate, lower probabilities are never reached",
+            )
+    elif generator == "SampleAroundPointsGenerator":
+        points = _sample_around_points(r, name, generator, space, stimuli_per_trial, seed)
+        shuffle = r.get_bool(name, "shuffle", generator, default=True)
+        max_asks = len(points) if max_asks is None else min(max_asks, len(points))
+        if min_asks is not None and min_asks > len(points):
+            raise ConfigError(name, "min_asks", f"min_asks ({min_asks}) exceeds the {len(points)} points sampled around the reference points")
+        generator = "ManualGenerator"  # from here on, a list of points like any manual phase
     elif generator == "ManualGenerator":
         text = r.get_str(name, "points", generator)
         if text is None:
@@ -507,12 +699,14 @@ def _check_model_fits_experiment(phase: str, model: str, stimuli_per_trial: int,
             f"{model} does not fit [common] stimuli_per_trial = {stimuli_per_trial}"
             + (" (a pairwise model compares two stimuli per trial)" if model == "PairwiseProbitModel" else ""),
         )
+    if model == OPTIMIZATION_MODEL:
+        return  # one GP per metric; the [optimization] checks cover its outcomes
     if len(outcome_types) > 1:
         raise ConfigError(
             "common",
             "outcome_types",
             f"{len(outcome_types)} outcomes need one model per outcome (AEPsych's IndependentGPsModel), "
-            "which psyserve does not support yet in a model-based strategy",
+            f"which psyserve supports for optimisation experiments ([optimization] section, model = {OPTIMIZATION_MODEL})",
         )
     outcome = outcome_types[0]
     if outcome == "ordinal":
@@ -530,6 +724,8 @@ def _check_model_fits_experiment(phase: str, model: str, stimuli_per_trial: int,
 def _refuse_unhonoured_keys(r: _Reader, phase: str, model: str, acqf: str) -> None:
     """Keys AEPsych would honour but psyserve cannot: refused, naming where they stand."""
     for key, why in aepsych.UNSUPPORTED_MODEL_KEYS.items():
+        if key == "likelihood":
+            continue  # _floor_link honours the Bernoulli likelihoods and refuses the rest
         found = r.raw(model, key, phase)
         if found is None:
             continue
@@ -551,8 +747,71 @@ def _refuse_unhonoured_keys(r: _Reader, phase: str, model: str, acqf: str) -> No
                 )
 
 
+def _floor_link(
+    r: _Reader,
+    phase: str,
+    model: str,
+    acqf: str,
+    objective: tuple[str, str] | None,
+    generator_options: dict[str, float | int | str],
+    model_options: dict[str, float | int | str],
+) -> float | None:
+    """A floor objective (n-AFC guess rate): the link the model is fitted with and every acquisition
+    and read-out uses. Named by the acquisition's `objective` and/or, as AEPsych writes it, by
+    `likelihood = BernoulliObjectiveLikelihood` with `[BernoulliObjectiveLikelihood] objective`; both
+    must agree. Its `floor` is read from the objective's own section (AEPsych's default 0.5).
+    Returns the floor, or None without a floor objective."""
+    from_acqf = None if objective is None else objective[1].strip()
+    from_likelihood = None
+    likelihood = r.raw(model, "likelihood", phase)
+    if likelihood is not None:
+        value = likelihood[1].strip()
+        if value == "BernoulliObjectiveLikelihood" and model == "GPClassificationModel":
+            found = r.raw("BernoulliObjectiveLikelihood", "objective")
+            if found is None:
+                raise ConfigError("BernoulliObjectiveLikelihood", "objective", "BernoulliObjectiveLikelihood needs an objective")
+            from_likelihood = found[1].strip()
+            if from_likelihood not in OBJECTIVE_LINKS and from_likelihood.lower() != "probitobjective":
+                raise ConfigError(
+                    found[0], "objective", f"supported likelihood objectives: {sorted([*OBJECTIVE_LINKS, 'ProbitObjective'])}"
+                )
+        elif not (value == "BernoulliLikelihood" and model == "GPClassificationModel"):
+            raise ConfigError(
+                likelihood[0], "likelihood", f"not supported by psyserve: {aepsych.UNSUPPORTED_MODEL_KEYS['likelihood']}"
+            )
+    chosen = [o for o in (from_acqf, from_likelihood) if o is not None and o in OBJECTIVE_LINKS]
+    if not chosen:  # no floor objective: the default probit (BernoulliLikelihood / ProbitObjective)
+        return None
+    name = chosen[0]
+    where = objective[0] if from_acqf is not None and objective is not None else "BernoulliObjectiveLikelihood"
+    if model != "GPClassificationModel":
+        raise ConfigError(where, "objective", f"{name} is a response link for binary outcomes; {model} cannot use it")
+    other = from_likelihood if from_acqf == name else from_acqf
+    if other is not None and other != name and other.lower() not in ("identitymcobjective", "identity", "none"):
+        raise ConfigError(
+            where,
+            "objective",
+            f"the acquisition's objective ({from_acqf}) and the likelihood's ({from_likelihood}) must name the same link: "
+            "psyserve fits the model with the floor objective's link and reads the acquisition and queries through it",
+        )
+    floor = r.get_float(name, "floor")
+    if floor is None:
+        floor = 0.5  # AEPsych's default floor
+    if not 0.0 <= floor < 1.0:
+        found = r.raw(name, "floor")
+        raise ConfigError(found[0] if found else name, "floor", f"floor (the guess rate) must lie in [0, 1), got {floor:g}")
+    model_options["link"] = OBJECTIVE_LINKS[name]
+    model_options["floor"] = floor
+    if from_acqf == name or from_acqf is None:
+        generator_options["objective"] = name
+    generator_options["floor"] = floor
+    return floor
+
+
 def _objective(section: str, text: str) -> str:
     """Validate an acquisition objective name; refuse what psyserve cannot honour."""
+    if text in OBJECTIVE_LINKS:
+        return text
     if text.lower() in aepsych.SUPPORTED_OBJECTIVES:
         return aepsych.SUPPORTED_OBJECTIVES[text.lower()]
     supported = sorted(v for v in set(aepsych.SUPPORTED_OBJECTIVES.values()) if v)
@@ -590,6 +849,60 @@ def _parse_points(section: str, text: str, space: ParameterSpace, stimuli_per_tr
             except ValueError as exc:
                 raise ConfigError(section, "points", str(exc)) from None
         out.append(tuple(checked))
+    return out
+
+
+def _sample_around_points(
+    r: _Reader, phase: str, generator: str, space: ParameterSpace, stimuli_per_trial: int, seed: int
+) -> list[tuple[Any, ...]]:
+    """AEPsych's SampleAroundPointsGenerator: ``samples_per_point`` scrambled-Sobol points (one engine,
+    seeded by the phase's seed) in the box ``point +- window`` clipped to the bounds, for each
+    reference point in ``points``; ``window`` is one half-width per parameter (or one for all)."""
+    if stimuli_per_trial != 1:
+        raise ConfigError(phase, "generator", f"{generator} is supported for one stimulus per trial")
+    for p in space.parameters:
+        if p.type not in (ParamType.CONTINUOUS, ParamType.INTEGER) or p.log_scale:
+            raise ConfigError(p.name, "par_type", f"{generator} samples linear continuous or integer parameters, not {p.name!r}")
+    text = r.get_str(phase, "points", generator)
+    if text is None:
+        raise ConfigError(phase, "points", f"{generator} needs a points list")
+    centres = [stim[0] for stim in _parse_points(phase, text, space, 1)]
+    found = r.raw(phase, "window", generator)
+    if found is None:
+        raise ConfigError(generator, "window", f"{generator} needs a window (half-width per parameter)")
+    try:
+        window = [float(w) for w in parse_list(found[1])] if found[1].strip().startswith("[") else [float(found[1])]
+    except ValueError:
+        raise ConfigError(found[0], "window", f"expected numbers, got {found[1]!r}") from None
+    if len(window) == 1:
+        window = window * len(space.parameters)
+    if len(window) != len(space.parameters) or not all(math.isfinite(w) and w >= 0 for w in window):
+        raise ConfigError(found[0], "window", f"expected {len(space.parameters)} non-negative half-widths, got {found[1]!r}")
+    per_point = r.get_int(phase, "samples_per_point", generator, minimum=1)
+    if per_point is None:
+        raise ConfigError(generator, "samples_per_point", f"{generator} needs samples_per_point")
+    if per_point * len(centres) > MAX_MANUAL_POINTS:
+        raise ConfigError(generator, "samples_per_point", f"at most {MAX_MANUAL_POINTS} points in all")
+    import warnings as _warnings
+
+    from scipy.stats import qmc  # lazily: only configs that use this generator pay the import
+
+    engine = qmc.Sobol(len(space.parameters), scramble=True, seed=seed)
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore")  # Sobol balance warning for counts that are not powers of 2
+        unit = engine.random(per_point * len(centres))
+    out: list[tuple[Any, ...]] = []
+    for i, centre in enumerate(centres):
+        lo = [max(float(c) - w, p.lower) for c, w, p in zip(centre, window, space.parameters)]
+        hi = [min(float(c) + w, p.upper) for c, w, p in zip(centre, window, space.parameters)]
+        for u in unit[i * per_point : (i + 1) * per_point]:
+            values = [lo_k + (hi_k - lo_k) * float(u_k) for lo_k, hi_k, u_k in zip(lo, hi, u)]
+            values = [
+                float(min(max(round(v), math.ceil(p.lower)), math.floor(p.upper))) if p.type is ParamType.INTEGER else v
+                for v, p in zip(values, space.parameters)
+            ]
+            stim = space.validate_stimulus(dict(zip(space.names, values)), f"{generator} point")
+            out.append((tuple(stim.values()),))
     return out
 
 

@@ -262,6 +262,18 @@ async def replay_summary(service: ExperimentService, strategy_id: int, fit: bool
         ],
         "outcomes": _outcome_summary(strategy),
     }
+    if view.sweep is not None:
+        progress = view.sweep.progress
+        summary["sweep"] = {
+            "permutations": progress.permutations,
+            "runs": progress.runs,
+            "total": progress.total,
+            "done": progress.done,
+            "leased": progress.leased,
+            "missing": progress.missing,
+            "failed": progress.failed,
+            "metrics": strategy.outcome_names,
+        }
     if not any(p.is_model_based for p in spec.phases):
         return summary
     model: dict[str, Any] = {"fitted": False}
@@ -313,6 +325,13 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(
             f"  {p['index']} {p['name']} ({what}): {p['asks']} asks, {p['trials']} trials, "
             f"{'finished' if p['finished'] else 'open'}{current}"
+        )
+    sweep = summary.get("sweep")
+    if sweep is not None:
+        lines.append(
+            f"sweep: {sweep['permutations']} permutations x {sweep['runs']} runs = {sweep['total']} indices; "
+            f"{sweep['done']} done, {sweep['leased']} leased, {sweep['missing']} missing ({sweep['failed']} failed); "
+            f"metrics: {', '.join(sweep['metrics']) or 'none yet'}"
         )
     lines.append("outcomes:")
     for o in summary["outcomes"]:

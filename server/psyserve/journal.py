@@ -11,7 +11,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,6 +121,8 @@ class Journal:
         self._writer: asyncio.Task[None] | None = None
         self.commits = 0
         self.events_written = 0
+        # Observer hook (metrics): called with (seconds, events) after each committed group.
+        self.on_commit: Callable[[float, int], None] | None = None
 
     @classmethod
     async def open(cls, path: str | Path) -> Journal:
@@ -204,6 +206,7 @@ class Journal:
     async def _write(self, events: list[Event]) -> None:
         """Insert rows atomically. Small groups are one multi-row INSERT, which SQLite commits as
         its own transaction in autocommit mode: one thread hop and one fsync per group."""
+        started = time.perf_counter()
         rows = [e.row() for e in events]
         if len(rows) <= _ROWS_PER_STATEMENT:
             statement = _INSERT + ", (?, ?, ?, ?, ?)" * (len(rows) - 1)
@@ -218,6 +221,8 @@ class Journal:
                 raise
         self.commits += 1
         self.events_written += len(rows)
+        if self.on_commit is not None:
+            self.on_commit(time.perf_counter() - started, len(rows))
 
     async def close(self) -> None:
         """Flush every queued event, then close the database."""

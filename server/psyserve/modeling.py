@@ -38,14 +38,18 @@ from .compute import (
     query,
     worker_init,
 )
+from .compute.optimization import OptimizationGenerateJob, OptimizationReadoutResult
+from .compute.optimization_jobs import optimization_generate, optimization_readout
 from .config import PhaseSpec
 from .errors import Unavailable
-from .service import Generated
+from .modeling_optimization import generate_job as optimization_job
+from .modeling_optimization import readout_job
+from .service import Generated, Readout
 from .strategy import COMPLETED, PENDING, Strategy
 
 log = logging.getLogger(__name__)
 
-REAL, SPECULATIVE, UNLIKELY = 0, 1, 2  # job priorities: lower runs first
+REAL, SPECULATIVE, UNLIKELY, BACKGROUND = 0, 1, 2, 3  # job priorities: lower runs first (BACKGROUND: observers' queries)
 DataKey = tuple[tuple[int, float], ...]
 
 
@@ -81,6 +85,10 @@ class _Item:
     arg: Any = field(compare=False)
     future: asyncio.Future[Any] = field(compare=False)
     attempts: int = field(default=0, compare=False)
+    started: float = field(default=0.0, compare=False)
+
+
+PRIORITY_NAMES = {REAL: "real", SPECULATIVE: "speculative", UNLIKELY: "unlikely", BACKGROUND: "background"}
 
 
 class ComputePool:
@@ -95,7 +103,15 @@ class ComputePool:
         self._busy = 0
         self._closed = False
         self._warm: asyncio.Future[list[int]] | None = None
+        self._busy_background = 0
         self.restarts = 0
+        # Observer hook (metrics): called with (priority name, seconds) when a job's run ends.
+        self.on_job_done: Callable[[str, float], None] | None = None
+
+    @property
+    def queue_length(self) -> int:
+        """Jobs waiting for a worker (cancelled speculations not yet popped included)."""
+        return len(self._queue)
 
     def _new_executor(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(os.getpid(),))
@@ -140,7 +156,12 @@ class ComputePool:
 
     def _pump(self) -> None:
         while self._busy < self.workers and self._queue:
-            item = heapq.heappop(self._queue)
+            item = self._queue[0]
+            if item.priority == BACKGROUND and not item.future.done() and (self._busy_background or (self._busy and self.workers > 1)):
+                # An observer's query runs only on an otherwise idle pool, one at a time, so that
+                # an ask arriving meanwhile always finds a free worker.
+                return
+            heapq.heappop(self._queue)
             if item.future.done():  # cancelled while queued (a stale speculation)
                 continue
             self._start(item)
@@ -149,17 +170,23 @@ class ComputePool:
         if self._executor is None:
             self._executor = self._new_executor()
         self._busy += 1
+        self._busy_background += item.priority == BACKGROUND
         item.attempts += 1
+        item.started = time.perf_counter()
         try:
             running = asyncio.wrap_future(self._executor.submit(item.fn, item.arg))
         except BrokenProcessPool as exc:
             self._busy -= 1
+            self._busy_background -= item.priority == BACKGROUND
             self._recover(item, exc)
             return
         running.add_done_callback(lambda done: self._finished(item, done))
 
     def _finished(self, item: _Item, done: asyncio.Future[Any]) -> None:
         self._busy -= 1
+        self._busy_background -= item.priority == BACKGROUND
+        if self.on_job_done is not None:
+            self.on_job_done(PRIORITY_NAMES.get(item.priority, str(item.priority)), time.perf_counter() - item.started)
         exc = done.exception() if not done.cancelled() else None
         if isinstance(exc, BrokenProcessPool):
             self._recover(item, exc)
@@ -240,6 +267,10 @@ def model_spec(strategy: Strategy, phase: PhaseSpec) -> ModelSpec:
     return ModelSpec(kind=phase.model, dim=strategy.spec.space.dim, options=dict(phase.model_options))
 
 
+def _job_function(job: GenerateJob | OptimizationGenerateJob) -> Callable[[Any], Any]:
+    return optimization_generate if isinstance(job, OptimizationGenerateJob) else generate
+
+
 class PoolModelEngine:
     """The ModelEngine the service calls: generate/query in the pool, speculate between ask and tell."""
 
@@ -263,11 +294,15 @@ class PoolModelEngine:
     # -------------------------------------------------------------- job construction
     def _job(
         self, strategy: Strategy, phase_index: int, n: int, fixed: dict[int, float], extra: tuple[int, float] | None
-    ) -> tuple[tuple[Any, ...], GenerateJob]:
+    ) -> tuple[tuple[Any, ...], GenerateJob | OptimizationGenerateJob]:
         phase = strategy.spec.phases[phase_index]
         runtime = self._runtime(strategy)
         data, data_key = training_rows(strategy, extra)
         ask_index = strategy.phase_asks[phase_index]
+        if strategy.spec.optimization is not None:  # one GP per metric; pending points matter too
+            seed = job_seed(strategy, phase_index, ask_index)
+            extra_key, opt_job = optimization_job(strategy, phase_index, n, fixed, seed, runtime.refit_state)
+            return (phase_index, ask_index, n, tuple(sorted(fixed.items())), *extra_key, data_key), opt_job
         refit = runtime.refit_state is None or ask_index % phase.refit_every == 0
         job = GenerateJob(
             model=model_spec(strategy, phase),
@@ -291,7 +326,7 @@ class PoolModelEngine:
         speculative = runtime.started.pop(key, None) is not None
         precomputed = future is not None and future.done() and not future.cancelled() and future.exception() is None
         if future is None or future.cancelled():
-            future, speculative = self.pool.submit(generate, job, REAL), False
+            future, speculative = self.pool.submit(_job_function(job), job, REAL), False
         else:
             self.pool.promote(future)
         try:
@@ -304,9 +339,9 @@ class PoolModelEngine:
         except Exception as exc:
             if not speculative:
                 raise Unavailable(f"model computation failed: {type(exc).__name__}: {exc}") from exc
-            result = await self.pool.submit(generate, job, REAL)  # retry a failed speculation for real
+            result = await self.pool.submit(_job_function(job), job, REAL)  # retry a failed speculation for real
         runtime.last_state = result.state
-        if job.refit:
+        if isinstance(job, OptimizationGenerateJob) or job.refit:
             runtime.refit_state = result.state
         self._drop_stale(strategy)
         return Generated(
@@ -325,6 +360,7 @@ class PoolModelEngine:
         x: np.ndarray | None,
         y: float | None,
         fixed: dict[int, float],
+        background: bool = False,
     ) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
         phase = next(p for p in strategy.spec.phases if p.is_model_based)
         current = strategy.phase
@@ -344,7 +380,7 @@ class PoolModelEngine:
             seed=strategy.seed & 0x7FFFFFFF,
         )
         try:
-            result: QueryJobResult = await self.pool.submit(query, job, REAL)
+            result: QueryJobResult = await self.pool.submit(query, job, BACKGROUND if background else REAL)
         except Unavailable:
             raise
         except Exception as exc:
@@ -357,6 +393,21 @@ class PoolModelEngine:
             "upper": result.upper,
         }
         return result.x, values, result.fit_seconds
+
+    async def optimization_readout(self, strategy: Strategy, kind: str, use_model: bool, x: np.ndarray | None) -> Readout:
+        """Best point, Pareto front, predictions or trace of an optimisation strategy, in the pool."""
+        job, trial_ids = readout_job(strategy, kind, use_model, x, self._runtime(strategy).refit_state)
+        try:
+            result: OptimizationReadoutResult = await self.pool.submit(optimization_readout, job, REAL)
+        except (Unavailable, ValueError):
+            raise
+        except Exception as exc:
+            raise Unavailable(f"model read-out failed: {type(exc).__name__}: {exc}") from exc
+        if kind == "predict":
+            return Readout([], result.mean, result.sem, result.trace)
+        if kind == "trace":
+            return Readout(trial_ids, result.mean, result.sem, result.trace)
+        return Readout([trial_ids[r] for r in result.rows], result.mean, result.sem, result.trace)
 
     def data_changed(self, strategy: Strategy) -> None:
         """Called after every ask and tell: start the computations the next ask will probably need."""
@@ -383,7 +434,7 @@ class PoolModelEngine:
         runtime = self._runtime(strategy)
         if key in runtime.cache:
             return
-        runtime.cache[key] = self.pool.submit(generate, job, priority)
+        runtime.cache[key] = self.pool.submit(_job_function(job), job, priority)
         runtime.started[key] = time.perf_counter()
 
     def _drop_stale(self, strategy: Strategy) -> None:

@@ -69,6 +69,19 @@ class ParameterSpec:
     log_scale: bool = False
     choices: tuple[str, ...] = ()
     value: RawValue | None = None
+    # Ax-style extras: the values' Python type ("" = by parameter type), rounding digits of a
+    # continuous parameter, and whether categorical choices are ordered
+    value_type: str = ""
+    digits: int | None = None
+    is_ordered: bool = True
+
+    def typed_choice(self, choice: str) -> RawValue:
+        """A categorical choice as the value handed out (numbers for numeric choices)."""
+        if self.value_type == "int":
+            return int(choice)
+        if self.value_type == "float":
+            return float(choice)
+        return choice
 
     @property
     def is_free(self) -> bool:
@@ -82,13 +95,18 @@ class ParameterSpec:
                 raise ParameterValueError(name, f"parameter {name!r} is fixed at {self.value!r}, got {value!r}")
             return self.value if self.value is not None else 0.0
         if self.type is ParamType.CATEGORICAL:
+            if self.value_type in ("int", "float") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                key = str(int(value)) if self.value_type == "int" and float(value) == int(value) else str(float(value))
+                if key in self.choices:
+                    return self.typed_choice(key)
+                raise ParameterValueError(name, f"parameter {name!r}: {value!r} is not one of {[self.typed_choice(c) for c in self.choices]}")
             if not isinstance(value, str):
                 raise ParameterValueError(
                     name, f"parameter {name!r} is categorical: expected one of {list(self.choices)}, got {value!r}"
                 )
             if value not in self.choices:
                 raise ParameterValueError(name, f"parameter {name!r}: {value!r} is not one of {list(self.choices)}")
-            return value
+            return self.typed_choice(value)
         if isinstance(value, str):
             raise ParameterValueError(name, f"parameter {name!r} is {self.type.value}: expected a number, got {value!r}")
         if self.type is ParamType.BINARY:
@@ -117,7 +135,10 @@ class ParameterSpec:
         """Map a validated raw value to [0, 1]."""
         if self.type is ParamType.CATEGORICAL:
             k = len(self.choices)
-            return self.choices.index(str(value)) / (k - 1) if k > 1 else 0.5
+            key = str(value) if isinstance(value, str) or self.value_type != "int" else str(int(value))
+            if self.value_type == "float" and not isinstance(value, str):
+                key = str(float(value))
+            return self.choices.index(key) / (k - 1) if k > 1 else 0.5
         if self.type is ParamType.BINARY:
             return 1.0 if value else 0.0
         if self.type is ParamType.FIXED:
@@ -136,7 +157,7 @@ class ParameterSpec:
             assert self.value is not None
             return self.value
         if self.type is ParamType.CATEGORICAL:
-            return self.choices[int(round(u * (len(self.choices) - 1)))]
+            return self.typed_choice(self.choices[int(round(u * (len(self.choices) - 1)))])
         if self.type is ParamType.BINARY:
             return u >= 0.5
         if self.log_scale:
@@ -146,6 +167,8 @@ class ParameterSpec:
             number = self.lower + u * (self.upper - self.lower)
         if self.type is ParamType.INTEGER:
             return int(min(max(round(number), math.ceil(self.lower)), math.floor(self.upper)))
+        if self.digits is not None:
+            number = round(number, self.digits)
         return min(max(number, self.lower), self.upper)
 
 

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from . import optimization_spec
 from .config import ConfigError, ExperimentSpec, parse_config
 from .errors import (
     AlreadyExists,
@@ -35,6 +36,13 @@ from .errors import (
     Unavailable,
 )
 from .journal import Event, Journal, JournalError, JournalFull
+from .optimization_spec import (
+    DEFAULT_RAW_SAMPLES,
+    DEFAULT_RESTARTS,
+    OptimizationConfigError,
+    TypedExperiment,
+    typed_to_ini,
+)
 from .params import OutcomeValue, ParameterSpec, ParameterValueError, Stimulus
 from .strategy import ABANDONED, COMPLETED, FAILED, PENDING, Strategy, TrialRecord
 from .sweep import (
@@ -49,6 +57,10 @@ from .sweep import (
     parse_sweep_json,
     sweep_section,
 )
+
+# the typed (Ax-style) experiment config, as transports build it
+TypedParameter = optimization_spec.TypedParameter
+TypedObjective = optimization_spec.TypedObjective
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +120,50 @@ class StrategyView:
     created_at: float
     shape: ExperimentShape
     can_fit: bool
+    model_asks: int = 0  # model-based asks answered since the server started
+    precomputed_asks: int = 0  # ... of which from a speculative branch computed before the ask
+    last_activity: float = 0.0  # time of the last ask or tell (the strategy's creation before any)
     sweep: SweepView | None = None  # parameter sweeps only
     seed: int = 0  # the experiment seed: the config's, or drawn by the server (journaled) when it sets none
     seed_from_config: bool = False
+    optimization: OptimizationView | None = None  # Ax-style experiments only
+
+
+@dataclass(frozen=True)
+class OptimizationView:
+    """An optimisation experiment's objectives (metric, minimize, threshold), constraints (as text)
+    and generation strategy, as a transport shows them."""
+
+    objectives: tuple[tuple[str, bool, float | None], ...]
+    parameter_constraints: tuple[str, ...]
+    outcome_constraints: tuple[str, ...]
+    tracking_metrics: tuple[str, ...]
+    method: str
+    initialization_trials: int
+    max_parallelism: int
+    num_restarts: int
+    raw_samples: int
+    seed: int
+
+    @classmethod
+    def of(cls, spec: ExperimentSpec) -> OptimizationView | None:
+        opt = spec.optimization
+        if opt is None:
+            return None
+        model_phases = [p for p in spec.phases if p.is_model_based]
+        options = model_phases[0].generator_options if model_phases else {}
+        return cls(
+            objectives=tuple((o.metric, o.minimize, o.threshold) for o in opt.objectives),
+            parameter_constraints=tuple(c.text for c in opt.parameter_constraints),
+            outcome_constraints=tuple(c.text for c in opt.outcome_constraints),
+            tracking_metrics=tuple(opt.tracking_metrics),
+            method="fast" if model_phases else "random_search",
+            initialization_trials=sum(p.max_asks or 0 for p in spec.phases if not p.is_model_based),
+            max_parallelism=opt.max_parallelism,
+            num_restarts=int(options.get("restarts", DEFAULT_RESTARTS)),
+            raw_samples=int(options.get("samps", DEFAULT_RAW_SAMPLES)),
+            seed=spec.seed or 0,
+        )
 
 
 @dataclass(frozen=True)
@@ -130,6 +183,7 @@ class TrialView:
     sweep_index: int | None = None  # sweeps: index, run (index div permutations), permutation (index mod permutations)
     sweep_run: int | None = None
     sweep_permutation: int | None = None
+    sample_size: int | None = None  # Ax-style tells may carry one
 
     @classmethod
     def of(cls, trial: TrialRecord, spec: ExperimentSpec) -> TrialView:
@@ -147,6 +201,7 @@ class TrialView:
             sweep_index=trial.sweep_index,
             sweep_run=trial.sweep_run,
             sweep_permutation=trial.sweep_permutation,
+            sample_size=trial.sample_size,
         )
 
 
@@ -225,6 +280,27 @@ class TellItem:
     model_data: bool = True
     metadata: Mapping[str, Any] | None = None
     request_id: str = ""
+    sample_size: int | None = None
+
+
+@dataclass(frozen=True)
+class ArmEstimate:
+    """A trial's (or a parameterisation's) mean and SEM per modelled metric (SEM NaN: unknown)."""
+
+    trial_id: int
+    parameters: Stimulus
+    means: dict[str, float]
+    sems: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Readout:
+    """What a model engine answers to an optimisation read-out (compute rows mapped to trials)."""
+
+    trial_ids: list[int]
+    means: np.ndarray
+    sems: np.ndarray
+    trace: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -276,7 +352,10 @@ class ModelEngine(Protocol):
         x: np.ndarray | None,
         y: float | None,
         fixed: dict[int, float],
+        background: bool = False,
     ) -> tuple[np.ndarray, dict[str, np.ndarray], float]: ...
+
+    async def optimization_readout(self, strategy: Strategy, kind: str, use_model: bool, x: np.ndarray | None) -> Readout: ...
 
     def data_changed(self, strategy: Strategy) -> None: ...
 
@@ -292,6 +371,7 @@ class _Registry:
     by_name: dict[str, int] = field(default_factory=dict)
     configure_requests: dict[str, int] = field(default_factory=dict)
     next_id: int = 1
+    model_asks: dict[int, tuple[int, int]] = field(default_factory=dict)  # strategy id -> (model asks, precomputed)
 
 
 class ExperimentService:
@@ -310,6 +390,12 @@ class ExperimentService:
     @property
     def db_name(self) -> str:
         return os.path.basename(self.journal.path)
+
+    @property
+    def change_count(self) -> int:
+        """Grows with every journaled state change (observers poll it: a cheap "anything new?").
+        It may move just before the change is applied to the strategy; look again once more."""
+        return self.journal.events_written
 
     # ------------------------------------------------------------------ recovery
     async def recover(self, expire_leases: bool = True) -> int:
@@ -461,6 +547,7 @@ class ExperimentService:
             for i, ph in enumerate(strategy.spec.phases)
         ]
         trials = strategy.trials.values()
+        asks, precomputed = self._registry.model_asks.get(strategy.strategy_id, (0, 0))
         return StrategyView(
             strategy_id=strategy.strategy_id,
             name=strategy.name,
@@ -475,9 +562,13 @@ class ExperimentService:
             created_at=strategy.created_at,
             shape=ExperimentShape.of(strategy.spec),
             can_fit=strategy.can_fit(),
+            model_asks=asks,
+            precomputed_asks=precomputed,
+            last_activity=max((max(t.asked_at, t.told_at or 0.0) for t in trials), default=strategy.created_at),
             sweep=strategy.view() if isinstance(strategy, SweepStrategy) else None,
             seed=strategy.spec.seed or 0,
             seed_from_config="seed" in strategy.spec.sections.get("common", {}),
+            optimization=OptimizationView.of(strategy.spec),
         )
 
     # ------------------------------------------------------------------ Configure / Resume
@@ -489,9 +580,18 @@ class ExperimentService:
         request_id: str = "",
         sweep: SweepRequest | None = None,
         allow_sweep: bool = True,
+        experiment: TypedExperiment | None = None,
     ) -> ConfigureResult:
-        """Create a strategy from an AEPsych INI, a sweep INI (`[sweep]` section) or a SweepRequest.
-        `allow_sweep=False` (transports that cannot carry sweep trials) refuses the sweep forms."""
+        """Create a strategy from an AEPsych INI, a sweep INI (`[sweep]` section), a SweepRequest or a
+        typed (Ax-style) experiment. `allow_sweep=False` (transports that cannot carry sweep trials)
+        refuses the sweep forms."""
+        if experiment is not None:
+            if config_ini.strip() or sweep is not None:
+                raise InvalidArgument("give one of config_ini, sweep and experiment", "experiment")
+            try:
+                config_ini = typed_to_ini(experiment)
+            except OptimizationConfigError as exc:
+                raise InvalidArgument(str(exc), exc.field) from None
         if sweep is not None and config_ini.strip():
             raise InvalidArgument("give config_ini or sweep, not both", "sweep")
         if sweep is None and not config_ini.strip():
@@ -839,6 +939,13 @@ class ExperimentService:
                 return AskResult(
                     trials, strategy.is_finished, trials[0].phase_index, strategy.spec.phases[trials[0].phase_index].name
                 )
+            limit = strategy.spec.optimization.max_parallelism if strategy.spec.optimization is not None else 0
+            if limit and len(strategy.pending) + num_points > limit:
+                raise FailedPrecondition(
+                    f"num_points: {len(strategy.pending)} trial(s) pending and {num_points} asked exceed max_parallelism {limit}; "
+                    "complete, fail or abandon pending trials first",
+                    "num_points",
+                )
             phase_index = strategy.phase_for_next_ask()
             phase = strategy.spec.phases[phase_index]
             generated = Generated(points=np.empty(0))
@@ -855,6 +962,8 @@ class ExperimentService:
                         raise FailedPrecondition("this server runs without a model engine", "strategy_id")
                     generated = await self.models.generate(strategy, phase_index, fresh, space.fixed_unit(fixed_raw))
                     unit = generated.points
+                    asks, precomputed = self._registry.model_asks.get(strategy_id, (0, 0))
+                    self._registry.model_asks[strategy_id] = (asks + 1, precomputed + generated.precomputed)
                 else:
                     unit = strategy.generate_unit(phase_index, fresh)
                 stimuli += [[space.from_unit(u) for u in trial] for trial in unit]
@@ -888,10 +997,39 @@ class ExperimentService:
             )
 
     # ------------------------------------------------------------------ Tell
+    def _check_metrics(self, strategy: Strategy, outcomes: Sequence[OutcomeValue]) -> list[OutcomeValue]:
+        """Ax-style outcomes: every objective and constrained metric, tracking metrics optional."""
+        opt = strategy.spec.optimization
+        assert opt is not None
+        needed = opt.modelled_metrics
+        by_name: dict[str, OutcomeValue] = {}
+        for i, outcome in enumerate(outcomes):
+            name = outcome.name or (needed[0] if len(outcomes) == 1 and len(needed) == 1 else "")
+            if name not in opt.metrics:
+                raise InvalidArgument(
+                    f"outcomes[{i}].name: unknown metric {outcome.name!r} (known: {list(opt.metrics)})", f"outcomes[{i}].name"
+                )
+            if name in by_name:
+                raise InvalidArgument(f"outcomes[{i}].name: metric {name!r} given twice", f"outcomes[{i}].name")
+            if isinstance(outcome.value, bool) or not isinstance(outcome.value, (int, float)) or not math.isfinite(outcome.value):
+                raise InvalidArgument(f"outcomes[{i}].value: metric {name!r} must be a finite number, got {outcome.value!r}", f"outcomes[{i}].value")
+            sem = outcome.sem
+            if sem is not None and (not math.isfinite(sem) or sem < 0):
+                raise InvalidArgument(f"outcomes[{i}].sem must be a finite non-negative number, got {sem!r}", f"outcomes[{i}].sem")
+            by_name[name] = OutcomeValue(name=name, value=float(outcome.value), sem=sem)
+        missing = [m for m in needed if m not in by_name]
+        if missing:
+            raise InvalidArgument(
+                f"outcomes: missing metric(s) {missing}: every objective and constrained metric {list(needed)} must be reported", "outcomes"
+            )
+        return [by_name[n] for n in opt.metrics if n in by_name]
+
     def _check_outcomes(self, strategy: Strategy, outcomes: Sequence[OutcomeValue]) -> list[OutcomeValue]:
         spec = strategy.spec
         if not outcomes:
             raise InvalidArgument("outcomes: at least one outcome is required", "outcomes")
+        if spec.optimization is not None:
+            return self._check_metrics(strategy, outcomes)
         if len(outcomes) != len(spec.outcome_names):
             raise InvalidArgument(
                 f"outcomes: expected {len(spec.outcome_names)} outcome(s) {list(spec.outcome_names)}, got {len(outcomes)}",
@@ -941,8 +1079,11 @@ class ExperimentService:
         model_data: bool = True,
         metadata: Mapping[str, Any] | None = None,
         request_id: str = "",
+        sample_size: int | None = None,
     ) -> TellResult:
-        item = TellItem(outcomes, trial_id, stimuli, model_data, metadata, request_id)
+        if sample_size is not None and sample_size < 0:
+            raise InvalidArgument(f"sample_size must be >= 0, got {sample_size}", "sample_size")
+        item = TellItem(outcomes, trial_id, stimuli, model_data, metadata, request_id, sample_size)
         return (await self.tell_many(strategy_id, [item]))[0]
 
     def _prepare_tell(self, strategy: Strategy, item: TellItem, prefix: str) -> tuple[list[OutcomeValue], dict[str, Any], list[Stimulus] | None]:
@@ -1012,6 +1153,8 @@ class ExperimentService:
                 payload: dict[str, Any] = {"outcomes": [o.to_json() for o in checked], "model_data": bool(item.model_data), "metadata": extra}
                 if item.request_id:
                     payload["request_id"] = item.request_id
+                if item.sample_size is not None:
+                    payload["sample_size"] = int(item.sample_size)
                 if existing_id is None:
                     assert validated is not None
                     existing_id, next_id = next_id, next_id + 1
@@ -1035,6 +1178,119 @@ class ExperimentService:
             trials_completed=strategy.completed,
             is_finished=strategy.is_finished,
         )
+
+    # ------------------------------------------------------------------ Ax-style trials and read-outs
+    async def attach_trial(
+        self, strategy_id: int, parameters: Mapping[str, Any], ttl_seconds: float = 0.0, request_id: str = ""
+    ) -> TrialView:
+        """A pending trial at given parameters (Ax's attach_trial): not drawn from the phase, told later."""
+        strategy = self.get(strategy_id)
+        spec = strategy.spec
+        if spec.stimuli_per_trial != 1:
+            raise FailedPrecondition("attach_trial takes experiments with one stimulus per trial", "strategy_id")
+        if not math.isfinite(ttl_seconds) or ttl_seconds < 0:
+            raise InvalidArgument(f"ttl_seconds must be a non-negative number, got {ttl_seconds}", "ttl_seconds")
+        try:
+            stimulus = spec.space.validate_stimulus(parameters, "parameters")
+        except ParameterValueError as exc:
+            raise InvalidArgument(str(exc), exc.field) from None
+        if spec.optimization is not None and not spec.optimization.feasible(stimulus):
+            broken = [c.text for c in spec.optimization.parameter_constraints if not c.satisfied(stimulus)]
+            raise InvalidArgument(f"parameters: break the parameter constraint(s) {broken}", "parameters")
+        async with strategy.lock:
+            if request_id and request_id in strategy.ask_requests:
+                return TrialView.of(strategy.trials[strategy.ask_requests[request_id][0]], spec)
+            now = time.time()
+            payload: dict[str, Any] = {"phase_index": strategy.phase_index, "stimuli": [stimulus], "attached": True}
+            if request_id:
+                payload["request_id"] = request_id
+            if ttl_seconds:
+                payload["lease_expires_at"] = now + ttl_seconds
+            event = Event(strategy_id, "ask", payload, trial_id=strategy.next_trial_id, created_at=now)
+            await self._commit([event], strategy)
+            return TrialView.of(strategy.trials[event.trial_id or 0], spec)
+
+    def _optimization_strategy(self, strategy_id: int) -> Strategy:
+        strategy = self.get(strategy_id)
+        if strategy.spec.optimization is None:
+            raise FailedPrecondition("this strategy is not an optimisation experiment (no objectives)", "strategy_id")
+        if self.models is None:
+            raise FailedPrecondition("this server runs without a model engine", "strategy_id")
+        return strategy
+
+    def _arms(self, strategy: Strategy, readout: Readout) -> list[ArmEstimate]:
+        opt = strategy.spec.optimization
+        assert opt is not None
+        metrics = opt.modelled_metrics
+        return [
+            ArmEstimate(
+                trial_id=tid,
+                parameters=dict(strategy.trials[tid].stimuli[0]),
+                means={m: float(readout.means[i, j]) for j, m in enumerate(metrics)},
+                sems={m: float(readout.sems[i, j]) for j, m in enumerate(metrics)},
+            )
+            for i, tid in enumerate(readout.trial_ids)
+        ]
+
+    async def _readout(self, strategy: Strategy, kind: str, use_model: bool, x: np.ndarray | None = None) -> Readout:
+        assert self.models is not None
+        if strategy.completed == 0 and kind != "predict":
+            return Readout([], np.zeros((0, 0)), np.zeros((0, 0)), np.zeros(0))
+        try:
+            return await self.models.optimization_readout(strategy, kind, use_model, x)
+        except ValueError as exc:
+            raise FailedPrecondition(str(exc), "strategy_id") from None
+
+    async def best_parameters(self, strategy_id: int, use_model: bool = True) -> ArmEstimate | None:
+        """The best feasible completed trial (single objective), by model prediction or observation."""
+        strategy = self._optimization_strategy(strategy_id)
+        opt = strategy.spec.optimization
+        assert opt is not None
+        if opt.multi_objective:
+            raise FailedPrecondition(
+                f"{len(opt.objectives)} objectives have no single best point: ask for the Pareto front", "strategy_id"
+            )
+        arms = self._arms(strategy, await self._readout(strategy, "best", use_model))
+        return arms[0] if arms else None
+
+    async def pareto_front(self, strategy_id: int, use_model: bool = True) -> list[ArmEstimate]:
+        strategy = self._optimization_strategy(strategy_id)
+        return self._arms(strategy, await self._readout(strategy, "pareto", use_model))
+
+    async def predict_metrics(
+        self, strategy_id: int, parameters: Sequence[Mapping[str, Any]], metrics: Sequence[str] = ()
+    ) -> list[ArmEstimate]:
+        strategy = self._optimization_strategy(strategy_id)
+        opt = strategy.spec.optimization
+        assert opt is not None
+        for i, m in enumerate(metrics):
+            if m not in opt.modelled_metrics:
+                raise InvalidArgument(f"metrics[{i}]: {m!r} is not a modelled metric {list(opt.modelled_metrics)}", f"metrics[{i}]")
+        if not parameters:
+            raise InvalidArgument("parameters: give at least one parameterisation", "parameters")
+        if len(parameters) > self.limits.max_points_per_ask * 10:
+            raise InvalidArgument(f"parameters: at most {self.limits.max_points_per_ask * 10}", "parameters")
+        space = strategy.spec.space
+        try:
+            stimuli = [space.validate_stimulus(p, f"parameters[{i}]") for i, p in enumerate(parameters)]
+        except ParameterValueError as exc:
+            raise InvalidArgument(str(exc), exc.field) from None
+        if strategy.completed == 0:
+            raise FailedPrecondition("no model yet: no trial is complete", "strategy_id")
+        readout = await self._readout(strategy, "predict", True, np.array([space.to_unit(s) for s in stimuli]))
+        wanted = list(metrics) or list(opt.modelled_metrics)
+        out = []
+        for i, stimulus in enumerate(stimuli):
+            means = {m: float(readout.means[i, j]) for j, m in enumerate(opt.modelled_metrics) if m in wanted}
+            sems = {m: float(readout.sems[i, j]) for j, m in enumerate(opt.modelled_metrics) if m in wanted}
+            out.append(ArmEstimate(0, dict(stimulus), means, sems))
+        return out
+
+    async def optimization_trace(self, strategy_id: int) -> list[tuple[int, float]]:
+        """Best feasible observed objective (hypervolume for several) after each completed trial."""
+        strategy = self._optimization_strategy(strategy_id)
+        readout = await self._readout(strategy, "trace", False)
+        return [(tid, float(v)) for tid, v in zip(readout.trial_ids, readout.trace, strict=True)]
 
     # ------------------------------------------------------------------ trial bookkeeping
     async def abandon_trial(self, strategy_id: int, trial_id: int, failed: bool = False, reason: str = "") -> TrialView:
@@ -1099,9 +1355,17 @@ class ExperimentService:
         x: Sequence[Mapping[str, Any]] | None = None,
         y: float | None = None,
         constraints: Mapping[str, Any] | None = None,
+        background: bool = False,
     ) -> QueryAnswer:
+        """A model query. `background`: computed only when no ask's computation waits (for
+        observers such as the dashboard, so that looking never slows an experiment down)."""
         strategy = self.get(strategy_id)
         space = strategy.spec.space
+        if strategy.spec.optimization is not None:
+            raise FailedPrecondition(
+                "Query models one outcome; optimisation experiments answer PredictMetrics, GetBestParameters and GetParetoFront",
+                "strategy_id",
+            )
         if query_type not in QUERY_TYPES:
             raise InvalidArgument(f"query_type must be one of {list(QUERY_TYPES)}, got {query_type!r}", "query_type")
         named: dict[str, Any] = {}
@@ -1143,7 +1407,7 @@ class ExperimentService:
         if not strategy.can_fit():
             raise FailedPrecondition("no model yet: the strategy has too little data to fit one", "strategy_id")
         unit_x, values, fit_seconds = await self.models.query(
-            strategy, query_type, probability_space, points, y, space.fixed_unit(fixed_raw)
+            strategy, query_type, probability_space, points, y, space.fixed_unit(fixed_raw), background=background
         )
         results = []
         for i, u in enumerate(unit_x):

@@ -37,6 +37,8 @@ class TrialRecord:
     model_data: bool = True
     lease_expires_at: float | None = None
     asked: bool = True  # False for trials told with explicit stimuli
+    attached: bool = False  # added at given parameters (Ax's attach_trial), not generated
+    sample_size: int | None = None
     # sweeps: the index handed out, its run (index div permutations) and permutation (index mod permutations)
     sweep_index: int | None = None
     sweep_run: int | None = None
@@ -75,6 +77,8 @@ class Strategy:
         self.ask_requests: dict[str, list[int]] = {}
         self.tell_requests: dict[str, int] = {}
         self._sobol: dict[int, tuple[qmc.Sobol, int]] = {}
+        # constrained spaces: per phase, the Sobol engine and the feasible points drawn so far
+        self._feasible_sobol: dict[int, tuple[qmc.Sobol, list[np.ndarray]]] = {}
         # stimuli of trials whose lease expired, handed out again by the next asks of their phase
         self.reissue: dict[int, tuple[int, list[Stimulus]]] = {}
 
@@ -157,6 +161,9 @@ class Strategy:
         phase = self.spec.phases[phase_index]
         k, d = self.spec.stimuli_per_trial, self.spec.space.dim
         start = self.phase_asks[phase_index]
+        optimization = self.spec.optimization
+        if optimization is not None and optimization.parameter_constraints and k == 1:
+            return self._feasible_unit(phase_index, start, n).reshape(n, k, d)
         if phase.generator == "SobolGenerator":
             engine, position = self._sobol.get(phase_index, (None, -1))
             if engine is None or position != start:
@@ -171,6 +178,40 @@ class Strategy:
         if phase.generator == "RandomGenerator":
             return np.stack([np.random.default_rng([phase.seed, start + i]).random((k, d)) for i in range(n)])
         raise ValueError(f"phase {phase.name!r} ({phase.generator}) is not a cheap generator")
+
+    def _feasible_unit(self, phase_index: int, start: int, n: int) -> np.ndarray:
+        """Asks start..start+n-1 of a phase under linear parameter constraints: the feasible points
+        of the phase's quasi-random sequence, in order (rejection; the same after a replay)."""
+        phase = self.spec.phases[phase_index]
+        optimization = self.spec.optimization
+        assert optimization is not None
+        space, d = self.spec.space, self.spec.space.dim
+        if phase.generator == "RandomGenerator":
+            out = []
+            for i in range(start, start + n):
+                rng = np.random.default_rng([phase.seed, i])
+                for _ in range(100_000):
+                    u = rng.random(d)
+                    if optimization.feasible(space.from_unit(u)):
+                        break
+                else:
+                    raise ValueError("the parameter constraints leave too little of the space to sample")
+                out.append(u)
+            return np.array(out)
+        engine, found = self._feasible_sobol.get(phase_index, (None, []))
+        if engine is None:
+            engine = qmc.Sobol(d=d, scramble=True, seed=phase.seed)
+        drawn = 0
+        while len(found) < start + n:
+            if drawn > 1_000_000:
+                raise ValueError("the parameter constraints leave too little of the space to sample")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                block = engine.random(1024)
+            drawn += len(block)
+            found.extend(u for u in block if optimization.feasible(space.from_unit(u)))
+        self._feasible_sobol[phase_index] = (engine, found)
+        return np.array(found[start : start + n])
 
     def manual_stimuli(self, phase_index: int, n: int) -> list[list[Stimulus]]:
         """The next n listed points of a ManualGenerator phase (raw stimuli)."""
@@ -204,7 +245,9 @@ class Strategy:
             self.trials[trial.trial_id] = trial
             self.next_trial_id = max(self.next_trial_id, trial.trial_id + 1)
             self.phase_index = max(self.phase_index, phase_index)
-            if p.get("reissue_of") is not None:
+            if p.get("attached"):
+                trial.attached = True  # not drawn from the phase: its asks do not count it
+            elif p.get("reissue_of") is not None:
                 self.reissue.pop(int(p["reissue_of"]), None)  # a point handed out again is not a new ask
             else:
                 self.phase_asks[phase_index] += 1
@@ -232,6 +275,8 @@ class Strategy:
             trial.metadata = dict(p.get("metadata") or {})
             trial.model_data = bool(p.get("model_data", True))
             trial.told_at = event.created_at
+            if p.get("sample_size") is not None:
+                trial.sample_size = int(p["sample_size"])
             self.completed += 1
             if trial.model_data:
                 self.model_data_points += 1

@@ -3,6 +3,9 @@ sweep's state (which indices are done, leased, failed, missing) with its result 
 
 State changes only through `SweepStrategy.apply(event)`, so a live request and a journal replay take
 the same path. Knows nothing of SQL, asyncio scheduling, the model engine or transports.
+
+Longer than ~500 lines on purpose: one idea, a sweep, from its description to its aggregated
+results; the index maths, the state and the aggregation are read together.
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ import math
 import pickle
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal, norm
 
+import observers as ob
 from psyserve.compute import (
     KNOWN_ACQFS,
     KNOWN_MODELS,
@@ -32,8 +32,8 @@ from psyserve.compute import (
     generate,
     query,
 )
-from psyserve.compute import observers as ob
-from psyserve.compute.acquisition import EAVC, GlobalMI, bvn_excess
+from psyserve.compute.bvn import bvn_excess
+from psyserve.compute.lookahead import EAVC, GlobalMI
 from psyserve.compute.models import fit_model
 
 SERVER = Path(__file__).resolve().parents[2] / "server"
@@ -120,7 +120,7 @@ def test_each_acqf_gives_valid_points(kind: str, acqf: str, datasets: dict[str, 
 
 def test_pending_points_reduce_acquisition(datasets: dict[str, TrainingData]) -> None:
     """Sequential greedy batches: conditioning on a pending point lowers the acquisition value there."""
-    from psyserve.compute.acquisition import build_acquisition
+    from psyserve.compute.factory import build_acquisition
 
     for kind, names in (
         (CLS, ["MCLevelSetEstimation", "EAVC", "GlobalMI", "BernoulliMCMutualInformation", "MCPosteriorVariance"]),
@@ -146,12 +146,14 @@ def test_same_job_same_points(datasets: dict[str, TrainingData]) -> None:
         a, b = generate(job), generate(job)
         np.testing.assert_array_equal(a.points, b.points)
         assert a.state.hyperparameters == b.state.hyperparameters
-    # a different seed is allowed to (and here does) give a different classification fit start
-    assert acqf_supports(CLS, "EAVC")
+    # the seed reaches the computation: EAVC's reference set is drawn from it, so another seed moves the point
+    job = GenerateJob(ModelSpec(CLS, 2, {}), GeneratorSpec("EAVC", _gen_options(CLS)), datasets[CLS], 1, seed=11)
+    other = GenerateJob(ModelSpec(CLS, 2, {}), GeneratorSpec("EAVC", _gen_options(CLS)), datasets[CLS], 1, seed=12)
+    assert not np.array_equal(generate(job).points, generate(other).points)
 
 
 def test_registry_and_unknown_names(datasets: dict[str, TrainingData]) -> None:
-    assert {CLS, REG, PAIR} == set(KNOWN_MODELS)
+    assert {CLS, REG, PAIR, "ModelListGP"} == set(KNOWN_MODELS)  # ModelListGP: compute.optimization_jobs
     assert {"MCLevelSetEstimation", "EAVC", "GlobalMI", "PairwiseMCPosteriorVariance"} <= KNOWN_ACQFS
     assert acqf_supports(CLS, "GlobalMI") and not acqf_supports(REG, "GlobalMI")
     assert not acqf_supports(CLS, "PairwiseMCPosteriorVariance") and acqf_supports(PAIR, "PairwiseMCPosteriorVariance")
@@ -163,6 +165,8 @@ def test_registry_and_unknown_names(datasets: dict[str, TrainingData]) -> None:
         generate(GenerateJob(ModelSpec("NoSuchModel", 2, {}), GeneratorSpec("EAVC", {}), datasets[CLS], 1, seed=0))
     with pytest.raises(ValueError, match="does not support"):
         generate(GenerateJob(ModelSpec(REG, 2, {}), GeneratorSpec("EAVC", {}), datasets[REG], 1, seed=0))
+    with pytest.raises(ValueError, match="optimisation jobs"):
+        generate(GenerateJob(ModelSpec("ModelListGP", 2, {}), GeneratorSpec("qLogNoisyExpectedImprovement", {}), datasets[REG], 1, seed=0))
     with pytest.raises(ValueError, match="unknown query type"):
         query(QueryJob(spec, datasets[CLS], None, "median", True, None, None, {}, 0))
     with pytest.raises(ValueError, match="fixed dimension"):
@@ -201,23 +205,21 @@ def test_time_limits_are_honoured(datasets: dict[str, TrainingData]) -> None:
     assert r.fit_seconds < 1.0 and r.generate_seconds < 1.5
 
 
-def test_warm_start_conditions_only_and_is_cheaper() -> None:
+def test_warm_start_conditions_only() -> None:
+    """refit=False keeps the warm hyper-parameters and only conditions on the data, which predicts
+    about as well as a full refit (that it is cheaper is a speed claim: benchmarks/compute.py)."""
     rng = np.random.default_rng(5)
     X = rng.random((60, 2))
     y = ob.sample(ob.novel_detection(2 * X - 1), rng)
     spec = ModelSpec(CLS, 2, {})
     first, _ = fit_state(spec, TrainingData(X[:-5], y[:-5]), seed=0)
     data = TrainingData(X, y)
-    t0 = time.perf_counter()
-    full, full_s = fit_state(spec, data, seed=0)
-    t_full = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    warm, warm_s = fit_state(spec, data, seed=0, warm_state=first, refit=False)
-    t_warm = time.perf_counter() - t0
-    # measured (one thread): full ~0.2-0.3 s, warm ~0.03 s; not asserted, timings are machine-dependent
-    print(f"full fit {t_full:.3f}s ({full_s:.3f}), warm refit=False {t_warm:.3f}s ({warm_s:.3f})")
-    name = "model.covar_module.base_kernel.raw_lengthscale"
-    assert warm.hyperparameters[name] == first.hyperparameters[name]  # hyper-parameters kept as they were
+    full, _ = fit_state(spec, data, seed=0)
+    warm, _ = fit_state(spec, data, seed=0, warm_state=first, refit=False)
+    for name in ("model.covar_module.base_kernel.raw_lengthscale", "model.covar_module.raw_outputscale", "model.mean_module.raw_constant"):
+        assert warm.hyperparameters[name] == first.hyperparameters[name]  # hyper-parameters kept as they were
+    ls = "model.covar_module.base_kernel.raw_lengthscale"
+    assert full.hyperparameters[ls] != first.hyperparameters[ls]  # (a full fit on the same data moves them)
     assert warm.n_train == 60 and full.n_train == 60
     grid = rng.random((200, 2))
     p_full = query(QueryJob(spec, data, full, "prediction", True, grid, None, {}, 0)).probability
@@ -242,8 +244,8 @@ def test_warm_state_on_same_data_is_reused_exactly(datasets: dict[str, TrainingD
     r = generate(GenerateJob(spec, gen, datasets[CLS], 1, seed=2))
     x = np.random.default_rng(1).random((5, 2))
     fresh = fit_model(spec, np.asarray(datasets[CLS].X), np.asarray(datasets[CLS].y), warm_state=r.state, refit=False)
-    # same data: the stored variational parameters are reused, no optimisation at all
-    assert fresh.fit_seconds < 0.05
+    # same data: the stored variational parameters are reused as they are, no optimisation at all
+    assert fresh.state.hyperparameters == r.state.hyperparameters
     q = query(QueryJob(spec, datasets[CLS], r.state, "prediction", False, x, None, {}, 0))
     q2 = query(QueryJob(spec, datasets[CLS], r.state, "prediction", False, x, None, {}, 0))
     np.testing.assert_array_equal(q.mean, q2.mean)

@@ -10,10 +10,12 @@ import pytest
 import torch
 from gpytorch.mlls import VariationalELBO
 
+import observers as ob
 from psyserve.compute import GeneratorSpec, ModelSpec
-from psyserve.compute import observers as ob
-from psyserve.compute.acquisition import _optimize, _optimize_moments, build_acquisition
-from psyserve.compute.models import PackedElbo, fit_model, variational_elbo_closure
+from psyserve.compute.elbo import PackedElbo, variational_elbo_closure
+from psyserve.compute.factory import build_acquisition
+from psyserve.compute.models import fit_model
+from psyserve.compute.optimize import _optimize, _optimize_moments
 
 CLS = "GPClassificationModel"
 
@@ -175,7 +177,7 @@ def test_numpy_acquisition_optimiser_matches_botorch(acqf: str, objective: str) 
 def test_banded_bivariate_normal_rule_matches_the_full_rule() -> None:
     """Genz's node counts by |rho| (what large look-ahead batches use) against 20 nodes everywhere
     (small batches), both with and without autograd."""
-    from psyserve.compute.acquisition import _bvn_gl, bvn_excess
+    from psyserve.compute.bvn import _bvn_gl, bvn_excess
 
     gen = torch.Generator().manual_seed(0)
     a = 2.0 * torch.randn(3000, dtype=torch.float64, generator=gen)
@@ -201,12 +203,13 @@ def _pairwise_model(X: np.ndarray, y: np.ndarray) -> tuple[Any, Any]:
     from botorch.models import PairwiseGP
     from botorch.models.pairwise_gp import PairwiseLaplaceMarginalLogLikelihood
 
-    from psyserve.compute.models import _pairwise_kernel, pairwise_to_comparisons
+    from psyserve.compute.kernels import pairwise_kernel
+    from psyserve.compute.models import pairwise_to_comparisons
 
     datapoints, comps = pairwise_to_comparisons(X, y)
     np.random.seed(0)  # BoTorch starts its mode search from a randomised point (global RNG)
     # a tight fsolve tolerance: BoTorch's reference gradient then holds to ~1e-9
-    model = PairwiseGP(datapoints, comps, covar_module=_pairwise_kernel(2), xtol=1e-12)
+    model = PairwiseGP(datapoints, comps, covar_module=pairwise_kernel(2), xtol=1e-12)
     return model, PairwiseLaplaceMarginalLogLikelihood(model.likelihood, model)
 
 
@@ -216,7 +219,7 @@ def test_packed_pairwise_laplace_matches_botorch_autograd() -> None:
     from botorch.optim.closures import get_loss_closure_with_grads
     from botorch.optim.utils import get_parameters_and_bounds
 
-    from psyserve.compute.models import PackedPairwiseLaplace
+    from psyserve.compute.laplace import PackedPairwiseLaplace
 
     X, y = _pairwise_data(25, 0)
     model, mll = _pairwise_model(X, y)
@@ -246,7 +249,7 @@ def test_packed_pairwise_laplace_matches_botorch_autograd() -> None:
 
 
 def test_packed_pairwise_fit_is_at_least_as_good_as_botorch() -> None:
-    from psyserve.compute.models import PackedPairwiseLaplace
+    from psyserve.compute.laplace import PackedPairwiseLaplace
 
     X, y = _pairwise_data(30, 3)
     optima = {}

@@ -24,11 +24,13 @@ from ._common import (
     UnauthenticatedError,
     UnavailableError,
 )
+from ._optimization import ArmEstimate, ExperimentDefinition, GenerationStrategy, Objective
 from .client import AsyncClient, Client
 from .sweeps import AsyncSweepLoop, AsyncSweepTrial, SweepLoop, SweepResults, SweepTrial
 
 __all__ = [
     "AlreadyExistsError",
+    "ArmEstimate",
     "AskResult",
     "AsyncClient",
     "AsyncSweepLoop",
@@ -36,12 +38,15 @@ __all__ = [
     "Client",
     "ConfigureResult",
     "DeadlineExceededError",
+    "ExperimentDefinition",
     "FailedPreconditionError",
     "FinishResult",
+    "GenerationStrategy",
     "InfoResult",
     "InvalidArgumentError",
     "MissingResults",
     "NotFoundError",
+    "Objective",
     "Outcome",
     "Parameter",
     "Prediction",

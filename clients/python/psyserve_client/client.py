@@ -7,10 +7,11 @@ Generated method wrappers are listed explicitly so that type checkers see every 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
+from . import _optimization as opt
 from ._common import (
     AskResult,
     Call,
@@ -31,6 +32,9 @@ from ._common import (
 from ._proto.psyserve.v1 import messages_pb2 as pb
 from ._proto.psyserve.v1 import service_pb2_grpc
 from .sweeps import AsyncSweepLoop, SweepLoop, SweepResults
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 T = TypeVar("T")
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -207,6 +211,70 @@ class Client(_Base):
         """Mark a pending trial abandoned (or failed)."""
         return self._run(self._protocol.abandon_trial(trial_id, failed, reason, strategy_id))
 
+    def plot(
+        self,
+        kind: str = "auto",
+        x: str | None = None,
+        y: str | None = None,
+        fixed: Mapping[str, Value] | None = None,
+        strategy_id: int | None = None,
+        resolution: int = 40,
+        size: tuple[float, float] = (8, 6),
+    ) -> Figure:
+        """A matplotlib Figure of the strategy (needs `psyserve-client[plot]`): kind "field" (P(yes)
+        over `x` and `y` with the target contour, its 95% band and the trials), "slice", "history",
+        "best", "utility" (pairwise) or "auto". Parameters not plotted are held at `fixed` or their
+        midpoint. Reads Info, Parameters, GetConfig, ListTrials and one prediction Query."""
+        from . import plot as plots
+
+        sid = self._protocol._sid(strategy_id)
+        info = self.info(sid)
+        data = plots.plot_data_from_api(
+            info.summary, list(self.parameters(sid).values()), self.get_config(strategy_id=sid), self.list_trials(strategy_id=sid), info.current_strat_can_fit
+        )
+        planned = plots.plan(data, kind, x, y, fixed, resolution)
+        predictions = None
+        if planned.needs_model:
+            answer = self.query("prediction", planned.probability_space, x=planned.points, strategy_id=sid)
+            predictions = plots.predictions_from_query(answer.predictions)
+        return plots.draw(data, planned, predictions, size)
+
+    # ---------------------------------------------------------------- optimisation (Ax-style) experiments
+    def configure_experiment(
+        self, experiment: opt.ExperimentDefinition, name: str = "", metadata: Mapping[str, str] | None = None, request_id: str = ""
+    ) -> ConfigureResult:
+        """Create a strategy from a typed (Ax-style) experiment; it becomes the current strategy."""
+        result = self._run(opt.configure_experiment(experiment, name, metadata, request_id))
+        self._protocol.strategy_id = result.strategy_id
+        return result
+
+    def tell_metrics(
+        self, trial_id: int, raw_data: Any, metadata: Mapping[str, Any] | None = None, sample_size: int | None = None, strategy_id: int | None = None
+    ) -> TellResult:
+        """Ax's raw_data for a trial: mean, (mean, sem) or {metric: mean | (mean, sem)}."""
+        return self._run(opt.tell_metrics(self._protocol._sid(strategy_id), trial_id, raw_data, metadata, sample_size))
+
+    def attach_trial(self, parameters: Mapping[str, Value], ttl_seconds: float = 0.0, strategy_id: int | None = None) -> Trial:
+        """A pending trial at given parameters."""
+        return self._run(opt.attach_trial(self._protocol._sid(strategy_id), parameters, ttl_seconds))
+
+    def best_parameters(self, use_model: bool = True, strategy_id: int | None = None) -> opt.ArmEstimate | None:
+        """The best feasible completed trial (model-predicted in-sample, or observed)."""
+        return self._run(opt.best_parameters(self._protocol._sid(strategy_id), use_model))
+
+    def pareto_front(self, use_model: bool = True, strategy_id: int | None = None) -> list[opt.ArmEstimate]:
+        """The feasible non-dominated completed trials."""
+        return self._run(opt.pareto_front(self._protocol._sid(strategy_id), use_model))
+
+    def predict_metrics(
+        self, parameters: Sequence[Mapping[str, Value]], metrics: Sequence[str] = (), strategy_id: int | None = None
+    ) -> list[opt.ArmEstimate]:
+        """Model mean and SEM of every (or the listed) metric at each parameterisation."""
+        return self._run(opt.predict_metrics(self._protocol._sid(strategy_id), parameters, metrics))
+
+    def optimization_trace(self, strategy_id: int | None = None) -> list[tuple[int, float]]:
+        """(trial id, best feasible objective so far / hypervolume) per completed trial."""
+        return self._run(opt.optimization_trace(self._protocol._sid(strategy_id)))
     # ------------------------------------------------------------------ parameter sweeps
     def configure_sweep(
         self,
@@ -390,6 +458,71 @@ class AsyncClient(_Base):
         """Mark a pending trial abandoned (or failed)."""
         return await self._run(self._protocol.abandon_trial(trial_id, failed, reason, strategy_id))
 
+    async def plot(
+        self,
+        kind: str = "auto",
+        x: str | None = None,
+        y: str | None = None,
+        fixed: Mapping[str, Value] | None = None,
+        strategy_id: int | None = None,
+        resolution: int = 40,
+        size: tuple[float, float] = (8, 6),
+    ) -> Figure:
+        """As Client.plot (the drawing itself runs in the calling thread)."""
+        from . import plot as plots
+
+        sid = self._protocol._sid(strategy_id)
+        info = await self.info(sid)
+        data = plots.plot_data_from_api(
+            info.summary,
+            list((await self.parameters(sid)).values()),
+            await self.get_config(strategy_id=sid),
+            await self.list_trials(strategy_id=sid),
+            info.current_strat_can_fit,
+        )
+        planned = plots.plan(data, kind, x, y, fixed, resolution)
+        predictions = None
+        if planned.needs_model:
+            answer = await self.query("prediction", planned.probability_space, x=planned.points, strategy_id=sid)
+            predictions = plots.predictions_from_query(answer.predictions)
+        return plots.draw(data, planned, predictions, size)
+
+    # ---------------------------------------------------------------- optimisation (Ax-style) experiments
+    async def configure_experiment(
+        self, experiment: opt.ExperimentDefinition, name: str = "", metadata: Mapping[str, str] | None = None, request_id: str = ""
+    ) -> ConfigureResult:
+        """Create a strategy from a typed (Ax-style) experiment; it becomes the current strategy."""
+        result = await self._run(opt.configure_experiment(experiment, name, metadata, request_id))
+        self._protocol.strategy_id = result.strategy_id
+        return result
+
+    async def tell_metrics(
+        self, trial_id: int, raw_data: Any, metadata: Mapping[str, Any] | None = None, sample_size: int | None = None, strategy_id: int | None = None
+    ) -> TellResult:
+        """Ax's raw_data for a trial: mean, (mean, sem) or {metric: mean | (mean, sem)}."""
+        return await self._run(opt.tell_metrics(self._protocol._sid(strategy_id), trial_id, raw_data, metadata, sample_size))
+
+    async def attach_trial(self, parameters: Mapping[str, Value], ttl_seconds: float = 0.0, strategy_id: int | None = None) -> Trial:
+        """A pending trial at given parameters."""
+        return await self._run(opt.attach_trial(self._protocol._sid(strategy_id), parameters, ttl_seconds))
+
+    async def best_parameters(self, use_model: bool = True, strategy_id: int | None = None) -> opt.ArmEstimate | None:
+        """The best feasible completed trial (model-predicted in-sample, or observed)."""
+        return await self._run(opt.best_parameters(self._protocol._sid(strategy_id), use_model))
+
+    async def pareto_front(self, use_model: bool = True, strategy_id: int | None = None) -> list[opt.ArmEstimate]:
+        """The feasible non-dominated completed trials."""
+        return await self._run(opt.pareto_front(self._protocol._sid(strategy_id), use_model))
+
+    async def predict_metrics(
+        self, parameters: Sequence[Mapping[str, Value]], metrics: Sequence[str] = (), strategy_id: int | None = None
+    ) -> list[opt.ArmEstimate]:
+        """Model mean and SEM of every (or the listed) metric at each parameterisation."""
+        return await self._run(opt.predict_metrics(self._protocol._sid(strategy_id), parameters, metrics))
+
+    async def optimization_trace(self, strategy_id: int | None = None) -> list[tuple[int, float]]:
+        """(trial id, best feasible objective so far / hypervolume) per completed trial."""
+        return await self._run(opt.optimization_trace(self._protocol._sid(strategy_id)))
     # ------------------------------------------------------------------ parameter sweeps
     async def configure_sweep(
         self,

@@ -1,7 +1,8 @@
-"""Public API of psyserve's compute side: picklable job specs/results, the pure job functions and the registry.
-Importing this package stays torch-free (torch loads inside jobs); it must not touch server state or I/O."""
+"""Public API of psyserve's compute side: the contract (picklable job specs/results, the registry) and
+the job functions a pool worker runs. Importing this package stays torch-free (torch loads inside
+jobs); it must not touch server state or I/O."""
 
-from psyserve.compute.jobs import (
+from psyserve.compute.contract import (
     KNOWN_ACQFS,
     KNOWN_MODELS,
     GenerateJob,
@@ -14,11 +15,8 @@ from psyserve.compute.jobs import (
     TrainingData,
     acqf_supports,
     canonical_acqf,
-    fit_state,
-    generate,
-    query,
-    worker_init,
 )
+from psyserve.compute.jobs import fit_state, generate, query, worker_init
 
 __all__ = [
     "KNOWN_ACQFS",

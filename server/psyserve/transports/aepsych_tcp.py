@@ -3,6 +3,9 @@ ExperimentService calls and answers in AEPsych's reply shapes.
 
 Owns framing, reply shapes and each connection's current strategy; holds no experiment logic
 (strategies, trials, validation and storage belong to the service).
+
+Longer than ~500 lines on purpose: it is one wire format (AEPsych's), whose framing, request
+readers and reply shapes are read together when its behaviour is checked against AEPsych's.
 """
 
 from __future__ import annotations

@@ -28,14 +28,27 @@ from psyserve_client.wire import (
     SWEEP_ORDER_NAMES,
     TRIAL_STATE_ENUMS,
     TRIAL_STATE_NAMES,
+    from_value,
     from_values,
     to_stimulus,
     to_value,
 )
 
 from ..errors import ServiceError
-from ..params import OutcomeValue, ParameterSpec, RawValue
-from ..service import ExperimentService, ExperimentShape, StrategyView, SweepRequest, SweepView, TrialView
+from ..params import OutcomeValue, ParameterSpec, ParamType, RawValue
+from ..service import (
+    ArmEstimate,
+    ExperimentService,
+    ExperimentShape,
+    OptimizationView,
+    StrategyView,
+    SweepRequest,
+    SweepView,
+    TrialView,
+    TypedExperiment,
+    TypedObjective,
+    TypedParameter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +61,10 @@ def parameter_to_pb(p: ParameterSpec) -> pb.Parameter:
     msg.choices.extend(p.choices)
     if p.value is not None:
         msg.fixed_value.CopyFrom(to_value(p.value))
+    msg.value_type = p.value_type
+    msg.is_ordered = p.is_ordered if p.type is ParamType.CATEGORICAL else False
+    if p.digits is not None:
+        msg.digits = p.digits
     return msg
 
 
@@ -112,6 +129,8 @@ def trial_to_pb(trial: TrialView) -> pb.Trial:
         out = msg.outcomes.add(name=o.name, value=o.value, series=o.series or ())
         if o.sem is not None:
             out.sem = o.sem
+    if trial.sample_size is not None:
+        msg.sample_size = trial.sample_size
     if trial.sweep_index is not None:
         msg.sweep_index = trial.sweep_index
         msg.sweep_run = trial.sweep_run or 0
@@ -145,6 +164,80 @@ def summary_to_pb(view: StrategyView) -> pb.StrategySummary:
         sweep=sweep_summary_to_pb(view.sweep) if view.sweep is not None else None,
         seed=view.seed,
         seed_from_config=view.seed_from_config,
+        optimization=optimization_to_pb(view.optimization) if view.optimization is not None else None,
+    )
+
+
+_METHODS = {"fast": pb.GENERATION_METHOD_FAST, "random_search": pb.GENERATION_METHOD_RANDOM_SEARCH}
+_VALUE_TYPES = {pb.VALUE_TYPE_FLOAT: "float", pb.VALUE_TYPE_INT: "int", pb.VALUE_TYPE_STR: "str", pb.VALUE_TYPE_BOOL: "bool"}
+
+
+def optimization_to_pb(opt: OptimizationView) -> pb.OptimizationConfig:
+    msg = pb.OptimizationConfig(
+        parameter_constraints=list(opt.parameter_constraints),
+        outcome_constraints=list(opt.outcome_constraints),
+        tracking_metrics=list(opt.tracking_metrics),
+    )
+    for metric, minimize, threshold in opt.objectives:
+        objective = msg.objectives.add(metric=metric, minimize=minimize)
+        if threshold is not None:
+            objective.threshold = threshold
+    gs = msg.generation_strategy
+    gs.method = _METHODS[opt.method]
+    gs.max_parallelism = opt.max_parallelism
+    gs.seed = opt.seed
+    if opt.method == "fast":
+        gs.initialization_trials = opt.initialization_trials
+        gs.num_restarts, gs.raw_samples = opt.num_restarts, opt.raw_samples
+    return msg
+
+
+def typed_experiment_from_pb(msg: pb.ExperimentConfig) -> TypedExperiment:
+    parameters = []
+    for p in msg.parameters:
+        kind = p.WhichOneof("kind") or ""
+        if kind == "range":
+            r = p.range
+            parameters.append(
+                TypedParameter(
+                    p.name,
+                    "range",
+                    lower=r.lower,
+                    upper=r.upper,
+                    value_type=_VALUE_TYPES.get(r.value_type, ""),
+                    log_scale=r.log_scale,
+                    digits=r.digits if r.HasField("digits") else None,
+                )
+            )
+        elif kind == "choice":
+            values = tuple(v for v in (from_value(v) for v in p.choice.values) if v is not None)
+            parameters.append(TypedParameter(p.name, "choice", values=values, is_ordered=p.choice.is_ordered))
+        elif kind == "fixed":
+            parameters.append(TypedParameter(p.name, "fixed", value=from_value(p.fixed.value)))
+        else:
+            parameters.append(TypedParameter(p.name, kind))
+    opt = msg.optimization
+    gs = opt.generation_strategy
+    return TypedExperiment(
+        parameters=tuple(parameters),
+        objectives=tuple(TypedObjective(o.metric, o.minimize, o.threshold if o.HasField("threshold") else None) for o in opt.objectives),
+        parameter_constraints=tuple(opt.parameter_constraints),
+        outcome_constraints=tuple(opt.outcome_constraints),
+        tracking_metrics=tuple(opt.tracking_metrics),
+        method="random_search" if gs.method == pb.GENERATION_METHOD_RANDOM_SEARCH else "fast",
+        initialization_trials=gs.initialization_trials if gs.HasField("initialization_trials") else None,
+        seed=gs.seed if gs.HasField("seed") else None,
+        max_parallelism=gs.max_parallelism,
+        num_restarts=gs.num_restarts,
+        raw_samples=gs.raw_samples,
+    )
+
+
+def arm_to_pb(arm: ArmEstimate) -> pb.ArmEstimate:
+    return pb.ArmEstimate(
+        trial_id=arm.trial_id,
+        parameters=to_stimulus(arm.parameters),
+        estimates=[pb.MetricEstimate(metric=m, mean=v, sem=arm.sems[m]) for m, v in arm.means.items()],
     )
 
 
@@ -208,7 +301,10 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
             s = request.sweep
             order = SWEEP_ORDER_NAMES.get(s.order, "index" if s.order == pb.SWEEP_ORDER_UNSPECIFIED else f"unknown ({s.order})")
             sweep = SweepRequest(s.description_json, s.runs, order, s.seed if s.HasField("seed") else None)
-        result = await self.service.configure(request.config_ini, request.name, dict(request.metadata), request.request_id, sweep)
+        experiment = typed_experiment_from_pb(request.experiment) if request.HasField("experiment") else None
+        result = await self.service.configure(
+            request.config_ini, request.name, dict(request.metadata), request.request_id, sweep, experiment=experiment
+        )
         view = result.strategy
         return pb.ConfigureResponse(
             strategy_id=view.strategy_id,
@@ -262,6 +358,7 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
             model_data=request.model_data if request.HasField("model_data") else True,
             metadata=dict(request.metadata),
             request_id=request.request_id,
+            sample_size=request.sample_size if request.HasField("sample_size") else None,
         )
         return pb.TellResponse(
             trial_id=result.trial_id,
@@ -340,6 +437,37 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
     async def AbandonTrial(self, request: pb.AbandonTrialRequest, context: grpc.aio.ServicerContext) -> pb.AbandonTrialResponse:
         trial = await self.service.abandon_trial(request.strategy_id, request.trial_id, request.failed, request.reason)
         return pb.AbandonTrialResponse(trial=trial_to_pb(trial))
+
+    @handles_errors
+    async def AttachTrial(self, request: pb.AttachTrialRequest, context: grpc.aio.ServicerContext) -> pb.AttachTrialResponse:
+        trial = await self.service.attach_trial(request.strategy_id, from_values(request.parameters.values), request.ttl_seconds, request.request_id)
+        return pb.AttachTrialResponse(trial=trial_to_pb(trial))
+
+    @handles_errors
+    async def GetBestParameters(
+        self, request: pb.GetBestParametersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetBestParametersResponse:
+        best = await self.service.best_parameters(request.strategy_id, use_model=not request.use_observed)
+        if best is None:
+            return pb.GetBestParametersResponse(found=False)
+        return pb.GetBestParametersResponse(found=True, best=arm_to_pb(best))
+
+    @handles_errors
+    async def GetParetoFront(self, request: pb.GetParetoFrontRequest, context: grpc.aio.ServicerContext) -> pb.GetParetoFrontResponse:
+        front = await self.service.pareto_front(request.strategy_id, use_model=not request.use_observed)
+        return pb.GetParetoFrontResponse(front=[arm_to_pb(a) for a in front])
+
+    @handles_errors
+    async def PredictMetrics(self, request: pb.PredictMetricsRequest, context: grpc.aio.ServicerContext) -> pb.PredictMetricsResponse:
+        arms = await self.service.predict_metrics(request.strategy_id, [from_values(p.values) for p in request.parameters], list(request.metrics))
+        return pb.PredictMetricsResponse(predictions=[arm_to_pb(a) for a in arms])
+
+    @handles_errors
+    async def GetOptimizationTrace(
+        self, request: pb.GetOptimizationTraceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetOptimizationTraceResponse:
+        trace = await self.service.optimization_trace(request.strategy_id)
+        return pb.GetOptimizationTraceResponse(points=[pb.TracePoint(trial_id=t, value=v) for t, v in trace])
 
     async def ExportData(
         self, request: pb.ExportDataRequest, context: grpc.aio.ServicerContext

@@ -114,6 +114,52 @@ QUERY_TYPE_PREDICTION: QueryType.ValueType  # 3
 QUERY_TYPE_INVERSE: QueryType.ValueType  # 4
 Global___QueryType: _TypeAlias = QueryType  # noqa: Y015
 
+class _ValueType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ValueTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ValueType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VALUE_TYPE_UNSPECIFIED: _ValueType.ValueType  # 0
+    VALUE_TYPE_FLOAT: _ValueType.ValueType  # 1
+    VALUE_TYPE_INT: _ValueType.ValueType  # 2
+    VALUE_TYPE_STR: _ValueType.ValueType  # 3
+    VALUE_TYPE_BOOL: _ValueType.ValueType  # 4
+
+class ValueType(_ValueType, metaclass=_ValueTypeEnumTypeWrapper):
+    """---------------------------------------------------------------------------- Ax-style experiments
+
+    Python type of a parameter's values.
+    """
+
+VALUE_TYPE_UNSPECIFIED: ValueType.ValueType  # 0
+VALUE_TYPE_FLOAT: ValueType.ValueType  # 1
+VALUE_TYPE_INT: ValueType.ValueType  # 2
+VALUE_TYPE_STR: ValueType.ValueType  # 3
+VALUE_TYPE_BOOL: ValueType.ValueType  # 4
+Global___ValueType: _TypeAlias = ValueType  # noqa: Y015
+
+class _GenerationMethod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _GenerationMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_GenerationMethod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    GENERATION_METHOD_UNSPECIFIED: _GenerationMethod.ValueType  # 0
+    GENERATION_METHOD_FAST: _GenerationMethod.ValueType  # 1
+    """quasi-random initialisation, then Bayesian optimisation (Ax's "fast"); the default"""
+    GENERATION_METHOD_RANDOM_SEARCH: _GenerationMethod.ValueType  # 2
+    """quasi-random points only"""
+
+class GenerationMethod(_GenerationMethod, metaclass=_GenerationMethodEnumTypeWrapper): ...
+
+GENERATION_METHOD_UNSPECIFIED: GenerationMethod.ValueType  # 0
+GENERATION_METHOD_FAST: GenerationMethod.ValueType  # 1
+"""quasi-random initialisation, then Bayesian optimisation (Ax's "fast"); the default"""
+GENERATION_METHOD_RANDOM_SEARCH: GenerationMethod.ValueType  # 2
+"""quasi-random points only"""
+Global___GenerationMethod: _TypeAlias = GenerationMethod  # noqa: Y015
+
 class _SweepOrder:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -243,6 +289,9 @@ class Parameter(_message.Message):
     LOG_SCALE_FIELD_NUMBER: _builtins.int
     CHOICES_FIELD_NUMBER: _builtins.int
     FIXED_VALUE_FIELD_NUMBER: _builtins.int
+    VALUE_TYPE_FIELD_NUMBER: _builtins.int
+    DIGITS_FIELD_NUMBER: _builtins.int
+    IS_ORDERED_FIELD_NUMBER: _builtins.int
     VALUES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     type: Global___ParameterType.ValueType
@@ -250,6 +299,12 @@ class Parameter(_message.Message):
     """bounds in raw units (continuous, integer; binary is [0, 1])"""
     upper_bound: _builtins.float
     log_scale: _builtins.bool
+    value_type: _builtins.str
+    """Ax-style typing: the Python type of the values ("int", "float", "str", "bool"; empty: by type)"""
+    digits: _builtins.int
+    """continuous: values are rounded to this many decimal digits"""
+    is_ordered: _builtins.bool
+    """categorical: whether the choices are ordered (modelled by rank when true)"""
     @_builtins.property
     def choices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """categorical choices, in order"""
@@ -274,13 +329,18 @@ class Parameter(_message.Message):
         log_scale: _builtins.bool = ...,
         choices: _abc.Iterable[_builtins.str] | None = ...,
         fixed_value: Global___ParameterValue | None = ...,
+        value_type: _builtins.str = ...,
+        digits: _builtins.int | None = ...,
+        is_ordered: _builtins.bool = ...,
         values: _abc.Iterable[Global___ParameterValue] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["fixed_value", b"fixed_value"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_digits", b"_digits", "digits", b"digits", "fixed_value", b"fixed_value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["choices", b"choices", "fixed_value", b"fixed_value", "log_scale", b"log_scale", "lower_bound", b"lower_bound", "name", b"name", "type", b"type", "upper_bound", b"upper_bound", "values", b"values"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_digits", b"_digits", "choices", b"choices", "digits", b"digits", "fixed_value", b"fixed_value", "is_ordered", b"is_ordered", "log_scale", b"log_scale", "lower_bound", b"lower_bound", "name", b"name", "type", b"type", "upper_bound", b"upper_bound", "value_type", b"value_type", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__digits: _TypeAlias = _typing.Literal["digits"]  # noqa: Y015
+    _WhichOneofArgType__digits: _TypeAlias = _typing.Literal["_digits", b"_digits"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__digits) -> _WhichOneofReturnType__digits | None: ...
 
 Global___Parameter: _TypeAlias = Parameter  # noqa: Y015
 
@@ -356,6 +416,7 @@ class Trial(_message.Message):
     ASKED_AT_FIELD_NUMBER: _builtins.int
     TOLD_AT_FIELD_NUMBER: _builtins.int
     MODEL_DATA_FIELD_NUMBER: _builtins.int
+    SAMPLE_SIZE_FIELD_NUMBER: _builtins.int
     SWEEP_INDEX_FIELD_NUMBER: _builtins.int
     SWEEP_RUN_FIELD_NUMBER: _builtins.int
     SWEEP_PERMUTATION_FIELD_NUMBER: _builtins.int
@@ -369,6 +430,8 @@ class Trial(_message.Message):
     """seconds since the Unix epoch"""
     told_at: _builtins.float
     model_data: _builtins.bool
+    sample_size: _builtins.int
+    """Ax's sample_size of the outcome, when the tell gave one"""
     sweep_index: _builtins.int
     """sweeps: the trial's index i, its run (i div permutations) and permutation (i mod permutations)"""
     sweep_run: _builtins.int
@@ -394,16 +457,22 @@ class Trial(_message.Message):
         asked_at: _builtins.float = ...,
         told_at: _builtins.float = ...,
         model_data: _builtins.bool = ...,
+        sample_size: _builtins.int | None = ...,
         sweep_index: _builtins.int | None = ...,
         sweep_run: _builtins.int = ...,
         sweep_permutation: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_sweep_index", b"_sweep_index", "sweep_index", b"sweep_index"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_sample_size", b"_sample_size", "_sweep_index", b"_sweep_index", "sample_size", b"sample_size", "sweep_index", b"sweep_index"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_sweep_index", b"_sweep_index", "asked_at", b"asked_at", "metadata", b"metadata", "model_data", b"model_data", "outcomes", b"outcomes", "phase_index", b"phase_index", "phase_name", b"phase_name", "state", b"state", "stimuli", b"stimuli", "sweep_index", b"sweep_index", "sweep_permutation", b"sweep_permutation", "sweep_run", b"sweep_run", "told_at", b"told_at", "trial_id", b"trial_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_sample_size", b"_sample_size", "_sweep_index", b"_sweep_index", "asked_at", b"asked_at", "metadata", b"metadata", "model_data", b"model_data", "outcomes", b"outcomes", "phase_index", b"phase_index", "phase_name", b"phase_name", "sample_size", b"sample_size", "state", b"state", "stimuli", b"stimuli", "sweep_index", b"sweep_index", "sweep_permutation", b"sweep_permutation", "sweep_run", b"sweep_run", "told_at", b"told_at", "trial_id", b"trial_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__sample_size: _TypeAlias = _typing.Literal["sample_size"]  # noqa: Y015
+    _WhichOneofArgType__sample_size: _TypeAlias = _typing.Literal["_sample_size", b"_sample_size"]  # noqa: Y015
     _WhichOneofReturnType__sweep_index: _TypeAlias = _typing.Literal["sweep_index"]  # noqa: Y015
     _WhichOneofArgType__sweep_index: _TypeAlias = _typing.Literal["_sweep_index", b"_sweep_index"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sample_size) -> _WhichOneofReturnType__sample_size | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__sweep_index) -> _WhichOneofReturnType__sweep_index | None: ...
 
 Global___Trial: _TypeAlias = Trial  # noqa: Y015
@@ -511,6 +580,7 @@ class StrategySummary(_message.Message):
     STIMULI_PER_TRIAL_FIELD_NUMBER: _builtins.int
     OUTCOME_TYPES_FIELD_NUMBER: _builtins.int
     OUTCOME_NAMES_FIELD_NUMBER: _builtins.int
+    OPTIMIZATION_FIELD_NUMBER: _builtins.int
     SWEEP_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     SEED_FROM_CONFIG_FIELD_NUMBER: _builtins.int
@@ -541,6 +611,10 @@ class StrategySummary(_message.Message):
     @_builtins.property
     def outcome_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
+    def optimization(self) -> Global___OptimizationConfig:
+        """the optimisation part of the experiment (objectives, constraints, generation), when it has one"""
+
+    @_builtins.property
     def sweep(self) -> Global___SweepSummary:
         """set for parameter sweeps: their parameters and progress"""
 
@@ -562,13 +636,14 @@ class StrategySummary(_message.Message):
         stimuli_per_trial: _builtins.int = ...,
         outcome_types: _abc.Iterable[Global___OutcomeType.ValueType] | None = ...,
         outcome_names: _abc.Iterable[_builtins.str] | None = ...,
+        optimization: Global___OptimizationConfig | None = ...,
         sweep: Global___SweepSummary | None = ...,
         seed: _builtins.int = ...,
         seed_from_config: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["sweep", b"sweep"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["optimization", b"optimization", "sweep", b"sweep"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "current_phase_index", b"current_phase_index", "is_finished", b"is_finished", "metadata", b"metadata", "model_data_points", b"model_data_points", "name", b"name", "outcome_names", b"outcome_names", "outcome_types", b"outcome_types", "parameters", b"parameters", "phases", b"phases", "seed", b"seed", "seed_from_config", b"seed_from_config", "stimuli_per_trial", b"stimuli_per_trial", "strategy_id", b"strategy_id", "sweep", b"sweep", "trials_asked", b"trials_asked", "trials_completed", b"trials_completed", "trials_pending", b"trials_pending"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "current_phase_index", b"current_phase_index", "is_finished", b"is_finished", "metadata", b"metadata", "model_data_points", b"model_data_points", "name", b"name", "optimization", b"optimization", "outcome_names", b"outcome_names", "outcome_types", b"outcome_types", "parameters", b"parameters", "phases", b"phases", "seed", b"seed", "seed_from_config", b"seed_from_config", "stimuli_per_trial", b"stimuli_per_trial", "strategy_id", b"strategy_id", "sweep", b"sweep", "trials_asked", b"trials_asked", "trials_completed", b"trials_completed", "trials_pending", b"trials_pending"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -602,6 +677,7 @@ class ConfigureRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    EXPERIMENT_FIELD_NUMBER: _builtins.int
     SWEEP_FIELD_NUMBER: _builtins.int
     config_ini: _builtins.str
     """an AEPsych-style INI experiment config"""
@@ -614,6 +690,10 @@ class ConfigureRequest(_message.Message):
         """free metadata (participant, experiment ...), merged over the config's [metadata] section"""
 
     @_builtins.property
+    def experiment(self) -> Global___ExperimentConfig:
+        """a typed (Ax-style) experiment config: give this or config_ini, not both"""
+
+    @_builtins.property
     def sweep(self) -> Global___SweepConfig:
         """a parameter sweep described PyExpUtils-style (instead of config_ini)"""
 
@@ -624,11 +704,12 @@ class ConfigureRequest(_message.Message):
         name: _builtins.str = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         request_id: _builtins.str = ...,
+        experiment: Global___ExperimentConfig | None = ...,
         sweep: Global___SweepConfig | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["sweep", b"sweep"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["experiment", b"experiment", "sweep", b"sweep"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_ini", b"config_ini", "metadata", b"metadata", "name", b"name", "request_id", b"request_id", "sweep", b"sweep"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_ini", b"config_ini", "experiment", b"experiment", "metadata", b"metadata", "name", b"name", "request_id", b"request_id", "sweep", b"sweep"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -843,6 +924,7 @@ class TellRequest(_message.Message):
     MODEL_DATA_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SAMPLE_SIZE_FIELD_NUMBER: _builtins.int
     strategy_id: _builtins.int
     trial_id: _builtins.int
     """the trial this outcome belongs to (retrying with the same id is safe)"""
@@ -850,6 +932,8 @@ class TellRequest(_message.Message):
     """whether the data point is used by the model (default true)"""
     request_id: _builtins.str
     """optional client-chosen id making a retried Tell safe when no trial id is given"""
+    sample_size: _builtins.int
+    """Ax's sample_size of the outcome (optional)"""
     @_builtins.property
     def stimuli(self) -> Global___StimulusList:
         """a stimulus that was not asked for (or, for pairwise, both stimuli)"""
@@ -872,17 +956,22 @@ class TellRequest(_message.Message):
         model_data: _builtins.bool | None = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         request_id: _builtins.str = ...,
+        sample_size: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_model_data", b"_model_data", "model_data", b"model_data", "stimuli", b"stimuli", "target", b"target", "trial_id", b"trial_id"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_model_data", b"_model_data", "_sample_size", b"_sample_size", "model_data", b"model_data", "sample_size", b"sample_size", "stimuli", b"stimuli", "target", b"target", "trial_id", b"trial_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_model_data", b"_model_data", "metadata", b"metadata", "model_data", b"model_data", "outcomes", b"outcomes", "request_id", b"request_id", "stimuli", b"stimuli", "strategy_id", b"strategy_id", "target", b"target", "trial_id", b"trial_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_model_data", b"_model_data", "_sample_size", b"_sample_size", "metadata", b"metadata", "model_data", b"model_data", "outcomes", b"outcomes", "request_id", b"request_id", "sample_size", b"sample_size", "stimuli", b"stimuli", "strategy_id", b"strategy_id", "target", b"target", "trial_id", b"trial_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__model_data: _TypeAlias = _typing.Literal["model_data"]  # noqa: Y015
     _WhichOneofArgType__model_data: _TypeAlias = _typing.Literal["_model_data", b"_model_data"]  # noqa: Y015
+    _WhichOneofReturnType__sample_size: _TypeAlias = _typing.Literal["sample_size"]  # noqa: Y015
+    _WhichOneofArgType__sample_size: _TypeAlias = _typing.Literal["_sample_size", b"_sample_size"]  # noqa: Y015
     _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["trial_id", "stimuli"]  # noqa: Y015
     _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__model_data) -> _WhichOneofReturnType__model_data | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sample_size) -> _WhichOneofReturnType__sample_size | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType_target) -> _WhichOneofReturnType_target | None: ...
 
@@ -1514,6 +1603,583 @@ class ExportDataResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExportDataResponse: _TypeAlias = ExportDataResponse  # noqa: Y015
+
+@_typing.final
+class RangeParameterConfig(_message.Message):
+    """A range parameter: bounds in raw units."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOWER_FIELD_NUMBER: _builtins.int
+    UPPER_FIELD_NUMBER: _builtins.int
+    VALUE_TYPE_FIELD_NUMBER: _builtins.int
+    LOG_SCALE_FIELD_NUMBER: _builtins.int
+    DIGITS_FIELD_NUMBER: _builtins.int
+    lower: _builtins.float
+    upper: _builtins.float
+    value_type: Global___ValueType.ValueType
+    """float when unspecified"""
+    log_scale: _builtins.bool
+    digits: _builtins.int
+    """round values to this many decimal digits (float parameters)"""
+    def __init__(
+        self,
+        *,
+        lower: _builtins.float = ...,
+        upper: _builtins.float = ...,
+        value_type: Global___ValueType.ValueType = ...,
+        log_scale: _builtins.bool = ...,
+        digits: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_digits", b"_digits", "digits", b"digits"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_digits", b"_digits", "digits", b"digits", "log_scale", b"log_scale", "lower", b"lower", "upper", b"upper", "value_type", b"value_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__digits: _TypeAlias = _typing.Literal["digits"]  # noqa: Y015
+    _WhichOneofArgType__digits: _TypeAlias = _typing.Literal["_digits", b"_digits"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__digits) -> _WhichOneofReturnType__digits | None: ...
+
+Global___RangeParameterConfig: _TypeAlias = RangeParameterConfig  # noqa: Y015
+
+@_typing.final
+class ChoiceParameterConfig(_message.Message):
+    """A choice parameter: one of `values` (all of one type)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUES_FIELD_NUMBER: _builtins.int
+    IS_ORDERED_FIELD_NUMBER: _builtins.int
+    is_ordered: _builtins.bool
+    @_builtins.property
+    def values(self) -> _containers.RepeatedCompositeFieldContainer[Global___ParameterValue]: ...
+    def __init__(
+        self,
+        *,
+        values: _abc.Iterable[Global___ParameterValue] | None = ...,
+        is_ordered: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_ordered", b"is_ordered", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChoiceParameterConfig: _TypeAlias = ChoiceParameterConfig  # noqa: Y015
+
+@_typing.final
+class FixedParameterConfig(_message.Message):
+    """A parameter held at one value."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def value(self) -> Global___ParameterValue: ...
+    def __init__(
+        self,
+        *,
+        value: Global___ParameterValue | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FixedParameterConfig: _TypeAlias = FixedParameterConfig  # noqa: Y015
+
+@_typing.final
+class ParameterConfig(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    RANGE_FIELD_NUMBER: _builtins.int
+    CHOICE_FIELD_NUMBER: _builtins.int
+    FIXED_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def range(self) -> Global___RangeParameterConfig: ...
+    @_builtins.property
+    def choice(self) -> Global___ChoiceParameterConfig: ...
+    @_builtins.property
+    def fixed(self) -> Global___FixedParameterConfig: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        range: Global___RangeParameterConfig | None = ...,
+        choice: Global___ChoiceParameterConfig | None = ...,
+        fixed: Global___FixedParameterConfig | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["choice", b"choice", "fixed", b"fixed", "kind", b"kind", "range", b"range"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["choice", b"choice", "fixed", b"fixed", "kind", b"kind", "name", b"name", "range", b"range"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["range", "choice", "fixed"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___ParameterConfig: _TypeAlias = ParameterConfig  # noqa: Y015
+
+@_typing.final
+class ObjectiveConfig(_message.Message):
+    """One objective metric."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METRIC_FIELD_NUMBER: _builtins.int
+    MINIMIZE_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    metric: _builtins.str
+    minimize: _builtins.bool
+    threshold: _builtins.float
+    """multi-objective: the worst value worth having (the hypervolume reference point)"""
+    def __init__(
+        self,
+        *,
+        metric: _builtins.str = ...,
+        minimize: _builtins.bool = ...,
+        threshold: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_threshold", b"_threshold", "threshold", b"threshold"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_threshold", b"_threshold", "metric", b"metric", "minimize", b"minimize", "threshold", b"threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__threshold: _TypeAlias = _typing.Literal["threshold"]  # noqa: Y015
+    _WhichOneofArgType__threshold: _TypeAlias = _typing.Literal["_threshold", b"_threshold"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__threshold) -> _WhichOneofReturnType__threshold | None: ...
+
+Global___ObjectiveConfig: _TypeAlias = ObjectiveConfig  # noqa: Y015
+
+@_typing.final
+class GenerationStrategyConfig(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METHOD_FIELD_NUMBER: _builtins.int
+    INITIALIZATION_TRIALS_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    MAX_PARALLELISM_FIELD_NUMBER: _builtins.int
+    NUM_RESTARTS_FIELD_NUMBER: _builtins.int
+    RAW_SAMPLES_FIELD_NUMBER: _builtins.int
+    method: Global___GenerationMethod.ValueType
+    initialization_trials: _builtins.int
+    """quasi-random trials before the model takes over; default max(5, 2 * free parameters)"""
+    seed: _builtins.int
+    """seed of the quasi-random sequence and of the model's optimiser (drawn when absent)"""
+    max_parallelism: _builtins.int
+    """most trials pending at once (0: no limit)"""
+    num_restarts: _builtins.int
+    """acquisition optimiser: restarts and raw samples (defaults 5 and 256)"""
+    raw_samples: _builtins.int
+    def __init__(
+        self,
+        *,
+        method: Global___GenerationMethod.ValueType = ...,
+        initialization_trials: _builtins.int | None = ...,
+        seed: _builtins.int | None = ...,
+        max_parallelism: _builtins.int = ...,
+        num_restarts: _builtins.int = ...,
+        raw_samples: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_initialization_trials", b"_initialization_trials", "_seed", b"_seed", "initialization_trials", b"initialization_trials", "seed", b"seed"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_initialization_trials", b"_initialization_trials", "_seed", b"_seed", "initialization_trials", b"initialization_trials", "max_parallelism", b"max_parallelism", "method", b"method", "num_restarts", b"num_restarts", "raw_samples", b"raw_samples", "seed", b"seed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__initialization_trials: _TypeAlias = _typing.Literal["initialization_trials"]  # noqa: Y015
+    _WhichOneofArgType__initialization_trials: _TypeAlias = _typing.Literal["_initialization_trials", b"_initialization_trials"]  # noqa: Y015
+    _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
+    _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__initialization_trials) -> _WhichOneofReturnType__initialization_trials | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
+
+Global___GenerationStrategyConfig: _TypeAlias = GenerationStrategyConfig  # noqa: Y015
+
+@_typing.final
+class OptimizationConfig(_message.Message):
+    """Objectives, constraints and generation of an Ax-style experiment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBJECTIVES_FIELD_NUMBER: _builtins.int
+    PARAMETER_CONSTRAINTS_FIELD_NUMBER: _builtins.int
+    OUTCOME_CONSTRAINTS_FIELD_NUMBER: _builtins.int
+    TRACKING_METRICS_FIELD_NUMBER: _builtins.int
+    GENERATION_STRATEGY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def objectives(self) -> _containers.RepeatedCompositeFieldContainer[Global___ObjectiveConfig]: ...
+    @_builtins.property
+    def parameter_constraints(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """linear constraints on range parameters in raw units: "x1 + 2*x2 <= 3", "x1 <= x2" """
+
+    @_builtins.property
+    def outcome_constraints(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """"metric <= bound" or "metric >= bound" """
+
+    @_builtins.property
+    def tracking_metrics(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """metrics recorded but neither optimised nor constrained"""
+
+    @_builtins.property
+    def generation_strategy(self) -> Global___GenerationStrategyConfig: ...
+    def __init__(
+        self,
+        *,
+        objectives: _abc.Iterable[Global___ObjectiveConfig] | None = ...,
+        parameter_constraints: _abc.Iterable[_builtins.str] | None = ...,
+        outcome_constraints: _abc.Iterable[_builtins.str] | None = ...,
+        tracking_metrics: _abc.Iterable[_builtins.str] | None = ...,
+        generation_strategy: Global___GenerationStrategyConfig | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["generation_strategy", b"generation_strategy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation_strategy", b"generation_strategy", "objectives", b"objectives", "outcome_constraints", b"outcome_constraints", "parameter_constraints", b"parameter_constraints", "tracking_metrics", b"tracking_metrics"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OptimizationConfig: _TypeAlias = OptimizationConfig  # noqa: Y015
+
+@_typing.final
+class ExperimentConfig(_message.Message):
+    """A typed experiment: parameters and the optimisation config. Equivalent to an INI config
+    (GetConfig shows the INI it becomes).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARAMETERS_FIELD_NUMBER: _builtins.int
+    OPTIMIZATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def parameters(self) -> _containers.RepeatedCompositeFieldContainer[Global___ParameterConfig]: ...
+    @_builtins.property
+    def optimization(self) -> Global___OptimizationConfig: ...
+    def __init__(
+        self,
+        *,
+        parameters: _abc.Iterable[Global___ParameterConfig] | None = ...,
+        optimization: Global___OptimizationConfig | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["optimization", b"optimization"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["optimization", b"optimization", "parameters", b"parameters"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExperimentConfig: _TypeAlias = ExperimentConfig  # noqa: Y015
+
+@_typing.final
+class MetricEstimate(_message.Message):
+    """A metric's estimate: mean and standard error (sem is NaN when unknown)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METRIC_FIELD_NUMBER: _builtins.int
+    MEAN_FIELD_NUMBER: _builtins.int
+    SEM_FIELD_NUMBER: _builtins.int
+    metric: _builtins.str
+    mean: _builtins.float
+    sem: _builtins.float
+    def __init__(
+        self,
+        *,
+        metric: _builtins.str = ...,
+        mean: _builtins.float = ...,
+        sem: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mean", b"mean", "metric", b"metric", "sem", b"sem"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MetricEstimate: _TypeAlias = MetricEstimate  # noqa: Y015
+
+@_typing.final
+class ArmEstimate(_message.Message):
+    """An arm's estimates for every modelled metric."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRIAL_ID_FIELD_NUMBER: _builtins.int
+    PARAMETERS_FIELD_NUMBER: _builtins.int
+    ESTIMATES_FIELD_NUMBER: _builtins.int
+    trial_id: _builtins.int
+    @_builtins.property
+    def parameters(self) -> Global___Stimulus: ...
+    @_builtins.property
+    def estimates(self) -> _containers.RepeatedCompositeFieldContainer[Global___MetricEstimate]: ...
+    def __init__(
+        self,
+        *,
+        trial_id: _builtins.int = ...,
+        parameters: Global___Stimulus | None = ...,
+        estimates: _abc.Iterable[Global___MetricEstimate] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["parameters", b"parameters"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimates", b"estimates", "parameters", b"parameters", "trial_id", b"trial_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArmEstimate: _TypeAlias = ArmEstimate  # noqa: Y015
+
+@_typing.final
+class AttachTrialRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STRATEGY_ID_FIELD_NUMBER: _builtins.int
+    PARAMETERS_FIELD_NUMBER: _builtins.int
+    TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    strategy_id: _builtins.int
+    ttl_seconds: _builtins.float
+    """optional lease, as in Ask"""
+    request_id: _builtins.str
+    """optional client-chosen id making a retried attach return the same trial"""
+    @_builtins.property
+    def parameters(self) -> Global___Stimulus: ...
+    def __init__(
+        self,
+        *,
+        strategy_id: _builtins.int = ...,
+        parameters: Global___Stimulus | None = ...,
+        ttl_seconds: _builtins.float = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["parameters", b"parameters"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["parameters", b"parameters", "request_id", b"request_id", "strategy_id", b"strategy_id", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttachTrialRequest: _TypeAlias = AttachTrialRequest  # noqa: Y015
+
+@_typing.final
+class AttachTrialResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRIAL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def trial(self) -> Global___Trial: ...
+    def __init__(
+        self,
+        *,
+        trial: Global___Trial | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["trial", b"trial"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["trial", b"trial"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttachTrialResponse: _TypeAlias = AttachTrialResponse  # noqa: Y015
+
+@_typing.final
+class GetBestParametersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STRATEGY_ID_FIELD_NUMBER: _builtins.int
+    USE_OBSERVED_FIELD_NUMBER: _builtins.int
+    strategy_id: _builtins.int
+    use_observed: _builtins.bool
+    """false (default): model-predicted values of the completed trials; true: observed values"""
+    def __init__(
+        self,
+        *,
+        strategy_id: _builtins.int = ...,
+        use_observed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["strategy_id", b"strategy_id", "use_observed", b"use_observed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBestParametersRequest: _TypeAlias = GetBestParametersRequest  # noqa: Y015
+
+@_typing.final
+class GetBestParametersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FOUND_FIELD_NUMBER: _builtins.int
+    BEST_FIELD_NUMBER: _builtins.int
+    found: _builtins.bool
+    """false when no completed trial is feasible (or none is complete)"""
+    @_builtins.property
+    def best(self) -> Global___ArmEstimate: ...
+    def __init__(
+        self,
+        *,
+        found: _builtins.bool = ...,
+        best: Global___ArmEstimate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["best", b"best"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["best", b"best", "found", b"found"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBestParametersResponse: _TypeAlias = GetBestParametersResponse  # noqa: Y015
+
+@_typing.final
+class GetParetoFrontRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STRATEGY_ID_FIELD_NUMBER: _builtins.int
+    USE_OBSERVED_FIELD_NUMBER: _builtins.int
+    strategy_id: _builtins.int
+    use_observed: _builtins.bool
+    """false (default): model-predicted values of the completed trials; true: observed values"""
+    def __init__(
+        self,
+        *,
+        strategy_id: _builtins.int = ...,
+        use_observed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["strategy_id", b"strategy_id", "use_observed", b"use_observed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetParetoFrontRequest: _TypeAlias = GetParetoFrontRequest  # noqa: Y015
+
+@_typing.final
+class GetParetoFrontResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FRONT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def front(self) -> _containers.RepeatedCompositeFieldContainer[Global___ArmEstimate]:
+        """feasible, non-dominated trials, in trial order"""
+
+    def __init__(
+        self,
+        *,
+        front: _abc.Iterable[Global___ArmEstimate] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["front", b"front"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetParetoFrontResponse: _TypeAlias = GetParetoFrontResponse  # noqa: Y015
+
+@_typing.final
+class PredictMetricsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STRATEGY_ID_FIELD_NUMBER: _builtins.int
+    PARAMETERS_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
+    strategy_id: _builtins.int
+    @_builtins.property
+    def parameters(self) -> _containers.RepeatedCompositeFieldContainer[Global___Stimulus]: ...
+    @_builtins.property
+    def metrics(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """metrics to predict (all modelled metrics when empty)"""
+
+    def __init__(
+        self,
+        *,
+        strategy_id: _builtins.int = ...,
+        parameters: _abc.Iterable[Global___Stimulus] | None = ...,
+        metrics: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["metrics", b"metrics", "parameters", b"parameters", "strategy_id", b"strategy_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PredictMetricsRequest: _TypeAlias = PredictMetricsRequest  # noqa: Y015
+
+@_typing.final
+class PredictMetricsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREDICTIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def predictions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ArmEstimate]:
+        """one per requested parameterisation, in order (trial_id 0)"""
+
+    def __init__(
+        self,
+        *,
+        predictions: _abc.Iterable[Global___ArmEstimate] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["predictions", b"predictions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PredictMetricsResponse: _TypeAlias = PredictMetricsResponse  # noqa: Y015
+
+@_typing.final
+class GetOptimizationTraceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STRATEGY_ID_FIELD_NUMBER: _builtins.int
+    strategy_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        strategy_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["strategy_id", b"strategy_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetOptimizationTraceRequest: _TypeAlias = GetOptimizationTraceRequest  # noqa: Y015
+
+@_typing.final
+class TracePoint(_message.Message):
+    """Best feasible observed objective so far (hypervolume for several objectives), per completed trial."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRIAL_ID_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    trial_id: _builtins.int
+    value: _builtins.float
+    def __init__(
+        self,
+        *,
+        trial_id: _builtins.int = ...,
+        value: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["trial_id", b"trial_id", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TracePoint: _TypeAlias = TracePoint  # noqa: Y015
+
+@_typing.final
+class GetOptimizationTraceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POINTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def points(self) -> _containers.RepeatedCompositeFieldContainer[Global___TracePoint]: ...
+    def __init__(
+        self,
+        *,
+        points: _abc.Iterable[Global___TracePoint] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["points", b"points"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetOptimizationTraceResponse: _TypeAlias = GetOptimizationTraceResponse  # noqa: Y015
 
 @_typing.final
 class SweepConfig(_message.Message):

@@ -100,6 +100,31 @@ class ExperimentServiceStub:
                 request_serializer=psyserve_dot_v1_dot_messages__pb2.ExportDataRequest.SerializeToString,
                 response_deserializer=psyserve_dot_v1_dot_messages__pb2.ExportDataResponse.FromString,
                 _registered_method=True)
+        self.AttachTrial = channel.unary_unary(
+                '/psyserve.v1.ExperimentService/AttachTrial',
+                request_serializer=psyserve_dot_v1_dot_messages__pb2.AttachTrialRequest.SerializeToString,
+                response_deserializer=psyserve_dot_v1_dot_messages__pb2.AttachTrialResponse.FromString,
+                _registered_method=True)
+        self.GetBestParameters = channel.unary_unary(
+                '/psyserve.v1.ExperimentService/GetBestParameters',
+                request_serializer=psyserve_dot_v1_dot_messages__pb2.GetBestParametersRequest.SerializeToString,
+                response_deserializer=psyserve_dot_v1_dot_messages__pb2.GetBestParametersResponse.FromString,
+                _registered_method=True)
+        self.GetParetoFront = channel.unary_unary(
+                '/psyserve.v1.ExperimentService/GetParetoFront',
+                request_serializer=psyserve_dot_v1_dot_messages__pb2.GetParetoFrontRequest.SerializeToString,
+                response_deserializer=psyserve_dot_v1_dot_messages__pb2.GetParetoFrontResponse.FromString,
+                _registered_method=True)
+        self.PredictMetrics = channel.unary_unary(
+                '/psyserve.v1.ExperimentService/PredictMetrics',
+                request_serializer=psyserve_dot_v1_dot_messages__pb2.PredictMetricsRequest.SerializeToString,
+                response_deserializer=psyserve_dot_v1_dot_messages__pb2.PredictMetricsResponse.FromString,
+                _registered_method=True)
+        self.GetOptimizationTrace = channel.unary_unary(
+                '/psyserve.v1.ExperimentService/GetOptimizationTrace',
+                request_serializer=psyserve_dot_v1_dot_messages__pb2.GetOptimizationTraceRequest.SerializeToString,
+                response_deserializer=psyserve_dot_v1_dot_messages__pb2.GetOptimizationTraceResponse.FromString,
+                _registered_method=True)
         self.ListMissingResults = channel.unary_unary(
                 '/psyserve.v1.ExperimentService/ListMissingResults',
                 request_serializer=psyserve_dot_v1_dot_messages__pb2.ListMissingResultsRequest.SerializeToString,
@@ -121,7 +146,7 @@ class ExperimentServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Configure(self, request, context):
-        """Create a strategy from an AEPsych-style INI config.
+        """Create a strategy from an AEPsych-style INI config or a typed (Ax-style) experiment config.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -206,6 +231,41 @@ class ExperimentServiceServicer:
 
     def ExportData(self, request, context):
         """Every trial of one strategy (or all), streamed in trial order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AttachTrial(self, request, context):
+        """Add a trial at given parameters (Ax's attach_trial): pending until told.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBestParameters(self, request, context):
+        """The best completed trial of a single-objective experiment (model-predicted by default).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetParetoFront(self, request, context):
+        """The Pareto-optimal completed trials of a multi-objective experiment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PredictMetrics(self, request, context):
+        """Model predictions (mean, sem) of every metric at given parameters.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOptimizationTrace(self, request, context):
+        """Best objective so far (or hypervolume) after each completed trial.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -299,6 +359,31 @@ def add_ExperimentServiceServicer_to_server(servicer, server):
                     servicer.ExportData,
                     request_deserializer=psyserve_dot_v1_dot_messages__pb2.ExportDataRequest.FromString,
                     response_serializer=psyserve_dot_v1_dot_messages__pb2.ExportDataResponse.SerializeToString,
+            ),
+            'AttachTrial': grpc.unary_unary_rpc_method_handler(
+                    servicer.AttachTrial,
+                    request_deserializer=psyserve_dot_v1_dot_messages__pb2.AttachTrialRequest.FromString,
+                    response_serializer=psyserve_dot_v1_dot_messages__pb2.AttachTrialResponse.SerializeToString,
+            ),
+            'GetBestParameters': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBestParameters,
+                    request_deserializer=psyserve_dot_v1_dot_messages__pb2.GetBestParametersRequest.FromString,
+                    response_serializer=psyserve_dot_v1_dot_messages__pb2.GetBestParametersResponse.SerializeToString,
+            ),
+            'GetParetoFront': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetParetoFront,
+                    request_deserializer=psyserve_dot_v1_dot_messages__pb2.GetParetoFrontRequest.FromString,
+                    response_serializer=psyserve_dot_v1_dot_messages__pb2.GetParetoFrontResponse.SerializeToString,
+            ),
+            'PredictMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.PredictMetrics,
+                    request_deserializer=psyserve_dot_v1_dot_messages__pb2.PredictMetricsRequest.FromString,
+                    response_serializer=psyserve_dot_v1_dot_messages__pb2.PredictMetricsResponse.SerializeToString,
+            ),
+            'GetOptimizationTrace': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOptimizationTrace,
+                    request_deserializer=psyserve_dot_v1_dot_messages__pb2.GetOptimizationTraceRequest.FromString,
+                    response_serializer=psyserve_dot_v1_dot_messages__pb2.GetOptimizationTraceResponse.SerializeToString,
             ),
             'ListMissingResults': grpc.unary_unary_rpc_method_handler(
                     servicer.ListMissingResults,
@@ -667,6 +752,141 @@ class ExperimentService:
             '/psyserve.v1.ExperimentService/ExportData',
             psyserve_dot_v1_dot_messages__pb2.ExportDataRequest.SerializeToString,
             psyserve_dot_v1_dot_messages__pb2.ExportDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AttachTrial(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/psyserve.v1.ExperimentService/AttachTrial',
+            psyserve_dot_v1_dot_messages__pb2.AttachTrialRequest.SerializeToString,
+            psyserve_dot_v1_dot_messages__pb2.AttachTrialResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBestParameters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/psyserve.v1.ExperimentService/GetBestParameters',
+            psyserve_dot_v1_dot_messages__pb2.GetBestParametersRequest.SerializeToString,
+            psyserve_dot_v1_dot_messages__pb2.GetBestParametersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetParetoFront(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/psyserve.v1.ExperimentService/GetParetoFront',
+            psyserve_dot_v1_dot_messages__pb2.GetParetoFrontRequest.SerializeToString,
+            psyserve_dot_v1_dot_messages__pb2.GetParetoFrontResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PredictMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/psyserve.v1.ExperimentService/PredictMetrics',
+            psyserve_dot_v1_dot_messages__pb2.PredictMetricsRequest.SerializeToString,
+            psyserve_dot_v1_dot_messages__pb2.PredictMetricsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOptimizationTrace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/psyserve.v1.ExperimentService/GetOptimizationTrace',
+            psyserve_dot_v1_dot_messages__pb2.GetOptimizationTraceRequest.SerializeToString,
+            psyserve_dot_v1_dot_messages__pb2.GetOptimizationTraceResponse.FromString,
             options,
             channel_credentials,
             insecure,

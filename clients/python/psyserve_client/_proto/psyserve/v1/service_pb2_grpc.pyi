@@ -35,7 +35,7 @@ class ExperimentServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ExperimentServiceAsyncStub: ...
     Configure: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ConfigureRequest, _messages_pb2.ConfigureResponse]
-    """Create a strategy from an AEPsych-style INI config."""
+    """Create a strategy from an AEPsych-style INI config or a typed (Ax-style) experiment config."""
     Resume: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ResumeRequest, _messages_pb2.ResumeResponse]
     """Look up a strategy by id or name."""
     Ask: _grpc.UnaryUnaryMultiCallable[_messages_pb2.AskRequest, _messages_pb2.AskResponse]
@@ -60,6 +60,16 @@ class ExperimentServiceStub:
     """Mark a pending trial failed or abandoned."""
     ExportData: _grpc.UnaryStreamMultiCallable[_messages_pb2.ExportDataRequest, _messages_pb2.ExportDataResponse]
     """Every trial of one strategy (or all), streamed in trial order."""
+    AttachTrial: _grpc.UnaryUnaryMultiCallable[_messages_pb2.AttachTrialRequest, _messages_pb2.AttachTrialResponse]
+    """Add a trial at given parameters (Ax's attach_trial): pending until told."""
+    GetBestParameters: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetBestParametersRequest, _messages_pb2.GetBestParametersResponse]
+    """The best completed trial of a single-objective experiment (model-predicted by default)."""
+    GetParetoFront: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetParetoFrontRequest, _messages_pb2.GetParetoFrontResponse]
+    """The Pareto-optimal completed trials of a multi-objective experiment."""
+    PredictMetrics: _grpc.UnaryUnaryMultiCallable[_messages_pb2.PredictMetricsRequest, _messages_pb2.PredictMetricsResponse]
+    """Model predictions (mean, sem) of every metric at given parameters."""
+    GetOptimizationTrace: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetOptimizationTraceRequest, _messages_pb2.GetOptimizationTraceResponse]
+    """Best objective so far (or hypervolume) after each completed trial."""
     ListMissingResults: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ListMissingResultsRequest, _messages_pb2.ListMissingResultsResponse]
     """Sweeps: the indices without a result for a number of runs (PyExpUtils' listMissingResults)."""
     ExtendSweep: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ExtendSweepRequest, _messages_pb2.ExtendSweepResponse]
@@ -71,7 +81,7 @@ class ExperimentServiceStub:
 class ExperimentServiceAsyncStub(ExperimentServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Configure: _aio.UnaryUnaryMultiCallable[_messages_pb2.ConfigureRequest, _messages_pb2.ConfigureResponse]  # type: ignore[assignment]
-    """Create a strategy from an AEPsych-style INI config."""
+    """Create a strategy from an AEPsych-style INI config or a typed (Ax-style) experiment config."""
     Resume: _aio.UnaryUnaryMultiCallable[_messages_pb2.ResumeRequest, _messages_pb2.ResumeResponse]  # type: ignore[assignment]
     """Look up a strategy by id or name."""
     Ask: _aio.UnaryUnaryMultiCallable[_messages_pb2.AskRequest, _messages_pb2.AskResponse]  # type: ignore[assignment]
@@ -96,6 +106,16 @@ class ExperimentServiceAsyncStub(ExperimentServiceStub):
     """Mark a pending trial failed or abandoned."""
     ExportData: _aio.UnaryStreamMultiCallable[_messages_pb2.ExportDataRequest, _messages_pb2.ExportDataResponse]  # type: ignore[assignment]
     """Every trial of one strategy (or all), streamed in trial order."""
+    AttachTrial: _aio.UnaryUnaryMultiCallable[_messages_pb2.AttachTrialRequest, _messages_pb2.AttachTrialResponse]  # type: ignore[assignment]
+    """Add a trial at given parameters (Ax's attach_trial): pending until told."""
+    GetBestParameters: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetBestParametersRequest, _messages_pb2.GetBestParametersResponse]  # type: ignore[assignment]
+    """The best completed trial of a single-objective experiment (model-predicted by default)."""
+    GetParetoFront: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetParetoFrontRequest, _messages_pb2.GetParetoFrontResponse]  # type: ignore[assignment]
+    """The Pareto-optimal completed trials of a multi-objective experiment."""
+    PredictMetrics: _aio.UnaryUnaryMultiCallable[_messages_pb2.PredictMetricsRequest, _messages_pb2.PredictMetricsResponse]  # type: ignore[assignment]
+    """Model predictions (mean, sem) of every metric at given parameters."""
+    GetOptimizationTrace: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetOptimizationTraceRequest, _messages_pb2.GetOptimizationTraceResponse]  # type: ignore[assignment]
+    """Best objective so far (or hypervolume) after each completed trial."""
     ListMissingResults: _aio.UnaryUnaryMultiCallable[_messages_pb2.ListMissingResultsRequest, _messages_pb2.ListMissingResultsResponse]  # type: ignore[assignment]
     """Sweeps: the indices without a result for a number of runs (PyExpUtils' listMissingResults)."""
     ExtendSweep: _aio.UnaryUnaryMultiCallable[_messages_pb2.ExtendSweepRequest, _messages_pb2.ExtendSweepResponse]  # type: ignore[assignment]
@@ -110,7 +130,7 @@ class ExperimentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _messages_pb2.ConfigureRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.ConfigureResponse, _abc.Awaitable[_messages_pb2.ConfigureResponse]]:
-        """Create a strategy from an AEPsych-style INI config."""
+        """Create a strategy from an AEPsych-style INI config or a typed (Ax-style) experiment config."""
 
     @_abc_1.abstractmethod
     def Resume(
@@ -207,6 +227,46 @@ class ExperimentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_messages_pb2.ExportDataResponse], _abc.AsyncIterator[_messages_pb2.ExportDataResponse]]:
         """Every trial of one strategy (or all), streamed in trial order."""
+
+    @_abc_1.abstractmethod
+    def AttachTrial(
+        self,
+        request: _messages_pb2.AttachTrialRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.AttachTrialResponse, _abc.Awaitable[_messages_pb2.AttachTrialResponse]]:
+        """Add a trial at given parameters (Ax's attach_trial): pending until told."""
+
+    @_abc_1.abstractmethod
+    def GetBestParameters(
+        self,
+        request: _messages_pb2.GetBestParametersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.GetBestParametersResponse, _abc.Awaitable[_messages_pb2.GetBestParametersResponse]]:
+        """The best completed trial of a single-objective experiment (model-predicted by default)."""
+
+    @_abc_1.abstractmethod
+    def GetParetoFront(
+        self,
+        request: _messages_pb2.GetParetoFrontRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.GetParetoFrontResponse, _abc.Awaitable[_messages_pb2.GetParetoFrontResponse]]:
+        """The Pareto-optimal completed trials of a multi-objective experiment."""
+
+    @_abc_1.abstractmethod
+    def PredictMetrics(
+        self,
+        request: _messages_pb2.PredictMetricsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.PredictMetricsResponse, _abc.Awaitable[_messages_pb2.PredictMetricsResponse]]:
+        """Model predictions (mean, sem) of every metric at given parameters."""
+
+    @_abc_1.abstractmethod
+    def GetOptimizationTrace(
+        self,
+        request: _messages_pb2.GetOptimizationTraceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.GetOptimizationTraceResponse, _abc.Awaitable[_messages_pb2.GetOptimizationTraceResponse]]:
+        """Best objective so far (or hypervolume) after each completed trial."""
 
     @_abc_1.abstractmethod
     def ListMissingResults(

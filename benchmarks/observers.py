@@ -1,5 +1,6 @@
 """Simulated observers (psychophysics test functions) and accuracy metrics for tests and benchmarks, in numpy.
-Works on RAW parameter values; must not touch torch, the models, the server or any I/O."""
+Works on RAW parameter values; must not touch torch, the models, the server or any I/O. Not part of the
+server package: benchmarks import it from their own folder, tests through tests/conftest.py."""
 
 from __future__ import annotations
 

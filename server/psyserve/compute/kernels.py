@@ -1,0 +1,201 @@
+"""Kernels: the GPyTorch kernel builders and their detached evaluation (torch and numpy forms).
+
+Owns how a fitted kernel and prior mean are evaluated outside GPyTorch; must not fit models or
+know about acquisitions or jobs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from gpytorch.constraints import GreaterThan, Interval
+from gpytorch.kernels import Kernel, MaternKernel, RBFKernel, ScaleKernel
+from gpytorch.means import ConstantMean, Mean
+from gpytorch.priors import GammaPrior, SmoothedBoxPrior
+from torch import Tensor
+
+from psyserve.compute.numerics import DTYPE
+
+#: Output-scale bounds of the classification kernel (latent variance).
+OUTPUTSCALE_BOUNDS = (1.0, 4.0)
+
+
+def make_kernel(
+    d: int,
+    kind: str = "rbf",
+    lengthscale_prior: tuple[float, float] = (3.0, 6.0),
+    outputscale_bounds: tuple[float, float] = OUTPUTSCALE_BOUNDS,
+) -> ScaleKernel:
+    r"""ARD RBF / Matern-5/2 kernel for ``d``-dim unit-cube inputs.
+
+    Gamma(a, b) length-scale prior (default Gamma(3, 6): mean 0.5, mode 1/3) and a
+    ScaleKernel whose output scale is constrained to ``outputscale_bounds``.
+    """
+    conc, rate = lengthscale_prior
+    mode = (conc - 1.0) / rate
+    ls_kw: dict[str, Any] = dict(
+        ard_num_dims=d,
+        lengthscale_prior=GammaPrior(conc, rate),
+        lengthscale_constraint=GreaterThan(1e-3, transform=None, initial_value=mode),
+    )
+    k = kind.lower().replace("-", "").replace("_", "")
+    if k in ("rbf", "se", "squaredexponential"):
+        base: Kernel = RBFKernel(**ls_kw)
+    elif k in ("matern52", "matern"):
+        base = MaternKernel(nu=2.5, **ls_kw)
+    else:
+        raise ValueError(f"unknown kernel {kind!r} (use 'rbf' or 'matern52')")
+    lo, hi = outputscale_bounds
+    init = min(max(2.0, lo), hi)
+    sk = ScaleKernel(
+        base,
+        # transform=None: a box constraint handed to L-BFGS-B (a sigmoid transform lets the
+        # raw value run off towards infinity when the ELBO pushes against the bound).
+        outputscale_constraint=Interval(lo, hi, transform=None, initial_value=init),
+    )
+    return sk.to(DTYPE)
+
+
+def stationary_kernel(X1: Tensor, X2: Tensor, lengthscale: Tensor, scale: Tensor, kind: str, nu: float = 2.5) -> Tensor:
+    r"""Scaled ARD RBF (``kind="rbf"``) or Matern-``nu`` kernel, broadcasting.
+
+    ``X1``: ``... x q1 x d``, ``X2``: ``... x q2 x d``, ``lengthscale``: ``d`` (or 1) ->
+    ``... x q1 x q2``. Differentiable in the inputs and the hyper-parameters.
+    """
+    diff = (X1 / lengthscale).unsqueeze(-2) - (X2 / lengthscale).unsqueeze(-3)
+    d2 = diff.pow(2).sum(-1)
+    if kind == "rbf":
+        return scale * torch.exp(-0.5 * d2)
+    r = d2.clamp_min(1e-30).sqrt()
+    if nu == 0.5:
+        k = torch.exp(-r)
+    elif nu == 1.5:
+        s = math.sqrt(3.0) * r
+        k = (1.0 + s) * torch.exp(-s)
+    else:
+        s = math.sqrt(5.0) * r
+        k = (1.0 + s + s.pow(2) / 3.0) * torch.exp(-s)
+    return scale * k
+
+
+def stationary_np(q: np.ndarray, kind: str, nu: float = 2.5) -> tuple[np.ndarray, np.ndarray]:
+    r"""The unit-scale stationary kernel as a function of ``q = sum_d (a_d - x_d)^2 / l_d^2``, in numpy:
+    ``k(q)`` and ``k'(q) = -2 dk/dq``, from which both gradient forms follow:
+
+        input:        d k(a, x) / d x   = k' (a - x) / l^2
+        length-scale: d k(a, x) / d l_d = k' (a_d - x_d)^2 / l_d^3
+
+    RBF (``kind="rbf"``): ``k = exp(-q / 2)``, ``k' = k``; Matern-5/2: ``r = sqrt(5 q)``,
+    ``k = (1 + r + r^2 / 3) e^{-r}``, ``k' = 5/3 (1 + r) e^{-r}``; Matern-3/2: ``r = sqrt(3 q)``,
+    ``k = (1 + r) e^{-r}``, ``k' = 3 e^{-r}``. The same kernel as ``stationary_kernel`` (torch).
+    """
+    if kind == "rbf":
+        k = np.exp(-0.5 * q)
+        return k, k
+    r = np.sqrt(np.maximum(q, 1e-30))
+    if nu == 2.5:
+        s = math.sqrt(5.0) * r
+        e = np.exp(-s)
+        return (1.0 + s + s**2 / 3.0) * e, (5.0 / 3.0) * (1.0 + s) * e
+    if nu == 1.5:
+        s = math.sqrt(3.0) * r
+        e = np.exp(-s)
+        return (1.0 + s) * e, 3.0 * e
+    raise ValueError(f"no numpy form for a Matern-{nu} kernel")
+
+
+def kernel_input_grad_np(
+    A: np.ndarray, X: np.ndarray, lengthscale: np.ndarray, scale: float, kind: str, nu: float = 2.5
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""``K = k(A, X)`` (``a x b``), ``A - X`` (``a x b x d``) and ``K'`` with ``d k(a_j, x_b) / d x_b =
+    K'_jb (a_j - x_b) / l^2`` (scaled by the output scale)."""
+    diff = A[:, None, :] - X[None, :, :]
+    k, kp = stationary_np(((diff / lengthscale) ** 2).sum(-1), kind, nu)
+    return scale * k, diff, scale * kp
+
+
+def kernel_lengthscale_grad_np(
+    D2: np.ndarray, lengthscale: np.ndarray, kind: str, nu: float = 2.5
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Unit-scale ``k`` and ``d k / d l_d`` (``... x d``) from squared differences ``D2`` (``... x d``)."""
+    k, kp = stationary_np((D2 / lengthscale**2).sum(-1), kind, nu)
+    return k, kp[..., None] * D2 / lengthscale**3
+
+
+class KernelFn:
+    r"""Detached, broadcasting evaluation of a fitted GPyTorch kernel.
+
+    ``k(X1, X2)``: ``... x q1 x d`` and ``... x q2 x d`` -> ``... x q1 x q2``, with the
+    batch dims broadcast. Differentiable w.r.t. the inputs. Fast paths for
+    (Scale)RBF / (Scale)Matern kernels; other kernels go through GPyTorch.
+    """
+
+    def __init__(self, covar_module: Kernel) -> None:
+        self.module = covar_module
+        scale: Tensor | None = None
+        base = covar_module
+        if isinstance(base, ScaleKernel):
+            scale = base.outputscale.detach().reshape(())
+            base = base.base_kernel
+        self.scale = torch.ones((), dtype=DTYPE) if scale is None else scale.to(DTYPE)
+        self.kind: str = "generic"
+        self.nu = 0.0
+        if isinstance(base, RBFKernel) and base.active_dims is None:
+            self.kind = "rbf"
+        elif isinstance(base, MaternKernel) and base.active_dims is None:
+            self.kind = "matern"
+            self.nu = float(base.nu)
+        self.lengthscale = (
+            base.lengthscale.detach().reshape(-1).to(DTYPE) if self.kind != "generic" else torch.ones(1, dtype=DTYPE)
+        )
+
+    def __call__(self, X1: Tensor, X2: Tensor) -> Tensor:
+        if self.kind == "generic":
+            shape = torch.broadcast_shapes(X1.shape[:-2], X2.shape[:-2])
+            X1b = X1.expand(*shape, *X1.shape[-2:])
+            X2b = X2.expand(*shape, *X2.shape[-2:])
+            return self.module(X1b, X2b).to_dense()
+        return stationary_kernel(X1, X2, self.lengthscale, self.scale, self.kind, self.nu)
+
+    def diag(self, X: Tensor) -> Tensor:
+        r"""Prior variance ``k(x, x)``: ``... x q x d`` -> ``... x q``."""
+        if self.kind == "generic":
+            return self.module(X, X, diag=True).to_dense()
+        return self.scale.expand(X.shape[:-1])
+
+
+class ConstantMeanFn:
+    r"""A constant prior mean ``c``: ``... x q x d`` -> ``... x q`` (no dependence on ``x``)."""
+
+    def __init__(self, c: Tensor) -> None:
+        self.c = c.detach().reshape(()).to(DTYPE)
+
+    def __call__(self, X: Tensor) -> Tensor:
+        return self.c.expand(X.shape[:-1])
+
+
+def prior_mean_fn(mean_module: Mean | None) -> Callable[[Tensor], Tensor]:
+    r"""Detached prior mean ``... x q x d`` -> ``... x q``."""
+    if mean_module is None:
+        return ConstantMeanFn(torch.zeros((), dtype=DTYPE))
+    if isinstance(mean_module, ConstantMean):
+        return ConstantMeanFn(mean_module.constant)
+    return lambda X: mean_module(X).detach()
+
+
+def pairwise_kernel(d: int) -> ScaleKernel:
+    r"""PairwiseGP's default priors (Gamma(2.4, 2.7) length scales, boxed output scale), with ARD over ``d``."""
+    conc, rate = 2.4, 2.7
+    return ScaleKernel(
+        RBFKernel(
+            ard_num_dims=d,
+            lengthscale_prior=GammaPrior(conc, rate),
+            lengthscale_constraint=GreaterThan(1e-4, transform=None, initial_value=(conc - 1) / rate),
+        ),
+        outputscale_prior=SmoothedBoxPrior(a=1e-2, b=1e2),
+        outputscale_constraint=Interval(5e-3, 2e2, initial_value=1.0),
+    ).to(DTYPE)

@@ -1,0 +1,376 @@
+"""Numerics of the Ax-style optimisation jobs: BoTorch's SingleTaskGP per metric in a ModelListGP,
+qLogNEI / qLogNEHVI with outcome constraints, optimize_acqf under linear constraints.
+Imports torch/BoTorch; imports only the contract in compute/optimization.py; no server state or I/O."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from botorch.acquisition import AcquisitionFunction
+from scipy.stats import qmc
+
+from psyserve.compute.optimization import (
+    MetricData,
+    OptimizationGenerateJob,
+    OptimizationGenerateResult,
+    OptimizationProblem,
+    OptimizationReadoutJob,
+    OptimizationReadoutResult,
+    OptimizationState,
+)
+
+DTYPE = torch.double
+MIN_RELATIVE_NOISE = 1e-6  # a known SEM of 0 becomes this fraction of the metric's variance
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(int(seed) % (2**63))
+        yield
+
+
+# ---------------------------------------------------------------------- models
+def _metric_rows(data: MetricData, j: int) -> np.ndarray:
+    return np.isfinite(data.Y[:, j])
+
+
+def _fit(problem: OptimizationProblem, data: MetricData, warm: OptimizationState | None, maxiter: int) -> tuple[list, OptimizationState]:
+    """One SingleTaskGP per metric (fixed noise where every observation has a SEM, inferred otherwise)."""
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.models import SingleTaskGP
+    from botorch.models.transforms.outcome import Standardize
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    models = []
+    states: list[dict[str, list]] = []
+    for j in range(len(problem.metrics)):
+        rows = _metric_rows(data, j)
+        X = torch.tensor(data.X[rows], dtype=DTYPE)
+        y = torch.tensor(data.Y[rows, j : j + 1], dtype=DTYPE)
+        yvar_np = data.Yvar[rows, j : j + 1]
+        train_Yvar = None
+        if len(yvar_np) and np.all(np.isfinite(yvar_np)):
+            floor = MIN_RELATIVE_NOISE * max(float(np.var(data.Y[rows, j])), 1e-12)
+            train_Yvar = torch.tensor(np.maximum(yvar_np, floor), dtype=DTYPE)
+        model = SingleTaskGP(X, y, train_Yvar=train_Yvar, outcome_transform=Standardize(m=1))
+        fixed_noise = train_Yvar is not None
+        if warm is not None and j < len(warm.hyperparameters):
+            saved = warm.hyperparameters[j]
+            if bool(saved.get("__fixed_noise__", [0])[0]) == fixed_noise:
+                with contextlib.suppress(Exception):
+                    model.load_state_dict({k: torch.tensor(v, dtype=DTYPE) for k, v in saved.items() if not k.startswith("__")}, strict=False)
+        mll = ExactMarginalLogLikelihood(model.likelihood, model)
+        try:
+            fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": maxiter}})
+        except Exception:  # a failed fit keeps the (prior or warm) hyper-parameters
+            pass
+        model.eval()
+        models.append(model)
+        state = {k: v.detach().tolist() for k, v in model.state_dict().items() if "outcome_transform" not in k and v.numel() < 10_000}
+        state["__fixed_noise__"] = [1.0 if fixed_noise else 0.0]
+        states.append(state)
+    return models, OptimizationState(states, len(data.X))
+
+
+def _constraint_callables(problem: OptimizationProblem) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+    """BoTorch outcome constraints: feasible where the callable is <= 0."""
+    return [_outcome_constraint(c.index, c.bound, c.upper) for c in problem.outcome_constraints]
+
+
+def _outcome_constraint(index: int, bound: float, upper: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    def slack(Z: torch.Tensor) -> torch.Tensor:
+        return Z[..., index] - bound if upper else bound - Z[..., index]
+
+    return slack
+
+
+def _objective(index: int, sign: float) -> Callable[..., torch.Tensor]:
+    def value(Z: torch.Tensor, X: torch.Tensor | None = None) -> torch.Tensor:
+        return sign * Z[..., index]
+
+    return value
+
+
+# ---------------------------------------------------------------------- points
+def _quasi_random(problem: OptimizationProblem, n: int, seed: int, fixed: dict[int, float]) -> np.ndarray:
+    """n scrambled-Sobol points satisfying the linear constraints (by rejection)."""
+    engine = qmc.Sobol(d=problem.dim, scramble=True, seed=seed)
+    found: list[np.ndarray] = []
+    for _ in range(64):
+        U = engine.random(256)
+        for i, v in fixed.items():
+            U[:, i] = v
+        found.extend(U[problem.feasible_unit(U)])
+        if len(found) >= n:
+            return np.array(found[:n])
+    raise ValueError("the parameter constraints leave too little of the space to sample (no feasible point in 16,384 draws)")
+
+
+def _repair(U: np.ndarray, problem: OptimizationProblem, fixed: dict[int, float], seed: int) -> np.ndarray:
+    """Clip to the cube, pin fixed dimensions and project rows that break a linear constraint by
+    round-off back inside; rows still infeasible are replaced by quasi-random feasible points."""
+    U = np.clip(np.asarray(U, dtype=float), 0.0, 1.0)
+    free = np.ones(problem.dim, dtype=bool)
+    for i, v in fixed.items():
+        U[:, i] = v
+        free[i] = False
+    for _ in range(50):
+        clean = True
+        for c in problem.linear_constraints:
+            a = np.asarray(c.coefficients) * free
+            excess = U @ np.asarray(c.coefficients) - (c.bound - 1e-12 * max(1.0, abs(c.bound)))
+            bad = excess > 0
+            if bad.any() and a @ a > 0:
+                clean = False
+                U[bad] -= (excess[bad] / (a @ a))[:, None] * a
+                U = np.clip(U, 0.0, 1.0)
+        if clean:
+            break
+    bad_rows = ~problem.feasible_unit(U)
+    if bad_rows.any():
+        U[bad_rows] = _quasi_random(problem, int(bad_rows.sum()), seed, fixed)
+    return U
+
+
+def _signed_objectives(problem: OptimizationProblem, values: np.ndarray) -> np.ndarray:
+    """k x n_objectives, larger is better."""
+    return np.stack([(-1.0 if o.minimize else 1.0) * values[:, o.index] for o in problem.objectives], axis=-1)
+
+
+def _feasible(problem: OptimizationProblem, values: np.ndarray) -> np.ndarray:
+    ok = np.all(np.isfinite(values[:, [o.index for o in problem.objectives]]), axis=1)
+    for c in problem.outcome_constraints:
+        column = values[:, c.index]
+        ok &= np.isfinite(column) & ((column <= c.bound) if c.upper else (column >= c.bound))
+    return ok
+
+
+def _reference_point(problem: OptimizationProblem, values: np.ndarray) -> np.ndarray:
+    """Signed thresholds where given; otherwise BoTorch's inferred reference point from the
+    observed (feasible, else all) Pareto front."""
+    from botorch.utils.multi_objective.hypervolume import infer_reference_point
+    from botorch.utils.multi_objective.pareto import is_non_dominated
+
+    signed = _signed_objectives(problem, values)
+    usable = np.all(np.isfinite(signed), axis=1)
+    feasible = _feasible(problem, values) & usable
+    pool = signed[feasible] if feasible.any() else signed[usable]
+    if len(pool):
+        Y = torch.tensor(pool, dtype=DTYPE)
+        inferred = infer_reference_point(Y[is_non_dominated(Y)]).numpy()
+    else:
+        inferred = np.zeros(len(problem.objectives))
+    ref = inferred.copy()
+    for k, o in enumerate(problem.objectives):
+        if o.threshold is not None:
+            ref[k] = (-1.0 if o.minimize else 1.0) * o.threshold
+    return np.asarray(ref, dtype=float)
+
+
+def generate_points(job: OptimizationGenerateJob) -> OptimizationGenerateResult:
+    problem, data, n = job.problem, job.data, int(job.num_points)
+    fixed = {int(k): float(v) for k, v in job.fixed.items()}
+    seed = int(job.seed)
+    counts = [int(_metric_rows(data, j).sum()) for j in range(len(problem.metrics))]
+    if len(data.X) == 0 or min(counts) == 0:
+        return OptimizationGenerateResult(_quasi_random(problem, n, seed, fixed), job.warm_state, 0.0, 0.0)
+    from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+    from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
+    from botorch.acquisition.multi_objective.objective import WeightedMCMultiOutputObjective
+    from botorch.acquisition.objective import GenericMCObjective
+    from botorch.models import ModelListGP
+    from botorch.optim import optimize_acqf
+    from botorch.sampling.normal import SobolQMCNormalSampler
+
+    options = job.options
+    with _seeded(seed):
+        t0 = time.perf_counter()
+        models, state = _fit(problem, data, job.warm_state, int(options.get("fit_maxiter", 200)))
+        fit_seconds = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        model = ModelListGP(*models)
+        X_baseline = torch.tensor(np.unique(data.X, axis=0), dtype=DTYPE)
+        sampler = SobolQMCNormalSampler(sample_shape=torch.Size([int(options.get("mc_samples", 64))]), seed=seed)
+        constraints = _constraint_callables(problem) or None
+        pending = torch.tensor(job.pending, dtype=DTYPE) if job.pending is not None and len(job.pending) else None
+        acqf: AcquisitionFunction
+        if len(problem.objectives) > 1:
+            weights = torch.tensor([-1.0 if o.minimize else 1.0 for o in problem.objectives], dtype=DTYPE)
+            objective = WeightedMCMultiOutputObjective(weights=weights, outcomes=[o.index for o in problem.objectives])
+            acqf = qLogNoisyExpectedHypervolumeImprovement(
+                model=model,
+                ref_point=_reference_point(problem, data.Y).tolist(),
+                X_baseline=X_baseline,
+                sampler=sampler,
+                objective=objective,
+                constraints=constraints,
+                X_pending=pending,
+                prune_baseline=True,
+                cache_root=bool(options.get("cache_root", 1)),
+            )
+        else:
+            o = problem.objectives[0]
+            sign = -1.0 if o.minimize else 1.0
+            acqf = qLogNoisyExpectedImprovement(
+                model=model,
+                X_baseline=X_baseline,
+                sampler=sampler,
+                objective=GenericMCObjective(_objective(o.index, sign)),
+                constraints=constraints,
+                X_pending=pending,
+                prune_baseline=True,
+                cache_root=bool(options.get("cache_root", 1)),
+            )
+        d = problem.dim
+        bounds = torch.stack([torch.zeros(d, dtype=DTYPE), torch.ones(d, dtype=DTYPE)])
+        inequality = []
+        for c in problem.linear_constraints:
+            coef = np.asarray(c.coefficients, dtype=float)
+            if np.maximum(coef, 0.0).sum() <= c.bound:
+                continue  # holds everywhere in the cube: no need to slow the optimiser with it
+            idx = np.flatnonzero(coef)
+            # BoTorch: sum(coefficients * x[indices]) >= rhs
+            inequality.append((torch.tensor(idx, dtype=torch.long), torch.tensor(-coef[idx], dtype=DTYPE), float(-c.bound)))
+        restarts, raw = int(options.get("restarts", 5)), int(options.get("samps", 256))
+        maxiter = int(options.get("maxiter", 100))
+        if not inequality:
+            candidates, _ = optimize_acqf(
+                acqf, bounds=bounds, q=n, num_restarts=restarts, raw_samples=raw, fixed_features=fixed or None,
+                options={"batch_limit": restarts, "init_batch_limit": raw, "maxiter": maxiter}, sequential=n > 1,
+            )
+        else:
+            candidates = _optimize_constrained(acqf, problem, bounds, inequality, fixed, n, restarts, raw, maxiter, seed)
+        points = _repair(candidates.detach().numpy().reshape(n, d), problem, fixed, seed)
+        generate_seconds = time.perf_counter() - t1
+    return OptimizationGenerateResult(points, state, fit_seconds, generate_seconds)
+
+
+def _optimize_constrained(
+    acqf: AcquisitionFunction,
+    problem: OptimizationProblem,
+    bounds: torch.Tensor,
+    inequality: list,
+    fixed: dict[int, float],
+    n: int,
+    restarts: int,
+    raw: int,
+    maxiter: int,
+    seed: int,
+) -> torch.Tensor:
+    """optimize_acqf with inequality constraints, one point at a time (earlier points pending),
+    started from feasible scrambled-Sobol raw samples (rejection) picked by BoTorch's
+    initialize_q_batch: cheaper than BoTorch's hit-and-run polytope sampler, same optimiser (SLSQP)."""
+    from botorch.optim import optimize_acqf
+    from botorch.optim.initializers import initialize_q_batch
+
+    base_pending = getattr(acqf, "X_pending", None)
+    chosen: list[torch.Tensor] = []
+    for k in range(n):
+        if chosen:
+            extra = torch.cat(chosen, dim=0)
+            acqf.set_X_pending(extra if base_pending is None else torch.cat([base_pending, extra], dim=0))
+        X_raw = torch.tensor(_quasi_random(problem, raw, seed + 7919 * k, fixed), dtype=DTYPE).unsqueeze(1)
+        with torch.no_grad():
+            values = torch.cat([acqf(chunk) for chunk in X_raw.split(512)])
+        picked = initialize_q_batch(X_raw, values, n=min(restarts, raw))
+        start = picked[0] if isinstance(picked, tuple) else picked
+        candidate, _ = optimize_acqf(
+            acqf,
+            bounds=bounds,
+            q=1,
+            num_restarts=start.shape[0],
+            batch_initial_conditions=start,
+            inequality_constraints=inequality,
+            fixed_features=fixed or None,
+            options={"batch_limit": 1, "maxiter": maxiter},
+        )
+        chosen.append(candidate.detach().reshape(1, -1))
+    acqf.set_X_pending(base_pending)
+    return torch.cat(chosen, dim=0)
+
+
+# ---------------------------------------------------------------------- read-outs
+def _predict(models: list, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    Xt = torch.tensor(X, dtype=DTYPE)
+    means, sems = [], []
+    with torch.no_grad():
+        for model in models:
+            posterior = model.posterior(Xt)
+            means.append(posterior.mean.reshape(-1).numpy())
+            sems.append(posterior.variance.clamp_min(0).sqrt().reshape(-1).numpy())
+    return np.stack(means, axis=-1), np.stack(sems, axis=-1)
+
+
+def _hypervolume(signed: np.ndarray, ref: np.ndarray) -> float:
+    from botorch.utils.multi_objective.hypervolume import Hypervolume
+    from botorch.utils.multi_objective.pareto import is_non_dominated
+
+    better = signed[np.all(signed > ref, axis=1)]
+    if not len(better):
+        return 0.0
+    Y = torch.tensor(better, dtype=DTYPE)
+    return float(Hypervolume(torch.tensor(ref, dtype=DTYPE)).compute(Y[is_non_dominated(Y)]))
+
+
+def readout(job: OptimizationReadoutJob) -> OptimizationReadoutResult:
+    from botorch.utils.multi_objective.pareto import is_non_dominated
+
+    problem, data = job.problem, job.data
+    m = len(problem.metrics)
+    empty = np.zeros((0, m))
+    fit_seconds = 0.0
+    observed_sem = np.sqrt(np.where(np.isfinite(data.Yvar), np.maximum(data.Yvar, 0.0), np.nan))
+    needs_model = job.kind == "predict" or (job.use_model and job.kind in ("best", "pareto"))
+    values, sems = data.Y, observed_sem
+    if needs_model:
+        counts = [int(_metric_rows(data, j).sum()) for j in range(m)]
+        if min(counts, default=0) == 0:
+            raise ValueError("no model yet: a metric has no observations")
+        with _seeded(job.seed):
+            t0 = time.perf_counter()
+            models, _ = _fit(problem, data, job.warm_state, 200)
+            fit_seconds = time.perf_counter() - t0
+            if job.kind == "predict":
+                assert job.x is not None
+                mean, sem = _predict(models, np.asarray(job.x, dtype=float))
+                return OptimizationReadoutResult(list(range(len(mean))), mean, sem, np.zeros(0), fit_seconds)
+            values, sems = _predict(models, data.X)
+    if job.kind == "trace":
+        trace = np.full(len(data.X), math.nan)
+        feasible = _feasible(problem, data.Y)
+        if len(problem.objectives) == 1:
+            o = problem.objectives[0]
+            best = math.nan
+            for i in range(len(data.X)):
+                if feasible[i]:
+                    v = float(data.Y[i, o.index])
+                    best = v if math.isnan(best) else (min(best, v) if o.minimize else max(best, v))
+                trace[i] = best
+        else:
+            ref = _reference_point(problem, data.Y)
+            signed = _signed_objectives(problem, data.Y)
+            for i in range(len(data.X)):
+                so_far = feasible[: i + 1]
+                trace[i] = _hypervolume(signed[: i + 1][so_far], ref) if so_far.any() else math.nan
+        return OptimizationReadoutResult([], empty, empty, trace, fit_seconds)
+    feasible = _feasible(problem, values)
+    candidates = np.flatnonzero(feasible)
+    rows: list[int] = []
+    if len(candidates):
+        signed = _signed_objectives(problem, values[candidates])
+        if job.kind == "best":
+            if len(problem.objectives) != 1:
+                raise ValueError("best parameters need one objective; use the Pareto front for several")
+            rows = [int(candidates[int(np.argmax(signed[:, 0]))])]
+        else:
+            mask = is_non_dominated(torch.tensor(signed, dtype=DTYPE), deduplicate=True).numpy()
+            rows = [int(r) for r in np.asarray(candidates)[mask]]
+    return OptimizationReadoutResult(rows, values[rows] if rows else empty, sems[rows] if rows else empty, np.zeros(0), fit_seconds)

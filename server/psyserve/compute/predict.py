@@ -1,0 +1,85 @@
+"""Queries of a fitted model: predictions with intervals, and the max / min / inverse of the prediction.
+
+Must not build models or know about jobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from psyserve.compute.acquisition import PredictionObjective
+from psyserve.compute.contract import (
+    CLASSIFICATION,
+)
+from psyserve.compute.models import FittedModel
+from psyserve.compute.numerics import DTYPE
+from psyserve.compute.optimize import _optimize
+
+
+def _uses_probability(fitted: FittedModel, probability_space: bool) -> bool:
+    return probability_space and fitted.kind == CLASSIFICATION
+
+
+def optimize_prediction(
+    fitted: FittedModel,
+    query_type: str,
+    probability_space: bool,
+    target: float | None,
+    fixed: Mapping[int, float],
+    seed: int,
+    restarts: int = 10,
+    raw_samples: int = 1000,
+    timeout: float = 10.0,
+) -> np.ndarray:
+    r"""``x`` (``1 x d``) maximising / minimising the prediction, or matching ``target``.
+
+    The prediction is the response probability ``Phi(mu / sqrt(1 + var))`` for
+    classification with ``probability_space``, else the posterior (latent / response) mean.
+    """
+    if query_type not in ("max", "min", "inverse"):
+        raise ValueError(f"unknown query type {query_type!r}")
+    if query_type == "inverse" and target is None:
+        raise ValueError("inverse query needs a target y")
+    obj = PredictionObjective(
+        fitted.model, fitted.latent, query_type, _uses_probability(fitted, probability_space), target, fitted.link
+    )
+    x = _optimize(obj, fitted.dim, 1, fixed, restarts, raw_samples, 200, timeout, seed)
+    return x.numpy().astype(np.float64)
+
+
+def predict(fitted: FittedModel, x: np.ndarray, probability_space: bool) -> dict[str, np.ndarray]:
+    r"""Posterior summaries at ``x`` (``m x d``).
+
+    Returns:
+        Dict of length-``m`` arrays: ``mean`` / ``variance`` (latent; regression: of the
+        mean response), ``probability`` (classification: ``Phi(mu / sqrt(1 + var))``;
+        otherwise the mean; with a floor objective's link ``E[floor + (1 - floor) F(f)]``), ``lower`` / ``upper`` (95%: ``mu -+ 1.96 sd``, mapped through
+        ``Phi`` for classification with ``probability_space``).
+    """
+    X = torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=DTYPE).reshape(-1, fitted.dim)
+    mus, vs = [], []
+    with torch.no_grad():
+        for chunk in X.split(2048):
+            mu, var = fitted.latent.mean_variance(chunk)
+            mus.append(mu)
+            vs.append(var)
+    mu = torch.cat(mus) if mus else torch.zeros(0, dtype=DTYPE)
+    var = torch.cat(vs) if vs else torch.zeros(0, dtype=DTYPE)
+    sd = var.sqrt()
+    lo, hi = mu - 1.959963984540054 * sd, mu + 1.959963984540054 * sd
+    if fitted.kind == CLASSIFICATION:
+        prob = fitted.link.expected_prob(mu, var)
+        if probability_space:
+            lo, hi = fitted.link.prob(lo), fitted.link.prob(hi)
+    else:
+        prob = mu
+    return {
+        "mean": mu.numpy().copy(),
+        "variance": var.numpy().copy(),
+        "probability": prob.numpy().copy(),
+        "lower": lo.numpy().copy(),
+        "upper": hi.numpy().copy(),
+    }

@@ -1,0 +1,545 @@
+"""The dashboard's ASGI app: strategy list, a page per strategy, JSON + server-sent events, plots, CSV, /metrics.
+
+Reads only the ExperimentService's public methods (resume, list_strategies, list_trials, query)
+and psyserve.export's rows; plots are drawn by psyserve_client.plot in a separate low-priority
+process, model queries run at background priority. Knows nothing of gRPC or the journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import html
+import io
+import json
+import logging
+import multiprocessing
+import os
+import socket
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from psyserve_client.plot import PlotError, default_kind, plan
+
+from ..errors import FailedPrecondition, NotFound, ServiceError, Unavailable
+from ..export import columns, trial_rows, write_csv
+from ..observability import CONTENT_TYPE, Metrics
+from ..plots import figure_bytes, plot_data, predict
+from ..service import ExperimentService, StrategyView
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+COOKIE = "psyserve_session"
+ASSET_VERSION = "1"
+WATCH_SECONDS = 0.2  # how often the watcher looks for changes (pages update within a second)
+TRIAL_PLOT_SECONDS = 2.0  # at most one redraw per strategy and plot this often (trial-only plots)
+MODEL_PLOT_SECONDS = 5.0  # ... (plots that need a model query)
+RENDER_TIMEOUT = 30.0
+MAX_TABLE_ROWS = 500
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+# ---------------------------------------------------------------------- change watching
+def version_of(view: StrategyView) -> str:
+    """Changes whenever an ask, tell, abandon or phase change touches the strategy."""
+    return f"{view.trials_asked}.{view.trials_completed}.{view.trials_pending}.{view.current_phase_index}.{int(view.is_finished)}.{view.last_activity:.6f}"
+
+
+class Watcher:
+    """Polls the service's views while anyone listens; wakes listeners when a strategy changed."""
+
+    def __init__(self, service: ExperimentService, interval: float = WATCH_SECONDS) -> None:
+        self.service = service
+        self.interval = interval
+        self.versions: dict[int, str] = {}
+        self._changed = asyncio.Event()
+        self._listeners = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def snapshot(self) -> dict[int, str]:
+        self.versions = {v.strategy_id: version_of(v) for v in self.service.list_strategies()}
+        return self.versions
+
+    async def _run(self) -> None:
+        seen, settling = self.service.change_count, False
+        while True:
+            await asyncio.sleep(self.interval)
+            count = self.service.change_count
+            if count == seen and not settling:
+                continue  # nothing journaled since the last look: no views to build
+            # one more look after the count moved: the change may be applied just after it is counted
+            settling, seen = count != seen, count
+            before = self.versions
+            if self.snapshot() != before:
+                changed, self._changed = self._changed, asyncio.Event()
+                changed.set()
+
+    @contextlib.asynccontextmanager
+    async def listening(self) -> AsyncIterator[None]:
+        self._listeners += 1
+        if self._task is None or self._task.done():
+            self.snapshot()
+            self._task = asyncio.create_task(self._run(), name="dashboard-watcher")
+        try:
+            yield
+        finally:
+            self._listeners -= 1
+            if not self._listeners and self._task is not None:
+                self._task.cancel()
+                self._task = None
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait for the next change (True) or the timeout (False)."""
+        event = self._changed
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+# ---------------------------------------------------------------------- rendering
+def _render_init() -> None:
+    """The render process runs well below the compute workers' priority (they are at nice 5): on a
+    busy machine plots wait, asks do not. It imports matplotlib once."""
+    with contextlib.suppress(OSError):
+        os.nice(15)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.figure
+
+
+@dataclass
+class _Cached:
+    version: str
+    body: bytes
+    drawn_at: float
+
+
+@dataclass
+class Renderer:
+    """Draws plots in one separate process, caches them per strategy, plot and data version, and
+    redraws a plot at most every TRIAL_PLOT_SECONDS (MODEL_PLOT_SECONDS when it needs the model)."""
+
+    service: ExperimentService
+    cache: dict[tuple[int, str], _Cached] = field(default_factory=dict)
+    inflight: dict[tuple[int, str], asyncio.Future[bytes]] = field(default_factory=dict)
+    executor: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self.executor is None:
+            self.executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_render_init)
+        return self.executor
+
+    async def plot(self, strategy_id: int, kind: str) -> tuple[bytes, bool]:
+        """(PNG bytes, fresh?) for a plot of the strategy as it is now, or the last one drawn when
+        it was drawn too recently. Raises NotFound, PlotError or FailedPrecondition (no model yet)."""
+        view = self.service.resume(strategy_id=strategy_id)
+        version = version_of(view)
+        key = (strategy_id, kind)
+        cached = self.cache.get(key)
+        if cached is not None and cached.version == version:
+            return cached.body, True
+        throttle = TRIAL_PLOT_SECONDS if kind in ("history", "best", "sweep") else MODEL_PLOT_SECONDS
+        if cached is not None and time.monotonic() - cached.drawn_at < throttle:
+            return cached.body, False
+        future = self.inflight.get(key)
+        if future is None:
+            future = asyncio.ensure_future(self._draw(strategy_id, kind, version))
+            self.inflight[key] = future
+            future.add_done_callback(lambda _: self.inflight.pop(key, None))
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), RENDER_TIMEOUT), True
+        except TimeoutError:
+            if cached is not None:
+                return cached.body, False
+            raise Unavailable("the plot is still being drawn (the compute pool is busy): try again shortly") from None
+
+    async def _draw(self, strategy_id: int, kind: str, version: str) -> bytes:
+        data = plot_data(self.service, strategy_id)
+        planned = plan(data, kind)
+        predictions = await predict(self.service, strategy_id, planned, background=True)
+        loop = asyncio.get_running_loop()
+        body = await loop.run_in_executor(self._executor(), figure_bytes, data, planned, predictions, "png", (8, 5))
+        self.cache[(strategy_id, kind)] = _Cached(version, body, time.monotonic())
+        return body
+
+    def close(self) -> None:
+        for future in self.inflight.values():
+            future.cancel()
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.executor = None
+
+
+# ---------------------------------------------------------------------- access
+class Access:
+    """The API's token guards the dashboard too: `Authorization: Bearer`, or a session cookie got
+    by giving the token once (the prompt, or `?token=`). The cookie holds an HMAC of the token."""
+
+    def __init__(self, token: str | None) -> None:
+        self.token = token
+        self.session = hmac.new(token.encode(), b"psyserve-dashboard-session", hashlib.sha256).hexdigest() if token else ""
+
+    def token_ok(self, offered: str) -> bool:
+        return self.token is not None and hmac.compare_digest(offered.encode(), self.token.encode())
+
+    def allowed(self, request: Request) -> bool:
+        if self.token is None:
+            return True
+        cookie = request.cookies.get(COOKIE, "")
+        if cookie and hmac.compare_digest(cookie.encode(), self.session.encode()):
+            return True
+        scheme, _, offered = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and self.token_ok(offered.strip())
+
+    def set_cookie(self, response: Response, secure: bool) -> None:
+        response.set_cookie(COOKIE, self.session, httponly=True, samesite="strict", secure=secure, path="/")
+
+
+# ---------------------------------------------------------------------- pages
+def _page(title: str, body: str, script: str | None = None, data: dict[str, str] | None = None) -> str:
+    attrs = "".join(f' data-{k}="{html.escape(v)}"' for k, v in (data or {}).items())
+    script_tag = f'<script src="/static/{script}?v={ASSET_VERSION}" defer></script>' if script else ""
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f'<meta name=viewport content="width=device-width, initial-scale=1"><title>{html.escape(title)}</title>'
+        f'<link rel=stylesheet href="/static/style.css?v={ASSET_VERSION}">{script_tag}</head>'
+        f"<body{attrs}><header><a href=/>psyserve</a> <span>{html.escape(title)}</span>"
+        '<span id=live class=live title="live updates">●</span></header><main>'
+        f"{body}</main></body></html>"
+    )
+
+
+def _login_page(message: str, next_path: str) -> str:
+    return _page(
+        "sign in",
+        f"<p class=error>{html.escape(message)}</p>"
+        '<form method=post action="/login" class=login>'
+        f'<input type=hidden name=next value="{html.escape(next_path)}">'
+        '<label>Server token <input type=password name=token autocomplete=current-password autofocus></label>'
+        "<button type=submit>Open dashboard</button></form>",
+    )
+
+
+def _safe_next(path: str) -> str:
+    """Only paths on this site (never //host or scheme://) are followed after signing in."""
+    return path if path.startswith("/") and not path.startswith("//") and "\\" not in path else "/"
+
+
+def _strategy_json(view: StrategyView) -> dict[str, Any]:
+    phase = view.phases[view.current_phase_index]
+    return {
+        "id": view.strategy_id,
+        "name": view.name,
+        "metadata": view.metadata,
+        "phase": phase.name,
+        "phase_index": view.current_phase_index,
+        "phase_count": len(view.phases),
+        "finished": view.is_finished,
+        "trials_completed": view.trials_completed,
+        "trials_pending": view.trials_pending,
+        "trials_asked": view.trials_asked,
+        "last_activity": view.last_activity,
+        "model_asks": view.model_asks,
+        "precomputed_asks": view.precomputed_asks,
+        "hit_rate": view.precomputed_asks / view.model_asks if view.model_asks else None,
+        "version": version_of(view),
+    }
+
+
+def _value_text(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+class DashboardApp:
+    """The ASGI app. `app` is the Starlette application; mount it or serve it with DashboardServer."""
+
+    def __init__(self, service: ExperimentService, token: str | None = None, metrics: Metrics | None = None, secure_cookie: bool = False) -> None:
+        self.service = service
+        self.access = Access(token)
+        self.metrics = metrics
+        self.secure_cookie = secure_cookie
+        self.watcher = Watcher(service)
+        self.renderer = Renderer(service)
+        self.app = Starlette(
+            routes=[
+                Route("/", self.index),
+                Route("/login", self.login, methods=["GET", "POST"]),
+                Route("/s/{sid:int}", self.strategy_page),
+                Route("/s/{sid:int}/trials.csv", self.csv),
+                Route("/s/{sid:int}/plot/{kind:str}.png", self.plot),
+                Route("/api/strategies", self.api_strategies),
+                Route("/api/strategies/{sid:int}", self.api_strategy),
+                Route("/api/events", self.events),
+                Route("/metrics", self.metrics_endpoint),
+                Mount("/static", StaticFiles(directory=STATIC), name="static"),
+            ],
+        )
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            send = _with_headers(send)
+        await self.app(scope, receive, send)
+
+    def close(self) -> None:
+        self.watcher.close()
+        self.renderer.close()
+
+    # ------------------------------------------------------------ access
+    def _denied(self, request: Request, page: bool) -> Response | None:
+        """None if the request may see data; else the answer to give (a sign-in page, or 401)."""
+        offered = request.query_params.get("token")
+        if page and offered is not None:
+            if self.access.token is None or self.access.token_ok(offered):
+                query = urllib.parse.urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
+                response = RedirectResponse(request.url.path + (f"?{query}" if query else ""), status_code=303)
+                if self.access.token is not None:
+                    self.access.set_cookie(response, self.secure_cookie)
+                return response
+            return HTMLResponse(_login_page("That token is not this server's token.", request.url.path), status_code=401)
+        if self.access.allowed(request):
+            return None
+        if page:
+            return HTMLResponse(_login_page("This dashboard needs the server's token.", request.url.path), status_code=401)
+        return JSONResponse({"error": "unauthenticated: sign in at /login or send 'authorization: Bearer <token>'"}, status_code=401)
+
+    async def login(self, request: Request) -> Response:
+        if request.method == "GET":
+            if self.access.token is None or self.access.allowed(request):
+                return RedirectResponse("/", status_code=303)
+            return HTMLResponse(_login_page("This dashboard needs the server's token.", "/"))
+        body = (await request.body())[:8192].decode("utf-8", "replace")
+        form = urllib.parse.parse_qs(body)
+        token = (form.get("token") or [""])[0]
+        target = _safe_next((form.get("next") or ["/"])[0])
+        if self.access.token is not None and not self.access.token_ok(token):
+            return HTMLResponse(_login_page("That token is not this server's token.", target), status_code=401)
+        response = RedirectResponse(target, status_code=303)
+        if self.access.token is not None:
+            self.access.set_cookie(response, self.secure_cookie)
+        return response
+
+    # ------------------------------------------------------------ pages
+    async def index(self, request: Request) -> Response:
+        if (denied := self._denied(request, page=True)) is not None:
+            return denied
+        body = (
+            "<h1>Strategies</h1><table id=strategies class=grid><thead><tr>"
+            "<th>id</th><th>name</th><th>participant / metadata</th><th>phase</th><th>done</th><th>pending</th>"
+            "<th>last activity</th><th>speculation hits</th></tr></thead><tbody></tbody></table>"
+            "<p class=hint>Updates live. <a href=/metrics>/metrics</a></p>"
+        )
+        return HTMLResponse(_page("strategies", body, "dashboard.js", {"page": "list"}))
+
+    async def strategy_page(self, request: Request) -> Response:
+        if (denied := self._denied(request, page=True)) is not None:
+            return denied
+        sid = int(request.path_params["sid"])
+        try:
+            view = self.service.resume(strategy_id=sid)
+        except NotFound:
+            return HTMLResponse(_page("not found", f"<p class=error>No strategy {sid}.</p>"), status_code=404)
+        title = f"strategy {sid}" + (f" {view.name}" if view.name else "")
+        body = (
+            f"<h1>{html.escape(title)}</h1><div id=summary class=summary></div>"
+            f'<p><a id=csv href="/s/{sid}/trials.csv" download>Download trials (CSV)</a></p>'
+            "<div id=plots class=plots></div>"
+            "<h2>Trials</h2><table id=trials class=grid><thead></thead><tbody></tbody></table>"
+        )
+        return HTMLResponse(_page(title, body, "dashboard.js", {"page": "strategy", "strategy": str(sid)}))
+
+    # ------------------------------------------------------------ data
+    async def api_strategies(self, request: Request) -> Response:
+        if (denied := self._denied(request, page=False)) is not None:
+            return denied
+        views = sorted(self.service.list_strategies(), key=lambda v: v.strategy_id)
+        return JSONResponse({"now": time.time(), "strategies": [_strategy_json(v) for v in views]})
+
+    async def api_strategy(self, request: Request) -> Response:
+        if (denied := self._denied(request, page=False)) is not None:
+            return denied
+        sid = int(request.path_params["sid"])
+        try:
+            view = self.service.resume(strategy_id=sid)
+            data = plot_data(self.service, sid)
+        except NotFound as exc:
+            return JSONResponse({"error": exc.message}, status_code=404)
+        kinds = ["history"]
+        main = default_kind(data)
+        if main != "history":
+            kinds.insert(0, main)
+        trials = sorted(data.trials, key=lambda t: -t.trial_id)[:MAX_TABLE_ROWS]
+        return JSONResponse(
+            {
+                "now": time.time(),
+                "strategy": _strategy_json(view),
+                "phases": [{"name": p.name, "generator": p.generator, "model": p.model, "acqf": p.acqf, "asks": p.asks, "finished": p.finished} for p in view.phases],
+                "parameters": [p.name for p in data.parameters],
+                "plots": kinds,
+                "trials_total": len(data.trials),
+                "trials": [
+                    {
+                        "id": t.trial_id,
+                        "state": t.state,
+                        "phase": t.phase_name,
+                        "params": [{k: _value_text(v) for k, v in s.items()} for s in t.stimuli],
+                        "outcomes": {o.name: o.value for o in t.outcomes},
+                        "metadata": t.metadata,
+                    }
+                    for t in trials
+                ],
+            }
+        )
+
+    async def events(self, request: Request) -> Response:
+        """Server-sent events: the strategies' versions, whenever one changes (and every 15 s)."""
+        if (denied := self._denied(request, page=False)) is not None:
+            return denied
+
+        async def stream() -> AsyncIterator[str]:
+            async with self.watcher.listening():
+                sent: dict[int, str] | None = None
+                while True:
+                    versions = self.watcher.versions
+                    if versions != sent:
+                        sent = dict(versions)
+                        yield f"data: {json.dumps({str(k): v for k, v in sent.items()})}\n\n"
+                    elif not await self.watcher.wait(15.0):
+                        yield ": keep-alive\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"X-Accel-Buffering": "no"})
+
+    async def csv(self, request: Request) -> Response:
+        if (denied := self._denied(request, page=False)) is not None:
+            return denied
+        sid = int(request.path_params["sid"])
+        try:
+            self.service.resume(strategy_id=sid)
+        except NotFound as exc:
+            return PlainTextResponse(exc.message, status_code=404)
+        out = io.StringIO()
+        write_csv(trial_rows(self.service, sid), columns(self.service, sid), out)
+        return Response(
+            out.getvalue(), media_type="text/csv; charset=utf-8", headers={"Content-Disposition": f'attachment; filename="strategy-{sid}-trials.csv"'}
+        )
+
+    async def plot(self, request: Request) -> Response:
+        if (denied := self._denied(request, page=False)) is not None:
+            return denied
+        sid, kind = int(request.path_params["sid"]), str(request.path_params["kind"])
+        try:
+            body, fresh = await self.renderer.plot(sid, kind)
+        except NotFound as exc:
+            return PlainTextResponse(exc.message, status_code=404)
+        except PlotError as exc:
+            return PlainTextResponse(str(exc), status_code=400)
+        except (FailedPrecondition, Unavailable) as exc:
+            return PlainTextResponse(exc.message, status_code=503)
+        except ServiceError as exc:
+            return PlainTextResponse(exc.message, status_code=500)
+        return Response(body, media_type="image/png", headers={"X-Plot-Fresh": "1" if fresh else "0"})
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        if (denied := self._denied(request, page=False)) is not None:
+            return denied
+        if self.metrics is None:
+            return PlainTextResponse("metrics are off", status_code=404)
+        return Response(self.metrics.exposition(), media_type=CONTENT_TYPE)
+
+
+def _with_headers(send: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+    async def wrapped(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            present = {k.lower() for k, _ in headers}
+            for name, value in _SECURITY_HEADERS.items():
+                if name.lower().encode() not in present:
+                    headers.append((name.lower().encode(), value.encode()))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return wrapped
+
+
+# ---------------------------------------------------------------------- serving in the event loop
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside psyserve's own event loop: psyserve, not uvicorn, handles SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class DashboardServer:
+    """A running dashboard; `close()` stops it (the RunningServer closes it with the rest)."""
+
+    dashboard: DashboardApp
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+    port: int
+
+    async def close(self) -> None:
+        self.server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        self.dashboard.close()
+
+
+async def start_dashboard(
+    dashboard: DashboardApp, host: str, port: int, ssl_certfile: str | None = None, ssl_keyfile: str | None = None
+) -> DashboardServer:
+    """Serve the dashboard app with uvicorn on `host:port` (0: a free port) in the running loop."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"--dashboard-port: could not bind {host}:{port}: {exc.strerror}") from None
+    sock.listen(128)
+    sock.setblocking(False)
+    config = uvicorn.Config(
+        dashboard,
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=1,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+    )
+    server = _EmbeddedServer(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="dashboard")
+    while not server.started:
+        if task.done():
+            task.result()  # raises what stopped it
+            raise OSError("the dashboard stopped while starting")
+        await asyncio.sleep(0.01)
+    return DashboardServer(dashboard, server, task, int(sock.getsockname()[1]))
