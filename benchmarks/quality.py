@@ -385,6 +385,13 @@ def main() -> None:
                     paired.aepsych.append(run(port, case, seed))
             else:
                 paired.aepsych.append(Score())
+            ours, theirs = paired.psyserve[-1], paired.aepsych[-1]
+            print(
+                f"   {name} seed {seed}: psyserve MAE {ours.mae:.3f} Brier {ours.brier:.3f} misclass {ours.misclass:.3f} "
+                f"({ours.seconds_per_trial:.2f} s/trial) | AEPsych MAE {theirs.mae:.3f} Brier {theirs.brier:.3f} "
+                f"misclass {theirs.misclass:.3f} ({theirs.seconds_per_trial:.2f} s/trial)",
+                flush=True,
+            )
         report(name, paired)
 
 
