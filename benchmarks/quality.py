@@ -9,7 +9,7 @@ a psyserve dependency).
 Cases (problem / acquisition): novel detection 2-D with MCLevelSetEstimation, EAVC and BALD; novel
 discrimination 2-D, a 4-D detection problem and the binarised Hartmann6 6-D (the issue's config:
 15 Sobol, target 0.5, refit_every 5, 60 trials) with MCLevelSetEstimation; GP regression with
-qLogNoisyExpectedImprovement on a noisy Hartmann6. Accuracy on a 1,000-point Sobol grid: MAE and
+qLogNoisyExpectedImprovement on a noisy Hartmann6. Accuracy on a 512-point Sobol grid: MAE and
 expected Brier score in probability space, misclassification at the target level, the 2-D
 threshold-contour error; for regression the MAE of the posterior mean and the true value at the
 model's maximum. Reported per case: mean ± standard error over seeds, and the paired difference
@@ -74,6 +74,9 @@ class Case:
     floor: float = 0.0  # n-AFC guess rate: p = floor + (1 - floor) Phi(f), run with FloorProbitObjective
     generator: str = "OptimizeAcqfGenerator"
 
+
+GRID = 512  # Sobol evaluation points (AEPsych answers one prediction per query)
+N_C, N_A = 25, 51  # the (c, a) grid on which the 2-D threshold contour is located
 
 CASES: dict[str, Case] = {
     "det_mclse": Case(
@@ -163,8 +166,19 @@ class WireClient:
     """AEPsych's JSON/TCP protocol, read until a whole JSON reply arrived (no 4 KiB limit)."""
 
     def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=600)
+        # AEPsych serves the first connection it accepts and no other: this client connects once,
+        # retrying until the server listens (no probe connection beforehand).
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                self.sock = socket.create_connection(("127.0.0.1", port), timeout=600)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
         self.decoder = json.JSONDecoder()
+        self.multi_point = True  # prediction queries with many x at once (psyserve does, AEPsych 0.8 does not)
 
     def call(self, kind: str, message: object) -> dict[str, object]:
         self.sock.sendall(json.dumps({"type": kind, "message": message}).encode())
@@ -188,17 +202,6 @@ class WireClient:
         with contextlib.suppress(OSError):
             self.call("exit", {})
         self.sock.close()
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("server exited: " + log.read_text()[-2000:])
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.2)
-    raise RuntimeError("server did not start")
 
 
 @contextlib.contextmanager
@@ -225,7 +228,6 @@ def aepsych_server(venv: Path) -> Iterator[int]:
                 env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},
             )
         try:
-            wait_for_port(port, proc, log)
             yield port
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -276,9 +278,7 @@ def run(port: int, case: Case, seed: int) -> Score:
                 outcome = int(rng.random() < case.floor + (1 - case.floor) * norm.cdf(f))
             client.call("tell", {"config": {n: [float(config[n][0])] for n in names}, "outcome": outcome})
         score.seconds_per_trial = (time.perf_counter() - t0) / case.trials
-        grid = (
-            qmc.Sobol(d=case.dim, scramble=True, seed=0).random(1024)[:1000] * (case.bounds[1] - case.bounds[0]) + case.bounds[0]
-        )
+        grid = qmc.Sobol(d=case.dim, scramble=True, seed=0).random(GRID) * (case.bounds[1] - case.bounds[0]) + case.bounds[0]
         predicted = predict(client, names, grid, probability=not case.regression)
         truth = case.problem(grid)
         if case.regression:
@@ -293,17 +293,19 @@ def run(port: int, case: Case, seed: int) -> Score:
             score.brier = float(np.mean((predicted - p_true) ** 2 + p_true * (1 - p_true)))
             score.misclass = float(np.mean((predicted >= case.target) != (p_true >= case.target)))
             if case.threshold_problem:
-                cs, as_ = np.linspace(-1, 1, 50), np.linspace(-1, 1, 101)
+                cs, as_ = np.linspace(-1, 1, N_C), np.linspace(-1, 1, N_A)
                 dense = np.array([[c, a] for c in cs for a in as_])
-                table = predict(client, names, dense, probability=True).reshape(50, 101)
+                table = predict(client, names, dense, probability=True).reshape(N_C, N_A)
 
                 def lookup(x: np.ndarray) -> np.ndarray:
-                    ci = np.clip(np.rint((x[:, 0] + 1) / 2 * 49).astype(int), 0, 49)
-                    ai = np.clip(np.rint((x[:, 1] + 1) / 2 * 100).astype(int), 0, 100)
+                    ci = np.clip(np.rint((x[:, 0] + 1) / 2 * (N_C - 1)).astype(int), 0, N_C - 1)
+                    ai = np.clip(np.rint((x[:, 1] + 1) / 2 * (N_A - 1)).astype(int), 0, N_A - 1)
                     return table[ci, ai]
 
                 score.threshold_error = float(
-                    observers.threshold_contour_error(lookup, target=case.target, problem=case.threshold_problem, n_c=50, n_a=101)
+                    observers.threshold_contour_error(
+                        lookup, target=case.target, problem=case.threshold_problem, n_c=N_C, n_a=N_A
+                    )
                 )
     finally:
         client.close()
@@ -311,18 +313,21 @@ def run(port: int, case: Case, seed: int) -> Score:
 
 
 def predict(client: WireClient, names: list[str], points: np.ndarray, probability: bool) -> np.ndarray:
-    """Posterior prediction at many points, in chunks (AEPsych answers every x of one query)."""
+    """Posterior prediction at many points: in chunks where the server answers every x of one query
+    (psyserve), one point per query where it cannot (AEPsych 0.8: "a Tensor with 2 elements cannot
+    be converted to Scalar")."""
     out: list[float] = []
-    for start in range(0, len(points), 250):
-        chunk = points[start : start + 250]
-        reply = client.call(
-            "query",
-            {
-                "query_type": "prediction",
-                "probability_space": probability,
-                "x": {n: chunk[:, i].tolist() for i, n in enumerate(names)},
-            },
-        )
+    step = 250 if client.multi_point else 1
+    for start in range(0, len(points), step):
+        chunk = points[start : start + step]
+        x = {n: chunk[:, i].tolist() for i, n in enumerate(names)}
+        try:
+            reply = client.call("query", {"query_type": "prediction", "probability_space": probability, "x": x})
+        except RuntimeError as exc:
+            if not client.multi_point or "Scalar" not in str(exc):
+                raise
+            client.multi_point = False
+            return predict(client, names, points, probability)
         y = np.ravel(np.asarray(reply["y"], dtype=float))
         if len(y) != len(chunk):
             raise RuntimeError(f"prediction answered {len(y)} values for {len(chunk)} points")
@@ -380,6 +385,13 @@ def main() -> None:
                     paired.aepsych.append(run(port, case, seed))
             else:
                 paired.aepsych.append(Score())
+            ours, theirs = paired.psyserve[-1], paired.aepsych[-1]
+            print(
+                f"   {name} seed {seed}: psyserve MAE {ours.mae:.3f} Brier {ours.brier:.3f} misclass {ours.misclass:.3f} "
+                f"({ours.seconds_per_trial:.2f} s/trial) | AEPsych MAE {theirs.mae:.3f} Brier {theirs.brier:.3f} "
+                f"misclass {theirs.misclass:.3f} ({theirs.seconds_per_trial:.2f} s/trial)",
+                flush=True,
+            )
         report(name, paired)
 
 

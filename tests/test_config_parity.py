@@ -128,7 +128,8 @@ def test_base_config_is_accepted() -> None:
         # AEPsych classes psyserve does not implement yet
         ({"model": "OrdinalGPModel"}, "opt", "model", "not supported by psyserve yet"),
         ({"model": "SemiParametricGPModel"}, "opt", "model", "not supported by psyserve yet"),
-        ({"acqf": "GlobalSUR"}, "opt", "acqf", "not supported by psyserve yet"),
+        ({"acqf": "MonotonicMCLSE"}, "opt", "acqf", "not supported by psyserve yet"),
+        ({"common": "", "acqf": "GlobalSUR"}, "GlobalSUR", "target", "needs a target"),
         (
             {"opt": "objective = SemiPThresholdObjective"},
             "opt",

@@ -134,6 +134,18 @@ def test_floor_changes_the_level_the_acquisition_aims_at() -> None:
             "not supported",
         ),
     ]
+    cases.append(  # the look-ahead family is exact for the probit link only
+        (
+            TWO_AFC.format(objective="FloorLogitObjective").replace("acqf = MCLevelSetEstimation", "acqf = GlobalSUR"),
+            "objective",
+            "probit link only",
+        )
+    )
+    for acqf in ("GlobalSUR", "ApproxGlobalSUR", "LocalMI", "LocalSUR", "EAVC", "GlobalMI"):
+        text = TWO_AFC.format(objective="FloorProbitObjective").replace("acqf = MCLevelSetEstimation", f"acqf = {acqf}")
+        opt = parse_config(text.replace("[MCLevelSetEstimation]", f"[{acqf}]\nquery_set_size = 64")).phases[1]
+        assert opt.acqf == acqf and opt.model_options["floor"] == 0.5
+        assert opt.generator_options["lookahead_points"] == 64  # AEPsych's query_set_size
     for text, key, says in cases:
         with pytest.raises(ConfigError) as err:
             parse_config(text)

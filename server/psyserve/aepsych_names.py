@@ -42,10 +42,6 @@ UNSUPPORTED_GENERATORS: frozenset[str] = frozenset(
 #: AEPsych acquisition functions psyserve does not implement yet.
 UNSUPPORTED_ACQFS: frozenset[str] = frozenset(
     {
-        "GlobalSUR",
-        "ApproxGlobalSUR",
-        "LocalMI",
-        "LocalSUR",
         "MonotonicMCLSE",
         "MonotonicBernoulliMCMutualInformation",
         "MonotonicMCPosteriorVariance",
@@ -55,7 +51,9 @@ UNSUPPORTED_ACQFS: frozenset[str] = frozenset(
 )
 
 #: Acquisition functions that aim at a level set and so need a `target`.
-LEVEL_SET_ACQFS: frozenset[str] = frozenset({"MCLevelSetEstimation", "EAVC", "GlobalMI"})
+LEVEL_SET_ACQFS: frozenset[str] = frozenset(
+    {"MCLevelSetEstimation", "EAVC", "GlobalMI", "GlobalSUR", "ApproxGlobalSUR", "LocalMI", "LocalSUR"}
+)
 
 #: Objectives psyserve honours, by the names a config may give (case-insensitive), -> canonical name.
 SUPPORTED_OBJECTIVES: dict[str, str] = {
@@ -115,8 +113,7 @@ FACTORY_SECTIONS: frozenset[str] = frozenset(
 
 #: Keys AEPsych honours in an acquisition's class section that psyserve does not.
 UNSUPPORTED_ACQF_KEYS: dict[str, str] = {
-    "lookahead_type": "the look-ahead of EAVC and GlobalMI is fixed (level-set); lookahead_type is not supported",
-    "query_set_size": "the look-ahead reference set has a fixed size (500 Sobol points)",
+    "lookahead_type": "the look-ahead of the level-set acquisitions is fixed (level-set); lookahead_type is not supported",
     "posterior_transform": "posterior transforms are not supported",
 }
 

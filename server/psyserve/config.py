@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import aepsych_names as aepsych
-from .compute.contract import KNOWN_ACQFS, KNOWN_MODELS, OBJECTIVE_LINKS, acqf_supports
+from .compute.contract import KNOWN_ACQFS, KNOWN_MODELS, LOOKAHEAD_ACQFS, OBJECTIVE_LINKS, acqf_supports
 from .optimization_spec import (
     MULTI_OBJECTIVE_ACQF,
     OPTIMIZATION_MODEL,
@@ -627,6 +627,9 @@ def _parse_phase(
         for section in reversed(gen_sections):  # the generator's own section wins
             generator_options.update(_options(r, section, _GENERATOR_OPTIONS, name))
         generator_options.update(_options(r, acqf, _ACQF_OPTIONS, name))
+        size = r.get_int(name, "query_set_size", acqf, minimum=16) if acqf in LOOKAHEAD_ACQFS else None
+        if size is not None:  # AEPsych's reference set of the global look-ahead
+            generator_options["lookahead_points"] = size
         if generator != "OptimizeAcqfGenerator":
             generator_options["method"] = MODEL_GENERATORS[generator]
         if generator == "EpsilonGreedyGenerator":
@@ -800,6 +803,10 @@ def _floor_link(
     if not 0.0 <= floor < 1.0:
         found = r.raw(name, "floor")
         raise ConfigError(found[0] if found else name, "floor", f"floor (the guess rate) must lie in [0, 1), got {floor:g}")
+    if acqf in LOOKAHEAD_ACQFS and OBJECTIVE_LINKS[name] != "probit":
+        raise ConfigError(
+            where, "objective", f"{acqf}'s look-ahead is exact for a probit link only: use FloorProbitObjective with it, not {name}"
+        )
     model_options["link"] = OBJECTIVE_LINKS[name]
     model_options["floor"] = floor
     if from_acqf == name or from_acqf is None:

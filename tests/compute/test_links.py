@@ -129,3 +129,55 @@ def test_floor_acquisitions_against_monte_carlo() -> None:
         build_acquisition(
             "MCPosteriorVariance", fitted, GeneratorSpec("MCPosteriorVariance", {"objective": "FloorProbitObjective"}), 0
         )
+
+
+def test_lookahead_family_with_a_floor_against_monte_carlo() -> None:
+    """GlobalMI, GlobalSUR, LocalMI and LocalSUR on a FloorProbitObjective model equal their
+    definitions (level-set posteriors before / after y at x, y ~ floor + (1 - floor) Phi(f(x)))
+    estimated by sampling the latent posterior jointly."""
+    from psyserve.compute.lookahead import GlobalMI, GlobalSUR, LocalMI, LocalSUR
+
+    rng = np.random.default_rng(3)
+    X = rng.random((30, 2))
+    y = (rng.random(30) < 0.5 + 0.5 * scipy.stats.norm.cdf((X[:, 0] - 0.5) / 0.15)).astype(float)  # level set x0 = 0.5
+    fm = fit_model(ModelSpec(CLS, 2, {"link": "probit", "floor": 0.5}), X, y)
+    t = fm.link.latent_level(0.75)
+    args = (fm.model, fm.latent, fm.pending_noise)
+    # SUR is non-zero only where one outcome can move a level-set probability across 1/2: a candidate
+    # and reference points near the estimated level set
+    cand = torch.as_tensor(rng.random((400, 2)))
+    with torch.no_grad():
+        m, v = fm.latent.mean_variance(cand)
+    near = torch.argsort(((m - t) / v.sqrt()).abs())
+    x = cand[near[:1]].reshape(1, 1, 2)
+    R = cand[near[1:13]]
+    with torch.no_grad():
+        got = {
+            "gmi": float(GlobalMI(*args, R, t, 0.5)(x)),
+            "gsur": float(GlobalSUR(*args, R, t, 0.5)(x)),
+            "lmi": float(LocalMI(*args, t, 0.5)(x)),
+            "lsur": float(LocalSUR(*args, t, 0.5)(x)),
+        }
+        A = torch.cat([x[0], R])
+        mu = fm.latent.mean(A).numpy()
+        C = (fm.latent.covariance(A, A) + 1e-9 * torch.eye(13, dtype=torch.float64)).numpy()
+    F = rng.multivariate_normal(mu, C, size=300_000)
+    Y = rng.random(F.shape[0]) < 0.5 + 0.5 * scipy.stats.norm.cdf(F[:, 0])
+
+    def h(q: np.ndarray) -> np.ndarray:
+        q = np.clip(q, 1e-12, 1 - 1e-12)
+        return -(q * np.log(q) + (1 - q) * np.log(1 - q))
+
+    def e(q: np.ndarray) -> np.ndarray:
+        return np.minimum(q, 1 - q)
+
+    P1 = Y.mean()
+    want = {}
+    for key, cols in (("g", slice(1, None)), ("l", slice(0, 1))):
+        H = F[:, cols] > t
+        p, p1, p0 = H.mean(0), H[Y].mean(0), H[~Y].mean(0)
+        want[key + "mi"] = float(np.mean(h(p) - P1 * h(p1) - (1 - P1) * h(p0)))
+        want[key + "sur"] = float(np.mean(e(p) - P1 * e(p1) - (1 - P1) * e(p0)))
+    assert min(want.values()) > 2e-3, want  # a candidate where every quantity is far from zero
+    for k in got:
+        assert got[k] == pytest.approx(want[k], rel=0.15, abs=1e-3), (k, got, want)

@@ -18,6 +18,7 @@ __all__ = [
     "KNOWN_ACQFS",
     "KNOWN_MODELS",
     "LINKS",
+    "LOOKAHEAD_ACQFS",
     "OBJECTIVE_LINKS",
     "GenerateJob",
     "GenerateResult",
@@ -53,6 +54,10 @@ _SUPPORT: dict[str, frozenset[str]] = {
     "MCLevelSetEstimation": frozenset({CLASSIFICATION, REGRESSION}),
     "EAVC": frozenset({CLASSIFICATION}),
     "GlobalMI": frozenset({CLASSIFICATION}),
+    "GlobalSUR": frozenset({CLASSIFICATION}),
+    "ApproxGlobalSUR": frozenset({CLASSIFICATION}),
+    "LocalMI": frozenset({CLASSIFICATION}),
+    "LocalSUR": frozenset({CLASSIFICATION}),
     "BernoulliMCMutualInformation": frozenset({CLASSIFICATION}),
     "MCPosteriorVariance": frozenset({CLASSIFICATION, REGRESSION}),
     "qNoisyExpectedImprovement": _ALL,
@@ -97,6 +102,8 @@ def acqf_supports(model_kind: str, acqf: str) -> bool:
         return False
 
 
+#: Look-ahead level-set acquisitions: exact for the probit link (with a floor), not for logit / Gumbel.
+LOOKAHEAD_ACQFS: frozenset[str] = frozenset({"EAVC", "GlobalMI", "GlobalSUR", "ApproxGlobalSUR", "LocalMI", "LocalSUR"})
 #: Links of the binary model's response probability ``floor + (1 - floor) F(f)`` (compute/links.py).
 LINKS: frozenset[str] = frozenset({"probit", "logit", "gumbel"})
 #: AEPsych's floor objectives -> the link ``F`` they put under the floor.

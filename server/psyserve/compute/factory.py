@@ -20,6 +20,7 @@ from psyserve.compute.acquisition import BernoulliBALD, LevelSetStraddle, Pairwi
 from psyserve.compute.bvn import norm_cdf
 from psyserve.compute.contract import (
     CLASSIFICATION,
+    LOOKAHEAD_ACQFS,
     OBJECTIVE_LINKS,
     PAIRWISE,
     GeneratorSpec,
@@ -29,7 +30,7 @@ from psyserve.compute.contract import (
     opt_int,
 )
 from psyserve.compute.links import PROBIT, Link
-from psyserve.compute.lookahead import EAVC, GlobalMI
+from psyserve.compute.lookahead import EAVC, GlobalMI, GlobalSUR, LocalMI, LocalSUR
 from psyserve.compute.models import FittedModel
 from psyserve.compute.numerics import sobol_draw
 
@@ -101,10 +102,15 @@ def build_acquisition(name: str, fitted: FittedModel, generator: GeneratorSpec, 
         return PosteriorVariance(model, latent, noise, probability_space=probit, link=link or PROBIT)
     if name == "BernoulliMCMutualInformation":
         return BernoulliBALD(model, latent, noise, link=fitted.link)
-    if name in ("EAVC", "GlobalMI"):
+    if name in LOOKAHEAD_ACQFS:
+        if fitted.link.kind != "probit":
+            raise ValueError(f"{name}'s look-ahead is exact for a probit link only, not {fitted.link.kind}")
+        floor = fitted.link.floor
+        if name in ("LocalMI", "LocalSUR"):
+            return (LocalMI if name == "LocalMI" else LocalSUR)(model, latent, noise, t_latent, floor)
         ref = sobol_draw(fitted.dim, max(16, opt_int(opts, "lookahead_points", 500)), seed + 7919)
-        cls = EAVC if name == "EAVC" else GlobalMI
-        return cls(model, latent, noise, ref, t_latent)
+        cls = {"EAVC": EAVC, "GlobalMI": GlobalMI}.get(name, GlobalSUR)
+        return cls(model, latent, noise, ref, t_latent, floor)
     if name == "PairwiseMCPosteriorVariance":
         return PairwisePosteriorVariance(model, latent, noise)
     # BoTorch MC acquisitions

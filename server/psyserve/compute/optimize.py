@@ -225,7 +225,7 @@ def generate_points(
     max_t = opt_float(opts, "max_gen_time", None)
     timeout = None if max_t is None or max_t <= 0 else max_t / num_points
     # raw samples in one batch; the look-ahead acquisitions hold b x reference-set matrices
-    ibl = 100 if name in ("EAVC", "GlobalMI") else samps
+    ibl = 100 if name in ("EAVC", "GlobalMI", "GlobalSUR", "ApproxGlobalSUR") else samps
     chosen: list[Tensor] = []
     for i in range(num_points):
         if chosen:
