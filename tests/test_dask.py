@@ -147,19 +147,21 @@ def test_dask_cluster_gives_the_local_pools_points(cluster: Cluster, tmp_path: P
     assert submitted >= 6 and precomputed >= 1  # the model asks ran on the cluster, some speculatively
 
 
-def _kill_busy_worker(url: str, job_running: Callable[[], bool]) -> bool:
-    """SIGKILL the worker that runs a psyserve generate job, once one does; False if none was seen."""
+def _kill_busy_worker(url: str, start_job: Callable[[], threading.Thread]) -> bool:
+    """Start the job (connected and ready to watch first), then SIGKILL the worker that runs a
+    psyserve generate job as soon as one does; False if none was seen while the job ran."""
     from distributed import Client
 
     with Client(url.replace("dask://", "tcp://"), timeout=10) as client:
         pids = client.run(os.getpid)
+        job = start_job()
         deadline = time.monotonic() + 60
-        while job_running() and time.monotonic() < deadline:
+        while job.is_alive() and time.monotonic() < deadline:
             for address, keys in client.processing().items():
                 if any("psyserve-generate" in str(k) for k in keys):
                     os.kill(pids[address], signal.SIGKILL)
                     return True
-            time.sleep(0.01)
+            time.sleep(0.005)
     return False
 
 
@@ -171,7 +173,7 @@ def test_worker_killed_mid_fit_and_scheduler_lost_and_back(
     try:
         server.call(server.running.service.models.pool.wait_ready(2))  # type: ignore[union-attr]
         with pc.Client(server.address, timeout=120) as client:
-            heavy = CONFIG.format(model_asks=100, restarts=40, samps=4000).replace("min_asks = 4\n", "min_asks = 12\n")
+            heavy = CONFIG.format(model_asks=100, restarts=60, samps=8000).replace("min_asks = 4\n", "min_asks = 12\n")
             sid = client.configure(config_str=heavy).strategy_id
             for i in range(12):
                 trial = client.ask(strategy_id=sid).trials[0]
@@ -181,8 +183,12 @@ def test_worker_killed_mid_fit_and_scheduler_lost_and_back(
             with pc.Client(server.address, timeout=120) as asker:
                 answer: dict[str, object] = {}
                 thread = threading.Thread(target=lambda: answer.setdefault("ask", asker.ask(strategy_id=sid)))
-                thread.start()
-                killed = _kill_busy_worker(cluster.url, thread.is_alive)
+
+                def start() -> threading.Thread:
+                    thread.start()
+                    return thread
+
+                killed = _kill_busy_worker(cluster.url, start)
                 thread.join(120)
             assert killed, "the job never showed up on a worker"
             assert "ask" in answer and len(answer["ask"].trials) == 1  # type: ignore[attr-defined]
