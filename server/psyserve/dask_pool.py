@@ -16,15 +16,13 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
 from .errors import Unavailable
+from .modeling import REAL, QueuedJob, promote_queued
 
 log = logging.getLogger(__name__)
-
-REAL = 0  # the local pool's priority scale: lower runs first (modeling.REAL / SPECULATIVE / UNLIKELY)
 
 
 def scheduler_address(url: str) -> str:
@@ -35,16 +33,6 @@ def scheduler_address(url: str) -> str:
     scheme = "tls" if parsed.scheme == "tls" else "tcp"
     host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
     return f"{scheme}://{host}:{parsed.port}"
-
-
-@dataclass(order=True)
-class _Job:
-    priority: int
-    seq: int
-    fn: Callable[[Any], Any] = field(compare=False)
-    arg: Any = field(compare=False)
-    future: asyncio.Future[Any] = field(compare=False)
-    remote: Any = field(default=None, compare=False)  # the distributed.Future once submitted
 
 
 class DaskComputePool:
@@ -65,7 +53,7 @@ class DaskComputePool:
         self.workers = 1  # job slots: the cluster's worker threads, refreshed on every connect
         self._client: Any = None
         self._connecting: asyncio.Task[Any] | None = None
-        self._queue: list[_Job] = []
+        self._queue: list[QueuedJob] = []
         self._seq = itertools.count()
         self._running = 0
         self._pump_task: asyncio.Task[None] | None = None
@@ -136,7 +124,7 @@ class DaskComputePool:
         if self._closed:
             raise Unavailable("the compute pool is shut down")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        job = _Job(priority, next(self._seq), fn, arg, future)
+        job = QueuedJob(priority, next(self._seq), fn, arg, future)
         future.add_done_callback(lambda f: self._cancelled(job) if f.cancelled() else None)
         heapq.heappush(self._queue, job)
         self._kick()
@@ -144,11 +132,7 @@ class DaskComputePool:
 
     def promote(self, future: asyncio.Future[Any]) -> None:
         """A real request now waits on this (speculative) job: if it is still queued here, it goes next."""
-        for job in self._queue:
-            if job.future is future and job.priority != REAL:
-                job.priority = REAL
-                heapq.heapify(self._queue)
-                break
+        promote_queued(self._queue, future)
 
     @property
     def idle(self) -> bool:
@@ -181,7 +165,7 @@ class DaskComputePool:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _collect(self, job: _Job, submitted_at: float) -> None:
+    async def _collect(self, job: QueuedJob, submitted_at: float) -> None:
         from distributed import KilledWorker
         from distributed.client import FutureCancelledError
 
@@ -208,7 +192,7 @@ class DaskComputePool:
             self._kick()
 
     @staticmethod
-    def _settle(job: _Job, result: Any = None, exc: BaseException | None = None) -> None:
+    def _settle(job: QueuedJob, result: Any = None, exc: BaseException | None = None) -> None:
         if job.future.done():
             return
         if exc is not None:
@@ -216,7 +200,7 @@ class DaskComputePool:
         else:
             job.future.set_result(result)
 
-    def _cancelled(self, job: _Job) -> None:
+    def _cancelled(self, job: QueuedJob) -> None:
         """The engine dropped a stale speculation: cancel it on the cluster too if it was sent."""
         remote = job.remote
         if remote is not None:

@@ -78,7 +78,9 @@ def _init_worker(server_pid: int) -> None:
 
 
 @dataclass(order=True)
-class _Item:
+class QueuedJob:
+    """A compute job waiting in an executor's local priority queue (lower priority value runs first)."""
+
     priority: int
     seq: int
     fn: Callable[[Any], Any] = field(compare=False)
@@ -86,9 +88,19 @@ class _Item:
     future: asyncio.Future[Any] = field(compare=False)
     attempts: int = field(default=0, compare=False)
     started: float = field(default=0.0, compare=False)
+    remote: Any = field(default=None, compare=False)  # an executor's own handle once started (Dask's future)
 
 
 PRIORITY_NAMES = {REAL: "real", SPECULATIVE: "speculative", UNLIKELY: "unlikely", BACKGROUND: "background"}
+
+
+def promote_queued(queue: list[QueuedJob], future: asyncio.Future[Any]) -> None:
+    """A real request now waits on this (speculative) job: if it is still queued, it runs next."""
+    for job in queue:
+        if job.future is future and job.priority != REAL:
+            job.priority = REAL
+            heapq.heapify(queue)
+            break
 
 
 class ComputePool:
@@ -98,7 +110,7 @@ class ComputePool:
     def __init__(self, workers: int | None = None) -> None:
         self.workers = max(1, workers or os.cpu_count() or 1)
         self._executor: ProcessPoolExecutor | None = None
-        self._queue: list[_Item] = []
+        self._queue: list[QueuedJob] = []
         self._seq = itertools.count()
         self._busy = 0
         self._closed = False
@@ -138,17 +150,13 @@ class ComputePool:
         if self._closed:
             raise Unavailable("the compute pool is shut down")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._queue, _Item(priority, next(self._seq), fn, arg, future))
+        heapq.heappush(self._queue, QueuedJob(priority, next(self._seq), fn, arg, future))
         self._pump()
         return future
 
     def promote(self, future: asyncio.Future[Any]) -> None:
         """A real request now waits on this (speculative) job: if it has not started, run it next."""
-        for item in self._queue:
-            if item.future is future and item.priority != REAL:
-                item.priority = REAL
-                heapq.heapify(self._queue)
-                break
+        promote_queued(self._queue, future)
 
     @property
     def idle(self) -> bool:
@@ -166,7 +174,7 @@ class ComputePool:
                 continue
             self._start(item)
 
-    def _start(self, item: _Item) -> None:
+    def _start(self, item: QueuedJob) -> None:
         if self._executor is None:
             self._executor = self._new_executor()
         self._busy += 1
@@ -182,7 +190,7 @@ class ComputePool:
             return
         running.add_done_callback(lambda done: self._finished(item, done))
 
-    def _finished(self, item: _Item, done: asyncio.Future[Any]) -> None:
+    def _finished(self, item: QueuedJob, done: asyncio.Future[Any]) -> None:
         self._busy -= 1
         self._busy_background -= item.priority == BACKGROUND
         if self.on_job_done is not None:
@@ -197,7 +205,7 @@ class ComputePool:
                 item.future.set_result(done.result())
         self._pump()
 
-    def _recover(self, item: _Item, exc: BaseException) -> None:
+    def _recover(self, item: QueuedJob, exc: BaseException) -> None:
         """A worker died: replace the pool (once per breakage) and retry the job once."""
         broken = self._executor
         if broken is not None and getattr(broken, "_broken", False):
