@@ -401,6 +401,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--aepsych-venv", type=Path, default=Path("/work/venvs/aepsych"), help="venv with aepsych==0.8.0")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seed-list", type=int, nargs="+", default=None, help="these observer seeds instead of 1..--seeds")
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--workers", type=int, default=1, help="psyserve model workers")
     parser.add_argument("--only", choices=["psyserve", "aepsych"], default=None, help="run one side only")
@@ -413,8 +414,12 @@ def main() -> None:
         "config seed and observer seed; reusing saves its ~4 s per trial), run it where it has not",
     )
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so that the servers' context managers stop them (an orphaned
+    # AEPsych server would busy-poll a core for ever)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     stored = load_scores(args.reuse) if args.reuse else {}
-    print(f"== paired accuracy benchmark, seeds 1..{args.seeds}, {time.strftime('%Y-%m-%d %H:%M')}, load {os.getloadavg()[0]:.1f}")
+    seeds = args.seed_list or list(range(1, args.seeds + 1))
+    print(f"== paired accuracy benchmark, seeds {seeds}, {time.strftime('%Y-%m-%d %H:%M')}, load {os.getloadavg()[0]:.1f}")
 
     def save(side: str, name: str, seed: int, score: Score) -> None:
         if args.save:
@@ -424,7 +429,7 @@ def main() -> None:
     for name in args.cases:
         case = CASES[name]
         paired = Paired()
-        for seed in range(1, args.seeds + 1):
+        for seed in seeds:
             if args.only != "aepsych":
                 with psyserve_server(args.workers) as port:
                     paired.psyserve.append(run(port, case, seed))

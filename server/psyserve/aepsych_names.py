@@ -86,10 +86,6 @@ UNSUPPORTED_STRATEGY_KEYS: dict[str, str] = {
 
 #: Keys AEPsych honours in a model's class section that change the model psyserve would fit.
 UNSUPPORTED_MODEL_KEYS: dict[str, str] = {
-    "inducing_point_method": (
-        "psyserve chooses inducing points from the trial data itself (a deterministic subset, at most "
-        "inducing_size); AEPsych's inducing-point allocators are not supported: remove the key to accept that"
-    ),
     "mean_covar_factory": "only the default mean/covariance factory is supported",
     "likelihood": (
         "only the models' default likelihoods (Bernoulli probit, Gaussian, pairwise probit) and, for "

@@ -11,13 +11,22 @@ from __future__ import annotations
 
 import ast
 import configparser
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import aepsych_names as aepsych
-from .compute.contract import KNOWN_ACQFS, KNOWN_MODELS, LOOKAHEAD_ACQFS, OBJECTIVE_LINKS, acqf_supports
+from .compute.contract import (
+    INDUCING_ALLOCATORS,
+    INDUCING_MAIN_ALLOCATORS,
+    KNOWN_ACQFS,
+    KNOWN_MODELS,
+    LOOKAHEAD_ACQFS,
+    OBJECTIVE_LINKS,
+    acqf_supports,
+)
 from .optimization_spec import (
     MULTI_OBJECTIVE_ACQF,
     OPTIMIZATION_MODEL,
@@ -621,6 +630,7 @@ def _parse_phase(
                 raise ConfigError(name, "acqf", f"{len(optimization.objectives)} objective(s) take {want}, not {acqf}")
         _refuse_unhonoured_keys(r, name, model, acqf)
         model_options = _options(r, model, {**_MODEL_OPTIONS, **_FIT_SWITCHES.get(model, {})}, name)
+        model_options.update(_inducing_options(r, name, model, space, stimuli_per_trial))
         if optimization is not None and generator != "OptimizeAcqfGenerator":
             raise ConfigError(name, "generator", f"an [optimization] experiment's model phase uses OptimizeAcqfGenerator, not {generator}")
         generator_options = {}
@@ -691,6 +701,39 @@ def _parse_phase(
         model_options=model_options,
         generator_options=generator_options,
     )
+
+
+#: the models whose fit uses inducing points (a variational GP)
+INDUCING_MODELS: frozenset[str] = frozenset({"GPClassificationModel"})
+
+
+def _inducing_options(r: _Reader, phase: str, model: str, space: ParameterSpace, stimuli_per_trial: int) -> dict[str, str]:
+    """AEPsych's `inducing_point_method` (an allocator class name, read from [Model] then [phase]) and
+    the allocator's own section: `points` for FixedAllocator / FixedPlusAllocator (rows in parnames
+    order, raw units), `main_allocator` for FixedPlusAllocator."""
+    found = r.raw(model, "inducing_point_method", phase)
+    if found is None:
+        return {}
+    section, method = found[0], found[1].strip()
+    if model not in INDUCING_MODELS:
+        raise ConfigError(section, "inducing_point_method", f"{model} has no inducing points (only {sorted(INDUCING_MODELS)} do)")
+    if method not in INDUCING_ALLOCATORS:
+        raise ConfigError(section, "inducing_point_method", f"unknown inducing-point allocator {method!r} (known: {list(INDUCING_ALLOCATORS)})")
+    out = {"inducing_point_method": method}
+    if method == "FixedPlusAllocator":
+        main = r.raw(method, "main_allocator")
+        name = main[1].strip() if main else "GreedyVarianceReduction"
+        if name not in INDUCING_MAIN_ALLOCATORS:
+            raise ConfigError(main[0] if main else method, "main_allocator", f"expected one of {list(INDUCING_MAIN_ALLOCATORS)}, got {name!r}")
+        out["inducing_main_allocator"] = name
+    if method in ("FixedAllocator", "FixedPlusAllocator"):
+        text = r.raw(method, "points")
+        if text is None:
+            raise ConfigError(method, "points", f"{method} needs points: a list of inducing points in the order {list(space.names)}")
+        rows = _parse_points(text[0], text[1], space, 1)
+        unit = [space.to_unit(dict(zip(space.names, row[0], strict=True))).tolist() for row in rows]
+        out["inducing_points"] = json.dumps(unit)
+    return out
 
 
 def _check_model_fits_experiment(phase: str, model: str, stimuli_per_trial: int, outcome_types: tuple[str, ...]) -> None:

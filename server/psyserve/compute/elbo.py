@@ -19,14 +19,14 @@ from botorch.optim.utils import get_parameters_and_bounds
 from gpytorch.kernels import MaternKernel, RBFKernel, ScaleKernel
 from gpytorch.means import ConstantMean
 from gpytorch.mlls import VariationalELBO
-from gpytorch.priors import GammaPrior, NormalPrior
+from gpytorch.priors import GammaPrior, LogNormalPrior, NormalPrior
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor
 
 from psyserve.compute.kernels import kernel_lengthscale_grad_np, stationary_kernel
 from psyserve.compute.lbfgs import minimize_packed
 from psyserve.compute.links import PROBIT, Link
-from psyserve.compute.numerics import DTYPE, GH20_W, GH20_W_T, GH20_X, GH20_X_T, LOG_SQRT_2PI, gamma_log_prior
+from psyserve.compute.numerics import DTYPE, GH20_W, GH20_W_T, GH20_X, GH20_X_T, LOG_SQRT_2PI, gamma_log_prior, lognormal_log_prior
 
 
 def variational_elbo_closure(
@@ -132,9 +132,15 @@ class PackedElbo:
         self.tril = np.tril_indices(self.m)
         self.diag_pos = np.flatnonzero(self.tril[0] == self.tril[1])  # diagonal entries in the packed tril
         priors = {type(prior): prior for _, _, prior, _, _ in mll.named_priors()}
-        gamma, normal = priors[GammaPrior], priors[NormalPrior]
-        self.gamma = (float(gamma.concentration), float(gamma.rate))
+        normal = priors[NormalPrior]
+        if GammaPrior in priors:
+            gamma = priors[GammaPrior]
+            self.ls_prior: tuple[str, float, float] = ("gamma", float(gamma.concentration), float(gamma.rate))
+        else:
+            lognormal = priors[LogNormalPrior]
+            self.ls_prior = ("lognormal", float(lognormal.base_dist.loc), float(lognormal.base_dist.scale))
         self.normal = (float(normal.loc), float(normal.scale))
+        self.fixed_outputscale = not self.cm.raw_outputscale.requires_grad
         vs.variational_params_initialized.fill_(1)
 
     @staticmethod
@@ -149,7 +155,8 @@ class PackedElbo:
             return False
         identity = all(c is not None and not c.enforced for c in (base.raw_lengthscale_constraint, cm.raw_outputscale_constraint))
         priors = [(module, type(prior)) for _, module, prior, _, _ in mll.named_priors()]
-        return identity and sorted(priors, key=lambda mp: mp[1].__name__) == [(base, GammaPrior), (mean, NormalPrior)]
+        ordered = sorted(priors, key=lambda mp: mp[1].__name__)
+        return identity and ordered in ([(base, GammaPrior), (mean, NormalPrior)], [(base, LogNormalPrior), (mean, NormalPrior)])
 
     # ------------------------------------------------------------ packing
     def get(self) -> np.ndarray:
@@ -188,6 +195,8 @@ class PackedElbo:
         if freeze_hyperparameters:
             x = self.get()
             lo[: self.d + 2] = hi[: self.d + 2] = x[: self.d + 2]
+        elif self.fixed_outputscale:
+            lo[self.d] = hi[self.d] = float(self.cm.raw_outputscale.detach().reshape(-1)[0])
         return lo, hi
 
     # ------------------------------------------------------------ objective
@@ -221,9 +230,12 @@ class PackedElbo:
             ell = float((ll @ GH20_W).sum()) / math.sqrt(math.pi)
         diag = np.diagonal(Ls)
         kl = 0.5 * ((Ls * Ls).sum() + v @ v - m - 2.0 * np.log(np.abs(diag)).sum())
-        a, b = self.gamma
+        kind, a, b = self.ls_prior
         loc, scale = self.normal
-        gamma_value, gamma_grad = gamma_log_prior(ls, a, b)
+        if kind == "gamma":
+            gamma_value, gamma_grad = gamma_log_prior(ls, a, b)
+        else:
+            gamma_value, gamma_grad = lognormal_log_prior(ls, a, b)
         log_prior = gamma_value - 0.5 * ((c - loc) / scale) ** 2 - math.log(scale) - LOG_SQRT_2PI
         loss = -(ell - kl + log_prior) / n
         # gradients of J = ell - kl + log_prior

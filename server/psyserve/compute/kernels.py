@@ -15,7 +15,7 @@ import torch
 from gpytorch.constraints import GreaterThan, Interval
 from gpytorch.kernels import Kernel, MaternKernel, RBFKernel, ScaleKernel
 from gpytorch.means import ConstantMean, Mean
-from gpytorch.priors import GammaPrior, SmoothedBoxPrior
+from gpytorch.priors import GammaPrior, LogNormalPrior, SmoothedBoxPrior
 from torch import Tensor
 
 from psyserve.compute.numerics import DTYPE
@@ -29,6 +29,8 @@ def make_kernel(
     kind: str = "rbf",
     lengthscale_prior: tuple[float, float] = (3.0, 6.0),
     outputscale_bounds: tuple[float, float] = OUTPUTSCALE_BOUNDS,
+    prior: str = "gamma",
+    fixed_outputscale: float | None = None,
 ) -> ScaleKernel:
     r"""ARD RBF / Matern-5/2 kernel for ``d``-dim unit-cube inputs.
 
@@ -36,10 +38,16 @@ def make_kernel(
     ScaleKernel whose output scale is constrained to ``outputscale_bounds``.
     """
     conc, rate = lengthscale_prior
-    mode = (conc - 1.0) / rate
+    if prior == "lognormal":  # dimension-scaled: LogNormal(sqrt 2 + log(d) / 2, sqrt 3)
+        loc, sd = math.sqrt(2.0) + math.log(d) / 2.0, math.sqrt(3.0)
+        ls_prior: Any = LogNormalPrior(torch.tensor(loc, dtype=DTYPE), torch.tensor(sd, dtype=DTYPE))
+        mode = math.exp(math.sqrt(2.0) - 3.0)
+    else:
+        ls_prior = GammaPrior(conc, rate)
+        mode = (conc - 1.0) / rate
     ls_kw: dict[str, Any] = dict(
         ard_num_dims=d,
-        lengthscale_prior=GammaPrior(conc, rate),
+        lengthscale_prior=ls_prior,
         lengthscale_constraint=GreaterThan(1e-3, transform=None, initial_value=mode),
     )
     k = kind.lower().replace("-", "").replace("_", "")
@@ -50,13 +58,15 @@ def make_kernel(
     else:
         raise ValueError(f"unknown kernel {kind!r} (use 'rbf' or 'matern52')")
     lo, hi = outputscale_bounds
-    init = min(max(2.0, lo), hi)
+    init = min(max(2.0, lo), hi) if fixed_outputscale is None else fixed_outputscale
     sk = ScaleKernel(
         base,
         # transform=None: a box constraint handed to L-BFGS-B (a sigmoid transform lets the
         # raw value run off towards infinity when the ELBO pushes against the bound).
         outputscale_constraint=Interval(lo, hi, transform=None, initial_value=init),
     )
+    if fixed_outputscale is not None:
+        sk.raw_outputscale.requires_grad_(False)
     return sk.to(DTYPE)
 
 

@@ -41,6 +41,8 @@ from psyserve.compute.contract import (
     opt_str,
 )
 from psyserve.compute.elbo import PackedElbo, variational_elbo_closure
+from psyserve.compute.inducing import DEFAULT as DEFAULT_INDUCING
+from psyserve.compute.inducing import allocate_inducing_points, farthest_point_subset, unique_rows
 from psyserve.compute.kernels import KernelFn, make_kernel, pairwise_kernel, prior_mean_fn
 from psyserve.compute.laplace import PackedPairwiseLaplace
 from psyserve.compute.latent import PROBIT_PENDING_NOISE, LatentGP
@@ -66,40 +68,8 @@ _VCHOL = "model.variational_strategy._variational_distribution.chol_variational_
 # --------------------------------------------------------------------------- data helpers
 
 
-def unique_rows(X: Tensor) -> Tensor:
-    r"""Unique rows of ``X`` (``n x d``) in order of first occurrence."""
-    if X.shape[0] == 0:
-        return X
-    _, inverse = torch.unique(X, dim=0, return_inverse=True)
-    first = torch.full((int(inverse.max()) + 1,), X.shape[0], dtype=torch.long)
-    first.scatter_reduce_(0, inverse, torch.arange(X.shape[0]), reduce="amin")
-    return X[torch.sort(first).values]
-
-
-def select_inducing_points(X: Tensor, k: int) -> Tensor:
-    r"""Deterministic inducing points from training inputs.
-
-    Args:
-        X: ``n x d`` training inputs (duplicates allowed).
-        k: maximum number of inducing points.
-
-    Returns:
-        ``min(k, n_unique) x d``: all unique rows in order of first occurrence if there
-        are at most ``k`` of them (so that one more trial appends one inducing point,
-        which is what makes the variational warm start exact), else a greedy
-        farthest-point (max-min distance) subset started at the row nearest the centroid.
-    """
-    U = unique_rows(X.detach())
-    n = U.shape[0]
-    if n <= k:
-        return U
-    idx = [int(torch.argmin((U - U.mean(0)).pow(2).sum(-1)))]
-    dmin = (U - U[idx[0]]).pow(2).sum(-1)
-    for _ in range(1, k):
-        j = int(torch.argmax(dmin))
-        idx.append(j)
-        dmin = torch.minimum(dmin, (U - U[j]).pow(2).sum(-1))
-    return U[sorted(idx)]
+#: psyserve's default allocator, by its old name
+select_inducing_points = farthest_point_subset
 
 
 def pairwise_to_comparisons(X: np.ndarray, y: np.ndarray) -> tuple[Tensor, Tensor]:
@@ -258,9 +228,22 @@ def _classification(
     Xt = torch.as_tensor(X, dtype=DTYPE)
     yt = torch.as_tensor(y, dtype=DTYPE)
     inducing_size = max(1, opt_int(opts, "inducing_size", 100))
-    Z = select_inducing_points(Xt, inducing_size) if n else torch.full((1, d), 0.5, dtype=DTYPE)
-    covar = make_kernel(d, str(opts.get("kernel", "rbf") or "rbf"))
+    import os  # ABLATION (temporary)
+
+    abl = set(os.environ.get("PSYSERVE_ABL", "").split(","))
+    covar = make_kernel(
+        d,
+        str(opts.get("kernel", "rbf") or "rbf"),
+        prior="lognormal" if "lognormal" in abl else "gamma",
+        fixed_outputscale=1.0 if "fixamp" in abl else None,
+    )
     mean = ConstantMean(constant_prior=NormalPrior(0.0, 2.0)).to(DTYPE)
+    method = opt_str(opts, "inducing_point_method", DEFAULT_INDUCING) or DEFAULT_INDUCING
+    if method == "GreedyVarianceReduction" and _warm_usable(warm_state, spec.kind):
+        assert warm_state is not None  # allocate with the last fit's kernel, as AEPsych does
+        prefix = "model.covar_module."
+        _load(covar, {k.removeprefix(prefix): v for k, v in warm_state.hyperparameters.items() if k.startswith(prefix)}, False)
+    Z = allocate_inducing_points(method, Xt, inducing_size, covar, opts)
     model = SingleTaskVariationalGP(
         train_X=Xt if n else Z,
         train_Y=yt.unsqueeze(-1) if n else None,
@@ -272,6 +255,8 @@ def _classification(
     ).to(DTYPE)
     digest = data_digest(spec.kind, opts, X, y)
     warm = _warm_usable(warm_state, spec.kind)
+    if "nowarm" in abl and refit:
+        warm = False
     if warm:
         assert warm_state is not None
         _load(model, warm_state.hyperparameters, include_variational=False)
@@ -295,7 +280,7 @@ def _classification(
                 if fast and PackedElbo.supports(model, mll):
                     packed = PackedElbo(model, mll, Xt, yt, link)
                     maxiter = opt_int(opts, "max_fit_iter", 200)
-                    if packed.fit(maxiter, opt_float(opts, "fit_ftol", FIT_FTOL) or FIT_FTOL, opt_float(opts, "max_fit_time", None), freeze):
+                    if packed.fit(maxiter, 1e-9 if "ftol" in abl else opt_float(opts, "fit_ftol", FIT_FTOL) or FIT_FTOL, opt_float(opts, "max_fit_time", None), freeze):
                         return
                 frozen = [p for name, p in model.named_parameters() if "variational" not in name and p.requires_grad] if freeze else []
                 for p in frozen:
