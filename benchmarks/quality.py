@@ -370,8 +370,9 @@ def mean_se(values: list[float]) -> str:
     v = np.array([x for x in values if np.isfinite(x)])
     if len(v) == 0:
         return "    —        "
-    se = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
-    return f"{v.mean():.3f} ± {se:.3f}"
+    if len(v) == 1:
+        return f"{v[0]:.3f}        "
+    return f"{v.mean():.3f} ± {v.std(ddof=1) / np.sqrt(len(v)):.3f}"
 
 
 def report(name: str, paired: Paired) -> None:
@@ -385,6 +386,27 @@ def report(name: str, paired: Paired) -> None:
         diff = [a - b for a, b in zip(ours, theirs, strict=True)]
         print(f"   {m:<18} {mean_se(ours):>15} | {mean_se(theirs):>15} | {mean_se(diff):>15}")
     sys.stdout.flush()
+
+
+def markdown_table(rows: list[tuple[str, Paired]]) -> str:
+    """One line per case and metric: n seeds of each side, mean ± s.e., paired difference."""
+    out = ["| case | metric | psyserve (n) | AEPsych 0.8 (n) | paired difference (n) |", "|---|---|---|---|---|"]
+    for name, paired in rows:
+        for m in ("mae", "brier", "misclass", "threshold_error", "regret"):
+            ours = [getattr(s, m) for s in paired.psyserve]
+            theirs = [getattr(s, m) for s in paired.aepsych]
+            if not any(np.isfinite(ours)) and not any(np.isfinite(theirs)):
+                continue
+            diff = [a - b for a, b in zip(ours, theirs, strict=True)]
+
+            def n(v: list[float]) -> int:
+                return int(np.isfinite(v).sum())
+
+            out.append(
+                f"| {name} | {m} | {mean_se(ours).strip()} ({n(ours)}) | {mean_se(theirs).strip()} ({n(theirs)}) "
+                f"| {mean_se(diff).strip()} ({n(diff)}) |"
+            )
+    return "\n".join(out)
 
 
 def load_scores(path: Path) -> dict[tuple[str, str, int], Score]:
@@ -407,6 +429,14 @@ def main() -> None:
     parser.add_argument("--only", choices=["psyserve", "aepsych"], default=None, help="run one side only")
     parser.add_argument("--save", type=Path, default=None, help="append each run's scores as JSON lines to this file")
     parser.add_argument(
+        "--from-saved",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="run nothing: report both sides from these --save files (seeds a side lacks are left out of its "
+        "figures and of the paired differences), with a Markdown table",
+    )
+    parser.add_argument(
         "--reuse",
         type=Path,
         default=None,
@@ -419,6 +449,21 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     stored = load_scores(args.reuse) if args.reuse else {}
     seeds = args.seed_list or list(range(1, args.seeds + 1))
+    if args.from_saved:
+        saved: dict[tuple[str, str, int], Score] = {}
+        for path in args.from_saved:
+            saved.update(load_scores(path))
+        print(f"== paired accuracy benchmark from {[str(p) for p in args.from_saved]}, seeds {seeds}")
+        rows = []
+        for name in args.cases:
+            paired = Paired(
+                [saved.get(("psyserve", name, s), Score()) for s in seeds],
+                [saved.get(("aepsych", name, s), Score()) for s in seeds],
+            )
+            report(name, paired)
+            rows.append((name, paired))
+        print(markdown_table(rows))
+        return
     print(f"== paired accuracy benchmark, seeds {seeds}, {time.strftime('%Y-%m-%d %H:%M')}, load {os.getloadavg()[0]:.1f}")
 
     def save(side: str, name: str, seed: int, score: Score) -> None:

@@ -159,10 +159,16 @@ def test_base_config_is_accepted() -> None:
             "factory",
         ),
         (
-            {"opt": "[default_mean_covar_factory]\nlengthscale_prior = lognormal"},
+            {"opt": "[default_mean_covar_factory]\nfixed_kernel_amplitude = False"},
+            "default_mean_covar_factory",
+            "fixed_kernel_amplitude",
+            "only [default_mean_covar_factory] lengthscale_prior",
+        ),
+        (
+            {"opt": "[default_mean_covar_factory]\nlengthscale_prior = invgamma"},
             "default_mean_covar_factory",
             "lengthscale_prior",
-            "priors",
+            "expected one of",
         ),
         ({"opt": "[MCLevelSetEstimation]\nlookahead_type = posterior"}, "MCLevelSetEstimation", "lookahead_type", "look-ahead"),
     ],
@@ -224,3 +230,25 @@ def test_extended_interpolation_and_keys_without_values() -> None:
     with pytest.raises(ConfigError) as err:
         parse_config(text.replace("min_asks = 5\n[opt]", "min_asks\n[opt]"))
     assert (err.value.section, err.value.key) == ("init", "min_asks")
+
+
+def test_length_scale_prior_and_straddle_are_read() -> None:
+    """[default_mean_covar_factory] lengthscale_prior (GPClassificationModel) and MCLevelSetEstimation's
+    straddle reach the model and generator options; other models refuse the prior."""
+    text = BASE.format(common="target = 0.75", model="GPClassificationModel", acqf="MCLevelSetEstimation", opt="")
+    opt = parse_config(
+        text + "[default_mean_covar_factory]\nlengthscale_prior = Gamma\n[MCLevelSetEstimation]\nstraddle = probability\n"
+    ).phases[1]
+    assert opt.model_options["lengthscale_prior"] == "gamma" and opt.generator_options["straddle"] == "probability"
+    assert "lengthscale_prior" not in parse_config(text).phases[1].model_options  # the default: LogNormal
+    with pytest.raises(ConfigError) as err:
+        parse_config(text + "[MCLevelSetEstimation]\nstraddle = sideways\n")
+    assert (err.value.section, err.value.key) == ("MCLevelSetEstimation", "straddle")
+    with pytest.raises(ConfigError) as err:
+        _parse(
+            model="GPRegressionModel",
+            acqf="qLogNoisyExpectedImprovement",
+            common="outcome_types = [continuous]",
+            opt="[default_mean_covar_factory]\nlengthscale_prior = gamma",
+        )
+    assert (err.value.section, err.value.key) == ("default_mean_covar_factory", "lengthscale_prior")

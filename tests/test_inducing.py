@@ -99,7 +99,10 @@ def test_config_reads_allocators_and_their_sections() -> None:
     ).phases[1]
     assert json.loads(str(fixed.model_options["inducing_points"])) == [[0.5, 0.5], [1.0, 0.0]]  # unit cube
     plus = parse_config(
-        _config("inducing_point_method = FixedPlusAllocator", "[FixedPlusAllocator]\npoints = [[2.5, 0.5]]\nmain_allocator = SobolAllocator")
+        _config(
+            "inducing_point_method = FixedPlusAllocator",
+            "[FixedPlusAllocator]\npoints = [[2.5, 0.5]]\nmain_allocator = SobolAllocator",
+        )
     ).phases[1]
     assert plus.model_options["inducing_main_allocator"] == "SobolAllocator"
     assert json.loads(str(plus.model_options["inducing_points"])) == [[0.25, 0.75]]
@@ -108,7 +111,12 @@ def test_config_reads_allocators_and_their_sections() -> None:
 @pytest.mark.parametrize(
     ("text", "section", "key", "says"),
     [
-        (_config("inducing_point_method = KMeans"), "GPClassificationModel", "inducing_point_method", "unknown inducing-point allocator"),
+        (
+            _config("inducing_point_method = KMeans"),
+            "GPClassificationModel",
+            "inducing_point_method",
+            "unknown inducing-point allocator",
+        ),
         (_config("inducing_point_method = FixedAllocator"), "FixedAllocator", "points", "needs points"),
         (
             _config("inducing_point_method = FixedAllocator", "[FixedAllocator]\npoints = [[11, 0]]"),
@@ -117,7 +125,9 @@ def test_config_reads_allocators_and_their_sections() -> None:
             "a",
         ),
         (
-            _config("inducing_point_method = FixedPlusAllocator", "[FixedPlusAllocator]\npoints = [[1, 0]]\nmain_allocator = Nope"),
+            _config(
+                "inducing_point_method = FixedPlusAllocator", "[FixedPlusAllocator]\npoints = [[1, 0]]\nmain_allocator = Nope"
+            ),
             "FixedPlusAllocator",
             "main_allocator",
             "expected one of",
@@ -180,7 +190,9 @@ def test_each_allocator_runs_through_the_model_phase(tmp_path: Path) -> None:
                     phases.append(trial.phase_name)
                     client.tell(trial_id=trial.trial_id, outcome=int(rng.random() < a / 10), strategy_id=sid)
                 assert phases.count("opt") == 3, (method, phases)
-                pred = client.query("prediction", probability_space=True, x=[{"a": 1.0, "b": 0.0}, {"a": 9.0, "b": 0.0}], strategy_id=sid)
+                pred = client.query(
+                    "prediction", probability_space=True, x=[{"a": 1.0, "b": 0.0}, {"a": 9.0, "b": 0.0}], strategy_id=sid
+                )
                 assert all(0 <= p <= 1 for p in pred.y), method
     finally:
         proc.kill()

@@ -548,6 +548,9 @@ _FIT_SWITCHES: dict[str, dict[str, type | tuple[str, ...]]] = {
 }
 _GENERATOR_OPTIONS: dict[str, type] = {"restarts": int, "samps": int, "max_gen_time": float}
 _ACQF_OPTIONS: dict[str, type] = {"target": float, "beta": float, "objective": str}
+#: MCLevelSetEstimation's `straddle` (psyserve only): "latent" (default) sqrt(beta Var[f]) - |E f - F^-1(target)|,
+#: "probability" AEPsych's sqrt(beta Var[p(f)]) - |E p(f) - target|
+STRADDLE_SPACES = ("latent", "probability")
 
 
 def _parse_phase(
@@ -631,12 +634,15 @@ def _parse_phase(
         _refuse_unhonoured_keys(r, name, model, acqf)
         model_options = _options(r, model, {**_MODEL_OPTIONS, **_FIT_SWITCHES.get(model, {})}, name)
         model_options.update(_inducing_options(r, name, model, space, stimuli_per_trial))
+        model_options.update(_factory_options(r, model))
         if optimization is not None and generator != "OptimizeAcqfGenerator":
             raise ConfigError(name, "generator", f"an [optimization] experiment's model phase uses OptimizeAcqfGenerator, not {generator}")
         generator_options = {}
         for section in reversed(gen_sections):  # the generator's own section wins
             generator_options.update(_options(r, section, _GENERATOR_OPTIONS, name))
         generator_options.update(_options(r, acqf, _ACQF_OPTIONS, name))
+        if acqf == "MCLevelSetEstimation":  # psyserve's switch: where the straddle is measured
+            generator_options.update(_options(r, acqf, {"straddle": STRADDLE_SPACES}, name))
         size = r.get_int(name, "query_set_size", acqf, minimum=16) if acqf in LOOKAHEAD_ACQFS else None
         if size is not None:  # AEPsych's reference set of the global look-ahead
             generator_options["lookahead_points"] = size
@@ -701,6 +707,23 @@ def _parse_phase(
         model_options=model_options,
         generator_options=generator_options,
     )
+
+
+#: [default_mean_covar_factory] keys psyserve honours, and for which models: the length-scale prior
+#: of the classification kernel (AEPsych 0.8's default for one stimulus per trial is the
+#: dimension-scaled LogNormal(sqrt 2 + log(d) / 2, sqrt 3); "gamma" is its Gamma(3, 6))
+HONOURED_FACTORY_KEYS: dict[str, frozenset[str]] = {"lengthscale_prior": frozenset({"GPClassificationModel"})}
+LENGTHSCALE_PRIORS = ("lognormal", "gamma")
+
+
+def _factory_options(r: _Reader, model: str) -> dict[str, str]:
+    found = r.raw("default_mean_covar_factory", "lengthscale_prior")
+    if found is None or found[0] != "default_mean_covar_factory" or model not in HONOURED_FACTORY_KEYS["lengthscale_prior"]:
+        return {}
+    value = found[1].strip().lower()
+    if value not in LENGTHSCALE_PRIORS:
+        raise ConfigError(found[0], "lengthscale_prior", f"expected one of {list(LENGTHSCALE_PRIORS)}, got {found[1].strip()!r}")
+    return {"lengthscale_prior": value}
 
 
 #: the models whose fit uses inducing points (a variational GP)
@@ -785,11 +808,13 @@ def _refuse_unhonoured_keys(r: _Reader, phase: str, model: str, acqf: str) -> No
     for section in sorted(aepsych.FACTORY_SECTIONS):
         if r.parser.has_section(section):
             for key in r.parser.options(section):
+                if section == "default_mean_covar_factory" and key in HONOURED_FACTORY_KEYS and model in HONOURED_FACTORY_KEYS[key]:
+                    continue  # read by _factory_options
                 raise ConfigError(
                     section,
                     key,
-                    "not supported by psyserve: the model's mean and covariance priors are fixed (RBF/Matern "
-                    "with a Gamma length-scale prior); AEPsych's mean/covariance factory options cannot be honoured",
+                    "not supported by psyserve: of AEPsych's mean/covariance factory options only "
+                    "[default_mean_covar_factory] lengthscale_prior (lognormal | gamma, GPClassificationModel) is honoured",
                 )
 
 

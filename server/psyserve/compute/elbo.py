@@ -26,7 +26,16 @@ from torch import Tensor
 from psyserve.compute.kernels import kernel_lengthscale_grad_np, stationary_kernel
 from psyserve.compute.lbfgs import minimize_packed
 from psyserve.compute.links import PROBIT, Link
-from psyserve.compute.numerics import DTYPE, GH20_W, GH20_W_T, GH20_X, GH20_X_T, LOG_SQRT_2PI, gamma_log_prior, lognormal_log_prior
+from psyserve.compute.numerics import (
+    DTYPE,
+    GH20_W,
+    GH20_W_T,
+    GH20_X,
+    GH20_X_T,
+    LOG_SQRT_2PI,
+    gamma_log_prior,
+    lognormal_log_prior,
+)
 
 
 def variational_elbo_closure(
@@ -105,7 +114,7 @@ class PackedElbo:
     ``d/dA = v g^T + 2 (S - I) A diag(h)``, then back through ``A = L^{-1} K_ZX``, the
     Cholesky factor (Murray 2016) and the kernel to the output scale and length-scales.
     Handles the model ``_classification`` builds (ARD RBF or Matern-5/2, identity-transformed
-    bounded hyper-parameters, Gamma length-scale and Normal constant priors);
+    bounded hyper-parameters, Gamma or LogNormal length-scale and Normal constant priors);
     ``PackedElbo.supports`` says when it applies. Checked against autograd in the tests.
     """
 
@@ -140,7 +149,6 @@ class PackedElbo:
             lognormal = priors[LogNormalPrior]
             self.ls_prior = ("lognormal", float(lognormal.base_dist.loc), float(lognormal.base_dist.scale))
         self.normal = (float(normal.loc), float(normal.scale))
-        self.fixed_outputscale = not self.cm.raw_outputscale.requires_grad
         vs.variational_params_initialized.fill_(1)
 
     @staticmethod
@@ -195,8 +203,6 @@ class PackedElbo:
         if freeze_hyperparameters:
             x = self.get()
             lo[: self.d + 2] = hi[: self.d + 2] = x[: self.d + 2]
-        elif self.fixed_outputscale:
-            lo[self.d] = hi[self.d] = float(self.cm.raw_outputscale.detach().reshape(-1)[0])
         return lo, hi
 
     # ------------------------------------------------------------ objective

@@ -62,6 +62,9 @@ log = logging.getLogger(__name__)
 
 DIGEST_KEY = "__digest__"
 INDUCING_KEY = "__inducing__"
+#: the classification kernel's length-scale prior when the config names none ("lognormal": AEPsych
+#: 0.8's dimension-scaled LogNormal(sqrt 2 + log(d) / 2, sqrt 3); "gamma": Gamma(3, 6))
+DEFAULT_LENGTHSCALE_PRIOR = "lognormal"
 _VMEAN = "model.variational_strategy._variational_distribution.variational_mean"
 _VCHOL = "model.variational_strategy._variational_distribution.chol_variational_covar"
 
@@ -228,14 +231,8 @@ def _classification(
     Xt = torch.as_tensor(X, dtype=DTYPE)
     yt = torch.as_tensor(y, dtype=DTYPE)
     inducing_size = max(1, opt_int(opts, "inducing_size", 100))
-    import os  # ABLATION (temporary)
-
-    abl = set(os.environ.get("PSYSERVE_ABL", "").split(","))
     covar = make_kernel(
-        d,
-        str(opts.get("kernel", "rbf") or "rbf"),
-        prior="lognormal" if "lognormal" in abl else "gamma",
-        fixed_outputscale=1.0 if "fixamp" in abl else None,
+        d, str(opts.get("kernel", "rbf") or "rbf"), prior=opt_str(opts, "lengthscale_prior", DEFAULT_LENGTHSCALE_PRIOR)
     )
     mean = ConstantMean(constant_prior=NormalPrior(0.0, 2.0)).to(DTYPE)
     method = opt_str(opts, "inducing_point_method", DEFAULT_INDUCING) or DEFAULT_INDUCING
@@ -255,8 +252,6 @@ def _classification(
     ).to(DTYPE)
     digest = data_digest(spec.kind, opts, X, y)
     warm = _warm_usable(warm_state, spec.kind)
-    if "nowarm" in abl and refit:
-        warm = False
     if warm:
         assert warm_state is not None
         _load(model, warm_state.hyperparameters, include_variational=False)
@@ -280,7 +275,7 @@ def _classification(
                 if fast and PackedElbo.supports(model, mll):
                     packed = PackedElbo(model, mll, Xt, yt, link)
                     maxiter = opt_int(opts, "max_fit_iter", 200)
-                    if packed.fit(maxiter, 1e-9 if "ftol" in abl else opt_float(opts, "fit_ftol", FIT_FTOL) or FIT_FTOL, opt_float(opts, "max_fit_time", None), freeze):
+                    if packed.fit(maxiter, opt_float(opts, "fit_ftol", FIT_FTOL) or FIT_FTOL, opt_float(opts, "max_fit_time", None), freeze):
                         return
                 frozen = [p for name, p in model.named_parameters() if "variational" not in name and p.requires_grad] if freeze else []
                 for p in frozen:
