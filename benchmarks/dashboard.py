@@ -141,6 +141,14 @@ async def watched(
                         os.setpriority(os.PRIO_PROCESS, pid, browser_nice)
             results = await run
             procs = _processes()
+            by_type: Counter[str] = Counter()
+            for pid in _descendants(procs, os.getpid()) - {os.getpid()}:
+                cmd = procs[pid][2]
+                if "psyserve serve" in cmd or "spawn_main" in cmd:
+                    continue
+                kind = cmd.split("--type=", 1)[1].split()[0] if "--type=" in cmd else ("chromium" if "chromium" in cmd else "driver")
+                by_type[kind] += procs[pid][1]
+            loads.update({f"browser CPU s ({k})": round(v) for k, v in by_type.items()})
             browser_cpu = _tree_cpu(procs, os.getpid()) - procs[os.getpid()][1]
             port = address.rsplit(":", 1)[1]
             server = next(pid for pid, (_, _, cmd) in procs.items() if "psyserve serve" in cmd and f"--port {port} " in cmd)

@@ -3,6 +3,8 @@
 Reads only the ExperimentService's public methods (resume, list_strategies, list_trials, query)
 and psyserve.export's rows; plots are drawn by psyserve_client.plot in a separate low-priority
 process, model queries run at background priority. Knows nothing of gRPC or the journal.
+Longer than ~500 lines: the pages, feeds, access checks and embedded server are one app, kept in
+one file so that what the dashboard exposes is reviewed in one place.
 """
 
 from __future__ import annotations
