@@ -376,6 +376,7 @@ class _Registry:
     configure_requests: dict[str, int] = field(default_factory=dict)
     next_id: int = 1
     model_asks: dict[int, tuple[int, int]] = field(default_factory=dict)  # strategy id -> (model asks, precomputed)
+    changes: dict[int, int] = field(default_factory=dict)  # strategy id -> changes applied since the server started
 
 
 class ExperimentService:
@@ -394,6 +395,13 @@ class ExperimentService:
     @property
     def db_name(self) -> str:
         return os.path.basename(self.journal.path)
+
+    def change_marks(self) -> dict[int, int]:
+        """Strategy id -> a number that grows with every change applied to it (asks, tells, abandons,
+        phase changes) since this server started: observers compare marks instead of building views.
+        A strategy appears here once it exists (0 before its first change here)."""
+        changes = self._registry.changes
+        return {sid: changes.get(sid, 0) for sid in self._registry.by_id}
 
     @property
     def change_count(self) -> int:
@@ -440,6 +448,7 @@ class ExperimentService:
                         continue
                     for event in events:
                         strategy.apply(event)
+                    self._mark_changed(events)
                     if self.models is not None and strategy.has_model_phase:
                         self.models.data_changed(strategy)
             await asyncio.sleep(self.lease_check_seconds)
@@ -484,6 +493,11 @@ class ExperimentService:
             raise NotFound(f"strategy_id {strategy_id} not found", "strategy_id")
         return strategy
 
+    def _mark_changed(self, events: list[Event]) -> None:
+        changes = self._registry.changes
+        for event in events:
+            changes[event.strategy_id] = changes.get(event.strategy_id, 0) + 1
+
     async def _append(self, events: list[Event]) -> None:
         """Journal events; a journal failure becomes a service error (RESOURCE_EXHAUSTED for a full
         disk, UNAVAILABLE otherwise), logged once per episode rather than once per request."""
@@ -514,6 +528,7 @@ class ExperimentService:
             if strategy is not None:
                 for event in events:
                     strategy.apply(event)
+            self._mark_changed(events)
             if on_commit is not None:
                 on_commit()
 
@@ -760,6 +775,7 @@ class ExperimentService:
                 await self._append(events)
                 for event in events:
                     strategy.apply(event)
+                self._mark_changed(events)
             finally:
                 release()
 
@@ -1317,11 +1333,16 @@ class ExperimentService:
             await self._commit([event], strategy)
             return TrialView.of(trial, strategy.spec)
 
-    def list_trials(self, strategy_id: int, state: str | None = None) -> list[TrialView]:
+    def list_trials(self, strategy_id: int, state: str | None = None, since: int = 0) -> list[TrialView]:
+        """The strategy's trials (in one state, if given; with trial_id >= since, if given)."""
         strategy = self.get(strategy_id)
         if state is not None and state not in (PENDING, COMPLETED, FAILED, ABANDONED):
             raise InvalidArgument(f"state: unknown trial state {state!r}", "state")
-        return [TrialView.of(t, strategy.spec) for t in strategy.trials.values() if state is None or t.state == state]
+        return [
+            TrialView.of(t, strategy.spec)
+            for t in strategy.trials.values()
+            if (state is None or t.state == state) and t.trial_id >= since
+        ]
 
     def export_trials(self, strategy_id: int = 0) -> list[ExportedTrial]:
         """Every trial (of one strategy when strategy_id is given), as one consistent snapshot: it
