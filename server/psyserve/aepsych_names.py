@@ -12,7 +12,6 @@ UNSUPPORTED_MODELS: frozenset[str] = frozenset(
     {
         "SemiParametricGPModel",
         "HadamardSemiPModel",
-        "IndependentGPsModel",
         "MonotonicProjectionGP",
         "MonotonicRejectionGP",
         "VariationalGPModel",
@@ -27,7 +26,6 @@ UNSUPPORTED_GENERATORS: frozenset[str] = frozenset(
     {
         "MixedOptimizeAcqfGenerator",
         "IntensityAwareSemiPGenerator",
-        "IndependentOptimizeAcqfGenerator",
         "MonotonicRejectionGenerator",
         "MonotonicThompsonSamplerGenerator",
         "PairwiseOptimizeAcqfGenerator",

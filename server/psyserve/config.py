@@ -19,6 +19,8 @@ from typing import Any
 from . import aepsych_names as aepsych
 from .compute.contract import (
     DEFAULT_N_LEVELS,
+    INDEPENDENT,
+    INDEPENDENT_PARTS,
     KNOWN_ACQFS,
     KNOWN_MODELS,
     LOOKAHEAD_ACQFS,
@@ -57,7 +59,10 @@ MODEL_GENERATORS: dict[str, str] = {
     "EpsilonGreedyGenerator": "epsilon_greedy",
     "AcqfGridSearchGenerator": "grid",
     "AcqfThompsonSamplerGenerator": "thompson",
+    "IndependentOptimizeAcqfGenerator": "independent",
 }
+INDEPENDENT_GENERATOR = "IndependentOptimizeAcqfGenerator"
+INDEPENDENT_MODEL = INDEPENDENT
 GENERATORS = frozenset(
     {"SobolGenerator", "RandomGenerator", "ManualGenerator", "SampleAroundPointsGenerator", *MODEL_GENERATORS}
 )
@@ -79,6 +84,17 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class PartSpec:
+    """One outcome's model and generator in an IndependentGPsModel phase (outcome i = part i)."""
+
+    section: str  # the model's name in `models` (a class, or an alias section with `class`)
+    model: str
+    acqf: str
+    model_options: Mapping[str, float | int | str] = field(default_factory=dict)
+    generator_options: Mapping[str, float | int | str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class PhaseSpec:
     """One strategy of the sequence (AEPsych's `strategy_names` entries)."""
 
@@ -97,6 +113,8 @@ class PhaseSpec:
     shuffle: bool = False
     model_options: Mapping[str, float | int | str] = field(default_factory=dict)
     generator_options: Mapping[str, float | int | str] = field(default_factory=dict)
+    # IndependentGPsModel: one model and generator per outcome, in outcome order
+    parts: tuple[PartSpec, ...] = ()
 
     @property
     def is_model_based(self) -> bool:
@@ -377,11 +395,12 @@ def _experiment_levels(r: _Reader, phases: list[PhaseSpec], outcome_types: tuple
         return None
     levels = None
     for phase in phases:
-        if phase.model == ORDINAL_MODEL:
-            k = int(phase.model_options["n_levels"])
-            if levels is not None and k != levels:
-                raise ConfigError(phase.name, "n_levels", f"every OrdinalGPModel phase must have the same n_levels ({levels}), got {k}")
-            levels = k
+        for where, model, options in [(phase.name, phase.model, phase.model_options)] + [(p.section, p.model, p.model_options) for p in phase.parts]:
+            if model == ORDINAL_MODEL:
+                k = int(options["n_levels"])
+                if levels is not None and k != levels:
+                    raise ConfigError(where, "n_levels", f"every OrdinalGPModel must have the same n_levels ({levels}), got {k}")
+                levels = k
     if levels is None:
         levels = r.get_int("OrdinalLikelihood", "n_levels", minimum=2)
     return levels
@@ -617,7 +636,11 @@ def _parse_phase(
     generator_options: dict[str, float | int | str] = {}
     points: list[tuple[Any, ...]] = []
     shuffle = False
-    if generator in MODEL_GENERATORS:
+    parts: tuple[PartSpec, ...] = ()
+    if generator == INDEPENDENT_GENERATOR:
+        model, parts = _parse_independent(r, name, stimuli_per_trial, outcome_types, optimization)
+        acqf = ", ".join(p.acqf for p in parts)
+    elif generator in MODEL_GENERATORS:
         # EpsilonGreedyGenerator's subgenerator (AEPsych's default, the only one psyserve runs) reads
         # its settings from [OptimizeAcqfGenerator]; the grid generators from their own sections
         sub = r.get_str(name, "subgenerator", generator) if generator == "EpsilonGreedyGenerator" else None
@@ -634,6 +657,8 @@ def _parse_phase(
             raise ConfigError(name, "model", aepsych.unsupported_class_message("model", model, sorted(MODELS)))
         if model not in MODELS:
             raise ConfigError(name, "model", f"unknown model {model!r} (known: {sorted(MODELS)})")
+        if model == INDEPENDENT_MODEL:
+            raise ConfigError(name, "generator", f"{INDEPENDENT_MODEL} needs {INDEPENDENT_GENERATOR} (one generator per model), not {generator}")
         acqf = r.get_str(name, "acqf", *gen_sections)
         if acqf is None:
             raise ConfigError(name, "acqf", f"{generator} needs an acqf")
@@ -732,7 +757,106 @@ def _parse_phase(
         shuffle=shuffle,
         model_options=model_options,
         generator_options=generator_options,
+        parts=parts,
     )
+
+
+def _alias_class(r: _Reader, name: str, known: frozenset[str] | set[str], where: tuple[str, str], what: str) -> str:
+    """AEPsych's `models = [...]` / `generators = [...]` entries: a class name, or an alias section whose
+    `class` names one."""
+    if name in known:
+        return name
+    cls = r.get_str(name, "class") if r.parser.has_section(name) and r.has(name, "class") else None
+    if cls is None:
+        raise ConfigError(*where, f"{name!r} is neither a {what} psyserve supports ({sorted(known)}) nor a section with `class = ...`")
+    if cls not in known:
+        raise ConfigError(name, "class", f"{what} {cls!r} is not supported here (supported: {sorted(known)})")
+    return cls
+
+
+def _parse_independent(
+    r: _Reader, phase: str, stimuli_per_trial: int, outcome_types: tuple[str, ...], optimization: OptimizationSpec | None
+) -> tuple[str, tuple[PartSpec, ...]]:
+    """AEPsych's IndependentGPsModel + IndependentOptimizeAcqfGenerator: `models = [...]` (one per outcome,
+    in `outcome_types` order) and `generators = [...]` (one OptimizeAcqfGenerator per model), each a class
+    name or an alias section with `class = ...`; every part's options from its own sections."""
+    generator = INDEPENDENT_GENERATOR
+    model = r.get_str(phase, "model")
+    if model != INDEPENDENT_MODEL:
+        raise ConfigError(phase, "model", f"{generator} drives {INDEPENDENT_MODEL} (one model per outcome), not {model!r}")
+    if optimization is not None:
+        raise ConfigError(phase, "model", f"an [optimization] experiment is modelled by {OPTIMIZATION_MODEL}, not {model}")
+    if stimuli_per_trial != 1:
+        raise ConfigError("common", "stimuli_per_trial", f"{model} takes one stimulus per trial")
+    models = r.get_list(model, "models", phase)
+    if not models:
+        raise ConfigError(model, "models", f"{model} needs `models = [...]`, one per outcome in [common] outcome_types")
+    if len(models) != len(outcome_types):
+        raise ConfigError(model, "models", f"has {len(models)} models for {len(outcome_types)} outcome types {list(outcome_types)}")
+    generators = r.get_list(generator, "generators", phase)
+    if not generators:
+        raise ConfigError(generator, "generators", f"{generator} needs `generators = [...]`, one per model")
+    if len(generators) != len(models):
+        raise ConfigError(generator, "generators", f"has {len(generators)} generators for {len(models)} models")
+    parts = []
+    for i, (entry, gen_entry) in enumerate(zip(models, generators, strict=True)):
+        cls = _alias_class(r, entry, INDEPENDENT_PARTS, (model, "models"), "model")
+        try:
+            _check_model_fits_experiment(phase, cls, 1, (outcome_types[i],))
+        except ConfigError as exc:
+            raise ConfigError(model, "models", f"model {i} ({entry}) for outcome {i} ({outcome_types[i]}): {str(exc).split(': ', 1)[-1]}") from None
+        gen_cls = _alias_class(r, gen_entry, {"OptimizeAcqfGenerator"}, (generator, "generators"), "sub-generator")
+        acqf = r.get_str(gen_entry, "acqf", gen_cls)
+        if acqf is None:
+            raise ConfigError(gen_entry, "acqf", f"generator {gen_entry!r} needs an acqf")
+        if acqf in aepsych.UNSUPPORTED_ACQFS or acqf not in ACQFS:
+            raise ConfigError(gen_entry, "acqf", f"unknown or unsupported acquisition function {acqf!r} (known: {sorted(ACQFS)})")
+        if not acqf_supports(cls, acqf):
+            raise ConfigError(gen_entry, "acqf", f"acquisition function {acqf} does not work with {cls} (model {i}, {entry})")
+        _refuse_unhonoured_keys(r, entry, cls, acqf)
+        likelihood = r.raw(cls, "likelihood", entry)
+        default_likelihood = {"GPClassificationModel": "BernoulliLikelihood", ORDINAL_MODEL: "OrdinalLikelihood"}.get(cls)
+        if likelihood is not None and likelihood[1].strip() != default_likelihood:
+            raise ConfigError(likelihood[0], "likelihood", f"a model inside {model} keeps its default likelihood ({default_likelihood or 'Gaussian'})")
+        model_options: dict[str, float | int | str] = {}
+        for key, kind in {**_MODEL_OPTIONS, **_FIT_SWITCHES.get(cls, {})}.items():
+            found = r.raw(entry, key, cls)
+            if found is None:
+                continue
+            if isinstance(kind, tuple):
+                value = found[1].strip().lower()
+                if value not in kind:
+                    raise ConfigError(found[0], key, f"expected one of {list(kind)}, got {found[1]!r}")
+                model_options[key] = value
+            elif kind is int:
+                model_options[key] = r.get_int(entry, key, cls, minimum=1) or 1
+            else:
+                model_options[key] = r.get_float(entry, key, cls) or 0.0
+        if cls == ORDINAL_MODEL:
+            model_options["n_levels"] = _ordinal_levels(r, entry, cls)
+        generator_options: dict[str, float | int | str] = {}
+        for key, kind in _GENERATOR_OPTIONS.items():
+            number = r.get_int(gen_entry, key, gen_cls, minimum=1) if kind is int else r.get_float(gen_entry, key, gen_cls)
+            if number is not None:
+                generator_options[key] = number
+        target = r.get_float(acqf, "target", gen_entry)
+        if target is not None:
+            generator_options["target"] = target
+        beta = r.get_float(acqf, "beta", gen_entry)
+        if beta is not None:
+            generator_options["beta"] = beta
+        if target is None and acqf in aepsych.LEVEL_SET_ACQFS:
+            raise ConfigError(acqf, "target", f"{acqf} aims at a level set and needs a target: set it in [{acqf}], [{gen_entry}] or [common]")
+        if target is not None and outcome_types[i] == "binary" and acqf in aepsych.LEVEL_SET_ACQFS and not 0 < target < 1:
+            raise ConfigError(acqf, "target", f"target must lie in (0, 1) for binary outcomes, got {target}")
+        objective = r.raw(acqf, "objective", gen_entry)
+        if objective is not None:
+            objective_name = _objective(objective[0], objective[1].strip())
+            if objective_name in OBJECTIVE_LINKS or (cls != "GPClassificationModel" and objective_name not in ("", "IdentityMCObjective")):
+                raise ConfigError(objective[0], "objective", f"{objective[1].strip()} is not supported for {cls} inside {model}")
+            generator_options["objective"] = objective_name
+        parts.append(PartSpec(entry, cls, acqf, model_options, generator_options))
+    return model, tuple(parts)
 
 
 def _check_model_fits_experiment(phase: str, model: str, stimuli_per_trial: int, outcome_types: tuple[str, ...]) -> None:
@@ -750,8 +874,8 @@ def _check_model_fits_experiment(phase: str, model: str, stimuli_per_trial: int,
         raise ConfigError(
             "common",
             "outcome_types",
-            f"{len(outcome_types)} outcomes need one model per outcome (AEPsych's IndependentGPsModel), "
-            f"which psyserve supports for optimisation experiments ([optimization] section, model = {OPTIMIZATION_MODEL})",
+            f"{len(outcome_types)} outcomes need one model per outcome: model = {INDEPENDENT_MODEL} with "
+            f"generator = {INDEPENDENT_GENERATOR} (or, for optimisation, an [optimization] section with {OPTIMIZATION_MODEL})",
         )
     outcome = outcome_types[0]
     if outcome == "ordinal" and model != ORDINAL_MODEL:
