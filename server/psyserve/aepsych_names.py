@@ -11,8 +11,6 @@ from __future__ import annotations
 UNSUPPORTED_MODELS: frozenset[str] = frozenset(
     {
         "OrdinalGPModel",
-        "SemiParametricGPModel",
-        "HadamardSemiPModel",
         "IndependentGPsModel",
         "MonotonicProjectionGP",
         "MonotonicRejectionGP",
@@ -27,7 +25,6 @@ UNSUPPORTED_MODELS: frozenset[str] = frozenset(
 UNSUPPORTED_GENERATORS: frozenset[str] = frozenset(
     {
         "MixedOptimizeAcqfGenerator",
-        "IntensityAwareSemiPGenerator",
         "IndependentOptimizeAcqfGenerator",
         "MonotonicRejectionGenerator",
         "MonotonicThompsonSamplerGenerator",
@@ -67,13 +64,14 @@ SUPPORTED_OBJECTIVES: dict[str, str] = {
     "floorprobitobjective": "FloorProbitObjective",
     "floorlogitobjective": "FloorLogitObjective",
     "floorgumbelobjective": "FloorGumbelObjective",
+    # read-outs of the semi-parametric models (config.py checks the model)
+    "semipthresholdobjective": "SemiPThresholdObjective",
+    "semipprobabilityobjective": "SemiPProbabilityObjective",
 }
 
 #: AEPsych objectives psyserve does not implement yet.
 UNSUPPORTED_OBJECTIVES: frozenset[str] = frozenset(
     {
-        "SemiPThresholdObjective",
-        "SemiPProbabilityObjective",
         "AffinePosteriorTransform",
     }
 )

@@ -29,10 +29,12 @@ from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor
 
 from psyserve.compute.contract import (
+    BINARY_MODELS,
     CLASSIFICATION,
     KNOWN_MODELS,
     PAIRWISE,
     REGRESSION,
+    SEMIP_MODELS,
     ModelSpec,
     ModelState,
     data_digest,
@@ -178,7 +180,7 @@ class FittedModel:
     kind: str
     dim: int
     model: Model | None
-    latent: LatentGP
+    latent: LatentGP  # semi-parametric models: a ProductLatent (same interface)
     train_X: Tensor
     pending_noise: float
     state: ModelState
@@ -469,6 +471,13 @@ def fit_model(
     elif spec.kind == PAIRWISE:
         model, latent, train_X, hypers = _pairwise(spec, X, y, warm_state, refit)
         noise = PROBIT_PENDING_NOISE
+    elif spec.kind in SEMIP_MODELS:
+        from psyserve.compute.semip import fit_semip
+
+        fit = fit_semip(spec, X, y, warm_state, refit)
+        # a placeholder module: the acquisitions read the posterior from ``latent`` (ProductLatent)
+        model, latent, train_X, hypers = (torch.nn.Module() if n else None), fit.latent, fit.train_X, fit.hypers  # type: ignore[assignment]
+        noise = PROBIT_PENDING_NOISE
     else:  # pragma: no cover - guarded above
         raise ValueError(f"unknown model {spec.kind!r}")
     state = ModelState(kind=spec.kind, hyperparameters=hypers, n_train=n)
@@ -481,5 +490,5 @@ def fit_model(
         pending_noise=float(noise),
         state=state,
         fit_seconds=time.perf_counter() - t0,
-        link=link_of(spec.options) if spec.kind == CLASSIFICATION else PROBIT,
+        link=link_of(spec.options) if spec.kind in BINARY_MODELS else PROBIT,
     )
