@@ -324,7 +324,10 @@ class _Objective:
                 try:
                     lls = np.log(np.asarray(warm[f"{name}.lengthscale"], dtype=float).reshape(self.dc))
                     los = np.log(np.asarray(warm[f"{name}.outputscale"], dtype=float).reshape(1))
-                    if Z_old is not None and Z_old.shape[0] and self.m:
+                    if Z_old is not None and Z_old.shape == self.Z.shape and torch.equal(Z_old, self.Z):
+                        w = np.asarray(warm[f"{name}.w"], dtype=float).reshape(self.m)
+                        C = np.tril(np.asarray(warm[f"{name}.C"], dtype=float).reshape(self.m, self.m))
+                    elif Z_old is not None and Z_old.shape[0] and self.m:
                         w, C = _carry_over(warm, name, Z_old, self.Z, lls, los, mean)
                 except (KeyError, TypeError, ValueError, RuntimeError):
                     w, C = np.zeros(self.m), np.eye(self.m)
