@@ -48,7 +48,7 @@ from psyserve.compute.laplace import PackedPairwiseLaplace
 from psyserve.compute.latent import PROBIT_PENDING_NOISE, LatentGP
 from psyserve.compute.lbfgs import FIT_FTOL
 from psyserve.compute.links import PROBIT, Link, LinkBernoulliLikelihood, link_of
-from psyserve.compute.numerics import DTYPE
+from psyserve.compute.numerics import DTYPE, unique_rows
 
 __all__ = [
     "FittedModel",
@@ -66,16 +66,6 @@ _VMEAN = "model.variational_strategy._variational_distribution.variational_mean"
 _VCHOL = "model.variational_strategy._variational_distribution.chol_variational_covar"
 
 # --------------------------------------------------------------------------- data helpers
-
-
-def unique_rows(X: Tensor) -> Tensor:
-    r"""Unique rows of ``X`` (``n x d``) in order of first occurrence."""
-    if X.shape[0] == 0:
-        return X
-    _, inverse = torch.unique(X, dim=0, return_inverse=True)
-    first = torch.full((int(inverse.max()) + 1,), X.shape[0], dtype=torch.long)
-    first.scatter_reduce_(0, inverse, torch.arange(X.shape[0]), reduce="amin")
-    return X[torch.sort(first).values]
 
 
 def select_inducing_points(X: Tensor, k: int) -> Tensor:

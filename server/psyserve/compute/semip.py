@@ -39,7 +39,7 @@ from psyserve.compute.kernels import stationary_kernel
 from psyserve.compute.latent import PROBIT_PENDING_NOISE, ConditionedLatentGP
 from psyserve.compute.lbfgs import FIT_FTOL
 from psyserve.compute.links import Link, link_of
-from psyserve.compute.numerics import DTYPE
+from psyserve.compute.numerics import DTYPE, unique_rows
 
 __all__ = ["ProductLatent", "SemiPFit", "ThresholdVariance", "fit_semip", "semip_options"]
 
@@ -237,8 +237,6 @@ def select_contexts(Xc: Tensor, k: int, lengthscale: float = _REF_LS, tol: float
     or when every context's residual prior variance is below ``tol`` (BoTorch's GreedyVarianceReduction,
     which AEPsych uses, with a stopping tolerance): the slope and offset vary slowly over the context,
     so a handful of points carry them and the fit's cost does not grow with the number of trials."""
-    from psyserve.compute.models import unique_rows
-
     U = unique_rows(Xc.detach())
     n = U.shape[0]
     if n == 0:
@@ -482,8 +480,6 @@ def fit_semip(spec: ModelSpec, X: np.ndarray, y: np.ndarray, warm_state: ModelSt
     if n:
         hypers[_DIGEST] = [digest]
     latent = ProductLatent(d, stim, po, pk, link, exact)
-    from psyserve.compute.models import unique_rows
-
     return SemiPFit(latent, hypers, unique_rows(Xt) if n else Xt, fitted)
 
 
