@@ -15,11 +15,12 @@ from psyserve.compute.contract import BINARY_MODELS, CLASSIFICATION
 from psyserve.compute.models import FittedModel
 from psyserve.compute.numerics import DTYPE
 from psyserve.compute.optimize import _optimize
+from psyserve.compute.ordinal import expected_level, level_probabilities
 from psyserve.compute.semip import ProductLatent
 
 
 def _uses_probability(fitted: FittedModel, probability_space: bool) -> bool:
-    return probability_space and fitted.kind in BINARY_MODELS
+    return probability_space and (fitted.kind in BINARY_MODELS or fitted.cutpoints is not None)
 
 
 def _semip_inverse(latent: ProductLatent, fixed: Mapping[int, float], target: float) -> np.ndarray | None:
@@ -80,7 +81,7 @@ def optimize_prediction(
         if found is not None:
             return found
     obj = PredictionObjective(
-        fitted.model, fitted.latent, query_type, _uses_probability(fitted, probability_space), target, fitted.link
+        fitted.model, fitted.latent, query_type, _uses_probability(fitted, probability_space), target, fitted.link, fitted.cutpoints
     )
     x = _optimize(obj, fitted.dim, 1, fixed, restarts, raw_samples, 200, timeout, seed)
     return x.numpy().astype(np.float64)
@@ -92,8 +93,10 @@ def predict(fitted: FittedModel, x: np.ndarray, probability_space: bool) -> dict
     Returns:
         Dict of length-``m`` arrays: ``mean`` / ``variance`` (latent; regression: of the
         mean response), ``probability`` (classification: ``Phi(mu / sqrt(1 + var))``;
-        otherwise the mean; with a floor objective's link ``E[floor + (1 - floor) F(f)]``), ``lower`` / ``upper`` (95%: ``mu -+ 1.96 sd``, mapped through
-        ``Phi`` for classification with ``probability_space``).
+        otherwise the mean; with a floor objective's link ``E[floor + (1 - floor) F(f)]``; ordinal: the
+        expected level), ``lower`` / ``upper`` (95%: ``mu -+ 1.96 sd``, mapped through
+        ``Phi`` for classification with ``probability_space``, through the expected level of ``f`` for
+        ordinal); ordinal models add ``level_probabilities`` (``m x n_levels``).
     """
     X = torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=DTYPE).reshape(-1, fitted.dim)
     mus, vs = [], []
@@ -106,7 +109,14 @@ def predict(fitted: FittedModel, x: np.ndarray, probability_space: bool) -> dict
     var = torch.cat(vs) if vs else torch.zeros(0, dtype=DTYPE)
     sd = var.sqrt()
     lo, hi = mu - 1.959963984540054 * sd, mu + 1.959963984540054 * sd
-    if isinstance(fitted.latent, ProductLatent):
+    levels = None
+    if fitted.cutpoints is not None:  # ordinal: level probabilities; "probability" is the expected level
+        levels = level_probabilities(mu, var, fitted.cutpoints).numpy().copy()
+        prob = expected_level(mu, var, fitted.cutpoints)
+        if probability_space:  # the latent interval through the (increasing) expected level of f
+            zero = torch.zeros_like(lo)
+            lo, hi = expected_level(lo, zero, fitted.cutpoints), expected_level(hi, zero, fitted.cutpoints)
+    elif isinstance(fitted.latent, ProductLatent):
         with torch.no_grad():
             prob = torch.cat([fitted.latent.probability(c.unsqueeze(-2)).squeeze(-1) for c in X.split(2048)]) if X.shape[0] else mu
         if probability_space:
@@ -117,10 +127,13 @@ def predict(fitted: FittedModel, x: np.ndarray, probability_space: bool) -> dict
             lo, hi = fitted.link.prob(lo), fitted.link.prob(hi)
     else:
         prob = mu
-    return {
+    out = {
         "mean": mu.numpy().copy(),
         "variance": var.numpy().copy(),
         "probability": prob.numpy().copy(),
         "lower": lo.numpy().copy(),
         "upper": hi.numpy().copy(),
     }
+    if levels is not None:
+        out["level_probabilities"] = levels
+    return out
