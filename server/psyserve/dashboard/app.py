@@ -181,7 +181,7 @@ class Renderer:
             raise Unavailable("the plot is still being drawn (the compute pool is busy): try again shortly") from None
 
     async def _draw(self, strategy_id: int, kind: str, version: str) -> bytes:
-        data = plot_data(self.service, strategy_id)
+        data = await plot_data(self.service, strategy_id)
         planned = plan(data, kind)
         predictions = await predict(self.service, strategy_id, planned, background=True)
         loop = asyncio.get_running_loop()
@@ -386,8 +386,8 @@ class DashboardApp:
             return denied
         sid = int(request.path_params["sid"])
         try:
+            data = await plot_data(self.service, sid)
             view = self.service.resume(strategy_id=sid)
-            data = plot_data(self.service, sid)
         except NotFound as exc:
             return JSONResponse({"error": exc.message}, status_code=404)
         kinds = ["history"]
@@ -440,7 +440,7 @@ class DashboardApp:
             return denied
         sid = int(request.path_params["sid"])
         try:
-            self.service.resume(strategy_id=sid)
+            await self.service.strategy(sid)  # in memory (rebuilt if it was evicted) for the copy below, which never awaits
         except NotFound as exc:
             return PlainTextResponse(exc.message, status_code=404)
         out = io.StringIO()
