@@ -10,7 +10,6 @@ from __future__ import annotations
 #: AEPsych model classes psyserve does not implement yet.
 UNSUPPORTED_MODELS: frozenset[str] = frozenset(
     {
-        "OrdinalGPModel",
         "SemiParametricGPModel",
         "HadamardSemiPModel",
         "IndependentGPsModel",
@@ -92,8 +91,8 @@ UNSUPPORTED_MODEL_KEYS: dict[str, str] = {
     ),
     "mean_covar_factory": "only the default mean/covariance factory is supported",
     "likelihood": (
-        "only the models' default likelihoods (Bernoulli probit, Gaussian, pairwise probit) and, for "
-        "GPClassificationModel, BernoulliObjectiveLikelihood with a floor objective are supported"
+        "only the models' default likelihoods (Bernoulli probit, Gaussian, pairwise probit, OrdinalLikelihood for "
+        "OrdinalGPModel) and, for GPClassificationModel, BernoulliObjectiveLikelihood with a floor objective are supported"
     ),
 }
 

@@ -321,6 +321,8 @@ class QueryPoint:
     probability: float
     lower: float
     upper: float
+    #: ordinal outcomes: the probability of each level 0..n_levels-1 (``probability`` is the expected level)
+    level_probabilities: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -329,6 +331,7 @@ class QueryAnswer:
     probability_space: bool
     points: list[QueryPoint]
     fit_seconds: float = 0.0
+    outcome: str = ""
 
 
 @dataclass(frozen=True)
@@ -363,6 +366,7 @@ class ModelEngine(Protocol):
         y: float | None,
         fixed: dict[int, float],
         background: bool = False,
+        outcome_index: int = 0,
     ) -> tuple[np.ndarray, dict[str, np.ndarray], float]: ...
 
     async def optimization_readout(self, strategy: Strategy, kind: str, use_model: bool, x: np.ndarray | None) -> Readout: ...
@@ -385,6 +389,7 @@ class _Registry:
     configure_requests: dict[str, int] = field(default_factory=dict)
     next_id: int = 1
     model_asks: dict[int, tuple[int, int]] = field(default_factory=dict)  # strategy id -> (model asks, precomputed)
+    changes: dict[int, int] = field(default_factory=dict)  # strategy id -> changes applied since the server started
     loading: dict[int, asyncio.Future[Strategy]] = field(default_factory=dict)  # being rebuilt from the journal
     waiting: dict[int, int] = field(default_factory=dict)  # requests about to use a strategy just rebuilt
 
@@ -412,6 +417,13 @@ class ExperimentService:
     @property
     def db_name(self) -> str:
         return os.path.basename(self.journal.path)
+
+    def change_marks(self) -> dict[int, int]:
+        """Strategy id -> a number that grows with every change applied to it (asks, tells, abandons,
+        phase changes) since this server started: observers compare marks instead of building views.
+        A strategy appears here once it exists (0 before its first change here)."""
+        reg = self._registry
+        return {sid: reg.changes.get(sid, 0) for sid in sorted([*reg.by_id, *reg.cold])}
 
     @property
     def change_count(self) -> int:
@@ -583,6 +595,7 @@ class ExperimentService:
                         continue
                     for event in events:
                         strategy.apply(event)
+                    self._mark_changed(events)
                     if self.models is not None and strategy.has_model_phase:
                         self.models.data_changed(strategy)
             await asyncio.sleep(self.lease_check_seconds)
@@ -649,6 +662,11 @@ class ExperimentService:
             raise NotFound(f"strategy_id {strategy_id} not found", "strategy_id")
         return view
 
+    def _mark_changed(self, events: list[Event]) -> None:
+        changes = self._registry.changes
+        for event in events:
+            changes[event.strategy_id] = changes.get(event.strategy_id, 0) + 1
+
     async def _append(self, events: list[Event]) -> None:
         """Journal events; a journal failure becomes a service error (RESOURCE_EXHAUSTED for a full
         disk, UNAVAILABLE otherwise), logged once per episode rather than once per request."""
@@ -679,6 +697,7 @@ class ExperimentService:
             if strategy is not None:
                 for event in events:
                     strategy.apply(event)
+            self._mark_changed(events)
             if on_commit is not None:
                 on_commit()
 
@@ -927,6 +946,7 @@ class ExperimentService:
                 await self._append(events)
                 for event in events:
                     strategy.apply(event)
+                self._mark_changed(events)
             finally:
                 release()
 
@@ -1237,6 +1257,12 @@ class ExperimentService:
                     f"outcomes[{i}].value: outcome {name!r} is ordinal: expected a non-negative integer, got {value!r}",
                     f"outcomes[{i}].value",
                 )
+            if kind == "ordinal" and spec.n_levels is not None and value > spec.n_levels - 1:
+                raise InvalidArgument(
+                    f"outcomes[{i}].value: outcome {name!r} is ordinal with n_levels = {spec.n_levels}: "
+                    f"expected a level in 0..{spec.n_levels - 1}, got {value!r}",
+                    f"outcomes[{i}].value",
+                )
             sem = outcome.sem
             if sem is not None and (not math.isfinite(sem) or sem < 0):
                 raise InvalidArgument(
@@ -1482,11 +1508,16 @@ class ExperimentService:
             await self._commit([event], strategy)
             return TrialView.of(trial, strategy.spec)
 
-    async def list_trials(self, strategy_id: int, state: str | None = None) -> list[TrialView]:
+    async def list_trials(self, strategy_id: int, state: str | None = None, since: int = 0) -> list[TrialView]:
+        """The strategy's trials (in one state, if given; with trial_id >= since, if given)."""
         strategy = await self.strategy(strategy_id)
         if state is not None and state not in (PENDING, COMPLETED, FAILED, ABANDONED):
             raise InvalidArgument(f"state: unknown trial state {state!r}", "state")
-        return [TrialView.of(t, strategy.spec) for t in strategy.trials.values() if state is None or t.state == state]
+        return [
+            TrialView.of(t, strategy.spec)
+            for t in strategy.trials.values()
+            if (state is None or t.state == state) and t.trial_id >= since
+        ]
 
     async def export_trials(self, strategy_id: int = 0) -> list[ExportedTrial]:
         """Every trial (of one strategy when strategy_id is given), by strategy id. Each strategy's
@@ -1551,9 +1582,11 @@ class ExperimentService:
         y: float | None = None,
         constraints: Mapping[str, Any] | None = None,
         background: bool = False,
+        outcome: str = "",
     ) -> QueryAnswer:
         """A model query. `background`: computed only when no ask's computation waits (for
-        observers such as the dashboard, so that looking never slows an experiment down)."""
+        observers such as the dashboard, so that looking never slows an experiment down).
+        `outcome`: which outcome's model answers (several outcomes: IndependentGPsModel); "" the first."""
         strategy = await self.strategy(strategy_id)
         space = strategy.spec.space
         if strategy.spec.optimization is not None:
@@ -1563,6 +1596,10 @@ class ExperimentService:
             )
         if query_type not in QUERY_TYPES:
             raise InvalidArgument(f"query_type must be one of {list(QUERY_TYPES)}, got {query_type!r}", "query_type")
+        outcome_names = strategy.spec.outcome_names
+        if outcome and outcome not in outcome_names:
+            raise InvalidArgument(f"outcome: unknown outcome {outcome!r} (known: {list(outcome_names)})", "outcome")
+        outcome_index = outcome_names.index(outcome) if outcome else 0
         named: dict[str, Any] = {}
         for key, value in (constraints or {}).items():
             name = str(key)
@@ -1593,7 +1630,10 @@ class ExperimentService:
         if query_type == "inverse":
             if y is None or not math.isfinite(y):
                 raise InvalidArgument("y: inverse needs a finite target y", "y")
-            if probability_space and not 0 <= y <= 1:
+            ordinal = strategy.spec.outcome_types[outcome_index] == "ordinal"
+            if probability_space and ordinal and strategy.spec.n_levels and not 0 <= y <= strategy.spec.n_levels - 1:
+                raise InvalidArgument(f"y: an expected level must lie in [0, {strategy.spec.n_levels - 1}], got {y}", "y")
+            if probability_space and not ordinal and not 0 <= y <= 1:
                 raise InvalidArgument(f"y: a probability-space target must lie in [0, 1], got {y}", "y")
         if not any(p.is_model_based for p in strategy.spec.phases):
             raise FailedPrecondition("no model: this strategy has no model-based phase", "strategy_id")
@@ -1602,8 +1642,9 @@ class ExperimentService:
         if not strategy.can_fit():
             raise FailedPrecondition("no model yet: the strategy has too little data to fit one", "strategy_id")
         unit_x, values, fit_seconds = await self.models.query(
-            strategy, query_type, probability_space, points, y, space.fixed_unit(fixed_raw), background=background
+            strategy, query_type, probability_space, points, y, space.fixed_unit(fixed_raw), background=background, outcome_index=outcome_index
         )
+        levels = values.get("level_probabilities")
         results = []
         for i, u in enumerate(unit_x):
             if query_type == "prediction":
@@ -1619,9 +1660,10 @@ class ExperimentService:
                     probability=float(values["probability"][i]),
                     lower=float(values["lower"][i]),
                     upper=float(values["upper"][i]),
+                    level_probabilities=() if levels is None else tuple(float(v) for v in levels[i]),
                 )
             )
-        return QueryAnswer(query_type, probability_space, results, fit_seconds)
+        return QueryAnswer(query_type, probability_space, results, fit_seconds, outcome_names[outcome_index])
 
     async def close(self) -> None:
         if self._lease_task is not None:
