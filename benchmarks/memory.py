@@ -125,7 +125,14 @@ def start(db: str, pythonpath: str | None) -> tuple[subprocess.Popen[bytes], int
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
             stub = service_pb2_grpc.ExperimentServiceStub(channel)
-            stub.Resume(pb.ResumeRequest(strategy_id=1), timeout=1800, wait_for_ready=True)
+            deadline = t0 + 1800
+            while True:  # bounded; a server that exits (a port taken meanwhile, say) ends the wait
+                try:
+                    stub.Resume(pb.ResumeRequest(strategy_id=1), timeout=2, wait_for_ready=True)
+                    break
+                except grpc.RpcError as exc:
+                    if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED or proc.poll() is not None or time.perf_counter() > deadline:
+                        raise RuntimeError(f"server did not answer (exit code {proc.poll()})") from exc
             figures["first_resume_s"] = time.perf_counter() - t0
             reply = stub.ListStrategies(pb.ListStrategiesRequest(), timeout=600)
             figures["first_list_s"] = time.perf_counter() - t0
