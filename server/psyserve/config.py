@@ -24,6 +24,7 @@ from .compute.contract import (
     LOOKAHEAD_ACQFS,
     OBJECTIVE_LINKS,
     ORDINAL,
+    SEMIP_MODELS,
     acqf_supports,
 )
 from .optimization_spec import (
@@ -57,6 +58,7 @@ MODEL_GENERATORS: dict[str, str] = {
     "EpsilonGreedyGenerator": "epsilon_greedy",
     "AcqfGridSearchGenerator": "grid",
     "AcqfThompsonSamplerGenerator": "thompson",
+    "IntensityAwareSemiPGenerator": "semip_intensity",
 }
 GENERATORS = frozenset(
     {"SobolGenerator", "RandomGenerator", "ManualGenerator", "SampleAroundPointsGenerator", *MODEL_GENERATORS}
@@ -691,7 +693,16 @@ def _parse_phase(
                     f"{objective[1].strip()} maps a binary model's latent to a probability; OrdinalGPModel's acquisitions "
                     "work on its latent f (leave objective unset or IdentityMCObjective)",
                 )
-        floor = _floor_link(r, name, model, acqf, objective, generator_options, model_options)
+        if objective is not None and generator_options["objective"] in SEMIP_OBJECTIVES and model not in SEMIP_MODELS:
+            raise ConfigError(objective[0], "objective", f"{objective[1].strip()} reads a semi-parametric model ({sorted(SEMIP_MODELS)}), not {model}")
+        if generator == "IntensityAwareSemiPGenerator" and model not in SEMIP_MODELS:
+            raise ConfigError(name, "model", f"IntensityAwareSemiPGenerator needs a semi-parametric model ({sorted(SEMIP_MODELS)}), not {model}")
+        floor: float | None
+        if model in SEMIP_MODELS:
+            floor = _semip_model(r, name, model, acqf, objective, space, generator_options, model_options)
+            target = generator_options.get("target")
+        else:
+            floor = _floor_link(r, name, model, acqf, objective, generator_options, model_options)
         if floor is not None and target is not None and not floor < float(target) < 1:
             found = r.raw(acqf, "target", name)
             raise ConfigError(
@@ -758,7 +769,7 @@ def _check_model_fits_experiment(phase: str, model: str, stimuli_per_trial: int,
         raise ConfigError(phase, "model", f"{model} cannot model ordinal outcomes ([common] outcome_types): use OrdinalGPModel")
     if model == ORDINAL_MODEL and outcome != "ordinal":
         raise ConfigError(phase, "model", f"OrdinalGPModel needs ordinal outcomes, but [common] outcome_types is {outcome}")
-    if model in ("GPClassificationModel", "PairwiseProbitModel") and outcome != "binary":
+    if (model in ("GPClassificationModel", "PairwiseProbitModel") or model in SEMIP_MODELS) and outcome != "binary":
         raise ConfigError(phase, "model", f"{model} needs binary outcomes, but [common] outcome_types is {outcome}")
     if model == "GPRegressionModel" and outcome != "continuous":
         raise ConfigError(phase, "model", f"GPRegressionModel needs continuous outcomes, but [common] outcome_types is {outcome}")
@@ -869,6 +880,111 @@ def _floor_link(
     if from_acqf == name or from_acqf is None:
         generator_options["objective"] = name
     generator_options["floor"] = floor
+    return floor
+
+
+#: AEPsych's read-outs of a semi-parametric model, usable as an acquisition's objective
+SEMIP_OBJECTIVES = ("SemiPThresholdObjective", "SemiPProbabilityObjective")
+#: each semi-parametric model's likelihoods -> the link AEPsych gives it without an objective
+_SEMIP_LIKELIHOODS: dict[str, dict[str, tuple[str, float] | None]] = {
+    "SemiParametricGPModel": {"LinearBernoulliLikelihood": ("FloorProbitObjective", 0.0)},
+    "HadamardSemiPModel": {"BernoulliObjectiveLikelihood": None, "BernoulliLikelihood": ("ProbitObjective", 0.0)},
+}
+#: AEPsych's default likelihood of each (HadamardSemiPModel: a logistic link with a 0.5 floor)
+_SEMIP_DEFAULT_LINK = {"SemiParametricGPModel": ("FloorProbitObjective", 0.0), "HadamardSemiPModel": ("FloorLogitObjective", 0.5)}
+
+
+def _semip_model(
+    r: _Reader,
+    phase: str,
+    model: str,
+    acqf: str,
+    objective: tuple[str, str] | None,
+    space: ParameterSpace,
+    generator_options: dict[str, float | int | str],
+    model_options: dict[str, float | int | str],
+) -> float:
+    """SemiParametricGPModel / HadamardSemiPModel: `stim_dim` (an index among the free parameters, default 0,
+    a continuous or integer one), `slope_mean` (default 2), the likelihood (SemiParametricGPModel:
+    LinearBernoulliLikelihood; HadamardSemiPModel: BernoulliObjectiveLikelihood, AEPsych's default a
+    FloorLogitObjective with floor 0.5, or BernoulliLikelihood = probit) with its objective's link and
+    `floor`; an acquisition objective must be a semi-p read-out, ProbitObjective (read through the model's
+    link) or the likelihood's own floor objective. Returns the floor."""
+    stim = r.get_int(phase, "stim_dim", model, minimum=0)
+    stim = 0 if stim is None else stim
+    if stim >= space.dim:
+        found = r.raw(phase, "stim_dim", model)
+        raise ConfigError(found[0] if found else model, "stim_dim", f"stim_dim {stim} is not one of the {space.dim} free parameters (0-based)")
+    param = space.free[stim]
+    if param.type not in (ParamType.CONTINUOUS, ParamType.INTEGER):
+        found = r.raw(phase, "stim_dim", model)
+        raise ConfigError(
+            found[0] if found else model, "stim_dim", f"the intensity dimension must be a continuous parameter, {param.name!r} is {param.type.value}"
+        )
+    slope_mean = r.get_float(phase, "slope_mean", model)
+    model_options["stim_dim"] = stim
+    if slope_mean is not None:
+        model_options["slope_mean"] = slope_mean
+    allowed = _SEMIP_LIKELIHOODS[model]
+    likelihood = r.raw(model, "likelihood", phase)
+    if likelihood is None:
+        link_name, floor_default = _SEMIP_DEFAULT_LINK[model]
+        floor = floor_default
+    else:
+        value = likelihood[1].strip()
+        if value not in allowed:
+            raise ConfigError(likelihood[0], "likelihood", f"{model} takes {sorted(allowed)}, not {value!r}")
+        default = allowed[value]
+        found = r.raw(value, "objective") if value != "BernoulliLikelihood" else None
+        if found is None:
+            if default is None:
+                raise ConfigError(value, "objective", f"{value} needs an objective")
+            link_name, floor = default
+        else:
+            link_name = found[1].strip()
+            if link_name not in OBJECTIVE_LINKS and link_name.lower() != "probitobjective":
+                raise ConfigError(found[0], "objective", f"supported likelihood objectives: {sorted([*OBJECTIVE_LINKS, 'ProbitObjective'])}")
+            floor = 0.0 if link_name.lower() == "probitobjective" else 0.5  # AEPsych's floor objectives default to 0.5
+    if link_name in OBJECTIVE_LINKS:
+        given = r.get_float(link_name, "floor")
+        if given is not None:
+            floor = given
+        if not 0.0 <= floor < 1.0:
+            found = r.raw(link_name, "floor")
+            raise ConfigError(found[0] if found else link_name, "floor", f"floor (the guess rate) must lie in [0, 1), got {floor:g}")
+    kind = OBJECTIVE_LINKS.get(link_name, "probit")
+    model_options["link"] = kind
+    model_options["floor"] = floor
+    acq_obj = None if objective is None else str(generator_options.get("objective", ""))
+    if acq_obj in OBJECTIVE_LINKS and (acq_obj != link_name or float(generator_options.get("floor", floor)) != floor):
+        assert objective is not None
+        raise ConfigError(
+            objective[0], "objective", f"{acq_obj} differs from {model}'s likelihood link ({link_name}, floor {floor:g}); name the likelihood's objective or a SemiP objective"
+        )
+    if acq_obj in OBJECTIVE_LINKS:
+        generator_options["floor"] = floor
+    if acq_obj == "SemiPThresholdObjective":
+        assert objective is not None
+        if acqf != "MCPosteriorVariance":
+            raise ConfigError(objective[0], "objective", f"SemiPThresholdObjective is read by MCPosteriorVariance (the threshold's posterior variance), not {acqf}")
+        target = r.get_float("SemiPThresholdObjective", "target")
+        if target is not None:
+            generator_options["target"] = target
+    for section in SEMIP_OBJECTIVES:
+        own = r.get_int(section, "stim_dim") if r.parser.has_section(section) else None
+        if own is not None and own != stim:
+            raise ConfigError(section, "stim_dim", f"{section}'s stim_dim {own} differs from the model's {stim}")
+    if acqf in LOOKAHEAD_ACQFS and kind != "probit":
+        raise ConfigError(
+            likelihood[0] if likelihood else model,
+            "likelihood",
+            f"{acqf}'s look-ahead is exact for a probit link only; {model}'s link is {link_name} (AEPsych's default for it): "
+            "use BernoulliLikelihood or a FloorProbitObjective",
+        )
+    set_target = generator_options.get("target")
+    if set_target is not None and not floor < float(set_target) < 1:
+        found = r.raw(acqf, "target", phase)
+        raise ConfigError(found[0] if found else acqf, "target", f"target {set_target} is a response probability and must lie in (floor, 1) = ({floor:g}, 1)")
     return floor
 
 

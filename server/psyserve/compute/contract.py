@@ -15,13 +15,17 @@ import numpy as np
 
 __all__ = [
     "ACQF_ALIASES",
+    "BINARY_MODELS",
     "DEFAULT_N_LEVELS",
+    "HADAMARD",
     "KNOWN_ACQFS",
     "KNOWN_MODELS",
     "LINKS",
     "LOOKAHEAD_ACQFS",
     "OBJECTIVE_LINKS",
     "ORDINAL",
+    "SEMIP",
+    "SEMIP_MODELS",
     "GenerateJob",
     "GenerateResult",
     "GeneratorSpec",
@@ -49,23 +53,30 @@ CLASSIFICATION = "GPClassificationModel"
 REGRESSION = "GPRegressionModel"
 PAIRWISE = "PairwiseProbitModel"
 MODEL_LIST = "ModelListGP"  # one GP per metric (Ax-style optimisation); its jobs: compute/optimization.py
+SEMIP = "SemiParametricGPModel"  # compute/semip.py
+HADAMARD = "HadamardSemiPModel"  # compute/semip.py
+#: semi-parametric psychometric models: a linear latent along ``stim_dim``, GP slope and offset over the rest
+SEMIP_MODELS: frozenset[str] = frozenset({SEMIP, HADAMARD})
+#: binary-outcome models with a response link (floor objectives) and probability read-outs
+BINARY_MODELS: frozenset[str] = frozenset({CLASSIFICATION}) | SEMIP_MODELS
 ORDINAL = "OrdinalGPModel"  # ordinal (Likert) outcomes 0..n_levels-1, learned cut-points (compute/ordinal.py)
 
-KNOWN_MODELS: frozenset[str] = frozenset({CLASSIFICATION, REGRESSION, PAIRWISE, MODEL_LIST, ORDINAL})
+KNOWN_MODELS: frozenset[str] = frozenset({CLASSIFICATION, REGRESSION, PAIRWISE, MODEL_LIST, ORDINAL}) | SEMIP_MODELS
 #: AEPsych's default number of levels of an OrdinalGPModel (its OrdinalLikelihood's n_levels)
 DEFAULT_N_LEVELS = 5
 
 _ALL = frozenset({CLASSIFICATION, REGRESSION, PAIRWISE})
+_LATENT_BINARY = frozenset({CLASSIFICATION}) | SEMIP_MODELS
 _SUPPORT: dict[str, frozenset[str]] = {
-    "MCLevelSetEstimation": frozenset({CLASSIFICATION, REGRESSION}),
-    "EAVC": frozenset({CLASSIFICATION}),
-    "GlobalMI": frozenset({CLASSIFICATION}),
-    "GlobalSUR": frozenset({CLASSIFICATION}),
-    "ApproxGlobalSUR": frozenset({CLASSIFICATION}),
-    "LocalMI": frozenset({CLASSIFICATION}),
-    "LocalSUR": frozenset({CLASSIFICATION}),
-    "BernoulliMCMutualInformation": frozenset({CLASSIFICATION}),
-    "MCPosteriorVariance": frozenset({CLASSIFICATION, REGRESSION, ORDINAL}),
+    "MCLevelSetEstimation": _LATENT_BINARY | {REGRESSION},
+    "EAVC": _LATENT_BINARY,
+    "GlobalMI": _LATENT_BINARY,
+    "GlobalSUR": _LATENT_BINARY,
+    "ApproxGlobalSUR": _LATENT_BINARY,
+    "LocalMI": _LATENT_BINARY,
+    "LocalSUR": _LATENT_BINARY,
+    "BernoulliMCMutualInformation": _LATENT_BINARY,
+    "MCPosteriorVariance": _LATENT_BINARY | {REGRESSION, ORDINAL},
     "qNoisyExpectedImprovement": _ALL | {ORDINAL},
     "qLogNoisyExpectedImprovement": _ALL | {MODEL_LIST, ORDINAL},
     "qLogNoisyExpectedHypervolumeImprovement": frozenset({MODEL_LIST}),
@@ -308,8 +319,8 @@ def validate_model_data(spec: ModelSpec, data: TrainingData) -> tuple[np.ndarray
         raise ValueError("training data contains NaN or infinite values")
     if X.size and (X.min() < -1e-6 or X.max() > 1 + 1e-6):
         raise ValueError("training X must lie in the unit cube [0, 1]^d")
-    if spec.kind == CLASSIFICATION and np.any((y != 0.0) & (y != 1.0)):
-        raise ValueError("GPClassificationModel needs binary (0/1) outcomes")
+    if spec.kind in BINARY_MODELS and np.any((y != 0.0) & (y != 1.0)):
+        raise ValueError(f"{spec.kind} needs binary (0/1) outcomes")
     if spec.kind == ORDINAL:
         k = n_levels(spec.options)
         if np.any((y != np.round(y)) | (y < 0) | (y > k - 1)):

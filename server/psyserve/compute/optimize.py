@@ -183,18 +183,51 @@ def _grid_points(
     return (out if q == 2 else out.squeeze(1)).numpy().astype(np.float64)
 
 
-def generate_points(
+def _intensity_aware(
+    acqf: AcquisitionFunction,
     fitted: FittedModel,
     generator: GeneratorSpec,
     num_points: int,
     fixed: Mapping[int, float],
     seed: int,
 ) -> np.ndarray:
+    r"""AEPsych's IntensityAwareSemiPGenerator: the acquisition is maximised over the context dimensions
+    with the intensity held at 0, then the intensity is set to the threshold (the ``target`` response
+    probability, default 0.75) at that context, clipped to ``[0, 1]``. A fixed intensity is kept as
+    given (AEPsych refuses fixed features here; fixed context dimensions are honoured)."""
+    from psyserve.compute.semip import ProductLatent
+
+    latent = fitted.latent
+    if not isinstance(latent, ProductLatent):
+        raise ValueError(f"IntensityAwareSemiPGenerator needs a semi-parametric model, not {fitted.kind}")
+    stim = latent.stim_dim
+    opts = generator.options
+    target = float(opt_float(opts, "target", 0.75) or 0.75)
+    inner = GeneratorSpec(generator.acqf, {k: v for k, v in opts.items() if k != "method"})
+    pts = generate_points(fitted, inner, num_points, {**fixed, stim: 0.0}, seed, acqf=acqf)
+    if stim not in fixed:
+        with torch.no_grad():
+            thr, _ = latent.threshold(torch.as_tensor(pts, dtype=DTYPE), target)
+        pts[:, stim] = thr.clamp(0.0, 1.0).numpy()
+    else:
+        pts[:, stim] = fixed[stim]
+    return pts
+
+
+def generate_points(
+    fitted: FittedModel,
+    generator: GeneratorSpec,
+    num_points: int,
+    fixed: Mapping[int, float],
+    seed: int,
+    acqf: AcquisitionFunction | None = None,
+) -> np.ndarray:
     r"""Propose points by maximising the acquisition ``generator.acqf``.
 
     ``generator.options["method"]``: "optimize" (default), "epsilon_greedy" (each point is a
     uniformly random one with probability ``epsilon``, drawn from the job's seed), "grid" / "thompson"
-    (``_grid_points``: AEPsych's AcqfGridSearchGenerator / AcqfThompsonSamplerGenerator).
+    (``_grid_points``: AEPsych's AcqfGridSearchGenerator / AcqfThompsonSamplerGenerator),
+    "semip_intensity" (``_intensity_aware``: AEPsych's IntensityAwareSemiPGenerator).
 
     ``num_points > 1`` is sequential greedy: each new point is optimised with the
     previous ones pending. Without any data (prior-only model) scrambled Sobol points
@@ -211,8 +244,11 @@ def generate_points(
         return pts.reshape(num_points, q, d).squeeze(1).numpy() if not pairwise else pts.reshape(num_points, 2, d).numpy()
     opts = generator.options
     name = canonical_acqf(generator.acqf)
-    acqf = build_acquisition(name, fitted, generator, seed)
+    if acqf is None:
+        acqf = build_acquisition(name, fitted, generator, seed)
     method = opt_str(opts, "method", "optimize")
+    if method == "semip_intensity":
+        return _intensity_aware(acqf, fitted, generator, num_points, fixed, seed)
     if method in ("grid", "thompson"):
         return _grid_points(acqf, fitted, method, opt_int(opts, "samps", 1024), num_points, fixed, seed)
     if method not in ("optimize", "epsilon_greedy"):
