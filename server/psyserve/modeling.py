@@ -507,6 +507,19 @@ class PoolModelEngine:
             elif not future.cancelled():
                 future.exception()  # retrieved, so asyncio does not log it
 
+    def forget(self, strategy_id: int) -> None:
+        """The strategy left memory: drop its model state and cancel its speculations not yet
+        started (a running one finishes and is dropped). Its next model ask fits from scratch,
+        exactly as after a server restart."""
+        runtime = self._runtimes.pop(strategy_id, None)
+        if runtime is None:
+            return
+        for future in runtime.cache.values():
+            if not future.done():
+                future.cancel()
+            elif not future.cancelled():
+                future.exception()  # retrieved, so asyncio does not log it
+
     async def close(self) -> None:
         for runtime in self._runtimes.values():
             for future in runtime.cache.values():
