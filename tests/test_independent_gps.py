@@ -5,6 +5,7 @@ missing an outcome refused naming it, and bad configs refused naming the key."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,19 @@ from conftest import free_port, spawn_server
 from psyserve.compute import jobs
 from psyserve.compute.contract import INDEPENDENT, GenerateJob, GeneratorSpec, ModelSpec, TrainingData, part_state
 from psyserve.config import ConfigError, parse_config
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Compute jobs run here as in a pool worker: one torch thread (on a loaded 2-core machine, torch's
+    own thread pool makes these small problems many times slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 NOISE = 0.1
 
