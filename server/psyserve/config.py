@@ -14,6 +14,7 @@ import configparser
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 from . import aepsych_names as aepsych
@@ -621,6 +622,7 @@ def _parse_phase(
                 raise ConfigError(name, "acqf", f"{len(optimization.objectives)} objective(s) take {want}, not {acqf}")
         _refuse_unhonoured_keys(r, name, model, acqf)
         model_options = _options(r, model, {**_MODEL_OPTIONS, **_FIT_SWITCHES.get(model, {})}, name)
+        model_options.update(_mean_covar_options(r, name, model, space, stimuli_per_trial, outcome_types))
         if optimization is not None and generator != "OptimizeAcqfGenerator":
             raise ConfigError(name, "generator", f"an [optimization] experiment's model phase uses OptimizeAcqfGenerator, not {generator}")
         generator_options = {}
@@ -732,22 +734,148 @@ def _refuse_unhonoured_keys(r: _Reader, phase: str, model: str, acqf: str) -> No
         found = r.raw(model, key, phase)
         if found is None:
             continue
-        if key == "mean_covar_factory" and found[1].strip() in aepsych.DEFAULT_FACTORIES:
-            continue  # what psyserve does anyway
         raise ConfigError(found[0], key, f"not supported by psyserve: {why}")
     for key, why in aepsych.UNSUPPORTED_ACQF_KEYS.items():
         found = r.raw(acqf, key, phase)
         if found is not None:
             raise ConfigError(found[0], key, f"not supported by psyserve: {why}")
-    for section in sorted(aepsych.FACTORY_SECTIONS):
-        if r.parser.has_section(section):
-            for key in r.parser.options(section):
-                raise ConfigError(
-                    section,
-                    key,
-                    "not supported by psyserve: the model's mean and covariance priors are fixed (RBF/Matern "
-                    "with a Gamma length-scale prior); AEPsych's mean/covariance factory options cannot be honoured",
-                )
+    # only the look-ahead acquisitions have a look-ahead (elsewhere the key stays unread: a warning)
+    found = r.raw(acqf, "lookahead_type", phase) if acqf in LOOKAHEAD_ACQFS else None
+    if found is not None:
+        value = found[1].strip()
+        if value not in aepsych.LOOKAHEAD_TYPES:
+            raise ConfigError(found[0], "lookahead_type", f"expected one of {list(aepsych.LOOKAHEAD_TYPES)}, got {value!r}")
+        if aepsych.LOOKAHEAD_TYPES[value]:
+            raise ConfigError(found[0], "lookahead_type", f"not supported by psyserve: {aepsych.LOOKAHEAD_TYPES[value]}")
+
+
+#: AEPsych 0.8's mean/covariance factories psyserve honours -> the `factory` model option.
+_FACTORIES: dict[str, str] = {
+    "default_mean_covar_factory": "default",
+    "song_mean_covar_factory": "song",
+    "pairwise_mean_covar_factory": "pairwise",
+}
+#: The models whose mean and kernel the factories set in psyserve.
+_FACTORY_MODELS = ("GPClassificationModel", "GPRegressionModel", "PairwiseProbitModel")
+_LENGTHSCALE_PRIORS = ("gamma", "lognormal", "invgamma")
+_OUTPUTSCALE_PRIORS = ("box", "gamma")
+_KERNELS = {"RBFKernel": "rbf", "MaternKernel": "matern52"}
+
+
+def _check_factory_bounds(r: _Reader, section: str, dim: int) -> None:
+    """AEPsych's factories read lb/ub for the dimension only: given in the factory's own section, they must agree."""
+    for key in ("lb", "ub"):
+        if r.has(section, key):
+            values = r.get_list(section, key) or []
+            if len(values) != dim:
+                raise ConfigError(section, key, f"{len(values)} bound(s) for {dim} model dimension(s)")
+
+
+def _mean_covar_options(
+    r: _Reader, phase: str, model: str, space: ParameterSpace, stimuli_per_trial: int, outcome_types: tuple[str, ...]
+) -> dict[str, float | int | str]:
+    """AEPsych's mean/covariance factories (`mean_covar_factory`, and the options in the factories'
+    own sections) as model options for compute.mean_covar; what cannot be honoured is refused.
+    Without any factory option the model keeps psyserve's own mean and kernel (and fast fitting)."""
+    found = r.raw(model, "mean_covar_factory", phase)
+    name = found[1].strip() if found is not None else "default_mean_covar_factory"
+    where = found[0] if found is not None else model
+    default = "default_mean_covar_factory"
+    sections_used = [s for s in (default, name) if r.parser.has_section(s) and r.parser.options(s)]
+    if found is None and not sections_used:
+        return {}
+    if name in aepsych.RETIRED_FACTORIES:
+        raise ConfigError(where, "mean_covar_factory", f"{name}: {aepsych.RETIRED_FACTORIES[name]}")
+    if name not in _FACTORIES:
+        raise ConfigError(where, "mean_covar_factory", f"unknown mean/covariance factory {name!r} (AEPsych 0.8's, honoured by psyserve: {sorted(_FACTORIES)})")
+    if model not in _FACTORY_MODELS:
+        raise ConfigError(
+            where if found is not None else sections_used[0],
+            "mean_covar_factory" if found is not None else r.parser.options(sections_used[0])[0],
+            f"not supported by psyserve: the mean/covariance factories set the mean and kernel of {list(_FACTORY_MODELS)}, not of {model}",
+        )
+    factory = _FACTORIES[name]
+    dim = space.dim
+    opts: dict[str, float | int | str] = {}
+    if factory == "song":
+        if model != "GPClassificationModel":
+            raise ConfigError(where, "mean_covar_factory", f"song_mean_covar_factory fixes the mean at a response probability's probit: it is for GPClassificationModel, not {model}")
+        _check_factory_bounds(r, name, dim)
+        target = r.get_float(name, "target")
+        target = 0.75 if target is None else target
+        if not 0 < target < 1:
+            raise ConfigError(name, "target", f"target is a response probability in (0, 1), got {target:g}")
+        stim_dim = r.get_int(name, "stim_dim", minimum=-dim)
+        stim_dim = -1 if stim_dim is None else stim_dim
+        if not -dim <= stim_dim < dim:
+            raise ConfigError(name, "stim_dim", f"stim_dim indexes the {dim} model dimension(s) {[p.name for p in space.free]}: must be in [{-dim}, {dim}), got {stim_dim}")
+        opts.update(factory="song", mean="fixed", mean_constant=NormalDist().inv_cdf(target), stim_dim=stim_dim % dim)
+        opts["intensity_rbf"] = int(r.get_bool(name, "intensity_RBF"))  # AEPsych's spelling (keys keep their case)
+        return opts
+    # the default factory's options (the pairwise factory reads its base kernel and mean from them too)
+    _check_factory_bounds(r, default, dim)
+    if factory == "pairwise":
+        if model != "GPClassificationModel" or stimuli_per_trial != 1:
+            raise ConfigError(where, "mean_covar_factory", "pairwise_mean_covar_factory is for GPClassificationModel on pairs written as one stimulus (stimuli_per_trial = 1, each parameter twice)")
+        base = r.get_str(name, "base_mean_covar_factory")
+        if base is not None and base != default:
+            raise ConfigError(name, "base_mean_covar_factory", f"only {default} can be the base factory (as in AEPsych 0.8), got {base!r}")
+        shared_raw = r.get_list(name, "shared_dims") or []
+        try:
+            shared = sorted({int(s) for s in shared_raw})
+        except ValueError:
+            raise ConfigError(name, "shared_dims", f"expected a list of dimension indices, got {shared_raw}") from None
+        if any(not 0 <= s < dim for s in shared) or len(shared) >= dim:
+            raise ConfigError(name, "shared_dims", f"indices into the {dim} model dimension(s), fewer than {dim} of them, got {shared_raw}")
+        if (dim - len(shared)) % 2 or dim - len(shared) < 2:
+            raise ConfigError(name, "shared_dims", f"the {dim - len(shared)} dimension(s) not shared must split into two equal halves (one per stimulus)")
+        opts["factory"] = "pairwise"
+        if shared:
+            opts["shared_dims"] = ",".join(str(s) for s in shared)
+        if r.get_bool(name, "zero_mean", default=True):
+            opts["mean"] = "zero"
+    elif found is not None or sections_used:
+        opts["factory"] = "default"
+    mean_keys = [k for k in ("zero_mean", "fixed_mean") if r.has(default, k)]
+    if mean_keys and model == "PairwiseProbitModel":
+        raise ConfigError(default, mean_keys[0], "not supported by psyserve: PairwiseProbitModel's utility has no mean to set (only its kernel)")
+    if r.get_bool(default, "zero_mean"):
+        opts["mean"] = "zero"
+    if r.get_bool(default, "fixed_mean"):
+        if model == "GPRegressionModel":
+            raise ConfigError(default, "fixed_mean", "fixed_mean fixes the latent mean at a response probability's probit (target): it is for binary models, not GPRegressionModel")
+        target = r.get_float(default, "target")
+        if target is None:
+            raise ConfigError(default, "target", "fixed_mean = True needs a target (a response probability) to fix the mean at")
+        if not 0 < target < 1:
+            raise ConfigError(default, "target", f"target is a response probability in (0, 1), got {target:g}")
+        opts.update(mean="fixed", mean_constant=NormalDist().inv_cdf(target))
+    prior = r.get_str(default, "lengthscale_prior")
+    if prior is not None:
+        if prior not in _LENGTHSCALE_PRIORS:
+            raise ConfigError(default, "lengthscale_prior", f"expected one of {list(_LENGTHSCALE_PRIORS)}, got {prior!r}")
+        opts["ls_prior"] = prior
+        if prior == "lognormal":  # AEPsych reads the location and scale for the log-normal prior only
+            for key in ("ls_loc", "ls_scale"):
+                value = r.get_float(default, key)
+                if value is not None:
+                    if key == "ls_scale" and value <= 0:
+                        raise ConfigError(default, key, f"must be positive, got {value:g}")
+                    opts[key] = value
+    fixed_amplitude = r.get_bool(default, "fixed_kernel_amplitude") if r.has(default, "fixed_kernel_amplitude") else None
+    outputscale = r.get_str(default, "outputscale_prior")
+    if outputscale is not None and outputscale not in _OUTPUTSCALE_PRIORS:
+        raise ConfigError(default, "outputscale_prior", f"expected one of {list(_OUTPUTSCALE_PRIORS)}, got {outputscale!r}")
+    if fixed_amplitude:
+        opts["outputscale"] = "fixed"
+    elif outputscale is not None or fixed_amplitude is False:
+        opts["outputscale"] = outputscale or "box"
+    kernel = r.get_str(default, "kernel")
+    if kernel is not None:
+        if kernel not in _KERNELS:
+            raise ConfigError(default, "kernel", f"psyserve's kernels are {sorted(_KERNELS)} (Matern with nu = 2.5), got {kernel!r}")
+        opts["kernel"] = _KERNELS[kernel]
+    return opts
 
 
 def _floor_link(
