@@ -164,7 +164,7 @@ def test_base_config_is_accepted() -> None:
             "lengthscale_prior",
             "expected one of",
         ),
-        ({"acqf": "GlobalMI", "opt": "[GlobalMI]\nlookahead_type = posterior"}, "GlobalMI", "lookahead_type", "look-ahead"),
+        ({"acqf": "GlobalMI", "opt": "[GlobalMI]\nlookahead_type = sideways"}, "GlobalMI", "lookahead_type", "expected one of"),
     ],
 )
 def test_refused_naming_the_key(kwargs: dict[str, str], section: str, key: str, says: str) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 from gpytorch.kernels import LinearKernel, MaternKernel, ScaleKernel
 from gpytorch.priors import GammaPrior, LogNormalPrior
@@ -17,7 +18,8 @@ from gpytorch.priors import GammaPrior, LogNormalPrior
 import psyserve_client as pc
 from conftest import ServerThread
 from psyserve.app import ServerOptions
-from psyserve.compute.contract import ModelSpec
+from psyserve.compute.contract import GeneratorSpec, ModelSpec
+from psyserve.compute.factory import build_acquisition
 from psyserve.compute.mean_covar import PairwiseKernel
 from psyserve.compute.models import fit_model
 from psyserve.compute.predict import predict
@@ -126,7 +128,12 @@ REFUSED = [
         "pairwise_mean_covar_factory",
         "base_mean_covar_factory",
     ),
-    ("[MCLevelSetEstimation]\nlookahead_type = levelset\n[GlobalMI]\nlookahead_type = posterior\n", "GLOBALMI", "GlobalMI", "lookahead_type"),
+    (
+        "[GlobalMI]\nlookahead_type = posterior\nobjective = FloorProbitObjective\n[FloorProbitObjective]\nfloor = 0.5\n",
+        "GLOBALMI",
+        "GlobalMI",
+        "lookahead_type",
+    ),
     ("[GlobalMI]\nlookahead_type = sideways\n", "GLOBALMI", "GlobalMI", "lookahead_type"),
 ]
 
@@ -160,6 +167,8 @@ def test_factories_refused_where_they_cannot_apply() -> None:
     spec = parse_config(config("[MCLevelSetEstimation]\nlookahead_type = posterior\n"))
     assert spec.warnings == ("[MCLevelSetEstimation] lookahead_type is not used by psyserve",)
     assert parse_config(config("[GlobalMI]\nlookahead_type = levelset\n", acqf="GlobalMI")).warnings == ()
+    posterior = parse_config(config("[LocalMI]\nlookahead_type = posterior\n", acqf="LocalMI").replace("target = 0.75\n", ""))
+    assert posterior.warnings == () and posterior.phases[1].generator_options["lookahead_type"] == "posterior"  # no target needed
 
 
 # ---------------------------------------------------------------------- options -> fitted model
@@ -240,6 +249,55 @@ def test_regression_zero_mean_is_not_fitted() -> None:
     assert isinstance(model.covar_module, ScaleKernel)
 
 
+def _bvn(a: float, b: float, rho: float) -> float:
+    return float(scipy.stats.multivariate_normal(mean=[0.0, 0.0], cov=[[1.0, rho], [rho, 1.0]]).cdf([a, b]))
+
+
+def _h(p: float) -> float:
+    return -(p * math.log(p) + (1 - p) * math.log(1 - p))
+
+
+def test_posterior_look_ahead_is_the_mutual_information_with_the_responses() -> None:
+    """lookahead_type = posterior: GlobalMI is the mutual information between the response at x and
+    the responses at the reference points (y = 1 iff f + e > 0), checked against a direct bivariate
+    normal computation; LocalMI the one with a second response at x itself; both differ from the
+    level-set look-ahead."""
+    X, y = observer_data(25, 6)
+    fitted = fit({}, X, y)
+    latent = fitted.latent  # type: ignore[attr-defined]
+    x = torch.tensor([[0.3, 0.55]], dtype=torch.float64)
+    values = {}
+    for kind in ("levelset", "posterior"):
+        spec = GeneratorSpec("GlobalMI", {"target": 0.75, "lookahead_points": 16, "lookahead_type": kind})
+        acq = build_acquisition("GlobalMI", fitted, spec, 1)  # type: ignore[arg-type]
+        values[kind] = float(acq(x.unsqueeze(0)).detach())
+        if kind == "posterior":
+            ref = acq.reference  # type: ignore[attr-defined]
+            if acq.numpy_ready():  # type: ignore[attr-defined]  # the closed-form numpy path agrees
+                assert float(acq.value_grad_np(x.numpy(), grad=False)[0][0]) == pytest.approx(values[kind], rel=1e-6)  # type: ignore[attr-defined]
+    mu, var = (t.detach().reshape(-1) for t in latent.mean_variance(torch.cat([x, ref])))
+    cov = latent.covariance(x, ref).detach().reshape(-1)
+    s = math.sqrt(1 + float(var[0]))
+    a = float(mu[0]) / s
+    P1 = float(scipy.stats.norm.cdf(a))
+    mi = []
+    for r in range(ref.shape[0]):
+        sr = math.sqrt(1 + float(var[r + 1]))
+        b = float(mu[r + 1]) / sr
+        joint, pr = _bvn(a, b, float(cov[r]) / (s * sr)), float(scipy.stats.norm.cdf(b))
+        mi.append(_h(pr) - P1 * _h(joint / P1) - (1 - P1) * _h((pr - joint) / (1 - P1)))
+    assert values["posterior"] == pytest.approx(float(np.mean(mi)), rel=1e-4, abs=1e-7)
+    assert abs(values["posterior"] - values["levelset"]) > 1e-4
+
+    local = build_acquisition("LocalMI", fitted, GeneratorSpec("LocalMI", {"target": 0.75, "lookahead_type": "posterior"}), 1)  # type: ignore[arg-type]
+    m, v = (float(t.detach().reshape(-1)[0]) for t in latent.mean_variance(x))
+    a = m / math.sqrt(1 + v)
+    p = float(scipy.stats.norm.cdf(a))
+    joint = _bvn(a, a, v / (1 + v))
+    expected = _h(p) - p * _h(joint / p) - (1 - p) * _h((p - joint) / (1 - p))
+    assert float(local(x.unsqueeze(0)).detach()) == pytest.approx(expected, rel=1e-4, abs=1e-7)
+
+
 # ---------------------------------------------------------------------- through the server
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
@@ -258,6 +316,7 @@ SERVER_RUNS = {
     ),
     "song": (config("[GPClassificationModel]\nmean_covar_factory = song_mean_covar_factory\n"), ("context", "intensity")),
     "pairwise": (config("[GPClassificationModel]\nmean_covar_factory = pairwise_mean_covar_factory\n", names=("a1", "a2", "b1", "b2")), ("a1", "a2", "b1", "b2")),
+    "posterior look-ahead": (config("[GlobalMI]\nlookahead_type = posterior\nquery_set_size = 64\n", acqf="GlobalMI"), ("context", "intensity")),
 }
 
 

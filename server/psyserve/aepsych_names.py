@@ -107,15 +107,6 @@ RETIRED_FACTORIES: dict[str, str] = {
     "mixed_mean_covar_factory": "not a factory AEPsych 0.8 defines (it has default, song, pairwise and ordinal)",
 }
 
-#: Values of `lookahead_type` (AEPsych's look-ahead acquisitions): psyserve's look-ahead is the level set's.
-LOOKAHEAD_TYPES: dict[str, str] = {
-    "levelset": "",
-    "posterior": (
-        "the look-ahead on the response probability (AEPsych's lookahead_type = posterior) is not "
-        "implemented: psyserve's look-ahead acquisitions work on the level set (lookahead_type = levelset)"
-    ),
-}
-
 #: Keys AEPsych honours in an acquisition's class section that psyserve does not.
 UNSUPPORTED_ACQF_KEYS: dict[str, str] = {
     "posterior_transform": "posterior transforms are not supported",

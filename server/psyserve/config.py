@@ -540,6 +540,8 @@ _FIT_SWITCHES: dict[str, dict[str, type | tuple[str, ...]]] = {
 }
 _GENERATOR_OPTIONS: dict[str, type] = {"restarts": int, "samps": int, "max_gen_time": float}
 _ACQF_OPTIONS: dict[str, type] = {"target": float, "beta": float, "objective": str}
+#: AEPsych's look-ahead types: at the level set {f > target} (its default) or at the response itself.
+LOOKAHEAD_TYPES = ("levelset", "posterior")
 
 
 def _parse_phase(
@@ -641,8 +643,16 @@ def _parse_phase(
                 found = r.raw(name, "epsilon", generator)
                 raise ConfigError(found[0] if found else generator, "epsilon", f"epsilon is a probability in [0, 1], got {epsilon:g}")
             generator_options["epsilon"] = epsilon
+        # the look-ahead acquisitions look at the level set (AEPsych's default) or at the response
+        # itself; elsewhere the key stays unread (a warning: AEPsych ignores it there too)
+        lookahead = r.raw(acqf, "lookahead_type", name) if acqf in LOOKAHEAD_ACQFS else None
+        if lookahead is not None:
+            kind = lookahead[1].strip()
+            if kind not in LOOKAHEAD_TYPES:
+                raise ConfigError(lookahead[0], "lookahead_type", f"expected one of {list(LOOKAHEAD_TYPES)}, got {kind!r}")
+            generator_options["lookahead_type"] = kind
         target = generator_options.get("target")
-        if target is None and acqf in aepsych.LEVEL_SET_ACQFS:
+        if target is None and acqf in aepsych.LEVEL_SET_ACQFS and generator_options.get("lookahead_type") != "posterior":
             raise ConfigError(
                 acqf, "target", f"{acqf} aims at a level set and needs a target: set it in [{acqf}], [{name}] or [common]"
             )
@@ -652,6 +662,10 @@ def _parse_phase(
         if objective is not None:
             generator_options["objective"] = _objective(objective[0], objective[1].strip())
         floor = _floor_link(r, name, model, acqf, objective, generator_options, model_options)
+        if floor is not None and lookahead is not None and generator_options["lookahead_type"] == "posterior":
+            raise ConfigError(
+                lookahead[0], "lookahead_type", "not supported by psyserve: the posterior look-ahead is exact for the plain probit link, not with a floor objective"
+            )
         if floor is not None and target is not None and not floor < float(target) < 1:
             found = r.raw(acqf, "target", name)
             raise ConfigError(
@@ -739,14 +753,6 @@ def _refuse_unhonoured_keys(r: _Reader, phase: str, model: str, acqf: str) -> No
         found = r.raw(acqf, key, phase)
         if found is not None:
             raise ConfigError(found[0], key, f"not supported by psyserve: {why}")
-    # only the look-ahead acquisitions have a look-ahead (elsewhere the key stays unread: a warning)
-    found = r.raw(acqf, "lookahead_type", phase) if acqf in LOOKAHEAD_ACQFS else None
-    if found is not None:
-        value = found[1].strip()
-        if value not in aepsych.LOOKAHEAD_TYPES:
-            raise ConfigError(found[0], "lookahead_type", f"expected one of {list(aepsych.LOOKAHEAD_TYPES)}, got {value!r}")
-        if aepsych.LOOKAHEAD_TYPES[value]:
-            raise ConfigError(found[0], "lookahead_type", f"not supported by psyserve: {aepsych.LOOKAHEAD_TYPES[value]}")
 
 
 #: AEPsych 0.8's mean/covariance factories psyserve honours -> the `factory` model option.
