@@ -118,7 +118,8 @@ def test_base_config_is_accepted() -> None:
         # a model whose outcome type does not match outcome_types
         ({"common": "target = 0.75\noutcome_types = [continuous]"}, "opt", "model", "needs binary outcomes"),
         ({"model": "GPRegressionModel", "acqf": "qLogNoisyExpectedImprovement"}, "opt", "model", "needs continuous outcomes"),
-        ({"common": "outcome_types = [ordinal]"}, "common", "outcome_types", "OrdinalGPModel"),
+        ({"common": "outcome_types = [ordinal]"}, "opt", "model", "use OrdinalGPModel"),
+        ({"model": "OrdinalGPModel", "acqf": "MCPosteriorVariance"}, "opt", "model", "needs ordinal outcomes"),
         ({"common": "target = 0.75\noutcome_types = [binary, continuous]"}, "common", "outcome_types", "IndependentGPsModel"),
         # a pairwise model with one stimulus per trial
         ({"model": "PairwiseProbitModel", "acqf": "PairwiseMCPosteriorVariance"}, "opt", "model", "two stimuli per trial"),
@@ -126,7 +127,7 @@ def test_base_config_is_accepted() -> None:
         ({"common": ""}, "MCLevelSetEstimation", "target", "needs a target"),
         ({"common": "", "acqf": "EAVC"}, "EAVC", "target", "needs a target"),
         # AEPsych classes psyserve does not implement yet
-        ({"model": "OrdinalGPModel"}, "opt", "model", "not supported by psyserve yet"),
+        ({"model": "MonotonicProjectionGP"}, "opt", "model", "not supported by psyserve yet"),
         ({"model": "SemiParametricGPModel"}, "opt", "model", "not supported by psyserve yet"),
         ({"acqf": "MonotonicMCLSE"}, "opt", "acqf", "not supported by psyserve yet"),
         ({"common": "", "acqf": "GlobalSUR"}, "GlobalSUR", "target", "needs a target"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 #: AEPsych model classes psyserve does not implement yet.
 UNSUPPORTED_MODELS: frozenset[str] = frozenset(
     {
-        "OrdinalGPModel",
         "SemiParametricGPModel",
         "HadamardSemiPModel",
         "IndependentGPsModel",
@@ -91,8 +90,8 @@ UNSUPPORTED_MODEL_KEYS: dict[str, str] = {
         "inducing_size); AEPsych's inducing-point allocators are not supported: remove the key to accept that"
     ),
     "likelihood": (
-        "only the models' default likelihoods (Bernoulli probit, Gaussian, pairwise probit) and, for "
-        "GPClassificationModel, BernoulliObjectiveLikelihood with a floor objective are supported"
+        "only the models' default likelihoods (Bernoulli probit, Gaussian, pairwise probit, OrdinalLikelihood for "
+        "OrdinalGPModel) and, for GPClassificationModel, BernoulliObjectiveLikelihood with a floor objective are supported"
     ),
 }
 
@@ -103,7 +102,7 @@ RETIRED_FACTORIES: dict[str, str] = {
         "deprecated in AEPsych 0.8 (with MonotonicRejectionGP, which psyserve does not implement); "
         "use default_mean_covar_factory"
     ),
-    "ordinal_mean_covar_factory": "OrdinalGPModel's factory (its cut-points' kernel) is not honoured by psyserve",
+    "ordinal_mean_covar_factory": "OrdinalGPModel's own factory, accepted with OrdinalGPModel only (where it is what psyserve fits)",
     "mixed_mean_covar_factory": "not a factory AEPsych 0.8 defines (it has default, song, pairwise and ordinal)",
 }
 

@@ -18,7 +18,15 @@ from statistics import NormalDist
 from typing import Any
 
 from . import aepsych_names as aepsych
-from .compute.contract import KNOWN_ACQFS, KNOWN_MODELS, LOOKAHEAD_ACQFS, OBJECTIVE_LINKS, acqf_supports
+from .compute.contract import (
+    DEFAULT_N_LEVELS,
+    KNOWN_ACQFS,
+    KNOWN_MODELS,
+    LOOKAHEAD_ACQFS,
+    OBJECTIVE_LINKS,
+    ORDINAL,
+    acqf_supports,
+)
 from .optimization_spec import (
     MULTI_OBJECTIVE_ACQF,
     OPTIMIZATION_MODEL,
@@ -32,6 +40,9 @@ from .optimization_spec import (
 from .params import ParameterSpace, ParameterSpec, ParamType, RawValue
 
 MODELS = KNOWN_MODELS  # the compute side's registry (torch-free import)
+ORDINAL_MODEL = ORDINAL
+#: the most levels an ordinal outcome may have (a Likert scale; every level is a speculation branch)
+MAX_LEVELS = 100
 ACQFS = KNOWN_ACQFS
 
 MAX_CONFIG_BYTES = 256 * 1024
@@ -111,6 +122,8 @@ class ExperimentSpec:
     warnings: tuple[str, ...]
     # Ax-style objectives, constraints and tracking metrics ([optimization]); None for other experiments
     optimization: OptimizationSpec | None = None
+    #: ordinal outcomes: the number of levels (a told level must lie in 0..n_levels-1); None otherwise
+    n_levels: int | None = None
 
     @property
     def binary_outcome(self) -> bool:
@@ -329,6 +342,7 @@ def parse_config(text: str, default_seed: int | None = None) -> ExperimentSpec:
         phases.append(_parse_phase(r, name, index, space, stimuli_per_trial, outcome_types, seed, optimization))
     if len(set(strategy_names)) != len(strategy_names):
         raise ConfigError("common", "strategy_names", "strategy names must be unique")
+    n_levels = _experiment_levels(r, phases, outcome_types)
 
     metadata: dict[str, str] = {}
     if parser.has_section("metadata"):
@@ -353,7 +367,25 @@ def parse_config(text: str, default_seed: int | None = None) -> ExperimentSpec:
         seed=seed,
         warnings=tuple(warnings),
         optimization=optimization,
+        n_levels=n_levels,
     )
+
+
+def _experiment_levels(r: _Reader, phases: list[PhaseSpec], outcome_types: tuple[str, ...]) -> int | None:
+    """The ordinal outcome's number of levels: every OrdinalGPModel phase must agree; without one, the
+    [OrdinalLikelihood] section's n_levels, if any (tells are then checked against it)."""
+    if "ordinal" not in outcome_types:
+        return None
+    levels = None
+    for phase in phases:
+        if phase.model == ORDINAL_MODEL:
+            k = int(phase.model_options["n_levels"])
+            if levels is not None and k != levels:
+                raise ConfigError(phase.name, "n_levels", f"every OrdinalGPModel phase must have the same n_levels ({levels}), got {k}")
+            levels = k
+    if levels is None:
+        levels = r.get_int("OrdinalLikelihood", "n_levels", minimum=2)
+    return levels
 
 
 def _parse_optimization(r: _Reader, parameters: Mapping[str, ParameterSpec]) -> OptimizationSpec:
@@ -537,6 +569,7 @@ _MODEL_OPTIONS: dict[str, type | tuple[str, ...]] = {"inducing_size": int, "max_
 _FIT_SWITCHES: dict[str, dict[str, type | tuple[str, ...]]] = {
     "GPClassificationModel": {"elbo": FIT_METHODS},
     "PairwiseProbitModel": {"laplace": FIT_METHODS},
+    "OrdinalGPModel": {"elbo": FIT_METHODS},
 }
 _GENERATOR_OPTIONS: dict[str, type] = {"restarts": int, "samps": int, "max_gen_time": float}
 _ACQF_OPTIONS: dict[str, type] = {"target": float, "beta": float, "objective": str}
@@ -625,6 +658,8 @@ def _parse_phase(
         _refuse_unhonoured_keys(r, name, model, acqf)
         model_options = _options(r, model, {**_MODEL_OPTIONS, **_FIT_SWITCHES.get(model, {})}, name)
         model_options.update(_mean_covar_options(r, name, model, space, stimuli_per_trial, outcome_types))
+        if model == ORDINAL_MODEL:
+            model_options["n_levels"] = _ordinal_levels(r, name, model)
         if optimization is not None and generator != "OptimizeAcqfGenerator":
             raise ConfigError(name, "generator", f"an [optimization] experiment's model phase uses OptimizeAcqfGenerator, not {generator}")
         generator_options = {}
@@ -661,6 +696,13 @@ def _parse_phase(
         objective = r.raw(name, "objective", acqf)
         if objective is not None:
             generator_options["objective"] = _objective(objective[0], objective[1].strip())
+            if model == ORDINAL_MODEL and generator_options["objective"] not in ("", "IdentityMCObjective"):
+                raise ConfigError(
+                    objective[0],
+                    "objective",
+                    f"{objective[1].strip()} maps a binary model's latent to a probability; OrdinalGPModel's acquisitions "
+                    "work on its latent f (leave objective unset or IdentityMCObjective)",
+                )
         floor = _floor_link(r, name, model, acqf, objective, generator_options, model_options)
         if floor is not None and lookahead is not None and generator_options["lookahead_type"] == "posterior":
             raise ConfigError(
@@ -728,16 +770,27 @@ def _check_model_fits_experiment(phase: str, model: str, stimuli_per_trial: int,
             f"which psyserve supports for optimisation experiments ([optimization] section, model = {OPTIMIZATION_MODEL})",
         )
     outcome = outcome_types[0]
-    if outcome == "ordinal":
-        raise ConfigError(
-            "common",
-            "outcome_types",
-            f"ordinal outcomes need AEPsych's OrdinalGPModel, which psyserve does not support yet ({model} cannot model them)",
-        )
+    if outcome == "ordinal" and model != ORDINAL_MODEL:
+        raise ConfigError(phase, "model", f"{model} cannot model ordinal outcomes ([common] outcome_types): use OrdinalGPModel")
+    if model == ORDINAL_MODEL and outcome != "ordinal":
+        raise ConfigError(phase, "model", f"OrdinalGPModel needs ordinal outcomes, but [common] outcome_types is {outcome}")
     if model in ("GPClassificationModel", "PairwiseProbitModel") and outcome != "binary":
         raise ConfigError(phase, "model", f"{model} needs binary outcomes, but [common] outcome_types is {outcome}")
     if model == "GPRegressionModel" and outcome != "continuous":
         raise ConfigError(phase, "model", f"GPRegressionModel needs continuous outcomes, but [common] outcome_types is {outcome}")
+
+
+def _ordinal_levels(r: _Reader, phase: str, model: str) -> int:
+    """An OrdinalGPModel's n_levels: from [OrdinalLikelihood] (as AEPsych writes it, with `likelihood =
+    OrdinalLikelihood`), the model's section, the phase or [common]; AEPsych's default 5."""
+    found = r.raw("OrdinalLikelihood", "n_levels", model, phase)
+    if found is None:
+        return DEFAULT_N_LEVELS
+    k = r.get_int("OrdinalLikelihood", "n_levels", model, phase, minimum=2)
+    assert k is not None
+    if k > MAX_LEVELS:
+        raise ConfigError(found[0], "n_levels", f"at most {MAX_LEVELS} levels, got {k}")
+    return k
 
 
 def _refuse_unhonoured_keys(r: _Reader, phase: str, model: str, acqf: str) -> None:
@@ -790,16 +843,20 @@ def _mean_covar_options(
     sections_used = [s for s in (default, name) if r.parser.has_section(s) and r.parser.options(s)]
     if found is None and not sections_used:
         return {}
-    if name in aepsych.RETIRED_FACTORIES:
-        raise ConfigError(where, "mean_covar_factory", f"{name}: {aepsych.RETIRED_FACTORIES[name]}")
-    if name not in _FACTORIES:
-        raise ConfigError(where, "mean_covar_factory", f"unknown mean/covariance factory {name!r} (AEPsych 0.8's, honoured by psyserve: {sorted(_FACTORIES)})")
     if model not in _FACTORY_MODELS:
+        # naming the factory a model uses anyway changes nothing (OrdinalGPModel: AEPsych's ordinal
+        # priors, zero mean and an RBF without output scale, are what psyserve fits)
+        if not sections_used and name in (default, "ordinal_mean_covar_factory" if model == ORDINAL_MODEL else default):
+            return {}
         raise ConfigError(
             where if found is not None else sections_used[0],
             "mean_covar_factory" if found is not None else r.parser.options(sections_used[0])[0],
             f"not supported by psyserve: the mean/covariance factories set the mean and kernel of {list(_FACTORY_MODELS)}, not of {model}",
         )
+    if name in aepsych.RETIRED_FACTORIES:
+        raise ConfigError(where, "mean_covar_factory", f"{name}: {aepsych.RETIRED_FACTORIES[name]}")
+    if name not in _FACTORIES:
+        raise ConfigError(where, "mean_covar_factory", f"unknown mean/covariance factory {name!r} (AEPsych 0.8's, honoured by psyserve: {sorted(_FACTORIES)})")
     factory = _FACTORIES[name]
     dim = space.dim
     opts: dict[str, float | int | str] = {}
@@ -912,7 +969,9 @@ def _floor_link(
                 raise ConfigError(
                     found[0], "objective", f"supported likelihood objectives: {sorted([*OBJECTIVE_LINKS, 'ProbitObjective'])}"
                 )
-        elif not (value == "BernoulliLikelihood" and model == "GPClassificationModel"):
+        elif not (value == "BernoulliLikelihood" and model == "GPClassificationModel") and not (
+            value == "OrdinalLikelihood" and model == ORDINAL_MODEL
+        ):
             raise ConfigError(
                 likelihood[0], "likelihood", f"not supported by psyserve: {aepsych.UNSUPPORTED_MODEL_KEYS['likelihood']}"
             )

@@ -240,6 +240,9 @@ class _Runtime:
     last_state: ModelState | None = None  # the model behind the last served point
     cache: dict[tuple[Any, ...], asyncio.Future[GenerateResult]] = field(default_factory=dict)
     started: dict[tuple[Any, ...], float] = field(default_factory=dict)
+    # ordinal outcomes: the last served points (unit cube) and the model's level probabilities there
+    level_points: np.ndarray | None = None
+    level_probabilities: np.ndarray | None = None
 
 
 def training_rows(strategy: Strategy, extra: tuple[int, float] | None = None) -> tuple[TrainingData, DataKey]:
@@ -349,6 +352,9 @@ class PoolModelEngine:
                 raise Unavailable(f"model computation failed: {type(exc).__name__}: {exc}") from exc
             result = await self.pool.submit(_job_function(job), job, REAL)  # retry a failed speculation for real
         runtime.last_state = result.state
+        if result.level_probabilities is not None:
+            runtime.level_points = result.points.reshape(n, -1)
+            runtime.level_probabilities = result.level_probabilities
         if isinstance(job, OptimizationGenerateJob) or job.refit:
             runtime.refit_state = result.state
         self._drop_stale(strategy)
@@ -369,6 +375,7 @@ class PoolModelEngine:
         y: float | None,
         fixed: dict[int, float],
         background: bool = False,
+        outcome_index: int = 0,
     ) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
         phase = next(p for p in strategy.spec.phases if p.is_model_based)
         current = strategy.phase
@@ -400,6 +407,8 @@ class PoolModelEngine:
             "lower": result.lower,
             "upper": result.upper,
         }
+        if result.level_probabilities is not None:
+            values["level_probabilities"] = result.level_probabilities
         return result.x, values, result.fit_seconds
 
     async def optimization_readout(self, strategy: Strategy, kind: str, use_model: bool, x: np.ndarray | None) -> Readout:
@@ -425,13 +434,35 @@ class PoolModelEngine:
         pending = [t for t in strategy.trials.values() if t.state == PENDING]
         if not pending:
             self._prefetch(strategy, None)
-        elif len(pending) == 1 and strategy.spec.binary_outcome:
+        elif len(pending) == 1 and strategy.spec.outcome_types == ("ordinal",) and strategy.spec.n_levels:
+            # n_levels possible answers: only the two likeliest are computed ahead (as many jobs as a
+            # binary tell's), by the model's level probabilities at the pending point
+            levels = self._likely_levels(strategy, pending[0])
+            self._prefetch(strategy, (pending[0].trial_id, levels[0]), SPECULATIVE)
+            if len(levels) > 1:
+                self._prefetch(strategy, (pending[0].trial_id, levels[1]), UNLIKELY)
+        elif len(pending) == 1 and strategy.spec.outcome_types == ("binary",):
             # The likelier answer first: at a level-set target t the next point sits where
             # P(yes) is about t. Under load the unlikely branch waits and is usually dropped.
             target = float(strategy.phase.generator_options.get("target", 0.75))
             likely = 1.0 if target >= 0.5 else 0.0
             self._prefetch(strategy, (pending[0].trial_id, likely), SPECULATIVE)
             self._prefetch(strategy, (pending[0].trial_id, 1.0 - likely), UNLIKELY)
+
+    def _likely_levels(self, strategy: Strategy, trial: Any) -> list[float]:
+        """Ordinal levels, likeliest first: the served model's probabilities at the trial's point when
+        it is one the model proposed (within rounding), else the levels told so far by frequency."""
+        levels = int(strategy.spec.n_levels or 2)
+        runtime = self._runtime(strategy)
+        weights = np.array([strategy.outcome_counts[float(k)] for k in range(levels)], dtype=float)
+        weights += 1e-3 * (1.0 - np.abs(np.arange(levels) - (levels - 1) / 2) / levels)  # ties: middle levels first
+        if runtime.level_points is not None and runtime.level_probabilities is not None and len(trial.stimuli) == 1:
+            unit = np.asarray(strategy.spec.space.to_unit(trial.stimuli[0]), dtype=float)
+            distance = np.linalg.norm(runtime.level_points - unit, axis=1)
+            nearest = int(np.argmin(distance))
+            if distance[nearest] < 0.05 and runtime.level_probabilities.shape[1] == levels:
+                weights = runtime.level_probabilities[nearest]
+        return [float(k) for k in np.argsort(-weights, kind="stable")]
 
     def _prefetch(self, strategy: Strategy, extra: tuple[int, float] | None, priority: int = SPECULATIVE) -> None:
         phase_index = strategy.phase_for_next_ask(extra_outcome=None if extra is None else extra[1])

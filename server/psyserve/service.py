@@ -311,6 +311,8 @@ class QueryPoint:
     probability: float
     lower: float
     upper: float
+    #: ordinal outcomes: the probability of each level 0..n_levels-1 (``probability`` is the expected level)
+    level_probabilities: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -319,6 +321,7 @@ class QueryAnswer:
     probability_space: bool
     points: list[QueryPoint]
     fit_seconds: float = 0.0
+    outcome: str = ""
 
 
 @dataclass(frozen=True)
@@ -353,6 +356,7 @@ class ModelEngine(Protocol):
         y: float | None,
         fixed: dict[int, float],
         background: bool = False,
+        outcome_index: int = 0,
     ) -> tuple[np.ndarray, dict[str, np.ndarray], float]: ...
 
     async def optimization_readout(self, strategy: Strategy, kind: str, use_model: bool, x: np.ndarray | None) -> Readout: ...
@@ -1078,6 +1082,12 @@ class ExperimentService:
                     f"outcomes[{i}].value: outcome {name!r} is ordinal: expected a non-negative integer, got {value!r}",
                     f"outcomes[{i}].value",
                 )
+            if kind == "ordinal" and spec.n_levels is not None and value > spec.n_levels - 1:
+                raise InvalidArgument(
+                    f"outcomes[{i}].value: outcome {name!r} is ordinal with n_levels = {spec.n_levels}: "
+                    f"expected a level in 0..{spec.n_levels - 1}, got {value!r}",
+                    f"outcomes[{i}].value",
+                )
             sem = outcome.sem
             if sem is not None and (not math.isfinite(sem) or sem < 0):
                 raise InvalidArgument(
@@ -1377,9 +1387,11 @@ class ExperimentService:
         y: float | None = None,
         constraints: Mapping[str, Any] | None = None,
         background: bool = False,
+        outcome: str = "",
     ) -> QueryAnswer:
         """A model query. `background`: computed only when no ask's computation waits (for
-        observers such as the dashboard, so that looking never slows an experiment down)."""
+        observers such as the dashboard, so that looking never slows an experiment down).
+        `outcome`: which outcome's model answers (several outcomes: IndependentGPsModel); "" the first."""
         strategy = self.get(strategy_id)
         space = strategy.spec.space
         if strategy.spec.optimization is not None:
@@ -1389,6 +1401,10 @@ class ExperimentService:
             )
         if query_type not in QUERY_TYPES:
             raise InvalidArgument(f"query_type must be one of {list(QUERY_TYPES)}, got {query_type!r}", "query_type")
+        outcome_names = strategy.spec.outcome_names
+        if outcome and outcome not in outcome_names:
+            raise InvalidArgument(f"outcome: unknown outcome {outcome!r} (known: {list(outcome_names)})", "outcome")
+        outcome_index = outcome_names.index(outcome) if outcome else 0
         named: dict[str, Any] = {}
         for key, value in (constraints or {}).items():
             name = str(key)
@@ -1419,7 +1435,10 @@ class ExperimentService:
         if query_type == "inverse":
             if y is None or not math.isfinite(y):
                 raise InvalidArgument("y: inverse needs a finite target y", "y")
-            if probability_space and not 0 <= y <= 1:
+            ordinal = strategy.spec.outcome_types[outcome_index] == "ordinal"
+            if probability_space and ordinal and strategy.spec.n_levels and not 0 <= y <= strategy.spec.n_levels - 1:
+                raise InvalidArgument(f"y: an expected level must lie in [0, {strategy.spec.n_levels - 1}], got {y}", "y")
+            if probability_space and not ordinal and not 0 <= y <= 1:
                 raise InvalidArgument(f"y: a probability-space target must lie in [0, 1], got {y}", "y")
         if not any(p.is_model_based for p in strategy.spec.phases):
             raise FailedPrecondition("no model: this strategy has no model-based phase", "strategy_id")
@@ -1428,8 +1447,9 @@ class ExperimentService:
         if not strategy.can_fit():
             raise FailedPrecondition("no model yet: the strategy has too little data to fit one", "strategy_id")
         unit_x, values, fit_seconds = await self.models.query(
-            strategy, query_type, probability_space, points, y, space.fixed_unit(fixed_raw), background=background
+            strategy, query_type, probability_space, points, y, space.fixed_unit(fixed_raw), background=background, outcome_index=outcome_index
         )
+        levels = values.get("level_probabilities")
         results = []
         for i, u in enumerate(unit_x):
             if query_type == "prediction":
@@ -1445,9 +1465,10 @@ class ExperimentService:
                     probability=float(values["probability"][i]),
                     lower=float(values["lower"][i]),
                     upper=float(values["upper"][i]),
+                    level_probabilities=() if levels is None else tuple(float(v) for v in levels[i]),
                 )
             )
-        return QueryAnswer(query_type, probability_space, results, fit_seconds)
+        return QueryAnswer(query_type, probability_space, results, fit_seconds, outcome_names[outcome_index])
 
     async def close(self) -> None:
         if self._lease_task is not None:

@@ -15,11 +15,13 @@ import numpy as np
 
 __all__ = [
     "ACQF_ALIASES",
+    "DEFAULT_N_LEVELS",
     "KNOWN_ACQFS",
     "KNOWN_MODELS",
     "LINKS",
     "LOOKAHEAD_ACQFS",
     "OBJECTIVE_LINKS",
+    "ORDINAL",
     "GenerateJob",
     "GenerateResult",
     "GeneratorSpec",
@@ -31,6 +33,7 @@ __all__ = [
     "acqf_supports",
     "canonical_acqf",
     "data_digest",
+    "n_levels",
     "opt_float",
     "opt_int",
     "opt_str",
@@ -46,8 +49,11 @@ CLASSIFICATION = "GPClassificationModel"
 REGRESSION = "GPRegressionModel"
 PAIRWISE = "PairwiseProbitModel"
 MODEL_LIST = "ModelListGP"  # one GP per metric (Ax-style optimisation); its jobs: compute/optimization.py
+ORDINAL = "OrdinalGPModel"  # ordinal (Likert) outcomes 0..n_levels-1, learned cut-points (compute/ordinal.py)
 
-KNOWN_MODELS: frozenset[str] = frozenset({CLASSIFICATION, REGRESSION, PAIRWISE, MODEL_LIST})
+KNOWN_MODELS: frozenset[str] = frozenset({CLASSIFICATION, REGRESSION, PAIRWISE, MODEL_LIST, ORDINAL})
+#: AEPsych's default number of levels of an OrdinalGPModel (its OrdinalLikelihood's n_levels)
+DEFAULT_N_LEVELS = 5
 
 _ALL = frozenset({CLASSIFICATION, REGRESSION, PAIRWISE})
 _SUPPORT: dict[str, frozenset[str]] = {
@@ -59,12 +65,12 @@ _SUPPORT: dict[str, frozenset[str]] = {
     "LocalMI": frozenset({CLASSIFICATION}),
     "LocalSUR": frozenset({CLASSIFICATION}),
     "BernoulliMCMutualInformation": frozenset({CLASSIFICATION}),
-    "MCPosteriorVariance": frozenset({CLASSIFICATION, REGRESSION}),
-    "qNoisyExpectedImprovement": _ALL,
-    "qLogNoisyExpectedImprovement": _ALL | {MODEL_LIST},
+    "MCPosteriorVariance": frozenset({CLASSIFICATION, REGRESSION, ORDINAL}),
+    "qNoisyExpectedImprovement": _ALL | {ORDINAL},
+    "qLogNoisyExpectedImprovement": _ALL | {MODEL_LIST, ORDINAL},
     "qLogNoisyExpectedHypervolumeImprovement": frozenset({MODEL_LIST}),
     "PairwiseMCPosteriorVariance": frozenset({PAIRWISE}),
-    "qUpperConfidenceBound": _ALL,
+    "qUpperConfidenceBound": _ALL | {ORDINAL},
 }
 #: Accepted alternative spellings -> canonical name.
 ACQF_ALIASES: dict[str, str] = {
@@ -129,7 +135,8 @@ class ModelSpec:
     classification / pairwise; anything else: BoTorch's autograd fitting, also the fallback),
     ``link`` (``"probit"`` default, ``"logit"``, ``"gumbel"``) and ``floor`` (guess rate, default 0)
     of classification: the response probability is ``floor + (1 - floor) F(f)``, used by the
-    fit, every acquisition on the probability and every probability read-out.
+    fit, every acquisition on the probability and every probability read-out; ``n_levels``
+    (default 5) of OrdinalGPModel: outcomes are the integers ``0 .. n_levels - 1``.
     """
 
     kind: str
@@ -198,12 +205,17 @@ class GenerateJob:
 
 @dataclass
 class GenerateResult:
-    r"""points: ``num_points x d`` in ``[0, 1]`` (pairwise: ``num_points x 2 x d``)."""
+    r"""points: ``num_points x d`` in ``[0, 1]`` (pairwise: ``num_points x 2 x d``).
+
+    level_probabilities: ordinal models only, ``num_points x n_levels``: the fitted model's
+    probability of each level at each point (what speculation uses to pick the likely answers).
+    """
 
     points: np.ndarray
     state: ModelState
     fit_seconds: float
     generate_seconds: float
+    level_probabilities: np.ndarray | None = None
 
 
 @dataclass
@@ -239,6 +251,8 @@ class QueryJobResult:
     upper: np.ndarray
     state: ModelState
     fit_seconds: float
+    #: ordinal models: ``m x n_levels``, the probability of each level (``probability`` is the expected level)
+    level_probabilities: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------- option readers and validation
@@ -296,7 +310,19 @@ def validate_model_data(spec: ModelSpec, data: TrainingData) -> tuple[np.ndarray
         raise ValueError("training X must lie in the unit cube [0, 1]^d")
     if spec.kind == CLASSIFICATION and np.any((y != 0.0) & (y != 1.0)):
         raise ValueError("GPClassificationModel needs binary (0/1) outcomes")
+    if spec.kind == ORDINAL:
+        k = n_levels(spec.options)
+        if np.any((y != np.round(y)) | (y < 0) | (y > k - 1)):
+            raise ValueError(f"OrdinalGPModel with n_levels = {k} needs integer outcomes in 0..{k - 1}")
     return np.clip(X, 0.0, 1.0), y
+
+
+def n_levels(options: Mapping[str, Any]) -> int:
+    r"""An ordinal model's number of levels (option ``n_levels``, default 5, at least 2)."""
+    k = opt_int(options, "n_levels", DEFAULT_N_LEVELS)
+    if k < 2:
+        raise ValueError(f"option 'n_levels' must be at least 2, got {k}")
+    return k
 
 
 def validate_fixed(fixed: Mapping[int, float] | None, d: int) -> dict[int, float]:

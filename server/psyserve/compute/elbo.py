@@ -7,6 +7,7 @@ build models, choose fitting strategies or know about acquisitions or jobs.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import scipy.linalg
@@ -31,7 +32,12 @@ from psyserve.compute.numerics import DTYPE, GH20_W, GH20_W_T, GH20_X, GH20_X_T,
 
 
 def variational_elbo_closure(
-    model: SingleTaskVariationalGP, mll: VariationalELBO, X: Tensor, y: Tensor, link: Link = PROBIT
+    model: SingleTaskVariationalGP,
+    mll: VariationalELBO,
+    X: Tensor,
+    y: Tensor,
+    link: Link = PROBIT,
+    log_lik: Callable[[Tensor], Tensor] | None = None,
 ) -> ForwardBackwardClosure:
     r"""A fused, plain-torch forward/backward closure for ``mll`` (a ``VariationalELBO``).
 
@@ -47,6 +53,9 @@ def variational_elbo_closure(
     Args:
         X: ``n x d`` training inputs; y: ``n`` 0/1 outcomes; link: the response link (floor
             objectives; ``log Phi`` for the default probit).
+        log_lik: another likelihood instead of the link's: latent values ``n x 20`` (the quadrature
+            nodes of each observation) -> ``log p(y_i | f)``, differentiable in the likelihood's own
+            parameters (the ordinal model's cut-points), which are fitted with the rest.
     """
     gp = model.model
     vs = gp.variational_strategy
@@ -87,7 +96,9 @@ def variational_elbo_closure(
         mu = gp.mean_module(X) + A.mT @ mvec
         var = (scale + jitter + (Ls.mT @ A).pow(2).sum(-2) - A.pow(2).sum(-2)).clamp_min(1e-10)
         f = mu.unsqueeze(-1) + torch.sqrt(2.0 * var).unsqueeze(-1) * GH20_X_T
-        if link.is_plain_probit:
+        if log_lik is not None:
+            ell = (log_lik(f) * GH20_W_T).sum(-1) / math.sqrt(math.pi)
+        elif link.is_plain_probit:
             ell = (torch.special.log_ndtr(sign * f) * GH20_W_T).sum(-1) / math.sqrt(math.pi)
         else:
             ell = (link.loglik(f, y.unsqueeze(-1)) * GH20_W_T).sum(-1) / math.sqrt(math.pi)

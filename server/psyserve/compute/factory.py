@@ -22,6 +22,7 @@ from psyserve.compute.contract import (
     CLASSIFICATION,
     LOOKAHEAD_ACQFS,
     OBJECTIVE_LINKS,
+    ORDINAL,
     PAIRWISE,
     GeneratorSpec,
     acqf_supports,
@@ -53,6 +54,8 @@ def _objective_link(fitted: FittedModel, options: Mapping[str, Any]) -> Link | N
     acquisition and the read-outs agree; ProbitObjective on a model with a floor link is refused.
     """
     obj = str(options.get("objective", "") or "").strip()
+    if fitted.kind == ORDINAL and obj.lower() not in ("", "default", "identitymcobjective", "identity", "none"):
+        raise ValueError(f"objective {obj} does not apply to OrdinalGPModel: its acquisitions work on the latent f (IdentityMCObjective)")
     if obj.lower() in ("", "default"):
         return fitted.link if fitted.kind == CLASSIFICATION else None
     if obj in OBJECTIVE_LINKS:

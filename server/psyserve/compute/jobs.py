@@ -125,7 +125,14 @@ def generate(job: GenerateJob) -> GenerateResult:
         t0 = time.perf_counter()
         points = generate_points(fitted, job.generator, int(job.num_points), fixed, int(job.seed))
         gen_s = time.perf_counter() - t0
-    return GenerateResult(points=points, state=fitted.state, fit_seconds=fitted.fit_seconds, generate_seconds=gen_s)
+        levels = None
+        if fitted.cutpoints is not None:  # ordinal: how likely each answer is at the new points
+            from psyserve.compute.predict import predict
+
+            levels = predict(fitted, points.reshape(len(points), -1), probability_space=False)["level_probabilities"]
+    return GenerateResult(
+        points=points, state=fitted.state, fit_seconds=fitted.fit_seconds, generate_seconds=gen_s, level_probabilities=levels
+    )
 
 
 def query(job: QueryJob) -> QueryJobResult:
@@ -178,6 +185,7 @@ def query(job: QueryJob) -> QueryJobResult:
         upper=pred["upper"],
         state=fitted.state,
         fit_seconds=fitted.fit_seconds,
+        level_probabilities=pred.get("level_probabilities"),
     )
 
 

@@ -17,10 +17,11 @@ from psyserve.compute.contract import (
 from psyserve.compute.models import FittedModel
 from psyserve.compute.numerics import DTYPE
 from psyserve.compute.optimize import _optimize
+from psyserve.compute.ordinal import expected_level, level_probabilities
 
 
 def _uses_probability(fitted: FittedModel, probability_space: bool) -> bool:
-    return probability_space and fitted.kind == CLASSIFICATION
+    return probability_space and (fitted.kind == CLASSIFICATION or fitted.cutpoints is not None)
 
 
 def optimize_prediction(
@@ -44,7 +45,7 @@ def optimize_prediction(
     if query_type == "inverse" and target is None:
         raise ValueError("inverse query needs a target y")
     obj = PredictionObjective(
-        fitted.model, fitted.latent, query_type, _uses_probability(fitted, probability_space), target, fitted.link
+        fitted.model, fitted.latent, query_type, _uses_probability(fitted, probability_space), target, fitted.link, fitted.cutpoints
     )
     x = _optimize(obj, fitted.dim, 1, fixed, restarts, raw_samples, 200, timeout, seed)
     return x.numpy().astype(np.float64)
@@ -56,8 +57,10 @@ def predict(fitted: FittedModel, x: np.ndarray, probability_space: bool) -> dict
     Returns:
         Dict of length-``m`` arrays: ``mean`` / ``variance`` (latent; regression: of the
         mean response), ``probability`` (classification: ``Phi(mu / sqrt(1 + var))``;
-        otherwise the mean; with a floor objective's link ``E[floor + (1 - floor) F(f)]``), ``lower`` / ``upper`` (95%: ``mu -+ 1.96 sd``, mapped through
-        ``Phi`` for classification with ``probability_space``).
+        otherwise the mean; with a floor objective's link ``E[floor + (1 - floor) F(f)]``; ordinal: the
+        expected level), ``lower`` / ``upper`` (95%: ``mu -+ 1.96 sd``, mapped through
+        ``Phi`` for classification with ``probability_space``, through the expected level of ``f`` for
+        ordinal); ordinal models add ``level_probabilities`` (``m x n_levels``).
     """
     X = torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=DTYPE).reshape(-1, fitted.dim)
     mus, vs = [], []
@@ -70,16 +73,26 @@ def predict(fitted: FittedModel, x: np.ndarray, probability_space: bool) -> dict
     var = torch.cat(vs) if vs else torch.zeros(0, dtype=DTYPE)
     sd = var.sqrt()
     lo, hi = mu - 1.959963984540054 * sd, mu + 1.959963984540054 * sd
-    if fitted.kind == CLASSIFICATION:
+    levels = None
+    if fitted.cutpoints is not None:  # ordinal: level probabilities; "probability" is the expected level
+        levels = level_probabilities(mu, var, fitted.cutpoints).numpy().copy()
+        prob = expected_level(mu, var, fitted.cutpoints)
+        if probability_space:  # the latent interval through the (increasing) expected level of f
+            zero = torch.zeros_like(lo)
+            lo, hi = expected_level(lo, zero, fitted.cutpoints), expected_level(hi, zero, fitted.cutpoints)
+    elif fitted.kind == CLASSIFICATION:
         prob = fitted.link.expected_prob(mu, var)
         if probability_space:
             lo, hi = fitted.link.prob(lo), fitted.link.prob(hi)
     else:
         prob = mu
-    return {
+    out = {
         "mean": mu.numpy().copy(),
         "variance": var.numpy().copy(),
         "probability": prob.numpy().copy(),
         "lower": lo.numpy().copy(),
         "upper": hi.numpy().copy(),
     }
+    if levels is not None:
+        out["level_probabilities"] = levels
+    return out

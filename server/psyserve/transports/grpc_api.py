@@ -378,8 +378,10 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
             x=[from_values(s.values) for s in request.x],
             y=request.y if request.HasField("y") else None,
             constraints=from_values(request.constraints),
+            outcome=request.outcome,
         )
         return pb.QueryResponse(
+            outcome=result.outcome,
             query_type=QUERY_TYPE_ENUMS[result.query_type],
             probability_space=result.probability_space,
             predictions=[
@@ -390,6 +392,7 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
                     probability=p.probability,
                     lower=p.lower,
                     upper=p.upper,
+                    level_probabilities=p.level_probabilities,
                 )
                 for p in result.points
             ],

@@ -1715,6 +1715,11 @@ namespace Psyserve.Client
         /// parameters held fixed, by name
         /// </summary>
         public Dictionary<string, ParameterValue> Constraints = new Dictionary<string, ParameterValue>();
+        /// <summary>
+        /// which outcome's model to ask (experiments with several outcomes, AEPsych's IndependentGPsModel);
+        /// empty: the first outcome
+        /// </summary>
+        public string Outcome = "";
 
         public void WriteJson(JsonWriter w)
         {
@@ -1741,6 +1746,7 @@ namespace Psyserve.Client
                 }
                 w.EndObject();
             }
+            if (!string.IsNullOrEmpty(Outcome)) { w.Name("outcome"); w.String(Outcome); }
             w.EndObject();
         }
 
@@ -1775,6 +1781,9 @@ namespace Psyserve.Client
                         foreach (var e in Json.AsObject(kv.Value, "constraints"))
                             m.Constraints[e.Key] = ParameterValue.FromJson(e.Value);
                         break;
+                    case "outcome":
+                        m.Outcome = Json.ToStr(kv.Value, "outcome");
+                        break;
                 }
             }
             return m;
@@ -1800,6 +1809,11 @@ namespace Psyserve.Client
         /// </summary>
         public double Lower;
         public double Upper;
+        /// <summary>
+        /// ordinal outcomes (OrdinalGPModel): the probability of each level 0..n_levels-1 at x; `probability`
+        /// is then the expected level, and with probability_space the interval is in levels too
+        /// </summary>
+        public List<double> LevelProbabilities = new List<double>();
 
         public void WriteJson(JsonWriter w)
         {
@@ -1810,6 +1824,13 @@ namespace Psyserve.Client
             if (Probability != 0d) { w.Name("probability"); w.Double(Probability); }
             if (Lower != 0d) { w.Name("lower"); w.Double(Lower); }
             if (Upper != 0d) { w.Name("upper"); w.Double(Upper); }
+            if (LevelProbabilities != null && LevelProbabilities.Count > 0)
+            {
+                w.Name("levelProbabilities");
+                w.BeginArray();
+                foreach (var item in LevelProbabilities) w.Double(item);
+                w.EndArray();
+            }
             w.EndObject();
         }
 
@@ -1842,6 +1863,10 @@ namespace Psyserve.Client
                     case "upper":
                         m.Upper = Json.ToDouble(kv.Value, "upper");
                         break;
+                    case "levelProbabilities": case "level_probabilities":
+                        foreach (var item in Json.AsArray(kv.Value, "levelProbabilities"))
+                            m.LevelProbabilities.Add(Json.ToDouble(item, "levelProbabilities"));
+                        break;
                 }
             }
             return m;
@@ -1856,6 +1881,10 @@ namespace Psyserve.Client
         public bool ProbabilitySpace;
         public List<Prediction> Predictions = new List<Prediction>();
         public double FitSeconds;
+        /// <summary>
+        /// the outcome whose model answered
+        /// </summary>
+        public string Outcome = "";
 
         public void WriteJson(JsonWriter w)
         {
@@ -1870,6 +1899,7 @@ namespace Psyserve.Client
                 w.EndArray();
             }
             if (FitSeconds != 0d) { w.Name("fitSeconds"); w.Double(FitSeconds); }
+            if (!string.IsNullOrEmpty(Outcome)) { w.Name("outcome"); w.String(Outcome); }
             w.EndObject();
         }
 
@@ -1896,6 +1926,9 @@ namespace Psyserve.Client
                         break;
                     case "fitSeconds": case "fit_seconds":
                         m.FitSeconds = Json.ToDouble(kv.Value, "fitSeconds");
+                        break;
+                    case "outcome":
+                        m.Outcome = Json.ToStr(kv.Value, "outcome");
                         break;
                 }
             }
