@@ -20,7 +20,7 @@ from conftest import ServerThread
 from psyserve.app import ServerOptions
 from psyserve.compute.contract import GeneratorSpec, ModelSpec
 from psyserve.compute.factory import build_acquisition
-from psyserve.compute.mean_covar import PairwiseKernel
+from psyserve.compute.kernels import PairwiseKernel
 from psyserve.compute.models import fit_model
 from psyserve.compute.predict import predict
 from psyserve.config import ConfigError, parse_config
@@ -117,7 +117,6 @@ REFUSED = [
     ("[default_mean_covar_factory]\nlb = [0, 0, 0]\n", "", "default_mean_covar_factory", "lb"),
     ("[GPClassificationModel]\nmean_covar_factory = monotonic_mean_covar_factory\n", "deprecated", "GPClassificationModel", "mean_covar_factory"),
     ("[GPClassificationModel]\nmean_covar_factory = mixed_mean_covar_factory\n", "not a factory", "GPClassificationModel", "mean_covar_factory"),
-    ("[GPClassificationModel]\nmean_covar_factory = ordinal_mean_covar_factory\n", "OrdinalGPModel", "GPClassificationModel", "mean_covar_factory"),
     ("[GPClassificationModel]\nmean_covar_factory = my_factory\n", "unknown", "GPClassificationModel", "mean_covar_factory"),
     ("[GPClassificationModel]\nmean_covar_factory = song_mean_covar_factory\n[song_mean_covar_factory]\nstim_dim = 2\n", "", "song_mean_covar_factory", "stim_dim"),
     ("[GPClassificationModel]\nmean_covar_factory = song_mean_covar_factory\n[song_mean_covar_factory]\ntarget = 1.5\n", "", "song_mean_covar_factory", "target"),
@@ -163,6 +162,15 @@ def test_factories_refused_where_they_cannot_apply() -> None:
     with pytest.raises(ConfigError) as err:
         parse_config(pairwise)
     assert (err.value.section, err.value.key) == ("default_mean_covar_factory", "zero_mean")
+    # OrdinalGPModel: its own factory (and the default one, named) is what psyserve fits; options are not
+    ordinal = config("[OrdinalGPModel]\nmean_covar_factory = ordinal_mean_covar_factory\n", model="OrdinalGPModel", acqf="MCPosteriorVariance", outcome="ordinal")
+    assert parse_config(ordinal).phases[1].model_options["n_levels"] == 5
+    with pytest.raises(ConfigError) as err:
+        parse_config(ordinal + "[default_mean_covar_factory]\nfixed_mean = True\n")
+    assert (err.value.section, err.value.key) == ("OrdinalGPModel", "mean_covar_factory")
+    with pytest.raises(ConfigError) as err:  # the ordinal factory elsewhere
+        parse_config(config("[GPClassificationModel]\nmean_covar_factory = ordinal_mean_covar_factory\n"))
+    assert "OrdinalGPModel only" in str(err.value)
     # a look-ahead type on an acquisition without look-ahead changes nothing: a warning, as AEPsych ignores it
     spec = parse_config(config("[MCLevelSetEstimation]\nlookahead_type = posterior\n"))
     assert spec.warnings == ("[MCLevelSetEstimation] lookahead_type is not used by psyserve",)

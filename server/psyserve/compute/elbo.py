@@ -24,10 +24,9 @@ from gpytorch.priors import GammaPrior, NormalPrior
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor
 
-from psyserve.compute.kernels import kernel_lengthscale_grad_np, stationary_kernel
+from psyserve.compute.kernels import kernel_lengthscale_grad_np, plain_kernel, stationary_kernel
 from psyserve.compute.lbfgs import minimize_packed
 from psyserve.compute.links import PROBIT, Link
-from psyserve.compute.mean_covar import plain_kernel
 from psyserve.compute.numerics import DTYPE, GH20_W, GH20_W_T, GH20_X, GH20_X_T, LOG_SQRT_2PI, gamma_log_prior
 
 

@@ -2,7 +2,7 @@
 
 Owns turning the factory options config.py reads from AEPsych's `default_mean_covar_factory`,
 `song_mean_covar_factory` and `pairwise_mean_covar_factory` sections (flat ModelSpec options, see
-FACTORY_OPTIONS) into GPyTorch mean and kernel modules, and the pairwise kernel that needs. Without
+FACTORY_OPTIONS) into GPyTorch mean and kernel modules (kernels.py evaluates them). Without
 any of those options nothing here is used and every model keeps its own default modules (and its
 hand-differentiated fitting). Must not fit models, read configs or know about acquisitions.
 """
@@ -10,20 +10,18 @@ hand-differentiated fitting). Must not fit models, read configs or know about ac
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from gpytorch.constraints import GreaterThan, Interval
-from gpytorch.kernels import AdditiveKernel, Kernel, LinearKernel, MaternKernel, ProductKernel, RBFKernel, ScaleKernel
+from gpytorch.kernels import Kernel, LinearKernel, MaternKernel, RBFKernel, ScaleKernel
 from gpytorch.means import ConstantMean, Mean
 from gpytorch.priors import GammaPrior, LogNormalPrior, NormalPrior, Prior, SmoothedBoxPrior
 from torch import Tensor
 
+from psyserve.compute.kernels import PairwiseKernel
 from psyserve.compute.numerics import DTYPE
-
-#: A kernel in plain torch: (X1 ``... x q1 x d``, X2 ``... x q2 x d``, diag) -> ``... x q1 x q2`` (or ``... x q1``).
-PlainKernel = Callable[[Tensor, Tensor, bool], Tensor]
 
 #: ModelSpec options this module reads. `factory`: "default", "song" or "pairwise"; `mean`: "zero" or
 #: "fixed" (at `mean_constant`, a latent value); `ls_prior`: "gamma", "lognormal" (with `ls_loc`,
@@ -121,27 +119,6 @@ def song_covar(d: int, stim_dim: int, intensity_rbf: bool) -> Kernel:
     return rbf + linear
 
 
-class PairwiseKernel(Kernel):
-    r"""A kernel on concatenated pairs ``x = (a, b)``: the covariance of ``f(a) - f(b)`` for a latent
-    ``f`` with kernel ``base`` over one stimulus,
-
-        k((a, b), (a', b')) = k(a, a') + k(b, b') - k(a, b') - k(b, a'),
-
-    so a classification model over the pair's 2h parameters learns a preference of a over b."""
-
-    def __init__(self, base: Kernel, active_dims: list[int] | None = None) -> None:
-        super().__init__(active_dims=torch.tensor(active_dims) if active_dims is not None else None)
-        self.base = base
-
-    def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, **params: Any) -> Tensor:
-        h = x1.shape[-1] // 2
-        a1, b1, a2, b2 = x1[..., :h], x1[..., h:], x2[..., :h], x2[..., h:]
-        k = self.base
-        if diag:
-            return k(a1, a2, diag=True) + k(b1, b2, diag=True) - k(a1, b2, diag=True) - k(b1, a2, diag=True)
-        return (k(a1, a2) + k(b1, b2) - k(a1, b2) - k(b1, a2)).to_dense()
-
-
 def pairwise_covar(d: int, opts: Mapping[str, Any], default_outputscale_bounds: tuple[float, float]) -> Kernel:
     """AEPsych's pairwise factory: the pairwise kernel over the non-shared dims (two halves, one per
     stimulus), times a default kernel over the shared ones (`shared_dims`) if any."""
@@ -183,87 +160,3 @@ def build_mean(opts: Mapping[str, Any]) -> Mean:
         raise ValueError(f"unknown mean setting {how!r} (use fixed or zero)")
     return ConstantMean(constant_prior=NormalPrior(0.0, 2.0)).to(DTYPE)
 
-
-def plain_kernel(module: Kernel, live: bool = False) -> PlainKernel | None:
-    """The kernels built here (scaled RBF / Matern-5/2 / linear kernels on some dims, their sums and
-    products, the pairwise kernel) as one plain-torch function: GPyTorch's lazy evaluation costs more
-    than the arithmetic at these sizes. `live`: read the hyper-parameters at each call (differentiable:
-    for fitting), else as they are now, detached (for a fitted model). None for any other kernel."""
-    from psyserve.compute.kernels import stationary_kernel
-
-    def value(get: Callable[[], Tensor]) -> Callable[[], Tensor]:
-        if live:
-            return get
-        fixed = get().detach()
-        return lambda: fixed
-
-    def build(k: Kernel, own_dims: bool = True) -> PlainKernel | None:
-        # GPyTorch selects a kernel's active dims when it is called, but a ScaleKernel (which takes
-        # over its base kernel's) runs the base's forward on what it selected
-        dims = k.active_dims if own_dims else None
-
-        def cut(X: Tensor) -> Tensor:
-            return X if dims is None else X.index_select(-1, dims.to(X.device))
-
-        if isinstance(k, ScaleKernel):
-            scaled = build(k.base_kernel, own_dims=False)
-            if scaled is None:
-                return None
-            under: PlainKernel = scaled
-            scale = value(lambda: k.outputscale.reshape(()))
-            return lambda X1, X2, diag: scale() * under(cut(X1), cut(X2), diag)
-        if isinstance(k, (RBFKernel, MaternKernel)):
-            nu = float(getattr(k, "nu", 2.5))
-            if isinstance(k, MaternKernel) and nu not in (0.5, 1.5, 2.5):
-                return None
-            kind = "rbf" if isinstance(k, RBFKernel) else "matern"
-            ls = value(lambda: k.lengthscale.reshape(-1))
-            one = torch.ones((), dtype=DTYPE)
-
-            def stationary(X1: Tensor, X2: Tensor, diag: bool) -> Tensor:
-                A, B = cut(X1), cut(X2)
-                if diag:  # k(a_i, b_i): the pairwise kernel asks for it with a != b
-                    return stationary_kernel(A.unsqueeze(-2), B.unsqueeze(-2), ls(), one, kind, nu)[..., 0, 0]
-                return stationary_kernel(A, B, ls(), one, kind, nu)
-
-            return stationary
-        if isinstance(k, LinearKernel):
-            variance = value(lambda: k.variance.reshape(-1))
-
-            def linear(X1: Tensor, X2: Tensor, diag: bool) -> Tensor:
-                A, B = cut(X1), cut(X2)
-                v = variance()
-                return (A * A * v).sum(-1) if diag else (A * v) @ B.mT
-
-            return linear
-        if isinstance(k, (AdditiveKernel, ProductKernel)):
-            parts = [build(c) for c in k.kernels]
-            if any(p is None for p in parts):
-                return None
-            known = [p for p in parts if p is not None]
-            add = isinstance(k, AdditiveKernel)
-
-            def combined(X1: Tensor, X2: Tensor, diag: bool) -> Tensor:
-                A, B = cut(X1), cut(X2)
-                out = known[0](A, B, diag)
-                for part in known[1:]:
-                    out = out + part(A, B, diag) if add else out * part(A, B, diag)
-                return out
-
-            return combined
-        if isinstance(k, PairwiseKernel):
-            base = build(k.base)
-            if base is None:
-                return None
-            inner = base
-
-            def pairwise(X1: Tensor, X2: Tensor, diag: bool) -> Tensor:
-                A, B = cut(X1), cut(X2)
-                h = A.shape[-1] // 2
-                a1, b1, a2, b2 = A[..., :h], A[..., h:], B[..., :h], B[..., h:]
-                return inner(a1, a2, diag) + inner(b1, b2, diag) - inner(a1, b2, diag) - inner(b1, a2, diag)
-
-            return pairwise
-        return None
-
-    return build(module)
