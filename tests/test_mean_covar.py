@@ -20,7 +20,8 @@ from conftest import ServerThread
 from psyserve.app import ServerOptions
 from psyserve.compute.contract import GeneratorSpec, ModelSpec
 from psyserve.compute.factory import build_acquisition
-from psyserve.compute.kernels import PairwiseKernel
+from psyserve.compute.kernels import PairwiseKernel, plain_kernel
+from psyserve.compute.mean_covar import build_covar
 from psyserve.compute.models import fit_model
 from psyserve.compute.predict import predict
 from psyserve.config import ConfigError, parse_config
@@ -246,6 +247,27 @@ def test_pairwise_kernel_models_a_preference() -> None:
     np.testing.assert_allclose(same["probability"], 0.5, atol=1e-9)
     hi, lo = predict(fitted, np.array([[0.9, 0.5, 0.1, 0.5]]), True), predict(fitted, np.array([[0.1, 0.5, 0.9, 0.5]]), True)  # type: ignore[arg-type]
     assert hi["probability"][0] > 0.7 > 0.3 > lo["probability"][0]
+
+
+@pytest.mark.parametrize(
+    ("d", "options"),
+    [
+        (2, {"factory": "song", "stim_dim": 1, "intensity_rbf": 0}),
+        (3, {"factory": "song", "stim_dim": 0, "intensity_rbf": 1}),
+        (4, {"factory": "pairwise"}),
+        (3, {"factory": "pairwise", "shared_dims": "0"}),
+        (2, {"factory": "default", "outputscale": "fixed", "kernel": "matern52"}),
+    ],
+)
+def test_plain_torch_kernels_equal_gpytorch(d: int, options: dict[str, float | int | str]) -> None:
+    """The plain-torch evaluation behind fitting, predictions and acquisitions is GPyTorch's kernel."""
+    covar = build_covar(d, options, (1.0, 4.0))
+    plain = plain_kernel(covar)
+    assert plain is not None
+    A, B = torch.rand(2, 5, d, dtype=torch.float64), torch.rand(2, 7, d, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(A, B, False), covar(A, B).to_dense(), atol=1e-12, rtol=0)
+        torch.testing.assert_close(plain(A, A, True), covar(A, A, diag=True).to_dense(), atol=1e-12, rtol=0)
 
 
 def test_regression_zero_mean_is_not_fitted() -> None:
