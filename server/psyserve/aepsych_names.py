@@ -10,9 +10,6 @@ from __future__ import annotations
 #: AEPsych model classes psyserve does not implement yet.
 UNSUPPORTED_MODELS: frozenset[str] = frozenset(
     {
-        "SemiParametricGPModel",
-        "HadamardSemiPModel",
-        "IndependentGPsModel",
         "MonotonicProjectionGP",
         "MonotonicRejectionGP",
         "VariationalGPModel",
@@ -26,8 +23,6 @@ UNSUPPORTED_MODELS: frozenset[str] = frozenset(
 UNSUPPORTED_GENERATORS: frozenset[str] = frozenset(
     {
         "MixedOptimizeAcqfGenerator",
-        "IntensityAwareSemiPGenerator",
-        "IndependentOptimizeAcqfGenerator",
         "MonotonicRejectionGenerator",
         "MonotonicThompsonSamplerGenerator",
         "PairwiseOptimizeAcqfGenerator",
@@ -66,13 +61,14 @@ SUPPORTED_OBJECTIVES: dict[str, str] = {
     "floorprobitobjective": "FloorProbitObjective",
     "floorlogitobjective": "FloorLogitObjective",
     "floorgumbelobjective": "FloorGumbelObjective",
+    # read-outs of the semi-parametric models (config.py checks the model)
+    "semipthresholdobjective": "SemiPThresholdObjective",
+    "semipprobabilityobjective": "SemiPProbabilityObjective",
 }
 
 #: AEPsych objectives psyserve does not implement yet.
 UNSUPPORTED_OBJECTIVES: frozenset[str] = frozenset(
     {
-        "SemiPThresholdObjective",
-        "SemiPProbabilityObjective",
         "AffinePosteriorTransform",
     }
 )

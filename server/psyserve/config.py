@@ -20,11 +20,14 @@ from typing import Any
 from . import aepsych_names as aepsych
 from .compute.contract import (
     DEFAULT_N_LEVELS,
+    INDEPENDENT,
+    INDEPENDENT_PARTS,
     KNOWN_ACQFS,
     KNOWN_MODELS,
     LOOKAHEAD_ACQFS,
     OBJECTIVE_LINKS,
     ORDINAL,
+    SEMIP_MODELS,
     acqf_supports,
 )
 from .optimization_spec import (
@@ -58,7 +61,11 @@ MODEL_GENERATORS: dict[str, str] = {
     "EpsilonGreedyGenerator": "epsilon_greedy",
     "AcqfGridSearchGenerator": "grid",
     "AcqfThompsonSamplerGenerator": "thompson",
+    "IndependentOptimizeAcqfGenerator": "independent",
+    "IntensityAwareSemiPGenerator": "semip_intensity",
 }
+INDEPENDENT_GENERATOR = "IndependentOptimizeAcqfGenerator"
+INDEPENDENT_MODEL = INDEPENDENT
 GENERATORS = frozenset(
     {"SobolGenerator", "RandomGenerator", "ManualGenerator", "SampleAroundPointsGenerator", *MODEL_GENERATORS}
 )
@@ -80,6 +87,17 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class PartSpec:
+    """One outcome's model and generator in an IndependentGPsModel phase (outcome i = part i)."""
+
+    section: str  # the model's name in `models` (a class, or an alias section with `class`)
+    model: str
+    acqf: str
+    model_options: Mapping[str, float | int | str] = field(default_factory=dict)
+    generator_options: Mapping[str, float | int | str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class PhaseSpec:
     """One strategy of the sequence (AEPsych's `strategy_names` entries)."""
 
@@ -98,6 +116,8 @@ class PhaseSpec:
     shuffle: bool = False
     model_options: Mapping[str, float | int | str] = field(default_factory=dict)
     generator_options: Mapping[str, float | int | str] = field(default_factory=dict)
+    # IndependentGPsModel: one model and generator per outcome, in outcome order
+    parts: tuple[PartSpec, ...] = ()
 
     @property
     def is_model_based(self) -> bool:
@@ -378,11 +398,12 @@ def _experiment_levels(r: _Reader, phases: list[PhaseSpec], outcome_types: tuple
         return None
     levels = None
     for phase in phases:
-        if phase.model == ORDINAL_MODEL:
-            k = int(phase.model_options["n_levels"])
-            if levels is not None and k != levels:
-                raise ConfigError(phase.name, "n_levels", f"every OrdinalGPModel phase must have the same n_levels ({levels}), got {k}")
-            levels = k
+        for where, model, options in [(phase.name, phase.model, phase.model_options)] + [(p.section, p.model, p.model_options) for p in phase.parts]:
+            if model == ORDINAL_MODEL:
+                k = int(options["n_levels"])
+                if levels is not None and k != levels:
+                    raise ConfigError(where, "n_levels", f"every OrdinalGPModel must have the same n_levels ({levels}), got {k}")
+                levels = k
     if levels is None:
         levels = r.get_int("OrdinalLikelihood", "n_levels", minimum=2)
     return levels
@@ -620,7 +641,11 @@ def _parse_phase(
     generator_options: dict[str, float | int | str] = {}
     points: list[tuple[Any, ...]] = []
     shuffle = False
-    if generator in MODEL_GENERATORS:
+    parts: tuple[PartSpec, ...] = ()
+    if generator == INDEPENDENT_GENERATOR:
+        model, parts = _parse_independent(r, name, stimuli_per_trial, outcome_types, optimization)
+        acqf = ", ".join(p.acqf for p in parts)
+    elif generator in MODEL_GENERATORS:
         # EpsilonGreedyGenerator's subgenerator (AEPsych's default, the only one psyserve runs) reads
         # its settings from [OptimizeAcqfGenerator]; the grid generators from their own sections
         sub = r.get_str(name, "subgenerator", generator) if generator == "EpsilonGreedyGenerator" else None
@@ -637,6 +662,8 @@ def _parse_phase(
             raise ConfigError(name, "model", aepsych.unsupported_class_message("model", model, sorted(MODELS)))
         if model not in MODELS:
             raise ConfigError(name, "model", f"unknown model {model!r} (known: {sorted(MODELS)})")
+        if model == INDEPENDENT_MODEL:
+            raise ConfigError(name, "generator", f"{INDEPENDENT_MODEL} needs {INDEPENDENT_GENERATOR} (one generator per model), not {generator}")
         acqf = r.get_str(name, "acqf", *gen_sections)
         if acqf is None:
             raise ConfigError(name, "acqf", f"{generator} needs an acqf")
@@ -703,7 +730,16 @@ def _parse_phase(
                     f"{objective[1].strip()} maps a binary model's latent to a probability; OrdinalGPModel's acquisitions "
                     "work on its latent f (leave objective unset or IdentityMCObjective)",
                 )
-        floor = _floor_link(r, name, model, acqf, objective, generator_options, model_options)
+        if objective is not None and generator_options["objective"] in SEMIP_OBJECTIVES and model not in SEMIP_MODELS:
+            raise ConfigError(objective[0], "objective", f"{objective[1].strip()} reads a semi-parametric model ({sorted(SEMIP_MODELS)}), not {model}")
+        if generator == "IntensityAwareSemiPGenerator" and model not in SEMIP_MODELS:
+            raise ConfigError(name, "model", f"IntensityAwareSemiPGenerator needs a semi-parametric model ({sorted(SEMIP_MODELS)}), not {model}")
+        floor: float | None
+        if model in SEMIP_MODELS:
+            floor = _semip_model(r, name, model, acqf, objective, space, generator_options, model_options)
+            target = generator_options.get("target")
+        else:
+            floor = _floor_link(r, name, model, acqf, objective, generator_options, model_options)
         if floor is not None and lookahead is not None and generator_options["lookahead_type"] == "posterior":
             raise ConfigError(
                 lookahead[0], "lookahead_type", "not supported by psyserve: the posterior look-ahead is exact for the plain probit link, not with a floor objective"
@@ -748,7 +784,106 @@ def _parse_phase(
         shuffle=shuffle,
         model_options=model_options,
         generator_options=generator_options,
+        parts=parts,
     )
+
+
+def _alias_class(r: _Reader, name: str, known: frozenset[str] | set[str], where: tuple[str, str], what: str) -> str:
+    """AEPsych's `models = [...]` / `generators = [...]` entries: a class name, or an alias section whose
+    `class` names one."""
+    if name in known:
+        return name
+    cls = r.get_str(name, "class") if r.parser.has_section(name) and r.has(name, "class") else None
+    if cls is None:
+        raise ConfigError(*where, f"{name!r} is neither a {what} psyserve supports ({sorted(known)}) nor a section with `class = ...`")
+    if cls not in known:
+        raise ConfigError(name, "class", f"{what} {cls!r} is not supported here (supported: {sorted(known)})")
+    return cls
+
+
+def _parse_independent(
+    r: _Reader, phase: str, stimuli_per_trial: int, outcome_types: tuple[str, ...], optimization: OptimizationSpec | None
+) -> tuple[str, tuple[PartSpec, ...]]:
+    """AEPsych's IndependentGPsModel + IndependentOptimizeAcqfGenerator: `models = [...]` (one per outcome,
+    in `outcome_types` order) and `generators = [...]` (one OptimizeAcqfGenerator per model), each a class
+    name or an alias section with `class = ...`; every part's options from its own sections."""
+    generator = INDEPENDENT_GENERATOR
+    model = r.get_str(phase, "model")
+    if model != INDEPENDENT_MODEL:
+        raise ConfigError(phase, "model", f"{generator} drives {INDEPENDENT_MODEL} (one model per outcome), not {model!r}")
+    if optimization is not None:
+        raise ConfigError(phase, "model", f"an [optimization] experiment is modelled by {OPTIMIZATION_MODEL}, not {model}")
+    if stimuli_per_trial != 1:
+        raise ConfigError("common", "stimuli_per_trial", f"{model} takes one stimulus per trial")
+    models = r.get_list(model, "models", phase)
+    if not models:
+        raise ConfigError(model, "models", f"{model} needs `models = [...]`, one per outcome in [common] outcome_types")
+    if len(models) != len(outcome_types):
+        raise ConfigError(model, "models", f"has {len(models)} models for {len(outcome_types)} outcome types {list(outcome_types)}")
+    generators = r.get_list(generator, "generators", phase)
+    if not generators:
+        raise ConfigError(generator, "generators", f"{generator} needs `generators = [...]`, one per model")
+    if len(generators) != len(models):
+        raise ConfigError(generator, "generators", f"has {len(generators)} generators for {len(models)} models")
+    parts = []
+    for i, (entry, gen_entry) in enumerate(zip(models, generators, strict=True)):
+        cls = _alias_class(r, entry, INDEPENDENT_PARTS, (model, "models"), "model")
+        try:
+            _check_model_fits_experiment(phase, cls, 1, (outcome_types[i],))
+        except ConfigError as exc:
+            raise ConfigError(model, "models", f"model {i} ({entry}) for outcome {i} ({outcome_types[i]}): {str(exc).split(': ', 1)[-1]}") from None
+        gen_cls = _alias_class(r, gen_entry, {"OptimizeAcqfGenerator"}, (generator, "generators"), "sub-generator")
+        acqf = r.get_str(gen_entry, "acqf", gen_cls)
+        if acqf is None:
+            raise ConfigError(gen_entry, "acqf", f"generator {gen_entry!r} needs an acqf")
+        if acqf in aepsych.UNSUPPORTED_ACQFS or acqf not in ACQFS:
+            raise ConfigError(gen_entry, "acqf", f"unknown or unsupported acquisition function {acqf!r} (known: {sorted(ACQFS)})")
+        if not acqf_supports(cls, acqf):
+            raise ConfigError(gen_entry, "acqf", f"acquisition function {acqf} does not work with {cls} (model {i}, {entry})")
+        _refuse_unhonoured_keys(r, entry, cls, acqf)
+        likelihood = r.raw(cls, "likelihood", entry)
+        default_likelihood = {"GPClassificationModel": "BernoulliLikelihood", ORDINAL_MODEL: "OrdinalLikelihood"}.get(cls)
+        if likelihood is not None and likelihood[1].strip() != default_likelihood:
+            raise ConfigError(likelihood[0], "likelihood", f"a model inside {model} keeps its default likelihood ({default_likelihood or 'Gaussian'})")
+        model_options: dict[str, float | int | str] = {}
+        for key, kind in {**_MODEL_OPTIONS, **_FIT_SWITCHES.get(cls, {})}.items():
+            found = r.raw(entry, key, cls)
+            if found is None:
+                continue
+            if isinstance(kind, tuple):
+                value = found[1].strip().lower()
+                if value not in kind:
+                    raise ConfigError(found[0], key, f"expected one of {list(kind)}, got {found[1]!r}")
+                model_options[key] = value
+            elif kind is int:
+                model_options[key] = r.get_int(entry, key, cls, minimum=1) or 1
+            else:
+                model_options[key] = r.get_float(entry, key, cls) or 0.0
+        if cls == ORDINAL_MODEL:
+            model_options["n_levels"] = _ordinal_levels(r, entry, cls)
+        generator_options: dict[str, float | int | str] = {}
+        for key, kind in _GENERATOR_OPTIONS.items():
+            number = r.get_int(gen_entry, key, gen_cls, minimum=1) if kind is int else r.get_float(gen_entry, key, gen_cls)
+            if number is not None:
+                generator_options[key] = number
+        target = r.get_float(acqf, "target", gen_entry)
+        if target is not None:
+            generator_options["target"] = target
+        beta = r.get_float(acqf, "beta", gen_entry)
+        if beta is not None:
+            generator_options["beta"] = beta
+        if target is None and acqf in aepsych.LEVEL_SET_ACQFS:
+            raise ConfigError(acqf, "target", f"{acqf} aims at a level set and needs a target: set it in [{acqf}], [{gen_entry}] or [common]")
+        if target is not None and outcome_types[i] == "binary" and acqf in aepsych.LEVEL_SET_ACQFS and not 0 < target < 1:
+            raise ConfigError(acqf, "target", f"target must lie in (0, 1) for binary outcomes, got {target}")
+        objective = r.raw(acqf, "objective", gen_entry)
+        if objective is not None:
+            objective_name = _objective(objective[0], objective[1].strip())
+            if objective_name in OBJECTIVE_LINKS or (cls != "GPClassificationModel" and objective_name not in ("", "IdentityMCObjective")):
+                raise ConfigError(objective[0], "objective", f"{objective[1].strip()} is not supported for {cls} inside {model}")
+            generator_options["objective"] = objective_name
+        parts.append(PartSpec(entry, cls, acqf, model_options, generator_options))
+    return model, tuple(parts)
 
 
 def _check_model_fits_experiment(phase: str, model: str, stimuli_per_trial: int, outcome_types: tuple[str, ...]) -> None:
@@ -766,15 +901,15 @@ def _check_model_fits_experiment(phase: str, model: str, stimuli_per_trial: int,
         raise ConfigError(
             "common",
             "outcome_types",
-            f"{len(outcome_types)} outcomes need one model per outcome (AEPsych's IndependentGPsModel), "
-            f"which psyserve supports for optimisation experiments ([optimization] section, model = {OPTIMIZATION_MODEL})",
+            f"{len(outcome_types)} outcomes need one model per outcome: model = {INDEPENDENT_MODEL} with "
+            f"generator = {INDEPENDENT_GENERATOR} (or, for optimisation, an [optimization] section with {OPTIMIZATION_MODEL})",
         )
     outcome = outcome_types[0]
     if outcome == "ordinal" and model != ORDINAL_MODEL:
         raise ConfigError(phase, "model", f"{model} cannot model ordinal outcomes ([common] outcome_types): use OrdinalGPModel")
     if model == ORDINAL_MODEL and outcome != "ordinal":
         raise ConfigError(phase, "model", f"OrdinalGPModel needs ordinal outcomes, but [common] outcome_types is {outcome}")
-    if model in ("GPClassificationModel", "PairwiseProbitModel") and outcome != "binary":
+    if (model in ("GPClassificationModel", "PairwiseProbitModel") or model in SEMIP_MODELS) and outcome != "binary":
         raise ConfigError(phase, "model", f"{model} needs binary outcomes, but [common] outcome_types is {outcome}")
     if model == "GPRegressionModel" and outcome != "continuous":
         raise ConfigError(phase, "model", f"GPRegressionModel needs continuous outcomes, but [common] outcome_types is {outcome}")
@@ -1005,6 +1140,111 @@ def _floor_link(
     if from_acqf == name or from_acqf is None:
         generator_options["objective"] = name
     generator_options["floor"] = floor
+    return floor
+
+
+#: AEPsych's read-outs of a semi-parametric model, usable as an acquisition's objective
+SEMIP_OBJECTIVES = ("SemiPThresholdObjective", "SemiPProbabilityObjective")
+#: each semi-parametric model's likelihoods -> the link AEPsych gives it without an objective
+_SEMIP_LIKELIHOODS: dict[str, dict[str, tuple[str, float] | None]] = {
+    "SemiParametricGPModel": {"LinearBernoulliLikelihood": ("FloorProbitObjective", 0.0)},
+    "HadamardSemiPModel": {"BernoulliObjectiveLikelihood": None, "BernoulliLikelihood": ("ProbitObjective", 0.0)},
+}
+#: AEPsych's default likelihood of each (HadamardSemiPModel: a logistic link with a 0.5 floor)
+_SEMIP_DEFAULT_LINK = {"SemiParametricGPModel": ("FloorProbitObjective", 0.0), "HadamardSemiPModel": ("FloorLogitObjective", 0.5)}
+
+
+def _semip_model(
+    r: _Reader,
+    phase: str,
+    model: str,
+    acqf: str,
+    objective: tuple[str, str] | None,
+    space: ParameterSpace,
+    generator_options: dict[str, float | int | str],
+    model_options: dict[str, float | int | str],
+) -> float:
+    """SemiParametricGPModel / HadamardSemiPModel: `stim_dim` (an index among the free parameters, default 0,
+    a continuous or integer one), `slope_mean` (default 2), the likelihood (SemiParametricGPModel:
+    LinearBernoulliLikelihood; HadamardSemiPModel: BernoulliObjectiveLikelihood, AEPsych's default a
+    FloorLogitObjective with floor 0.5, or BernoulliLikelihood = probit) with its objective's link and
+    `floor`; an acquisition objective must be a semi-p read-out, ProbitObjective (read through the model's
+    link) or the likelihood's own floor objective. Returns the floor."""
+    stim = r.get_int(phase, "stim_dim", model, minimum=0)
+    stim = 0 if stim is None else stim
+    if stim >= space.dim:
+        found = r.raw(phase, "stim_dim", model)
+        raise ConfigError(found[0] if found else model, "stim_dim", f"stim_dim {stim} is not one of the {space.dim} free parameters (0-based)")
+    param = space.free[stim]
+    if param.type not in (ParamType.CONTINUOUS, ParamType.INTEGER):
+        found = r.raw(phase, "stim_dim", model)
+        raise ConfigError(
+            found[0] if found else model, "stim_dim", f"the intensity dimension must be a continuous parameter, {param.name!r} is {param.type.value}"
+        )
+    slope_mean = r.get_float(phase, "slope_mean", model)
+    model_options["stim_dim"] = stim
+    if slope_mean is not None:
+        model_options["slope_mean"] = slope_mean
+    allowed = _SEMIP_LIKELIHOODS[model]
+    likelihood = r.raw(model, "likelihood", phase)
+    if likelihood is None:
+        link_name, floor_default = _SEMIP_DEFAULT_LINK[model]
+        floor = floor_default
+    else:
+        value = likelihood[1].strip()
+        if value not in allowed:
+            raise ConfigError(likelihood[0], "likelihood", f"{model} takes {sorted(allowed)}, not {value!r}")
+        default = allowed[value]
+        found = r.raw(value, "objective") if value != "BernoulliLikelihood" else None
+        if found is None:
+            if default is None:
+                raise ConfigError(value, "objective", f"{value} needs an objective")
+            link_name, floor = default
+        else:
+            link_name = found[1].strip()
+            if link_name not in OBJECTIVE_LINKS and link_name.lower() != "probitobjective":
+                raise ConfigError(found[0], "objective", f"supported likelihood objectives: {sorted([*OBJECTIVE_LINKS, 'ProbitObjective'])}")
+            floor = 0.0 if link_name.lower() == "probitobjective" else 0.5  # AEPsych's floor objectives default to 0.5
+    if link_name in OBJECTIVE_LINKS:
+        given = r.get_float(link_name, "floor")
+        if given is not None:
+            floor = given
+        if not 0.0 <= floor < 1.0:
+            found = r.raw(link_name, "floor")
+            raise ConfigError(found[0] if found else link_name, "floor", f"floor (the guess rate) must lie in [0, 1), got {floor:g}")
+    kind = OBJECTIVE_LINKS.get(link_name, "probit")
+    model_options["link"] = kind
+    model_options["floor"] = floor
+    acq_obj = None if objective is None else str(generator_options.get("objective", ""))
+    if acq_obj in OBJECTIVE_LINKS and (acq_obj != link_name or float(generator_options.get("floor", floor)) != floor):
+        assert objective is not None
+        raise ConfigError(
+            objective[0], "objective", f"{acq_obj} differs from {model}'s likelihood link ({link_name}, floor {floor:g}); name the likelihood's objective or a SemiP objective"
+        )
+    if acq_obj in OBJECTIVE_LINKS:
+        generator_options["floor"] = floor
+    if acq_obj == "SemiPThresholdObjective":
+        assert objective is not None
+        if acqf != "MCPosteriorVariance":
+            raise ConfigError(objective[0], "objective", f"SemiPThresholdObjective is read by MCPosteriorVariance (the threshold's posterior variance), not {acqf}")
+        target = r.get_float("SemiPThresholdObjective", "target")
+        if target is not None:
+            generator_options["target"] = target
+    for section in SEMIP_OBJECTIVES:
+        own = r.get_int(section, "stim_dim") if r.parser.has_section(section) else None
+        if own is not None and own != stim:
+            raise ConfigError(section, "stim_dim", f"{section}'s stim_dim {own} differs from the model's {stim}")
+    if acqf in LOOKAHEAD_ACQFS and kind != "probit":
+        raise ConfigError(
+            likelihood[0] if likelihood else model,
+            "likelihood",
+            f"{acqf}'s look-ahead is exact for a probit link only; {model}'s link is {link_name} (AEPsych's default for it): "
+            "use BernoulliLikelihood or a FloorProbitObjective",
+        )
+    set_target = generator_options.get("target")
+    if set_target is not None and not floor < float(set_target) < 1:
+        found = r.raw(acqf, "target", phase)
+        raise ConfigError(found[0] if found else acqf, "target", f"target {set_target} is a response probability and must lie in (floor, 1) = ({floor:g}, 1)")
     return floor
 
 

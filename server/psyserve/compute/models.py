@@ -34,11 +34,13 @@ from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor
 
 from psyserve.compute.contract import (
+    BINARY_MODELS,
     CLASSIFICATION,
     KNOWN_MODELS,
     ORDINAL,
     PAIRWISE,
     REGRESSION,
+    SEMIP_MODELS,
     ModelSpec,
     ModelState,
     data_digest,
@@ -54,7 +56,7 @@ from psyserve.compute.latent import PROBIT_PENDING_NOISE, LatentGP
 from psyserve.compute.lbfgs import FIT_FTOL
 from psyserve.compute.links import PROBIT, Link, LinkBernoulliLikelihood, link_of
 from psyserve.compute.mean_covar import build_covar, build_mean, uses_factory
-from psyserve.compute.numerics import DTYPE
+from psyserve.compute.numerics import DTYPE, unique_rows
 from psyserve.compute.ordinal import OrdinalLikelihood, level_log_prob
 
 __all__ = [
@@ -76,16 +78,6 @@ _VMEAN = "model.variational_strategy._variational_distribution.variational_mean"
 _VCHOL = "model.variational_strategy._variational_distribution.chol_variational_covar"
 
 # --------------------------------------------------------------------------- data helpers
-
-
-def unique_rows(X: Tensor) -> Tensor:
-    r"""Unique rows of ``X`` (``n x d``) in order of first occurrence."""
-    if X.shape[0] == 0:
-        return X
-    _, inverse = torch.unique(X, dim=0, return_inverse=True)
-    first = torch.full((int(inverse.max()) + 1,), X.shape[0], dtype=torch.long)
-    first.scatter_reduce_(0, inverse, torch.arange(X.shape[0]), reduce="amin")
-    return X[torch.sort(first).values]
 
 
 def select_inducing_points(X: Tensor, k: int) -> Tensor:
@@ -190,7 +182,7 @@ class FittedModel:
     kind: str
     dim: int
     model: Model | None
-    latent: LatentGP
+    latent: LatentGP  # semi-parametric models: a ProductLatent (same interface)
     train_X: Tensor
     pending_noise: float
     state: ModelState
@@ -573,6 +565,13 @@ def fit_model(
     elif spec.kind == PAIRWISE:
         model, latent, train_X, hypers = _pairwise(spec, X, y, warm_state, refit)
         noise = PROBIT_PENDING_NOISE
+    elif spec.kind in SEMIP_MODELS:
+        from psyserve.compute.semip import fit_semip
+
+        fit = fit_semip(spec, X, y, warm_state, refit)
+        # a placeholder module: the acquisitions read the posterior from ``latent`` (ProductLatent)
+        model, latent, train_X, hypers = (torch.nn.Module() if n else None), fit.latent, fit.train_X, fit.hypers  # type: ignore[assignment]
+        noise = PROBIT_PENDING_NOISE
     elif spec.kind == ORDINAL:
         model, latent, train_X, hypers, cutpoints = _ordinal(spec, X, y, warm_state, refit)
         noise = PROBIT_PENDING_NOISE  # one observation's information about f: probit-like
@@ -588,6 +587,6 @@ def fit_model(
         pending_noise=float(noise),
         state=state,
         fit_seconds=time.perf_counter() - t0,
-        link=link_of(spec.options) if spec.kind == CLASSIFICATION else PROBIT,
+        link=link_of(spec.options) if spec.kind in BINARY_MODELS else PROBIT,
         cutpoints=cutpoints,
     )

@@ -183,22 +183,57 @@ def _grid_points(
     return (out if q == 2 else out.squeeze(1)).numpy().astype(np.float64)
 
 
+def _intensity_aware(
+    acqf: AcquisitionFunction,
+    fitted: FittedModel,
+    generator: GeneratorSpec,
+    num_points: int,
+    fixed: Mapping[int, float],
+    seed: int,
+    pending: Tensor | None = None,
+) -> np.ndarray:
+    r"""AEPsych's IntensityAwareSemiPGenerator: the acquisition is maximised over the context dimensions
+    with the intensity held at 0, then the intensity is set to the threshold (the ``target`` response
+    probability, default 0.75) at that context, clipped to ``[0, 1]``. A fixed intensity is kept as
+    given (AEPsych refuses fixed features here; fixed context dimensions are honoured)."""
+    from psyserve.compute.semip import ProductLatent
+
+    latent = fitted.latent
+    if not isinstance(latent, ProductLatent):
+        raise ValueError(f"IntensityAwareSemiPGenerator needs a semi-parametric model, not {fitted.kind}")
+    stim = latent.stim_dim
+    opts = generator.options
+    target = float(opt_float(opts, "target", 0.75) or 0.75)
+    inner = GeneratorSpec(generator.acqf, {k: v for k, v in opts.items() if k != "method"})
+    pts = generate_points(fitted, inner, num_points, {**fixed, stim: 0.0}, seed, acqf=acqf)
+    if stim not in fixed:
+        with torch.no_grad():
+            thr, _ = latent.threshold(torch.as_tensor(pts, dtype=DTYPE), target)
+        pts[:, stim] = thr.clamp(0.0, 1.0).numpy()
+    else:
+        pts[:, stim] = fixed[stim]
+    return pts
+
+
 def generate_points(
     fitted: FittedModel,
     generator: GeneratorSpec,
     num_points: int,
     fixed: Mapping[int, float],
     seed: int,
+    acqf: AcquisitionFunction | None = None,
+    pending: Tensor | None = None,
 ) -> np.ndarray:
     r"""Propose points by maximising the acquisition ``generator.acqf``.
 
     ``generator.options["method"]``: "optimize" (default), "epsilon_greedy" (each point is a
     uniformly random one with probability ``epsilon``, drawn from the job's seed), "grid" / "thompson"
-    (``_grid_points``: AEPsych's AcqfGridSearchGenerator / AcqfThompsonSamplerGenerator).
+    (``_grid_points``: AEPsych's AcqfGridSearchGenerator / AcqfThompsonSamplerGenerator),
+    "semip_intensity" (``_intensity_aware``: AEPsych's IntensityAwareSemiPGenerator).
 
     ``num_points > 1`` is sequential greedy: each new point is optimised with the
-    previous ones pending. Without any data (prior-only model) scrambled Sobol points
-    are returned.
+    previous ones pending (and ``pending``, ``p x d``, points chosen by other generators of the same
+    ask, from the start). Without any data (prior-only model) scrambled Sobol points are returned.
 
     Returns:
         ``num_points x d`` (pairwise: ``num_points x 2 x d``) float64 array in ``[0, 1]``.
@@ -211,8 +246,11 @@ def generate_points(
         return pts.reshape(num_points, q, d).squeeze(1).numpy() if not pairwise else pts.reshape(num_points, 2, d).numpy()
     opts = generator.options
     name = canonical_acqf(generator.acqf)
-    acqf = build_acquisition(name, fitted, generator, seed)
+    if acqf is None:
+        acqf = build_acquisition(name, fitted, generator, seed)
     method = opt_str(opts, "method", "optimize")
+    if method == "semip_intensity":
+        return _intensity_aware(acqf, fitted, generator, num_points, fixed, seed)
     if method in ("grid", "thompson"):
         return _grid_points(acqf, fitted, method, opt_int(opts, "samps", 1024), num_points, fixed, seed)
     if method not in ("optimize", "epsilon_greedy"):
@@ -227,9 +265,10 @@ def generate_points(
     # raw samples in one batch; the look-ahead acquisitions hold b x reference-set matrices
     ibl = 100 if name in ("EAVC", "GlobalMI", "GlobalSUR", "ApproxGlobalSUR") else samps
     chosen: list[Tensor] = []
+    before = [] if pending is None or pending.shape[0] == 0 else [pending.to(DTYPE).reshape(-1, d)]
     for i in range(num_points):
-        if chosen:
-            acqf.set_X_pending(torch.cat(chosen, dim=0))
+        if chosen or before:
+            acqf.set_X_pending(torch.cat(before + chosen, dim=0))
         if explore[i]:  # epsilon-greedy: a uniformly random point instead of the acquisition's
             rng = np.random.default_rng([int(seed) % (2**32), 7, i])
             cand = torch.as_tensor(rng.random((q, d)), dtype=DTYPE)

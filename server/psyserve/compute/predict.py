@@ -11,17 +11,49 @@ import numpy as np
 import torch
 
 from psyserve.compute.acquisition import PredictionObjective
-from psyserve.compute.contract import (
-    CLASSIFICATION,
-)
+from psyserve.compute.contract import BINARY_MODELS, CLASSIFICATION
 from psyserve.compute.models import FittedModel
 from psyserve.compute.numerics import DTYPE
 from psyserve.compute.optimize import _optimize
 from psyserve.compute.ordinal import expected_level, level_probabilities
+from psyserve.compute.semip import ProductLatent
 
 
 def _uses_probability(fitted: FittedModel, probability_space: bool) -> bool:
-    return probability_space and (fitted.kind == CLASSIFICATION or fitted.cutpoints is not None)
+    return probability_space and (fitted.kind in BINARY_MODELS or fitted.cutpoints is not None)
+
+
+def _semip_inverse(latent: ProductLatent, fixed: Mapping[int, float], target: float) -> np.ndarray | None:
+    r"""A semi-parametric model's inverse query at a fully given context: the intensity whose response
+    probability (``ProductLatent.probability``) is ``target``, by a 257-point scan along the intensity
+    and bisection in the bracketing cell; ``None`` unless every context dimension is fixed and the
+    intensity is not."""
+    if latent.stim_dim in fixed or any(i not in fixed for i in latent.ctx):
+        return None
+    base = np.array([fixed.get(i, 0.0) for i in range(latent.dim)], dtype=np.float64)
+    grid = np.tile(base, (257, 1))
+    grid[:, latent.stim_dim] = np.linspace(0.0, 1.0, 257)
+
+    def prob(X: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return latent.probability(torch.as_tensor(X, dtype=DTYPE).unsqueeze(-2)).squeeze(-1).numpy()
+
+    p = prob(grid) - target
+    j = int(np.argmin(np.abs(p)))
+    cross = np.nonzero(np.sign(p[:-1]) != np.sign(p[1:]))[0]
+    if cross.size:  # the crossing nearest the best grid point, refined by bisection
+        i = int(cross[np.argmin(np.abs(cross - j))])
+        lo, hi = grid[i].copy(), grid[i + 1].copy()
+        plo = p[i]
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            pm = float(prob(mid[None])[0]) - target
+            if np.sign(pm) == np.sign(plo):
+                lo, plo = mid, pm
+            else:
+                hi = mid
+        return (0.5 * (lo + hi)).reshape(1, -1)
+    return grid[j : j + 1].copy()
 
 
 def optimize_prediction(
@@ -44,6 +76,10 @@ def optimize_prediction(
         raise ValueError(f"unknown query type {query_type!r}")
     if query_type == "inverse" and target is None:
         raise ValueError("inverse query needs a target y")
+    if isinstance(fitted.latent, ProductLatent) and query_type == "inverse" and probability_space and target is not None:
+        found = _semip_inverse(fitted.latent, fixed, float(target))
+        if found is not None:
+            return found
     obj = PredictionObjective(
         fitted.model, fitted.latent, query_type, _uses_probability(fitted, probability_space), target, fitted.link, fitted.cutpoints
     )
@@ -80,6 +116,11 @@ def predict(fitted: FittedModel, x: np.ndarray, probability_space: bool) -> dict
         if probability_space:  # the latent interval through the (increasing) expected level of f
             zero = torch.zeros_like(lo)
             lo, hi = expected_level(lo, zero, fitted.cutpoints), expected_level(hi, zero, fitted.cutpoints)
+    elif isinstance(fitted.latent, ProductLatent):
+        with torch.no_grad():
+            prob = torch.cat([fitted.latent.probability(c.unsqueeze(-2)).squeeze(-1) for c in X.split(2048)]) if X.shape[0] else mu
+        if probability_space:
+            lo, hi = fitted.link.prob(lo), fitted.link.prob(hi)
     elif fitted.kind == CLASSIFICATION:
         prob = fitted.link.expected_prob(mu, var)
         if probability_space:
