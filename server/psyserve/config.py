@@ -15,6 +15,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 from . import aepsych_names as aepsych
@@ -598,6 +599,8 @@ _FIT_SWITCHES: dict[str, dict[str, type | tuple[str, ...]]] = {
 }
 _GENERATOR_OPTIONS: dict[str, type] = {"restarts": int, "samps": int, "max_gen_time": float}
 _ACQF_OPTIONS: dict[str, type] = {"target": float, "beta": float, "objective": str}
+#: AEPsych's look-ahead types: at the level set {f > target} (its default) or at the response itself.
+LOOKAHEAD_TYPES = ("levelset", "posterior")
 
 
 def _parse_phase(
@@ -686,6 +689,7 @@ def _parse_phase(
                 raise ConfigError(name, "acqf", f"{len(optimization.objectives)} objective(s) take {want}, not {acqf}")
         _refuse_unhonoured_keys(r, name, model, acqf)
         model_options = _options(r, model, {**_MODEL_OPTIONS, **_FIT_SWITCHES.get(model, {})}, name)
+        model_options.update(_mean_covar_options(r, name, model, space, stimuli_per_trial, outcome_types))
         if model == ORDINAL_MODEL:
             model_options["n_levels"] = _ordinal_levels(r, name, model)
         if optimization is not None and generator != "OptimizeAcqfGenerator":
@@ -708,8 +712,16 @@ def _parse_phase(
                 found = r.raw(name, "epsilon", generator)
                 raise ConfigError(found[0] if found else generator, "epsilon", f"epsilon is a probability in [0, 1], got {epsilon:g}")
             generator_options["epsilon"] = epsilon
+        # the look-ahead acquisitions look at the level set (AEPsych's default) or at the response
+        # itself; elsewhere the key stays unread (a warning: AEPsych ignores it there too)
+        lookahead = r.raw(acqf, "lookahead_type", name) if acqf in LOOKAHEAD_ACQFS else None
+        if lookahead is not None:
+            kind = lookahead[1].strip()
+            if kind not in LOOKAHEAD_TYPES:
+                raise ConfigError(lookahead[0], "lookahead_type", f"expected one of {list(LOOKAHEAD_TYPES)}, got {kind!r}")
+            generator_options["lookahead_type"] = kind
         target = generator_options.get("target")
-        if target is None and acqf in aepsych.LEVEL_SET_ACQFS:
+        if target is None and acqf in aepsych.LEVEL_SET_ACQFS and generator_options.get("lookahead_type") != "posterior":
             raise ConfigError(
                 acqf, "target", f"{acqf} aims at a level set and needs a target: set it in [{acqf}], [{name}] or [common]"
             )
@@ -735,6 +747,10 @@ def _parse_phase(
             target = generator_options.get("target")
         else:
             floor = _floor_link(r, name, model, acqf, objective, generator_options, model_options)
+        if floor is not None and lookahead is not None and generator_options["lookahead_type"] == "posterior":
+            raise ConfigError(
+                lookahead[0], "lookahead_type", "not supported by psyserve: the posterior look-ahead is exact for the plain probit link, not with a floor objective"
+            )
         if floor is not None and target is not None and not floor < float(target) < 1:
             found = r.raw(acqf, "target", name)
             raise ConfigError(
@@ -958,24 +974,145 @@ def _refuse_unhonoured_keys(r: _Reader, phase: str, model: str, acqf: str) -> No
         found = r.raw(model, key, phase)
         if found is None:
             continue
-        if key == "mean_covar_factory" and found[1].strip() in aepsych.DEFAULT_FACTORIES:
-            continue  # what psyserve does anyway
-        if key == "mean_covar_factory" and model == ORDINAL_MODEL and found[1].strip() == "ordinal_mean_covar_factory":
-            continue  # AEPsych's ordinal priors (zero mean, RBF without output scale): what psyserve fits
         raise ConfigError(found[0], key, f"not supported by psyserve: {why}")
     for key, why in aepsych.UNSUPPORTED_ACQF_KEYS.items():
         found = r.raw(acqf, key, phase)
         if found is not None:
             raise ConfigError(found[0], key, f"not supported by psyserve: {why}")
-    for section in sorted(aepsych.FACTORY_SECTIONS):
-        if r.parser.has_section(section):
-            for key in r.parser.options(section):
-                raise ConfigError(
-                    section,
-                    key,
-                    "not supported by psyserve: the model's mean and covariance priors are fixed (RBF/Matern "
-                    "with a Gamma length-scale prior); AEPsych's mean/covariance factory options cannot be honoured",
-                )
+
+
+#: AEPsych 0.8's mean/covariance factories psyserve honours -> the `factory` model option.
+_FACTORIES: dict[str, str] = {
+    "default_mean_covar_factory": "default",
+    "song_mean_covar_factory": "song",
+    "pairwise_mean_covar_factory": "pairwise",
+}
+#: The models whose mean and kernel the factories set in psyserve.
+_FACTORY_MODELS = ("GPClassificationModel", "GPRegressionModel", "PairwiseProbitModel")
+_LENGTHSCALE_PRIORS = ("gamma", "lognormal", "invgamma")
+_OUTPUTSCALE_PRIORS = ("box", "gamma")
+_KERNELS = {"RBFKernel": "rbf", "MaternKernel": "matern52"}
+
+
+def _check_factory_bounds(r: _Reader, section: str, dim: int) -> None:
+    """AEPsych's factories read lb/ub for the dimension only: given in the factory's own section, they must agree."""
+    for key in ("lb", "ub"):
+        if r.has(section, key):
+            values = r.get_list(section, key) or []
+            if len(values) != dim:
+                raise ConfigError(section, key, f"{len(values)} bound(s) for {dim} model dimension(s)")
+
+
+def _mean_covar_options(
+    r: _Reader, phase: str, model: str, space: ParameterSpace, stimuli_per_trial: int, outcome_types: tuple[str, ...]
+) -> dict[str, float | int | str]:
+    """AEPsych's mean/covariance factories (`mean_covar_factory`, and the options in the factories'
+    own sections) as model options for compute.mean_covar; what cannot be honoured is refused.
+    Without any factory option the model keeps psyserve's own mean and kernel (and fast fitting)."""
+    found = r.raw(model, "mean_covar_factory", phase)
+    name = found[1].strip() if found is not None else "default_mean_covar_factory"
+    where = found[0] if found is not None else model
+    default = "default_mean_covar_factory"
+    sections_used = [s for s in (default, name) if r.parser.has_section(s) and r.parser.options(s)]
+    if found is None and not sections_used:
+        return {}
+    if model not in _FACTORY_MODELS:
+        # naming the factory a model uses anyway changes nothing (OrdinalGPModel: AEPsych's ordinal
+        # priors, zero mean and an RBF without output scale, are what psyserve fits)
+        if not sections_used and name in (default, "ordinal_mean_covar_factory" if model == ORDINAL_MODEL else default):
+            return {}
+        raise ConfigError(
+            where if found is not None else sections_used[0],
+            "mean_covar_factory" if found is not None else r.parser.options(sections_used[0])[0],
+            f"not supported by psyserve: the mean/covariance factories set the mean and kernel of {list(_FACTORY_MODELS)}, not of {model}",
+        )
+    if name in aepsych.RETIRED_FACTORIES:
+        raise ConfigError(where, "mean_covar_factory", f"{name}: {aepsych.RETIRED_FACTORIES[name]}")
+    if name not in _FACTORIES:
+        raise ConfigError(where, "mean_covar_factory", f"unknown mean/covariance factory {name!r} (AEPsych 0.8's, honoured by psyserve: {sorted(_FACTORIES)})")
+    factory = _FACTORIES[name]
+    dim = space.dim
+    opts: dict[str, float | int | str] = {}
+    if factory == "song":
+        if model != "GPClassificationModel":
+            raise ConfigError(where, "mean_covar_factory", f"song_mean_covar_factory fixes the mean at a response probability's probit: it is for GPClassificationModel, not {model}")
+        _check_factory_bounds(r, name, dim)
+        target = r.get_float(name, "target")
+        target = 0.75 if target is None else target
+        if not 0 < target < 1:
+            raise ConfigError(name, "target", f"target is a response probability in (0, 1), got {target:g}")
+        stim_dim = r.get_int(name, "stim_dim", minimum=-dim)
+        stim_dim = -1 if stim_dim is None else stim_dim
+        if not -dim <= stim_dim < dim:
+            raise ConfigError(name, "stim_dim", f"stim_dim indexes the {dim} model dimension(s) {[p.name for p in space.free]}: must be in [{-dim}, {dim}), got {stim_dim}")
+        opts.update(factory="song", mean="fixed", mean_constant=NormalDist().inv_cdf(target), stim_dim=stim_dim % dim)
+        opts["intensity_rbf"] = int(r.get_bool(name, "intensity_RBF"))  # AEPsych's spelling (keys keep their case)
+        return opts
+    # the default factory's options (the pairwise factory reads its base kernel and mean from them too)
+    _check_factory_bounds(r, default, dim)
+    if factory == "pairwise":
+        if model != "GPClassificationModel" or stimuli_per_trial != 1:
+            raise ConfigError(where, "mean_covar_factory", "pairwise_mean_covar_factory is for GPClassificationModel on pairs written as one stimulus (stimuli_per_trial = 1, each parameter twice)")
+        base = r.get_str(name, "base_mean_covar_factory")
+        if base is not None and base != default:
+            raise ConfigError(name, "base_mean_covar_factory", f"only {default} can be the base factory (as in AEPsych 0.8), got {base!r}")
+        shared_raw = r.get_list(name, "shared_dims") or []
+        try:
+            shared = sorted({int(s) for s in shared_raw})
+        except ValueError:
+            raise ConfigError(name, "shared_dims", f"expected a list of dimension indices, got {shared_raw}") from None
+        if any(not 0 <= s < dim for s in shared) or len(shared) >= dim:
+            raise ConfigError(name, "shared_dims", f"indices into the {dim} model dimension(s), fewer than {dim} of them, got {shared_raw}")
+        if (dim - len(shared)) % 2 or dim - len(shared) < 2:
+            raise ConfigError(name, "shared_dims", f"the {dim - len(shared)} dimension(s) not shared must split into two equal halves (one per stimulus)")
+        opts["factory"] = "pairwise"
+        if shared:
+            opts["shared_dims"] = ",".join(str(s) for s in shared)
+        if r.get_bool(name, "zero_mean", default=True):
+            opts["mean"] = "zero"
+    mean_keys = [k for k in ("zero_mean", "fixed_mean") if r.has(default, k)]
+    if mean_keys and model == "PairwiseProbitModel":
+        raise ConfigError(default, mean_keys[0], "not supported by psyserve: PairwiseProbitModel's utility has no mean to set (only its kernel)")
+    if r.get_bool(default, "zero_mean"):
+        opts["mean"] = "zero"
+    if r.get_bool(default, "fixed_mean"):
+        if model == "GPRegressionModel":
+            raise ConfigError(default, "fixed_mean", "fixed_mean fixes the latent mean at a response probability's probit (target): it is for binary models, not GPRegressionModel")
+        target = r.get_float(default, "target")
+        if target is None:
+            raise ConfigError(default, "target", "fixed_mean = True needs a target (a response probability) to fix the mean at")
+        if not 0 < target < 1:
+            raise ConfigError(default, "target", f"target is a response probability in (0, 1), got {target:g}")
+        opts.update(mean="fixed", mean_constant=NormalDist().inv_cdf(target))
+    prior = r.get_str(default, "lengthscale_prior")
+    if prior is not None:
+        if prior not in _LENGTHSCALE_PRIORS:
+            raise ConfigError(default, "lengthscale_prior", f"expected one of {list(_LENGTHSCALE_PRIORS)}, got {prior!r}")
+        opts["ls_prior"] = prior
+        if prior == "lognormal":  # AEPsych reads the location and scale for the log-normal prior only
+            for key in ("ls_loc", "ls_scale"):
+                value = r.get_float(default, key)
+                if value is not None:
+                    if key == "ls_scale" and value <= 0:
+                        raise ConfigError(default, key, f"must be positive, got {value:g}")
+                    opts[key] = value
+    fixed_amplitude = r.get_bool(default, "fixed_kernel_amplitude") if r.has(default, "fixed_kernel_amplitude") else None
+    outputscale = r.get_str(default, "outputscale_prior")
+    if outputscale is not None and outputscale not in _OUTPUTSCALE_PRIORS:
+        raise ConfigError(default, "outputscale_prior", f"expected one of {list(_OUTPUTSCALE_PRIORS)}, got {outputscale!r}")
+    if fixed_amplitude:
+        opts["outputscale"] = "fixed"
+    elif outputscale is not None or fixed_amplitude is False:
+        opts["outputscale"] = outputscale or "box"
+    kernel = r.get_str(default, "kernel")
+    if kernel is not None:
+        if kernel not in _KERNELS:
+            raise ConfigError(default, "kernel", f"psyserve's kernels are {sorted(_KERNELS)} (Matern with nu = 2.5), got {kernel!r}")
+        opts["kernel"] = _KERNELS[kernel]
+    if opts and "factory" not in opts:
+        opts["factory"] = "default"
+    # the default factory with none of its options set is what every model fits anyway: nothing to pass
+    return opts
 
 
 def _floor_link(
