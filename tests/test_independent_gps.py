@@ -109,6 +109,13 @@ def test_config_maps_models_and_generators_per_outcome() -> None:
         ("RatingModel", "GPRegressionModel", "qUpperConfidenceBound"),
     ]
     assert phase.parts[1].generator_options["beta"] == 4.0
+    lognormal = parse_config(
+        MULTI.replace(
+            "class = GPRegressionModel",
+            "class = GPRegressionModel\nmean_covar_factory = default_mean_covar_factory\n[default_mean_covar_factory]\nlengthscale_prior = lognormal",
+        )
+    )
+    assert lognormal.phases[1].parts[1].model_options.get("factory") == "default"  # a part's factory options are honoured
 
 
 @pytest.mark.parametrize(
@@ -139,6 +146,18 @@ def test_config_maps_models_and_generators_per_outcome() -> None:
             "generator",
         ),
         ("model = IndependentGPsModel", "model = GPClassificationModel", "opt_strat", "model"),
+        (
+            "class = GPRegressionModel",
+            "class = GPRegressionModel\ninducing_point_method = KMeans",
+            "RatingModel",
+            "inducing_point_method",
+        ),
+        (
+            "class = GPRegressionModel",
+            "class = GPRegressionModel\nmean_covar_factory = song_mean_covar_factory",
+            "RatingModel",
+            "mean_covar_factory",
+        ),
     ],
 )
 def test_bad_independent_configs_are_refused_naming_the_key(old: str, new: str, section: str, key: str) -> None:

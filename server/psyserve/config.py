@@ -648,7 +648,7 @@ def _parse_phase(
     shuffle = False
     parts: tuple[PartSpec, ...] = ()
     if generator == INDEPENDENT_GENERATOR:
-        model, parts = _parse_independent(r, name, stimuli_per_trial, outcome_types, optimization)
+        model, parts = _parse_independent(r, name, space, stimuli_per_trial, outcome_types, optimization)
         acqf = ", ".join(p.acqf for p in parts)
     elif generator in MODEL_GENERATORS:
         # EpsilonGreedyGenerator's subgenerator (AEPsych's default, the only one psyserve runs) reads
@@ -840,7 +840,12 @@ def _alias_class(r: _Reader, name: str, known: frozenset[str] | set[str], where:
 
 
 def _parse_independent(
-    r: _Reader, phase: str, stimuli_per_trial: int, outcome_types: tuple[str, ...], optimization: OptimizationSpec | None
+    r: _Reader,
+    phase: str,
+    space: ParameterSpace,
+    stimuli_per_trial: int,
+    outcome_types: tuple[str, ...],
+    optimization: OptimizationSpec | None,
 ) -> tuple[str, tuple[PartSpec, ...]]:
     """AEPsych's IndependentGPsModel + IndependentOptimizeAcqfGenerator: `models = [...]` (one per outcome,
     in `outcome_types` order) and `generators = [...]` (one OptimizeAcqfGenerator per model), each a class
@@ -897,6 +902,7 @@ def _parse_independent(
                 model_options[key] = r.get_int(entry, key, cls, minimum=1) or 1
             else:
                 model_options[key] = r.get_float(entry, key, cls) or 0.0
+        model_options.update(_mean_covar_options(r, entry, cls, space, 1, (outcome_types[i],)))
         if cls == ORDINAL_MODEL:
             model_options["n_levels"] = _ordinal_levels(r, entry, cls)
         generator_options: dict[str, float | int | str] = {}
