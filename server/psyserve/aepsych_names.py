@@ -11,7 +11,6 @@ from __future__ import annotations
 UNSUPPORTED_MODELS: frozenset[str] = frozenset(
     {
         "IndependentGPsModel",
-        "MonotonicProjectionGP",
         "MonotonicRejectionGP",
         "VariationalGPModel",
         "GPBetaRegressionModel",
