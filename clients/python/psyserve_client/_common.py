@@ -244,6 +244,7 @@ class StrategySummary:
     sweep: SweepSummary | None = None
     seed: int = 0  # the experiment seed (the config's, or drawn by the server): set it in [common] to repeat a run
     seed_from_config: bool = False
+    resident: bool = True  # False: the server evicted it from memory (it comes back on the next request that needs it)
 
 
 @dataclass(frozen=True)
@@ -380,6 +381,7 @@ def parse_summary(s: pb.StrategySummary) -> StrategySummary:
         sweep=parse_sweep_summary(s.sweep) if s.HasField("sweep") else None,
         seed=s.seed,
         seed_from_config=s.seed_from_config,
+        resident=s.resident,
     )
 
 

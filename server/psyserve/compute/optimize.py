@@ -190,6 +190,7 @@ def _intensity_aware(
     num_points: int,
     fixed: Mapping[int, float],
     seed: int,
+    pending: Tensor | None = None,
 ) -> np.ndarray:
     r"""AEPsych's IntensityAwareSemiPGenerator: the acquisition is maximised over the context dimensions
     with the intensity held at 0, then the intensity is set to the threshold (the ``target`` response
@@ -221,6 +222,7 @@ def generate_points(
     fixed: Mapping[int, float],
     seed: int,
     acqf: AcquisitionFunction | None = None,
+    pending: Tensor | None = None,
 ) -> np.ndarray:
     r"""Propose points by maximising the acquisition ``generator.acqf``.
 
@@ -230,8 +232,8 @@ def generate_points(
     "semip_intensity" (``_intensity_aware``: AEPsych's IntensityAwareSemiPGenerator).
 
     ``num_points > 1`` is sequential greedy: each new point is optimised with the
-    previous ones pending. Without any data (prior-only model) scrambled Sobol points
-    are returned.
+    previous ones pending (and ``pending``, ``p x d``, points chosen by other generators of the same
+    ask, from the start). Without any data (prior-only model) scrambled Sobol points are returned.
 
     Returns:
         ``num_points x d`` (pairwise: ``num_points x 2 x d``) float64 array in ``[0, 1]``.
@@ -263,9 +265,10 @@ def generate_points(
     # raw samples in one batch; the look-ahead acquisitions hold b x reference-set matrices
     ibl = 100 if name in ("EAVC", "GlobalMI", "GlobalSUR", "ApproxGlobalSUR") else samps
     chosen: list[Tensor] = []
+    before = [] if pending is None or pending.shape[0] == 0 else [pending.to(DTYPE).reshape(-1, d)]
     for i in range(num_points):
-        if chosen:
-            acqf.set_X_pending(torch.cat(chosen, dim=0))
+        if chosen or before:
+            acqf.set_X_pending(torch.cat(before + chosen, dim=0))
         if explore[i]:  # epsilon-greedy: a uniformly random point instead of the acquisition's
             rng = np.random.default_rng([int(seed) % (2**32), 7, i])
             cand = torch.as_tensor(rng.random((q, d)), dtype=DTYPE)

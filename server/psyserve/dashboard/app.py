@@ -179,7 +179,7 @@ class Renderer:
             raise Unavailable("the plot is still being drawn (the compute pool is busy): try again shortly") from None
 
     async def _draw(self, strategy_id: int, kind: str, version: str) -> bytes:
-        data = plot_data(self.service, strategy_id)
+        data = await plot_data(self.service, strategy_id)
         planned = plan(data, kind)
         predictions = await predict(self.service, strategy_id, planned, background=True)
         loop = asyncio.get_running_loop()
@@ -419,9 +419,9 @@ class DashboardApp:
         except ValueError:
             return JSONResponse({"error": "since: must be an integer trial id"}, status_code=400)
         try:
+            shape = await plot_data(self.service, sid, with_trials=False)  # brings an evicted strategy back
+            trials = await self.service.list_trials(sid, since=since)
             view = self.service.resume(strategy_id=sid)
-            shape = plot_data(self.service, sid, with_trials=False)
-            trials = self.service.list_trials(sid, since=since)
         except NotFound as exc:
             return JSONResponse({"error": exc.message}, status_code=404)
         main = default_kind(shape)
@@ -466,7 +466,7 @@ class DashboardApp:
             return denied
         sid = int(request.path_params["sid"])
         try:
-            self.service.resume(strategy_id=sid)
+            await self.service.strategy(sid)  # in memory (rebuilt if it was evicted) for the copy below, which never awaits
         except NotFound as exc:
             return PlainTextResponse(exc.message, status_code=404)
         out = io.StringIO()

@@ -588,7 +588,7 @@ class AEPsychServer:
         section, prop = message.get("section") or "", message.get("property") or ""
         if not isinstance(section, str) or not isinstance(prop, str):
             raise InvalidArgument("section and property must be strings", "section")
-        return dict(self.service.get_config(self._current(conn), section, prop))
+        return dict(await self.service.get_config(self._current(conn), section, prop))
 
     async def _finish_strategy(self, conn: _Connection, message: JSON, extra_info: JSON) -> JSON:
         result = await self.service.finish_strategy(self._current(conn))

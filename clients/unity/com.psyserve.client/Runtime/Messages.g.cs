@@ -966,6 +966,12 @@ namespace Psyserve.Client
         /// True when the config set the seed itself, false when the server drew it.
         /// </summary>
         public bool SeedFromConfig;
+        /// <summary>
+        /// True while the strategy's trials are held in the server's memory; false when it was evicted
+        /// (idle, or beyond the server's bound): this summary is then its last one, and the next request
+        /// that needs its trials rebuilds it from the journal. Nothing about the strategy is lost either way.
+        /// </summary>
+        public bool Resident;
 
         public void WriteJson(JsonWriter w)
         {
@@ -1023,6 +1029,7 @@ namespace Psyserve.Client
             if (Sweep != null) { w.Name("sweep"); Sweep.WriteJson(w); }
             if (Seed != 0L) { w.Name("seed"); w.Int64(Seed); }
             if (SeedFromConfig) { w.Name("seedFromConfig"); w.Bool(true); }
+            if (Resident) { w.Name("resident"); w.Bool(true); }
             w.EndObject();
         }
 
@@ -1098,6 +1105,9 @@ namespace Psyserve.Client
                         break;
                     case "seedFromConfig": case "seed_from_config":
                         m.SeedFromConfig = Json.ToBool(kv.Value, "seedFromConfig");
+                        break;
+                    case "resident":
+                        m.Resident = Json.ToBool(kv.Value, "resident");
                         break;
                 }
             }

@@ -584,6 +584,7 @@ class StrategySummary(_message.Message):
     SWEEP_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     SEED_FROM_CONFIG_FIELD_NUMBER: _builtins.int
+    RESIDENT_FIELD_NUMBER: _builtins.int
     strategy_id: _builtins.int
     name: _builtins.str
     current_phase_index: _builtins.int
@@ -600,6 +601,11 @@ class StrategySummary(_message.Message):
     """
     seed_from_config: _builtins.bool
     """True when the config set the seed itself, false when the server drew it."""
+    resident: _builtins.bool
+    """True while the strategy's trials are held in the server's memory; false when it was evicted
+    (idle, or beyond the server's bound): this summary is then its last one, and the next request
+    that needs its trials rebuilds it from the journal. Nothing about the strategy is lost either way.
+    """
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -640,10 +646,11 @@ class StrategySummary(_message.Message):
         sweep: Global___SweepSummary | None = ...,
         seed: _builtins.int = ...,
         seed_from_config: _builtins.bool = ...,
+        resident: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["optimization", b"optimization", "sweep", b"sweep"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "current_phase_index", b"current_phase_index", "is_finished", b"is_finished", "metadata", b"metadata", "model_data_points", b"model_data_points", "name", b"name", "optimization", b"optimization", "outcome_names", b"outcome_names", "outcome_types", b"outcome_types", "parameters", b"parameters", "phases", b"phases", "seed", b"seed", "seed_from_config", b"seed_from_config", "stimuli_per_trial", b"stimuli_per_trial", "strategy_id", b"strategy_id", "sweep", b"sweep", "trials_asked", b"trials_asked", "trials_completed", b"trials_completed", "trials_pending", b"trials_pending"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "current_phase_index", b"current_phase_index", "is_finished", b"is_finished", "metadata", b"metadata", "model_data_points", b"model_data_points", "name", b"name", "optimization", b"optimization", "outcome_names", b"outcome_names", "outcome_types", b"outcome_types", "parameters", b"parameters", "phases", b"phases", "resident", b"resident", "seed", b"seed", "seed_from_config", b"seed_from_config", "stimuli_per_trial", b"stimuli_per_trial", "strategy_id", b"strategy_id", "sweep", b"sweep", "trials_asked", b"trials_asked", "trials_completed", b"trials_completed", "trials_pending", b"trials_pending"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
