@@ -86,9 +86,10 @@ def test_default_factory_options_become_model_options() -> None:
         "mean": "zero",
         "outputscale": "fixed",
     }
-    # naming the default factory without options keeps psyserve's own mean, kernel and fast fitting
-    plain = model_options(config("[GPClassificationModel]\nmean_covar_factory = default_mean_covar_factory\n"))
-    assert plain == {"factory": "default"}
+    # naming the default factory without options keeps every model's own mean, kernel and fast fitting
+    assert model_options(config("[GPClassificationModel]\nmean_covar_factory = default_mean_covar_factory\n")) == {}
+    regression = config("[GPRegressionModel]\nmean_covar_factory = default_mean_covar_factory\n", model="GPRegressionModel", acqf="qUpperConfidenceBound", outcome="continuous")
+    assert model_options(regression) == {}
     assert model_options(config()) == {}
 
 

@@ -1035,8 +1035,6 @@ def _mean_covar_options(
             opts["shared_dims"] = ",".join(str(s) for s in shared)
         if r.get_bool(name, "zero_mean", default=True):
             opts["mean"] = "zero"
-    elif found is not None or sections_used:
-        opts["factory"] = "default"
     mean_keys = [k for k in ("zero_mean", "fixed_mean") if r.has(default, k)]
     if mean_keys and model == "PairwiseProbitModel":
         raise ConfigError(default, mean_keys[0], "not supported by psyserve: PairwiseProbitModel's utility has no mean to set (only its kernel)")
@@ -1076,6 +1074,9 @@ def _mean_covar_options(
         if kernel not in _KERNELS:
             raise ConfigError(default, "kernel", f"psyserve's kernels are {sorted(_KERNELS)} (Matern with nu = 2.5), got {kernel!r}")
         opts["kernel"] = _KERNELS[kernel]
+    if opts and "factory" not in opts:
+        opts["factory"] = "default"
+    # the default factory with none of its options set is what every model fits anyway: nothing to pass
     return opts
 
 
