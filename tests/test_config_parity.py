@@ -174,7 +174,7 @@ def test_refused_naming_the_key(kwargs: dict[str, str], section: str, key: str, 
     assert says in str(err.value)
 
 
-@pytest.mark.parametrize("generator", ["MixedOptimizeAcqfGenerator"])
+@pytest.mark.parametrize("generator", ["MonotonicRejectionGenerator", "PairwiseOptimizeAcqfGenerator"])
 def test_unsupported_generators_are_named(generator: str) -> None:
     text = BASE.format(common="target = 0.75", model="GPClassificationModel", acqf="MCLevelSetEstimation", opt="").replace(
         "generator = OptimizeAcqfGenerator", f"generator = {generator}"

@@ -5,6 +5,7 @@ missing an outcome refused naming it, and bad configs refused naming the key."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,19 @@ from conftest import free_port, spawn_server
 from psyserve.compute import jobs
 from psyserve.compute.contract import INDEPENDENT, GenerateJob, GeneratorSpec, ModelSpec, TrainingData, part_state
 from psyserve.config import ConfigError, parse_config
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Compute jobs run here as in a pool worker: one torch thread (on a loaded 2-core machine, torch's
+    own thread pool makes these small problems many times slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 NOISE = 0.1
 
@@ -95,6 +109,13 @@ def test_config_maps_models_and_generators_per_outcome() -> None:
         ("RatingModel", "GPRegressionModel", "qUpperConfidenceBound"),
     ]
     assert phase.parts[1].generator_options["beta"] == 4.0
+    lognormal = parse_config(
+        MULTI.replace(
+            "class = GPRegressionModel",
+            "class = GPRegressionModel\nmean_covar_factory = default_mean_covar_factory\n[default_mean_covar_factory]\nlengthscale_prior = lognormal",
+        )
+    )
+    assert lognormal.phases[1].parts[1].model_options.get("factory") == "default"  # a part's factory options are honoured
 
 
 @pytest.mark.parametrize(
@@ -125,6 +146,18 @@ def test_config_maps_models_and_generators_per_outcome() -> None:
             "generator",
         ),
         ("model = IndependentGPsModel", "model = GPClassificationModel", "opt_strat", "model"),
+        (
+            "class = GPRegressionModel",
+            "class = GPRegressionModel\ninducing_point_method = KMeans",
+            "RatingModel",
+            "inducing_point_method",
+        ),
+        (
+            "class = GPRegressionModel",
+            "class = GPRegressionModel\nmean_covar_factory = song_mean_covar_factory",
+            "RatingModel",
+            "mean_covar_factory",
+        ),
     ],
 )
 def test_bad_independent_configs_are_refused_naming_the_key(old: str, new: str, section: str, key: str) -> None:

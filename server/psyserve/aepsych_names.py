@@ -21,7 +21,6 @@ UNSUPPORTED_MODELS: frozenset[str] = frozenset(
 #: AEPsych generator classes psyserve does not implement yet.
 UNSUPPORTED_GENERATORS: frozenset[str] = frozenset(
     {
-        "MixedOptimizeAcqfGenerator",
         "MonotonicRejectionGenerator",
         "MonotonicThompsonSamplerGenerator",
         "PairwiseOptimizeAcqfGenerator",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import configparser
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -62,9 +63,13 @@ MODEL_GENERATORS: dict[str, str] = {
     "AcqfGridSearchGenerator": "grid",
     "AcqfThompsonSamplerGenerator": "thompson",
     "IndependentOptimizeAcqfGenerator": "independent",
+    "MixedOptimizeAcqfGenerator": "mixed",
     "IntensityAwareSemiPGenerator": "semip_intensity",
 }
 INDEPENDENT_GENERATOR = "IndependentOptimizeAcqfGenerator"
+MIXED_GENERATOR = "MixedOptimizeAcqfGenerator"
+#: the most discrete combinations MixedOptimizeAcqfGenerator optimises over (one L-BFGS multistart each)
+MAX_MIXED_COMBINATIONS = 64
 INDEPENDENT_MODEL = INDEPENDENT
 GENERATORS = frozenset(
     {"SobolGenerator", "RandomGenerator", "ManualGenerator", "SampleAroundPointsGenerator", *MODEL_GENERATORS}
@@ -644,7 +649,7 @@ def _parse_phase(
     shuffle = False
     parts: tuple[PartSpec, ...] = ()
     if generator == INDEPENDENT_GENERATOR:
-        model, parts = _parse_independent(r, name, stimuli_per_trial, outcome_types, optimization)
+        model, parts = _parse_independent(r, name, space, stimuli_per_trial, outcome_types, optimization)
         acqf = ", ".join(p.acqf for p in parts)
     elif generator in MODEL_GENERATORS:
         # EpsilonGreedyGenerator's subgenerator (AEPsych's default, the only one psyserve runs) reads
@@ -699,6 +704,8 @@ def _parse_phase(
             generator_options["lookahead_points"] = size
         if generator != "OptimizeAcqfGenerator":
             generator_options["method"] = MODEL_GENERATORS[generator]
+        if generator == MIXED_GENERATOR:
+            generator_options["discrete"] = _discrete_values(name, space, stimuli_per_trial)
         if generator == "EpsilonGreedyGenerator":
             epsilon = r.get_float(name, "epsilon", generator)
             epsilon = 0.1 if epsilon is None else epsilon  # AEPsych's default
@@ -791,6 +798,37 @@ def _parse_phase(
     )
 
 
+def _discrete_values(phase: str, space: ParameterSpace, stimuli_per_trial: int) -> str:
+    """MixedOptimizeAcqfGenerator's discrete dimensions: each free integer, binary or categorical
+    parameter's values in the unit cube, as JSON {free dimension: [unit values]} for the compute job."""
+    if stimuli_per_trial != 1:
+        raise ConfigError(phase, "generator", f"{MIXED_GENERATOR} is supported for one stimulus per trial")
+    table: dict[str, list[float]] = {}
+    combinations = 1
+    for i, p in enumerate(space.free):
+        if p.type is ParamType.CONTINUOUS:
+            continue
+        if p.type is ParamType.INTEGER:
+            count = math.floor(p.upper) - math.ceil(p.lower) + 1
+            if count > MAX_MIXED_COMBINATIONS:
+                raise ConfigError(p.name, "upper_bound", f"{MIXED_GENERATOR} enumerates integer {p.name!r}'s {count} values: at most {MAX_MIXED_COMBINATIONS}")
+            values = [p.to_unit(v) for v in range(math.ceil(p.lower), math.floor(p.upper) + 1)]
+        elif p.type is ParamType.BINARY:
+            values = [0.0, 1.0]
+        else:
+            values = [p.to_unit(c) for c in p.choices]
+        table[str(i)] = sorted(set(values))
+        combinations *= len(table[str(i)])
+    if combinations > MAX_MIXED_COMBINATIONS:
+        raise ConfigError(
+            phase,
+            "generator",
+            f"{MIXED_GENERATOR} optimises the continuous parameters once per combination of the discrete ones: "
+            f"{combinations} combinations, at most {MAX_MIXED_COMBINATIONS}",
+        )
+    return json.dumps(table)
+
+
 def _alias_class(r: _Reader, name: str, known: frozenset[str] | set[str], where: tuple[str, str], what: str) -> str:
     """AEPsych's `models = [...]` / `generators = [...]` entries: a class name, or an alias section whose
     `class` names one."""
@@ -805,7 +843,12 @@ def _alias_class(r: _Reader, name: str, known: frozenset[str] | set[str], where:
 
 
 def _parse_independent(
-    r: _Reader, phase: str, stimuli_per_trial: int, outcome_types: tuple[str, ...], optimization: OptimizationSpec | None
+    r: _Reader,
+    phase: str,
+    space: ParameterSpace,
+    stimuli_per_trial: int,
+    outcome_types: tuple[str, ...],
+    optimization: OptimizationSpec | None,
 ) -> tuple[str, tuple[PartSpec, ...]]:
     """AEPsych's IndependentGPsModel + IndependentOptimizeAcqfGenerator: `models = [...]` (one per outcome,
     in `outcome_types` order) and `generators = [...]` (one OptimizeAcqfGenerator per model), each a class
@@ -862,6 +905,7 @@ def _parse_independent(
                 model_options[key] = r.get_int(entry, key, cls, minimum=1) or 1
             else:
                 model_options[key] = r.get_float(entry, key, cls) or 0.0
+        model_options.update(_mean_covar_options(r, entry, cls, space, 1, (outcome_types[i],)))
         if cls == ORDINAL_MODEL:
             model_options["n_levels"] = _ordinal_levels(r, entry, cls)
         generator_options: dict[str, float | int | str] = {}

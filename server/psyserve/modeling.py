@@ -283,9 +283,12 @@ def model_spec(strategy: Strategy, phase: PhaseSpec) -> ModelSpec:
     return ModelSpec(kind=phase.model, dim=dim, options=dict(phase.model_options), parts=parts)
 
 
-def generator_spec(phase: PhaseSpec) -> GeneratorSpec:
+def generator_spec(phase: PhaseSpec, ask_index: int = 0) -> GeneratorSpec:
     parts = tuple(GeneratorSpec(acqf=p.acqf, options=dict(p.generator_options)) for p in phase.parts)
-    return GeneratorSpec(acqf=phase.acqf or "", options=dict(phase.generator_options), parts=parts)
+    options = dict(phase.generator_options)
+    if parts:  # IndependentOptimizeAcqfGenerator: the parts take turns, one per asked point, across asks
+        options["turn"] = ask_index
+    return GeneratorSpec(acqf=phase.acqf or "", options=options, parts=parts)
 
 
 def _job_function(job: GenerateJob | OptimizationGenerateJob) -> Callable[[Any], Any]:
@@ -327,7 +330,7 @@ class PoolModelEngine:
         refit = runtime.refit_state is None or ask_index % phase.refit_every == 0
         job = GenerateJob(
             model=model_spec(strategy, phase),
-            generator=generator_spec(phase),
+            generator=generator_spec(phase, ask_index),
             data=data,
             num_points=n,
             seed=job_seed(strategy, phase_index, ask_index),

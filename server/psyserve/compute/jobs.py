@@ -31,6 +31,7 @@ from psyserve.compute.contract import (
     acqf_supports,
     canonical_acqf,
     joined_state,
+    opt_int,
     part_state,
     validate_fixed,
     validate_model_data,
@@ -99,10 +100,11 @@ def _fit_parts(
 
 
 def _generate_independent(job: GenerateJob, fixed: dict[int, float]) -> GenerateResult:
-    r"""AEPsych's IndependentOptimizeAcqfGenerator: each part's own acquisition on its own model, in an
-    order drawn from the job's seed; every point is optimised with the points already chosen in this ask
-    pending. AEPsych returns one point per part for each point asked; psyserve returns the number of
-    points asked, the parts taking turns (one ask of one point: the part drawn first)."""
+    r"""AEPsych's IndependentOptimizeAcqfGenerator: each part's own acquisition on its own model; every
+    point is optimised with the points already chosen in this ask pending. AEPsych returns one point per
+    part for each point asked (in a random order); psyserve returns the number of points asked, the parts
+    taking turns: point ``j`` of the ask comes from part ``(turn + j) mod parts``, ``turn`` (generator
+    option) counting the phase's asks, so that every outcome gets its share of the trials."""
     import torch
 
     from psyserve.compute.optimize import generate_points
@@ -114,10 +116,10 @@ def _generate_independent(job: GenerateJob, fixed: dict[int, float]) -> Generate
             raise ValueError(f"acquisition function {gen.acqf!r} does not support model {part.kind!r}")
     fitted, state, fit_s = _fit_parts(job.model, job.data, job.warm_state, job.refit)
     t0 = time.perf_counter()
-    order = np.random.default_rng([int(job.seed) % (2**32), 2718]).permutation(len(fitted))
+    turn = opt_int(job.generator.options, "turn", 0)
     chosen: list[np.ndarray] = []
     for j in range(int(job.num_points)):
-        i = int(order[j % len(order)])
+        i = (turn + j) % len(fitted)
         pending = torch.as_tensor(np.stack(chosen), dtype=torch.float64) if chosen else None
         chosen.append(generate_points(fitted[i], job.generator.parts[i], 1, fixed, int(job.seed) + 7 * j, pending=pending)[0])
     return GenerateResult(points=np.stack(chosen), state=state, fit_seconds=fit_s, generate_seconds=time.perf_counter() - t0)
