@@ -10,7 +10,6 @@ from __future__ import annotations
 #: AEPsych model classes psyserve does not implement yet.
 UNSUPPORTED_MODELS: frozenset[str] = frozenset(
     {
-        "MonotonicProjectionGP",
         "MonotonicRejectionGP",
         "VariationalGPModel",
         "GPBetaRegressionModel",

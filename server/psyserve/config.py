@@ -594,6 +594,7 @@ _MODEL_OPTIONS: dict[str, type | tuple[str, ...]] = {"inducing_size": int, "max_
 #: the fitting switch each model reads (a switch another model would ignore is left unread: a warning)
 _FIT_SWITCHES: dict[str, dict[str, type | tuple[str, ...]]] = {
     "GPClassificationModel": {"elbo": FIT_METHODS},
+    "MonotonicProjectionGP": {"elbo": FIT_METHODS},
     "PairwiseProbitModel": {"laplace": FIT_METHODS},
     "OrdinalGPModel": {"elbo": FIT_METHODS},
 }
@@ -741,6 +742,8 @@ def _parse_phase(
             raise ConfigError(objective[0], "objective", f"{objective[1].strip()} reads a semi-parametric model ({sorted(SEMIP_MODELS)}), not {model}")
         if generator == "IntensityAwareSemiPGenerator" and model not in SEMIP_MODELS:
             raise ConfigError(name, "model", f"IntensityAwareSemiPGenerator needs a semi-parametric model ({sorted(SEMIP_MODELS)}), not {model}")
+        if model == "MonotonicProjectionGP":
+            _monotonic_options(r, name, model, space, model_options)
         floor: float | None
         if model in SEMIP_MODELS:
             floor = _semip_model(r, name, model, acqf, objective, space, generator_options, model_options)
@@ -953,7 +956,7 @@ def _check_model_fits_experiment(phase: str, model: str, stimuli_per_trial: int,
         raise ConfigError(phase, "model", f"{model} cannot model ordinal outcomes ([common] outcome_types): use OrdinalGPModel")
     if model == ORDINAL_MODEL and outcome != "ordinal":
         raise ConfigError(phase, "model", f"OrdinalGPModel needs ordinal outcomes, but [common] outcome_types is {outcome}")
-    if (model in ("GPClassificationModel", "PairwiseProbitModel") or model in SEMIP_MODELS) and outcome != "binary":
+    if (model in (*CLASSIFIERS, "PairwiseProbitModel") or model in SEMIP_MODELS) and outcome != "binary":
         raise ConfigError(phase, "model", f"{model} needs binary outcomes, but [common] outcome_types is {outcome}")
     if model == "GPRegressionModel" and outcome != "continuous":
         raise ConfigError(phase, "model", f"GPRegressionModel needs continuous outcomes, but [common] outcome_types is {outcome}")
@@ -1140,7 +1143,7 @@ def _floor_link(
     likelihood = r.raw(model, "likelihood", phase)
     if likelihood is not None:
         value = likelihood[1].strip()
-        if value == "BernoulliObjectiveLikelihood" and model == "GPClassificationModel":
+        if value == "BernoulliObjectiveLikelihood" and model in CLASSIFIERS:
             found = r.raw("BernoulliObjectiveLikelihood", "objective")
             if found is None:
                 raise ConfigError("BernoulliObjectiveLikelihood", "objective", "BernoulliObjectiveLikelihood needs an objective")
@@ -1149,7 +1152,7 @@ def _floor_link(
                 raise ConfigError(
                     found[0], "objective", f"supported likelihood objectives: {sorted([*OBJECTIVE_LINKS, 'ProbitObjective'])}"
                 )
-        elif not (value == "BernoulliLikelihood" and model == "GPClassificationModel") and not (
+        elif not (value == "BernoulliLikelihood" and model in CLASSIFIERS) and not (
             value == "OrdinalLikelihood" and model == ORDINAL_MODEL
         ):
             raise ConfigError(
@@ -1160,7 +1163,7 @@ def _floor_link(
         return None
     name = chosen[0]
     where = objective[0] if from_acqf is not None and objective is not None else "BernoulliObjectiveLikelihood"
-    if model != "GPClassificationModel":
+    if model not in CLASSIFIERS:
         raise ConfigError(where, "objective", f"{name} is a response link for binary outcomes; {model} cannot use it")
     other = from_likelihood if from_acqf == name else from_acqf
     if other is not None and other != name and other.lower() not in ("identitymcobjective", "identity", "none"):
@@ -1186,6 +1189,38 @@ def _floor_link(
         generator_options["objective"] = name
     generator_options["floor"] = floor
     return floor
+
+
+#: GP classification and its monotone projection: the same fit, likelihoods and floor objectives
+CLASSIFIERS = ("GPClassificationModel", "MonotonicProjectionGP")
+
+
+def _monotonic_options(r: _Reader, phase: str, model: str, space: ParameterSpace, model_options: dict[str, float | int | str]) -> None:
+    """MonotonicProjectionGP: `monotonic_dims` (indices among the free parameters; AEPsych's default [-1],
+    the last; negative ones count from the end), `monotonic_grid_size` (default 20), `min_f_val`."""
+    found = r.raw(phase, "monotonic_dims", model)
+    dims: list[int] = []
+    for text in parse_list(found[1]) if found is not None else ["-1"]:
+        try:
+            i = int(text)
+        except ValueError:
+            raise ConfigError(found[0] if found else model, "monotonic_dims", f"expected parameter indices, got {text!r}") from None
+        j = i + space.dim if i < 0 else i
+        if not 0 <= j < space.dim:
+            raise ConfigError(
+                found[0] if found else model, "monotonic_dims", f"{i} is not one of the {space.dim} free parameters (0-based)"
+            )
+        if j not in dims:
+            dims.append(j)
+    if not dims:
+        raise ConfigError(found[0] if found else model, "monotonic_dims", "names no parameter")
+    model_options["monotonic_dims"] = ",".join(str(j) for j in dims)
+    size = r.get_int(phase, "monotonic_grid_size", model, minimum=1)
+    if size is not None:
+        model_options["monotonic_grid_size"] = size
+    min_f = r.get_float(phase, "min_f_val", model)
+    if min_f is not None:
+        model_options["min_f_val"] = min_f
 
 
 #: AEPsych's read-outs of a semi-parametric model, usable as an acquisition's objective

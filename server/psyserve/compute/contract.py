@@ -24,6 +24,7 @@ __all__ = [
     "KNOWN_MODELS",
     "LINKS",
     "LOOKAHEAD_ACQFS",
+    "MONOTONIC",
     "OBJECTIVE_LINKS",
     "ORDINAL",
     "SEMIP",
@@ -61,19 +62,20 @@ SEMIP = "SemiParametricGPModel"  # compute/semip.py
 HADAMARD = "HadamardSemiPModel"  # compute/semip.py
 #: semi-parametric psychometric models: a linear latent along ``stim_dim``, GP slope and offset over the rest
 SEMIP_MODELS: frozenset[str] = frozenset({SEMIP, HADAMARD})
+MONOTONIC = "MonotonicProjectionGP"  # GP classification projected monotone along dims (compute/monotonic.py)
 #: binary-outcome models with a response link (floor objectives) and probability read-outs
-BINARY_MODELS: frozenset[str] = frozenset({CLASSIFICATION}) | SEMIP_MODELS
+BINARY_MODELS: frozenset[str] = frozenset({CLASSIFICATION, MONOTONIC}) | SEMIP_MODELS
 ORDINAL = "OrdinalGPModel"  # ordinal (Likert) outcomes 0..n_levels-1, learned cut-points (compute/ordinal.py)
 INDEPENDENT = "IndependentGPsModel"  # one model per outcome (ModelSpec.parts), each with its own acquisition
 
-KNOWN_MODELS: frozenset[str] = frozenset({CLASSIFICATION, REGRESSION, PAIRWISE, MODEL_LIST, ORDINAL, INDEPENDENT}) | SEMIP_MODELS
+KNOWN_MODELS: frozenset[str] = frozenset({CLASSIFICATION, REGRESSION, PAIRWISE, MODEL_LIST, ORDINAL, INDEPENDENT, MONOTONIC}) | SEMIP_MODELS
 #: the models an IndependentGPsModel may hold, one per outcome
 INDEPENDENT_PARTS: frozenset[str] = frozenset({CLASSIFICATION, REGRESSION, ORDINAL})
 #: AEPsych's default number of levels of an OrdinalGPModel (its OrdinalLikelihood's n_levels)
 DEFAULT_N_LEVELS = 5
 
 _ALL = frozenset({CLASSIFICATION, REGRESSION, PAIRWISE})
-_LATENT_BINARY = frozenset({CLASSIFICATION}) | SEMIP_MODELS
+_LATENT_BINARY = frozenset({CLASSIFICATION, MONOTONIC}) | SEMIP_MODELS
 _SUPPORT: dict[str, frozenset[str]] = {
     "MCLevelSetEstimation": _LATENT_BINARY | {REGRESSION},
     "EAVC": _LATENT_BINARY,

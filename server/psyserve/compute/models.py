@@ -37,6 +37,7 @@ from psyserve.compute.contract import (
     BINARY_MODELS,
     CLASSIFICATION,
     KNOWN_MODELS,
+    MONOTONIC,
     ORDINAL,
     PAIRWISE,
     REGRESSION,
@@ -564,6 +565,13 @@ def fit_model(
         model, latent, train_X, hypers, noise = _regression(spec, X, y, warm_state, refit)
     elif spec.kind == PAIRWISE:
         model, latent, train_X, hypers = _pairwise(spec, X, y, warm_state, refit)
+        noise = PROBIT_PENDING_NOISE
+    elif spec.kind == MONOTONIC:  # GP classification, its posterior projected monotone (compute/monotonic.py)
+        from psyserve.compute.monotonic import ProjectedLatent, monotonic_options
+
+        dims, grid_size, min_f = monotonic_options(spec.options, int(spec.dim))
+        model, base, train_X, hypers = _classification(spec, X, y, warm_state, refit)
+        latent = ProjectedLatent(base, dims, grid_size, min_f)  # type: ignore[assignment]  # duck-typed LatentGP
         noise = PROBIT_PENDING_NOISE
     elif spec.kind in SEMIP_MODELS:
         from psyserve.compute.semip import fit_semip
