@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import random
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,15 @@ def test_restart_rebuilds_only_the_live_strategies(tmp_path: Path) -> None:
             assert all(s.is_finished for s in after if s.strategy_id in finished)
             for sid, rows in trials.items():
                 assert trials_of(c, sid) == rows
+        proc.kill(signal.SIGKILL)
+
+        with sqlite3.connect(db) as conn:  # a journal written before summaries existed
+            conn.execute("DELETE FROM snapshots")
+        proc = spawn_server(db, log, "--no-models", "--resident-strategies", "2")
+        with pc.Client(proc.address) as c:  # every strategy replayed once; the finished ones leave memory at once
+            after = c.list_strategies()
+            assert sorted(s.strategy_id for s in after if s.resident) == sorted(live)
+            assert {s.strategy_id: comparable(s) for s in after} == expected
     finally:
         proc.kill(signal.SIGKILL)
 
