@@ -137,8 +137,11 @@ async def watched(
                 server = next(pid for pid, (_, _, cmd) in procs.items() if "psyserve serve" in cmd and f"--port {port} " in cmd)
                 spared = _descendants(procs, server) | {os.getpid()}
                 for pid in _descendants(procs, os.getpid()) - spared:
-                    with contextlib.suppress(OSError):
-                        os.setpriority(os.PRIO_PROCESS, pid, browser_nice)
+                    # every thread: on Linux a nice value is per thread, and chromium raises some of its own
+                    tids = os.listdir(f"/proc/{pid}/task") if os.path.isdir(f"/proc/{pid}/task") else [str(pid)]
+                    for tid in tids:
+                        with contextlib.suppress(OSError):
+                            os.setpriority(os.PRIO_PROCESS, int(tid), browser_nice)
             results = await run
             procs = _processes()
             by_type: Counter[str] = Counter()

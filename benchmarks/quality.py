@@ -158,6 +158,24 @@ CASES: dict[str, Case] = {
         model="HadamardSemiPModel",
         model_section="[HadamardSemiPModel]\nstim_dim = 1\nlikelihood = BernoulliLikelihood\n",
     ),
+    # the plain GP at the monotonic case's trial count (its baseline, and AEPsych's: AEPsych 0.8's own
+    # MonotonicProjectionGP cannot drive a generator, its posterior refuses batched inputs)
+    "det_mclse30": Case(
+        observers.novel_detection, 2, (-1.0, 1.0), "MCLevelSetEstimation", 10, 30, 0.75, threshold_problem="novel_detection"
+    ),
+    # novel_detection is monotone in the intensity a = x1: MonotonicProjectionGP with monotonic_dims = [1]
+    "det_monotonic": Case(
+        observers.novel_detection,
+        2,
+        (-1.0, 1.0),
+        "MCLevelSetEstimation",
+        10,
+        30,
+        0.75,
+        threshold_problem="novel_detection",
+        model="MonotonicProjectionGP",
+        model_section="[MonotonicProjectionGP]\nmonotonic_dims = [1]\n",
+    ),
     "det4d_mclse": Case(detection_4d, 4, (-1.0, 1.0), "MCLevelSetEstimation", 12, 60, 0.75),
     "h6_mclse": Case(observers.hartmann6_binary, 6, (0.0, 1.0), "MCLevelSetEstimation", 15, 60, 0.5, refit_every=5),
     "h6_regression": Case(

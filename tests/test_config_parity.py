@@ -153,18 +153,18 @@ def test_base_config_is_accepted() -> None:
             "inducing",
         ),
         (
-            {"opt": "[GPClassificationModel]\nmean_covar_factory = song_mean_covar_factory"},
+            {"opt": "[GPClassificationModel]\nmean_covar_factory = monotonic_mean_covar_factory"},
             "GPClassificationModel",
             "mean_covar_factory",
-            "factory",
+            "deprecated in AEPsych 0.8",
         ),
         (
-            {"opt": "[default_mean_covar_factory]\nlengthscale_prior = lognormal"},
+            {"opt": "[default_mean_covar_factory]\nlengthscale_prior = wishart"},
             "default_mean_covar_factory",
             "lengthscale_prior",
-            "priors",
+            "expected one of",
         ),
-        ({"opt": "[MCLevelSetEstimation]\nlookahead_type = posterior"}, "MCLevelSetEstimation", "lookahead_type", "look-ahead"),
+        ({"acqf": "GlobalMI", "opt": "[GlobalMI]\nlookahead_type = sideways"}, "GlobalMI", "lookahead_type", "expected one of"),
     ],
 )
 def test_refused_naming_the_key(kwargs: dict[str, str], section: str, key: str, says: str) -> None:
@@ -174,7 +174,7 @@ def test_refused_naming_the_key(kwargs: dict[str, str], section: str, key: str, 
     assert says in str(err.value)
 
 
-@pytest.mark.parametrize("generator", ["MixedOptimizeAcqfGenerator", "IndependentOptimizeAcqfGenerator"])
+@pytest.mark.parametrize("generator", ["MonotonicRejectionGenerator", "PairwiseOptimizeAcqfGenerator"])
 def test_unsupported_generators_are_named(generator: str) -> None:
     text = BASE.format(common="target = 0.75", model="GPClassificationModel", acqf="MCLevelSetEstimation", opt="").replace(
         "generator = OptimizeAcqfGenerator", f"generator = {generator}"

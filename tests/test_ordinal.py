@@ -5,6 +5,7 @@ JSON/TCP protocol after a SIGKILL + restart, speculation on), and bad settings r
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,19 @@ from psyserve.compute import jobs
 from psyserve.compute.contract import ORDINAL, GenerateJob, GeneratorSpec, ModelSpec, QueryJob, TrainingData
 from psyserve.compute.ordinal import OrdinalLikelihood, expected_level, level_log_prob, level_probabilities
 from psyserve.config import ConfigError, parse_config
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Compute jobs run here as in a pool worker: one torch thread (on a loaded 2-core machine, torch's
+    own thread pool makes these small problems many times slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 #: the simulated observer: latent f(x) and the cut-points between its 5 levels (0..4)
 CUTPOINTS = np.array([-1.2, -0.4, 0.4, 1.2])

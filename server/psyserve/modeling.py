@@ -38,6 +38,7 @@ from .compute import (
     query,
     worker_init,
 )
+from .compute.contract import part_state
 from .compute.optimization import OptimizationGenerateJob, OptimizationReadoutResult
 from .compute.optimization_jobs import optimization_generate, optimization_readout
 from .config import PhaseSpec
@@ -251,10 +252,12 @@ def training_rows(strategy: Strategy, extra: tuple[int, float] | None = None) ->
     Returns (TrainingData with X n x d, or n x 2 x d for pairwise; the data key: (trial id, y) pairs).
     """
     space, k = strategy.spec.space, strategy.spec.stimuli_per_trial
+    several = len(strategy.spec.outcome_names) > 1  # one model per outcome: y is n x m, outcomes in config order
     xs, ys, key = [], [], []
     for trial in strategy.trials.values():
+        y: Any
         if trial.state == COMPLETED and trial.model_data:
-            y = trial.outcomes[0].value
+            y = tuple(o.value for o in trial.outcomes) if several else trial.outcomes[0].value
         elif extra is not None and trial.trial_id == extra[0]:
             y = extra[1]
         else:
@@ -275,7 +278,17 @@ def job_seed(strategy: Strategy, phase_index: int, ask_index: int) -> int:
 
 def model_spec(strategy: Strategy, phase: PhaseSpec) -> ModelSpec:
     assert phase.model is not None
-    return ModelSpec(kind=phase.model, dim=strategy.spec.space.dim, options=dict(phase.model_options))
+    dim = strategy.spec.space.dim
+    parts = tuple(ModelSpec(kind=p.model, dim=dim, options=dict(p.model_options)) for p in phase.parts)
+    return ModelSpec(kind=phase.model, dim=dim, options=dict(phase.model_options), parts=parts)
+
+
+def generator_spec(phase: PhaseSpec, ask_index: int = 0) -> GeneratorSpec:
+    parts = tuple(GeneratorSpec(acqf=p.acqf, options=dict(p.generator_options)) for p in phase.parts)
+    options = dict(phase.generator_options)
+    if parts:  # IndependentOptimizeAcqfGenerator: the parts take turns, one per asked point, across asks
+        options["turn"] = ask_index
+    return GeneratorSpec(acqf=phase.acqf or "", options=options, parts=parts)
 
 
 def _job_function(job: GenerateJob | OptimizationGenerateJob) -> Callable[[Any], Any]:
@@ -317,7 +330,7 @@ class PoolModelEngine:
         refit = runtime.refit_state is None or ask_index % phase.refit_every == 0
         job = GenerateJob(
             model=model_spec(strategy, phase),
-            generator=GeneratorSpec(acqf=phase.acqf or "", options=dict(phase.generator_options)),
+            generator=generator_spec(phase, ask_index),
             data=data,
             num_points=n,
             seed=job_seed(strategy, phase_index, ask_index),
@@ -383,10 +396,15 @@ class PoolModelEngine:
             phase = current
         data, _ = training_rows(strategy)
         runtime = self._runtime(strategy)
+        spec = model_spec(strategy, phase)
+        state = runtime.last_state if runtime.last_state is not None and runtime.last_state.kind == phase.model else None
+        if spec.parts:  # one model per outcome: ask the outcome's own model, on its own column
+            spec, state = spec.parts[outcome_index], part_state(state, outcome_index, spec.parts[outcome_index].kind)
+            data = TrainingData(X=data.X, y=np.asarray(data.y, dtype=float).reshape(len(data.X), -1)[:, outcome_index])
         job = QueryJob(
-            model=model_spec(strategy, phase),
+            model=spec,
             data=data,
-            state=runtime.last_state if runtime.last_state is not None and runtime.last_state.kind == phase.model else None,
+            state=state,
             query_type=query_type,
             probability_space=probability_space,
             x=x,

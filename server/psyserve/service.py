@@ -1227,9 +1227,17 @@ class ExperimentService:
             raise InvalidArgument("outcomes: at least one outcome is required", "outcomes")
         if spec.optimization is not None:
             return self._check_metrics(strategy, outcomes)
+        if len(outcomes) < len(spec.outcome_names) and all(o.name for o in outcomes):
+            missing = [n for n in spec.outcome_names if n not in {o.name for o in outcomes}]
+            if missing:
+                raise InvalidArgument(
+                    f"outcomes: missing outcome {missing[0]!r}: this experiment's every tell reports {list(spec.outcome_names)}",
+                    "outcomes",
+                )
         if len(outcomes) != len(spec.outcome_names):
+            missing_text = f" (missing {list(spec.outcome_names[len(outcomes):])})" if len(outcomes) < len(spec.outcome_names) else ""
             raise InvalidArgument(
-                f"outcomes: expected {len(spec.outcome_names)} outcome(s) {list(spec.outcome_names)}, got {len(outcomes)}",
+                f"outcomes: expected {len(spec.outcome_names)} outcome(s) {list(spec.outcome_names)}, got {len(outcomes)}{missing_text}",
                 "outcomes",
             )
         by_name: dict[str, OutcomeValue] = {}

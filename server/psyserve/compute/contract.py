@@ -18,10 +18,13 @@ __all__ = [
     "BINARY_MODELS",
     "DEFAULT_N_LEVELS",
     "HADAMARD",
+    "INDEPENDENT",
+    "INDEPENDENT_PARTS",
     "KNOWN_ACQFS",
     "KNOWN_MODELS",
     "LINKS",
     "LOOKAHEAD_ACQFS",
+    "MONOTONIC",
     "OBJECTIVE_LINKS",
     "ORDINAL",
     "SEMIP",
@@ -37,10 +40,12 @@ __all__ = [
     "acqf_supports",
     "canonical_acqf",
     "data_digest",
+    "joined_state",
     "n_levels",
     "opt_float",
     "opt_int",
     "opt_str",
+    "part_state",
     "validate_fixed",
     "validate_model_data",
 ]
@@ -57,16 +62,20 @@ SEMIP = "SemiParametricGPModel"  # compute/semip.py
 HADAMARD = "HadamardSemiPModel"  # compute/semip.py
 #: semi-parametric psychometric models: a linear latent along ``stim_dim``, GP slope and offset over the rest
 SEMIP_MODELS: frozenset[str] = frozenset({SEMIP, HADAMARD})
+MONOTONIC = "MonotonicProjectionGP"  # GP classification projected monotone along dims (compute/monotonic.py)
 #: binary-outcome models with a response link (floor objectives) and probability read-outs
-BINARY_MODELS: frozenset[str] = frozenset({CLASSIFICATION}) | SEMIP_MODELS
+BINARY_MODELS: frozenset[str] = frozenset({CLASSIFICATION, MONOTONIC}) | SEMIP_MODELS
 ORDINAL = "OrdinalGPModel"  # ordinal (Likert) outcomes 0..n_levels-1, learned cut-points (compute/ordinal.py)
+INDEPENDENT = "IndependentGPsModel"  # one model per outcome (ModelSpec.parts), each with its own acquisition
 
-KNOWN_MODELS: frozenset[str] = frozenset({CLASSIFICATION, REGRESSION, PAIRWISE, MODEL_LIST, ORDINAL}) | SEMIP_MODELS
+KNOWN_MODELS: frozenset[str] = frozenset({CLASSIFICATION, REGRESSION, PAIRWISE, MODEL_LIST, ORDINAL, INDEPENDENT, MONOTONIC}) | SEMIP_MODELS
+#: the models an IndependentGPsModel may hold, one per outcome
+INDEPENDENT_PARTS: frozenset[str] = frozenset({CLASSIFICATION, REGRESSION, ORDINAL})
 #: AEPsych's default number of levels of an OrdinalGPModel (its OrdinalLikelihood's n_levels)
 DEFAULT_N_LEVELS = 5
 
 _ALL = frozenset({CLASSIFICATION, REGRESSION, PAIRWISE})
-_LATENT_BINARY = frozenset({CLASSIFICATION}) | SEMIP_MODELS
+_LATENT_BINARY = frozenset({CLASSIFICATION, MONOTONIC}) | SEMIP_MODELS
 _SUPPORT: dict[str, frozenset[str]] = {
     "MCLevelSetEstimation": _LATENT_BINARY | {REGRESSION},
     "EAVC": _LATENT_BINARY,
@@ -148,11 +157,14 @@ class ModelSpec:
     of classification: the response probability is ``floor + (1 - floor) F(f)``, used by the
     fit, every acquisition on the probability and every probability read-out; ``n_levels``
     (default 5) of OrdinalGPModel: outcomes are the integers ``0 .. n_levels - 1``.
+
+    parts: IndependentGPsModel only, one model per outcome (column ``i`` of the data's ``y``).
     """
 
     kind: str
     dim: int
     options: dict[str, float | int | str] = field(default_factory=dict)
+    parts: tuple[ModelSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -172,6 +184,8 @@ class GeneratorSpec:
 
     acqf: str
     options: dict[str, float | int | str] = field(default_factory=dict)
+    #: IndependentOptimizeAcqfGenerator: one generator per part of an IndependentGPsModel, same order
+    parts: tuple[GeneratorSpec, ...] = ()
 
 
 @dataclass
@@ -180,7 +194,8 @@ class TrainingData:
 
     X: ``n x d`` (pairwise: ``n x 2 x d``, the two stimuli of each comparison).
     y: ``n`` floats: 0/1 (classification), continuous (regression), or for pairwise
-    1.0 when the FIRST stimulus was preferred, 0.0 when the second.
+    1.0 when the FIRST stimulus was preferred, 0.0 when the second; IndependentGPsModel: ``n x m``,
+    column ``i`` for part ``i``.
     """
 
     X: np.ndarray
@@ -303,6 +318,17 @@ def validate_model_data(spec: ModelSpec, data: TrainingData) -> tuple[np.ndarray
         raise ValueError(f"unknown model {spec.kind!r}")
     if spec.kind == MODEL_LIST:
         raise ValueError(f"{MODEL_LIST} jobs are optimisation jobs (compute.optimization_jobs), not model jobs")
+    if spec.kind == INDEPENDENT:
+        Y = np.asarray(data.y, dtype=np.float64)
+        if not spec.parts or Y.ndim != 2 or Y.shape[1] != len(spec.parts):
+            raise ValueError(f"{INDEPENDENT} needs one part per outcome and y of shape (n, {len(spec.parts)}), got {Y.shape}")
+        columns = []
+        for i, part in enumerate(spec.parts):
+            if part.kind not in INDEPENDENT_PARTS:
+                raise ValueError(f"{INDEPENDENT} part {i}: {part.kind!r} is not one of {sorted(INDEPENDENT_PARTS)}")
+            X, y = validate_model_data(part, TrainingData(data.X, Y[:, i]))
+            columns.append(y)
+        return X, np.stack(columns, axis=1) if columns else Y
     d = int(spec.dim)
     if d < 1:
         raise ValueError(f"model dim must be >= 1, got {spec.dim!r}")
@@ -326,6 +352,27 @@ def validate_model_data(spec: ModelSpec, data: TrainingData) -> tuple[np.ndarray
         if np.any((y != np.round(y)) | (y < 0) | (y > k - 1)):
             raise ValueError(f"OrdinalGPModel with n_levels = {k} needs integer outcomes in 0..{k - 1}")
     return np.clip(X, 0.0, 1.0), y
+
+
+def part_state(state: ModelState | None, index: int, kind: str) -> ModelState | None:
+    r"""Part ``index`` of an IndependentGPsModel's state (``None`` when absent or of another kind)."""
+    if state is None or state.kind != INDEPENDENT:
+        return None
+    prefix = f"{index}/"
+    hypers = {k[len(prefix) :]: v for k, v in state.hyperparameters.items() if k.startswith(prefix)}
+    if not hypers or hypers.get("__kind__") != [kind]:
+        return None
+    hypers.pop("__kind__")
+    return ModelState(kind=kind, hyperparameters=hypers, n_train=state.n_train)
+
+
+def joined_state(states: list[ModelState], n_train: int) -> ModelState:
+    r"""An IndependentGPsModel's state: each part's hyper-parameters under ``"i/"`` (its kind too)."""
+    hypers: dict[str, list] = {}
+    for i, s in enumerate(states):
+        hypers[f"{i}/__kind__"] = [s.kind]
+        hypers.update({f"{i}/{k}": v for k, v in s.hyperparameters.items()})
+    return ModelState(kind=INDEPENDENT, hyperparameters=hypers, n_train=n_train)
 
 
 def n_levels(options: Mapping[str, Any]) -> int:

@@ -24,7 +24,7 @@ from gpytorch.priors import GammaPrior, NormalPrior
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor
 
-from psyserve.compute.kernels import kernel_lengthscale_grad_np, stationary_kernel
+from psyserve.compute.kernels import kernel_lengthscale_grad_np, plain_kernel, stationary_kernel
 from psyserve.compute.lbfgs import minimize_packed
 from psyserve.compute.links import PROBIT, Link
 from psyserve.compute.numerics import DTYPE, GH20_W, GH20_W_T, GH20_X, GH20_X_T, LOG_SQRT_2PI, gamma_log_prior
@@ -63,6 +63,10 @@ def variational_elbo_closure(
     base = cm.base_kernel if isinstance(cm, ScaleKernel) else cm
     kind = "rbf" if isinstance(base, RBFKernel) else "matern"
     nu = float(getattr(base, "nu", 2.5))
+    # other kernels (AEPsych's song / pairwise factories: compute.mean_covar) through GPyTorch's own
+    # evaluation; the rest of the objective is the same
+    stationary = isinstance(base, (RBFKernel, MaternKernel)) and base.active_dims is None
+    plain = None if stationary else plain_kernel(cm, live=True)
     Z = vs.inducing_points.detach()
     m = Z.shape[-2]
     n = X.shape[-2]
@@ -76,11 +80,16 @@ def variational_elbo_closure(
     vs.variational_params_initialized.fill_(1)
 
     def forward() -> Tensor:
-        ls = base.lengthscale.reshape(-1)
-        scale = cm.outputscale.reshape(()) if isinstance(cm, ScaleKernel) else torch.ones((), dtype=DTYPE)
-        Kzz = stationary_kernel(Z, Z, ls, scale, kind, nu) + jitter * eye
-        L = psd_safe_cholesky(Kzz)
-        A = torch.linalg.solve_triangular(L, stationary_kernel(Z, X, ls, scale, kind, nu), upper=False)
+        if stationary:
+            ls = base.lengthscale.reshape(-1)
+            scale: Tensor = cm.outputscale.reshape(()) if isinstance(cm, ScaleKernel) else torch.ones((), dtype=DTYPE)
+            Kzz, Kzx = stationary_kernel(Z, Z, ls, scale, kind, nu), stationary_kernel(Z, X, ls, scale, kind, nu)
+        elif plain is not None:
+            Kzz, Kzx, scale = plain(Z, Z, False), plain(Z, X, False), plain(X, X, True)
+        else:
+            Kzz, Kzx, scale = cm(Z, Z).to_dense(), cm(Z, X).to_dense(), cm(X, X, diag=True).to_dense()
+        L = psd_safe_cholesky(Kzz + jitter * eye)
+        A = torch.linalg.solve_triangular(L, Kzx, upper=False)
         mvec = vd.variational_mean
         Ls = vd.chol_variational_covar * tril
         mu = gp.mean_module(X) + A.mT @ mvec

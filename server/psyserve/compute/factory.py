@@ -123,11 +123,15 @@ def build_acquisition(name: str, fitted: FittedModel, generator: GeneratorSpec, 
         if fitted.link.kind != "probit":
             raise ValueError(f"{name}'s look-ahead is exact for a probit link only, not {fitted.link.kind}")
         floor = fitted.link.floor
+        kind = str(opts.get("lookahead_type", "levelset") or "levelset")
+        if kind not in ("levelset", "posterior"):
+            raise ValueError(f"lookahead_type must be levelset or posterior, got {kind!r}")
+        posterior = kind == "posterior"
         if name in ("LocalMI", "LocalSUR"):
-            return (LocalMI if name == "LocalMI" else LocalSUR)(model, latent, noise, t_latent, floor)
+            return (LocalMI if name == "LocalMI" else LocalSUR)(model, latent, noise, t_latent, floor, posterior)
         ref = sobol_draw(fitted.dim, max(16, opt_int(opts, "lookahead_points", 500)), seed + 7919)
         cls = {"EAVC": EAVC, "GlobalMI": GlobalMI}.get(name, GlobalSUR)
-        return cls(model, latent, noise, ref, t_latent, floor)
+        return cls(model, latent, noise, ref, t_latent, floor, posterior)
     if name == "PairwiseMCPosteriorVariance":
         return PairwisePosteriorVariance(model, latent, noise)
     # BoTorch MC acquisitions

@@ -27,7 +27,7 @@ from botorch.optim.fit import fit_gpytorch_mll_scipy
 from gpytorch.constraints import GreaterThan
 from gpytorch.kernels import RBFKernel
 from gpytorch.likelihoods import BernoulliLikelihood
-from gpytorch.means import ConstantMean, ZeroMean
+from gpytorch.means import ConstantMean, Mean, ZeroMean
 from gpytorch.mlls import ExactMarginalLogLikelihood, VariationalELBO
 from gpytorch.priors import GammaPrior, NormalPrior
 from linear_operator.utils.cholesky import psd_safe_cholesky
@@ -37,6 +37,7 @@ from psyserve.compute.contract import (
     BINARY_MODELS,
     CLASSIFICATION,
     KNOWN_MODELS,
+    MONOTONIC,
     ORDINAL,
     PAIRWISE,
     REGRESSION,
@@ -50,11 +51,12 @@ from psyserve.compute.contract import (
     opt_str,
 )
 from psyserve.compute.elbo import PackedElbo, variational_elbo_closure
-from psyserve.compute.kernels import KernelFn, make_kernel, pairwise_kernel, prior_mean_fn
+from psyserve.compute.kernels import OUTPUTSCALE_BOUNDS, KernelFn, make_kernel, pairwise_kernel, prior_mean_fn
 from psyserve.compute.laplace import PackedPairwiseLaplace
 from psyserve.compute.latent import PROBIT_PENDING_NOISE, LatentGP
 from psyserve.compute.lbfgs import FIT_FTOL
 from psyserve.compute.links import PROBIT, Link, LinkBernoulliLikelihood, link_of
+from psyserve.compute.mean_covar import build_covar, build_mean, uses_factory
 from psyserve.compute.numerics import DTYPE, unique_rows
 from psyserve.compute.ordinal import OrdinalLikelihood, level_log_prob
 
@@ -68,6 +70,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Output-scale bounds of the regression and pairwise kernels (a factory's kernel without its own prior)
+REGRESSION_OUTPUTSCALE_BOUNDS = (0.05, 20.0)
+PAIRWISE_OUTPUTSCALE_BOUNDS = (5e-3, 2e2)
 DIGEST_KEY = "__digest__"
 INDUCING_KEY = "__inducing__"
 _VMEAN = "model.variational_strategy._variational_distribution.variational_mean"
@@ -261,8 +266,12 @@ def _classification(
     yt = torch.as_tensor(y, dtype=DTYPE)
     inducing_size = max(1, opt_int(opts, "inducing_size", 100))
     Z = select_inducing_points(Xt, inducing_size) if n else torch.full((1, d), 0.5, dtype=DTYPE)
-    covar = make_kernel(d, str(opts.get("kernel", "rbf") or "rbf"))
-    mean = ConstantMean(constant_prior=NormalPrior(0.0, 2.0)).to(DTYPE)
+    factory = uses_factory(opts)
+    if factory:  # AEPsych's mean/covariance factory options (config.py)
+        covar, mean = build_covar(d, opts, OUTPUTSCALE_BOUNDS), build_mean(opts)
+    else:
+        covar = make_kernel(d, str(opts.get("kernel", "rbf") or "rbf"))
+        mean = ConstantMean(constant_prior=NormalPrior(0.0, 2.0)).to(DTYPE)
     model = SingleTaskVariationalGP(
         train_X=Xt if n else Z,
         train_Y=yt.unsqueeze(-1) if n else None,
@@ -429,11 +438,15 @@ def _regression(
     yt = torch.as_tensor(y, dtype=DTYPE).unsqueeze(-1)
     kern = opts.get("kernel", None)
     covar = None
-    if kern:
-        covar = make_kernel(d, str(kern), lengthscale_prior=(3.0, 6.0), outputscale_bounds=(0.05, 20.0))
+    mean: Mean | None = None
+    if uses_factory(opts):  # AEPsych's mean/covariance factory options (config.py)
+        covar = build_covar(d, opts, REGRESSION_OUTPUTSCALE_BOUNDS)
+        mean = build_mean(opts) if "mean" in opts else None
+    elif kern:
+        covar = make_kernel(d, str(kern), lengthscale_prior=(3.0, 6.0), outputscale_bounds=REGRESSION_OUTPUTSCALE_BOUNDS)
     if n == 0:  # prior only: build the modules on a dummy point
         Xt, yt = torch.full((1, d), 0.5, dtype=DTYPE), torch.zeros(1, 1, dtype=DTYPE)
-    model = SingleTaskGP(Xt, yt, covar_module=covar, outcome_transform=Standardize(m=1)).to(DTYPE)
+    model = SingleTaskGP(Xt, yt, covar_module=covar, mean_module=mean, outcome_transform=Standardize(m=1)).to(DTYPE)
     warm = _warm_usable(warm_state, spec.kind)
     if warm:
         assert warm_state is not None
@@ -469,7 +482,8 @@ def _pairwise(
 ) -> tuple[Model | None, LatentGP, Tensor, dict[str, list]]:
     d = int(spec.dim)
     opts = spec.options
-    covar = pairwise_kernel(d)
+    # AEPsych's default factory's kernel options (config.py), else PairwiseGP's own priors
+    covar = build_covar(d, opts, PAIRWISE_OUTPUTSCALE_BOUNDS) if uses_factory(opts) else pairwise_kernel(d)
     warm = _warm_usable(warm_state, spec.kind)
     if warm:
         assert warm_state is not None
@@ -551,6 +565,13 @@ def fit_model(
         model, latent, train_X, hypers, noise = _regression(spec, X, y, warm_state, refit)
     elif spec.kind == PAIRWISE:
         model, latent, train_X, hypers = _pairwise(spec, X, y, warm_state, refit)
+        noise = PROBIT_PENDING_NOISE
+    elif spec.kind == MONOTONIC:  # GP classification, its posterior projected monotone (compute/monotonic.py)
+        from psyserve.compute.monotonic import ProjectedLatent, monotonic_options
+
+        dims, grid_size, min_f = monotonic_options(spec.options, int(spec.dim))
+        model, base, train_X, hypers = _classification(spec, X, y, warm_state, refit)
+        latent = ProjectedLatent(base, dims, grid_size, min_f)  # type: ignore[assignment]  # duck-typed LatentGP
         noise = PROBIT_PENDING_NOISE
     elif spec.kind in SEMIP_MODELS:
         from psyserve.compute.semip import fit_semip

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from psyserve.compute.acquisition import PredictionObjective
-from psyserve.compute.contract import BINARY_MODELS, CLASSIFICATION
+from psyserve.compute.contract import BINARY_MODELS
 from psyserve.compute.models import FittedModel
 from psyserve.compute.numerics import DTYPE
 from psyserve.compute.optimize import _optimize
@@ -121,7 +121,7 @@ def predict(fitted: FittedModel, x: np.ndarray, probability_space: bool) -> dict
             prob = torch.cat([fitted.latent.probability(c.unsqueeze(-2)).squeeze(-1) for c in X.split(2048)]) if X.shape[0] else mu
         if probability_space:
             lo, hi = fitted.link.prob(lo), fitted.link.prob(hi)
-    elif fitted.kind == CLASSIFICATION:
+    elif fitted.kind in BINARY_MODELS:
         prob = fitted.link.expected_prob(mu, var)
         if probability_space:
             lo, hi = fitted.link.prob(lo), fitted.link.prob(hi)
