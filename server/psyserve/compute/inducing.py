@@ -24,25 +24,15 @@ from scipy.cluster.vq import kmeans2
 from torch import Tensor
 
 from psyserve.compute.contract import INDUCING_ALLOCATORS, INDUCING_MAIN_ALLOCATORS
-from psyserve.compute.numerics import DTYPE, sobol_draw
+from psyserve.compute.numerics import DTYPE, sobol_draw, unique_rows
 
-__all__ = ["ALLOCATORS", "DEFAULT", "allocate_inducing_points", "farthest_point_subset", "unique_rows"]
+__all__ = ["ALLOCATORS", "DEFAULT", "allocate_inducing_points", "farthest_point_subset"]
 
 #: psyserve's own allocator (no `inducing_point_method` in the config)
 DEFAULT = "default"
 ALLOCATORS = INDUCING_ALLOCATORS
 MAIN_ALLOCATORS = INDUCING_MAIN_ALLOCATORS
 _SEED = 0  # the allocators that draw (k-means++ start, Sobol scramble) draw from a fixed seed
-
-
-def unique_rows(X: Tensor) -> Tensor:
-    r"""Unique rows of ``X`` (``n x d``) in order of first occurrence."""
-    if X.shape[0] == 0:
-        return X
-    _, inverse = torch.unique(X, dim=0, return_inverse=True)
-    first = torch.full((int(inverse.max()) + 1,), X.shape[0], dtype=torch.long)
-    first.scatter_reduce_(0, inverse, torch.arange(X.shape[0]), reduce="amin")
-    return X[torch.sort(first).values]
 
 
 def farthest_point_subset(X: Tensor, k: int) -> Tensor:
