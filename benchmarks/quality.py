@@ -502,8 +502,8 @@ def main() -> None:
         "--reuse",
         type=Path,
         default=None,
-        help="take AEPsych's scores from a --save file where it has them (AEPsych is deterministic given the "
-        "config seed and observer seed; reusing saves its ~4 s per trial), run it where it has not",
+        help="take AEPsych's scores from a --save file where it has them (accuracy does not depend on load; "
+        "AEPsych's runs are not bit-for-bit repeatable though: a saved run is one draw), run it where it has not",
     )
     args = parser.parse_args()
     # SIGTERM unwinds like Ctrl-C, so that the servers' context managers stop them (an orphaned
