@@ -819,7 +819,7 @@ def _inducing_options(r: _Reader, phase: str, model: str, space: ParameterSpace,
         return {}
     section, method = found[0], found[1].strip()
     if model not in INDUCING_MODELS:
-        raise ConfigError(section, "inducing_point_method", f"{model} has no inducing points (only {sorted(INDUCING_MODELS)} do)")
+        raise ConfigError(section, "inducing_point_method", f"not supported for {model}: AEPsych's inducing-point allocators are honoured for {sorted(INDUCING_MODELS)} only")
     if method not in INDUCING_ALLOCATORS:
         raise ConfigError(section, "inducing_point_method", f"unknown inducing-point allocator {method!r} (known: {list(INDUCING_ALLOCATORS)})")
     out = {"inducing_point_method": method}
@@ -946,6 +946,7 @@ def _parse_independent(
                 model_options[key] = r.get_int(entry, key, cls, minimum=1) or 1
             else:
                 model_options[key] = r.get_float(entry, key, cls) or 0.0
+        model_options.update(_inducing_options(r, entry, cls, space, 1))
         model_options.update(_mean_covar_options(r, entry, cls, space, 1, (outcome_types[i],)))
         if cls == ORDINAL_MODEL:
             model_options["n_levels"] = _ordinal_levels(r, entry, cls)
