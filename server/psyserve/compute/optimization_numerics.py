@@ -47,11 +47,11 @@ def _metric_rows(data: MetricData, j: int) -> np.ndarray:
 def _fit(problem: OptimizationProblem, data: MetricData, warm: OptimizationState | None, maxiter: int) -> tuple[list, OptimizationState]:
     """One SingleTaskGP per metric (fixed noise where every observation has a SEM, inferred otherwise)."""
     from botorch.fit import fit_gpytorch_mll
-    from botorch.models import SingleTaskGP
+    from botorch.models import MixedSingleTaskGP, SingleTaskGP
     from botorch.models.transforms.outcome import Standardize
     from gpytorch.mlls import ExactMarginalLogLikelihood
 
-    models = []
+    models: list = []
     states: list[dict[str, list]] = []
     for j in range(len(problem.metrics)):
         rows = _metric_rows(data, j)
@@ -62,7 +62,10 @@ def _fit(problem: OptimizationProblem, data: MetricData, warm: OptimizationState
         if len(yvar_np) and np.all(np.isfinite(yvar_np)):
             floor = MIN_RELATIVE_NOISE * max(float(np.var(data.Y[rows, j])), 1e-12)
             train_Yvar = torch.tensor(np.maximum(yvar_np, floor), dtype=DTYPE)
-        model = SingleTaskGP(X, y, train_Yvar=train_Yvar, outcome_transform=Standardize(m=1))
+        if problem.categorical:  # unordered choices: a categorical kernel on their dimensions
+            model = MixedSingleTaskGP(X, y, cat_dims=[dim for dim, _ in problem.categorical], train_Yvar=train_Yvar, outcome_transform=Standardize(m=1))
+        else:
+            model = SingleTaskGP(X, y, train_Yvar=train_Yvar, outcome_transform=Standardize(m=1))
         fixed_noise = train_Yvar is not None
         if warm is not None and j < len(warm.hyperparameters):
             saved = warm.hyperparameters[j]
@@ -82,6 +85,11 @@ def _fit(problem: OptimizationProblem, data: MetricData, warm: OptimizationState
     return models, OptimizationState(states, len(data.X))
 
 
+def _dense(value: object) -> torch.Tensor:
+    """A kernel's forward result as a tensor (sum and product kernels return linear operators)."""
+    return value if isinstance(value, torch.Tensor) else value.to_dense()  # type: ignore[attr-defined]
+
+
 class _CachedPosterior:
     """The exact marginal posterior (mean and variance per metric, metrics independent) of fitted
     SingleTaskGPs, with each GP's Cholesky factor and ``K^-1 (y - m)`` computed once. The analytic
@@ -98,7 +106,7 @@ class _CachedPosterior:
                 gp.requires_grad_(False)  # gradients flow to the candidate points only
                 X = gp.train_inputs[0]
                 noise = gp.likelihood.noise.reshape(-1)
-                K = gp.covar_module.forward(X, X) + torch.diag_embed(noise.expand(X.shape[0]))
+                K = _dense(gp.covar_module.forward(X, X)) + torch.diag_embed(noise.expand(X.shape[0]))
                 L = psd_safe_cholesky(K)
                 prior = gp.mean_module(X)
                 alpha = torch.cholesky_solve((gp.train_targets - prior).unsqueeze(-1), L).squeeze(-1)
@@ -110,10 +118,10 @@ class _CachedPosterior:
         means, variances = [], []
         for kernel, mean_module, Xt, L, alpha, mu, sd in self.parts:
             Xt_b = Xt.expand(*X.shape[:-2], *Xt.shape)
-            k = kernel.forward(X, Xt_b)  # batch x q x n
+            k = _dense(kernel.forward(X, Xt_b))  # batch x q x n
             v = torch.linalg.solve_triangular(L, k.transpose(-1, -2), upper=False)  # batch x n x q
             mean = mean_module(X) + k @ alpha
-            var = kernel.forward(X, X, diag=True) - v.pow(2).sum(-2)
+            var = _dense(kernel.forward(X, X, diag=True)) - v.pow(2).sum(-2)
             means.append(mean * sd + mu)
             variances.append(var.clamp_min(0.0) * sd**2)
         return torch.stack(means, -1), torch.stack(variances, -1)
@@ -359,7 +367,9 @@ def generate_points(job: OptimizationGenerateJob) -> OptimizationGenerateResult:
             inequality.append((torch.tensor(idx, dtype=torch.long), torch.tensor(-coef[idx], dtype=DTYPE), float(-c.bound)))
         restarts, raw = int(options.get("restarts", 5)), int(options.get("samps", 256))
         maxiter = int(options.get("maxiter", 100))
-        if not inequality:
+        if problem.categorical:
+            candidates = _optimize_categorical(acqf, problem, bounds, inequality, fixed, n, restarts, raw, maxiter, seed)
+        elif not inequality:
             candidates, _ = optimize_acqf(
                 acqf, bounds=bounds, q=n, num_restarts=restarts, raw_samples=raw, fixed_features=fixed or None,
                 options={"batch_limit": restarts, "init_batch_limit": raw, "maxiter": maxiter}, sequential=n > 1,
@@ -443,6 +453,72 @@ def _analytic_acquisition(
         bounds[c.index] = (lower, upper)
     model = (_cached_model(models) if choice == "auto" else None) or ModelListGP(*models)
     return LogConstrainedExpectedImprovement(model, best_f=best, objective_index=o.index, constraints=bounds, maximize=not o.minimize)
+
+
+MAX_CATEGORY_COMBINATIONS = 32
+
+
+def _category_combinations(problem: OptimizationProblem, fixed: dict[int, float], seed: int) -> list[dict[int, float]]:
+    """Every combination of the unordered choices not pinned by `fixed` (unit-cube values); above
+    MAX_CATEGORY_COMBINATIONS a seeded random subset of that many."""
+    import itertools
+
+    free = [(dim, k) for dim, k in problem.categorical if dim not in fixed]
+    combos = [dict(zip([dim for dim, _ in free], values, strict=True)) for values in itertools.product(*[[i / (k - 1) for i in range(k)] for _, k in free])]
+    if len(combos) > MAX_CATEGORY_COMBINATIONS:
+        picked = np.random.default_rng(seed).choice(len(combos), MAX_CATEGORY_COMBINATIONS, replace=False)
+        combos = [combos[i] for i in sorted(picked)]
+    return combos
+
+
+def _optimize_categorical(
+    acqf: AcquisitionFunction,
+    problem: OptimizationProblem,
+    bounds: torch.Tensor,
+    inequality: list,
+    fixed: dict[int, float],
+    n: int,
+    restarts: int,
+    raw: int,
+    maxiter: int,
+    seed: int,
+) -> torch.Tensor:
+    """With unordered choices the acquisition is flat between categories (the kernel sees only
+    equality), so each combination of choices is optimised over the continuous dimensions with the
+    choices pinned, and the best is kept; one point at a time (earlier points pending)."""
+    from botorch.optim import optimize_acqf
+
+    base_pending = getattr(acqf, "X_pending", None)
+    chosen: list[torch.Tensor] = []
+    for k in range(n):
+        if chosen:
+            extra = torch.cat(chosen, dim=0)
+            acqf.set_X_pending(extra if base_pending is None else torch.cat([base_pending, extra], dim=0))
+        best_value, best = -math.inf, None
+        for combo in _category_combinations(problem, fixed, seed + 104729 * k):
+            pinned = {**fixed, **combo}
+            if len(pinned) == problem.dim:
+                candidate = torch.tensor([[pinned[i] for i in range(problem.dim)]], dtype=DTYPE)
+            elif inequality:
+                candidate = _optimize_constrained(acqf, problem, bounds, inequality, pinned, 1, restarts, raw, maxiter, seed + 7 * k)
+            else:
+                candidate, _ = optimize_acqf(
+                    acqf, bounds=bounds, q=1, num_restarts=restarts, raw_samples=raw, fixed_features=pinned,
+                    options={"batch_limit": restarts, "init_batch_limit": raw, "maxiter": maxiter},
+                )
+            candidate = candidate.detach().reshape(1, -1)
+            if not problem.feasible_unit(candidate.numpy(), tolerance=1e-6).all():
+                continue
+            with torch.no_grad():
+                value = float(acqf(candidate.unsqueeze(0)).reshape(-1)[0])
+            if best is None or value > best_value:
+                best_value, best = value, candidate
+        if best is None:  # no combination admits a feasible point: quasi-random feasible fallback
+            best = torch.tensor(_quasi_random(problem, 1, seed + k, fixed), dtype=DTYPE)
+        chosen.append(best)
+    if n > 1:
+        acqf.set_X_pending(base_pending)
+    return torch.cat(chosen, dim=0)
 
 
 def _optimize_constrained(
