@@ -136,7 +136,7 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def run_loop(client: Any, objective_cls: Any, name: str, trials: int, seed: int, cpu: Any = time.process_time) -> dict[str, Any]:
+def run_loop(client: Any, objective_cls: Any, name: str, trials: int, seed: int, server_pid: int = 0) -> dict[str, Any]:
     spec = problem(name)
     client.create_experiment(
         name=f"{name}-{seed}",
@@ -148,10 +148,15 @@ def run_loop(client: Any, objective_cls: Any, name: str, trials: int, seed: int,
     rows, params, times, cpu_times = [], [], [], []
     loop_start = time.perf_counter()
     for _ in range(trials):
-        c0, t0 = cpu(), time.perf_counter()
+        # this process's CPU plus (psyserve) the server's and its workers'; the /proc scans
+        # themselves (a few ms) fall outside the measured span
+        s0 = tree_cpu_seconds(server_pid) if server_pid else 0.0
+        c0, t0 = time.process_time(), time.perf_counter()
         p, index = client.get_next_trial()
         times.append(time.perf_counter() - t0)
-        cpu_times.append(cpu() - c0)
+        c1 = time.process_time()
+        s1 = tree_cpu_seconds(server_pid) if server_pid else 0.0
+        cpu_times.append(c1 - c0 + s1 - s0)
         result = evaluate(name, p)
         client.complete_trial(trial_index=index, raw_data=result)
         rows.append(result)
@@ -179,7 +184,7 @@ def worker_psyserve(name: str, trials: int, seed: int, address: str, server_pid:
     from psyserve_client.ax import AxClient, ObjectiveProperties
 
     client = AxClient(random_seed=seed, address=address)
-    return run_loop(client, ObjectiveProperties, name, trials, seed, cpu=lambda: time.process_time() + tree_cpu_seconds(server_pid))
+    return run_loop(client, ObjectiveProperties, name, trials, seed, server_pid)
 
 
 # ---------------------------------------------------------------------- driver
@@ -260,7 +265,11 @@ def main() -> None:
         finally:
             if proc is not None:
                 proc.terminate()
-                proc.wait(30)
+                try:
+                    proc.wait(120)  # a loaded machine can take a while to close the journal
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(30)
     print()
     print(f"load average at the end: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
     print(

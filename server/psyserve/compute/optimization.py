@@ -98,7 +98,7 @@ class OptimizationGenerateJob:
     asked but not yet told, the acquisition's ``X_pending``).
 
     options: ``restarts`` (5), ``samps`` (raw samples, 256), ``mc_samples`` (64), ``maxiter``
-    (acquisition L-BFGS/SLSQP iterations, 100), ``fit_maxiter`` (GP fit, 200), ``cache_root`` (1)."""
+    (acquisition L-BFGS/SLSQP iterations, 200), ``fit_maxiter`` (GP fit, 200), ``cache_root`` (1)."""
 
     problem: OptimizationProblem
     data: MetricData

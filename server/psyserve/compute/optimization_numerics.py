@@ -366,7 +366,7 @@ def generate_points(job: OptimizationGenerateJob) -> OptimizationGenerateResult:
             # BoTorch: sum(coefficients * x[indices]) >= rhs
             inequality.append((torch.tensor(idx, dtype=torch.long), torch.tensor(-coef[idx], dtype=DTYPE), float(-c.bound)))
         restarts, raw = int(options.get("restarts", 5)), int(options.get("samps", 256))
-        maxiter = int(options.get("maxiter", 100))
+        maxiter = int(options.get("maxiter", 200))
         if problem.categorical:
             candidates = _optimize_categorical(acqf, problem, bounds, inequality, fixed, n, restarts, raw, maxiter, seed)
         elif not inequality:
