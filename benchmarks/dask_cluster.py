@@ -8,8 +8,13 @@
    time, speculation on) against a server on the local pool with N processes and one on a Dask
    cluster with N single-thread workers, N = 1, 2: model-phase ask p50/p99 for each number of
    participants, and the p99 ratio Dask / local.
+3. Capacity (--capacity 2 4 6 8 ...): for each N, the most participants (up that ladder) whose
+   model-phase ask p99 stays <= --p99-target-ms (250) at 1 s response time with no failed RPC,
+   on the local pool with N processes and on a Dask cluster with N single-thread workers
+   (psychophysics.capacity), and their ratio.
 
 Usage: python benchmarks/dask_cluster.py [--jobs 40] [--participants 2 4] [--workers 1 2] [--seeds 1]
+       python benchmarks/dask_cluster.py --skip-overhead --workers 1 2 --capacity 2 4 6 8 12 16 [--model-trials 20]
 """
 
 from __future__ import annotations
@@ -144,10 +149,27 @@ def main() -> None:
     parser.add_argument("--workers", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument("--capacity", nargs="+", type=int, default=[], metavar="K", help="participant ladder for the capacity comparison")
+    parser.add_argument("--p99-target-ms", type=float, default=250.0)
+    parser.add_argument("--model-trials", type=int, default=40, help="model-based trials per participant in the capacity runs")
     args = parser.parse_args()
-    print(f"== Dask cluster vs local pool, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores")
+    print(f"== Dask cluster vs local pool, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
     if not args.skip_overhead:
         overhead(args.jobs)
+    if args.capacity:
+        psychophysics.MODEL_TRIALS = args.model_trials
+        held: dict[tuple[str, int], int] = {}
+        for n in args.workers:
+            held["local", n], _ = psychophysics.capacity(["--workers", str(n)], "novel_detection", args.capacity, 1.0, args.p99_target_ms)
+            with cluster(n) as url:
+                held["dask", n], _ = psychophysics.capacity(["--compute", url], "novel_detection", args.capacity, 1.0, args.p99_target_ms)
+            ratio = held["dask", n] / held["local", n] if held["local", n] else float("nan")
+            print(
+                f"capacity at p99 <= {args.p99_target_ms:g} ms, rt 1 s, {n} process(es)/worker(s): local pool {held['local', n]} participants, "
+                f"Dask {held['dask', n]} participants, ratio Dask/local {ratio:.2f}  (load {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
+        return
     seeds = list(range(1, args.seeds + 1))
     for n in args.workers:
         for k in args.participants:

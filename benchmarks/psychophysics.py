@@ -5,18 +5,29 @@ Problems: novel detection and novel discrimination (2-D, [-1, 1]^2) and a binari
 or --acqf, target 0.75) trials. Response time = the pause between an ask's reply and its tell; the next ask
 follows each tell at once. Server: subprocess on 127.0.0.1. All loops are bounded.
 
+Capacity (`--capacity`): participants answering every --response-times seconds are added up the
+--participants ladder (one fresh server per step, no model evaluation) until the model-phase ask
+p99 exceeds --p99-target-ms or an RPC fails; the last step that held is the capacity. The model
+jobs run in the local pool (--workers processes), on a Dask cluster (--compute dask://HOST:PORT),
+or on a Dask cluster of --dask-workers single-thread workers this script starts on 127.0.0.1.
+
 Usage: python benchmarks/psychophysics.py [--seeds 3] [--response-times 0 0.5] [--participants 1]
        python benchmarks/psychophysics.py --problems novel_detection --participants 16 --response-times 1
        python benchmarks/psychophysics.py --problems novel_detection --acqf EAVC
+       python benchmarks/psychophysics.py --problems novel_detection --response-times 1 --capacity --participants 2 4 6 8 \
+           --compute dask://127.0.0.1:8786        (or --dask-workers 2, or --workers 2 for the local pool)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy.stats import qmc
@@ -152,6 +163,47 @@ def summarize(label: str, runs: list[RunResult]) -> str:
     )
 
 
+def capacity(extra: list[str], problem: str, ladder: list[int], response_time: float, target_ms: float) -> tuple[int, list[str]]:
+    """The most participants (from the ladder, ascending) whose model-phase ask p99 stays within
+    target_ms with no failed RPC; one fresh server per step; stops at the first step that fails."""
+    held, lines = 0, []
+    for participants in sorted(ladder):
+        with server_process(*extra) as (address, _db):
+            t0 = time.perf_counter()
+            runs = asyncio.run(
+                _gather(*(run_participant(address, problem, 1000 + i, response_time, False) for i in range(participants)))
+            )
+        asks = [s for r in runs for s in r.model_ask_s]
+        p99 = percentile(asks, 99) * 1e3 if asks else float("inf")
+        errors = sum(r.errors for r in runs)
+        ok = errors == 0 and p99 <= target_ms
+        load = os.getloadavg()[0]
+        lines.append(summarize(f"{problem} K={participants} rt={response_time:g}s", runs) + f"  ({time.perf_counter() - t0:.0f} s, load {load:.1f}) {'held' if ok else 'NOT held'}")
+        print(lines[-1], flush=True)
+        if not ok:
+            break
+        held = participants
+    return held, lines
+
+
+async def _gather(*coros: Any) -> list[RunResult]:
+    return list(await asyncio.gather(*coros))
+
+
+@contextlib.contextmanager
+def compute_options(args: argparse.Namespace) -> Iterator[list[str]]:
+    """The server's compute options: --compute URL, a local Dask cluster, or the local pool."""
+    if args.compute:
+        yield ["--compute", args.compute]
+    elif args.dask_workers:
+        from dask_cluster import cluster
+
+        with cluster(args.dask_workers) as url:
+            yield ["--compute", url]
+    else:
+        yield ["--workers", str(args.workers)]
+
+
 async def run_batch(address: str, problem: str, seeds: list[int], response_time: float, participants: int) -> list[RunResult]:
     if participants == 1:
         return [await run_participant(address, problem, s, response_time, True) for s in seeds]
@@ -171,8 +223,14 @@ def main() -> None:
     parser.add_argument("--restarts", type=int, default=0, help="acquisition optimiser restarts (config default 10)")
     parser.add_argument("--samps", type=int, default=0, help="acquisition raw samples (config default 1000)")
     parser.add_argument("--acqf", default="MCLevelSetEstimation", help="acquisition (AEPsych name), e.g. EAVC, GlobalMI, BernoulliMCMutualInformation")
+    parser.add_argument("--compute", default=None, metavar="dask://HOST:PORT", help="run the model jobs on this Dask scheduler's workers")
+    parser.add_argument("--dask-workers", type=int, default=0, help="start a Dask scheduler and this many single-thread workers on 127.0.0.1")
+    parser.add_argument("--capacity", action="store_true", help="find the most --participants held at --p99-target-ms")
+    parser.add_argument("--p99-target-ms", type=float, default=250.0)
+    parser.add_argument("--model-trials", type=int, default=40, help="model-based trials per participant (default 40)")
     args = parser.parse_args()
-    global REFIT_EVERY, ACQF_OPTIONS, ACQF
+    global REFIT_EVERY, ACQF_OPTIONS, ACQF, MODEL_TRIALS
+    MODEL_TRIALS = args.model_trials
     REFIT_EVERY = args.refit_every
     ACQF = args.acqf
     if args.restarts:
@@ -185,10 +243,17 @@ def main() -> None:
     print(f"== psyserve psychophysics benchmark: {INIT_TRIALS} Sobol + {MODEL_TRIALS} model trials, workers={args.workers}, "
           f"speculation={'off' if args.no_speculation else 'on'}, refit_every={REFIT_EVERY}, "
           f"restarts={args.restarts or 10}, samps={args.samps or 1000}, acqf={ACQF}")
+    if args.capacity:
+        with compute_options(args) as extra:
+            for problem in args.problems:
+                for response_time in args.response_times:
+                    held, _ = capacity(extra, problem, args.participants, response_time, args.p99_target_ms)
+                    print(f"capacity ({' '.join(extra)}): {held} participants held at p99 <= {args.p99_target_ms:g} ms, rt {response_time:g} s", flush=True)
+        return
     for problem in args.problems:
         for participants in args.participants:
             for response_time in args.response_times:
-                with server_process("--workers", str(args.workers)) as (address, _db):
+                with compute_options(args) as extra, server_process(*extra) as (address, _db):
                     t0 = time.perf_counter()
                     runs = asyncio.run(run_batch(address, problem, seeds, response_time, participants))
                     label = f"{problem} K={participants} rt={response_time:g}s"

@@ -73,6 +73,9 @@ class Case:
     threshold_problem: str = ""  # a 2-D problem with a known threshold contour
     floor: float = 0.0  # n-AFC guess rate: p = floor + (1 - floor) Phi(f), run with FloorProbitObjective
     generator: str = "OptimizeAcqfGenerator"
+    model: str = ""  # default: GPClassificationModel / GPRegressionModel
+    model_section: str = ""  # extra INI text (the model's options)
+    objective: str = ""  # the acquisition's objective (default ProbitObjective / FloorProbitObjective)
 
 
 GRID = 512  # Sobol evaluation points (AEPsych answers one prediction per query)
@@ -114,6 +117,65 @@ CASES: dict[str, Case] = {
     "det_epsgreedy": Case(
         observers.novel_detection, 2, (-1.0, 1.0), "MCLevelSetEstimation", 10, 40, 0.75, generator="EpsilonGreedyGenerator"
     ),
+    # semi-parametric models: novel_detection is linear in the intensity a (slope 4 / theta(c), offset
+    # theta(c) - 1), a semi-parametric observer; intensity = x1 (stim_dim = 1); AEPsych's default priors
+    "det_semip": Case(
+        observers.novel_detection,
+        2,
+        (-1.0, 1.0),
+        "MCLevelSetEstimation",
+        10,
+        40,
+        0.75,
+        threshold_problem="novel_detection",
+        model="SemiParametricGPModel",
+        model_section="[SemiParametricGPModel]\nstim_dim = 1\n",
+        objective="SemiPProbabilityObjective",
+    ),
+    "det_semip_ia": Case(
+        observers.novel_detection,
+        2,
+        (-1.0, 1.0),
+        "MCPosteriorVariance",
+        10,
+        40,
+        0.75,
+        threshold_problem="novel_detection",
+        model="SemiParametricGPModel",
+        model_section="[SemiParametricGPModel]\nstim_dim = 1\n[SemiPThresholdObjective]\ntarget = 0.75\n",
+        objective="SemiPThresholdObjective",
+        generator="IntensityAwareSemiPGenerator",
+    ),
+    "det_hadamard": Case(
+        observers.novel_detection,
+        2,
+        (-1.0, 1.0),
+        "MCLevelSetEstimation",
+        10,
+        30,
+        0.75,
+        threshold_problem="novel_detection",
+        model="HadamardSemiPModel",
+        model_section="[HadamardSemiPModel]\nstim_dim = 1\nlikelihood = BernoulliLikelihood\n",
+    ),
+    # the plain GP at the monotonic case's trial count (its baseline, and AEPsych's: AEPsych 0.8's own
+    # MonotonicProjectionGP cannot drive a generator, its posterior refuses batched inputs)
+    "det_mclse30": Case(
+        observers.novel_detection, 2, (-1.0, 1.0), "MCLevelSetEstimation", 10, 30, 0.75, threshold_problem="novel_detection"
+    ),
+    # novel_detection is monotone in the intensity a = x1: MonotonicProjectionGP with monotonic_dims = [1]
+    "det_monotonic": Case(
+        observers.novel_detection,
+        2,
+        (-1.0, 1.0),
+        "MCLevelSetEstimation",
+        10,
+        30,
+        0.75,
+        threshold_problem="novel_detection",
+        model="MonotonicProjectionGP",
+        model_section="[MonotonicProjectionGP]\nmonotonic_dims = [1]\n",
+    ),
     "det4d_mclse": Case(detection_4d, 4, (-1.0, 1.0), "MCLevelSetEstimation", 12, 60, 0.75),
     "h6_mclse": Case(observers.hartmann6_binary, 6, (0.0, 1.0), "MCLevelSetEstimation", 15, 60, 0.5, refit_every=5),
     "h6_regression": Case(
@@ -127,10 +189,10 @@ def config_for(case: Case, seed: int) -> str:
     params = "".join(
         f"[{n}]\npar_type = continuous\nlower_bound = {case.bounds[0]}\nupper_bound = {case.bounds[1]}\n" for n in names
     )
-    model = "GPRegressionModel" if case.regression else "GPClassificationModel"
+    model = case.model or ("GPRegressionModel" if case.regression else "GPClassificationModel")
     outcome = "continuous" if case.regression else "binary"
     gen_section = f"[{case.generator}]\nacqf = {case.acqf}\n" if case.generator != "OptimizeAcqfGenerator" else ""
-    objective = "FloorProbitObjective" if case.floor else "ProbitObjective"
+    objective = case.objective or ("FloorProbitObjective" if case.floor else "ProbitObjective")
     acqf_section = f"[{case.acqf}]\nobjective = {objective}\n" if not case.regression else f"[{case.acqf}]\n"
     if case.acqf in ("MCLevelSetEstimation", "EAVC", "GlobalMI"):
         acqf_section += f"target = {case.target}\n"
@@ -159,7 +221,7 @@ refit_every = {case.refit_every}
 acqf = {case.acqf}
 restarts = 10
 samps = 1000
-{gen_section}{acqf_section}"""
+{gen_section}{acqf_section}{case.model_section}"""
 
 
 class WireClient:

@@ -109,10 +109,16 @@ def test_dashboard_in_a_browser(dash: ServerThread, tmp_path: Path) -> None:
                 page.wait_for_selector("tr[data-trial]", timeout=10_000)
                 assert page.locator("tr[data-trial]").count() == told
                 assert "session=s1" in page.locator('tr[data-trial="1"]').inner_text()
+                # the model plot is drawn by the server, the history by the page (SVG): one marker per
+                # trial in each parameter's panel, and one per told trial in the response panel
                 page.wait_for_function(
-                    "() => ['field', 'history'].every(k => { const i = document.getElementById('plot-' + k); return i && i.complete && i.naturalWidth > 0; })",
+                    "() => { const i = document.getElementById('plot-field'); return i && i.complete && i.naturalWidth > 0; }",
                     timeout=60_000,
                 )
+                page.wait_for_selector("#plot-history svg", timeout=10_000)
+                panels = page.locator("#plot-history g[data-panel]")
+                assert panels.count() == 3  # c, a and the response
+                assert [panels.nth(i).locator("circle.trial").count() for i in range(3)] == [told, told, told]
                 page.wait_for_selector("#live.on", timeout=10_000)
                 page.screenshot(path=str(tmp_path / "strategy.png"), full_page=True)
 
@@ -128,6 +134,11 @@ def test_dashboard_in_a_browser(dash: ServerThread, tmp_path: Path) -> None:
                 assert "note=late" in page.locator(f'tr[data-trial="{trial.trial_id}"]').inner_text()
                 assert shown_after < 2.0, f"the tell took {shown_after:.2f} s to appear"
                 print(f"tell visible on the page after {shown_after * 1000:.0f} ms")
+                # ... and in the page's history plot (redrawn at most every 2 s), without a new model plot
+                page.wait_for_function(
+                    f"() => document.querySelectorAll('#plot-history g[data-panel] circle.trial[data-trial=\"{trial.trial_id}\"]').length === 3",
+                    timeout=5_000,
+                )
 
                 # CSV download with the session cookie
                 csv_text = page.request.get(f"{base}/s/{sid}/trials.csv").text()

@@ -40,6 +40,7 @@ LEVELS: dict[str, int] = {
     "psyserve.optimization_spec": 5,  # Ax-style typed configs and the [optimization] grammar
     "psyserve.params": 5,
     "psyserve.journal": 5,
+    "psyserve.residency": 5,  # which strategies stay in memory (policy, counters, the summaries' JSON codec)
     "psyserve.errors": 5,
     "psyserve.aepsych_names": 5,
     "psyserve": 6,  # the package's own __init__ (a docstring and a version)

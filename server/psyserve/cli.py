@@ -20,6 +20,7 @@ from psyserve_client.plot import PlotError  # matplotlib itself is imported only
 from .app import ServerOptions, serve
 from .auth import TOKEN_ENV, AuthConfigError, check_token, read_token_file
 from .errors import ServiceError
+from .service import Limits
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,6 +78,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     p_serve.add_argument("--dashboard-host", default=None, help="address the dashboard binds (default: --host, loopback)")
     p_serve.add_argument("--request-log", action="store_true", help="log one line per RPC (always on with --log-format json)")
+    p_serve.add_argument(
+        "--resident-strategies",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="strategies held in memory at most (default 1000); the least recently used others stay in the journal "
+        "and are rebuilt from it on their next request",
+    )
+    p_serve.add_argument(
+        "--evict-idle-seconds",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="a strategy unused for S seconds leaves memory (default 300); its trials stay in the journal",
+    )
 
     p_plot = sub.add_parser("plot", help="draw a strategy's plot from a journal file (PNG or SVG)", parents=[common])
     p_plot.add_argument("--db", default="psyserve.db", help="journal file to read (a live server's is fine)")
@@ -182,7 +198,7 @@ async def _plot(args: argparse.Namespace) -> int:
         raise PlotError("--width/--height: between 0.5 and 100 inches", "width")
     async with offline_service(args.db) as service:
         strategy_id = resolve_strategy(service, args.strategy)
-        data = plot_data(service, strategy_id)
+        data = await plot_data(service, strategy_id)
         planned = plan(data, args.kind, args.x, args.y, _fixed_values(args.fixed))
         engine = None
         if planned.needs_model:
@@ -257,7 +273,12 @@ def main(argv: list[str] | None = None) -> int:
                 log_format=args.log_format,
                 http_port=args.http_port,
                 cors_origins=tuple(args.cors_origin),
+                limits=Limits(max_resident_strategies=args.resident_strategies, evict_idle_seconds=args.evict_idle_seconds),
             )
+            if args.resident_strategies < 1:
+                parser.error(f"--resident-strategies: at least 1 strategy must stay in memory, got {args.resident_strategies}")
+            if not 0 < args.evict_idle_seconds < float("inf"):
+                parser.error(f"--evict-idle-seconds: must be a positive number of seconds, got {args.evict_idle_seconds}")
             options.check_security()
             if args.compute:
                 from .dask_pool import scheduler_address

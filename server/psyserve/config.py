@@ -11,13 +11,26 @@ from __future__ import annotations
 
 import ast
 import configparser
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 from . import aepsych_names as aepsych
-from .compute.contract import KNOWN_ACQFS, KNOWN_MODELS, LOOKAHEAD_ACQFS, OBJECTIVE_LINKS, acqf_supports
+from .compute.contract import (
+    DEFAULT_N_LEVELS,
+    INDEPENDENT,
+    INDEPENDENT_PARTS,
+    KNOWN_ACQFS,
+    KNOWN_MODELS,
+    LOOKAHEAD_ACQFS,
+    OBJECTIVE_LINKS,
+    ORDINAL,
+    SEMIP_MODELS,
+    acqf_supports,
+)
 from .optimization_spec import (
     MULTI_OBJECTIVE_ACQF,
     OPTIMIZATION_MODEL,
@@ -31,6 +44,9 @@ from .optimization_spec import (
 from .params import ParameterSpace, ParameterSpec, ParamType, RawValue
 
 MODELS = KNOWN_MODELS  # the compute side's registry (torch-free import)
+ORDINAL_MODEL = ORDINAL
+#: the most levels an ordinal outcome may have (a Likert scale; every level is a speculation branch)
+MAX_LEVELS = 100
 ACQFS = KNOWN_ACQFS
 
 MAX_CONFIG_BYTES = 256 * 1024
@@ -46,7 +62,15 @@ MODEL_GENERATORS: dict[str, str] = {
     "EpsilonGreedyGenerator": "epsilon_greedy",
     "AcqfGridSearchGenerator": "grid",
     "AcqfThompsonSamplerGenerator": "thompson",
+    "IndependentOptimizeAcqfGenerator": "independent",
+    "MixedOptimizeAcqfGenerator": "mixed",
+    "IntensityAwareSemiPGenerator": "semip_intensity",
 }
+INDEPENDENT_GENERATOR = "IndependentOptimizeAcqfGenerator"
+MIXED_GENERATOR = "MixedOptimizeAcqfGenerator"
+#: the most discrete combinations MixedOptimizeAcqfGenerator optimises over (one L-BFGS multistart each)
+MAX_MIXED_COMBINATIONS = 64
+INDEPENDENT_MODEL = INDEPENDENT
 GENERATORS = frozenset(
     {"SobolGenerator", "RandomGenerator", "ManualGenerator", "SampleAroundPointsGenerator", *MODEL_GENERATORS}
 )
@@ -68,6 +92,17 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class PartSpec:
+    """One outcome's model and generator in an IndependentGPsModel phase (outcome i = part i)."""
+
+    section: str  # the model's name in `models` (a class, or an alias section with `class`)
+    model: str
+    acqf: str
+    model_options: Mapping[str, float | int | str] = field(default_factory=dict)
+    generator_options: Mapping[str, float | int | str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class PhaseSpec:
     """One strategy of the sequence (AEPsych's `strategy_names` entries)."""
 
@@ -86,6 +121,8 @@ class PhaseSpec:
     shuffle: bool = False
     model_options: Mapping[str, float | int | str] = field(default_factory=dict)
     generator_options: Mapping[str, float | int | str] = field(default_factory=dict)
+    # IndependentGPsModel: one model and generator per outcome, in outcome order
+    parts: tuple[PartSpec, ...] = ()
 
     @property
     def is_model_based(self) -> bool:
@@ -110,6 +147,8 @@ class ExperimentSpec:
     warnings: tuple[str, ...]
     # Ax-style objectives, constraints and tracking metrics ([optimization]); None for other experiments
     optimization: OptimizationSpec | None = None
+    #: ordinal outcomes: the number of levels (a told level must lie in 0..n_levels-1); None otherwise
+    n_levels: int | None = None
 
     @property
     def binary_outcome(self) -> bool:
@@ -328,6 +367,7 @@ def parse_config(text: str, default_seed: int | None = None) -> ExperimentSpec:
         phases.append(_parse_phase(r, name, index, space, stimuli_per_trial, outcome_types, seed, optimization))
     if len(set(strategy_names)) != len(strategy_names):
         raise ConfigError("common", "strategy_names", "strategy names must be unique")
+    n_levels = _experiment_levels(r, phases, outcome_types)
 
     metadata: dict[str, str] = {}
     if parser.has_section("metadata"):
@@ -352,7 +392,26 @@ def parse_config(text: str, default_seed: int | None = None) -> ExperimentSpec:
         seed=seed,
         warnings=tuple(warnings),
         optimization=optimization,
+        n_levels=n_levels,
     )
+
+
+def _experiment_levels(r: _Reader, phases: list[PhaseSpec], outcome_types: tuple[str, ...]) -> int | None:
+    """The ordinal outcome's number of levels: every OrdinalGPModel phase must agree; without one, the
+    [OrdinalLikelihood] section's n_levels, if any (tells are then checked against it)."""
+    if "ordinal" not in outcome_types:
+        return None
+    levels = None
+    for phase in phases:
+        for where, model, options in [(phase.name, phase.model, phase.model_options)] + [(p.section, p.model, p.model_options) for p in phase.parts]:
+            if model == ORDINAL_MODEL:
+                k = int(options["n_levels"])
+                if levels is not None and k != levels:
+                    raise ConfigError(where, "n_levels", f"every OrdinalGPModel must have the same n_levels ({levels}), got {k}")
+                levels = k
+    if levels is None:
+        levels = r.get_int("OrdinalLikelihood", "n_levels", minimum=2)
+    return levels
 
 
 def _parse_optimization(r: _Reader, parameters: Mapping[str, ParameterSpec]) -> OptimizationSpec:
@@ -535,10 +594,14 @@ _MODEL_OPTIONS: dict[str, type | tuple[str, ...]] = {"inducing_size": int, "max_
 #: the fitting switch each model reads (a switch another model would ignore is left unread: a warning)
 _FIT_SWITCHES: dict[str, dict[str, type | tuple[str, ...]]] = {
     "GPClassificationModel": {"elbo": FIT_METHODS},
+    "MonotonicProjectionGP": {"elbo": FIT_METHODS},
     "PairwiseProbitModel": {"laplace": FIT_METHODS},
+    "OrdinalGPModel": {"elbo": FIT_METHODS},
 }
 _GENERATOR_OPTIONS: dict[str, type] = {"restarts": int, "samps": int, "max_gen_time": float}
 _ACQF_OPTIONS: dict[str, type] = {"target": float, "beta": float, "objective": str}
+#: AEPsych's look-ahead types: at the level set {f > target} (its default) or at the response itself.
+LOOKAHEAD_TYPES = ("levelset", "posterior")
 
 
 def _parse_phase(
@@ -584,7 +647,11 @@ def _parse_phase(
     generator_options: dict[str, float | int | str] = {}
     points: list[tuple[Any, ...]] = []
     shuffle = False
-    if generator in MODEL_GENERATORS:
+    parts: tuple[PartSpec, ...] = ()
+    if generator == INDEPENDENT_GENERATOR:
+        model, parts = _parse_independent(r, name, space, stimuli_per_trial, outcome_types, optimization)
+        acqf = ", ".join(p.acqf for p in parts)
+    elif generator in MODEL_GENERATORS:
         # EpsilonGreedyGenerator's subgenerator (AEPsych's default, the only one psyserve runs) reads
         # its settings from [OptimizeAcqfGenerator]; the grid generators from their own sections
         sub = r.get_str(name, "subgenerator", generator) if generator == "EpsilonGreedyGenerator" else None
@@ -601,6 +668,8 @@ def _parse_phase(
             raise ConfigError(name, "model", aepsych.unsupported_class_message("model", model, sorted(MODELS)))
         if model not in MODELS:
             raise ConfigError(name, "model", f"unknown model {model!r} (known: {sorted(MODELS)})")
+        if model == INDEPENDENT_MODEL:
+            raise ConfigError(name, "generator", f"{INDEPENDENT_MODEL} needs {INDEPENDENT_GENERATOR} (one generator per model), not {generator}")
         acqf = r.get_str(name, "acqf", *gen_sections)
         if acqf is None:
             raise ConfigError(name, "acqf", f"{generator} needs an acqf")
@@ -621,6 +690,9 @@ def _parse_phase(
                 raise ConfigError(name, "acqf", f"{len(optimization.objectives)} objective(s) take {want}, not {acqf}")
         _refuse_unhonoured_keys(r, name, model, acqf)
         model_options = _options(r, model, {**_MODEL_OPTIONS, **_FIT_SWITCHES.get(model, {})}, name)
+        model_options.update(_mean_covar_options(r, name, model, space, stimuli_per_trial, outcome_types))
+        if model == ORDINAL_MODEL:
+            model_options["n_levels"] = _ordinal_levels(r, name, model)
         if optimization is not None and generator != "OptimizeAcqfGenerator":
             raise ConfigError(name, "generator", f"an [optimization] experiment's model phase uses OptimizeAcqfGenerator, not {generator}")
         generator_options = {}
@@ -632,6 +704,8 @@ def _parse_phase(
             generator_options["lookahead_points"] = size
         if generator != "OptimizeAcqfGenerator":
             generator_options["method"] = MODEL_GENERATORS[generator]
+        if generator == MIXED_GENERATOR:
+            generator_options["discrete"] = _discrete_values(name, space, stimuli_per_trial)
         if generator == "EpsilonGreedyGenerator":
             epsilon = r.get_float(name, "epsilon", generator)
             epsilon = 0.1 if epsilon is None else epsilon  # AEPsych's default
@@ -639,8 +713,16 @@ def _parse_phase(
                 found = r.raw(name, "epsilon", generator)
                 raise ConfigError(found[0] if found else generator, "epsilon", f"epsilon is a probability in [0, 1], got {epsilon:g}")
             generator_options["epsilon"] = epsilon
+        # the look-ahead acquisitions look at the level set (AEPsych's default) or at the response
+        # itself; elsewhere the key stays unread (a warning: AEPsych ignores it there too)
+        lookahead = r.raw(acqf, "lookahead_type", name) if acqf in LOOKAHEAD_ACQFS else None
+        if lookahead is not None:
+            kind = lookahead[1].strip()
+            if kind not in LOOKAHEAD_TYPES:
+                raise ConfigError(lookahead[0], "lookahead_type", f"expected one of {list(LOOKAHEAD_TYPES)}, got {kind!r}")
+            generator_options["lookahead_type"] = kind
         target = generator_options.get("target")
-        if target is None and acqf in aepsych.LEVEL_SET_ACQFS:
+        if target is None and acqf in aepsych.LEVEL_SET_ACQFS and generator_options.get("lookahead_type") != "posterior":
             raise ConfigError(
                 acqf, "target", f"{acqf} aims at a level set and needs a target: set it in [{acqf}], [{name}] or [common]"
             )
@@ -649,7 +731,29 @@ def _parse_phase(
         objective = r.raw(name, "objective", acqf)
         if objective is not None:
             generator_options["objective"] = _objective(objective[0], objective[1].strip())
-        floor = _floor_link(r, name, model, acqf, objective, generator_options, model_options)
+            if model == ORDINAL_MODEL and generator_options["objective"] not in ("", "IdentityMCObjective"):
+                raise ConfigError(
+                    objective[0],
+                    "objective",
+                    f"{objective[1].strip()} maps a binary model's latent to a probability; OrdinalGPModel's acquisitions "
+                    "work on its latent f (leave objective unset or IdentityMCObjective)",
+                )
+        if objective is not None and generator_options["objective"] in SEMIP_OBJECTIVES and model not in SEMIP_MODELS:
+            raise ConfigError(objective[0], "objective", f"{objective[1].strip()} reads a semi-parametric model ({sorted(SEMIP_MODELS)}), not {model}")
+        if generator == "IntensityAwareSemiPGenerator" and model not in SEMIP_MODELS:
+            raise ConfigError(name, "model", f"IntensityAwareSemiPGenerator needs a semi-parametric model ({sorted(SEMIP_MODELS)}), not {model}")
+        if model == "MonotonicProjectionGP":
+            _monotonic_options(r, name, model, space, model_options)
+        floor: float | None
+        if model in SEMIP_MODELS:
+            floor = _semip_model(r, name, model, acqf, objective, space, generator_options, model_options)
+            target = generator_options.get("target")
+        else:
+            floor = _floor_link(r, name, model, acqf, objective, generator_options, model_options)
+        if floor is not None and lookahead is not None and generator_options["lookahead_type"] == "posterior":
+            raise ConfigError(
+                lookahead[0], "lookahead_type", "not supported by psyserve: the posterior look-ahead is exact for the plain probit link, not with a floor objective"
+            )
         if floor is not None and target is not None and not floor < float(target) < 1:
             found = r.raw(acqf, "target", name)
             raise ConfigError(
@@ -690,7 +794,143 @@ def _parse_phase(
         shuffle=shuffle,
         model_options=model_options,
         generator_options=generator_options,
+        parts=parts,
     )
+
+
+def _discrete_values(phase: str, space: ParameterSpace, stimuli_per_trial: int) -> str:
+    """MixedOptimizeAcqfGenerator's discrete dimensions: each free integer, binary or categorical
+    parameter's values in the unit cube, as JSON {free dimension: [unit values]} for the compute job."""
+    if stimuli_per_trial != 1:
+        raise ConfigError(phase, "generator", f"{MIXED_GENERATOR} is supported for one stimulus per trial")
+    table: dict[str, list[float]] = {}
+    combinations = 1
+    for i, p in enumerate(space.free):
+        if p.type is ParamType.CONTINUOUS:
+            continue
+        if p.type is ParamType.INTEGER:
+            count = math.floor(p.upper) - math.ceil(p.lower) + 1
+            if count > MAX_MIXED_COMBINATIONS:
+                raise ConfigError(p.name, "upper_bound", f"{MIXED_GENERATOR} enumerates integer {p.name!r}'s {count} values: at most {MAX_MIXED_COMBINATIONS}")
+            values = [p.to_unit(v) for v in range(math.ceil(p.lower), math.floor(p.upper) + 1)]
+        elif p.type is ParamType.BINARY:
+            values = [0.0, 1.0]
+        else:
+            values = [p.to_unit(c) for c in p.choices]
+        table[str(i)] = sorted(set(values))
+        combinations *= len(table[str(i)])
+    if combinations > MAX_MIXED_COMBINATIONS:
+        raise ConfigError(
+            phase,
+            "generator",
+            f"{MIXED_GENERATOR} optimises the continuous parameters once per combination of the discrete ones: "
+            f"{combinations} combinations, at most {MAX_MIXED_COMBINATIONS}",
+        )
+    return json.dumps(table)
+
+
+def _alias_class(r: _Reader, name: str, known: frozenset[str] | set[str], where: tuple[str, str], what: str) -> str:
+    """AEPsych's `models = [...]` / `generators = [...]` entries: a class name, or an alias section whose
+    `class` names one."""
+    if name in known:
+        return name
+    cls = r.get_str(name, "class") if r.parser.has_section(name) and r.has(name, "class") else None
+    if cls is None:
+        raise ConfigError(*where, f"{name!r} is neither a {what} psyserve supports ({sorted(known)}) nor a section with `class = ...`")
+    if cls not in known:
+        raise ConfigError(name, "class", f"{what} {cls!r} is not supported here (supported: {sorted(known)})")
+    return cls
+
+
+def _parse_independent(
+    r: _Reader,
+    phase: str,
+    space: ParameterSpace,
+    stimuli_per_trial: int,
+    outcome_types: tuple[str, ...],
+    optimization: OptimizationSpec | None,
+) -> tuple[str, tuple[PartSpec, ...]]:
+    """AEPsych's IndependentGPsModel + IndependentOptimizeAcqfGenerator: `models = [...]` (one per outcome,
+    in `outcome_types` order) and `generators = [...]` (one OptimizeAcqfGenerator per model), each a class
+    name or an alias section with `class = ...`; every part's options from its own sections."""
+    generator = INDEPENDENT_GENERATOR
+    model = r.get_str(phase, "model")
+    if model != INDEPENDENT_MODEL:
+        raise ConfigError(phase, "model", f"{generator} drives {INDEPENDENT_MODEL} (one model per outcome), not {model!r}")
+    if optimization is not None:
+        raise ConfigError(phase, "model", f"an [optimization] experiment is modelled by {OPTIMIZATION_MODEL}, not {model}")
+    if stimuli_per_trial != 1:
+        raise ConfigError("common", "stimuli_per_trial", f"{model} takes one stimulus per trial")
+    models = r.get_list(model, "models", phase)
+    if not models:
+        raise ConfigError(model, "models", f"{model} needs `models = [...]`, one per outcome in [common] outcome_types")
+    if len(models) != len(outcome_types):
+        raise ConfigError(model, "models", f"has {len(models)} models for {len(outcome_types)} outcome types {list(outcome_types)}")
+    generators = r.get_list(generator, "generators", phase)
+    if not generators:
+        raise ConfigError(generator, "generators", f"{generator} needs `generators = [...]`, one per model")
+    if len(generators) != len(models):
+        raise ConfigError(generator, "generators", f"has {len(generators)} generators for {len(models)} models")
+    parts = []
+    for i, (entry, gen_entry) in enumerate(zip(models, generators, strict=True)):
+        cls = _alias_class(r, entry, INDEPENDENT_PARTS, (model, "models"), "model")
+        try:
+            _check_model_fits_experiment(phase, cls, 1, (outcome_types[i],))
+        except ConfigError as exc:
+            raise ConfigError(model, "models", f"model {i} ({entry}) for outcome {i} ({outcome_types[i]}): {str(exc).split(': ', 1)[-1]}") from None
+        gen_cls = _alias_class(r, gen_entry, {"OptimizeAcqfGenerator"}, (generator, "generators"), "sub-generator")
+        acqf = r.get_str(gen_entry, "acqf", gen_cls)
+        if acqf is None:
+            raise ConfigError(gen_entry, "acqf", f"generator {gen_entry!r} needs an acqf")
+        if acqf in aepsych.UNSUPPORTED_ACQFS or acqf not in ACQFS:
+            raise ConfigError(gen_entry, "acqf", f"unknown or unsupported acquisition function {acqf!r} (known: {sorted(ACQFS)})")
+        if not acqf_supports(cls, acqf):
+            raise ConfigError(gen_entry, "acqf", f"acquisition function {acqf} does not work with {cls} (model {i}, {entry})")
+        _refuse_unhonoured_keys(r, entry, cls, acqf)
+        likelihood = r.raw(cls, "likelihood", entry)
+        default_likelihood = {"GPClassificationModel": "BernoulliLikelihood", ORDINAL_MODEL: "OrdinalLikelihood"}.get(cls)
+        if likelihood is not None and likelihood[1].strip() != default_likelihood:
+            raise ConfigError(likelihood[0], "likelihood", f"a model inside {model} keeps its default likelihood ({default_likelihood or 'Gaussian'})")
+        model_options: dict[str, float | int | str] = {}
+        for key, kind in {**_MODEL_OPTIONS, **_FIT_SWITCHES.get(cls, {})}.items():
+            found = r.raw(entry, key, cls)
+            if found is None:
+                continue
+            if isinstance(kind, tuple):
+                value = found[1].strip().lower()
+                if value not in kind:
+                    raise ConfigError(found[0], key, f"expected one of {list(kind)}, got {found[1]!r}")
+                model_options[key] = value
+            elif kind is int:
+                model_options[key] = r.get_int(entry, key, cls, minimum=1) or 1
+            else:
+                model_options[key] = r.get_float(entry, key, cls) or 0.0
+        model_options.update(_mean_covar_options(r, entry, cls, space, 1, (outcome_types[i],)))
+        if cls == ORDINAL_MODEL:
+            model_options["n_levels"] = _ordinal_levels(r, entry, cls)
+        generator_options: dict[str, float | int | str] = {}
+        for key, kind in _GENERATOR_OPTIONS.items():
+            number = r.get_int(gen_entry, key, gen_cls, minimum=1) if kind is int else r.get_float(gen_entry, key, gen_cls)
+            if number is not None:
+                generator_options[key] = number
+        target = r.get_float(acqf, "target", gen_entry)
+        if target is not None:
+            generator_options["target"] = target
+        beta = r.get_float(acqf, "beta", gen_entry)
+        if beta is not None:
+            generator_options["beta"] = beta
+        if target is None and acqf in aepsych.LEVEL_SET_ACQFS:
+            raise ConfigError(acqf, "target", f"{acqf} aims at a level set and needs a target: set it in [{acqf}], [{gen_entry}] or [common]")
+        if target is not None and outcome_types[i] == "binary" and acqf in aepsych.LEVEL_SET_ACQFS and not 0 < target < 1:
+            raise ConfigError(acqf, "target", f"target must lie in (0, 1) for binary outcomes, got {target}")
+        objective = r.raw(acqf, "objective", gen_entry)
+        if objective is not None:
+            objective_name = _objective(objective[0], objective[1].strip())
+            if objective_name in OBJECTIVE_LINKS or (cls != "GPClassificationModel" and objective_name not in ("", "IdentityMCObjective")):
+                raise ConfigError(objective[0], "objective", f"{objective[1].strip()} is not supported for {cls} inside {model}")
+            generator_options["objective"] = objective_name
+        parts.append(PartSpec(entry, cls, acqf, model_options, generator_options))
+    return model, tuple(parts)
 
 
 def _check_model_fits_experiment(phase: str, model: str, stimuli_per_trial: int, outcome_types: tuple[str, ...]) -> None:
@@ -708,20 +948,31 @@ def _check_model_fits_experiment(phase: str, model: str, stimuli_per_trial: int,
         raise ConfigError(
             "common",
             "outcome_types",
-            f"{len(outcome_types)} outcomes need one model per outcome (AEPsych's IndependentGPsModel), "
-            f"which psyserve supports for optimisation experiments ([optimization] section, model = {OPTIMIZATION_MODEL})",
+            f"{len(outcome_types)} outcomes need one model per outcome: model = {INDEPENDENT_MODEL} with "
+            f"generator = {INDEPENDENT_GENERATOR} (or, for optimisation, an [optimization] section with {OPTIMIZATION_MODEL})",
         )
     outcome = outcome_types[0]
-    if outcome == "ordinal":
-        raise ConfigError(
-            "common",
-            "outcome_types",
-            f"ordinal outcomes need AEPsych's OrdinalGPModel, which psyserve does not support yet ({model} cannot model them)",
-        )
-    if model in ("GPClassificationModel", "PairwiseProbitModel") and outcome != "binary":
+    if outcome == "ordinal" and model != ORDINAL_MODEL:
+        raise ConfigError(phase, "model", f"{model} cannot model ordinal outcomes ([common] outcome_types): use OrdinalGPModel")
+    if model == ORDINAL_MODEL and outcome != "ordinal":
+        raise ConfigError(phase, "model", f"OrdinalGPModel needs ordinal outcomes, but [common] outcome_types is {outcome}")
+    if (model in (*CLASSIFIERS, "PairwiseProbitModel") or model in SEMIP_MODELS) and outcome != "binary":
         raise ConfigError(phase, "model", f"{model} needs binary outcomes, but [common] outcome_types is {outcome}")
     if model == "GPRegressionModel" and outcome != "continuous":
         raise ConfigError(phase, "model", f"GPRegressionModel needs continuous outcomes, but [common] outcome_types is {outcome}")
+
+
+def _ordinal_levels(r: _Reader, phase: str, model: str) -> int:
+    """An OrdinalGPModel's n_levels: from [OrdinalLikelihood] (as AEPsych writes it, with `likelihood =
+    OrdinalLikelihood`), the model's section, the phase or [common]; AEPsych's default 5."""
+    found = r.raw("OrdinalLikelihood", "n_levels", model, phase)
+    if found is None:
+        return DEFAULT_N_LEVELS
+    k = r.get_int("OrdinalLikelihood", "n_levels", model, phase, minimum=2)
+    assert k is not None
+    if k > MAX_LEVELS:
+        raise ConfigError(found[0], "n_levels", f"at most {MAX_LEVELS} levels, got {k}")
+    return k
 
 
 def _refuse_unhonoured_keys(r: _Reader, phase: str, model: str, acqf: str) -> None:
@@ -732,22 +983,145 @@ def _refuse_unhonoured_keys(r: _Reader, phase: str, model: str, acqf: str) -> No
         found = r.raw(model, key, phase)
         if found is None:
             continue
-        if key == "mean_covar_factory" and found[1].strip() in aepsych.DEFAULT_FACTORIES:
-            continue  # what psyserve does anyway
         raise ConfigError(found[0], key, f"not supported by psyserve: {why}")
     for key, why in aepsych.UNSUPPORTED_ACQF_KEYS.items():
         found = r.raw(acqf, key, phase)
         if found is not None:
             raise ConfigError(found[0], key, f"not supported by psyserve: {why}")
-    for section in sorted(aepsych.FACTORY_SECTIONS):
-        if r.parser.has_section(section):
-            for key in r.parser.options(section):
-                raise ConfigError(
-                    section,
-                    key,
-                    "not supported by psyserve: the model's mean and covariance priors are fixed (RBF/Matern "
-                    "with a Gamma length-scale prior); AEPsych's mean/covariance factory options cannot be honoured",
-                )
+
+
+#: AEPsych 0.8's mean/covariance factories psyserve honours -> the `factory` model option.
+_FACTORIES: dict[str, str] = {
+    "default_mean_covar_factory": "default",
+    "song_mean_covar_factory": "song",
+    "pairwise_mean_covar_factory": "pairwise",
+}
+#: The models whose mean and kernel the factories set in psyserve.
+_FACTORY_MODELS = ("GPClassificationModel", "GPRegressionModel", "PairwiseProbitModel")
+_LENGTHSCALE_PRIORS = ("gamma", "lognormal", "invgamma")
+_OUTPUTSCALE_PRIORS = ("box", "gamma")
+_KERNELS = {"RBFKernel": "rbf", "MaternKernel": "matern52"}
+
+
+def _check_factory_bounds(r: _Reader, section: str, dim: int) -> None:
+    """AEPsych's factories read lb/ub for the dimension only: given in the factory's own section, they must agree."""
+    for key in ("lb", "ub"):
+        if r.has(section, key):
+            values = r.get_list(section, key) or []
+            if len(values) != dim:
+                raise ConfigError(section, key, f"{len(values)} bound(s) for {dim} model dimension(s)")
+
+
+def _mean_covar_options(
+    r: _Reader, phase: str, model: str, space: ParameterSpace, stimuli_per_trial: int, outcome_types: tuple[str, ...]
+) -> dict[str, float | int | str]:
+    """AEPsych's mean/covariance factories (`mean_covar_factory`, and the options in the factories'
+    own sections) as model options for compute.mean_covar; what cannot be honoured is refused.
+    Without any factory option the model keeps psyserve's own mean and kernel (and fast fitting)."""
+    found = r.raw(model, "mean_covar_factory", phase)
+    name = found[1].strip() if found is not None else "default_mean_covar_factory"
+    where = found[0] if found is not None else model
+    default = "default_mean_covar_factory"
+    sections_used = [s for s in (default, name) if r.parser.has_section(s) and r.parser.options(s)]
+    if found is None and not sections_used:
+        return {}
+    if model not in _FACTORY_MODELS:
+        # naming the factory a model uses anyway changes nothing (OrdinalGPModel: AEPsych's ordinal
+        # priors, zero mean and an RBF without output scale, are what psyserve fits)
+        if not sections_used and name in (default, "ordinal_mean_covar_factory" if model == ORDINAL_MODEL else default):
+            return {}
+        raise ConfigError(
+            where if found is not None else sections_used[0],
+            "mean_covar_factory" if found is not None else r.parser.options(sections_used[0])[0],
+            f"not supported by psyserve: the mean/covariance factories set the mean and kernel of {list(_FACTORY_MODELS)}, not of {model}",
+        )
+    if name in aepsych.RETIRED_FACTORIES:
+        raise ConfigError(where, "mean_covar_factory", f"{name}: {aepsych.RETIRED_FACTORIES[name]}")
+    if name not in _FACTORIES:
+        raise ConfigError(where, "mean_covar_factory", f"unknown mean/covariance factory {name!r} (AEPsych 0.8's, honoured by psyserve: {sorted(_FACTORIES)})")
+    factory = _FACTORIES[name]
+    dim = space.dim
+    opts: dict[str, float | int | str] = {}
+    if factory == "song":
+        if model != "GPClassificationModel":
+            raise ConfigError(where, "mean_covar_factory", f"song_mean_covar_factory fixes the mean at a response probability's probit: it is for GPClassificationModel, not {model}")
+        _check_factory_bounds(r, name, dim)
+        target = r.get_float(name, "target")
+        target = 0.75 if target is None else target
+        if not 0 < target < 1:
+            raise ConfigError(name, "target", f"target is a response probability in (0, 1), got {target:g}")
+        stim_dim = r.get_int(name, "stim_dim", minimum=-dim)
+        stim_dim = -1 if stim_dim is None else stim_dim
+        if not -dim <= stim_dim < dim:
+            raise ConfigError(name, "stim_dim", f"stim_dim indexes the {dim} model dimension(s) {[p.name for p in space.free]}: must be in [{-dim}, {dim}), got {stim_dim}")
+        opts.update(factory="song", mean="fixed", mean_constant=NormalDist().inv_cdf(target), stim_dim=stim_dim % dim)
+        opts["intensity_rbf"] = int(r.get_bool(name, "intensity_RBF"))  # AEPsych's spelling (keys keep their case)
+        return opts
+    # the default factory's options (the pairwise factory reads its base kernel and mean from them too)
+    _check_factory_bounds(r, default, dim)
+    if factory == "pairwise":
+        if model != "GPClassificationModel" or stimuli_per_trial != 1:
+            raise ConfigError(where, "mean_covar_factory", "pairwise_mean_covar_factory is for GPClassificationModel on pairs written as one stimulus (stimuli_per_trial = 1, each parameter twice)")
+        base = r.get_str(name, "base_mean_covar_factory")
+        if base is not None and base != default:
+            raise ConfigError(name, "base_mean_covar_factory", f"only {default} can be the base factory (as in AEPsych 0.8), got {base!r}")
+        shared_raw = r.get_list(name, "shared_dims") or []
+        try:
+            shared = sorted({int(s) for s in shared_raw})
+        except ValueError:
+            raise ConfigError(name, "shared_dims", f"expected a list of dimension indices, got {shared_raw}") from None
+        if any(not 0 <= s < dim for s in shared) or len(shared) >= dim:
+            raise ConfigError(name, "shared_dims", f"indices into the {dim} model dimension(s), fewer than {dim} of them, got {shared_raw}")
+        if (dim - len(shared)) % 2 or dim - len(shared) < 2:
+            raise ConfigError(name, "shared_dims", f"the {dim - len(shared)} dimension(s) not shared must split into two equal halves (one per stimulus)")
+        opts["factory"] = "pairwise"
+        if shared:
+            opts["shared_dims"] = ",".join(str(s) for s in shared)
+        if r.get_bool(name, "zero_mean", default=True):
+            opts["mean"] = "zero"
+    mean_keys = [k for k in ("zero_mean", "fixed_mean") if r.has(default, k)]
+    if mean_keys and model == "PairwiseProbitModel":
+        raise ConfigError(default, mean_keys[0], "not supported by psyserve: PairwiseProbitModel's utility has no mean to set (only its kernel)")
+    if r.get_bool(default, "zero_mean"):
+        opts["mean"] = "zero"
+    if r.get_bool(default, "fixed_mean"):
+        if model == "GPRegressionModel":
+            raise ConfigError(default, "fixed_mean", "fixed_mean fixes the latent mean at a response probability's probit (target): it is for binary models, not GPRegressionModel")
+        target = r.get_float(default, "target")
+        if target is None:
+            raise ConfigError(default, "target", "fixed_mean = True needs a target (a response probability) to fix the mean at")
+        if not 0 < target < 1:
+            raise ConfigError(default, "target", f"target is a response probability in (0, 1), got {target:g}")
+        opts.update(mean="fixed", mean_constant=NormalDist().inv_cdf(target))
+    prior = r.get_str(default, "lengthscale_prior")
+    if prior is not None:
+        if prior not in _LENGTHSCALE_PRIORS:
+            raise ConfigError(default, "lengthscale_prior", f"expected one of {list(_LENGTHSCALE_PRIORS)}, got {prior!r}")
+        opts["ls_prior"] = prior
+        if prior == "lognormal":  # AEPsych reads the location and scale for the log-normal prior only
+            for key in ("ls_loc", "ls_scale"):
+                value = r.get_float(default, key)
+                if value is not None:
+                    if key == "ls_scale" and value <= 0:
+                        raise ConfigError(default, key, f"must be positive, got {value:g}")
+                    opts[key] = value
+    fixed_amplitude = r.get_bool(default, "fixed_kernel_amplitude") if r.has(default, "fixed_kernel_amplitude") else None
+    outputscale = r.get_str(default, "outputscale_prior")
+    if outputscale is not None and outputscale not in _OUTPUTSCALE_PRIORS:
+        raise ConfigError(default, "outputscale_prior", f"expected one of {list(_OUTPUTSCALE_PRIORS)}, got {outputscale!r}")
+    if fixed_amplitude:
+        opts["outputscale"] = "fixed"
+    elif outputscale is not None or fixed_amplitude is False:
+        opts["outputscale"] = outputscale or "box"
+    kernel = r.get_str(default, "kernel")
+    if kernel is not None:
+        if kernel not in _KERNELS:
+            raise ConfigError(default, "kernel", f"psyserve's kernels are {sorted(_KERNELS)} (Matern with nu = 2.5), got {kernel!r}")
+        opts["kernel"] = _KERNELS[kernel]
+    if opts and "factory" not in opts:
+        opts["factory"] = "default"
+    # the default factory with none of its options set is what every model fits anyway: nothing to pass
+    return opts
 
 
 def _floor_link(
@@ -769,7 +1143,7 @@ def _floor_link(
     likelihood = r.raw(model, "likelihood", phase)
     if likelihood is not None:
         value = likelihood[1].strip()
-        if value == "BernoulliObjectiveLikelihood" and model == "GPClassificationModel":
+        if value == "BernoulliObjectiveLikelihood" and model in CLASSIFIERS:
             found = r.raw("BernoulliObjectiveLikelihood", "objective")
             if found is None:
                 raise ConfigError("BernoulliObjectiveLikelihood", "objective", "BernoulliObjectiveLikelihood needs an objective")
@@ -778,7 +1152,9 @@ def _floor_link(
                 raise ConfigError(
                     found[0], "objective", f"supported likelihood objectives: {sorted([*OBJECTIVE_LINKS, 'ProbitObjective'])}"
                 )
-        elif not (value == "BernoulliLikelihood" and model == "GPClassificationModel"):
+        elif not (value == "BernoulliLikelihood" and model in CLASSIFIERS) and not (
+            value == "OrdinalLikelihood" and model == ORDINAL_MODEL
+        ):
             raise ConfigError(
                 likelihood[0], "likelihood", f"not supported by psyserve: {aepsych.UNSUPPORTED_MODEL_KEYS['likelihood']}"
             )
@@ -787,7 +1163,7 @@ def _floor_link(
         return None
     name = chosen[0]
     where = objective[0] if from_acqf is not None and objective is not None else "BernoulliObjectiveLikelihood"
-    if model != "GPClassificationModel":
+    if model not in CLASSIFIERS:
         raise ConfigError(where, "objective", f"{name} is a response link for binary outcomes; {model} cannot use it")
     other = from_likelihood if from_acqf == name else from_acqf
     if other is not None and other != name and other.lower() not in ("identitymcobjective", "identity", "none"):
@@ -812,6 +1188,143 @@ def _floor_link(
     if from_acqf == name or from_acqf is None:
         generator_options["objective"] = name
     generator_options["floor"] = floor
+    return floor
+
+
+#: GP classification and its monotone projection: the same fit, likelihoods and floor objectives
+CLASSIFIERS = ("GPClassificationModel", "MonotonicProjectionGP")
+
+
+def _monotonic_options(r: _Reader, phase: str, model: str, space: ParameterSpace, model_options: dict[str, float | int | str]) -> None:
+    """MonotonicProjectionGP: `monotonic_dims` (indices among the free parameters; AEPsych's default [-1],
+    the last; negative ones count from the end), `monotonic_grid_size` (default 20), `min_f_val`."""
+    found = r.raw(phase, "monotonic_dims", model)
+    dims: list[int] = []
+    for text in parse_list(found[1]) if found is not None else ["-1"]:
+        try:
+            i = int(text)
+        except ValueError:
+            raise ConfigError(found[0] if found else model, "monotonic_dims", f"expected parameter indices, got {text!r}") from None
+        j = i + space.dim if i < 0 else i
+        if not 0 <= j < space.dim:
+            raise ConfigError(
+                found[0] if found else model, "monotonic_dims", f"{i} is not one of the {space.dim} free parameters (0-based)"
+            )
+        if j not in dims:
+            dims.append(j)
+    if not dims:
+        raise ConfigError(found[0] if found else model, "monotonic_dims", "names no parameter")
+    model_options["monotonic_dims"] = ",".join(str(j) for j in dims)
+    size = r.get_int(phase, "monotonic_grid_size", model, minimum=1)
+    if size is not None:
+        model_options["monotonic_grid_size"] = size
+    min_f = r.get_float(phase, "min_f_val", model)
+    if min_f is not None:
+        model_options["min_f_val"] = min_f
+
+
+#: AEPsych's read-outs of a semi-parametric model, usable as an acquisition's objective
+SEMIP_OBJECTIVES = ("SemiPThresholdObjective", "SemiPProbabilityObjective")
+#: each semi-parametric model's likelihoods -> the link AEPsych gives it without an objective
+_SEMIP_LIKELIHOODS: dict[str, dict[str, tuple[str, float] | None]] = {
+    "SemiParametricGPModel": {"LinearBernoulliLikelihood": ("FloorProbitObjective", 0.0)},
+    "HadamardSemiPModel": {"BernoulliObjectiveLikelihood": None, "BernoulliLikelihood": ("ProbitObjective", 0.0)},
+}
+#: AEPsych's default likelihood of each (HadamardSemiPModel: a logistic link with a 0.5 floor)
+_SEMIP_DEFAULT_LINK = {"SemiParametricGPModel": ("FloorProbitObjective", 0.0), "HadamardSemiPModel": ("FloorLogitObjective", 0.5)}
+
+
+def _semip_model(
+    r: _Reader,
+    phase: str,
+    model: str,
+    acqf: str,
+    objective: tuple[str, str] | None,
+    space: ParameterSpace,
+    generator_options: dict[str, float | int | str],
+    model_options: dict[str, float | int | str],
+) -> float:
+    """SemiParametricGPModel / HadamardSemiPModel: `stim_dim` (an index among the free parameters, default 0,
+    a continuous or integer one), `slope_mean` (default 2), the likelihood (SemiParametricGPModel:
+    LinearBernoulliLikelihood; HadamardSemiPModel: BernoulliObjectiveLikelihood, AEPsych's default a
+    FloorLogitObjective with floor 0.5, or BernoulliLikelihood = probit) with its objective's link and
+    `floor`; an acquisition objective must be a semi-p read-out, ProbitObjective (read through the model's
+    link) or the likelihood's own floor objective. Returns the floor."""
+    stim = r.get_int(phase, "stim_dim", model, minimum=0)
+    stim = 0 if stim is None else stim
+    if stim >= space.dim:
+        found = r.raw(phase, "stim_dim", model)
+        raise ConfigError(found[0] if found else model, "stim_dim", f"stim_dim {stim} is not one of the {space.dim} free parameters (0-based)")
+    param = space.free[stim]
+    if param.type not in (ParamType.CONTINUOUS, ParamType.INTEGER):
+        found = r.raw(phase, "stim_dim", model)
+        raise ConfigError(
+            found[0] if found else model, "stim_dim", f"the intensity dimension must be a continuous parameter, {param.name!r} is {param.type.value}"
+        )
+    slope_mean = r.get_float(phase, "slope_mean", model)
+    model_options["stim_dim"] = stim
+    if slope_mean is not None:
+        model_options["slope_mean"] = slope_mean
+    allowed = _SEMIP_LIKELIHOODS[model]
+    likelihood = r.raw(model, "likelihood", phase)
+    if likelihood is None:
+        link_name, floor_default = _SEMIP_DEFAULT_LINK[model]
+        floor = floor_default
+    else:
+        value = likelihood[1].strip()
+        if value not in allowed:
+            raise ConfigError(likelihood[0], "likelihood", f"{model} takes {sorted(allowed)}, not {value!r}")
+        default = allowed[value]
+        found = r.raw(value, "objective") if value != "BernoulliLikelihood" else None
+        if found is None:
+            if default is None:
+                raise ConfigError(value, "objective", f"{value} needs an objective")
+            link_name, floor = default
+        else:
+            link_name = found[1].strip()
+            if link_name not in OBJECTIVE_LINKS and link_name.lower() != "probitobjective":
+                raise ConfigError(found[0], "objective", f"supported likelihood objectives: {sorted([*OBJECTIVE_LINKS, 'ProbitObjective'])}")
+            floor = 0.0 if link_name.lower() == "probitobjective" else 0.5  # AEPsych's floor objectives default to 0.5
+    if link_name in OBJECTIVE_LINKS:
+        given = r.get_float(link_name, "floor")
+        if given is not None:
+            floor = given
+        if not 0.0 <= floor < 1.0:
+            found = r.raw(link_name, "floor")
+            raise ConfigError(found[0] if found else link_name, "floor", f"floor (the guess rate) must lie in [0, 1), got {floor:g}")
+    kind = OBJECTIVE_LINKS.get(link_name, "probit")
+    model_options["link"] = kind
+    model_options["floor"] = floor
+    acq_obj = None if objective is None else str(generator_options.get("objective", ""))
+    if acq_obj in OBJECTIVE_LINKS and (acq_obj != link_name or float(generator_options.get("floor", floor)) != floor):
+        assert objective is not None
+        raise ConfigError(
+            objective[0], "objective", f"{acq_obj} differs from {model}'s likelihood link ({link_name}, floor {floor:g}); name the likelihood's objective or a SemiP objective"
+        )
+    if acq_obj in OBJECTIVE_LINKS:
+        generator_options["floor"] = floor
+    if acq_obj == "SemiPThresholdObjective":
+        assert objective is not None
+        if acqf != "MCPosteriorVariance":
+            raise ConfigError(objective[0], "objective", f"SemiPThresholdObjective is read by MCPosteriorVariance (the threshold's posterior variance), not {acqf}")
+        target = r.get_float("SemiPThresholdObjective", "target")
+        if target is not None:
+            generator_options["target"] = target
+    for section in SEMIP_OBJECTIVES:
+        own = r.get_int(section, "stim_dim") if r.parser.has_section(section) else None
+        if own is not None and own != stim:
+            raise ConfigError(section, "stim_dim", f"{section}'s stim_dim {own} differs from the model's {stim}")
+    if acqf in LOOKAHEAD_ACQFS and kind != "probit":
+        raise ConfigError(
+            likelihood[0] if likelihood else model,
+            "likelihood",
+            f"{acqf}'s look-ahead is exact for a probit link only; {model}'s link is {link_name} (AEPsych's default for it): "
+            "use BernoulliLikelihood or a FloorProbitObjective",
+        )
+    set_target = generator_options.get("target")
+    if set_target is not None and not floor < float(set_target) < 1:
+        found = r.raw(acqf, "target", phase)
+        raise ConfigError(found[0] if found else acqf, "target", f"target {set_target} is a response probability and must lie in (floor, 1) = ({floor:g}, 1)")
     return floor
 
 

@@ -175,7 +175,7 @@ async def offline_service(db: str | Path) -> AsyncIterator[ExperimentService]:
     journal = await Journal.open(db)
     service = ExperimentService(journal, None)
     try:
-        await service.recover(expire_leases=False)  # read only: nothing is ever written
+        await service.recover(expire_leases=False, load_all=True)  # read only: nothing is ever written
     finally:
         await service.close()
     yield service

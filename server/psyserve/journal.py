@@ -2,6 +2,9 @@
 
 Owns the schema, durability settings and the writer task; knows nothing of strategies' rules,
 models or transports. `append` returns only after the events are committed (WAL, synchronous=FULL).
+Beside the events it keeps one summary row per evicted strategy (`snapshots`): a cache for listing
+strategies without replaying them, never a source of truth (a row is trusted only while its
+`last_seq` is still the strategy's last event).
 """
 
 from __future__ import annotations
@@ -36,6 +39,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_one_configure ON events (strategy_id) W
 CREATE UNIQUE INDEX IF NOT EXISTS events_one_per_trial ON events (strategy_id, trial_id, kind)
     WHERE trial_id IS NOT NULL AND kind IN ('ask', 'tell', 'abandon');
 CREATE INDEX IF NOT EXISTS events_by_strategy ON events (strategy_id, seq);
+CREATE TABLE IF NOT EXISTS snapshots (
+    strategy_id  INTEGER PRIMARY KEY,
+    last_seq     INTEGER NOT NULL,
+    created_at   REAL    NOT NULL,
+    summary      TEXT    NOT NULL CHECK (json_valid(summary))
+);
 """
 
 
@@ -89,6 +98,29 @@ def write_failure(exc: BaseException) -> JournalError:
 
 
 @dataclass(frozen=True)
+class StrategyIndexRow:
+    """What the journal knows of one strategy without replaying it: its configure event's id, time,
+    name and request id; its summary row (None when there is none, or when events were written after
+    it, so it no longer describes the strategy); the seq of its last event."""
+
+    strategy_id: int
+    created_at: float
+    name: str
+    request_id: str
+    summary: dict[str, Any] | None
+    last_seq: int
+
+
+@dataclass(frozen=True)
+class _SnapshotWrite:
+    """A strategy summary to store: written after every event queued before it, before any queued
+    after it, with the strategy's last committed seq as its `last_seq`."""
+
+    strategy_id: int
+    summary: str
+
+
+@dataclass(frozen=True)
 class Event:
     strategy_id: int
     kind: str
@@ -107,6 +139,11 @@ class Event:
         )
 
 
+def decode_rows(rows: Iterable[tuple[Any, ...]]) -> list[Event]:
+    """Rows of Journal.load_rows as Events (payloads parsed)."""
+    return [Event(strategy_id=r[1], kind=r[2], trial_id=r[3], created_at=r[4], payload=json.loads(r[5]), seq=r[0]) for r in rows]
+
+
 _INSERT = "INSERT INTO events (strategy_id, kind, trial_id, created_at, payload) VALUES (?, ?, ?, ?, ?)"
 _ROWS_PER_STATEMENT = 1000  # 5 parameters a row, well under SQLite's variable limit
 
@@ -117,7 +154,7 @@ class Journal:
     def __init__(self, path: str, db: aiosqlite.Connection) -> None:
         self.path = path
         self._db = db
-        self._queue: asyncio.Queue[tuple[list[Event], asyncio.Future[None]] | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[list[Event] | _SnapshotWrite, asyncio.Future[None]] | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self.commits = 0
         self.events_written = 0
@@ -149,16 +186,54 @@ class Journal:
 
     async def load(self, strategy_id: int | None = None) -> list[Event]:
         """All events (of one strategy, if given) in the order they were committed."""
+        return decode_rows(await self.load_rows(strategy_id))
+
+    async def load_rows(self, strategy_id: int | None = None) -> list[tuple[Any, ...]]:
+        """The rows of load(), payloads still JSON text (decode_rows decodes them, e.g. in a worker
+        thread). One strategy's rows are read through the (strategy_id, seq) index."""
         query = "SELECT seq, strategy_id, kind, trial_id, created_at, payload FROM events"
         args: tuple[Any, ...] = ()
         if strategy_id is not None:
             query += " WHERE strategy_id = ?"
             args = (strategy_id,)
         async with self._db.execute(query + " ORDER BY seq", args) as cursor:
+            return [tuple(row) for row in await cursor.fetchall()]
+
+    async def strategy_index(self) -> list[StrategyIndexRow]:
+        """Every strategy's index row, by id: one configure row each plus two index lookups, so the
+        cost follows the number of strategies, not the number of events."""
+        query = (
+            "SELECT e.strategy_id, e.created_at, json_extract(e.payload, '$.name'), json_extract(e.payload, '$.request_id'), "
+            "s.last_seq, s.summary, (SELECT MAX(m.seq) FROM events m WHERE m.strategy_id = e.strategy_id) "
+            "FROM events e LEFT JOIN snapshots s ON s.strategy_id = e.strategy_id "
+            "WHERE e.kind = 'configure' ORDER BY e.strategy_id"
+        )
+        async with self._db.execute(query) as cursor:
             rows = await cursor.fetchall()
-        return [
-            Event(strategy_id=r[1], kind=r[2], trial_id=r[3], created_at=r[4], payload=json.loads(r[5]), seq=r[0]) for r in rows
-        ]
+        out = []
+        for strategy_id, created_at, name, request_id, snapshot_seq, summary, last_seq in rows:
+            current = summary is not None and snapshot_seq == last_seq
+            out.append(
+                StrategyIndexRow(
+                    strategy_id=int(strategy_id),
+                    created_at=float(created_at),
+                    name=str(name or ""),
+                    request_id=str(request_id or ""),
+                    summary=json.loads(summary) if current else None,
+                    last_seq=int(last_seq),
+                )
+            )
+        return out
+
+    async def write_snapshot(self, strategy_id: int, summary: dict[str, Any]) -> None:
+        """Store a strategy's summary, stamped with the seq of its last event committed before this
+        call (events queued later get larger seqs, which makes the row stale, as it should be)."""
+        if self._writer is None or self._writer.done():
+            raise JournalError("journal is closed")
+        text = json.dumps(summary, separators=(",", ":"), allow_nan=False)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((_SnapshotWrite(strategy_id, text), done))
+        await asyncio.shield(done)
 
     async def append(self, events: Iterable[Event]) -> None:
         """Write events atomically; return once they are durable. Raises JournalError."""
@@ -181,10 +256,39 @@ class Journal:
             while not self._queue.empty():
                 nxt = self._queue.get_nowait()
                 if nxt is None:
-                    await self._commit(group)
+                    await self._commit_in_order(group)
                     return
                 group.append(nxt)
-            await self._commit(group)
+            await self._commit_in_order(group)
+
+    async def _commit_in_order(self, group: list[tuple[list[Event] | _SnapshotWrite, asyncio.Future[None]]]) -> None:
+        """Commit queued items in queue order: runs of event batches as one group commit, each
+        snapshot after the events queued before it (its last_seq must not cover later ones)."""
+        events: list[tuple[list[Event], asyncio.Future[None]]] = []
+        for what, done in group:
+            if isinstance(what, _SnapshotWrite):
+                if events:
+                    await self._commit(events)
+                    events = []
+                await self._store_snapshot(what, done)
+            else:
+                events.append((what, done))
+        if events:
+            await self._commit(events)
+
+    async def _store_snapshot(self, snapshot: _SnapshotWrite, done: asyncio.Future[None]) -> None:
+        try:
+            await self._db.execute(
+                "INSERT OR REPLACE INTO snapshots (strategy_id, last_seq, created_at, summary) "
+                "SELECT ?, MAX(seq), ?, ? FROM events WHERE strategy_id = ?",
+                (snapshot.strategy_id, time.time(), snapshot.summary, snapshot.strategy_id),
+            )
+        except (sqlite3.Error, ValueError) as exc:
+            if not done.done():
+                done.set_exception(write_failure(exc))
+            return
+        if not done.done():
+            done.set_result(None)
 
     async def _commit(self, group: list[tuple[list[Event], asyncio.Future[None]]]) -> None:
         """Commit a group in one transaction (one fsync); on failure, retry members one by one."""

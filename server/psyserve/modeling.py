@@ -38,6 +38,7 @@ from .compute import (
     query,
     worker_init,
 )
+from .compute.contract import part_state
 from .compute.optimization import OptimizationGenerateJob, OptimizationReadoutResult
 from .compute.optimization_jobs import optimization_generate, optimization_readout
 from .config import PhaseSpec
@@ -240,6 +241,9 @@ class _Runtime:
     last_state: ModelState | None = None  # the model behind the last served point
     cache: dict[tuple[Any, ...], asyncio.Future[GenerateResult]] = field(default_factory=dict)
     started: dict[tuple[Any, ...], float] = field(default_factory=dict)
+    # ordinal outcomes: the last served points (unit cube) and the model's level probabilities there
+    level_points: np.ndarray | None = None
+    level_probabilities: np.ndarray | None = None
 
 
 def training_rows(strategy: Strategy, extra: tuple[int, float] | None = None) -> tuple[TrainingData, DataKey]:
@@ -248,10 +252,12 @@ def training_rows(strategy: Strategy, extra: tuple[int, float] | None = None) ->
     Returns (TrainingData with X n x d, or n x 2 x d for pairwise; the data key: (trial id, y) pairs).
     """
     space, k = strategy.spec.space, strategy.spec.stimuli_per_trial
+    several = len(strategy.spec.outcome_names) > 1  # one model per outcome: y is n x m, outcomes in config order
     xs, ys, key = [], [], []
     for trial in strategy.trials.values():
+        y: Any
         if trial.state == COMPLETED and trial.model_data:
-            y = trial.outcomes[0].value
+            y = tuple(o.value for o in trial.outcomes) if several else trial.outcomes[0].value
         elif extra is not None and trial.trial_id == extra[0]:
             y = extra[1]
         else:
@@ -272,7 +278,17 @@ def job_seed(strategy: Strategy, phase_index: int, ask_index: int) -> int:
 
 def model_spec(strategy: Strategy, phase: PhaseSpec) -> ModelSpec:
     assert phase.model is not None
-    return ModelSpec(kind=phase.model, dim=strategy.spec.space.dim, options=dict(phase.model_options))
+    dim = strategy.spec.space.dim
+    parts = tuple(ModelSpec(kind=p.model, dim=dim, options=dict(p.model_options)) for p in phase.parts)
+    return ModelSpec(kind=phase.model, dim=dim, options=dict(phase.model_options), parts=parts)
+
+
+def generator_spec(phase: PhaseSpec, ask_index: int = 0) -> GeneratorSpec:
+    parts = tuple(GeneratorSpec(acqf=p.acqf, options=dict(p.generator_options)) for p in phase.parts)
+    options = dict(phase.generator_options)
+    if parts:  # IndependentOptimizeAcqfGenerator: the parts take turns, one per asked point, across asks
+        options["turn"] = ask_index
+    return GeneratorSpec(acqf=phase.acqf or "", options=options, parts=parts)
 
 
 def _job_function(job: GenerateJob | OptimizationGenerateJob) -> Callable[[Any], Any]:
@@ -314,7 +330,7 @@ class PoolModelEngine:
         refit = runtime.refit_state is None or ask_index % phase.refit_every == 0
         job = GenerateJob(
             model=model_spec(strategy, phase),
-            generator=GeneratorSpec(acqf=phase.acqf or "", options=dict(phase.generator_options)),
+            generator=generator_spec(phase, ask_index),
             data=data,
             num_points=n,
             seed=job_seed(strategy, phase_index, ask_index),
@@ -349,6 +365,9 @@ class PoolModelEngine:
                 raise Unavailable(f"model computation failed: {type(exc).__name__}: {exc}") from exc
             result = await self.pool.submit(_job_function(job), job, REAL)  # retry a failed speculation for real
         runtime.last_state = result.state
+        if result.level_probabilities is not None:
+            runtime.level_points = result.points.reshape(n, -1)
+            runtime.level_probabilities = result.level_probabilities
         if isinstance(job, OptimizationGenerateJob) or job.refit:
             runtime.refit_state = result.state
         self._drop_stale(strategy)
@@ -369,6 +388,7 @@ class PoolModelEngine:
         y: float | None,
         fixed: dict[int, float],
         background: bool = False,
+        outcome_index: int = 0,
     ) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
         phase = next(p for p in strategy.spec.phases if p.is_model_based)
         current = strategy.phase
@@ -376,10 +396,15 @@ class PoolModelEngine:
             phase = current
         data, _ = training_rows(strategy)
         runtime = self._runtime(strategy)
+        spec = model_spec(strategy, phase)
+        state = runtime.last_state if runtime.last_state is not None and runtime.last_state.kind == phase.model else None
+        if spec.parts:  # one model per outcome: ask the outcome's own model, on its own column
+            spec, state = spec.parts[outcome_index], part_state(state, outcome_index, spec.parts[outcome_index].kind)
+            data = TrainingData(X=data.X, y=np.asarray(data.y, dtype=float).reshape(len(data.X), -1)[:, outcome_index])
         job = QueryJob(
-            model=model_spec(strategy, phase),
+            model=spec,
             data=data,
-            state=runtime.last_state if runtime.last_state is not None and runtime.last_state.kind == phase.model else None,
+            state=state,
             query_type=query_type,
             probability_space=probability_space,
             x=x,
@@ -400,6 +425,8 @@ class PoolModelEngine:
             "lower": result.lower,
             "upper": result.upper,
         }
+        if result.level_probabilities is not None:
+            values["level_probabilities"] = result.level_probabilities
         return result.x, values, result.fit_seconds
 
     async def optimization_readout(self, strategy: Strategy, kind: str, use_model: bool, x: np.ndarray | None) -> Readout:
@@ -425,13 +452,35 @@ class PoolModelEngine:
         pending = [t for t in strategy.trials.values() if t.state == PENDING]
         if not pending:
             self._prefetch(strategy, None)
-        elif len(pending) == 1 and strategy.spec.binary_outcome:
+        elif len(pending) == 1 and strategy.spec.outcome_types == ("ordinal",) and strategy.spec.n_levels:
+            # n_levels possible answers: only the two likeliest are computed ahead (as many jobs as a
+            # binary tell's), by the model's level probabilities at the pending point
+            levels = self._likely_levels(strategy, pending[0])
+            self._prefetch(strategy, (pending[0].trial_id, levels[0]), SPECULATIVE)
+            if len(levels) > 1:
+                self._prefetch(strategy, (pending[0].trial_id, levels[1]), UNLIKELY)
+        elif len(pending) == 1 and strategy.spec.outcome_types == ("binary",):
             # The likelier answer first: at a level-set target t the next point sits where
             # P(yes) is about t. Under load the unlikely branch waits and is usually dropped.
             target = float(strategy.phase.generator_options.get("target", 0.75))
             likely = 1.0 if target >= 0.5 else 0.0
             self._prefetch(strategy, (pending[0].trial_id, likely), SPECULATIVE)
             self._prefetch(strategy, (pending[0].trial_id, 1.0 - likely), UNLIKELY)
+
+    def _likely_levels(self, strategy: Strategy, trial: Any) -> list[float]:
+        """Ordinal levels, likeliest first: the served model's probabilities at the trial's point when
+        it is one the model proposed (within rounding), else the levels told so far by frequency."""
+        levels = int(strategy.spec.n_levels or 2)
+        runtime = self._runtime(strategy)
+        weights = np.array([strategy.outcome_counts[float(k)] for k in range(levels)], dtype=float)
+        weights += 1e-3 * (1.0 - np.abs(np.arange(levels) - (levels - 1) / 2) / levels)  # ties: middle levels first
+        if runtime.level_points is not None and runtime.level_probabilities is not None and len(trial.stimuli) == 1:
+            unit = np.asarray(strategy.spec.space.to_unit(trial.stimuli[0]), dtype=float)
+            distance = np.linalg.norm(runtime.level_points - unit, axis=1)
+            nearest = int(np.argmin(distance))
+            if distance[nearest] < 0.05 and runtime.level_probabilities.shape[1] == levels:
+                weights = runtime.level_probabilities[nearest]
+        return [float(k) for k in np.argsort(-weights, kind="stable")]
 
     def _prefetch(self, strategy: Strategy, extra: tuple[int, float] | None, priority: int = SPECULATIVE) -> None:
         phase_index = strategy.phase_for_next_ask(extra_outcome=None if extra is None else extra[1])
@@ -456,6 +505,19 @@ class PoolModelEngine:
                 continue
             future = runtime.cache.pop(key)
             runtime.started.pop(key, None)
+            if not future.done():
+                future.cancel()
+            elif not future.cancelled():
+                future.exception()  # retrieved, so asyncio does not log it
+
+    def forget(self, strategy_id: int) -> None:
+        """The strategy left memory: drop its model state and cancel its speculations not yet
+        started (a running one finishes and is dropped). Its next model ask fits from scratch,
+        exactly as after a server restart."""
+        runtime = self._runtimes.pop(strategy_id, None)
+        if runtime is None:
+            return
+        for future in runtime.cache.values():
             if not future.done():
                 future.cancel()
             elif not future.cancelled():

@@ -39,6 +39,19 @@ class _ServiceCollector(Collector):
         live.add_metric(["false"], sum(not v.is_finished for v in views))
         live.add_metric(["true"], sum(v.is_finished for v in views))
         yield live
+        residency = self.service.residency
+        resident = GaugeMetricFamily("psyserve_strategies_resident", "Strategies whose trials are held in memory (the others wait in the journal)")
+        resident.add_metric([], float(sum(v.resident for v in views)))
+        yield resident
+        stats = residency.stats
+        for name, text, value in (
+            ("psyserve_strategy_loads", "Strategies rebuilt from the journal (at start, or on first use after eviction)", stats.loads),
+            ("psyserve_strategy_evictions", "Strategies dropped from memory (idle, or beyond --resident-strategies)", stats.evictions),
+            ("psyserve_strategy_events_replayed", "Journal events replayed to rebuild strategies", stats.events_replayed),
+        ):
+            counter = CounterMetricFamily(name, text)
+            counter.add_metric([], float(value))
+            yield counter
         asks = CounterMetricFamily(
             "psyserve_model_asks",
             "Model-based asks since the server started, by whether a speculative branch had already computed the answer",

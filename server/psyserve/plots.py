@@ -16,12 +16,9 @@ from psyserve_client.plot import Outcome, Parameter, PlotData, PlotPlan, Predict
 from .service import ExperimentService
 
 
-def plot_data(service: ExperimentService, strategy_id: int) -> PlotData:
-    """What the plots need about one strategy, from the service's public reads (NotFound if unknown);
-    assembled by the same function that Client.plot uses on the API's answers."""
-    view = service.resume(strategy_id=strategy_id)
-    shape = service.parameters(strategy_id)
-    parameters = [
+def plot_parameters(service: ExperimentService, strategy_id: int) -> list[Parameter]:
+    """The strategy's parameters as the plots describe them (NotFound if unknown)."""
+    return [
         Parameter(
             name=p.name,
             type=p.type.value,
@@ -31,8 +28,17 @@ def plot_data(service: ExperimentService, strategy_id: int) -> PlotData:
             choices=tuple(p.choices),
             value=p.value,
         )
-        for p in shape.parameters
+        for p in service.parameters(strategy_id).parameters
     ]
+
+
+async def plot_data(service: ExperimentService, strategy_id: int, with_trials: bool = True) -> PlotData:
+    """What the plots need about one strategy, from the service's public reads (NotFound if unknown);
+    assembled by the same function that Client.plot uses on the API's answers. Without trials it
+    is cheap (what default_kind needs: the shape, the config and whether a model can be fitted)."""
+    trials_now = await service.list_trials(strategy_id) if with_trials else []  # first: it brings an evicted strategy back
+    sections = await service.get_config(strategy_id)
+    view = service.resume(strategy_id=strategy_id)
     trials = [
         Trial(
             trial_id=t.trial_id,
@@ -43,9 +49,9 @@ def plot_data(service: ExperimentService, strategy_id: int) -> PlotData:
             outcomes=[Outcome(o.name, o.value, o.sem) for o in t.outcomes],
             metadata={k: str(v) for k, v in t.metadata.items()},
         )
-        for t in sorted(service.list_trials(strategy_id), key=lambda t: t.trial_id)
+        for t in sorted(trials_now, key=lambda t: t.trial_id)
     ]
-    return plot_data_from_api(view, parameters, service.get_config(strategy_id), trials, view.can_fit)
+    return plot_data_from_api(view, plot_parameters(service, strategy_id), sections, trials, view.can_fit)
 
 
 async def predict(service: ExperimentService, strategy_id: int, planned: PlotPlan, background: bool = False) -> Predictions | None:
@@ -68,7 +74,7 @@ async def render(
     size: tuple[float, float] = (8, 6),
 ) -> bytes:
     """One plot as PNG or SVG bytes, drawn in this thread (the CLI; the dashboard draws elsewhere)."""
-    data = plot_data(service, strategy_id)
+    data = await plot_data(service, strategy_id)
     planned = plan(data, kind, x, y, fixed)
     predictions = await predict(service, strategy_id, planned)
     return figure_bytes(data, planned, predictions, fmt, size)

@@ -4,6 +4,11 @@ Owns strategies keyed by id, per-strategy locks, request validation, idempotency
 "journal first, then state, then reply"; hands transports immutable views, never a live Strategy,
 and journal failures as service errors. Knows nothing of gRPC, JSON/TCP or SQL statements.
 
+Strategies live in memory only while they are in use: every strategy is known by its index entry
+(id, name, its last summary), its state is rebuilt from its own journal events on first access and
+dropped again when it is idle (psyserve.residency decides when); nothing that is not durably in the
+journal is ever dropped.
+
 Longer than ~500 lines on purpose: it is one class, the domain API, whose methods share one
 discipline (validate, take the strategy lock, journal, apply, answer with a view); its result
 types sit beside it because transports import them from here and nowhere else.
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -35,7 +41,7 @@ from .errors import (
     ServiceError,
     Unavailable,
 )
-from .journal import Event, Journal, JournalError, JournalFull
+from .journal import Event, Journal, JournalError, JournalFull, decode_rows
 from .optimization_spec import (
     DEFAULT_RAW_SAMPLES,
     DEFAULT_RESTARTS,
@@ -44,6 +50,7 @@ from .optimization_spec import (
     typed_to_ini,
 )
 from .params import OutcomeValue, ParameterSpec, ParameterValueError, Stimulus
+from .residency import Residency, from_plain, to_plain
 from .strategy import ABANDONED, COMPLETED, FAILED, PENDING, Strategy, TrialRecord
 from .sweep import (
     MAX_INDICES,
@@ -74,6 +81,8 @@ class Limits:
     max_name_length: int = 256
     max_sweep_metrics: int = 256
     max_series_points: int = 100_000  # per tell, all metrics together
+    max_resident_strategies: int = 1000  # strategies held in memory; the least recently used others wait in the journal
+    evict_idle_seconds: float = 300.0  # a strategy unused this long leaves memory (it comes back on its next request)
 
 
 @dataclass(frozen=True)
@@ -127,6 +136,7 @@ class StrategyView:
     seed: int = 0  # the experiment seed: the config's, or drawn by the server (journaled) when it sets none
     seed_from_config: bool = False
     optimization: OptimizationView | None = None  # Ax-style experiments only
+    resident: bool = True  # False: its trials are not in memory now (evicted; this is its last summary)
 
 
 @dataclass(frozen=True)
@@ -311,6 +321,8 @@ class QueryPoint:
     probability: float
     lower: float
     upper: float
+    #: ordinal outcomes: the probability of each level 0..n_levels-1 (``probability`` is the expected level)
+    level_probabilities: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -319,6 +331,7 @@ class QueryAnswer:
     probability_space: bool
     points: list[QueryPoint]
     fit_seconds: float = 0.0
+    outcome: str = ""
 
 
 @dataclass(frozen=True)
@@ -353,11 +366,14 @@ class ModelEngine(Protocol):
         y: float | None,
         fixed: dict[int, float],
         background: bool = False,
+        outcome_index: int = 0,
     ) -> tuple[np.ndarray, dict[str, np.ndarray], float]: ...
 
     async def optimization_readout(self, strategy: Strategy, kind: str, use_model: bool, x: np.ndarray | None) -> Readout: ...
 
     def data_changed(self, strategy: Strategy) -> None: ...
+
+    def forget(self, strategy_id: int) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -367,11 +383,19 @@ QUERY_TYPES = ("max", "min", "prediction", "inverse")
 
 @dataclass
 class _Registry:
-    by_id: dict[int, Strategy] = field(default_factory=dict)
+    by_id: dict[int, Strategy] = field(default_factory=dict)  # resident strategies (state in memory)
+    cold: dict[int, StrategyView] = field(default_factory=dict)  # the others: their last summary
     by_name: dict[str, int] = field(default_factory=dict)
     configure_requests: dict[str, int] = field(default_factory=dict)
     next_id: int = 1
     model_asks: dict[int, tuple[int, int]] = field(default_factory=dict)  # strategy id -> (model asks, precomputed)
+    changes: dict[int, int] = field(default_factory=dict)  # strategy id -> changes applied since the server started
+    loading: dict[int, asyncio.Future[Strategy]] = field(default_factory=dict)  # being rebuilt from the journal
+    waiting: dict[int, int] = field(default_factory=dict)  # requests about to use a strategy just rebuilt
+
+    @property
+    def count(self) -> int:
+        return len(self.by_id) + len(self.cold)
 
 
 class ExperimentService:
@@ -382,6 +406,9 @@ class ExperimentService:
         self.models = models
         self.limits = limits or Limits()
         self._registry = _Registry()
+        self.residency = Residency(self.limits.max_resident_strategies, self.limits.evict_idle_seconds)
+        self._evicting = False  # set by recover() for a serving service; offline readers keep everything
+        self._summary_writes: set[asyncio.Task[None]] = set()
         self._configure_lock = asyncio.Lock()
         self._lease_task: asyncio.Task[None] | None = None
         self.lease_check_seconds = 0.25
@@ -391,6 +418,13 @@ class ExperimentService:
     def db_name(self) -> str:
         return os.path.basename(self.journal.path)
 
+    def change_marks(self) -> dict[int, int]:
+        """Strategy id -> a number that grows with every change applied to it (asks, tells, abandons,
+        phase changes) since this server started: observers compare marks instead of building views.
+        A strategy appears here once it exists (0 before its first change here)."""
+        reg = self._registry
+        return {sid: reg.changes.get(sid, 0) for sid in sorted([*reg.by_id, *reg.cold])}
+
     @property
     def change_count(self) -> int:
         """Grows with every journaled state change (observers poll it: a cheap "anything new?").
@@ -398,27 +432,152 @@ class ExperimentService:
         return self.journal.events_written
 
     # ------------------------------------------------------------------ recovery
-    async def recover(self, expire_leases: bool = True) -> int:
-        """Rebuild every strategy from the journal, then (unless told not to: offline readers)
-        start expiring leases; return the number of events replayed."""
-        events = await self.journal.load()
-        for event in events:
-            if event.kind == "configure":
-                self._create_from_event(event)
+    async def recover(self, expire_leases: bool = True, load_all: bool = False) -> int:
+        """Index every strategy from the journal; rebuild those without a current summary (the ones
+        active since they last left memory) and leave the others in the journal until first used.
+        A serving service (`expire_leases`) then expires leases and evicts idle strategies; an
+        offline reader passes `load_all` to rebuild everything and never writes. Returns the number
+        of events replayed."""
+        reg = self._registry
+        replayed = self.residency.stats.events_replayed
+        self._evicting = expire_leases and not load_all
+        needed = []
+        for row in await self.journal.strategy_index():
+            reg.next_id = max(reg.next_id, row.strategy_id + 1)
+            if row.name:
+                reg.by_name[row.name] = row.strategy_id
+            if row.request_id:
+                reg.configure_requests[row.request_id] = row.strategy_id
+            view = None
+            if row.summary is not None and not load_all:
+                try:
+                    view = dataclasses.replace(from_plain(StrategyView, row.summary), resident=False, model_asks=0, precomputed_asks=0)
+                except (KeyError, TypeError, ValueError) as exc:  # written by another version: replay instead
+                    log.warning("strategy %s: stored summary unreadable (%s); replaying it", row.strategy_id, exc)
+            if view is not None:
+                reg.cold[row.strategy_id] = view
             else:
-                strategy = self._registry.by_id.get(event.strategy_id)
-                if strategy is None:
-                    log.error("journal event %s for unknown strategy %s skipped", event.seq, event.strategy_id)
-                    continue
-                strategy.apply(event)
+                needed.append(row.strategy_id)
+        for strategy_id in needed:
+            await self._load(strategy_id)
         if expire_leases:
             self._lease_task = asyncio.create_task(self._expire_leases(), name="lease-expiry")
-        return len(events)
+        return self.residency.stats.events_replayed - replayed
+
+    # ------------------------------------------------------------------ residency
+    async def strategy(self, strategy_id: int) -> Strategy:
+        """The strategy with its state in memory, rebuilt from the journal if it was evicted
+        (NotFound if unknown). For in-process readers above the service; never a transport's.
+        Use it without an await in between: after one, it may have left memory again."""
+        reg = self._registry
+        while True:
+            strategy = reg.by_id.get(strategy_id)
+            if strategy is not None:
+                self.residency.touch(strategy_id)
+                return strategy
+            if strategy_id not in reg.cold:
+                raise NotFound(f"strategy_id {strategy_id} not found", "strategy_id")
+            loading = reg.loading.get(strategy_id)
+            if loading is None:
+                loading = reg.loading[strategy_id] = asyncio.ensure_future(self._load(strategy_id))
+            # Until this request has resumed and taken what it needs, the rebuilt strategy stays.
+            reg.waiting[strategy_id] = reg.waiting.get(strategy_id, 0) + 1
+            try:
+                await asyncio.shield(loading)
+            finally:
+                left = reg.waiting.pop(strategy_id) - 1
+                if left:
+                    reg.waiting[strategy_id] = left
+
+    async def _load(self, strategy_id: int) -> Strategy:
+        """Rebuild one strategy from its own events (read through the index on strategy_id, decoded
+        and applied in a worker thread) and make it resident."""
+        reg = self._registry
+        try:
+            try:
+                rows = await self.journal.load_rows(strategy_id)
+            except Exception as exc:  # the database could not be read
+                raise Unavailable(f"strategy_id {strategy_id}: its journal could not be read ({exc})") from exc
+            strategy = await asyncio.to_thread(self._rebuild, rows)
+            reg.cold.pop(strategy_id, None)
+            reg.by_id[strategy_id] = strategy
+            self.residency.touch(strategy_id)
+            stats = self.residency.stats
+            stats.loads += 1
+            stats.events_replayed += len(rows)
+            self._evict_due()
+            return strategy
+        finally:
+            reg.loading.pop(strategy_id, None)
+
+    def _rebuild(self, rows: list[tuple[Any, ...]]) -> Strategy:
+        """A strategy from its events, oldest first (the configure event first). No shared state is
+        touched: it runs in a worker thread."""
+        events = decode_rows(rows)
+        if not events or events[0].kind != "configure":
+            raise Unavailable(f"strategy_id {events[0].strategy_id if events else '?'}: its journal has no configure event")
+        strategy = self._build(events[0])
+        for event in events[1:]:
+            strategy.apply(event)
+        return strategy
+
+    def _busy(self, strategy: Strategy) -> bool:
+        """Whether the strategy must stay in memory: a request holds or waits for its lock, or is
+        about to use it, a sweep decision is being committed, or a trial's lease is running."""
+        lock = strategy.lock
+        if lock.locked() or getattr(lock, "_waiters", None) or strategy.strategy_id in self._registry.waiting:
+            return True
+        if isinstance(strategy, SweepStrategy) and (
+            strategy.in_flight_indices or strategy.in_flight_trials or strategy.in_flight_results or strategy.in_flight_requests
+        ):
+            return True
+        return strategy.next_lease_expiry() is not None
+
+    def _evict_due(self) -> None:
+        """Drop the strategies the residency policy wants out (least recently used first) that are
+        not busy. Everything a strategy holds is in the journal: a state change is applied only
+        after its events are committed, and a busy strategy (a commit on its way) is never dropped."""
+        if not self._evicting:
+            return
+        reg = self._registry
+        for strategy_id in self.residency.due():
+            strategy = reg.by_id.get(strategy_id)
+            if strategy is None:
+                self.residency.drop(strategy_id)
+            elif not self._busy(strategy):
+                self._evict(strategy)
+
+    def _evict(self, strategy: Strategy) -> None:
+        reg = self._registry
+        view = dataclasses.replace(self.view(strategy), resident=False)
+        del reg.by_id[strategy.strategy_id]
+        reg.cold[strategy.strategy_id] = view
+        self.residency.drop(strategy.strategy_id)
+        self.residency.stats.evictions += 1
+        if self.models is not None:
+            self.models.forget(strategy.strategy_id)
+        self._write_summary(view)
+
+    def _write_summary(self, view: StrategyView) -> None:
+        """Store the summary in the journal (in the background: a summary that is never written
+        only means that the strategy is replayed at the next start)."""
+
+        async def write() -> None:
+            try:
+                await self.journal.write_snapshot(view.strategy_id, to_plain(view))
+            except JournalError as exc:
+                self.residency.stats.snapshot_failures += 1
+                log.debug("strategy %s: summary not stored (%s)", view.strategy_id, exc)
+
+        task = asyncio.ensure_future(write())
+        self._summary_writes.add(task)
+        task.add_done_callback(self._summary_writes.discard)
 
     async def _expire_leases(self) -> None:
         """Abandon pending trials whose lease ran out (their points are handed out again)."""
         while True:
             now = time.time()
+            self._evict_due()
             for strategy in list(self._registry.by_id.values()):
                 expiry = strategy.next_lease_expiry()
                 if expiry is None or expiry > now:
@@ -436,11 +595,13 @@ class ExperimentService:
                         continue
                     for event in events:
                         strategy.apply(event)
+                    self._mark_changed(events)
                     if self.models is not None and strategy.has_model_phase:
                         self.models.data_changed(strategy)
             await asyncio.sleep(self.lease_check_seconds)
 
-    def _create_from_event(self, event: Event) -> Strategy:
+    def _build(self, event: Event) -> Strategy:
+        """A new strategy from its configure event (no registration: also used by replay threads)."""
         p = event.payload
         strategy: Strategy
         if "sweep" in p:
@@ -464,8 +625,15 @@ class ExperimentService:
                 created_at=event.created_at,
                 seed=p["seed"],
             )
+        return strategy
+
+    def _create_from_event(self, event: Event) -> Strategy:
+        """A strategy just configured: built, indexed and resident."""
+        strategy = self._build(event)
+        p = event.payload
         reg = self._registry
         reg.by_id[strategy.strategy_id] = strategy
+        self.residency.touch(strategy.strategy_id)
         if strategy.name:
             reg.by_name[strategy.name] = strategy.strategy_id
         if p.get("request_id"):
@@ -475,10 +643,29 @@ class ExperimentService:
 
     # ------------------------------------------------------------------ helpers
     def get(self, strategy_id: int) -> Strategy:
+        """A resident strategy (offline readers, which hold every strategy); a serving service's
+        callers use `await strategy(id)`, which also brings an evicted one back."""
         strategy = self._registry.by_id.get(strategy_id)
         if strategy is None:
+            if strategy_id in self._registry.cold:
+                raise FailedPrecondition(f"strategy_id {strategy_id} is not in memory (use ExperimentService.strategy)", "strategy_id")
             raise NotFound(f"strategy_id {strategy_id} not found", "strategy_id")
         return strategy
+
+    def _summary(self, strategy_id: int) -> StrategyView:
+        """A strategy's view without bringing it into memory: live if resident, else its last summary."""
+        strategy = self._registry.by_id.get(strategy_id)
+        if strategy is not None:
+            return self.view(strategy)
+        view = self._registry.cold.get(strategy_id)
+        if view is None:
+            raise NotFound(f"strategy_id {strategy_id} not found", "strategy_id")
+        return view
+
+    def _mark_changed(self, events: list[Event]) -> None:
+        changes = self._registry.changes
+        for event in events:
+            changes[event.strategy_id] = changes.get(event.strategy_id, 0) + 1
 
     async def _append(self, events: list[Event]) -> None:
         """Journal events; a journal failure becomes a service error (RESOURCE_EXHAUSTED for a full
@@ -510,6 +697,7 @@ class ExperimentService:
             if strategy is not None:
                 for event in events:
                     strategy.apply(event)
+            self._mark_changed(events)
             if on_commit is not None:
                 on_commit()
 
@@ -611,10 +799,10 @@ class ExperimentService:
         async with self._configure_lock:
             reg = self._registry
             if request_id and request_id in reg.configure_requests:
-                return ConfigureResult(self.view(reg.by_id[reg.configure_requests[request_id]]), list(spec.warnings))
+                return ConfigureResult(self._summary(reg.configure_requests[request_id]), list(spec.warnings))
             if name and name in reg.by_name:
                 raise AlreadyExists(f"name {name!r} is already used by strategy {reg.by_name[name]}; use Resume", "name")
-            if len(reg.by_id) >= self.limits.max_strategies:
+            if reg.count >= self.limits.max_strategies:
                 raise ResourceExhausted(f"this server holds its maximum of {self.limits.max_strategies} strategies", "config_ini")
             merged = {**spec.metadata, **{k: str(v) for k, v in extra.items()}}
             event = Event(
@@ -628,9 +816,10 @@ class ExperimentService:
                     "request_id": request_id,
                 },
             )
-            await self._commit([event], None, lambda: self._create_from_event(event))
-            strategy = reg.by_id[event.strategy_id]
-        return ConfigureResult(self.view(strategy), list(spec.warnings))
+            created: list[StrategyView] = []  # the view as committed (the strategy may leave memory at the next await)
+            await self._commit([event], None, lambda: created.append(self.view(self._create_from_event(event))))
+        self._evict_due()
+        return ConfigureResult(created[0], list(spec.warnings))
 
     async def _configure_sweep(
         self, config_ini: str, name: str, extra: dict[str, Any], request_id: str, sweep: SweepRequest | None, seed: int
@@ -649,10 +838,10 @@ class ExperimentService:
         async with self._configure_lock:
             reg = self._registry
             if request_id and request_id in reg.configure_requests:
-                return ConfigureResult(self.view(reg.by_id[reg.configure_requests[request_id]]), warnings)
+                return ConfigureResult(self._summary(reg.configure_requests[request_id]), warnings)
             if name and name in reg.by_name:
                 raise AlreadyExists(f"name {name!r} is already used by strategy {reg.by_name[name]}; use Resume", "name")
-            if len(reg.by_id) >= self.limits.max_strategies:
+            if reg.count >= self.limits.max_strategies:
                 raise ResourceExhausted(f"this server holds its maximum of {self.limits.max_strategies} strategies", "sweep")
             event = Event(
                 strategy_id=reg.next_id,
@@ -667,19 +856,20 @@ class ExperimentService:
                     "sections": sections,
                 },
             )
-            await self._commit([event], None, lambda: self._create_from_event(event))
-            strategy = reg.by_id[event.strategy_id]
-        return ConfigureResult(self.view(strategy), warnings)
+            created: list[StrategyView] = []  # the view as committed (the strategy may leave memory at the next await)
+            await self._commit([event], None, lambda: created.append(self.view(self._create_from_event(event))))
+        self._evict_due()
+        return ConfigureResult(created[0], warnings)
 
-    def get_sweep(self, strategy_id: int) -> SweepStrategy:
-        strategy = self.get(strategy_id)
+    async def _sweep(self, strategy_id: int) -> SweepStrategy:
+        strategy = await self.strategy(strategy_id)
         if not isinstance(strategy, SweepStrategy):
             raise FailedPrecondition(f"strategy_id {strategy_id} is not a parameter sweep", "strategy_id")
         return strategy
 
-    def list_missing(self, strategy_id: int, runs: int = 0) -> MissingResults:
+    async def list_missing(self, strategy_id: int, runs: int = 0) -> MissingResults:
         """Indices below runs x permutations without a result (PyExpUtils' listMissingResults)."""
-        strategy = self.get_sweep(strategy_id)
+        strategy = await self._sweep(strategy_id)
         if runs < 0:
             raise InvalidArgument(f"runs must be 0 (the sweep's runs) or positive, got {runs}", "runs")
         runs = runs or strategy.runs
@@ -689,7 +879,7 @@ class ExperimentService:
 
     async def extend_sweep(self, strategy_id: int, runs: int) -> StrategyView:
         """Raise the number of runs; the new indices are handed out after the old ones."""
-        strategy = self.get_sweep(strategy_id)
+        strategy = await self._sweep(strategy_id)
         async with strategy.lock:
             if runs < strategy.runs:
                 raise InvalidArgument(f"runs: a sweep's runs can only grow (now {strategy.runs}, asked {runs})", "runs")
@@ -699,7 +889,7 @@ class ExperimentService:
                 await self._commit([Event(strategy_id, "sweep_runs", {"runs": runs})], strategy)
             return self.view(strategy)
 
-    def sweep_results(
+    async def sweep_results(
         self,
         strategy_id: int,
         last_n: int | None = None,
@@ -708,7 +898,7 @@ class ExperimentService:
         best_mode: str = "max",
         include_runs: bool = False,
     ) -> SweepResults:
-        strategy = self.get_sweep(strategy_id)
+        strategy = await self._sweep(strategy_id)
         if last_n is not None and last_n < 1:
             raise InvalidArgument(f"last_n must be at least 1, got {last_n}", "last_n")
         if last_percent is not None and not (math.isfinite(last_percent) and 0 < last_percent <= 100):
@@ -756,6 +946,7 @@ class ExperimentService:
                 await self._append(events)
                 for event in events:
                     strategy.apply(event)
+                self._mark_changed(events)
             finally:
                 release()
 
@@ -880,13 +1071,13 @@ class ExperimentService:
             found = self._registry.by_name.get(name)
             if found is None:
                 raise NotFound(f"no strategy named {name!r}", "name")
-            return self.view(self._registry.by_id[found])
+            return self._summary(found)
         if strategy_id is None:
             raise InvalidArgument("give strategy_id or name", "strategy_id")
-        return self.view(self.get(strategy_id))
+        return self._summary(strategy_id)
 
     def info(self, strategy_id: int) -> tuple[InfoView, StrategyView]:
-        view = self.view(self.get(strategy_id))
+        view = self._summary(strategy_id)
         phase = view.phases[view.current_phase_index]
         info = InfoView(
             strategy_id=view.strategy_id,
@@ -904,11 +1095,15 @@ class ExperimentService:
         return info, view
 
     def strategies(self) -> list[Strategy]:
-        """The live strategies, for in-process readers above the service (export, replay); never a transport's."""
+        """The resident strategies (all of them for an offline reader: recover(load_all=True)), for
+        in-process readers above the service (export, replay); never a transport's."""
         return list(self._registry.by_id.values())
 
     def list_strategies(self) -> list[StrategyView]:
-        return [self.view(s) for s in self._registry.by_id.values()]
+        """Every strategy by id: resident ones as they are now, evicted ones by their last summary
+        (nothing is brought back into memory)."""
+        reg = self._registry
+        return [self.view(reg.by_id[i]) if i in reg.by_id else reg.cold[i] for i in sorted([*reg.by_id, *reg.cold])]
 
     # ------------------------------------------------------------------ Ask
     async def ask(
@@ -919,7 +1114,7 @@ class ExperimentService:
         request_id: str = "",
         ttl_seconds: float = 0.0,
     ) -> AskResult:
-        strategy = self.get(strategy_id)
+        strategy = await self.strategy(strategy_id)
         if num_points == 0:
             num_points = 1
         if num_points < 0 or num_points > self.limits.max_points_per_ask:
@@ -1030,9 +1225,17 @@ class ExperimentService:
             raise InvalidArgument("outcomes: at least one outcome is required", "outcomes")
         if spec.optimization is not None:
             return self._check_metrics(strategy, outcomes)
+        if len(outcomes) < len(spec.outcome_names) and all(o.name for o in outcomes):
+            missing = [n for n in spec.outcome_names if n not in {o.name for o in outcomes}]
+            if missing:
+                raise InvalidArgument(
+                    f"outcomes: missing outcome {missing[0]!r}: this experiment's every tell reports {list(spec.outcome_names)}",
+                    "outcomes",
+                )
         if len(outcomes) != len(spec.outcome_names):
+            missing_text = f" (missing {list(spec.outcome_names[len(outcomes):])})" if len(outcomes) < len(spec.outcome_names) else ""
             raise InvalidArgument(
-                f"outcomes: expected {len(spec.outcome_names)} outcome(s) {list(spec.outcome_names)}, got {len(outcomes)}",
+                f"outcomes: expected {len(spec.outcome_names)} outcome(s) {list(spec.outcome_names)}, got {len(outcomes)}{missing_text}",
                 "outcomes",
             )
         by_name: dict[str, OutcomeValue] = {}
@@ -1060,6 +1263,12 @@ class ExperimentService:
             if kind == "ordinal" and (value < 0 or value != int(value)):
                 raise InvalidArgument(
                     f"outcomes[{i}].value: outcome {name!r} is ordinal: expected a non-negative integer, got {value!r}",
+                    f"outcomes[{i}].value",
+                )
+            if kind == "ordinal" and spec.n_levels is not None and value > spec.n_levels - 1:
+                raise InvalidArgument(
+                    f"outcomes[{i}].value: outcome {name!r} is ordinal with n_levels = {spec.n_levels}: "
+                    f"expected a level in 0..{spec.n_levels - 1}, got {value!r}",
                     f"outcomes[{i}].value",
                 )
             sem = outcome.sem
@@ -1112,7 +1321,7 @@ class ExperimentService:
 
     async def tell_many(self, strategy_id: int, items: Sequence[TellItem]) -> list[TellResult]:
         """Record several trials' outcomes atomically: all are journaled in one commit, or none."""
-        strategy = self.get(strategy_id)
+        strategy = await self.strategy(strategy_id)
         space = strategy.spec.space
         if not items:
             raise InvalidArgument("no outcomes to record", "outcomes")
@@ -1184,7 +1393,7 @@ class ExperimentService:
         self, strategy_id: int, parameters: Mapping[str, Any], ttl_seconds: float = 0.0, request_id: str = ""
     ) -> TrialView:
         """A pending trial at given parameters (Ax's attach_trial): not drawn from the phase, told later."""
-        strategy = self.get(strategy_id)
+        strategy = await self.strategy(strategy_id)
         spec = strategy.spec
         if spec.stimuli_per_trial != 1:
             raise FailedPrecondition("attach_trial takes experiments with one stimulus per trial", "strategy_id")
@@ -1210,8 +1419,8 @@ class ExperimentService:
             await self._commit([event], strategy)
             return TrialView.of(strategy.trials[event.trial_id or 0], spec)
 
-    def _optimization_strategy(self, strategy_id: int) -> Strategy:
-        strategy = self.get(strategy_id)
+    async def _optimization_strategy(self, strategy_id: int) -> Strategy:
+        strategy = await self.strategy(strategy_id)
         if strategy.spec.optimization is None:
             raise FailedPrecondition("this strategy is not an optimisation experiment (no objectives)", "strategy_id")
         if self.models is None:
@@ -1243,7 +1452,7 @@ class ExperimentService:
 
     async def best_parameters(self, strategy_id: int, use_model: bool = True) -> ArmEstimate | None:
         """The best feasible completed trial (single objective), by model prediction or observation."""
-        strategy = self._optimization_strategy(strategy_id)
+        strategy = await self._optimization_strategy(strategy_id)
         opt = strategy.spec.optimization
         assert opt is not None
         if opt.multi_objective:
@@ -1254,13 +1463,13 @@ class ExperimentService:
         return arms[0] if arms else None
 
     async def pareto_front(self, strategy_id: int, use_model: bool = True) -> list[ArmEstimate]:
-        strategy = self._optimization_strategy(strategy_id)
+        strategy = await self._optimization_strategy(strategy_id)
         return self._arms(strategy, await self._readout(strategy, "pareto", use_model))
 
     async def predict_metrics(
         self, strategy_id: int, parameters: Sequence[Mapping[str, Any]], metrics: Sequence[str] = ()
     ) -> list[ArmEstimate]:
-        strategy = self._optimization_strategy(strategy_id)
+        strategy = await self._optimization_strategy(strategy_id)
         opt = strategy.spec.optimization
         assert opt is not None
         for i, m in enumerate(metrics):
@@ -1288,13 +1497,13 @@ class ExperimentService:
 
     async def optimization_trace(self, strategy_id: int) -> list[tuple[int, float]]:
         """Best feasible observed objective (hypervolume for several) after each completed trial."""
-        strategy = self._optimization_strategy(strategy_id)
+        strategy = await self._optimization_strategy(strategy_id)
         readout = await self._readout(strategy, "trace", False)
         return [(tid, float(v)) for tid, v in zip(readout.trial_ids, readout.trace, strict=True)]
 
     # ------------------------------------------------------------------ trial bookkeeping
     async def abandon_trial(self, strategy_id: int, trial_id: int, failed: bool = False, reason: str = "") -> TrialView:
-        strategy = self.get(strategy_id)
+        strategy = await self.strategy(strategy_id)
         async with strategy.lock:
             trial = strategy.trials.get(trial_id)
             if trial is None:
@@ -1307,22 +1516,47 @@ class ExperimentService:
             await self._commit([event], strategy)
             return TrialView.of(trial, strategy.spec)
 
-    def list_trials(self, strategy_id: int, state: str | None = None) -> list[TrialView]:
-        strategy = self.get(strategy_id)
+    async def list_trials(self, strategy_id: int, state: str | None = None, since: int = 0) -> list[TrialView]:
+        """The strategy's trials (in one state, if given; with trial_id >= since, if given)."""
+        strategy = await self.strategy(strategy_id)
         if state is not None and state not in (PENDING, COMPLETED, FAILED, ABANDONED):
             raise InvalidArgument(f"state: unknown trial state {state!r}", "state")
-        return [TrialView.of(t, strategy.spec) for t in strategy.trials.values() if state is None or t.state == state]
-
-    def export_trials(self, strategy_id: int = 0) -> list[ExportedTrial]:
-        """Every trial (of one strategy when strategy_id is given), as one consistent snapshot: it
-        is taken without an await, so no request changes a strategy while it is copied."""
-        strategies = [self.get(strategy_id)] if strategy_id else list(self._registry.by_id.values())
         return [
-            ExportedTrial(s.strategy_id, s.name, TrialView.of(t, s.spec)) for s in strategies for t in list(s.trials.values())
+            TrialView.of(t, strategy.spec)
+            for t in strategy.trials.values()
+            if (state is None or t.state == state) and t.trial_id >= since
         ]
 
+    async def export_trials(self, strategy_id: int = 0) -> list[ExportedTrial]:
+        """Every trial (of one strategy when strategy_id is given), by strategy id. Each strategy's
+        trials are one consistent snapshot (copied without an await, so no request changes it
+        meanwhile); an evicted strategy is read from the journal without being kept in memory."""
+        reg = self._registry
+        ids = [strategy_id] if strategy_id else sorted([*reg.by_id, *reg.cold])
+        out: list[ExportedTrial] = []
+        for sid in ids:
+            s = reg.by_id.get(sid)
+            if s is None and sid in reg.cold and sid not in reg.loading:
+                s = await self._read_detached(sid)
+            if s is None:
+                s = await self.strategy(sid)
+            out.extend(ExportedTrial(s.strategy_id, s.name, TrialView.of(t, s.spec)) for t in list(s.trials.values()))
+        return out
+
+    async def _read_detached(self, strategy_id: int) -> Strategy:
+        """An evicted strategy rebuilt for reading only: not made resident (a read of everything must
+        not push the live strategies out of memory), and dropped once the reader is done."""
+        try:
+            rows = await self.journal.load_rows(strategy_id)
+        except Exception as exc:
+            raise Unavailable(f"strategy_id {strategy_id}: its journal could not be read ({exc})") from exc
+        resident = self._registry.by_id.get(strategy_id)
+        if resident is not None:  # brought back meanwhile: it is the current state
+            return resident
+        return await asyncio.to_thread(self._rebuild, rows)
+
     async def finish_strategy(self, strategy_id: int) -> FinishResult:
-        strategy = self.get(strategy_id)
+        strategy = await self.strategy(strategy_id)
         async with strategy.lock:
             index = strategy.phase_index
             event = Event(strategy_id, "finish_phase", {"phase_index": index})
@@ -1331,10 +1565,10 @@ class ExperimentService:
 
     # ------------------------------------------------------------------ read-only
     def parameters(self, strategy_id: int) -> ExperimentShape:
-        return ExperimentShape.of(self.get(strategy_id).spec)
+        return self._summary(strategy_id).shape
 
-    def get_config(self, strategy_id: int, section: str = "", prop: str = "") -> dict[str, dict[str, str]]:
-        sections = self.get(strategy_id).spec.sections
+    async def get_config(self, strategy_id: int, section: str = "", prop: str = "") -> dict[str, dict[str, str]]:
+        sections = (await self.strategy(strategy_id)).spec.sections
         if not section:
             if prop:
                 raise InvalidArgument("property needs a section", "section")
@@ -1356,10 +1590,12 @@ class ExperimentService:
         y: float | None = None,
         constraints: Mapping[str, Any] | None = None,
         background: bool = False,
+        outcome: str = "",
     ) -> QueryAnswer:
         """A model query. `background`: computed only when no ask's computation waits (for
-        observers such as the dashboard, so that looking never slows an experiment down)."""
-        strategy = self.get(strategy_id)
+        observers such as the dashboard, so that looking never slows an experiment down).
+        `outcome`: which outcome's model answers (several outcomes: IndependentGPsModel); "" the first."""
+        strategy = await self.strategy(strategy_id)
         space = strategy.spec.space
         if strategy.spec.optimization is not None:
             raise FailedPrecondition(
@@ -1368,6 +1604,10 @@ class ExperimentService:
             )
         if query_type not in QUERY_TYPES:
             raise InvalidArgument(f"query_type must be one of {list(QUERY_TYPES)}, got {query_type!r}", "query_type")
+        outcome_names = strategy.spec.outcome_names
+        if outcome and outcome not in outcome_names:
+            raise InvalidArgument(f"outcome: unknown outcome {outcome!r} (known: {list(outcome_names)})", "outcome")
+        outcome_index = outcome_names.index(outcome) if outcome else 0
         named: dict[str, Any] = {}
         for key, value in (constraints or {}).items():
             name = str(key)
@@ -1398,7 +1638,10 @@ class ExperimentService:
         if query_type == "inverse":
             if y is None or not math.isfinite(y):
                 raise InvalidArgument("y: inverse needs a finite target y", "y")
-            if probability_space and not 0 <= y <= 1:
+            ordinal = strategy.spec.outcome_types[outcome_index] == "ordinal"
+            if probability_space and ordinal and strategy.spec.n_levels and not 0 <= y <= strategy.spec.n_levels - 1:
+                raise InvalidArgument(f"y: an expected level must lie in [0, {strategy.spec.n_levels - 1}], got {y}", "y")
+            if probability_space and not ordinal and not 0 <= y <= 1:
                 raise InvalidArgument(f"y: a probability-space target must lie in [0, 1], got {y}", "y")
         if not any(p.is_model_based for p in strategy.spec.phases):
             raise FailedPrecondition("no model: this strategy has no model-based phase", "strategy_id")
@@ -1407,8 +1650,9 @@ class ExperimentService:
         if not strategy.can_fit():
             raise FailedPrecondition("no model yet: the strategy has too little data to fit one", "strategy_id")
         unit_x, values, fit_seconds = await self.models.query(
-            strategy, query_type, probability_space, points, y, space.fixed_unit(fixed_raw), background=background
+            strategy, query_type, probability_space, points, y, space.fixed_unit(fixed_raw), background=background, outcome_index=outcome_index
         )
+        levels = values.get("level_probabilities")
         results = []
         for i, u in enumerate(unit_x):
             if query_type == "prediction":
@@ -1424,15 +1668,22 @@ class ExperimentService:
                     probability=float(values["probability"][i]),
                     lower=float(values["lower"][i]),
                     upper=float(values["upper"][i]),
+                    level_probabilities=() if levels is None else tuple(float(v) for v in levels[i]),
                 )
             )
-        return QueryAnswer(query_type, probability_space, results, fit_seconds)
+        return QueryAnswer(query_type, probability_space, results, fit_seconds, outcome_names[outcome_index])
 
     async def close(self) -> None:
         if self._lease_task is not None:
             self._lease_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._lease_task
+        if self._evicting:  # summaries of the strategies left in memory: the next start need not replay them
+            for strategy in list(self._registry.by_id.values()):
+                if not self._busy(strategy):
+                    self._write_summary(dataclasses.replace(self.view(strategy), resident=False))
+        if self._summary_writes:
+            await asyncio.gather(*self._summary_writes, return_exceptions=True)
         if self.models is not None:
             await self.models.close()
         await self.journal.close()

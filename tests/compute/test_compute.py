@@ -157,7 +157,9 @@ def test_same_job_same_points(datasets: dict[str, TrainingData]) -> None:
 
 
 def test_registry_and_unknown_names(datasets: dict[str, TrainingData]) -> None:
-    assert {CLS, REG, PAIR, "ModelListGP"} == set(KNOWN_MODELS)  # ModelListGP: compute.optimization_jobs
+    # ModelListGP: compute.optimization_jobs; semi-parametric: tests/compute/test_semip_numerics.py; monotonic: tests/compute/test_monotonic_numerics.py; ordinal: tests/test_ordinal.py
+    known = {CLS, REG, PAIR, "ModelListGP", "SemiParametricGPModel", "HadamardSemiPModel", "OrdinalGPModel", "IndependentGPsModel", "MonotonicProjectionGP"}
+    assert known == set(KNOWN_MODELS)
     assert {"MCLevelSetEstimation", "EAVC", "GlobalMI", "PairwiseMCPosteriorVariance"} <= KNOWN_ACQFS
     assert acqf_supports(CLS, "GlobalMI") and not acqf_supports(REG, "GlobalMI")
     assert not acqf_supports(CLS, "PairwiseMCPosteriorVariance") and acqf_supports(PAIR, "PairwiseMCPosteriorVariance")

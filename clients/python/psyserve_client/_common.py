@@ -244,6 +244,7 @@ class StrategySummary:
     sweep: SweepSummary | None = None
     seed: int = 0  # the experiment seed (the config's, or drawn by the server): set it in [common] to repeat a run
     seed_from_config: bool = False
+    resident: bool = True  # False: the server evicted it from memory (it comes back on the next request that needs it)
 
 
 @dataclass(frozen=True)
@@ -265,6 +266,8 @@ class Prediction:
     probability: float
     lower: float
     upper: float
+    #: ordinal outcomes: P(level k) for k = 0..n_levels-1 (``probability`` is then the expected level)
+    level_probabilities: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -273,6 +276,8 @@ class QueryResult:
     probability_space: bool
     predictions: list[Prediction]
     fit_seconds: float
+    #: the outcome whose model answered
+    outcome: str = ""
 
     @property
     def x(self) -> dict[str, list[Value]]:
@@ -376,6 +381,7 @@ def parse_summary(s: pb.StrategySummary) -> StrategySummary:
         sweep=parse_sweep_summary(s.sweep) if s.HasField("sweep") else None,
         seed=s.seed,
         seed_from_config=s.seed_from_config,
+        resident=s.resident,
     )
 
 
@@ -571,6 +577,7 @@ class RequestBuilder:
         y: float | None = None,
         constraints: Mapping[str | int, Value] | None = None,
         strategy_id: int | None = None,
+        outcome: str = "",
     ) -> Call[QueryResult]:
         if query_type not in QUERY_TYPE_ENUMS:
             raise ValueError(f"query_type must be one of {list(QUERY_TYPE_ENUMS)}")
@@ -588,16 +595,20 @@ class RequestBuilder:
             probability_space=probability_space,
             x=[to_stimulus(p) for p in points],
             constraints=to_values(named),
+            outcome=outcome,
         )
         if y is not None:
             request.y = float(y)
 
         def parse(reply: pb.QueryResponse) -> QueryResult:
             preds = [
-                Prediction(from_stimulus(p.x), p.mean, p.variance, p.probability, p.lower, p.upper) for p in reply.predictions
+                Prediction(
+                    from_stimulus(p.x), p.mean, p.variance, p.probability, p.lower, p.upper, tuple(p.level_probabilities)
+                )
+                for p in reply.predictions
             ]
             return QueryResult(
-                QUERY_TYPE_NAMES.get(reply.query_type, query_type), reply.probability_space, preds, reply.fit_seconds
+                QUERY_TYPE_NAMES.get(reply.query_type, query_type), reply.probability_space, preds, reply.fit_seconds, reply.outcome
             )
 
         return Call("Query", request, parse)

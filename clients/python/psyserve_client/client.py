@@ -177,9 +177,10 @@ class Client(_Base):
         y: float | None = None,
         constraints: Mapping[str | int, Value] | None = None,
         strategy_id: int | None = None,
+        outcome: str = "",
     ) -> QueryResult:
-        """Ask the model: max, min, prediction or inverse."""
-        return self._run(self._protocol.query(query_type, probability_space, x, y, constraints, strategy_id))
+        """Ask the model: max, min, prediction or inverse (of `outcome`'s model when there are several)."""
+        return self._run(self._protocol.query(query_type, probability_space, x, y, constraints, strategy_id, outcome))
 
     def info(self, strategy_id: int | None = None) -> InfoResult:
         """AEPsych-style summary of the strategy."""
@@ -422,10 +423,11 @@ class AsyncClient(_Base):
         y: float | None = None,
         constraints: Mapping[str | int, Value] | None = None,
         strategy_id: int | None = None,
+        outcome: str = "",
     ) -> QueryResult:
-        """Ask the model: max, min, prediction or inverse."""
+        """Ask the model: max, min, prediction or inverse (of `outcome`'s model when there are several)."""
         return await self._run(
-            self._protocol.query(query_type, probability_space, x, y, constraints, strategy_id)
+            self._protocol.query(query_type, probability_space, x, y, constraints, strategy_id, outcome)
         )
 
     async def info(self, strategy_id: int | None = None) -> InfoResult:

@@ -20,6 +20,7 @@ from psyserve.compute.bvn import _EPS, _binary_entropy, _probit_var, bvn_excess_
 from psyserve.compute.latent import ConditionedLatentGP, LatentGP
 from psyserve.compute.links import PROBIT, Link
 from psyserve.compute.numerics import DTYPE, GH32_W, GH32_W_T, GH32_X, GH32_X_T, SQRT2, norm_pdf
+from psyserve.compute.ordinal import expected_level
 
 #: Half-width (latent units) of the smoothed ``|mean - target|`` in the straddle: the maximum
 #: usually sits on the level set itself, where the plain absolute value has a kink that
@@ -259,15 +260,24 @@ class PredictionObjective(AcquisitionFunction):
 
     ``mode`` "max": prediction, "min": -prediction, "inverse": -(prediction - target)^2,
     where the prediction is ``E[p(f)]`` (classification in probability space: ``Phi(mu / sqrt(1 + var))``
-    for the default link, with the floor objective's floor and CDF otherwise) or the latent / response mean.
+    for the default link, with the floor objective's floor and CDF otherwise), the expected level (ordinal,
+    with ``cutpoints``, in probability space) or the latent / response mean.
     """
 
     def __init__(
-        self, model: Any, latent: LatentGP, mode: str, probability: bool, target: float | None, link: Link = PROBIT
+        self,
+        model: Any,
+        latent: LatentGP,
+        mode: str,
+        probability: bool,
+        target: float | None,
+        link: Link = PROBIT,
+        cutpoints: Tensor | None = None,
     ) -> None:
         super().__init__(model=model)
         self.latent = latent
         self.link = link
+        self.cutpoints = cutpoints
         self.mode = mode
         self.probability = probability
         self.target = 0.0 if target is None else float(target)
@@ -275,7 +285,10 @@ class PredictionObjective(AcquisitionFunction):
     @t_batch_mode_transform(expected_q=1)  # type: ignore[arg-type]  # subclass-typed self
     def forward(self, X: Tensor) -> Tensor:
         mu, var = self.latent.mean_variance(X)
-        pred = self.link.expected_prob(mu, var) if self.probability else mu
+        if self.probability and self.cutpoints is not None:  # ordinal: the expected level
+            pred = expected_level(mu, var, self.cutpoints)
+        else:
+            pred = self.link.expected_prob(mu, var) if self.probability else mu
         pred = pred.squeeze(-1)
         if self.mode == "max":
             return pred

@@ -15,11 +15,20 @@ import numpy as np
 
 __all__ = [
     "ACQF_ALIASES",
+    "BINARY_MODELS",
+    "DEFAULT_N_LEVELS",
+    "HADAMARD",
+    "INDEPENDENT",
+    "INDEPENDENT_PARTS",
     "KNOWN_ACQFS",
     "KNOWN_MODELS",
     "LINKS",
     "LOOKAHEAD_ACQFS",
+    "MONOTONIC",
     "OBJECTIVE_LINKS",
+    "ORDINAL",
+    "SEMIP",
+    "SEMIP_MODELS",
     "GenerateJob",
     "GenerateResult",
     "GeneratorSpec",
@@ -31,9 +40,12 @@ __all__ = [
     "acqf_supports",
     "canonical_acqf",
     "data_digest",
+    "joined_state",
+    "n_levels",
     "opt_float",
     "opt_int",
     "opt_str",
+    "part_state",
     "validate_fixed",
     "validate_model_data",
 ]
@@ -46,25 +58,39 @@ CLASSIFICATION = "GPClassificationModel"
 REGRESSION = "GPRegressionModel"
 PAIRWISE = "PairwiseProbitModel"
 MODEL_LIST = "ModelListGP"  # one GP per metric (Ax-style optimisation); its jobs: compute/optimization.py
+SEMIP = "SemiParametricGPModel"  # compute/semip.py
+HADAMARD = "HadamardSemiPModel"  # compute/semip.py
+#: semi-parametric psychometric models: a linear latent along ``stim_dim``, GP slope and offset over the rest
+SEMIP_MODELS: frozenset[str] = frozenset({SEMIP, HADAMARD})
+MONOTONIC = "MonotonicProjectionGP"  # GP classification projected monotone along dims (compute/monotonic.py)
+#: binary-outcome models with a response link (floor objectives) and probability read-outs
+BINARY_MODELS: frozenset[str] = frozenset({CLASSIFICATION, MONOTONIC}) | SEMIP_MODELS
+ORDINAL = "OrdinalGPModel"  # ordinal (Likert) outcomes 0..n_levels-1, learned cut-points (compute/ordinal.py)
+INDEPENDENT = "IndependentGPsModel"  # one model per outcome (ModelSpec.parts), each with its own acquisition
 
-KNOWN_MODELS: frozenset[str] = frozenset({CLASSIFICATION, REGRESSION, PAIRWISE, MODEL_LIST})
+KNOWN_MODELS: frozenset[str] = frozenset({CLASSIFICATION, REGRESSION, PAIRWISE, MODEL_LIST, ORDINAL, INDEPENDENT, MONOTONIC}) | SEMIP_MODELS
+#: the models an IndependentGPsModel may hold, one per outcome
+INDEPENDENT_PARTS: frozenset[str] = frozenset({CLASSIFICATION, REGRESSION, ORDINAL})
+#: AEPsych's default number of levels of an OrdinalGPModel (its OrdinalLikelihood's n_levels)
+DEFAULT_N_LEVELS = 5
 
 _ALL = frozenset({CLASSIFICATION, REGRESSION, PAIRWISE})
+_LATENT_BINARY = frozenset({CLASSIFICATION, MONOTONIC}) | SEMIP_MODELS
 _SUPPORT: dict[str, frozenset[str]] = {
-    "MCLevelSetEstimation": frozenset({CLASSIFICATION, REGRESSION}),
-    "EAVC": frozenset({CLASSIFICATION}),
-    "GlobalMI": frozenset({CLASSIFICATION}),
-    "GlobalSUR": frozenset({CLASSIFICATION}),
-    "ApproxGlobalSUR": frozenset({CLASSIFICATION}),
-    "LocalMI": frozenset({CLASSIFICATION}),
-    "LocalSUR": frozenset({CLASSIFICATION}),
-    "BernoulliMCMutualInformation": frozenset({CLASSIFICATION}),
-    "MCPosteriorVariance": frozenset({CLASSIFICATION, REGRESSION}),
-    "qNoisyExpectedImprovement": _ALL,
-    "qLogNoisyExpectedImprovement": _ALL | {MODEL_LIST},
+    "MCLevelSetEstimation": _LATENT_BINARY | {REGRESSION},
+    "EAVC": _LATENT_BINARY,
+    "GlobalMI": _LATENT_BINARY,
+    "GlobalSUR": _LATENT_BINARY,
+    "ApproxGlobalSUR": _LATENT_BINARY,
+    "LocalMI": _LATENT_BINARY,
+    "LocalSUR": _LATENT_BINARY,
+    "BernoulliMCMutualInformation": _LATENT_BINARY,
+    "MCPosteriorVariance": _LATENT_BINARY | {REGRESSION, ORDINAL},
+    "qNoisyExpectedImprovement": _ALL | {ORDINAL},
+    "qLogNoisyExpectedImprovement": _ALL | {MODEL_LIST, ORDINAL},
     "qLogNoisyExpectedHypervolumeImprovement": frozenset({MODEL_LIST}),
     "PairwiseMCPosteriorVariance": frozenset({PAIRWISE}),
-    "qUpperConfidenceBound": _ALL,
+    "qUpperConfidenceBound": _ALL | {ORDINAL},
 }
 #: Accepted alternative spellings -> canonical name.
 ACQF_ALIASES: dict[str, str] = {
@@ -129,12 +155,16 @@ class ModelSpec:
     classification / pairwise; anything else: BoTorch's autograd fitting, also the fallback),
     ``link`` (``"probit"`` default, ``"logit"``, ``"gumbel"``) and ``floor`` (guess rate, default 0)
     of classification: the response probability is ``floor + (1 - floor) F(f)``, used by the
-    fit, every acquisition on the probability and every probability read-out.
+    fit, every acquisition on the probability and every probability read-out; ``n_levels``
+    (default 5) of OrdinalGPModel: outcomes are the integers ``0 .. n_levels - 1``.
+
+    parts: IndependentGPsModel only, one model per outcome (column ``i`` of the data's ``y``).
     """
 
     kind: str
     dim: int
     options: dict[str, float | int | str] = field(default_factory=dict)
+    parts: tuple[ModelSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -154,6 +184,8 @@ class GeneratorSpec:
 
     acqf: str
     options: dict[str, float | int | str] = field(default_factory=dict)
+    #: IndependentOptimizeAcqfGenerator: one generator per part of an IndependentGPsModel, same order
+    parts: tuple[GeneratorSpec, ...] = ()
 
 
 @dataclass
@@ -162,7 +194,8 @@ class TrainingData:
 
     X: ``n x d`` (pairwise: ``n x 2 x d``, the two stimuli of each comparison).
     y: ``n`` floats: 0/1 (classification), continuous (regression), or for pairwise
-    1.0 when the FIRST stimulus was preferred, 0.0 when the second.
+    1.0 when the FIRST stimulus was preferred, 0.0 when the second; IndependentGPsModel: ``n x m``,
+    column ``i`` for part ``i``.
     """
 
     X: np.ndarray
@@ -198,12 +231,17 @@ class GenerateJob:
 
 @dataclass
 class GenerateResult:
-    r"""points: ``num_points x d`` in ``[0, 1]`` (pairwise: ``num_points x 2 x d``)."""
+    r"""points: ``num_points x d`` in ``[0, 1]`` (pairwise: ``num_points x 2 x d``).
+
+    level_probabilities: ordinal models only, ``num_points x n_levels``: the fitted model's
+    probability of each level at each point (what speculation uses to pick the likely answers).
+    """
 
     points: np.ndarray
     state: ModelState
     fit_seconds: float
     generate_seconds: float
+    level_probabilities: np.ndarray | None = None
 
 
 @dataclass
@@ -239,6 +277,8 @@ class QueryJobResult:
     upper: np.ndarray
     state: ModelState
     fit_seconds: float
+    #: ordinal models: ``m x n_levels``, the probability of each level (``probability`` is the expected level)
+    level_probabilities: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------- option readers and validation
@@ -278,6 +318,17 @@ def validate_model_data(spec: ModelSpec, data: TrainingData) -> tuple[np.ndarray
         raise ValueError(f"unknown model {spec.kind!r}")
     if spec.kind == MODEL_LIST:
         raise ValueError(f"{MODEL_LIST} jobs are optimisation jobs (compute.optimization_jobs), not model jobs")
+    if spec.kind == INDEPENDENT:
+        Y = np.asarray(data.y, dtype=np.float64)
+        if not spec.parts or Y.ndim != 2 or Y.shape[1] != len(spec.parts):
+            raise ValueError(f"{INDEPENDENT} needs one part per outcome and y of shape (n, {len(spec.parts)}), got {Y.shape}")
+        columns = []
+        for i, part in enumerate(spec.parts):
+            if part.kind not in INDEPENDENT_PARTS:
+                raise ValueError(f"{INDEPENDENT} part {i}: {part.kind!r} is not one of {sorted(INDEPENDENT_PARTS)}")
+            X, y = validate_model_data(part, TrainingData(data.X, Y[:, i]))
+            columns.append(y)
+        return X, np.stack(columns, axis=1) if columns else Y
     d = int(spec.dim)
     if d < 1:
         raise ValueError(f"model dim must be >= 1, got {spec.dim!r}")
@@ -294,9 +345,42 @@ def validate_model_data(spec: ModelSpec, data: TrainingData) -> tuple[np.ndarray
         raise ValueError("training data contains NaN or infinite values")
     if X.size and (X.min() < -1e-6 or X.max() > 1 + 1e-6):
         raise ValueError("training X must lie in the unit cube [0, 1]^d")
-    if spec.kind == CLASSIFICATION and np.any((y != 0.0) & (y != 1.0)):
-        raise ValueError("GPClassificationModel needs binary (0/1) outcomes")
+    if spec.kind in BINARY_MODELS and np.any((y != 0.0) & (y != 1.0)):
+        raise ValueError(f"{spec.kind} needs binary (0/1) outcomes")
+    if spec.kind == ORDINAL:
+        k = n_levels(spec.options)
+        if np.any((y != np.round(y)) | (y < 0) | (y > k - 1)):
+            raise ValueError(f"OrdinalGPModel with n_levels = {k} needs integer outcomes in 0..{k - 1}")
     return np.clip(X, 0.0, 1.0), y
+
+
+def part_state(state: ModelState | None, index: int, kind: str) -> ModelState | None:
+    r"""Part ``index`` of an IndependentGPsModel's state (``None`` when absent or of another kind)."""
+    if state is None or state.kind != INDEPENDENT:
+        return None
+    prefix = f"{index}/"
+    hypers = {k[len(prefix) :]: v for k, v in state.hyperparameters.items() if k.startswith(prefix)}
+    if not hypers or hypers.get("__kind__") != [kind]:
+        return None
+    hypers.pop("__kind__")
+    return ModelState(kind=kind, hyperparameters=hypers, n_train=state.n_train)
+
+
+def joined_state(states: list[ModelState], n_train: int) -> ModelState:
+    r"""An IndependentGPsModel's state: each part's hyper-parameters under ``"i/"`` (its kind too)."""
+    hypers: dict[str, list] = {}
+    for i, s in enumerate(states):
+        hypers[f"{i}/__kind__"] = [s.kind]
+        hypers.update({f"{i}/{k}": v for k, v in s.hyperparameters.items()})
+    return ModelState(kind=INDEPENDENT, hyperparameters=hypers, n_train=n_train)
+
+
+def n_levels(options: Mapping[str, Any]) -> int:
+    r"""An ordinal model's number of levels (option ``n_levels``, default 5, at least 2)."""
+    k = opt_int(options, "n_levels", DEFAULT_N_LEVELS)
+    if k < 2:
+        raise ValueError(f"option 'n_levels' must be at least 2, got {k}")
+    return k
 
 
 def validate_fixed(fixed: Mapping[int, float] | None, d: int) -> dict[int, float]:

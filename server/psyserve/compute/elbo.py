@@ -7,6 +7,7 @@ build models, choose fitting strategies or know about acquisitions or jobs.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import scipy.linalg
@@ -23,14 +24,19 @@ from gpytorch.priors import GammaPrior, NormalPrior
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor
 
-from psyserve.compute.kernels import kernel_lengthscale_grad_np, stationary_kernel
+from psyserve.compute.kernels import kernel_lengthscale_grad_np, plain_kernel, stationary_kernel
 from psyserve.compute.lbfgs import minimize_packed
 from psyserve.compute.links import PROBIT, Link
 from psyserve.compute.numerics import DTYPE, GH20_W, GH20_W_T, GH20_X, GH20_X_T, LOG_SQRT_2PI, gamma_log_prior
 
 
 def variational_elbo_closure(
-    model: SingleTaskVariationalGP, mll: VariationalELBO, X: Tensor, y: Tensor, link: Link = PROBIT
+    model: SingleTaskVariationalGP,
+    mll: VariationalELBO,
+    X: Tensor,
+    y: Tensor,
+    link: Link = PROBIT,
+    log_lik: Callable[[Tensor], Tensor] | None = None,
 ) -> ForwardBackwardClosure:
     r"""A fused, plain-torch forward/backward closure for ``mll`` (a ``VariationalELBO``).
 
@@ -46,6 +52,9 @@ def variational_elbo_closure(
     Args:
         X: ``n x d`` training inputs; y: ``n`` 0/1 outcomes; link: the response link (floor
             objectives; ``log Phi`` for the default probit).
+        log_lik: another likelihood instead of the link's: latent values ``n x 20`` (the quadrature
+            nodes of each observation) -> ``log p(y_i | f)``, differentiable in the likelihood's own
+            parameters (the ordinal model's cut-points), which are fitted with the rest.
     """
     gp = model.model
     vs = gp.variational_strategy
@@ -54,6 +63,10 @@ def variational_elbo_closure(
     base = cm.base_kernel if isinstance(cm, ScaleKernel) else cm
     kind = "rbf" if isinstance(base, RBFKernel) else "matern"
     nu = float(getattr(base, "nu", 2.5))
+    # other kernels (AEPsych's song / pairwise factories: compute.mean_covar) through GPyTorch's own
+    # evaluation; the rest of the objective is the same
+    stationary = isinstance(base, (RBFKernel, MaternKernel)) and base.active_dims is None
+    plain = None if stationary else plain_kernel(cm, live=True)
     Z = vs.inducing_points.detach()
     m = Z.shape[-2]
     n = X.shape[-2]
@@ -67,17 +80,24 @@ def variational_elbo_closure(
     vs.variational_params_initialized.fill_(1)
 
     def forward() -> Tensor:
-        ls = base.lengthscale.reshape(-1)
-        scale = cm.outputscale.reshape(()) if isinstance(cm, ScaleKernel) else torch.ones((), dtype=DTYPE)
-        Kzz = stationary_kernel(Z, Z, ls, scale, kind, nu) + jitter * eye
-        L = psd_safe_cholesky(Kzz)
-        A = torch.linalg.solve_triangular(L, stationary_kernel(Z, X, ls, scale, kind, nu), upper=False)
+        if stationary:
+            ls = base.lengthscale.reshape(-1)
+            scale: Tensor = cm.outputscale.reshape(()) if isinstance(cm, ScaleKernel) else torch.ones((), dtype=DTYPE)
+            Kzz, Kzx = stationary_kernel(Z, Z, ls, scale, kind, nu), stationary_kernel(Z, X, ls, scale, kind, nu)
+        elif plain is not None:
+            Kzz, Kzx, scale = plain(Z, Z, False), plain(Z, X, False), plain(X, X, True)
+        else:
+            Kzz, Kzx, scale = cm(Z, Z).to_dense(), cm(Z, X).to_dense(), cm(X, X, diag=True).to_dense()
+        L = psd_safe_cholesky(Kzz + jitter * eye)
+        A = torch.linalg.solve_triangular(L, Kzx, upper=False)
         mvec = vd.variational_mean
         Ls = vd.chol_variational_covar * tril
         mu = gp.mean_module(X) + A.mT @ mvec
         var = (scale + jitter + (Ls.mT @ A).pow(2).sum(-2) - A.pow(2).sum(-2)).clamp_min(1e-10)
         f = mu.unsqueeze(-1) + torch.sqrt(2.0 * var).unsqueeze(-1) * GH20_X_T
-        if link.is_plain_probit:
+        if log_lik is not None:
+            ell = (log_lik(f) * GH20_W_T).sum(-1) / math.sqrt(math.pi)
+        elif link.is_plain_probit:
             ell = (torch.special.log_ndtr(sign * f) * GH20_W_T).sum(-1) / math.sqrt(math.pi)
         else:
             ell = (link.loglik(f, y.unsqueeze(-1)) * GH20_W_T).sum(-1) / math.sqrt(math.pi)

@@ -19,10 +19,12 @@ from torch import Tensor
 from psyserve.compute.acquisition import BernoulliBALD, LevelSetStraddle, PairwisePosteriorVariance, PosteriorVariance
 from psyserve.compute.bvn import norm_cdf
 from psyserve.compute.contract import (
-    CLASSIFICATION,
+    BINARY_MODELS,
     LOOKAHEAD_ACQFS,
     OBJECTIVE_LINKS,
+    ORDINAL,
     PAIRWISE,
+    SEMIP_MODELS,
     GeneratorSpec,
     acqf_supports,
     canonical_acqf,
@@ -53,11 +55,13 @@ def _objective_link(fitted: FittedModel, options: Mapping[str, Any]) -> Link | N
     acquisition and the read-outs agree; ProbitObjective on a model with a floor link is refused.
     """
     obj = str(options.get("objective", "") or "").strip()
+    if fitted.kind == ORDINAL and obj.lower() not in ("", "default", "identitymcobjective", "identity", "none"):
+        raise ValueError(f"objective {obj} does not apply to OrdinalGPModel: its acquisitions work on the latent f (IdentityMCObjective)")
     if obj.lower() in ("", "default"):
-        return fitted.link if fitted.kind == CLASSIFICATION else None
+        return fitted.link if fitted.kind in BINARY_MODELS else None
     if obj in OBJECTIVE_LINKS:
         want = Link(OBJECTIVE_LINKS[obj], float(opt_float(options, "floor", 0.5) or 0.0))
-        if fitted.kind != CLASSIFICATION or fitted.link != want:
+        if fitted.kind not in BINARY_MODELS or fitted.link != want:
             raise ValueError(
                 f"objective {obj} (floor {want.floor:g}) needs a GPClassificationModel fitted with the same link "
                 f"(model link: {fitted.link.kind}, floor {fitted.link.floor:g})"
@@ -66,11 +70,17 @@ def _objective_link(fitted: FittedModel, options: Mapping[str, Any]) -> Link | N
     if obj.lower() == "probitobjective":
         if fitted.kind == PAIRWISE:
             return None
+        if fitted.kind in SEMIP_MODELS:  # AEPsych's semi-p examples pair it with a floor likelihood: the model's link
+            return fitted.link
         if not fitted.link.is_plain_probit:
             raise ValueError(f"objective ProbitObjective does not match the model's {fitted.link.kind} link with floor {fitted.link.floor:g}")
         return PROBIT
     if obj.lower() in ("identitymcobjective", "identity", "none"):
         return None
+    if obj in ("SemiPProbabilityObjective", "SemiPThresholdObjective"):
+        if fitted.kind not in SEMIP_MODELS:
+            raise ValueError(f"objective {obj} needs a semi-parametric model (SemiParametricGPModel, HadamardSemiPModel)")
+        return fitted.link
     raise ValueError(f"unknown objective {obj!r} (use 'ProbitObjective', 'IdentityMCObjective', a floor objective or '')")
 
 
@@ -88,12 +98,19 @@ def build_acquisition(name: str, fitted: FittedModel, generator: GeneratorSpec, 
     probit = link is not None
     target = opt_float(opts, "target", 0.75)
     assert target is not None
-    if fitted.kind == CLASSIFICATION or link is not None:
+    if fitted.kind in BINARY_MODELS or link is not None:
         # the level set of the response probability, moved to the latent level: F^-1((t - floor) / (1 - floor))
         t_latent = (link or fitted.link).latent_level(target)
     else:
         t_latent = target
     model, latent, noise = fitted.model, fitted.latent, fitted.pending_noise
+    if str(opts.get("objective", "") or "") == "SemiPThresholdObjective":
+        if name != "MCPosteriorVariance":
+            raise ValueError(f"SemiPThresholdObjective is read by MCPosteriorVariance (the threshold's variance), not {name}")
+        from psyserve.compute.semip import ProductLatent, ThresholdVariance
+
+        assert isinstance(latent, ProductLatent)
+        return ThresholdVariance(latent, target)
     if name == "MCLevelSetEstimation":
         beta = opt_float(opts, "beta", 3.84)
         assert beta is not None
@@ -106,11 +123,15 @@ def build_acquisition(name: str, fitted: FittedModel, generator: GeneratorSpec, 
         if fitted.link.kind != "probit":
             raise ValueError(f"{name}'s look-ahead is exact for a probit link only, not {fitted.link.kind}")
         floor = fitted.link.floor
+        kind = str(opts.get("lookahead_type", "levelset") or "levelset")
+        if kind not in ("levelset", "posterior"):
+            raise ValueError(f"lookahead_type must be levelset or posterior, got {kind!r}")
+        posterior = kind == "posterior"
         if name in ("LocalMI", "LocalSUR"):
-            return (LocalMI if name == "LocalMI" else LocalSUR)(model, latent, noise, t_latent, floor)
+            return (LocalMI if name == "LocalMI" else LocalSUR)(model, latent, noise, t_latent, floor, posterior)
         ref = sobol_draw(fitted.dim, max(16, opt_int(opts, "lookahead_points", 500)), seed + 7919)
         cls = {"EAVC": EAVC, "GlobalMI": GlobalMI}.get(name, GlobalSUR)
-        return cls(model, latent, noise, ref, t_latent, floor)
+        return cls(model, latent, noise, ref, t_latent, floor, posterior)
     if name == "PairwiseMCPosteriorVariance":
         return PairwisePosteriorVariance(model, latent, noise)
     # BoTorch MC acquisitions

@@ -18,6 +18,7 @@ import numpy as np
 
 from psyserve.compute.contract import (
     CLASSIFICATION,
+    INDEPENDENT,
     KNOWN_MODELS,
     GenerateJob,
     GenerateResult,
@@ -29,6 +30,9 @@ from psyserve.compute.contract import (
     TrainingData,
     acqf_supports,
     canonical_acqf,
+    joined_state,
+    opt_int,
+    part_state,
     validate_fixed,
     validate_model_data,
 )
@@ -81,6 +85,46 @@ def _fit(
     return fit_model(spec, X, y, warm_state=warm_state, refit=refit)
 
 
+def _fit_parts(
+    spec: ModelSpec, data: TrainingData, warm_state: ModelState | None, refit: bool
+) -> tuple[list[FittedModel], ModelState, float]:
+    r"""IndependentGPsModel: each part fitted on its own column of ``y`` (its warm state from the joined one)."""
+    from psyserve.compute.models import fit_model
+
+    X, Y = validate_model_data(spec, data)
+    fitted = [
+        fit_model(part, X, Y[:, i], warm_state=part_state(warm_state, i, part.kind), refit=refit) for i, part in enumerate(spec.parts)
+    ]
+    state = joined_state([f.state for f in fitted], int(X.shape[0]))
+    return fitted, state, sum(f.fit_seconds for f in fitted)
+
+
+def _generate_independent(job: GenerateJob, fixed: dict[int, float]) -> GenerateResult:
+    r"""AEPsych's IndependentOptimizeAcqfGenerator: each part's own acquisition on its own model; every
+    point is optimised with the points already chosen in this ask pending. AEPsych returns one point per
+    part for each point asked (in a random order); psyserve returns the number of points asked, the parts
+    taking turns: point ``j`` of the ask comes from part ``(turn + j) mod parts``, ``turn`` (generator
+    option) counting the phase's asks, so that every outcome gets its share of the trials."""
+    import torch
+
+    from psyserve.compute.optimize import generate_points
+
+    if len(job.generator.parts) != len(job.model.parts):
+        raise ValueError(f"{len(job.model.parts)} model parts need as many generators, got {len(job.generator.parts)}")
+    for part, gen in zip(job.model.parts, job.generator.parts, strict=True):
+        if not acqf_supports(part.kind, canonical_acqf(gen.acqf)):
+            raise ValueError(f"acquisition function {gen.acqf!r} does not support model {part.kind!r}")
+    fitted, state, fit_s = _fit_parts(job.model, job.data, job.warm_state, job.refit)
+    t0 = time.perf_counter()
+    turn = opt_int(job.generator.options, "turn", 0)
+    chosen: list[np.ndarray] = []
+    for j in range(int(job.num_points)):
+        i = (turn + j) % len(fitted)
+        pending = torch.as_tensor(np.stack(chosen), dtype=torch.float64) if chosen else None
+        chosen.append(generate_points(fitted[i], job.generator.parts[i], 1, fixed, int(job.seed) + 7 * j, pending=pending)[0])
+    return GenerateResult(points=np.stack(chosen), state=state, fit_seconds=fit_s, generate_seconds=time.perf_counter() - t0)
+
+
 def fit_state(
     model: ModelSpec,
     data: TrainingData,
@@ -96,6 +140,9 @@ def fit_state(
         ``warm_state`` a full fit is done.
     """
     with _job_context(seed):
+        if model.kind == INDEPENDENT:
+            _, state, seconds = _fit_parts(model, data, warm_state, refit)
+            return state, seconds
         fitted = _fit(model, data, warm_state, refit)
     return fitted.state, fitted.fit_seconds
 
@@ -110,6 +157,12 @@ def generate(job: GenerateJob) -> GenerateResult:
     Raises:
         ValueError: unknown model / acquisition, unsupported combination, bad data.
     """
+    if int(job.num_points) < 1:
+        raise ValueError(f"num_points must be >= 1, got {job.num_points!r}")
+    if job.model.kind == INDEPENDENT:
+        fixed_parts = validate_fixed(job.fixed, int(job.model.dim))
+        with _job_context(job.seed):
+            return _generate_independent(job, fixed_parts)
     name = canonical_acqf(job.generator.acqf)
     if job.model.kind not in KNOWN_MODELS:
         raise ValueError(f"unknown model {job.model.kind!r}")
@@ -125,7 +178,14 @@ def generate(job: GenerateJob) -> GenerateResult:
         t0 = time.perf_counter()
         points = generate_points(fitted, job.generator, int(job.num_points), fixed, int(job.seed))
         gen_s = time.perf_counter() - t0
-    return GenerateResult(points=points, state=fitted.state, fit_seconds=fitted.fit_seconds, generate_seconds=gen_s)
+        levels = None
+        if fitted.cutpoints is not None:  # ordinal: how likely each answer is at the new points
+            from psyserve.compute.predict import predict
+
+            levels = predict(fitted, points.reshape(len(points), -1), probability_space=False)["level_probabilities"]
+    return GenerateResult(
+        points=points, state=fitted.state, fit_seconds=fitted.fit_seconds, generate_seconds=gen_s, level_probabilities=levels
+    )
 
 
 def query(job: QueryJob) -> QueryJobResult:
@@ -178,6 +238,7 @@ def query(job: QueryJob) -> QueryJobResult:
         upper=pred["upper"],
         state=fitted.state,
         fit_seconds=fitted.fit_seconds,
+        level_probabilities=pred.get("level_probabilities"),
     )
 
 

@@ -1,7 +1,8 @@
 """Kernels: the GPyTorch kernel builders and their detached evaluation (torch and numpy forms).
 
-Owns how a fitted kernel and prior mean are evaluated outside GPyTorch; must not fit models or
-know about acquisitions or jobs.
+Owns how a fitted kernel and prior mean are evaluated outside GPyTorch (also the kernels AEPsych's
+factories build, compute/mean_covar.py, and their pairwise kernel); must not fit models or know
+about acquisitions or jobs.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from typing import Any
 import numpy as np
 import torch
 from gpytorch.constraints import GreaterThan, Interval
-from gpytorch.kernels import Kernel, MaternKernel, RBFKernel, ScaleKernel
+from gpytorch.kernels import AdditiveKernel, Kernel, LinearKernel, MaternKernel, ProductKernel, RBFKernel, ScaleKernel
 from gpytorch.means import ConstantMean, Mean
 from gpytorch.priors import GammaPrior, SmoothedBoxPrior
 from torch import Tensor
 
 from psyserve.compute.numerics import DTYPE
+
+#: A kernel in plain torch: (X1 ``... x q1 x d``, X2 ``... x q2 x d``, diag) -> ``... x q1 x q2`` (or ``... x q1``).
+PlainKernel = Callable[[Tensor, Tensor, bool], Tensor]
 
 #: Output-scale bounds of the classification kernel (latent variance).
 OUTPUTSCALE_BOUNDS = (1.0, 4.0)
@@ -152,8 +156,12 @@ class KernelFn:
         self.lengthscale = (
             base.lengthscale.detach().reshape(-1).to(DTYPE) if self.kind != "generic" else torch.ones(1, dtype=DTYPE)
         )
+        # the factories' kernels (compute.mean_covar) in plain torch
+        self.plain = plain_kernel(covar_module) if self.kind == "generic" else None
 
     def __call__(self, X1: Tensor, X2: Tensor) -> Tensor:
+        if self.plain is not None:
+            return self.plain(X1, X2, False)
         if self.kind == "generic":
             shape = torch.broadcast_shapes(X1.shape[:-2], X2.shape[:-2])
             X1b = X1.expand(*shape, *X1.shape[-2:])
@@ -163,6 +171,8 @@ class KernelFn:
 
     def diag(self, X: Tensor) -> Tensor:
         r"""Prior variance ``k(x, x)``: ``... x q x d`` -> ``... x q``."""
+        if self.plain is not None:
+            return self.plain(X, X, True)
         if self.kind == "generic":
             return self.module(X, X, diag=True).to_dense()
         return self.scale.expand(X.shape[:-1])
@@ -199,3 +209,107 @@ def pairwise_kernel(d: int) -> ScaleKernel:
         outputscale_prior=SmoothedBoxPrior(a=1e-2, b=1e2),
         outputscale_constraint=Interval(5e-3, 2e2, initial_value=1.0),
     ).to(DTYPE)
+
+
+class PairwiseKernel(Kernel):
+    r"""A kernel on concatenated pairs ``x = (a, b)``: the covariance of ``f(a) - f(b)`` for a latent
+    ``f`` with kernel ``base`` over one stimulus,
+
+        k((a, b), (a', b')) = k(a, a') + k(b, b') - k(a, b') - k(b, a'),
+
+    so a classification model over the pair's 2h parameters learns a preference of a over b."""
+
+    def __init__(self, base: Kernel, active_dims: list[int] | None = None) -> None:
+        super().__init__(active_dims=torch.tensor(active_dims) if active_dims is not None else None)
+        self.base = base
+
+    def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, **params: Any) -> Tensor:
+        h = x1.shape[-1] // 2
+        a1, b1, a2, b2 = x1[..., :h], x1[..., h:], x2[..., :h], x2[..., h:]
+        k = self.base
+        if diag:
+            return k(a1, a2, diag=True) + k(b1, b2, diag=True) - k(a1, b2, diag=True) - k(b1, a2, diag=True)
+        return (k(a1, a2) + k(b1, b2) - k(a1, b2) - k(b1, a2)).to_dense()
+
+
+def plain_kernel(module: Kernel, live: bool = False) -> PlainKernel | None:
+    """The kernels built here (scaled RBF / Matern-5/2 / linear kernels on some dims, their sums and
+    products, the pairwise kernel) as one plain-torch function: GPyTorch's lazy evaluation costs more
+    than the arithmetic at these sizes. `live`: read the hyper-parameters at each call (differentiable:
+    for fitting), else as they are now, detached (for a fitted model). None for any other kernel."""
+    def value(get: Callable[[], Tensor]) -> Callable[[], Tensor]:
+        if live:
+            return get
+        fixed = get().detach()
+        return lambda: fixed
+
+    def build(k: Kernel, own_dims: bool = True) -> PlainKernel | None:
+        # GPyTorch selects a kernel's active dims when it is called, but a ScaleKernel (which takes
+        # over its base kernel's) runs the base's forward on what it selected
+        dims = k.active_dims if own_dims else None
+
+        def cut(X: Tensor) -> Tensor:
+            return X if dims is None else X.index_select(-1, dims.to(X.device))
+
+        if isinstance(k, ScaleKernel):
+            scaled = build(k.base_kernel, own_dims=False)
+            if scaled is None:
+                return None
+            under: PlainKernel = scaled
+            scale = value(lambda: k.outputscale.reshape(()))
+            return lambda X1, X2, diag: scale() * under(cut(X1), cut(X2), diag)
+        if isinstance(k, (RBFKernel, MaternKernel)):
+            nu = float(getattr(k, "nu", 2.5))
+            if isinstance(k, MaternKernel) and nu not in (0.5, 1.5, 2.5):
+                return None
+            kind = "rbf" if isinstance(k, RBFKernel) else "matern"
+            ls = value(lambda: k.lengthscale.reshape(-1))
+            one = torch.ones((), dtype=DTYPE)
+
+            def stationary(X1: Tensor, X2: Tensor, diag: bool) -> Tensor:
+                A, B = cut(X1), cut(X2)
+                if diag:  # k(a_i, b_i): the pairwise kernel asks for it with a != b
+                    return stationary_kernel(A.unsqueeze(-2), B.unsqueeze(-2), ls(), one, kind, nu)[..., 0, 0]
+                return stationary_kernel(A, B, ls(), one, kind, nu)
+
+            return stationary
+        if isinstance(k, LinearKernel):
+            variance = value(lambda: k.variance.reshape(-1))
+
+            def linear(X1: Tensor, X2: Tensor, diag: bool) -> Tensor:
+                A, B = cut(X1), cut(X2)
+                v = variance()
+                return (A * A * v).sum(-1) if diag else (A * v) @ B.mT
+
+            return linear
+        if isinstance(k, (AdditiveKernel, ProductKernel)):
+            parts = [build(c) for c in k.kernels]
+            if any(p is None for p in parts):
+                return None
+            known = [p for p in parts if p is not None]
+            add = isinstance(k, AdditiveKernel)
+
+            def combined(X1: Tensor, X2: Tensor, diag: bool) -> Tensor:
+                A, B = cut(X1), cut(X2)
+                out = known[0](A, B, diag)
+                for part in known[1:]:
+                    out = out + part(A, B, diag) if add else out * part(A, B, diag)
+                return out
+
+            return combined
+        if isinstance(k, PairwiseKernel):
+            base = build(k.base)
+            if base is None:
+                return None
+            inner = base
+
+            def pairwise(X1: Tensor, X2: Tensor, diag: bool) -> Tensor:
+                A, B = cut(X1), cut(X2)
+                h = A.shape[-1] // 2
+                a1, b1, a2, b2 = A[..., :h], A[..., h:], B[..., :h], B[..., h:]
+                return inner(a1, a2, diag) + inner(b1, b2, diag) - inner(a1, b2, diag) - inner(b1, a2, diag)
+
+            return pairwise
+        return None
+
+    return build(module)

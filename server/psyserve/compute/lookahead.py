@@ -1,6 +1,7 @@
 """Look-ahead level-set acquisitions: EAVC, GlobalMI and GlobalSUR on a reference set, LocalMI and
 LocalSUR at the candidate itself (torch forward; numpy values with closed-form input gradients for
-EAVC and GlobalMI on the plain probit link).
+EAVC and GlobalMI on the plain probit link). Each looks ahead at the level set ``{f > t}`` or, with
+``posterior`` (AEPsych's ``lookahead_type = posterior``), at the response ``y_r`` itself.
 
 Must not build models, optimise or know about jobs.
 """
@@ -31,11 +32,24 @@ class _LookAhead(LatentAcquisition):
     """
 
     def __init__(
-        self, model: Any, latent: LatentGP, pending_noise: float, reference: Tensor, target: float, floor: float = 0.0
+        self,
+        model: Any,
+        latent: LatentGP,
+        pending_noise: float,
+        reference: Tensor,
+        target: float,
+        floor: float = 0.0,
+        posterior: bool = False,
     ) -> None:
         super().__init__(model, latent, pending_noise)
         self.reference = reference.to(DTYPE)
         self.target = float(target)
+        #: look ahead at the response at ``r`` (``y_r = 1`` iff ``f_r + e_r > 0``, probit) instead of
+        #: the level set: the same terms with ``t = 0`` and ``sd_r = sqrt(1 + v_r)``, the joint
+        #: ``P(y=1, y_r=1) = Phi2(a, b_r; c_r / (sqrt(1 + v) sqrt(1 + v_r)))`` (exact)
+        self.posterior = bool(posterior)
+        if self.posterior and floor:
+            raise ValueError("the posterior look-ahead is exact for the plain probit link only, not with a floor")
         #: n-AFC guess rate of a FloorProbitObjective: ``P(y=1 | f) = floor + (1 - floor) Phi(f)``, so
         #: ``P(y=1) = floor + (1 - floor) Phi(a)`` and the joint's excess over independence is
         #: ``(1 - floor) (Phi2 - Phi Phi)`` (autograd path only)
@@ -45,8 +59,12 @@ class _LookAhead(LatentAcquisition):
     def _on_posterior_change(self) -> None:
         with torch.no_grad():
             mu_r, var_r = self.post.mean_variance(self.reference)
-        self.sd_r = var_r.sqrt()
-        self.b_r = (mu_r - self.target) / self.sd_r
+        if self.posterior:
+            self.sd_r = torch.sqrt(1.0 + var_r)
+            self.b_r = mu_r / self.sd_r
+        else:
+            self.sd_r = var_r.sqrt()
+            self.b_r = (mu_r - self.target) / self.sd_r
         self.p_r = norm_cdf(self.b_r)
         post = self.post
         self._ref_np = post.reference_np(self.reference.numpy()) if post.analytic_grad else None
@@ -174,8 +192,11 @@ class _Local(_LookAhead):
     ``y`` at ``x``; ``P(y=1, f(x) > t) = Phi2(a, b; rho)`` with ``b = (mu - t) / sd``,
     ``rho = sd / sqrt(1 + v)``."""
 
-    def __init__(self, model: Any, latent: LatentGP, pending_noise: float, target: float, floor: float = 0.0) -> None:
-        super().__init__(model, latent, pending_noise, torch.full((1, latent_dim(latent)), 0.5, dtype=DTYPE), target, floor)
+    def __init__(
+        self, model: Any, latent: LatentGP, pending_noise: float, target: float, floor: float = 0.0, posterior: bool = False
+    ) -> None:
+        reference = torch.full((1, latent_dim(latent)), 0.5, dtype=DTYPE)
+        super().__init__(model, latent, pending_noise, reference, target, floor, posterior)
 
     def numpy_ready(self) -> bool:
         return False
@@ -184,7 +205,11 @@ class _Local(_LookAhead):
         mu, var = self.post.mean_variance(X)  # b x 1
         sd = var.clamp_min(1e-18).sqrt()
         s = torch.sqrt(1.0 + var)
-        a, b, rho = mu / s, (mu - self.target) / sd, (sd / s).clamp(max=1.0 - 1e-9)
+        if self.posterior:  # a second response at x: the same a, correlation v / (1 + v)
+            a = mu / s
+            b, rho = a, (var / (1.0 + var)).clamp(max=1.0 - 1e-9)
+        else:
+            a, b, rho = mu / s, (mu - self.target) / sd, (sd / s).clamp(max=1.0 - 1e-9)
         T = bvn_excess(a, b, rho)
         P1 = norm_cdf(a)
         if self.floor:

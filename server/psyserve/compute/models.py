@@ -1,8 +1,11 @@
-"""Model builders: GP classification, regression and pairwise probit on BoTorch/GPyTorch, fitted
+"""Model builders: GP classification, regression, pairwise probit and ordinal on BoTorch/GPyTorch, fitted
 (packed numpy objectives, or BoTorch's own fitting) and warm-started, as a FittedModel with its LatentGP.
 
 Must not touch server state, I/O, job orchestration or acquisition logic; the objectives, kernels
-and latent posterior they use live in elbo.py, laplace.py, kernels.py and latent.py.
+and latent posterior they use live in elbo.py, laplace.py, kernels.py, latent.py and ordinal.py.
+
+Longer than ~500 lines on purpose: the builders share one set of warm-start, inducing-point and
+state (de)serialisation helpers, and each builder is read against the others.
 """
 
 from __future__ import annotations
@@ -21,32 +24,41 @@ from botorch.models.model import Model
 from botorch.models.pairwise_gp import PairwiseLaplaceMarginalLogLikelihood
 from botorch.models.transforms.outcome import Standardize
 from botorch.optim.fit import fit_gpytorch_mll_scipy
+from gpytorch.constraints import GreaterThan
+from gpytorch.kernels import RBFKernel
 from gpytorch.likelihoods import BernoulliLikelihood
-from gpytorch.means import ConstantMean
+from gpytorch.means import ConstantMean, Mean, ZeroMean
 from gpytorch.mlls import ExactMarginalLogLikelihood, VariationalELBO
-from gpytorch.priors import NormalPrior
+from gpytorch.priors import GammaPrior, NormalPrior
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor
 
 from psyserve.compute.contract import (
+    BINARY_MODELS,
     CLASSIFICATION,
     KNOWN_MODELS,
+    MONOTONIC,
+    ORDINAL,
     PAIRWISE,
     REGRESSION,
+    SEMIP_MODELS,
     ModelSpec,
     ModelState,
     data_digest,
+    n_levels,
     opt_float,
     opt_int,
     opt_str,
 )
 from psyserve.compute.elbo import PackedElbo, variational_elbo_closure
-from psyserve.compute.kernels import KernelFn, make_kernel, pairwise_kernel, prior_mean_fn
+from psyserve.compute.kernels import OUTPUTSCALE_BOUNDS, KernelFn, make_kernel, pairwise_kernel, prior_mean_fn
 from psyserve.compute.laplace import PackedPairwiseLaplace
 from psyserve.compute.latent import PROBIT_PENDING_NOISE, LatentGP
 from psyserve.compute.lbfgs import FIT_FTOL
 from psyserve.compute.links import PROBIT, Link, LinkBernoulliLikelihood, link_of
-from psyserve.compute.numerics import DTYPE
+from psyserve.compute.mean_covar import build_covar, build_mean, uses_factory
+from psyserve.compute.numerics import DTYPE, unique_rows
+from psyserve.compute.ordinal import OrdinalLikelihood, level_log_prob
 
 __all__ = [
     "FittedModel",
@@ -58,22 +70,15 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Output-scale bounds of the regression and pairwise kernels (a factory's kernel without its own prior)
+REGRESSION_OUTPUTSCALE_BOUNDS = (0.05, 20.0)
+PAIRWISE_OUTPUTSCALE_BOUNDS = (5e-3, 2e2)
 DIGEST_KEY = "__digest__"
 INDUCING_KEY = "__inducing__"
 _VMEAN = "model.variational_strategy._variational_distribution.variational_mean"
 _VCHOL = "model.variational_strategy._variational_distribution.chol_variational_covar"
 
 # --------------------------------------------------------------------------- data helpers
-
-
-def unique_rows(X: Tensor) -> Tensor:
-    r"""Unique rows of ``X`` (``n x d``) in order of first occurrence."""
-    if X.shape[0] == 0:
-        return X
-    _, inverse = torch.unique(X, dim=0, return_inverse=True)
-    first = torch.full((int(inverse.max()) + 1,), X.shape[0], dtype=torch.long)
-    first.scatter_reduce_(0, inverse, torch.arange(X.shape[0]), reduce="amin")
-    return X[torch.sort(first).values]
 
 
 def select_inducing_points(X: Tensor, k: int) -> Tensor:
@@ -178,13 +183,15 @@ class FittedModel:
     kind: str
     dim: int
     model: Model | None
-    latent: LatentGP
+    latent: LatentGP  # semi-parametric models: a ProductLatent (same interface)
     train_X: Tensor
     pending_noise: float
     state: ModelState
     fit_seconds: float
     #: the response link of a classification model (floor objectives); probit otherwise
     link: Link = PROBIT
+    #: an ordinal model's ``n_levels - 1`` cut-points (the first 0); ``None`` for other kinds
+    cutpoints: Tensor | None = None
 
     @property
     def n_train(self) -> int:
@@ -259,8 +266,12 @@ def _classification(
     yt = torch.as_tensor(y, dtype=DTYPE)
     inducing_size = max(1, opt_int(opts, "inducing_size", 100))
     Z = select_inducing_points(Xt, inducing_size) if n else torch.full((1, d), 0.5, dtype=DTYPE)
-    covar = make_kernel(d, str(opts.get("kernel", "rbf") or "rbf"))
-    mean = ConstantMean(constant_prior=NormalPrior(0.0, 2.0)).to(DTYPE)
+    factory = uses_factory(opts)
+    if factory:  # AEPsych's mean/covariance factory options (config.py)
+        covar, mean = build_covar(d, opts, OUTPUTSCALE_BOUNDS), build_mean(opts)
+    else:
+        covar = make_kernel(d, str(opts.get("kernel", "rbf") or "rbf"))
+        mean = ConstantMean(constant_prior=NormalPrior(0.0, 2.0)).to(DTYPE)
     model = SingleTaskVariationalGP(
         train_X=Xt if n else Z,
         train_Y=yt.unsqueeze(-1) if n else None,
@@ -318,6 +329,18 @@ def _classification(
             else:
                 run(2)
     model.eval()
+    latent, Zv = _variational_latent(model, prior_mean_fn(model.model.mean_module))
+    hypers = _collect(model, include_variational=True) if n else _collect(model, include_variational=False)
+    if n:
+        hypers[DIGEST_KEY] = [digest]
+        hypers[INDUCING_KEY] = Zv.tolist()
+    train_X = unique_rows(Xt) if n else Xt
+    return (model if n else None), latent, train_X, hypers
+
+
+def _variational_latent(model: SingleTaskVariationalGP, mean_fn: Any) -> tuple[LatentGP, Tensor]:
+    r"""The whitened variational posterior of ``model`` as a ``LatentGP`` (``M = S - I``), and its inducing points."""
+    vs = model.model.variational_strategy
     with torch.no_grad():
         kernel = KernelFn(model.model.covar_module)
         jitter = float(vs.jitter_val)
@@ -328,13 +351,81 @@ def _classification(
         w = vd.mean.detach().reshape(-1)
         S = vd.covariance_matrix.detach()
         M = S - torch.eye(S.shape[-1], dtype=DTYPE)
-    latent = LatentGP(kernel, prior_mean_fn(model.model.mean_module), Zv, L, w, M, jitter=jitter)
-    hypers = _collect(model, include_variational=True) if n else _collect(model, include_variational=False)
+    return LatentGP(kernel, mean_fn, Zv, L, w, M, jitter=jitter), Zv
+
+
+def _ordinal(
+    spec: ModelSpec, X: np.ndarray, y: np.ndarray, warm_state: ModelState | None, refit: bool
+) -> tuple[Model | None, LatentGP, Tensor, dict[str, list], Tensor]:
+    r"""OrdinalGPModel: a whitened variational GP (zero mean, ARD RBF without output scale: the
+    cut-points set the scale, as AEPsych's ordinal factory does) under ``OrdinalLikelihood``; fitted with
+    BoTorch's L-BFGS on the variational ELBO. Same inducing points and warm starts as classification.
+    Returns the fitted pieces and the ``K - 1`` cut-points."""
+    d = int(spec.dim)
+    opts = spec.options
+    levels = n_levels(opts)
+    n = X.shape[0]
+    Xt = torch.as_tensor(X, dtype=DTYPE)
+    yt = torch.as_tensor(y, dtype=DTYPE)
+    inducing_size = max(1, opt_int(opts, "inducing_size", 100))
+    Z = select_inducing_points(Xt, inducing_size) if n else torch.full((1, d), 0.5, dtype=DTYPE)
+    conc, rate = 1.5, 3.0  # AEPsych's length-scale prior for ordinal models
+    covar = RBFKernel(
+        ard_num_dims=d,
+        lengthscale_prior=GammaPrior(conc, rate),
+        lengthscale_constraint=GreaterThan(1e-4, transform=None, initial_value=(conc - 1.0) / rate),
+    ).to(DTYPE)
+    likelihood = OrdinalLikelihood(levels)
+    model = SingleTaskVariationalGP(
+        train_X=Xt if n else Z,
+        train_Y=yt.unsqueeze(-1) if n else None,
+        likelihood=likelihood,
+        covar_module=covar,
+        mean_module=ZeroMean().to(DTYPE),
+        inducing_points=Z,
+        learn_inducing_points=False,
+    ).to(DTYPE)
+    digest = data_digest(spec.kind, opts, X, y)
+    warm = _warm_usable(warm_state, spec.kind)
+    if warm:
+        assert warm_state is not None
+        _load(model, warm_state.hyperparameters, include_variational=False)
+    vs = model.model.variational_strategy
+    if n:
+        reuse = (
+            warm
+            and not refit
+            and warm_state is not None
+            and warm_state.hyperparameters.get(DIGEST_KEY) == [digest]
+            and _load(vs, {k.removeprefix("model.variational_strategy."): v for k, v in warm_state.hyperparameters.items()}, True) >= 2
+        )
+        if reuse:
+            vs.variational_params_initialized.fill_(1)
+        else:
+            if warm and warm_state is not None and _extend_variational(model, warm_state, Z):
+                vs.variational_params_initialized.fill_(1)
+            mll = VariationalELBO(likelihood, model.model, num_data=n)
+            frozen = [p for name, p in model.named_parameters() if "variational" not in name and p.requires_grad] if warm and not refit else []
+            for p in frozen:  # condition on the new data with the warm hyper-parameters held
+                p.requires_grad_(False)
+            closure = None
+            if opt_str(opts, "elbo", "fast") == "fast":  # the fused closure, ~5x faster per evaluation than GPyTorch's
+                observed = yt.round().long().unsqueeze(-1)
+                closure = variational_elbo_closure(
+                    model, mll, Xt, yt, log_lik=lambda f: level_log_prob(f, observed, likelihood.cutpoints)
+                )
+            _fit_mll(mll, opts, max_attempts=1 if warm else 2, closure=closure)
+            for p in frozen:
+                p.requires_grad_(True)
+            vs.variational_params_initialized.fill_(1)
+    model.eval()
+    latent, Zv = _variational_latent(model, prior_mean_fn(None))
+    hypers = _collect(model, include_variational=bool(n))
     if n:
         hypers[DIGEST_KEY] = [digest]
         hypers[INDUCING_KEY] = Zv.tolist()
     train_X = unique_rows(Xt) if n else Xt
-    return (model if n else None), latent, train_X, hypers
+    return (model if n else None), latent, train_X, hypers, likelihood.cutpoints.detach().clone()
 
 
 def _regression(
@@ -347,11 +438,15 @@ def _regression(
     yt = torch.as_tensor(y, dtype=DTYPE).unsqueeze(-1)
     kern = opts.get("kernel", None)
     covar = None
-    if kern:
-        covar = make_kernel(d, str(kern), lengthscale_prior=(3.0, 6.0), outputscale_bounds=(0.05, 20.0))
+    mean: Mean | None = None
+    if uses_factory(opts):  # AEPsych's mean/covariance factory options (config.py)
+        covar = build_covar(d, opts, REGRESSION_OUTPUTSCALE_BOUNDS)
+        mean = build_mean(opts) if "mean" in opts else None
+    elif kern:
+        covar = make_kernel(d, str(kern), lengthscale_prior=(3.0, 6.0), outputscale_bounds=REGRESSION_OUTPUTSCALE_BOUNDS)
     if n == 0:  # prior only: build the modules on a dummy point
         Xt, yt = torch.full((1, d), 0.5, dtype=DTYPE), torch.zeros(1, 1, dtype=DTYPE)
-    model = SingleTaskGP(Xt, yt, covar_module=covar, outcome_transform=Standardize(m=1)).to(DTYPE)
+    model = SingleTaskGP(Xt, yt, covar_module=covar, mean_module=mean, outcome_transform=Standardize(m=1)).to(DTYPE)
     warm = _warm_usable(warm_state, spec.kind)
     if warm:
         assert warm_state is not None
@@ -387,7 +482,8 @@ def _pairwise(
 ) -> tuple[Model | None, LatentGP, Tensor, dict[str, list]]:
     d = int(spec.dim)
     opts = spec.options
-    covar = pairwise_kernel(d)
+    # AEPsych's default factory's kernel options (config.py), else PairwiseGP's own priors
+    covar = build_covar(d, opts, PAIRWISE_OUTPUTSCALE_BOUNDS) if uses_factory(opts) else pairwise_kernel(d)
     warm = _warm_usable(warm_state, spec.kind)
     if warm:
         assert warm_state is not None
@@ -461,6 +557,7 @@ def fit_model(
         raise ValueError(f"unknown model {spec.kind!r}")
     t0 = time.perf_counter()
     n = int(X.shape[0])
+    cutpoints = None
     if spec.kind == CLASSIFICATION:
         model, latent, train_X, hypers = _classification(spec, X, y, warm_state, refit)
         noise = PROBIT_PENDING_NOISE
@@ -469,6 +566,23 @@ def fit_model(
     elif spec.kind == PAIRWISE:
         model, latent, train_X, hypers = _pairwise(spec, X, y, warm_state, refit)
         noise = PROBIT_PENDING_NOISE
+    elif spec.kind == MONOTONIC:  # GP classification, its posterior projected monotone (compute/monotonic.py)
+        from psyserve.compute.monotonic import ProjectedLatent, monotonic_options
+
+        dims, grid_size, min_f = monotonic_options(spec.options, int(spec.dim))
+        model, base, train_X, hypers = _classification(spec, X, y, warm_state, refit)
+        latent = ProjectedLatent(base, dims, grid_size, min_f)  # type: ignore[assignment]  # duck-typed LatentGP
+        noise = PROBIT_PENDING_NOISE
+    elif spec.kind in SEMIP_MODELS:
+        from psyserve.compute.semip import fit_semip
+
+        fit = fit_semip(spec, X, y, warm_state, refit)
+        # a placeholder module: the acquisitions read the posterior from ``latent`` (ProductLatent)
+        model, latent, train_X, hypers = (torch.nn.Module() if n else None), fit.latent, fit.train_X, fit.hypers  # type: ignore[assignment]
+        noise = PROBIT_PENDING_NOISE
+    elif spec.kind == ORDINAL:
+        model, latent, train_X, hypers, cutpoints = _ordinal(spec, X, y, warm_state, refit)
+        noise = PROBIT_PENDING_NOISE  # one observation's information about f: probit-like
     else:  # pragma: no cover - guarded above
         raise ValueError(f"unknown model {spec.kind!r}")
     state = ModelState(kind=spec.kind, hyperparameters=hypers, n_train=n)
@@ -481,5 +595,6 @@ def fit_model(
         pending_noise=float(noise),
         state=state,
         fit_seconds=time.perf_counter() - t0,
-        link=link_of(spec.options) if spec.kind == CLASSIFICATION else PROBIT,
+        link=link_of(spec.options) if spec.kind in BINARY_MODELS else PROBIT,
+        cutpoints=cutpoints,
     )

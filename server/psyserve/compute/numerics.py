@@ -1,5 +1,5 @@
 """Shared numeric constants and small formulas of the compute modules: the float type, Gauss-Hermite
-tables, the normal density, the Gamma log-prior, Sobol draws.
+tables, the normal density, the Gamma log-prior, Sobol draws, unique rows.
 
 Each lives here once (tests check them against SciPy / GPyTorch); imports only numpy/torch. Must not
 hold models, acquisitions or job logic.
@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import torch
+from torch import Tensor
 
 DTYPE = torch.float64
 SQRT2 = math.sqrt(2.0)
@@ -41,3 +42,13 @@ def sobol_draw(d: int, n: int, seed: int) -> torch.Tensor:
     r"""``n x d`` scrambled Sobol points in the unit cube (deterministic in ``seed``)."""
     eng = torch.quasirandom.SobolEngine(d, scramble=True, seed=int(seed) % (2**31))
     return eng.draw(n, dtype=DTYPE)
+
+
+def unique_rows(X: Tensor) -> Tensor:
+    r"""Unique rows of ``X`` (``n x d``) in order of first occurrence."""
+    if X.shape[0] == 0:
+        return X
+    _, inverse = torch.unique(X, dim=0, return_inverse=True)
+    first = torch.full((int(inverse.max()) + 1,), X.shape[0], dtype=torch.long)
+    first.scatter_reduce_(0, inverse, torch.arange(X.shape[0]), reduce="amin")
+    return X[torch.sort(first).values]

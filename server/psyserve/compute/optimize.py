@@ -183,22 +183,74 @@ def _grid_points(
     return (out if q == 2 else out.squeeze(1)).numpy().astype(np.float64)
 
 
+def _intensity_aware(
+    acqf: AcquisitionFunction,
+    fitted: FittedModel,
+    generator: GeneratorSpec,
+    num_points: int,
+    fixed: Mapping[int, float],
+    seed: int,
+    pending: Tensor | None = None,
+) -> np.ndarray:
+    r"""AEPsych's IntensityAwareSemiPGenerator: the acquisition is maximised over the context dimensions
+    with the intensity held at 0, then the intensity is set to the threshold (the ``target`` response
+    probability, default 0.75) at that context, clipped to ``[0, 1]``. A fixed intensity is kept as
+    given (AEPsych refuses fixed features here; fixed context dimensions are honoured)."""
+    from psyserve.compute.semip import ProductLatent
+
+    latent = fitted.latent
+    if not isinstance(latent, ProductLatent):
+        raise ValueError(f"IntensityAwareSemiPGenerator needs a semi-parametric model, not {fitted.kind}")
+    stim = latent.stim_dim
+    opts = generator.options
+    target = float(opt_float(opts, "target", 0.75) or 0.75)
+    inner = GeneratorSpec(generator.acqf, {k: v for k, v in opts.items() if k != "method"})
+    pts = generate_points(fitted, inner, num_points, {**fixed, stim: 0.0}, seed, acqf=acqf)
+    if stim not in fixed:
+        with torch.no_grad():
+            thr, _ = latent.threshold(torch.as_tensor(pts, dtype=DTYPE), target)
+        pts[:, stim] = thr.clamp(0.0, 1.0).numpy()
+    else:
+        pts[:, stim] = fixed[stim]
+    return pts
+
+
+def _discrete_combinations(options: Mapping[str, Any], d: int, fixed: Mapping[int, float]) -> list[dict[int, float]]:
+    r"""MixedOptimizeAcqfGenerator: every combination of the discrete dimensions' unit values (option
+    ``discrete``: JSON ``{dim: [unit values]}``), dimensions held by ``fixed`` left out."""
+    import itertools
+    import json
+
+    table = json.loads(str(options.get("discrete", "") or "{}"))
+    dims = sorted(int(k) for k in table if int(k) not in fixed)
+    for k in dims:
+        if not 0 <= k < d:
+            raise ValueError(f"discrete dimension {k} out of range for dim {d}")
+    values = [[float(v) for v in table[str(k)]] for k in dims]
+    return [dict(zip(dims, combo, strict=True)) for combo in itertools.product(*values)] or [{}]
+
+
 def generate_points(
     fitted: FittedModel,
     generator: GeneratorSpec,
     num_points: int,
     fixed: Mapping[int, float],
     seed: int,
+    acqf: AcquisitionFunction | None = None,
+    pending: Tensor | None = None,
 ) -> np.ndarray:
     r"""Propose points by maximising the acquisition ``generator.acqf``.
 
     ``generator.options["method"]``: "optimize" (default), "epsilon_greedy" (each point is a
     uniformly random one with probability ``epsilon``, drawn from the job's seed), "grid" / "thompson"
-    (``_grid_points``: AEPsych's AcqfGridSearchGenerator / AcqfThompsonSamplerGenerator).
+    (``_grid_points``: AEPsych's AcqfGridSearchGenerator / AcqfThompsonSamplerGenerator),
+    "semip_intensity" (``_intensity_aware``: AEPsych's IntensityAwareSemiPGenerator), "mixed" (AEPsych's
+    MixedOptimizeAcqfGenerator: the continuous dimensions optimised for every combination of the
+    discrete ones in option ``discrete``, the best combination kept).
 
     ``num_points > 1`` is sequential greedy: each new point is optimised with the
-    previous ones pending. Without any data (prior-only model) scrambled Sobol points
-    are returned.
+    previous ones pending (and ``pending``, ``p x d``, points chosen by other generators of the same
+    ask, from the start). Without any data (prior-only model) scrambled Sobol points are returned.
 
     Returns:
         ``num_points x d`` (pairwise: ``num_points x 2 x d``) float64 array in ``[0, 1]``.
@@ -211,12 +263,16 @@ def generate_points(
         return pts.reshape(num_points, q, d).squeeze(1).numpy() if not pairwise else pts.reshape(num_points, 2, d).numpy()
     opts = generator.options
     name = canonical_acqf(generator.acqf)
-    acqf = build_acquisition(name, fitted, generator, seed)
+    if acqf is None:
+        acqf = build_acquisition(name, fitted, generator, seed)
     method = opt_str(opts, "method", "optimize")
+    if method == "semip_intensity":
+        return _intensity_aware(acqf, fitted, generator, num_points, fixed, seed)
     if method in ("grid", "thompson"):
         return _grid_points(acqf, fitted, method, opt_int(opts, "samps", 1024), num_points, fixed, seed)
-    if method not in ("optimize", "epsilon_greedy"):
+    if method not in ("optimize", "epsilon_greedy", "mixed"):
         raise ValueError(f"unknown generation method {method!r}")
+    combos = _discrete_combinations(opts, d, fixed) if method == "mixed" else [{}]
     epsilon = float(opt_float(opts, "epsilon", 0.1) or 0.0) if method == "epsilon_greedy" else 0.0
     explore = np.random.default_rng([int(seed) % (2**32), 31337]).random(num_points) < epsilon
     restarts = max(1, opt_int(opts, "restarts", 10))
@@ -227,9 +283,10 @@ def generate_points(
     # raw samples in one batch; the look-ahead acquisitions hold b x reference-set matrices
     ibl = 100 if name in ("EAVC", "GlobalMI", "GlobalSUR", "ApproxGlobalSUR") else samps
     chosen: list[Tensor] = []
+    before = [] if pending is None or pending.shape[0] == 0 else [pending.to(DTYPE).reshape(-1, d)]
     for i in range(num_points):
-        if chosen:
-            acqf.set_X_pending(torch.cat(chosen, dim=0))
+        if chosen or before:
+            acqf.set_X_pending(torch.cat(before + chosen, dim=0))
         if explore[i]:  # epsilon-greedy: a uniformly random point instead of the acquisition's
             rng = np.random.default_rng([int(seed) % (2**32), 7, i])
             cand = torch.as_tensor(rng.random((q, d)), dtype=DTYPE)
@@ -238,15 +295,26 @@ def generate_points(
             chosen.append(cand)
             continue
         ftol = opt_float(opts, "ftol", ACQF_FTOL) or ACQF_FTOL
-        fast = None
-        if isinstance(acqf, LatentAcquisition) and len(fixed) < d:
-            fast = _optimize_moments(acqf, d, fixed, restarts, samps, maxiter, timeout, seed + 1009 * i, ftol)
-        cand = (
-            fast
-            if fast is not None
-            else _optimize(acqf, d, q, fixed, restarts, samps, maxiter, timeout, seed + 1009 * i, ibl, ftol)
-        )
-        chosen.append(cand)
+        best: tuple[float, Tensor] | None = None
+        for combo in combos:  # mixed: the continuous dims optimised for every discrete combination (BoTorch's optimize_acqf_mixed)
+            held = {**fixed, **combo}
+            fast = None
+            if isinstance(acqf, LatentAcquisition) and len(held) < d:
+                fast = _optimize_moments(acqf, d, held, restarts, samps, maxiter, timeout, seed + 1009 * i, ftol)
+            cand = (
+                fast
+                if fast is not None
+                else _optimize(acqf, d, q, held, restarts, samps, maxiter, timeout, seed + 1009 * i, ibl, ftol)
+            )
+            if len(combos) == 1:
+                best = (0.0, cand)
+                break
+            with torch.no_grad():
+                value = float(acqf(cand.unsqueeze(0)).reshape(-1)[0])
+            if best is None or value > best[0]:
+                best = (value, cand)
+        assert best is not None
+        chosen.append(best[1])
     pts = torch.stack(chosen, dim=0)  # num_points x q x d
     out = pts if pairwise else pts.squeeze(1)
     return out.numpy().astype(np.float64)

@@ -3,6 +3,8 @@
 Reads only the ExperimentService's public methods (resume, list_strategies, list_trials, query)
 and psyserve.export's rows; plots are drawn by psyserve_client.plot in a separate low-priority
 process, model queries run at background priority. Knows nothing of gRPC or the journal.
+Longer than ~500 lines: the pages, feeds, access checks and embedded server are one app, kept in
+one file so that what the dashboard exposes is reviewed in one place.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import html
 import io
 import json
 import logging
+import math
 import multiprocessing
 import os
 import socket
@@ -33,22 +36,24 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from psyserve_client.plot import PlotError, default_kind, plan
+from psyserve_client.plot import Parameter, PlotError, default_kind, plan
 
 from ..errors import FailedPrecondition, NotFound, ServiceError, Unavailable
 from ..export import columns, trial_rows, write_csv
 from ..observability import CONTENT_TYPE, Metrics
 from ..plots import figure_bytes, plot_data, predict
-from ..service import ExperimentService, StrategyView
+from ..service import ExperimentService, StrategyView, TrialView
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "psyserve_session"
-ASSET_VERSION = "1"
+ASSET_VERSION = "2"
 WATCH_SECONDS = 0.2  # how often the watcher looks for changes (pages update within a second)
-TRIAL_PLOT_SECONDS = 2.0  # at most one redraw per strategy and plot this often (trial-only plots)
-MODEL_PLOT_SECONDS = 5.0  # ... (plots that need a model query)
+# Server-drawn plots (the trial history is drawn by the page itself from the trial feed): at most one
+# redraw per strategy and plot this often, and only when what they show changed (version_of).
+TRIAL_PLOT_SECONDS = 5.0  # plots of the trials only (best so far, sweep)
+MODEL_PLOT_SECONDS = 10.0  # plots that need a model query (field, slice, utility)
 RENDER_TIMEOUT = 30.0
 MAX_TABLE_ROWS = 500
 _SECURITY_HEADERS = {
@@ -61,36 +66,29 @@ _SECURITY_HEADERS = {
 
 # ---------------------------------------------------------------------- change watching
 def version_of(view: StrategyView) -> str:
-    """Changes whenever an ask, tell, abandon or phase change touches the strategy."""
-    return f"{view.trials_asked}.{view.trials_completed}.{view.trials_pending}.{view.current_phase_index}.{int(view.is_finished)}.{view.last_activity:.6f}"
+    """What a server-drawn plot shows of a strategy: the told data, the phase and whether a model
+    can be fitted (asks alone do not change it; a new tell is what brings a new fit)."""
+    return f"{view.trials_completed}.{view.current_phase_index}.{int(view.is_finished)}.{int(view.can_fit)}"
 
 
 class Watcher:
-    """Polls the service's views while anyone listens; wakes listeners when a strategy changed."""
+    """While anyone listens, looks at the service's change marks (one integer per strategy, no views
+    built) every `interval` seconds and wakes the listeners when any moved."""
 
     def __init__(self, service: ExperimentService, interval: float = WATCH_SECONDS) -> None:
         self.service = service
         self.interval = interval
-        self.versions: dict[int, str] = {}
+        self.marks: dict[int, int] = {}
         self._changed = asyncio.Event()
         self._listeners = 0
         self._task: asyncio.Task[None] | None = None
 
-    def snapshot(self) -> dict[int, str]:
-        self.versions = {v.strategy_id: version_of(v) for v in self.service.list_strategies()}
-        return self.versions
-
     async def _run(self) -> None:
-        seen, settling = self.service.change_count, False
         while True:
             await asyncio.sleep(self.interval)
-            count = self.service.change_count
-            if count == seen and not settling:
-                continue  # nothing journaled since the last look: no views to build
-            # one more look after the count moved: the change may be applied just after it is counted
-            settling, seen = count != seen, count
-            before = self.versions
-            if self.snapshot() != before:
+            marks = self.service.change_marks()
+            if marks != self.marks:
+                self.marks = marks
                 changed, self._changed = self._changed, asyncio.Event()
                 changed.set()
 
@@ -98,7 +96,7 @@ class Watcher:
     async def listening(self) -> AsyncIterator[None]:
         self._listeners += 1
         if self._task is None or self._task.done():
-            self.snapshot()
+            self.marks = self.service.change_marks()
             self._task = asyncio.create_task(self._run(), name="dashboard-watcher")
         try:
             yield
@@ -181,7 +179,7 @@ class Renderer:
             raise Unavailable("the plot is still being drawn (the compute pool is busy): try again shortly") from None
 
     async def _draw(self, strategy_id: int, kind: str, version: str) -> bytes:
-        data = plot_data(self.service, strategy_id)
+        data = await plot_data(self.service, strategy_id)
         planned = plan(data, kind)
         predictions = await predict(self.service, strategy_id, planned, background=True)
         loop = asyncio.get_running_loop()
@@ -252,7 +250,7 @@ def _safe_next(path: str) -> str:
     return path if path.startswith("/") and not path.startswith("//") and "\\" not in path else "/"
 
 
-def _strategy_json(view: StrategyView) -> dict[str, Any]:
+def _strategy_json(view: StrategyView, mark: int) -> dict[str, Any]:
     phase = view.phases[view.current_phase_index]
     return {
         "id": view.strategy_id,
@@ -270,11 +268,38 @@ def _strategy_json(view: StrategyView) -> dict[str, Any]:
         "precomputed_asks": view.precomputed_asks,
         "hit_rate": view.precomputed_asks / view.model_asks if view.model_asks else None,
         "version": version_of(view),
+        "mark": mark,
     }
 
 
-def _value_text(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+def _json_value(value: Any) -> Any:
+    """A parameter value for the JSON feed (the page formats it; non-finite floats as text)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _trial_json(t: TrialView) -> dict[str, Any]:
+    return {
+        "id": t.trial_id,
+        "state": t.state,
+        "phase": t.phase_name,
+        "phase_index": t.phase_index,
+        "params": [{k: _json_value(v) for k, v in s.items()} for s in t.stimuli],
+        "outcomes": {o.name: _json_value(o.value) for o in t.outcomes},
+        "metadata": {k: str(v) for k, v in t.metadata.items()},
+    }
+
+
+def _parameter_json(p: Parameter) -> dict[str, Any]:
+    return {
+        "name": p.name,
+        "type": p.type,
+        "lower": p.lower_bound,
+        "upper": p.upper_bound,
+        "log": p.log_scale,
+        "choices": [str(c) for c in p.choices],
+    }
 
 
 class DashboardApp:
@@ -379,57 +404,58 @@ class DashboardApp:
         if (denied := self._denied(request, page=False)) is not None:
             return denied
         views = sorted(self.service.list_strategies(), key=lambda v: v.strategy_id)
-        return JSONResponse({"now": time.time(), "strategies": [_strategy_json(v) for v in views]})
+        marks = self.service.change_marks()
+        return JSONResponse({"now": time.time(), "strategies": [_strategy_json(v, marks.get(v.strategy_id, 0)) for v in views]})
 
     async def api_strategy(self, request: Request) -> Response:
+        """One strategy: its summary, the server-drawn plot kinds and its trials; with `?since=N`
+        only the trials with id >= N (the page asks from its oldest pending trial on: a delta), and
+        the parameters only without it."""
         if (denied := self._denied(request, page=False)) is not None:
             return denied
         sid = int(request.path_params["sid"])
         try:
+            since = int(request.query_params.get("since", "0"))
+        except ValueError:
+            return JSONResponse({"error": "since: must be an integer trial id"}, status_code=400)
+        try:
+            shape = await plot_data(self.service, sid, with_trials=False)  # brings an evicted strategy back
+            trials = await self.service.list_trials(sid, since=since)
             view = self.service.resume(strategy_id=sid)
-            data = plot_data(self.service, sid)
         except NotFound as exc:
             return JSONResponse({"error": exc.message}, status_code=404)
-        kinds = ["history"]
-        main = default_kind(data)
-        if main != "history":
-            kinds.insert(0, main)
-        trials = sorted(data.trials, key=lambda t: -t.trial_id)[:MAX_TABLE_ROWS]
-        return JSONResponse(
-            {
-                "now": time.time(),
-                "strategy": _strategy_json(view),
-                "phases": [{"name": p.name, "generator": p.generator, "model": p.model, "acqf": p.acqf, "asks": p.asks, "finished": p.finished} for p in view.phases],
-                "parameters": [p.name for p in data.parameters],
-                "plots": kinds,
-                "trials_total": len(data.trials),
-                "trials": [
-                    {
-                        "id": t.trial_id,
-                        "state": t.state,
-                        "phase": t.phase_name,
-                        "params": [{k: _value_text(v) for k, v in s.items()} for s in t.stimuli],
-                        "outcomes": {o.name: o.value for o in t.outcomes},
-                        "metadata": t.metadata,
-                    }
-                    for t in trials
-                ],
-            }
-        )
+        main = default_kind(shape)
+        trials.sort(key=lambda t: -t.trial_id)
+        answer: dict[str, Any] = {
+            "now": time.time(),
+            "strategy": _strategy_json(view, self.service.change_marks().get(sid, 0)),
+            "phases": [{"name": p.name, "generator": p.generator, "model": p.model, "acqf": p.acqf, "asks": p.asks, "finished": p.finished} for p in view.phases],
+            "plots": [] if main == "history" else [main],  # the page draws the history itself
+            "since": since,
+            "trials": [_trial_json(t) for t in trials[:MAX_TABLE_ROWS]],
+        }
+        if not since:
+            answer["parameters"] = [_parameter_json(p) for p in shape.parameters]
+            answer["outcome_type"] = shape.outcome_type
+        return JSONResponse(answer)
 
     async def events(self, request: Request) -> Response:
-        """Server-sent events: the strategies' versions, whenever one changes (and every 15 s)."""
+        """Server-sent events: the strategies' change marks, all at first, then those that moved
+        (whenever any did; a comment every 15 s keeps the connection open)."""
         if (denied := self._denied(request, page=False)) is not None:
             return denied
 
         async def stream() -> AsyncIterator[str]:
             async with self.watcher.listening():
-                sent: dict[int, str] | None = None
+                sent: dict[int, int] = {}
+                first = True
                 while True:
-                    versions = self.watcher.versions
-                    if versions != sent:
-                        sent = dict(versions)
-                        yield f"data: {json.dumps({str(k): v for k, v in sent.items()})}\n\n"
+                    marks = self.watcher.marks
+                    moved = {k: v for k, v in marks.items() if sent.get(k) != v}
+                    if moved or first:
+                        sent.update(moved)
+                        first = False
+                        yield f"data: {json.dumps({str(k): v for k, v in moved.items()})}\n\n"
                     elif not await self.watcher.wait(15.0):
                         yield ": keep-alive\n\n"
 
@@ -440,7 +466,7 @@ class DashboardApp:
             return denied
         sid = int(request.path_params["sid"])
         try:
-            self.service.resume(strategy_id=sid)
+            await self.service.strategy(sid)  # in memory (rebuilt if it was evicted) for the copy below, which never awaits
         except NotFound as exc:
             return PlainTextResponse(exc.message, status_code=404)
         out = io.StringIO()

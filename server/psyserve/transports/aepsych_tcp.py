@@ -547,18 +547,32 @@ class AEPsychServer:
         if not isinstance(constraints_in, dict):
             raise InvalidArgument("constraints: expected an object {parameter index or name: value}", "constraints")
         constraints = {str(key): _single(value, f"constraints.{key}") for key, value in constraints_in.items()}
+        outcome = message.get("outcome", "")  # psyserve's addition: which outcome's model (several outcomes)
+        if not isinstance(outcome, str):
+            raise InvalidArgument(f"outcome: expected an outcome name, got {outcome!r}", "outcome")
         result = await self.service.query(
-            strategy_id, query_type, probability_space, x=points, y=None if y is None else float(y), constraints=constraints
+            strategy_id,
+            query_type,
+            probability_space,
+            x=points,
+            y=None if y is None else float(y),
+            constraints=constraints,
+            outcome=outcome,
         )
         x_out = {name: [_wire(p.x[name]) for p in result.points] for name in names}
         y_out = [p.probability if result.probability_space else p.mean for p in result.points]
-        return {
+        reply: JSON = {
             "query_type": result.query_type,
             "probability_space": result.probability_space,
             "constraints": constraints_in,
             "x": x_out,
             "y": y_out,
         }
+        if any(p.level_probabilities for p in result.points):  # ordinal: one list of level probabilities per point
+            reply["level_probabilities"] = [list(p.level_probabilities) for p in result.points]
+        if outcome:
+            reply["outcome"] = result.outcome
+        return reply
 
     async def _parameters(self, conn: _Connection, message: JSON, extra_info: JSON) -> JSON:
         shape = self.service.parameters(self._current(conn))
@@ -574,7 +588,7 @@ class AEPsychServer:
         section, prop = message.get("section") or "", message.get("property") or ""
         if not isinstance(section, str) or not isinstance(prop, str):
             raise InvalidArgument("section and property must be strings", "section")
-        return dict(self.service.get_config(self._current(conn), section, prop))
+        return dict(await self.service.get_config(self._current(conn), section, prop))
 
     async def _finish_strategy(self, conn: _Connection, message: JSON, extra_info: JSON) -> JSON:
         result = await self.service.finish_strategy(self._current(conn))

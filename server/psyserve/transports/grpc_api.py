@@ -165,6 +165,7 @@ def summary_to_pb(view: StrategyView) -> pb.StrategySummary:
         seed=view.seed,
         seed_from_config=view.seed_from_config,
         optimization=optimization_to_pb(view.optimization) if view.optimization is not None else None,
+        resident=view.resident,
     )
 
 
@@ -378,8 +379,10 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
             x=[from_values(s.values) for s in request.x],
             y=request.y if request.HasField("y") else None,
             constraints=from_values(request.constraints),
+            outcome=request.outcome,
         )
         return pb.QueryResponse(
+            outcome=result.outcome,
             query_type=QUERY_TYPE_ENUMS[result.query_type],
             probability_space=result.probability_space,
             predictions=[
@@ -390,6 +393,7 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
                     probability=p.probability,
                     lower=p.lower,
                     upper=p.upper,
+                    level_probabilities=p.level_probabilities,
                 )
                 for p in result.points
             ],
@@ -407,7 +411,7 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
 
     @handles_errors
     async def GetConfig(self, request: pb.GetConfigRequest, context: grpc.aio.ServicerContext) -> pb.GetConfigResponse:
-        sections = self.service.get_config(request.strategy_id, request.section, request.property)
+        sections = await self.service.get_config(request.strategy_id, request.section, request.property)
         return pb.GetConfigResponse(sections={s: pb.ConfigSection(values=v) for s, v in sections.items()})
 
     @handles_errors
@@ -430,7 +434,7 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
     @handles_errors
     async def ListTrials(self, request: pb.ListTrialsRequest, context: grpc.aio.ServicerContext) -> pb.ListTrialsResponse:
         state = TRIAL_STATE_NAMES.get(request.state) if request.state else None
-        trials = self.service.list_trials(request.strategy_id, state)
+        trials = await self.service.list_trials(request.strategy_id, state)
         return pb.ListTrialsResponse(trials=[trial_to_pb(t) for t in trials])
 
     @handles_errors
@@ -473,7 +477,7 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
         self, request: pb.ExportDataRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ExportDataResponse]:
         try:
-            rows = self.service.export_trials(request.strategy_id)
+            rows = await self.service.export_trials(request.strategy_id)
         except ServiceError as exc:
             await abort(context, exc)
             return
@@ -486,7 +490,7 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
     async def ListMissingResults(
         self, request: pb.ListMissingResultsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListMissingResultsResponse:
-        missing = self.service.list_missing(request.strategy_id, request.runs)
+        missing = await self.service.list_missing(request.strategy_id, request.runs)
         return pb.ListMissingResultsResponse(indices=missing.indices, leased_indices=missing.leased, failed_indices=missing.failed)
 
     @handles_errors
@@ -499,7 +503,7 @@ class ExperimentServicer(service_pb2_grpc.ExperimentServiceServicer):
         self, request: pb.GetSweepResultsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetSweepResultsResponse:
         window = request.WhichOneof("series_window")
-        results = self.service.sweep_results(
+        results = await self.service.sweep_results(
             request.strategy_id,
             last_n=request.last_n if window == "last_n" else None,
             last_percent=request.last_percent if window == "last_percent" else None,

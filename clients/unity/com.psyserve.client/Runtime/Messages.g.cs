@@ -966,6 +966,12 @@ namespace Psyserve.Client
         /// True when the config set the seed itself, false when the server drew it.
         /// </summary>
         public bool SeedFromConfig;
+        /// <summary>
+        /// True while the strategy's trials are held in the server's memory; false when it was evicted
+        /// (idle, or beyond the server's bound): this summary is then its last one, and the next request
+        /// that needs its trials rebuilds it from the journal. Nothing about the strategy is lost either way.
+        /// </summary>
+        public bool Resident;
 
         public void WriteJson(JsonWriter w)
         {
@@ -1023,6 +1029,7 @@ namespace Psyserve.Client
             if (Sweep != null) { w.Name("sweep"); Sweep.WriteJson(w); }
             if (Seed != 0L) { w.Name("seed"); w.Int64(Seed); }
             if (SeedFromConfig) { w.Name("seedFromConfig"); w.Bool(true); }
+            if (Resident) { w.Name("resident"); w.Bool(true); }
             w.EndObject();
         }
 
@@ -1098,6 +1105,9 @@ namespace Psyserve.Client
                         break;
                     case "seedFromConfig": case "seed_from_config":
                         m.SeedFromConfig = Json.ToBool(kv.Value, "seedFromConfig");
+                        break;
+                    case "resident":
+                        m.Resident = Json.ToBool(kv.Value, "resident");
                         break;
                 }
             }
@@ -1715,6 +1725,11 @@ namespace Psyserve.Client
         /// parameters held fixed, by name
         /// </summary>
         public Dictionary<string, ParameterValue> Constraints = new Dictionary<string, ParameterValue>();
+        /// <summary>
+        /// which outcome's model to ask (experiments with several outcomes, AEPsych's IndependentGPsModel);
+        /// empty: the first outcome
+        /// </summary>
+        public string Outcome = "";
 
         public void WriteJson(JsonWriter w)
         {
@@ -1741,6 +1756,7 @@ namespace Psyserve.Client
                 }
                 w.EndObject();
             }
+            if (!string.IsNullOrEmpty(Outcome)) { w.Name("outcome"); w.String(Outcome); }
             w.EndObject();
         }
 
@@ -1775,6 +1791,9 @@ namespace Psyserve.Client
                         foreach (var e in Json.AsObject(kv.Value, "constraints"))
                             m.Constraints[e.Key] = ParameterValue.FromJson(e.Value);
                         break;
+                    case "outcome":
+                        m.Outcome = Json.ToStr(kv.Value, "outcome");
+                        break;
                 }
             }
             return m;
@@ -1800,6 +1819,11 @@ namespace Psyserve.Client
         /// </summary>
         public double Lower;
         public double Upper;
+        /// <summary>
+        /// ordinal outcomes (OrdinalGPModel): the probability of each level 0..n_levels-1 at x; `probability`
+        /// is then the expected level, and with probability_space the interval is in levels too
+        /// </summary>
+        public List<double> LevelProbabilities = new List<double>();
 
         public void WriteJson(JsonWriter w)
         {
@@ -1810,6 +1834,13 @@ namespace Psyserve.Client
             if (Probability != 0d) { w.Name("probability"); w.Double(Probability); }
             if (Lower != 0d) { w.Name("lower"); w.Double(Lower); }
             if (Upper != 0d) { w.Name("upper"); w.Double(Upper); }
+            if (LevelProbabilities != null && LevelProbabilities.Count > 0)
+            {
+                w.Name("levelProbabilities");
+                w.BeginArray();
+                foreach (var item in LevelProbabilities) w.Double(item);
+                w.EndArray();
+            }
             w.EndObject();
         }
 
@@ -1842,6 +1873,10 @@ namespace Psyserve.Client
                     case "upper":
                         m.Upper = Json.ToDouble(kv.Value, "upper");
                         break;
+                    case "levelProbabilities": case "level_probabilities":
+                        foreach (var item in Json.AsArray(kv.Value, "levelProbabilities"))
+                            m.LevelProbabilities.Add(Json.ToDouble(item, "levelProbabilities"));
+                        break;
                 }
             }
             return m;
@@ -1856,6 +1891,10 @@ namespace Psyserve.Client
         public bool ProbabilitySpace;
         public List<Prediction> Predictions = new List<Prediction>();
         public double FitSeconds;
+        /// <summary>
+        /// the outcome whose model answered
+        /// </summary>
+        public string Outcome = "";
 
         public void WriteJson(JsonWriter w)
         {
@@ -1870,6 +1909,7 @@ namespace Psyserve.Client
                 w.EndArray();
             }
             if (FitSeconds != 0d) { w.Name("fitSeconds"); w.Double(FitSeconds); }
+            if (!string.IsNullOrEmpty(Outcome)) { w.Name("outcome"); w.String(Outcome); }
             w.EndObject();
         }
 
@@ -1896,6 +1936,9 @@ namespace Psyserve.Client
                         break;
                     case "fitSeconds": case "fit_seconds":
                         m.FitSeconds = Json.ToDouble(kv.Value, "fitSeconds");
+                        break;
+                    case "outcome":
+                        m.Outcome = Json.ToStr(kv.Value, "outcome");
                         break;
                 }
             }

@@ -1,16 +1,32 @@
 // psyserve dashboard: renders the JSON feeds into the page and follows /api/events (server-sent events).
 // Plain browser JavaScript, no build step and no library. Read-only: it never changes the experiment.
+// Cheap for the server by design: the events carry only the change marks that moved, a strategy page
+// asks only for the trials that can have changed (?since=its oldest pending trial), draws the trial
+// history itself (SVG), and loads a server-drawn model plot only when the told data changed, at most
+// every MODEL_PLOT_MS and only while the page is visible.
 "use strict";
 
 (function () {
   const body = document.body;
   const page = body.dataset.page;
   const live = document.getElementById("live");
-  const TRIAL_PLOT_MS = 2000; // the server redraws a plot at most this often (app.py)
-  const MODEL_PLOT_MS = 5000;
+  const REFRESH_MS = 400; // at most one feed request per page this often (a tell still shows within a second)
+  const LIST_REFRESH_MS = 1000;
+  const HISTORY_MS = 2000; // the history SVG is redrawn at most this often
+  const MODEL_PLOT_MS = 10000; // the server redraws a model plot at most this often (app.py)
+  const MAX_ROWS = 500; // as the server's MAX_TABLE_ROWS
+  const SVG = "http://www.w3.org/2000/svg";
+  const PHASE_COLOURS = ["#1e88e5", "#e53935", "#43a047", "#8e24aa", "#fb8c00", "#00897b"];
 
   function el(tag, attrs, text) {
     const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function svg(tag, attrs, text) {
+    const node = document.createElementNS(SVG, tag);
     for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
     if (text !== undefined && text !== null) node.textContent = String(text);
     return node;
@@ -27,6 +43,11 @@
     return Object.entries(meta || {}).map(([k, v]) => k + "=" + v).join(", ");
   }
 
+  function valueText(v) {
+    if (typeof v === "number" && !Number.isInteger(v)) return String(Number(v.toPrecision(4)));
+    return String(v);
+  }
+
   async function getJSON(url) {
     const response = await fetch(url, { credentials: "same-origin", cache: "no-store" });
     if (response.status === 401) {
@@ -37,11 +58,44 @@
     return response.json();
   }
 
-  function follow(onVersions) {
+  // Calls onMarks with the strategies whose change mark moved ({id: mark}).
+  function follow(onMarks) {
     const source = new EventSource("/api/events");
     source.onopen = () => live.classList.add("on");
     source.onerror = () => live.classList.remove("on");
-    source.onmessage = (event) => onVersions(JSON.parse(event.data));
+    source.onmessage = (event) => onMarks(JSON.parse(event.data));
+  }
+
+  // Runs `task` now, or once `gap` ms after its last start; never two at a time; calls made meanwhile
+  // collapse into one more run.
+  function throttled(task, gap) {
+    let last = 0;
+    let timer = null;
+    let running = false;
+    let again = false;
+    function start() {
+      timer = null;
+      running = true;
+      last = Date.now();
+      task()
+        .catch((e) => console.warn(e))
+        .finally(() => {
+          running = false;
+          if (again) {
+            again = false;
+            request();
+          }
+        });
+    }
+    function request() {
+      if (running) {
+        again = true;
+        return;
+      }
+      if (timer) return;
+      timer = setTimeout(start, Math.max(0, last + gap - Date.now()));
+    }
+    return request;
   }
 
   // ---------------------------------------------------------------- strategy list
@@ -52,7 +106,6 @@
       const tr = el("tr", { "data-strategy": s.id });
       const link = el("a", { href: "/s/" + s.id }, s.id);
       const cells = [
-        null,
         s.name || "—",
         metaText(s.metadata) || "—",
         s.finished ? "finished" : s.phase + " (" + (s.phase_index + 1) + "/" + s.phase_count + ")",
@@ -64,7 +117,7 @@
       const first = el("td");
       first.appendChild(link);
       tr.appendChild(first);
-      cells.slice(1).forEach((c) => tr.appendChild(el("td", {}, c)));
+      cells.forEach((c) => tr.appendChild(el("td", {}, c)));
       return tr;
     });
     tbody.replaceChildren(...rows);
@@ -72,31 +125,47 @@
 
   // ---------------------------------------------------------------- one strategy
   const sid = body.dataset.strategy;
-  let version = null;
+  const trials = new Map(); // trial id -> trial, the newest MAX_ROWS
+  let parameters = null; // [{name, type, lower, upper, log, choices}]
+  let outcomeType = "binary";
+  let phases = [];
+  let mark = null;
+  let plotVersion = null;
+  let columns = "";
   const plotState = {};
+  let historyDrawn = 0;
+  let historyTimer = null;
 
-  function plotInterval(kind) {
-    return kind === "history" || kind === "best" || kind === "sweep" ? TRIAL_PLOT_MS : MODEL_PLOT_MS;
+  function since() {
+    if (parameters === null || trials.size === 0) return 0;
+    let oldestPending = Infinity;
+    let newest = 0;
+    for (const t of trials.values()) {
+      if (t.state === "pending" && t.id < oldestPending) oldestPending = t.id;
+      if (t.id > newest) newest = t.id;
+    }
+    return oldestPending === Infinity ? newest + 1 : oldestPending;
   }
 
   function loadPlot(kind) {
     const state = plotState[kind];
     state.timer = null;
     state.last = Date.now();
-    state.img.src = "/s/" + sid + "/plot/" + kind + ".png?v=" + encodeURIComponent(version);
+    state.loaded = plotVersion;
+    state.img.src = "/s/" + sid + "/plot/" + kind + ".png?v=" + encodeURIComponent(plotVersion);
   }
 
   function refreshPlot(kind) {
     const state = plotState[kind];
-    const wait = state.last + plotInterval(kind) - Date.now();
-    if (wait <= 0) loadPlot(kind);
-    else if (!state.timer) state.timer = setTimeout(() => loadPlot(kind), wait);
+    if (document.hidden || state.loaded === plotVersion || state.timer) return;
+    state.timer = setTimeout(() => loadPlot(kind), Math.max(0, state.last + MODEL_PLOT_MS - Date.now()));
   }
 
   function ensurePlots(kinds) {
     const holder = document.getElementById("plots");
     for (const kind of Object.keys(plotState)) {
       if (!kinds.includes(kind)) {
+        clearTimeout(plotState[kind].timer);
         plotState[kind].figure.remove();
         delete plotState[kind];
       }
@@ -108,12 +177,13 @@
       const caption = el("figcaption", {}, kind);
       img.onerror = () => {
         caption.textContent = kind + ": not available yet (no model, or the compute pool is busy); retrying";
-        setTimeout(() => refreshPlot(kind), MODEL_PLOT_MS);
+        plotState[kind].loaded = null;
+        refreshPlot(kind);
       };
       img.onload = () => (caption.textContent = kind);
       figure.append(img, caption);
-      holder.appendChild(figure);
-      plotState[kind] = { figure, img, last: 0, timer: null };
+      holder.insertBefore(figure, document.querySelector('#plots figure[data-kind="history"]'));
+      plotState[kind] = { figure, img, last: 0, timer: null, loaded: null };
     }
   }
 
@@ -137,54 +207,190 @@
     );
   }
 
-  function renderTrials(data) {
+  function outcomeNames() {
+    const names = new Set();
+    for (const t of trials.values()) for (const o of Object.keys(t.outcomes)) names.add(o);
+    return names.size ? [...names] : ["outcome"];
+  }
+
+  function trialRow(t, outcomes) {
+    const tr = el("tr", { "data-trial": t.id, class: t.state });
+    const values = [t.id, t.state, t.phase];
+    for (const p of parameters) values.push(t.params.map((s) => (p.name in s ? valueText(s[p.name]) : "")).join(" | "));
+    for (const o of outcomes) values.push(o in t.outcomes ? valueText(t.outcomes[o]) : "");
+    values.push(metaText(t.metadata));
+    values.forEach((v) => tr.appendChild(el("td", {}, v)));
+    return tr;
+  }
+
+  // Replaces only the rows of the trials just received, unless the columns changed.
+  function renderTrials(received) {
     const table = document.getElementById("trials");
-    const outcomeNames = [...new Set(data.trials.flatMap((t) => Object.keys(t.outcomes)))];
-    const head = el("tr");
-    ["trial", "state", "phase", ...data.parameters, ...(outcomeNames.length ? outcomeNames : ["outcome"]), "metadata"].forEach((h) =>
-      head.appendChild(el("th", {}, h))
-    );
-    table.tHead.replaceChildren(head);
-    const rows = data.trials.map((t) => {
-      const tr = el("tr", { "data-trial": t.id, class: t.state });
-      const values = [t.id, t.state, t.phase];
-      for (const p of data.parameters) values.push(t.params.map((s) => s[p]).join(" | "));
-      for (const o of outcomeNames.length ? outcomeNames : ["outcome"]) values.push(o in t.outcomes ? t.outcomes[o] : "");
-      values.push(metaText(t.metadata));
-      values.forEach((v) => tr.appendChild(el("td", {}, v)));
-      return tr;
+    const tbody = table.tBodies[0];
+    const outcomes = outcomeNames();
+    const heads = ["trial", "state", "phase", ...parameters.map((p) => p.name), ...outcomes, "metadata"];
+    if (heads.join("\u0000") !== columns) {
+      columns = heads.join("\u0000");
+      const head = el("tr");
+      heads.forEach((h) => head.appendChild(el("th", {}, h)));
+      table.tHead.replaceChildren(head);
+      const ordered = [...trials.values()].sort((a, b) => b.id - a.id);
+      tbody.replaceChildren(...ordered.map((t) => trialRow(t, outcomes)));
+      return;
+    }
+    for (const t of [...received].sort((a, b) => a.id - b.id)) {
+      const row = trialRow(t, outcomes);
+      const old = tbody.querySelector('tr[data-trial="' + t.id + '"]');
+      if (old) {
+        old.replaceWith(row);
+        continue;
+      }
+      let next = tbody.firstElementChild; // newest first: before the first row with a smaller id
+      while (next && Number(next.dataset.trial) > t.id) next = next.nextElementSibling;
+      tbody.insertBefore(row, next);
+    }
+    while (tbody.rows.length > MAX_ROWS) tbody.lastElementChild.remove();
+  }
+
+  // ---------------------------------------------------------------- trial history, drawn here (SVG)
+  function axisValue(p, v) {
+    if (p.choices && p.choices.length) return p.choices.indexOf(String(v));
+    if (typeof v === "boolean") return v ? 1 : 0;
+    const x = Number(v);
+    return p.log && x > 0 ? Math.log10(x) : x;
+  }
+
+  function panelsFor(list) {
+    const panels = parameters.map((p) => {
+      const lo = p.choices.length ? 0 : axisValue(p, p.lower);
+      const hi = p.choices.length ? p.choices.length - 1 : axisValue(p, p.upper);
+      return { label: p.name + (p.log ? " (log)" : ""), lo, hi, ticks: p.choices, values: (t) => t.params.map((s) => axisValue(p, s[p.name])) };
     });
-    table.tBodies[0].replaceChildren(...rows);
+    const name = outcomeNames()[0];
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const t of list) {
+      const v = t.outcomes[name];
+      if (typeof v === "number") {
+        lo = Math.min(lo, v);
+        hi = Math.max(hi, v);
+      }
+    }
+    if (outcomeType === "binary" || lo === Infinity) {
+      lo = Math.min(0, lo);
+      hi = Math.max(1, hi);
+    }
+    panels.push({ label: name, lo, hi, ticks: [], values: (t) => (typeof t.outcomes[name] === "number" ? [t.outcomes[name]] : []) });
+    return panels;
+  }
+
+  function drawHistory() {
+    historyTimer = null;
+    historyDrawn = Date.now();
+    const holder = document.getElementById("plot-history");
+    const list = [...trials.values()].sort((a, b) => a.id - b.id);
+    const panels = panelsFor(list);
+    const W = 640;
+    const H = 64;
+    const left = 110;
+    const right = 12;
+    const top = 8;
+    const height = top + panels.length * (H + 10) + 22;
+    const root = svg("svg", { width: W, height, viewBox: "0 0 " + W + " " + height, class: "history", role: "img" });
+    const first = list.length ? list[0].id : 0;
+    const last = list.length ? list[list.length - 1].id : 1;
+    const xOf = (id) => left + 4 + ((id - first) / Math.max(1, last - first)) * (W - left - right - 8);
+    // phase changes: a dashed line where a trial's phase differs from the previous trial's
+    const changes = [];
+    for (let i = 1; i < list.length; i++) if (list[i].phase_index !== list[i - 1].phase_index) changes.push((xOf(list[i].id) + xOf(list[i - 1].id)) / 2);
+    panels.forEach((panel, row) => {
+      const y0 = top + row * (H + 10);
+      const span = panel.hi - panel.lo || 1;
+      const yOf = (v) => y0 + H - 4 - ((v - panel.lo) / span) * (H - 8);
+      const g = svg("g", { "data-panel": panel.label });
+      g.appendChild(svg("rect", { x: left, y: y0, width: W - left - right, height: H, fill: "#fff", stroke: "#ccc" }));
+      g.appendChild(svg("text", { x: left - 6, y: y0 + H / 2 + 4, "text-anchor": "end", "font-size": 11 }, panel.label));
+      const labels = panel.ticks.length ? [panel.ticks[panel.ticks.length - 1], panel.ticks[0]] : [valueText(panel.hi), valueText(panel.lo)];
+      g.appendChild(svg("text", { x: left - 6, y: y0 + 9, "text-anchor": "end", "font-size": 9, fill: "#777" }, labels[0]));
+      g.appendChild(svg("text", { x: left - 6, y: y0 + H, "text-anchor": "end", "font-size": 9, fill: "#777" }, labels[1]));
+      for (const x of changes) g.appendChild(svg("line", { x1: x, x2: x, y1: y0, y2: y0 + H, stroke: "#555", "stroke-dasharray": "4 3" }));
+      for (const t of list) {
+        const colour = PHASE_COLOURS[t.phase_index % PHASE_COLOURS.length];
+        for (const v of panel.values(t)) {
+          if (!Number.isFinite(v)) continue;
+          const pending = t.state === "pending";
+          g.appendChild(
+            svg("circle", {
+              class: "trial",
+              "data-trial": t.id,
+              cx: xOf(t.id).toFixed(1),
+              cy: yOf(v).toFixed(1),
+              r: 3,
+              fill: pending ? "none" : colour,
+              stroke: colour,
+            })
+          );
+        }
+      }
+      root.appendChild(g);
+    });
+    const legendY = height - 6;
+    root.appendChild(svg("text", { x: left, y: legendY, "font-size": 11 }, "trial " + first + "–" + last));
+    let x = left + 110;
+    phases.forEach((ph, i) => {
+      root.appendChild(svg("circle", { cx: x, cy: legendY - 4, r: 4, fill: PHASE_COLOURS[i % PHASE_COLOURS.length] }));
+      const label = svg("text", { x: x + 8, y: legendY, "font-size": 11 }, ph.name);
+      root.appendChild(label);
+      x += 16 + 7 * ph.name.length;
+    });
+    holder.replaceChildren(root);
+  }
+
+  function refreshHistory() {
+    if (historyTimer) return;
+    historyTimer = setTimeout(drawHistory, Math.max(0, historyDrawn + HISTORY_MS - Date.now()));
   }
 
   async function renderStrategy() {
-    const data = await getJSON("/api/strategies/" + sid);
-    version = data.strategy.version;
-    body.dataset.version = version;
+    const data = await getJSON("/api/strategies/" + sid + "?since=" + since());
+    if (data.parameters) {
+      parameters = data.parameters;
+      outcomeType = data.outcome_type;
+      trials.clear();
+    }
+    phases = data.phases;
+    for (const t of data.trials) trials.set(t.id, t);
+    if (trials.size > MAX_ROWS) {
+      const keep = new Set([...trials.keys()].sort((a, b) => b - a).slice(0, MAX_ROWS));
+      for (const id of [...trials.keys()]) if (!keep.has(id)) trials.delete(id);
+    }
+    mark = data.strategy.mark;
+    plotVersion = data.strategy.version;
+    body.dataset.version = plotVersion;
     renderSummary(data);
-    renderTrials(data);
+    renderTrials(data.trials);
     ensurePlots(data.plots);
     for (const kind of data.plots) refreshPlot(kind);
+    if (data.trials.length || !document.querySelector("#plot-history svg")) refreshHistory();
   }
 
   // ---------------------------------------------------------------- wiring
-  let pending = null;
-  function soon(render) {
-    if (pending) return;
-    pending = setTimeout(() => {
-      pending = null;
-      render().catch((e) => console.warn(e));
-    }, 50);
-  }
-
   if (page === "list") {
-    renderList().catch((e) => console.warn(e));
-    follow(() => soon(renderList));
-    setInterval(() => soon(renderList), 10000); // "last activity" keeps ageing
+    const refresh = throttled(renderList, LIST_REFRESH_MS);
+    refresh();
+    follow(refresh);
+    setInterval(refresh, 10000); // "last activity" keeps ageing
   } else if (page === "strategy") {
-    renderStrategy().catch((e) => console.warn(e));
-    follow((versions) => {
-      if (versions[sid] !== undefined && versions[sid] !== version) soon(renderStrategy);
+    const history = el("figure", { "data-kind": "history" });
+    history.append(el("div", { id: "plot-history", class: "svgplot" }), el("figcaption", {}, "history (drawn in the page)"));
+    document.getElementById("plots").appendChild(history);
+    const refresh = throttled(renderStrategy, REFRESH_MS);
+    refresh();
+    follow((moved) => {
+      if (moved[sid] !== undefined && moved[sid] !== mark) refresh();
+    });
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden) for (const kind of Object.keys(plotState)) refreshPlot(kind);
     });
   }
 })();

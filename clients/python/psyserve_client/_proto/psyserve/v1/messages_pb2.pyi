@@ -584,6 +584,7 @@ class StrategySummary(_message.Message):
     SWEEP_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     SEED_FROM_CONFIG_FIELD_NUMBER: _builtins.int
+    RESIDENT_FIELD_NUMBER: _builtins.int
     strategy_id: _builtins.int
     name: _builtins.str
     current_phase_index: _builtins.int
@@ -600,6 +601,11 @@ class StrategySummary(_message.Message):
     """
     seed_from_config: _builtins.bool
     """True when the config set the seed itself, false when the server drew it."""
+    resident: _builtins.bool
+    """True while the strategy's trials are held in the server's memory; false when it was evicted
+    (idle, or beyond the server's bound): this summary is then its last one, and the next request
+    that needs its trials rebuilds it from the journal. Nothing about the strategy is lost either way.
+    """
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -640,10 +646,11 @@ class StrategySummary(_message.Message):
         sweep: Global___SweepSummary | None = ...,
         seed: _builtins.int = ...,
         seed_from_config: _builtins.bool = ...,
+        resident: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["optimization", b"optimization", "sweep", b"sweep"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "current_phase_index", b"current_phase_index", "is_finished", b"is_finished", "metadata", b"metadata", "model_data_points", b"model_data_points", "name", b"name", "optimization", b"optimization", "outcome_names", b"outcome_names", "outcome_types", b"outcome_types", "parameters", b"parameters", "phases", b"phases", "seed", b"seed", "seed_from_config", b"seed_from_config", "stimuli_per_trial", b"stimuli_per_trial", "strategy_id", b"strategy_id", "sweep", b"sweep", "trials_asked", b"trials_asked", "trials_completed", b"trials_completed", "trials_pending", b"trials_pending"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "current_phase_index", b"current_phase_index", "is_finished", b"is_finished", "metadata", b"metadata", "model_data_points", b"model_data_points", "name", b"name", "optimization", b"optimization", "outcome_names", b"outcome_names", "outcome_types", b"outcome_types", "parameters", b"parameters", "phases", b"phases", "resident", b"resident", "seed", b"seed", "seed_from_config", b"seed_from_config", "stimuli_per_trial", b"stimuli_per_trial", "strategy_id", b"strategy_id", "sweep", b"sweep", "trials_asked", b"trials_asked", "trials_completed", b"trials_completed", "trials_pending", b"trials_pending"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1064,11 +1071,16 @@ class QueryRequest(_message.Message):
     X_FIELD_NUMBER: _builtins.int
     Y_FIELD_NUMBER: _builtins.int
     CONSTRAINTS_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
     strategy_id: _builtins.int
     query_type: Global___QueryType.ValueType
     probability_space: _builtins.bool
     y: _builtins.float
     """target value (inverse)"""
+    outcome: _builtins.str
+    """which outcome's model to ask (experiments with several outcomes, AEPsych's IndependentGPsModel);
+    empty: the first outcome
+    """
     @_builtins.property
     def x(self) -> _containers.RepeatedCompositeFieldContainer[Global___Stimulus]:
         """points to predict at (prediction)"""
@@ -1086,10 +1098,11 @@ class QueryRequest(_message.Message):
         x: _abc.Iterable[Global___Stimulus] | None = ...,
         y: _builtins.float | None = ...,
         constraints: _abc.Mapping[_builtins.str, Global___ParameterValue] | None = ...,
+        outcome: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_y", b"_y", "y", b"y"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_y", b"_y", "constraints", b"constraints", "probability_space", b"probability_space", "query_type", b"query_type", "strategy_id", b"strategy_id", "x", b"x", "y", b"y"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_y", b"_y", "constraints", b"constraints", "outcome", b"outcome", "probability_space", b"probability_space", "query_type", b"query_type", "strategy_id", b"strategy_id", "x", b"x", "y", b"y"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__y: _TypeAlias = _typing.Literal["y"]  # noqa: Y015
     _WhichOneofArgType__y: _TypeAlias = _typing.Literal["_y", b"_y"]  # noqa: Y015
@@ -1107,6 +1120,7 @@ class Prediction(_message.Message):
     PROBABILITY_FIELD_NUMBER: _builtins.int
     LOWER_FIELD_NUMBER: _builtins.int
     UPPER_FIELD_NUMBER: _builtins.int
+    LEVEL_PROBABILITIES_FIELD_NUMBER: _builtins.int
     mean: _builtins.float
     """latent mean and variance"""
     variance: _builtins.float
@@ -1117,6 +1131,12 @@ class Prediction(_message.Message):
     upper: _builtins.float
     @_builtins.property
     def x(self) -> Global___Stimulus: ...
+    @_builtins.property
+    def level_probabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """ordinal outcomes (OrdinalGPModel): the probability of each level 0..n_levels-1 at x; `probability`
+        is then the expected level, and with probability_space the interval is in levels too
+        """
+
     def __init__(
         self,
         *,
@@ -1126,10 +1146,11 @@ class Prediction(_message.Message):
         probability: _builtins.float = ...,
         lower: _builtins.float = ...,
         upper: _builtins.float = ...,
+        level_probabilities: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["x", b"x"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lower", b"lower", "mean", b"mean", "probability", b"probability", "upper", b"upper", "variance", b"variance", "x", b"x"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["level_probabilities", b"level_probabilities", "lower", b"lower", "mean", b"mean", "probability", b"probability", "upper", b"upper", "variance", b"variance", "x", b"x"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1143,9 +1164,12 @@ class QueryResponse(_message.Message):
     PROBABILITY_SPACE_FIELD_NUMBER: _builtins.int
     PREDICTIONS_FIELD_NUMBER: _builtins.int
     FIT_SECONDS_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
     query_type: Global___QueryType.ValueType
     probability_space: _builtins.bool
     fit_seconds: _builtins.float
+    outcome: _builtins.str
+    """the outcome whose model answered"""
     @_builtins.property
     def predictions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Prediction]: ...
     def __init__(
@@ -1155,10 +1179,11 @@ class QueryResponse(_message.Message):
         probability_space: _builtins.bool = ...,
         predictions: _abc.Iterable[Global___Prediction] | None = ...,
         fit_seconds: _builtins.float = ...,
+        outcome: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fit_seconds", b"fit_seconds", "predictions", b"predictions", "probability_space", b"probability_space", "query_type", b"query_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fit_seconds", b"fit_seconds", "outcome", b"outcome", "predictions", b"predictions", "probability_space", b"probability_space", "query_type", b"query_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
