@@ -118,6 +118,7 @@ class OptimizationGenerateResult:
     state: OptimizationState | None
     fit_seconds: float
     generate_seconds: float
+    level_probabilities: np.ndarray | None = None  # never set: the model engine reads it off every result (ordinal models)
 
 
 @dataclass
