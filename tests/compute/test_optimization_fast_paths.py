@@ -16,7 +16,8 @@ from botorch.sampling.normal import SobolQMCNormalSampler
 from botorch.utils.multi_objective.box_decompositions.non_dominated import FastNondominatedPartitioning
 
 from psyserve.compute.optimization import MetricData, MetricObjective, OptimizationProblem
-from psyserve.compute.optimization_numerics import _cached_model, _fit
+from psyserve.compute.optimization_numerics import _fit, no_kernel_compilation
+from psyserve.compute.optimization_posterior import cached_model as _cached_model
 
 DTYPE = torch.double
 
@@ -82,6 +83,7 @@ def test_analytic_acquisitions_on_cached_posterior_match() -> None:
 
 
 def test_qlogehvi_on_cached_posterior_matches() -> None:
+    no_kernel_compilation()  # as in the server's workers
     models = _models(True, seed=2)
     Y = torch.stack([m.outcome_transform.untransform(m.train_targets.unsqueeze(-1))[0].squeeze(-1) for m in models], -1)
     weights = torch.tensor([-1.0, 1.0], dtype=DTYPE)
@@ -94,11 +96,11 @@ def test_qlogehvi_on_cached_posterior_matches() -> None:
             model=model,
             ref_point=ref.tolist(),
             partitioning=FastNondominatedPartitioning(ref_point=ref, Y=signed),
-            sampler=SobolQMCNormalSampler(torch.Size([4096]), seed=0),
+            sampler=SobolQMCNormalSampler(torch.Size([1024]), seed=0),
             objective=WeightedMCMultiOutputObjective(weights=weights, outcomes=[0, 1]),
         )
 
     fast, slow = acqf(_cached_model(models)), acqf(ModelListGP(*models))
     with torch.no_grad():
-        # different base-sample layouts: equal up to Monte-Carlo error (4,096 QMC samples)
-        torch.testing.assert_close(fast(X).exp(), slow(X).exp(), rtol=0.03, atol=1e-4)
+        # different base-sample layouts: equal up to Monte-Carlo error (1,024 QMC samples)
+        torch.testing.assert_close(fast(X).exp(), slow(X).exp(), rtol=0.05, atol=1e-4)

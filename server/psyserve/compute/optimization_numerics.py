@@ -1,6 +1,8 @@
-"""Numerics of the Ax-style optimisation jobs: BoTorch's SingleTaskGP per metric in a ModelListGP,
-qLogNEI / qLogNEHVI with outcome constraints, optimize_acqf under linear constraints.
-Imports torch/BoTorch; imports only the contract in compute/optimization.py; no server state or I/O."""
+"""Numerics of the Ax-style optimisation jobs: BoTorch's SingleTaskGP per metric in a ModelListGP
+(MixedSingleTaskGP with unordered choices), qLogNEI / qLogNEHVI with outcome constraints (analytic
+LogEI / LogConstrainedEI or qLogEHVI on the cached posterior when observations are noiseless),
+optimize_acqf under linear constraints. Imports torch/BoTorch; imports only the contract in
+compute/optimization.py and compute/optimization_posterior.py; no server state or I/O."""
 
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 from botorch.acquisition import AcquisitionFunction
-from botorch.models.model import Model
 from botorch.sampling.base import MCSampler
 from scipy.stats import qmc
 
@@ -26,6 +27,7 @@ from psyserve.compute.optimization import (
     OptimizationReadoutResult,
     OptimizationState,
 )
+from psyserve.compute.optimization_posterior import cached_model
 
 DTYPE = torch.double
 MIN_RELATIVE_NOISE = 1e-6  # a known SEM of 0 becomes this fraction of the metric's variance
@@ -37,6 +39,16 @@ def _seeded(seed: int) -> Iterator[None]:
         warnings.simplefilter("ignore")
         torch.manual_seed(int(seed) % (2**63))
         yield
+
+
+def no_kernel_compilation() -> None:
+    """BoTorch's qLogEHVI / qLogNEHVI JIT-compile a C++ kernel on first use: minutes of g++ inside
+    an ask, and a lock file that a killed process leaves behind blocks every later process forever.
+    A server worker never compiles: BoTorch's pure-PyTorch path (same values) is used instead."""
+    from botorch.acquisition.multi_objective import logei
+
+    if getattr(logei, "_C", None) is None:
+        logei._load_attempted = True  # BoTorch's own "already tried" sentinel
 
 
 # ---------------------------------------------------------------------- models
@@ -83,123 +95,6 @@ def _fit(problem: OptimizationProblem, data: MetricData, warm: OptimizationState
         state["__fixed_noise__"] = [1.0 if fixed_noise else 0.0]
         states.append(state)
     return models, OptimizationState(states, len(data.X))
-
-
-def _dense(value: object) -> torch.Tensor:
-    """A kernel's forward result as a tensor (sum and product kernels return linear operators)."""
-    return value if isinstance(value, torch.Tensor) else value.to_dense()  # type: ignore[attr-defined]
-
-
-class _CachedPosterior:
-    """The exact marginal posterior (mean and variance per metric, metrics independent) of fitted
-    SingleTaskGPs, with each GP's Cholesky factor and ``K^-1 (y - m)`` computed once. The analytic
-    acquisitions need nothing more, and the optimiser evaluates them dozens of times per ask: this
-    skips GPyTorch's lazy-tensor machinery per call (the same numbers, a fraction of the overhead).
-    Built by `_cached_model`, which returns None for a GP it cannot mirror (input transforms)."""
-
-    def __init__(self, models: list) -> None:
-        from linear_operator.utils.cholesky import psd_safe_cholesky
-
-        self.parts = []
-        with torch.no_grad():
-            for gp in models:
-                gp.requires_grad_(False)  # gradients flow to the candidate points only
-                X = gp.train_inputs[0]
-                noise = gp.likelihood.noise.reshape(-1)
-                K = _dense(gp.covar_module.forward(X, X)) + torch.diag_embed(noise.expand(X.shape[0]))
-                L = psd_safe_cholesky(K)
-                prior = gp.mean_module(X)
-                alpha = torch.cholesky_solve((gp.train_targets - prior).unsqueeze(-1), L).squeeze(-1)
-                tf = gp.outcome_transform
-                self.parts.append((gp.covar_module, gp.mean_module, X, L, alpha, tf.means.reshape(()), tf.stdvs.reshape(())))
-
-    def mean_and_variance(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """X: ``batch x q x d`` -> mean, variance ``batch x q x m`` (original outcome units)."""
-        means, variances = [], []
-        for kernel, mean_module, Xt, L, alpha, mu, sd in self.parts:
-            Xt_b = Xt.expand(*X.shape[:-2], *Xt.shape)
-            k = _dense(kernel.forward(X, Xt_b))  # batch x q x n
-            v = torch.linalg.solve_triangular(L, k.transpose(-1, -2), upper=False)  # batch x n x q
-            mean = mean_module(X) + k @ alpha
-            var = _dense(kernel.forward(X, X, diag=True)) - v.pow(2).sum(-2)
-            means.append(mean * sd + mu)
-            variances.append(var.clamp_min(0.0) * sd**2)
-        return torch.stack(means, -1), torch.stack(variances, -1)
-
-
-def _cached_model(models: list) -> Model | None:
-    """A BoTorch Model over `_CachedPosterior` (independent Normal marginals; joint only for one
-    point at a time: analytic acquisitions and q = 1 MC ones), or None when a GP has an input
-    transform or a likelihood this does not mirror."""
-    from botorch.acquisition.objective import PosteriorTransform
-    from botorch.posteriors.posterior import Posterior
-    from gpytorch.likelihoods import FixedNoiseGaussianLikelihood, GaussianLikelihood
-
-    class IndependentNormal(Posterior):
-        """Normal marginals ``batch x q x m``; samples from (quasi-random) standard normal base samples."""
-
-        def __init__(self, mean: torch.Tensor, variance: torch.Tensor) -> None:
-            self._mean, self._variance = mean, variance
-
-        @property
-        def mean(self) -> torch.Tensor:
-            return self._mean
-
-        @property
-        def variance(self) -> torch.Tensor:
-            return self._variance
-
-        @property
-        def device(self) -> torch.device:
-            return self._mean.device
-
-        @property
-        def dtype(self) -> torch.dtype:
-            return self._mean.dtype
-
-        @property
-        def base_sample_shape(self) -> torch.Size:
-            return self._mean.shape
-
-        @property
-        def batch_range(self) -> tuple[int, int]:
-            return (0, -2)
-
-        def _extended_shape(self, sample_shape: torch.Size = torch.Size()) -> torch.Size:
-            return sample_shape + self._mean.shape
-
-        def rsample_from_base_samples(self, sample_shape: torch.Size, base_samples: torch.Tensor) -> torch.Tensor:
-            return self._mean + self._variance.clamp_min(1e-30).sqrt() * base_samples
-
-        def rsample(self, sample_shape: torch.Size | None = None) -> torch.Tensor:
-            shape = self._extended_shape(sample_shape or torch.Size())
-            return self.rsample_from_base_samples(shape, torch.randn(shape, dtype=self.dtype, device=self.device))
-
-    for gp in models:
-        if getattr(gp, "input_transform", None) is not None or not isinstance(gp.likelihood, (GaussianLikelihood, FixedNoiseGaussianLikelihood)):
-            return None
-        if type(gp.outcome_transform).__name__ != "Standardize":
-            return None
-    cached = _CachedPosterior(models)
-
-    class CachedModel(Model):
-        num_outputs = len(models)
-
-        def posterior(
-            self,
-            X: torch.Tensor,
-            output_indices: list[int] | None = None,
-            observation_noise: bool | torch.Tensor = False,
-            posterior_transform: PosteriorTransform | None = None,
-        ) -> Posterior:
-            if posterior_transform is not None or isinstance(observation_noise, torch.Tensor) or observation_noise:
-                raise NotImplementedError("the cached posterior has no posterior transform or observation noise")
-            mean, var = cached.mean_and_variance(X)
-            if output_indices is not None:
-                mean, var = mean[..., output_indices], var[..., output_indices]
-            return IndependentNormal(mean, var)
-
-    return CachedModel()
 
 
 def _constraint_callables(problem: OptimizationProblem) -> list[Callable[[torch.Tensor], torch.Tensor]]:
@@ -313,6 +208,8 @@ def generate_points(job: OptimizationGenerateJob) -> OptimizationGenerateResult:
     from botorch.sampling.normal import SobolQMCNormalSampler
 
     options = job.options
+    if len(problem.objectives) > 1:
+        no_kernel_compilation()
     with _seeded(seed):
         t0 = time.perf_counter()
         models, state = _fit(problem, data, job.warm_state, int(options.get("fit_maxiter", 200)))
@@ -391,14 +288,14 @@ def _noiseless_ehvi(
     constraints: list | None,
     choice: str,
 ) -> AcquisitionFunction | None:
-    """qLogEHVI against the observed (feasible) Pareto front, on `_CachedPosterior`, where it equals
+    """qLogEHVI against the observed (feasible) Pareto front, on `optimization_posterior.CachedPosterior`, where it equals
     qLogNEHVI's target: one point, nothing pending, every modelled observation noiseless (SEM 0),
     so the front is known. None: use qLogNEHVI."""
     if choice != "auto" or pending is not None or n != 1:
         return None
     if not (np.all(np.isfinite(data.Y)) and np.all(data.Yvar == 0.0)):
         return None
-    model = _cached_model(models)
+    model = cached_model(models)
     if model is None:
         return None
     from botorch.acquisition.multi_objective.logei import qLogExpectedHypervolumeImprovement
@@ -424,7 +321,7 @@ def _analytic_acquisition(
 ) -> AcquisitionFunction | None:
     """Analytic LogEI (LogConstrainedEI with outcome constraints) where it equals qLogNEI's target:
     one objective, one point, nothing pending, every modelled observation noiseless (SEM 0) and a
-    feasible one observed (its value is the incumbent). choice "auto": on `_CachedPosterior`;
+    feasible one observed (its value is the incumbent). choice "auto": on `optimization_posterior.CachedPosterior`;
     "analytic": on the GPyTorch models; anything else (or None returned): the MC acquisition."""
     if choice not in ("auto", "analytic") or len(problem.objectives) != 1 or pending is not None or n != 1:
         return None
@@ -441,7 +338,7 @@ def _analytic_acquisition(
     best = float(observed.min() if o.minimize else observed.max())
     if not problem.outcome_constraints:
         single = [models[o.index]]
-        model = (_cached_model(single) if choice == "auto" else None) or single[0]
+        model = (cached_model(single) if choice == "auto" else None) or single[0]
         return LogExpectedImprovement(model, best_f=best, maximize=not o.minimize)
     bounds: dict[int, tuple[float | None, float | None]] = {}
     for c in problem.outcome_constraints:
@@ -451,7 +348,7 @@ def _analytic_acquisition(
         else:
             lower = c.bound if lower is None else max(lower, c.bound)
         bounds[c.index] = (lower, upper)
-    model = (_cached_model(models) if choice == "auto" else None) or ModelListGP(*models)
+    model = (cached_model(models) if choice == "auto" else None) or ModelListGP(*models)
     return LogConstrainedExpectedImprovement(model, best_f=best, objective_index=o.index, constraints=bounds, maximize=not o.minimize)
 
 
