@@ -20,6 +20,7 @@ Usage: python benchmarks/compute.py [--seeds 3] [--trials 40] [--problem novel_d
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 
@@ -62,7 +63,27 @@ def adaptive_run(
     return X, y, state, fit_s, gen_s
 
 
-def run(problem: str, seed: int, trials: int, acqf: str = "MCLevelSetEstimation", num_points: int = 1) -> tuple[list[float], list[float], float]:
+def parse_variant(text: str) -> tuple[dict[str, str], dict[str, str]]:
+    """``"lengthscale_prior=gamma,gen.straddle=latent"`` -> (model options, generator options)."""
+    model: dict[str, str] = {}
+    gen: dict[str, str] = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        key, _, value = item.partition("=")
+        if key.startswith("gen."):
+            gen[key[4:]] = value
+        else:
+            model[key] = value
+    return model, gen
+
+
+def run(
+    problem: str,
+    seed: int,
+    trials: int,
+    acqf: str = "MCLevelSetEstimation",
+    num_points: int = 1,
+    variant: str = "",
+) -> tuple[list[float], list[float], float]:
     f, dim, lo = PROBLEMS[problem]
     rng = np.random.default_rng(seed)
 
@@ -71,9 +92,12 @@ def run(problem: str, seed: int, trials: int, acqf: str = "MCLevelSetEstimation"
 
     X = qmc.Sobol(dim, seed=seed).random(16)[:10]
     y = observers.sample(f(raw(X)), rng)
-    model = ModelSpec("GPClassificationModel", dim, {})
-    generator = GeneratorSpec(acqf, {"target": 0.75, "objective": "ProbitObjective"})
-    X, y, state, fit_s, gen_s = adaptive_run(model, generator, X, y, lambda x: observers.sample(f(raw(x)), rng), trials, num_points)
+    model_options, gen_options = parse_variant(variant)
+    model = ModelSpec("GPClassificationModel", dim, dict(model_options))
+    generator = GeneratorSpec(acqf, {"target": 0.75, "objective": "ProbitObjective", **gen_options})
+    X, y, state, fit_s, gen_s = adaptive_run(
+        model, generator, X, y, lambda x: observers.sample(f(raw(x)), rng), trials, num_points
+    )
     grid = qmc.Sobol(dim, seed=12345).random(1024)
     pred = compute.query(QueryJob(model, TrainingData(X, y), state, "prediction", True, grid, None, {}, 0))
     mae = observers.mean_abs_prob_error(pred.probability, observers.probability(f(raw(grid))))
@@ -110,34 +134,52 @@ def main() -> None:
     parser.add_argument("--problem", default="novel_detection", choices=[*PROBLEMS, "preference_2d"])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=40)
-    parser.add_argument("--acqf", default="MCLevelSetEstimation", help="acquisition (AEPsych name), e.g. EAVC, GlobalMI, BernoulliMCMutualInformation")
+    parser.add_argument(
+        "--acqf",
+        default="MCLevelSetEstimation",
+        help="acquisition (AEPsych name), e.g. EAVC, GlobalMI, BernoulliMCMutualInformation",
+    )
     parser.add_argument("--num-points", type=int, default=1, help="points per ask (> 1: sequential greedy batch)")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=[""],
+        help="option sets compared in one run, interleaved seed by seed: model options key=value and generator "
+        "options gen.key=value, comma-separated ('' = the defaults), e.g. '' 'lengthscale_prior=gamma,gen.straddle=latent'",
+    )
     args = parser.parse_args()
     if args.problem == "preference_2d" and args.acqf == "MCLevelSetEstimation":
         args.acqf = "PairwiseMCPosteriorVariance"
     compute.worker_init()  # exactly what a pool worker does first
-    fits: list[float] = []
-    gens: list[float] = []
-    maes: list[float] = []
+    fits: dict[str, list[float]] = {v: [] for v in args.variants}
+    gens: dict[str, list[float]] = {v: [] for v in args.variants}
+    maes: dict[str, list[float]] = {v: [] for v in args.variants}
     t0 = time.perf_counter()
     for seed in range(args.seeds):
-        if args.problem == "preference_2d":
-            f, g, mae = run_pairwise(seed, args.trials, args.acqf, args.num_points)
-        else:
-            f, g, mae = run(args.problem, seed, args.trials, args.acqf, args.num_points)
-        fits += f
-        gens += g
-        maes.append(mae)
-    total = np.array(fits) + np.array(gens)
+        for variant in args.variants:  # interleaved: load changes hit every variant alike
+            if args.problem == "preference_2d":
+                f, g, mae = run_pairwise(seed, args.trials, args.acqf, args.num_points)
+            else:
+                f, g, mae = run(args.problem, seed, args.trials, args.acqf, args.num_points, variant)
+            fits[variant] += f
+            gens[variant] += g
+            maes[variant].append(mae)
     print(
         f"== {args.problem}, {args.acqf} x {args.num_points}: 10 Sobol + {args.trials} model asks x {args.seeds} seeds, "
-        f"one worker ({time.perf_counter() - t0:.0f} s)"
+        f"one worker ({time.perf_counter() - t0:.0f} s, load {os.getloadavg()[0]:.1f})"
     )
-    print(
-        f"per model ask: fit {np.mean(fits) * 1e3:.1f} ms, generation {np.mean(gens) * 1e3:.1f} ms, "
-        f"total mean {np.mean(total) * 1e3:.1f} ms, p90 {np.percentile(total, 90) * 1e3:.1f} ms; "
-        + (f"max error {np.mean(maes):.3f}" if args.problem == "preference_2d" else f"MAE {np.mean(maes):.3f}")
-    )
+    for variant in args.variants:
+        total = np.array(fits[variant]) + np.array(gens[variant])
+        label = f"[{variant}] " if len(args.variants) > 1 else ""
+        print(
+            f"{label}per model ask: fit {np.mean(fits[variant]) * 1e3:.1f} ms, generation {np.mean(gens[variant]) * 1e3:.1f} ms, "
+            f"total mean {np.mean(total) * 1e3:.1f} ms, p90 {np.percentile(total, 90) * 1e3:.1f} ms; "
+            + (
+                f"max error {np.mean(maes[variant]):.3f}"
+                if args.problem == "preference_2d"
+                else f"MAE {np.mean(maes[variant]):.3f}"
+            )
+        )
 
 
 if __name__ == "__main__":

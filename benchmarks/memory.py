@@ -181,6 +181,25 @@ def first_access(db: str, count: int) -> dict[str, float]:
     return figures
 
 
+def import_seconds() -> float:
+    """Python start + importing the server (part of every restart, whatever the journal)."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import psyserve.cli"], check=True)
+    return time.perf_counter() - t0
+
+
+async def recover_in_process(db: str) -> tuple[float, int, int]:
+    """Journal.open + recover() in this process (no Python start, no gRPC): seconds, resident, events replayed."""
+    t0 = time.perf_counter()
+    journal = await Journal.open(db)
+    service = ExperimentService(journal, None)
+    events = await service.recover(expire_leases=False)
+    seconds = time.perf_counter() - t0
+    resident = len(service.strategies())
+    await service.close()
+    return seconds, resident, events
+
+
 def row(label: str, f: dict[str, float]) -> str:
     return (
         f"{label:<46} {f['first_resume_s']:8.2f} s {f['first_list_s']:8.2f} s {f['VmRSS']:8.0f} MiB {f['VmHWM']:8.0f} MiB "
@@ -227,10 +246,16 @@ def main() -> None:
         stop(proc)
         results.append(("after, next start (summaries)", f))
         access = first_access(plain, args.samples)
+        recover_s, recover_resident, recover_events = asyncio.run(recover_in_process(plain))
+        imports = min(import_seconds() for _ in range(3))
         print(f"\n{'server':<46} {'Resume':>10} {'List':>10} {'RSS':>12} {'peak RSS':>12} {'resident':>10}   (load {os.getloadavg()[0]:.1f})")
         for label, figures in results:
             print(row(label, figures))
         print(f"  (the first start's SIGTERM, which stores every summary, took {results[-2][1]['stop_s']:.1f} s)")
+        print(
+            f"  of a restart: python start + import psyserve.cli {imports:.2f} s; Journal.open + recover in process on the "
+            f"summarised journal {recover_s * 1000:.0f} ms ({recover_resident} strategies rebuilt, {recover_events} events replayed)"
+        )
         print(
             f"\nfirst request needing an evicted strategy (median of {access['samples']:.0f} each), then the same request again:\n"
             f"  GetConfig:  {access['getconfig_first']:7.1f} ms first, {access['getconfig_second']:6.1f} ms resident\n"

@@ -169,6 +169,7 @@ def capacity(extra: list[str], problem: str, ladder: list[int], response_time: f
     held, lines = 0, []
     for participants in sorted(ladder):
         with server_process(*extra) as (address, _db):
+            asyncio.run(_warm(address, problem))  # workers spawned and torch imported before anything is timed
             t0 = time.perf_counter()
             runs = asyncio.run(
                 _gather(*(run_participant(address, problem, 1000 + i, response_time, False) for i in range(participants)))
@@ -184,6 +185,19 @@ def capacity(extra: list[str], problem: str, ladder: list[int], response_time: f
             break
         held = participants
     return held, lines
+
+
+async def _warm(address: str, problem: str) -> None:
+    """One untimed model ask per compute worker (their first job pays for imports and warm-up)."""
+    _, dim, bounds = PROBLEMS[problem]
+    async with pc.AsyncClient(address, timeout=600) as client:
+        async def one(seed: int) -> None:
+            sid = (await client.configure(config_str=config_for(dim, bounds, seed))).strategy_id
+            for trial in (await client.ask(num_points=INIT_TRIALS, strategy_id=sid)).trials:
+                await client.tell(trial_id=trial.trial_id, outcome=int(trial.params["x0"] > 0), strategy_id=sid)
+            await client.ask(strategy_id=sid)
+
+        await asyncio.gather(*(one(s) for s in (9001, 9002)))
 
 
 async def _gather(*coros: Any) -> list[RunResult]:

@@ -53,6 +53,12 @@ def detection_4d(x: np.ndarray) -> np.ndarray:
     return 4.0 * (x[:, 0] - theta)
 
 
+def preference_2d(x: np.ndarray) -> np.ndarray:
+    """A latent utility on [0, 1]^2 with one peak at (0.3, 0.6) (benchmarks/preference.py's)."""
+    x = np.atleast_2d(x)
+    return -8.0 * ((x[:, 0] - 0.3) ** 2 + (x[:, 1] - 0.6) ** 2)
+
+
 def hartmann6_positive(x: np.ndarray) -> np.ndarray:
     """-hartmann6: positive, maximum 3.32237 (the regression problem maximises it)."""
     return -observers.hartmann6(x)
@@ -73,6 +79,7 @@ class Case:
     threshold_problem: str = ""  # a 2-D problem with a known threshold contour
     floor: float = 0.0  # n-AFC guess rate: p = floor + (1 - floor) Phi(f), run with FloorProbitObjective
     generator: str = "OptimizeAcqfGenerator"
+    pairwise: bool = False  # stimuli_per_trial = 2, PairwiseProbitModel; problem = the latent utility
     model: str = ""  # default: GPClassificationModel / GPRegressionModel
     model_section: str = ""  # extra INI text (the model's options)
     objective: str = ""  # the acquisition's objective (default ProbitObjective / FloorProbitObjective)
@@ -181,7 +188,11 @@ CASES: dict[str, Case] = {
     "h6_regression": Case(
         hartmann6_positive, 6, (0.0, 1.0), "qLogNoisyExpectedImprovement", 12, 40, 0.0, regression=True, noise_sd=0.1
     ),
+    # AEPsych's convention on the wire: outcome 1 = the SECOND stimulus preferred, with
+    # P(1) = Phi((u(x2) - u(x1)) / sqrt 2) (aepsych.benchmark.test_functions.f_pairwise)
+    "pairwise": Case(preference_2d, 2, (0.0, 1.0), "PairwiseMCPosteriorVariance", 10, 40, 0.5, pairwise=True),
 }
+N_PAIRS = 2000  # random grid pairs on which the pairwise preference probabilities are scored
 
 
 def config_for(case: Case, seed: int) -> str:
@@ -189,7 +200,7 @@ def config_for(case: Case, seed: int) -> str:
     params = "".join(
         f"[{n}]\npar_type = continuous\nlower_bound = {case.bounds[0]}\nupper_bound = {case.bounds[1]}\n" for n in names
     )
-    model = case.model or ("GPRegressionModel" if case.regression else "GPClassificationModel")
+    model = case.model or ("PairwiseProbitModel" if case.pairwise else "GPRegressionModel" if case.regression else "GPClassificationModel")
     outcome = "continuous" if case.regression else "binary"
     gen_section = f"[{case.generator}]\nacqf = {case.acqf}\n" if case.generator != "OptimizeAcqfGenerator" else ""
     objective = case.objective or ("FloorProbitObjective" if case.floor else "ProbitObjective")
@@ -204,7 +215,7 @@ def config_for(case: Case, seed: int) -> str:
     return f"""
 [common]
 parnames = [{", ".join(names)}]
-stimuli_per_trial = 1
+stimuli_per_trial = {2 if case.pairwise else 1}
 outcome_types = [{outcome}]
 strategy_names = [init_strat, opt_strat]
 seed = {seed}
@@ -332,6 +343,13 @@ def run(port: int, case: Case, seed: int) -> Score:
         for _ in range(case.trials):
             config = client.call("ask", {"num_points": 1})["config"]
             assert isinstance(config, dict)
+            if case.pairwise:
+                pair = np.array([[float(np.ravel(config[n])[k]) for n in names] for k in range(2)])
+                u = case.problem(pair)
+                second = int(rng.random() < norm.cdf((u[1] - u[0]) / math.sqrt(2)))
+                tell = {n: [[float(pair[0, i]), float(pair[1, i])]] for i, n in enumerate(names)}
+                client.call("tell", {"config": tell, "outcome": second})
+                continue
             x = np.array([[float(config[n][0]) for n in names]])
             f = float(case.problem(x)[0])
             if case.regression:
@@ -341,9 +359,16 @@ def run(port: int, case: Case, seed: int) -> Score:
             client.call("tell", {"config": {n: [float(config[n][0])] for n in names}, "outcome": outcome})
         score.seconds_per_trial = (time.perf_counter() - t0) / case.trials
         grid = qmc.Sobol(d=case.dim, scramble=True, seed=0).random(GRID) * (case.bounds[1] - case.bounds[0]) + case.bounds[0]
-        predicted = predict(client, names, grid, probability=not case.regression)
+        predicted = predict(client, names, grid, probability=not (case.regression or case.pairwise))
         truth = case.problem(grid)
-        if case.regression:
+        if case.pairwise:  # preference probabilities of random grid pairs from the predicted utility
+            a, b = np.random.default_rng(0).integers(0, GRID, size=(2, N_PAIRS))
+            p_hat = norm.cdf((predicted[b] - predicted[a]) / math.sqrt(2))
+            p_true = norm.cdf((truth[b] - truth[a]) / math.sqrt(2))
+            score.mae = float(np.mean(np.abs(p_hat - p_true)))
+            score.brier = float(np.mean((p_hat - p_true) ** 2 + p_true * (1 - p_true)))
+            score.misclass = float(np.mean((p_hat >= 0.5) != (p_true >= 0.5)))
+        elif case.regression:
             score.mae = float(np.mean(np.abs(predicted - truth)))
             best = client.call("query", {"query_type": "max", "probability_space": False})["x"]
             assert isinstance(best, dict)
@@ -407,8 +432,9 @@ def mean_se(values: list[float]) -> str:
     v = np.array([x for x in values if np.isfinite(x)])
     if len(v) == 0:
         return "    —        "
-    se = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
-    return f"{v.mean():.3f} ± {se:.3f}"
+    if len(v) == 1:
+        return f"{v[0]:.3f}        "
+    return f"{v.mean():.3f} ± {v.std(ddof=1) / np.sqrt(len(v)):.3f}"
 
 
 def report(name: str, paired: Paired) -> None:
@@ -424,27 +450,110 @@ def report(name: str, paired: Paired) -> None:
     sys.stdout.flush()
 
 
+def markdown_table(rows: list[tuple[str, Paired]]) -> str:
+    """One line per case and metric: n seeds of each side, mean ± s.e., paired difference."""
+    out = ["| case | metric | psyserve (n) | AEPsych 0.8 (n) | paired difference (n) |", "|---|---|---|---|---|"]
+    for name, paired in rows:
+        for m in ("mae", "brier", "misclass", "threshold_error", "regret"):
+            ours = [getattr(s, m) for s in paired.psyserve]
+            theirs = [getattr(s, m) for s in paired.aepsych]
+            if not any(np.isfinite(ours)) and not any(np.isfinite(theirs)):
+                continue
+            diff = [a - b for a, b in zip(ours, theirs, strict=True)]
+
+            def n(v: list[float]) -> int:
+                return int(np.isfinite(v).sum())
+
+            out.append(
+                f"| {name} | {m} | {mean_se(ours).strip()} ({n(ours)}) | {mean_se(theirs).strip()} ({n(theirs)}) "
+                f"| {mean_se(diff).strip()} ({n(diff)}) |"
+            )
+    return "\n".join(out)
+
+
+def load_scores(path: Path) -> dict[tuple[str, str, int], Score]:
+    """Per-seed scores written by --save: {(side, case, seed): Score} (the last line wins)."""
+    out: dict[tuple[str, str, int], Score] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            out[(row["side"], row["case"], int(row["seed"]))] = Score(**row["score"])
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--aepsych-venv", type=Path, default=Path("/work/venvs/aepsych"), help="venv with aepsych==0.8.0")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seed-list", type=int, nargs="+", default=None, help="these observer seeds instead of 1..--seeds")
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--workers", type=int, default=1, help="psyserve model workers")
     parser.add_argument("--only", choices=["psyserve", "aepsych"], default=None, help="run one side only")
+    parser.add_argument("--save", type=Path, default=None, help="append each run's scores as JSON lines to this file")
+    parser.add_argument(
+        "--from-saved",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="run nothing: report both sides from these --save files (seeds a side lacks are left out of its "
+        "figures and of the paired differences), with a Markdown table",
+    )
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        default=None,
+        help="take AEPsych's scores from a --save file where it has them (accuracy does not depend on load; "
+        "AEPsych's runs are not bit-for-bit repeatable though: a saved run is one draw), run it where it has not",
+    )
     args = parser.parse_args()
-    print(f"== paired accuracy benchmark, seeds 1..{args.seeds}, {time.strftime('%Y-%m-%d')}")
+    # SIGTERM unwinds like Ctrl-C, so that the servers' context managers stop them (an orphaned
+    # AEPsych server would busy-poll a core for ever)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    stored = load_scores(args.reuse) if args.reuse else {}
+    seeds = args.seed_list or list(range(1, args.seeds + 1))
+    if args.from_saved:
+        saved: dict[tuple[str, str, int], Score] = {}
+        for path in args.from_saved:
+            saved.update(load_scores(path))
+        print(f"== paired accuracy benchmark from {[str(p) for p in args.from_saved]}, seeds {seeds}")
+        rows = []
+        for name in args.cases:
+            paired = Paired(
+                [saved.get(("psyserve", name, s), Score()) for s in seeds],
+                [saved.get(("aepsych", name, s), Score()) for s in seeds],
+            )
+            report(name, paired)
+            rows.append((name, paired))
+        print(markdown_table(rows))
+        return
+    print(f"== paired accuracy benchmark, seeds {seeds}, {time.strftime('%Y-%m-%d %H:%M')}, load {os.getloadavg()[0]:.1f}")
+
+    def save(side: str, name: str, seed: int, score: Score) -> None:
+        if args.save:
+            with open(args.save, "a") as out:
+                out.write(json.dumps({"side": side, "case": name, "seed": seed, "score": score.__dict__}) + "\n")
+
     for name in args.cases:
         case = CASES[name]
         paired = Paired()
-        for seed in range(1, args.seeds + 1):
+        for seed in seeds:
             if args.only != "aepsych":
                 with psyserve_server(args.workers) as port:
                     paired.psyserve.append(run(port, case, seed))
+                save("psyserve", name, seed, paired.psyserve[-1])
             else:
                 paired.psyserve.append(Score())
-            if args.only != "psyserve":
-                with aepsych_server(args.aepsych_venv) as port:
-                    paired.aepsych.append(run(port, case, seed))
+            if ("aepsych", name, seed) in stored:
+                paired.aepsych.append(stored[("aepsych", name, seed)])
+            elif args.only != "psyserve":
+                try:
+                    with aepsych_server(args.aepsych_venv) as port:
+                        paired.aepsych.append(run(port, case, seed))
+                except (RuntimeError, ConnectionError, TimeoutError) as exc:  # recorded, not hidden
+                    print(f"   {name} seed {seed}: AEPsych failed: {exc}", flush=True)
+                    paired.aepsych.append(Score())
+                else:
+                    save("aepsych", name, seed, paired.aepsych[-1])
             else:
                 paired.aepsych.append(Score())
             ours, theirs = paired.psyserve[-1], paired.aepsych[-1]

@@ -272,6 +272,9 @@ def test_two_connections_at_once_and_grpc_interplay(aep: ServerThread) -> None:
         assert client.resume(config_id=made) == {"strat_id": made}
         ask = client.ask()
         assert ask["num_points"] == 1 and all(len(v) == 1 and len(v[0]) == 2 for v in ask["config"].values())
+        with pytest.raises(ServerError, match="pairwise trial's outcome is 0"):
+            client.tell(config=ask["config"], outcome=2)
+        # AEPsych's convention: 1 = the second stimulus preferred (psyserve stores 1 = first preferred)
         assert client.tell(config=ask["config"], outcome=1)["trials_recorded"] == 1
         with pytest.raises(ServerError, match="no strategy named"):
             client._send_recv({"type": "resume", "message": {"name": "nope"}})
@@ -282,6 +285,7 @@ def test_two_connections_at_once_and_grpc_interplay(aep: ServerThread) -> None:
         trials = grpc_client.list_trials(strategy_id=made)
         # the told pair completed the asked trial (no second, unasked trial)
         assert [(t.trial_id, t.state) for t in trials] == [(1, "completed")] and len(trials[0].stimuli) == 2
+        assert [o.value for o in trials[0].outcomes] == [0.0]  # the second won: first-preferred is 0
 
 
 # ---------------------------------------------------------------------- raw sockets

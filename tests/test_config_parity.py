@@ -224,3 +224,14 @@ def test_extended_interpolation_and_keys_without_values() -> None:
     with pytest.raises(ConfigError) as err:
         parse_config(text.replace("min_asks = 5\n[opt]", "min_asks\n[opt]"))
     assert (err.value.section, err.value.key) == ("init", "min_asks")
+
+
+def test_straddle_is_read() -> None:
+    """MCLevelSetEstimation's straddle (psyserve's switch: latent by default, or AEPsych's probability form)."""
+    text = BASE.format(common="target = 0.75", model="GPClassificationModel", acqf="MCLevelSetEstimation", opt="")
+    opt = parse_config(text + "[MCLevelSetEstimation]\nstraddle = Probability\n").phases[1]
+    assert opt.generator_options["straddle"] == "probability"
+    assert "straddle" not in parse_config(text).phases[1].generator_options  # the default: latent
+    with pytest.raises(ConfigError) as err:
+        parse_config(text + "[MCLevelSetEstimation]\nstraddle = sideways\n")
+    assert (err.value.section, err.value.key) == ("MCLevelSetEstimation", "straddle")

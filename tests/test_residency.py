@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import random
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,15 @@ def test_restart_rebuilds_only_the_live_strategies(tmp_path: Path) -> None:
             assert all(s.is_finished for s in after if s.strategy_id in finished)
             for sid, rows in trials.items():
                 assert trials_of(c, sid) == rows
+        proc.kill(signal.SIGKILL)
+
+        with sqlite3.connect(db) as conn:  # a journal written before summaries existed
+            conn.execute("DELETE FROM snapshots")
+        proc = spawn_server(db, log, "--no-models", "--resident-strategies", "2")
+        with pc.Client(proc.address) as c:  # every strategy replayed once; the finished ones leave memory at once
+            after = c.list_strategies()
+            assert sorted(s.strategy_id for s in after if s.resident) == sorted(live)
+            assert {s.strategy_id: comparable(s) for s in after} == expected
     finally:
         proc.kill(signal.SIGKILL)
 
@@ -266,3 +276,52 @@ def test_sigkill_while_evicting_loses_nothing(tmp_path: Path) -> None:
                 assert sum(len(v) for v in told.values()) > 20
         finally:
             proc.kill(signal.SIGKILL)
+
+
+def test_summaries_of_every_kind_survive_eviction_and_restart(tmp_path: Path) -> None:
+    """A sweep, an Ax-style experiment with constraints and an INI strategy: the summary a server
+    keeps while each is out of memory, and the one stored for the next start, equal the live one."""
+    from psyserve_client.ax import AxClient, ObjectiveProperties
+
+    options = ServerOptions(
+        host="127.0.0.1", port=0, db=str(tmp_path / "j.db"), models=False, limits=Limits(max_resident_strategies=1)
+    )
+    srv = ServerThread(options)
+    try:
+        with pc.Client(srv.address) as c:
+            sweep = c.configure_sweep(
+                {"metaParameters": {"alpha": [0.5, 0.25], "flag": [True, False], "name": ["a", "b"]}}, runs=2
+            ).strategy_id
+            for trial in c.ask(num_points=3, strategy_id=sweep).trials:
+                c.tell_metrics(trial.trial_id, {"return": 0.5}, strategy_id=sweep)
+            service = srv.running.service
+            live = {sweep: next(v for v in service.list_strategies() if v.strategy_id == sweep)}  # resident: the last one used
+            ax = AxClient(address=srv.address)
+            ax.create_experiment(
+                name="opt",
+                parameters=[{"name": f"x{i}", "type": "range", "bounds": [0.0, 1.0]} for i in range(2)],
+                objectives={"y": ObjectiveProperties(minimize=True)},
+                parameter_constraints=["x0 + x1 <= 1.5"],
+                choose_generation_strategy_kwargs={"method": "random_search"},
+            )
+            _, index = ax.get_next_trial()
+            ax.complete_trial(index, (1.5, 0.1))
+            live[ax.strategy_id] = next(v for v in service.list_strategies() if v.strategy_id == ax.strategy_id)
+            assert all(v.resident for v in live.values())
+            ini = c.configure(config_str=CONFIG).strategy_id
+            play(c, ini, 3)  # the other two leave memory
+            for sid in live:
+                wait_resident(c, sid, False)
+            cold = {
+                v.strategy_id: dataclasses.replace(v, resident=True) for v in service.list_strategies() if v.strategy_id in live
+            }
+            assert cold == live
+    finally:
+        srv.stop()  # stores the summaries
+    srv = ServerThread(options)
+    try:
+        stored = {v.strategy_id: v for v in srv.running.service.list_strategies() if v.strategy_id in live}
+        assert all(not v.resident for v in stored.values())
+        assert {sid: dataclasses.replace(v, resident=True) for sid, v in stored.items()} == live
+    finally:
+        srv.stop()

@@ -193,3 +193,37 @@ def test_semip_config_mapping_and_refusals() -> None:
         with pytest.raises(ConfigError) as err:
             parse_config(text)
         assert err.value.key == key and says in str(err.value), (key, str(err.value))
+
+
+@pytest.mark.slow
+def test_semip_over_aepsych_protocol(tmp_path: Path) -> None:
+    """AEPsych's own client and JSON/TCP protocol: a HadamardSemiPModel run into its model phase, then
+    the threshold (inverse with the context fixed) and the probability there."""
+    from aepsych_client import AEPsychClient
+
+    from conftest import ServerThread
+    from psyserve.app import ServerOptions
+
+    srv = ServerThread(ServerOptions(port=0, db=str(tmp_path / "a.db"), models=True, workers=1, aepsych_port=0))
+    rng = np.random.default_rng(3)
+    client = AEPsychClient(ip="127.0.0.1", port=srv.running.extra[0].port)
+    try:
+        assert client.socket is not None
+        client.socket.settimeout(120)
+        client.configure(config_str=HADAMARD)
+        for _ in range(13):  # 10 Sobol, then 3 model trials
+            ask = client.ask()["config"]
+            c, s = ask["context"][0], ask["intensity"][0]
+            assert 0 <= c <= 1 and 0 <= s <= 1
+            client.tell(config=ask, outcome=int(rng.random() < p_yes_no(c, s)))
+        info = client.info()
+        assert info["current_strat_name"] == "opt_strat" and info["current_strat_model"] == "HadamardSemiPModel"
+        inverse = client.query("inverse", probability_space=True, y=0.75, constraints={"context": 0.5})
+        assert inverse["x"]["context"] == [0.5] and 0 <= inverse["x"]["intensity"][0] <= 1
+        at = client.query("prediction", probability_space=True, x={"context": [0.5], "intensity": inverse["x"]["intensity"]})
+        assert at["y"][0] == pytest.approx(0.75, abs=0.02)
+    finally:
+        assert client.socket is not None
+        client.socket.close()
+        client.finalize = lambda: {}  # type: ignore[method-assign]  # its __del__ sends exit on a closed socket
+        srv.stop()

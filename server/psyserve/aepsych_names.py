@@ -79,10 +79,6 @@ UNSUPPORTED_STRATEGY_KEYS: dict[str, str] = {
 
 #: Keys AEPsych honours in a model's class section that change the model psyserve would fit.
 UNSUPPORTED_MODEL_KEYS: dict[str, str] = {
-    "inducing_point_method": (
-        "psyserve chooses inducing points from the trial data itself (a deterministic subset, at most "
-        "inducing_size); AEPsych's inducing-point allocators are not supported: remove the key to accept that"
-    ),
     "likelihood": (
         "only the models' default likelihoods (Bernoulli probit, Gaussian, pairwise probit, OrdinalLikelihood for "
         "OrdinalGPModel) and, for GPClassificationModel, BernoulliObjectiveLikelihood with a floor objective are supported"

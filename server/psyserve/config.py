@@ -23,6 +23,8 @@ from .compute.contract import (
     DEFAULT_N_LEVELS,
     INDEPENDENT,
     INDEPENDENT_PARTS,
+    INDUCING_ALLOCATORS,
+    INDUCING_MAIN_ALLOCATORS,
     KNOWN_ACQFS,
     KNOWN_MODELS,
     LOOKAHEAD_ACQFS,
@@ -600,6 +602,9 @@ _FIT_SWITCHES: dict[str, dict[str, type | tuple[str, ...]]] = {
 }
 _GENERATOR_OPTIONS: dict[str, type] = {"restarts": int, "samps": int, "max_gen_time": float}
 _ACQF_OPTIONS: dict[str, type] = {"target": float, "beta": float, "objective": str}
+#: MCLevelSetEstimation's `straddle` (psyserve only): "latent" (default) sqrt(beta Var[f]) - |E f - F^-1(target)|,
+#: "probability" AEPsych's sqrt(beta Var[p(f)]) - |E p(f) - target|
+STRADDLE_SPACES = ("latent", "probability")
 #: AEPsych's look-ahead types: at the level set {f > target} (its default) or at the response itself.
 LOOKAHEAD_TYPES = ("levelset", "posterior")
 
@@ -690,6 +695,7 @@ def _parse_phase(
                 raise ConfigError(name, "acqf", f"{len(optimization.objectives)} objective(s) take {want}, not {acqf}")
         _refuse_unhonoured_keys(r, name, model, acqf)
         model_options = _options(r, model, {**_MODEL_OPTIONS, **_FIT_SWITCHES.get(model, {})}, name)
+        model_options.update(_inducing_options(r, name, model, space, stimuli_per_trial))
         model_options.update(_mean_covar_options(r, name, model, space, stimuli_per_trial, outcome_types))
         if model == ORDINAL_MODEL:
             model_options["n_levels"] = _ordinal_levels(r, name, model)
@@ -699,6 +705,8 @@ def _parse_phase(
         for section in reversed(gen_sections):  # the generator's own section wins
             generator_options.update(_options(r, section, _GENERATOR_OPTIONS, name))
         generator_options.update(_options(r, acqf, _ACQF_OPTIONS, name))
+        if acqf == "MCLevelSetEstimation":  # psyserve's switch: where the straddle is measured
+            generator_options.update(_options(r, acqf, {"straddle": STRADDLE_SPACES}, name))
         size = r.get_int(name, "query_set_size", acqf, minimum=16) if acqf in LOOKAHEAD_ACQFS else None
         if size is not None:  # AEPsych's reference set of the global look-ahead
             generator_options["lookahead_points"] = size
@@ -796,6 +804,39 @@ def _parse_phase(
         generator_options=generator_options,
         parts=parts,
     )
+
+
+#: the models whose fit uses inducing points (a variational GP)
+INDUCING_MODELS: frozenset[str] = frozenset({"GPClassificationModel"})
+
+
+def _inducing_options(r: _Reader, phase: str, model: str, space: ParameterSpace, stimuli_per_trial: int) -> dict[str, str]:
+    """AEPsych's `inducing_point_method` (an allocator class name, read from [Model] then [phase]) and
+    the allocator's own section: `points` for FixedAllocator / FixedPlusAllocator (rows in parnames
+    order, raw units), `main_allocator` for FixedPlusAllocator."""
+    found = r.raw(model, "inducing_point_method", phase)
+    if found is None:
+        return {}
+    section, method = found[0], found[1].strip()
+    if model not in INDUCING_MODELS:
+        raise ConfigError(section, "inducing_point_method", f"{model} has no inducing points (only {sorted(INDUCING_MODELS)} do)")
+    if method not in INDUCING_ALLOCATORS:
+        raise ConfigError(section, "inducing_point_method", f"unknown inducing-point allocator {method!r} (known: {list(INDUCING_ALLOCATORS)})")
+    out = {"inducing_point_method": method}
+    if method == "FixedPlusAllocator":
+        main = r.raw(method, "main_allocator")
+        name = main[1].strip() if main else "GreedyVarianceReduction"
+        if name not in INDUCING_MAIN_ALLOCATORS:
+            raise ConfigError(main[0] if main else method, "main_allocator", f"expected one of {list(INDUCING_MAIN_ALLOCATORS)}, got {name!r}")
+        out["inducing_main_allocator"] = name
+    if method in ("FixedAllocator", "FixedPlusAllocator"):
+        text = r.raw(method, "points")
+        if text is None:
+            raise ConfigError(method, "points", f"{method} needs points: a list of inducing points in the order {list(space.names)}")
+        rows = _parse_points(text[0], text[1], space, 1)
+        unit = [space.to_unit(dict(zip(space.names, row[0], strict=True))).tolist() for row in rows]
+        out["inducing_points"] = json.dumps(unit)
+    return out
 
 
 def _discrete_values(phase: str, space: ParameterSpace, stimuli_per_trial: int) -> str:

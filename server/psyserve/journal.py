@@ -265,30 +265,46 @@ class Journal:
         """Commit queued items in queue order: runs of event batches as one group commit, each
         snapshot after the events queued before it (its last_seq must not cover later ones)."""
         events: list[tuple[list[Event], asyncio.Future[None]]] = []
+        snapshots: list[tuple[_SnapshotWrite, asyncio.Future[None]]] = []
         for what, done in group:
             if isinstance(what, _SnapshotWrite):
                 if events:
                     await self._commit(events)
                     events = []
-                await self._store_snapshot(what, done)
+                snapshots.append((what, done))
             else:
+                if snapshots:
+                    await self._store_snapshots(snapshots)
+                    snapshots = []
                 events.append((what, done))
         if events:
             await self._commit(events)
+        if snapshots:
+            await self._store_snapshots(snapshots)
 
-    async def _store_snapshot(self, snapshot: _SnapshotWrite, done: asyncio.Future[None]) -> None:
+    async def _store_snapshots(self, snapshots: list[tuple[_SnapshotWrite, asyncio.Future[None]]]) -> None:
+        """Consecutive summaries in one transaction (one fsync for a shutdown's hundreds)."""
+        now = time.time()
         try:
-            await self._db.execute(
-                "INSERT OR REPLACE INTO snapshots (strategy_id, last_seq, created_at, summary) "
-                "SELECT ?, MAX(seq), ?, ? FROM events WHERE strategy_id = ?",
-                (snapshot.strategy_id, time.time(), snapshot.summary, snapshot.strategy_id),
-            )
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                await self._db.executemany(
+                    "INSERT OR REPLACE INTO snapshots (strategy_id, last_seq, created_at, summary) "
+                    "SELECT ?, MAX(seq), ?, ? FROM events WHERE strategy_id = ?",
+                    [(s.strategy_id, now, s.summary, s.strategy_id) for s, _ in snapshots],
+                )
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
         except (sqlite3.Error, ValueError) as exc:
-            if not done.done():
-                done.set_exception(write_failure(exc))
+            for _, done in snapshots:
+                if not done.done():
+                    done.set_exception(write_failure(exc))
             return
-        if not done.done():
-            done.set_result(None)
+        for _, done in snapshots:
+            if not done.done():
+                done.set_result(None)
 
     async def _commit(self, group: list[tuple[list[Event], asyncio.Future[None]]]) -> None:
         """Commit a group in one transaction (one fsync); on failure, retry members one by one."""

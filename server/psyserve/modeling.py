@@ -365,9 +365,10 @@ class PoolModelEngine:
                 raise Unavailable(f"model computation failed: {type(exc).__name__}: {exc}") from exc
             result = await self.pool.submit(_job_function(job), job, REAL)  # retry a failed speculation for real
         runtime.last_state = result.state
-        if result.level_probabilities is not None:
+        level_probabilities = getattr(result, "level_probabilities", None)  # an optimisation job's result has none
+        if level_probabilities is not None:
             runtime.level_points = result.points.reshape(n, -1)
-            runtime.level_probabilities = result.level_probabilities
+            runtime.level_probabilities = level_probabilities
         if isinstance(job, OptimizationGenerateJob) or job.refit:
             runtime.refit_state = result.state
         self._drop_stale(strategy)

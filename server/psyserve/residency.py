@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import time
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,31 +88,48 @@ def to_plain(value: Any) -> Any:
 def from_plain(kind: Any, data: Any) -> Any:
     """The inverse of to_plain for the annotated type `kind` (dataclasses, enums, tuples, lists,
     dicts, X | None, and scalar unions such as RawValue, which JSON keeps as they are)."""
+    return _decoder(kind)(data)
+
+
+def _same(data: Any) -> Any:
+    return data
+
+
+def _number(data: Any) -> Any:
+    return float(data) if isinstance(data, int) and not isinstance(data, bool) else data
+
+
+@functools.cache
+def _decoder(kind: Any) -> Callable[[Any], Any]:
+    """A decoding function per annotated type, built once (the types' hints are read once)."""
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(kind) if a is not type(None)]
-        if data is None:
-            return None
         structured = [a for a in options if dataclasses.is_dataclass(a) or typing.get_origin(a) is not None]
-        return from_plain(structured[0], data) if len(structured) == 1 else data
+        if len(structured) != 1:
+            return _same  # scalars (RawValue, float | None): JSON keeps them as they are
+        inner = _decoder(structured[0])
+        return lambda data: None if data is None else inner(data)
     if origin is tuple:
         args = typing.get_args(kind)
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(from_plain(args[0], v) for v in data)
-        return tuple(from_plain(a, v) for a, v in zip(args, data, strict=True))
+            item = _decoder(args[0])
+            return lambda data: tuple(item(v) for v in data)
+        items = [_decoder(a) for a in args]
+        return lambda data: tuple(f(v) for f, v in zip(items, data, strict=True))
     if origin is list:
-        (arg,) = typing.get_args(kind)
-        return [from_plain(arg, v) for v in data]
+        item = _decoder(typing.get_args(kind)[0])
+        return lambda data: [item(v) for v in data]
     if origin is dict:
-        _, arg = typing.get_args(kind)
-        return {k: from_plain(arg, v) for k, v in data.items()}
+        value = _decoder(typing.get_args(kind)[1])
+        return lambda data: {k: value(v) for k, v in data.items()}
     if isinstance(kind, type) and dataclasses.is_dataclass(kind):
         hints = typing.get_type_hints(kind)
-        return kind(
-            **{f.name: from_plain(hints[f.name], data[f.name]) for f in dataclasses.fields(kind) if f.init and f.name in data}
-        )
+        fields = [(f.name, _decoder(hints[f.name])) for f in dataclasses.fields(kind) if f.init]
+        cls: Any = kind
+        return lambda data: cls(**{name: f(data[name]) for name, f in fields if name in data})
     if isinstance(kind, type) and issubclass(kind, enum.Enum):
-        return kind(data)
-    if kind is float and isinstance(data, int) and not isinstance(data, bool):
-        return float(data)
-    return data
+        return kind
+    if kind is float:
+        return _number
+    return _same

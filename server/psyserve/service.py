@@ -459,7 +459,9 @@ class ExperimentService:
             else:
                 needed.append(row.strategy_id)
         for strategy_id in needed:
-            await self._load(strategy_id)
+            strategy = await self._load(strategy_id)
+            if self._evicting and strategy.is_finished and strategy_id in self._registry.by_id and not self._busy(strategy):
+                self._evict(strategy)  # finished before the restart: its summary is all a start needs
         if expire_leases:
             self._lease_task = asyncio.create_task(self._expire_leases(), name="lease-expiry")
         return self.residency.stats.events_replayed - replayed

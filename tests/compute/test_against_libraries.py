@@ -42,11 +42,11 @@ CLS, REG, PAIR = "GPClassificationModel", "GPRegressionModel", "PairwiseProbitMo
 DT = torch.float64
 
 
-def _classification_model(kernel: str) -> tuple:
+def _classification_model(kernel: str, prior: str = "lognormal") -> tuple:
     rng = np.random.default_rng(0)
     X = rng.random((15, 2))
     y = ob.sample(ob.novel_detection(2 * X - 1), rng)
-    model = fit_model(ModelSpec(CLS, 2, {"kernel": kernel}), X, y).model
+    model = fit_model(ModelSpec(CLS, 2, {"kernel": kernel, "lengthscale_prior": prior}), X, y).model
     assert model is not None
     model.train()
     gen = torch.Generator().manual_seed(1)
@@ -76,10 +76,11 @@ def _gpytorch_loss(model: Any, mll: VariationalELBO, X: torch.Tensor, y: torch.T
     return -(ell - kl + log_prior) / len(y)
 
 
+@pytest.mark.parametrize("prior", ["lognormal", "gamma"])
 @pytest.mark.parametrize("exact_log_cdf", [True, False])
 @pytest.mark.parametrize("kernel", ["rbf", "matern52"])
-def test_packed_elbo_and_closure_match_gpytorch_variational_elbo(kernel: str, exact_log_cdf: bool) -> None:
-    model, X, y = _classification_model(kernel)
+def test_packed_elbo_and_closure_match_gpytorch_variational_elbo(kernel: str, exact_log_cdf: bool, prior: str) -> None:
+    model, X, y = _classification_model(kernel, prior)
     mll = VariationalELBO(model.likelihood, model.model, num_data=len(y))
     closure = variational_elbo_closure(model, mll, X, y)
     names = list(closure.parameters)
@@ -92,7 +93,9 @@ def test_packed_elbo_and_closure_match_gpytorch_variational_elbo(kernel: str, ex
     ours_loss, ours_grads = closure()
     packed = PackedElbo(model, mll, X, y)
     packed_loss, _ = packed(packed.get())  # (its gradient: test_fast_paths, against the closure)
-    rel, atol = (1e-7, 1e-8) if exact_log_cdf else (2e-5, 2e-5)  # measured: 1e-8 / 7e-6 relative
+    # GPyTorch's LogNormalCDF is a rational approximation: its error depends on where the model sits
+    # (measured: 7e-6 relative on the Gamma-prior fit, 2.6e-4 on the LogNormal one); exact: 1e-8
+    rel, atol = (1e-7, 1e-8) if exact_log_cdf else (5e-4, 1e-4)
     assert float(ours_loss.detach()) == pytest.approx(lib_loss, rel=rel)
     assert packed_loss == pytest.approx(lib_loss, rel=rel)
     for n, g in zip(names, ours_grads, strict=True):

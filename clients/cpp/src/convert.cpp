@@ -186,10 +186,11 @@ QueryResult from_pb(const pb::QueryResponse& r) {
   out.type = from_pb(r.query_type());
   out.probability_space = r.probability_space();
   for (const auto& p : r.predictions()) {
-    out.predictions.push_back(
-        Prediction{from_pb(p.x().values()), p.mean(), p.variance(), p.probability(), p.lower(), p.upper()});
+    out.predictions.push_back(Prediction{from_pb(p.x().values()), p.mean(), p.variance(), p.probability(), p.lower(),
+                                         p.upper(), {p.level_probabilities().begin(), p.level_probabilities().end()}});
   }
   out.fit_seconds = r.fit_seconds();
+  out.outcome = r.outcome();
   return out;
 }
 
@@ -259,6 +260,7 @@ pb::QueryRequest to_pb(const QueryRequest& r, std::int64_t strategy_id) {
   for (std::size_t i = 0; i < r.x.size(); ++i) to_pb(r.x[i], out.add_x()->mutable_values(), "x[" + std::to_string(i) + "]");
   if (r.y) out.set_y(*r.y);
   to_pb(r.constraints, out.mutable_constraints(), "constraints");
+  out.set_outcome(r.outcome);
   return out;
 }
 

@@ -216,6 +216,22 @@ TEST(Convert, QueryRequest) {
   query.y.reset();
   EXPECT_FALSE(internal::to_pb(query, 5).has_y());
   EXPECT_EQ(internal::to_pb(query, 5).query_type(), pb::QUERY_TYPE_MAX);
+  EXPECT_EQ(internal::to_pb(query, 5).outcome(), "");
+  query.outcome = "rating";  // several outcomes: which one's model answers
+  EXPECT_EQ(internal::to_pb(query, 5).outcome(), "rating");
+}
+
+TEST(Convert, OrdinalQueryReply) {
+  pb::QueryResponse reply;
+  reply.set_outcome("liking");
+  auto* p = reply.add_predictions();
+  p->set_probability(2.4);  // the expected level
+  for (double v : {0.1, 0.2, 0.3, 0.25, 0.15}) p->add_level_probabilities(v);
+  auto result = internal::from_pb(reply);
+  EXPECT_EQ(result.outcome, "liking");
+  ASSERT_EQ(result.predictions.size(), 1u);
+  EXPECT_EQ(result.predictions[0].level_probabilities, (std::vector<double>{0.1, 0.2, 0.3, 0.25, 0.15}));
+  EXPECT_DOUBLE_EQ(result.predictions[0].probability, 2.4);
 }
 
 TEST(Convert, TrialAndAskReply) {

@@ -140,6 +140,18 @@ OBJECTIVE_LINKS: dict[str, str] = {
 }
 
 
+#: AEPsych 0.8's inducing-point allocators psyserve honours (`inducing_point_method`; compute/inducing.py)
+INDUCING_ALLOCATORS: tuple[str, ...] = (
+    "GreedyVarianceReduction",
+    "KMeansAllocator",
+    "SobolAllocator",
+    "FixedAllocator",
+    "FixedPlusAllocator",
+)
+#: FixedPlusAllocator's main allocators
+INDUCING_MAIN_ALLOCATORS: tuple[str, ...] = ("GreedyVarianceReduction", "KMeansAllocator", "SobolAllocator")
+
+
 # --------------------------------------------------------------------------- contract
 
 
@@ -147,7 +159,9 @@ OBJECTIVE_LINKS: dict[str, str] = {
 class ModelSpec:
     r"""Which model to fit on the unit cube ``[0, 1]^dim``.
 
-    options: ``inducing_size`` (int, default 100, classification), ``max_fit_time``
+    options: ``inducing_size`` (int, default 100, classification), ``inducing_point_method``
+    (one of ``INDUCING_ALLOCATORS``; default psyserve's own, see compute/inducing.py) with
+    ``inducing_points`` (JSON unit-cube rows) and ``inducing_main_allocator``, ``max_fit_time``
     (seconds), ``max_fit_iter`` (L-BFGS iterations, default 200), ``fit_ftol`` (L-BFGS
     relative tolerance, default 1e-6), ``kernel``
     (``"rbf"`` default or ``"matern52"``; classification/regression), ``elbo`` / ``laplace``

@@ -20,14 +20,23 @@ from botorch.optim.utils import get_parameters_and_bounds
 from gpytorch.kernels import MaternKernel, RBFKernel, ScaleKernel
 from gpytorch.means import ConstantMean
 from gpytorch.mlls import VariationalELBO
-from gpytorch.priors import GammaPrior, NormalPrior
+from gpytorch.priors import GammaPrior, LogNormalPrior, NormalPrior
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor
 
 from psyserve.compute.kernels import kernel_lengthscale_grad_np, plain_kernel, stationary_kernel
 from psyserve.compute.lbfgs import minimize_packed
 from psyserve.compute.links import PROBIT, Link
-from psyserve.compute.numerics import DTYPE, GH20_W, GH20_W_T, GH20_X, GH20_X_T, LOG_SQRT_2PI, gamma_log_prior
+from psyserve.compute.numerics import (
+    DTYPE,
+    GH20_W,
+    GH20_W_T,
+    GH20_X,
+    GH20_X_T,
+    LOG_SQRT_2PI,
+    gamma_log_prior,
+    lognormal_log_prior,
+)
 
 
 def variational_elbo_closure(
@@ -125,7 +134,7 @@ class PackedElbo:
     ``d/dA = v g^T + 2 (S - I) A diag(h)``, then back through ``A = L^{-1} K_ZX``, the
     Cholesky factor (Murray 2016) and the kernel to the output scale and length-scales.
     Handles the model ``_classification`` builds (ARD RBF or Matern-5/2, identity-transformed
-    bounded hyper-parameters, Gamma length-scale and Normal constant priors);
+    bounded hyper-parameters, Gamma or LogNormal length-scale and Normal constant priors);
     ``PackedElbo.supports`` says when it applies. Checked against autograd in the tests.
     """
 
@@ -152,8 +161,13 @@ class PackedElbo:
         self.tril = np.tril_indices(self.m)
         self.diag_pos = np.flatnonzero(self.tril[0] == self.tril[1])  # diagonal entries in the packed tril
         priors = {type(prior): prior for _, _, prior, _, _ in mll.named_priors()}
-        gamma, normal = priors[GammaPrior], priors[NormalPrior]
-        self.gamma = (float(gamma.concentration), float(gamma.rate))
+        normal = priors[NormalPrior]
+        if GammaPrior in priors:
+            gamma = priors[GammaPrior]
+            self.ls_prior: tuple[str, float, float] = ("gamma", float(gamma.concentration), float(gamma.rate))
+        else:
+            lognormal = priors[LogNormalPrior]
+            self.ls_prior = ("lognormal", float(lognormal.base_dist.loc), float(lognormal.base_dist.scale))
         self.normal = (float(normal.loc), float(normal.scale))
         vs.variational_params_initialized.fill_(1)
 
@@ -169,7 +183,8 @@ class PackedElbo:
             return False
         identity = all(c is not None and not c.enforced for c in (base.raw_lengthscale_constraint, cm.raw_outputscale_constraint))
         priors = [(module, type(prior)) for _, module, prior, _, _ in mll.named_priors()]
-        return identity and sorted(priors, key=lambda mp: mp[1].__name__) == [(base, GammaPrior), (mean, NormalPrior)]
+        ordered = sorted(priors, key=lambda mp: mp[1].__name__)
+        return identity and ordered in ([(base, GammaPrior), (mean, NormalPrior)], [(base, LogNormalPrior), (mean, NormalPrior)])
 
     # ------------------------------------------------------------ packing
     def get(self) -> np.ndarray:
@@ -241,9 +256,12 @@ class PackedElbo:
             ell = float((ll @ GH20_W).sum()) / math.sqrt(math.pi)
         diag = np.diagonal(Ls)
         kl = 0.5 * ((Ls * Ls).sum() + v @ v - m - 2.0 * np.log(np.abs(diag)).sum())
-        a, b = self.gamma
+        kind, a, b = self.ls_prior
         loc, scale = self.normal
-        gamma_value, gamma_grad = gamma_log_prior(ls, a, b)
+        if kind == "gamma":
+            gamma_value, gamma_grad = gamma_log_prior(ls, a, b)
+        else:
+            gamma_value, gamma_grad = lognormal_log_prior(ls, a, b)
         log_prior = gamma_value - 0.5 * ((c - loc) / scale) ** 2 - math.log(scale) - LOG_SQRT_2PI
         loss = -(ell - kl + log_prior) / n
         # gradients of J = ell - kl + log_prior

@@ -16,7 +16,13 @@ from botorch.acquisition.objective import GenericMCObjective, MCAcquisitionObjec
 from botorch.sampling.normal import SobolQMCNormalSampler
 from torch import Tensor
 
-from psyserve.compute.acquisition import BernoulliBALD, LevelSetStraddle, PairwisePosteriorVariance, PosteriorVariance
+from psyserve.compute.acquisition import (
+    BernoulliBALD,
+    LevelSetStraddle,
+    PairwisePosteriorVariance,
+    PosteriorVariance,
+    ProbabilityStraddle,
+)
 from psyserve.compute.bvn import norm_cdf
 from psyserve.compute.contract import (
     BINARY_MODELS,
@@ -30,11 +36,17 @@ from psyserve.compute.contract import (
     canonical_acqf,
     opt_float,
     opt_int,
+    opt_str,
 )
 from psyserve.compute.links import PROBIT, Link
 from psyserve.compute.lookahead import EAVC, GlobalMI, GlobalSUR, LocalMI, LocalSUR
 from psyserve.compute.models import FittedModel
 from psyserve.compute.numerics import sobol_draw
+
+#: Where MCLevelSetEstimation measures its straddle when an objective maps to a probability:
+#: "probability" (AEPsych's: sqrt(beta Var[p(f)]) - |E[p(f)] - target|) or "latent" (psyserve's
+#: earlier form, sqrt(beta Var[f]) - |E[f] - F^-1(target)|). A generator option, not a config key.
+DEFAULT_STRADDLE = "latent"
 
 
 def _probit(samples: Tensor, X: Tensor | None = None) -> Tensor:
@@ -114,6 +126,11 @@ def build_acquisition(name: str, fitted: FittedModel, generator: GeneratorSpec, 
     if name == "MCLevelSetEstimation":
         beta = opt_float(opts, "beta", 3.84)
         assert beta is not None
+        space = opt_str(opts, "straddle", DEFAULT_STRADDLE)
+        if space not in ("probability", "latent"):
+            raise ValueError(f"straddle must be 'probability' or 'latent', got {space!r}")
+        if space == "probability" and link is not None:
+            return ProbabilityStraddle(model, latent, noise, target, beta, link)
         return LevelSetStraddle(model, latent, noise, t_latent, beta)
     if name == "MCPosteriorVariance":
         return PosteriorVariance(model, latent, noise, probability_space=probit, link=link or PROBIT)

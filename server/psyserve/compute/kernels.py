@@ -16,7 +16,7 @@ import torch
 from gpytorch.constraints import GreaterThan, Interval
 from gpytorch.kernels import AdditiveKernel, Kernel, LinearKernel, MaternKernel, ProductKernel, RBFKernel, ScaleKernel
 from gpytorch.means import ConstantMean, Mean
-from gpytorch.priors import GammaPrior, SmoothedBoxPrior
+from gpytorch.priors import GammaPrior, LogNormalPrior, SmoothedBoxPrior
 from torch import Tensor
 
 from psyserve.compute.numerics import DTYPE
@@ -33,17 +33,28 @@ def make_kernel(
     kind: str = "rbf",
     lengthscale_prior: tuple[float, float] = (3.0, 6.0),
     outputscale_bounds: tuple[float, float] = OUTPUTSCALE_BOUNDS,
+    prior: str = "gamma",
 ) -> ScaleKernel:
     r"""ARD RBF / Matern-5/2 kernel for ``d``-dim unit-cube inputs.
 
-    Gamma(a, b) length-scale prior (default Gamma(3, 6): mean 0.5, mode 1/3) and a
-    ScaleKernel whose output scale is constrained to ``outputscale_bounds``.
+    ``prior="gamma"``: a Gamma(a, b) length-scale prior (default Gamma(3, 6): mean 0.5, mode 1/3);
+    ``prior="lognormal"``: AEPsych 0.8's dimension-scaled LogNormal(sqrt 2 + log(d) / 2, sqrt 3),
+    started at its ``exp(sqrt 2 - 3)``. A ScaleKernel whose output scale is constrained to
+    ``outputscale_bounds``.
     """
     conc, rate = lengthscale_prior
-    mode = (conc - 1.0) / rate
+    if prior == "lognormal":  # dimension-scaled: LogNormal(sqrt 2 + log(d) / 2, sqrt 3)
+        loc, sd = math.sqrt(2.0) + math.log(d) / 2.0, math.sqrt(3.0)
+        ls_prior: Any = LogNormalPrior(torch.tensor(loc, dtype=DTYPE), torch.tensor(sd, dtype=DTYPE))
+        mode = math.exp(math.sqrt(2.0) - 3.0)
+    elif prior == "gamma":
+        ls_prior = GammaPrior(conc, rate)
+        mode = (conc - 1.0) / rate
+    else:
+        raise ValueError(f"unknown length-scale prior {prior!r} (use 'lognormal' or 'gamma')")
     ls_kw: dict[str, Any] = dict(
         ard_num_dims=d,
-        lengthscale_prior=GammaPrior(conc, rate),
+        lengthscale_prior=ls_prior,
         lengthscale_constraint=GreaterThan(1e-3, transform=None, initial_value=mode),
     )
     k = kind.lower().replace("-", "").replace("_", "")
@@ -198,15 +209,20 @@ def prior_mean_fn(mean_module: Mean | None) -> Callable[[Tensor], Tensor]:
 
 
 def pairwise_kernel(d: int) -> ScaleKernel:
-    r"""PairwiseGP's default priors (Gamma(2.4, 2.7) length scales, boxed output scale), with ARD over ``d``."""
-    conc, rate = 2.4, 2.7
+    r"""AEPsych 0.8's pairwise kernel (default_mean_covar_factory for two stimuli per trial): ARD RBF
+    over ``d`` with Gamma(3, 6) length scales and a SmoothedBox(1, 4) output-scale prior.
+
+    BoTorch's PairwiseGP defaults (Gamma(2.4, 2.7), SmoothedBox(0.01, 100)), which psyserve used
+    before, let the utility's scale run off with few comparisons (a fitted utility 2.4x the true
+    one on the benchmark's preference problem): over-confident preference probabilities."""
+    conc, rate = 3.0, 6.0
     return ScaleKernel(
         RBFKernel(
             ard_num_dims=d,
             lengthscale_prior=GammaPrior(conc, rate),
             lengthscale_constraint=GreaterThan(1e-4, transform=None, initial_value=(conc - 1) / rate),
         ),
-        outputscale_prior=SmoothedBoxPrior(a=1e-2, b=1e2),
+        outputscale_prior=SmoothedBoxPrior(a=1.0, b=4.0),
         outputscale_constraint=Interval(5e-3, 2e2, initial_value=1.0),
     ).to(DTYPE)
 

@@ -51,6 +51,8 @@ from psyserve.compute.contract import (
     opt_str,
 )
 from psyserve.compute.elbo import PackedElbo, variational_elbo_closure
+from psyserve.compute.inducing import DEFAULT as DEFAULT_INDUCING
+from psyserve.compute.inducing import allocate_inducing_points, farthest_point_subset
 from psyserve.compute.kernels import OUTPUTSCALE_BOUNDS, KernelFn, make_kernel, pairwise_kernel, prior_mean_fn
 from psyserve.compute.laplace import PackedPairwiseLaplace
 from psyserve.compute.latent import PROBIT_PENDING_NOISE, LatentGP
@@ -75,36 +77,17 @@ REGRESSION_OUTPUTSCALE_BOUNDS = (0.05, 20.0)
 PAIRWISE_OUTPUTSCALE_BOUNDS = (5e-3, 2e2)
 DIGEST_KEY = "__digest__"
 INDUCING_KEY = "__inducing__"
+#: the length-scale prior of the classification kernel without factory options ("lognormal": AEPsych
+#: 0.8's dimension-scaled LogNormal(sqrt 2 + log(d) / 2, sqrt 3); "gamma": Gamma(3, 6), before 2026-12-02)
+DEFAULT_LENGTHSCALE_PRIOR = "lognormal"
 _VMEAN = "model.variational_strategy._variational_distribution.variational_mean"
 _VCHOL = "model.variational_strategy._variational_distribution.chol_variational_covar"
 
 # --------------------------------------------------------------------------- data helpers
 
 
-def select_inducing_points(X: Tensor, k: int) -> Tensor:
-    r"""Deterministic inducing points from training inputs.
-
-    Args:
-        X: ``n x d`` training inputs (duplicates allowed).
-        k: maximum number of inducing points.
-
-    Returns:
-        ``min(k, n_unique) x d``: all unique rows in order of first occurrence if there
-        are at most ``k`` of them (so that one more trial appends one inducing point,
-        which is what makes the variational warm start exact), else a greedy
-        farthest-point (max-min distance) subset started at the row nearest the centroid.
-    """
-    U = unique_rows(X.detach())
-    n = U.shape[0]
-    if n <= k:
-        return U
-    idx = [int(torch.argmin((U - U.mean(0)).pow(2).sum(-1)))]
-    dmin = (U - U[idx[0]]).pow(2).sum(-1)
-    for _ in range(1, k):
-        j = int(torch.argmax(dmin))
-        idx.append(j)
-        dmin = torch.minimum(dmin, (U - U[j]).pow(2).sum(-1))
-    return U[sorted(idx)]
+#: psyserve's default allocator, by its old name
+select_inducing_points = farthest_point_subset
 
 
 def pairwise_to_comparisons(X: np.ndarray, y: np.ndarray) -> tuple[Tensor, Tensor]:
@@ -265,13 +248,18 @@ def _classification(
     Xt = torch.as_tensor(X, dtype=DTYPE)
     yt = torch.as_tensor(y, dtype=DTYPE)
     inducing_size = max(1, opt_int(opts, "inducing_size", 100))
-    Z = select_inducing_points(Xt, inducing_size) if n else torch.full((1, d), 0.5, dtype=DTYPE)
     factory = uses_factory(opts)
     if factory:  # AEPsych's mean/covariance factory options (config.py)
         covar, mean = build_covar(d, opts, OUTPUTSCALE_BOUNDS), build_mean(opts)
-    else:
-        covar = make_kernel(d, str(opts.get("kernel", "rbf") or "rbf"))
+    else:  # psyserve's own kernel, with AEPsych 0.8's default (dimension-scaled LogNormal) length-scale prior
+        covar = make_kernel(d, str(opts.get("kernel", "rbf") or "rbf"), prior=DEFAULT_LENGTHSCALE_PRIOR)
         mean = ConstantMean(constant_prior=NormalPrior(0.0, 2.0)).to(DTYPE)
+    method = opt_str(opts, "inducing_point_method", DEFAULT_INDUCING) or DEFAULT_INDUCING
+    if method == "GreedyVarianceReduction" and _warm_usable(warm_state, spec.kind):
+        assert warm_state is not None  # allocate with the last fit's kernel, as AEPsych does
+        prefix = "model.covar_module."
+        _load(covar, {k.removeprefix(prefix): v for k, v in warm_state.hyperparameters.items() if k.startswith(prefix)}, False)
+    Z = allocate_inducing_points(method, Xt, inducing_size, covar, opts)
     model = SingleTaskVariationalGP(
         train_X=Xt if n else Z,
         train_Y=yt.unsqueeze(-1) if n else None,

@@ -38,6 +38,14 @@ def gamma_log_prior(x: np.ndarray, concentration: float, rate: float) -> tuple[f
     return value, (a - 1.0) / x - b
 
 
+def lognormal_log_prior(x: np.ndarray, loc: float, scale: float) -> tuple[float, np.ndarray]:
+    r"""``sum_i log LogNormal(x_i; loc, scale)`` (GPyTorch's ``LogNormalPrior(loc, scale).log_prob``) and
+    its gradient ``-(1 + (log x - loc) / scale^2) / x``."""
+    z = (np.log(x) - loc) / scale
+    value = float((-np.log(x) - math.log(scale) - LOG_SQRT_2PI - 0.5 * z * z).sum())
+    return value, -(1.0 + z / scale) / x
+
+
 def sobol_draw(d: int, n: int, seed: int) -> torch.Tensor:
     r"""``n x d`` scrambled Sobol points in the unit cube (deterministic in ``seed``)."""
     eng = torch.quasirandom.SobolEngine(d, scramble=True, seed=int(seed) % (2**31))

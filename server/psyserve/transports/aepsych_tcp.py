@@ -228,6 +228,18 @@ def config_to_stimuli(config: Any, stimuli_per_trial: int) -> list[list[dict[str
     return trials
 
 
+def _pairwise_from_wire(outcome: OutcomeValue) -> OutcomeValue:
+    """AEPsych's pairwise outcome (1 = the SECOND stimulus preferred, as aepsych's PairwiseProbitModel
+    reads it) -> psyserve's (1 = the first preferred); anything but 0/1 is refused."""
+    value: Any = outcome.value
+    if isinstance(value, str) or value not in (0, 1):
+        raise InvalidArgument(
+            f"outcome: a pairwise trial's outcome is 0 (first stimulus preferred) or 1 (second), got {value!r}",
+            "outcome",
+        )
+    return dataclasses.replace(outcome, value=1.0 - outcome.value)
+
+
 def outcomes_per_trial(outcome: Any, outcome_names: tuple[str, ...], trials: int) -> list[list[OutcomeValue]]:
     """A tell's outcome (scalar, list, or {outcome name: scalar or list}) -> outcomes of each trial."""
     if outcome is None:
@@ -512,6 +524,8 @@ class AEPsychServer:
         shape = self.service.parameters(strategy_id)
         trials = config_to_stimuli(message.get("config"), shape.stimuli_per_trial)
         outcomes = outcomes_per_trial(message.get("outcome"), shape.outcome_names, len(trials))
+        if shape.stimuli_per_trial == 2:
+            outcomes = [[_pairwise_from_wire(o) for o in trial] for trial in outcomes]
         model_data = _flag(message.get("model_data", True), "model_data")
         extras = {**extra_info, **{k: v for k, v in message.items() if k not in ("config", "outcome", "model_data")}}
         items = [

@@ -206,8 +206,9 @@ struct TellResult {
 struct Prediction {
   Stimulus x;
   double mean = 0, variance = 0;  // latent
-  double probability = 0;         // P(positive) for classification, else the mean
+  double probability = 0;         // P(positive) for classification; ordinal: the expected level; else the mean
   double lower = 0, upper = 0;    // 95% interval
+  std::vector<double> level_probabilities;  // ordinal outcomes: P(level k), k = 0..n_levels-1
 };
 
 struct QueryResult {
@@ -215,6 +216,7 @@ struct QueryResult {
   bool probability_space = false;
   std::vector<Prediction> predictions;
   double fit_seconds = 0;
+  std::string outcome;  // the outcome whose model answered
 };
 
 struct InfoResult {
@@ -266,6 +268,7 @@ struct QueryRequest {
   std::optional<double> y;   // inverse: the target
   Stimulus constraints;      // parameters held fixed, by name
   std::int64_t strategy_id = 0;
+  std::string outcome;       // several outcomes (IndependentGPsModel): which one's model; empty: the first
 };
 
 // Per-call options. timeout 0 = the client's default; every call has a deadline.

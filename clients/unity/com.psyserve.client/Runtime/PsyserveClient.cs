@@ -201,12 +201,14 @@ namespace Psyserve.Client
             return request;
         }
 
-        /// <summary>Asks the model: max, min, prediction (at <paramref name="x"/>) or inverse (of <paramref name="y"/>).</summary>
+        /// <summary>Asks the model: max, min, prediction (at <paramref name="x"/>) or inverse (of <paramref name="y"/>);
+        /// with several outcomes, <paramref name="outcome"/>'s model (empty: the first). Ordinal models answer each
+        /// prediction's <c>LevelProbabilities</c>.</summary>
         public Task<QueryResponse> QueryAsync(QueryType queryType = QueryType.Max, bool probabilitySpace = false,
             IList<Stimulus> x = null, double? y = null, IDictionary<string, ParameterValue> constraints = null,
-            long? strategyId = null, CancellationToken cancellationToken = default(CancellationToken))
+            long? strategyId = null, CancellationToken cancellationToken = default(CancellationToken), string outcome = "")
         {
-            var request = new QueryRequest { StrategyId = Sid(strategyId), QueryType = queryType, ProbabilitySpace = probabilitySpace, Y = y };
+            var request = new QueryRequest { StrategyId = Sid(strategyId), QueryType = queryType, ProbabilitySpace = probabilitySpace, Y = y, Outcome = outcome ?? "" };
             if (x != null) request.X.AddRange(x);
             if (constraints != null) foreach (var kv in constraints) request.Constraints[kv.Key] = kv.Value;
             return CallAsync(ExperimentServiceMethods.Query, request, QueryResponse.FromJson, cancellationToken);
