@@ -9,7 +9,10 @@ ax-platform==1.3.1; Ax is never a psyserve dependency). Both use one torch threa
 compute at nice +5 relative to the benchmark (psyserve's workers are niced by the server).
 
 Prints, per problem: best feasible value found (or hypervolume) mean +- sd over seeds for each
-engine, and the mean time per get_next_trial (model-based trials) with the ratio Ax / psyserve.
+engine, the mean time per get_next_trial (model-based trials) with the ratio Ax / psyserve, the
+CPU seconds per model-based get_next_trial (Ax: its process; psyserve: the server and its compute
+workers, read from /proc) with their ratio — less dependent on the machine's load than wall time —
+and the wall time of the whole loop (asks, evaluations, tells).
 
     python benchmarks/optimization.py --ax-python /work/venvs/ax/bin/python --seeds 5
 """
@@ -116,7 +119,24 @@ def score(name: str, rows: list[dict[str, tuple[float, float]]], params: list[di
 
 
 # ---------------------------------------------------------------------- one run (either engine)
-def run_loop(client: Any, objective_cls: Any, name: str, trials: int, seed: int) -> dict[str, Any]:
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` and its children (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # after the command name: state ppid ... utime (12th) stime (13th)
+        if int(entry) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def run_loop(client: Any, objective_cls: Any, name: str, trials: int, seed: int, server_pid: int = 0) -> dict[str, Any]:
     spec = problem(name)
     client.create_experiment(
         name=f"{name}-{seed}",
@@ -125,16 +145,23 @@ def run_loop(client: Any, objective_cls: Any, name: str, trials: int, seed: int)
         parameter_constraints=spec["parameter_constraints"],
         outcome_constraints=spec["outcome_constraints"],
     )
-    rows, params, times = [], [], []
+    rows, params, times, cpu_times = [], [], [], []
+    loop_start = time.perf_counter()
     for _ in range(trials):
-        t0 = time.perf_counter()
+        # this process's CPU plus (psyserve) the server's and its workers'; the /proc scans
+        # themselves (a few ms) fall outside the measured span
+        s0 = tree_cpu_seconds(server_pid) if server_pid else 0.0
+        c0, t0 = time.process_time(), time.perf_counter()
         p, index = client.get_next_trial()
         times.append(time.perf_counter() - t0)
+        c1 = time.process_time()
+        s1 = tree_cpu_seconds(server_pid) if server_pid else 0.0
+        cpu_times.append(c1 - c0 + s1 - s0)
         result = evaluate(name, p)
         client.complete_trial(trial_index=index, raw_data=result)
         rows.append(result)
         params.append(p)
-    return {"score": score(name, rows, params), "ask_seconds": times, "violations": sum(p.get("x1", 0) + p.get("x2", 0) > 2.0 + 1e-9 for p in params) if name == "hartmann6" else 0}
+    return {"score": score(name, rows, params), "ask_seconds": times, "ask_cpu_seconds": cpu_times, "loop_seconds": time.perf_counter() - loop_start, "violations": sum(p.get("x1", 0) + p.get("x2", 0) > 2.0 + 1e-9 for p in params) if name == "hartmann6" else 0}
 
 
 def worker_ax(name: str, trials: int, seed: int) -> dict[str, Any]:
@@ -153,11 +180,11 @@ def worker_ax(name: str, trials: int, seed: int) -> dict[str, Any]:
     return run_loop(client, ObjectiveProperties, name, trials, seed)
 
 
-def worker_psyserve(name: str, trials: int, seed: int, address: str) -> dict[str, Any]:
+def worker_psyserve(name: str, trials: int, seed: int, address: str, server_pid: int) -> dict[str, Any]:
     from psyserve_client.ax import AxClient, ObjectiveProperties
 
     client = AxClient(random_seed=seed, address=address)
-    return run_loop(client, ObjectiveProperties, name, trials, seed)
+    return run_loop(client, ObjectiveProperties, name, trials, seed, server_pid)
 
 
 # ---------------------------------------------------------------------- driver
@@ -186,9 +213,9 @@ def warm_up(address: str) -> None:
         client.complete_trial(index, (float(p["x"]) ** 2, 0.0))
 
 
-def one(engine: str, name: str, trials: int, seed: int, ax_python: str, address: str) -> dict[str, Any]:
+def one(engine: str, name: str, trials: int, seed: int, ax_python: str, address: str, server_pid: int) -> dict[str, Any]:
     if engine == "psyserve":
-        return worker_psyserve(name, trials, seed, address)
+        return worker_psyserve(name, trials, seed, address, server_pid)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     out = subprocess.run(
         [ax_python, __file__, "--worker", "ax", "--problems", name, "--trials", str(trials), "--seed", str(seed)],
@@ -223,24 +250,39 @@ def main() -> None:
                 trials = args.trials or PROBLEMS[name]
                 for seed in range(args.first_seed, args.first_seed + args.seeds):
                     for engine in engines:  # interleaved, so both see the same machine load
-                        run = one(engine, name, trials, seed, args.ax_python, address)
+                        run = one(engine, name, trials, seed, args.ax_python, address, proc.pid if proc is not None else 0)
                         results.setdefault(name, {}).setdefault(engine, []).append(run)
+                        if args.json:  # after every run, so an interrupted benchmark keeps what ran
+                            Path(args.json).write_text(json.dumps(results))
                         d = len(problem(name)["parameters"])
                         model_times = run["ask_seconds"][max(5, 2 * d) :] or run["ask_seconds"]
-                        print(f"{name} seed {seed} {engine}: score {run['score']:.4f}, model ask {statistics.mean(model_times):.3f} s", flush=True)
+                        model_cpu = run["ask_cpu_seconds"][max(5, 2 * d) :] or run["ask_cpu_seconds"]
+                        print(
+                            f"{name} seed {seed} {engine}: score {run['score']:.4f}, model ask {statistics.mean(model_times):.3f} s "
+                            f"(CPU {statistics.mean(model_cpu):.3f} s), loop {run['loop_seconds']:.1f} s; load {os.getloadavg()[0]:.1f}",
+                            flush=True,
+                        )
         finally:
             if proc is not None:
                 proc.terminate()
-                proc.wait(30)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results))
+                try:
+                    proc.wait(120)  # a loaded machine can take a while to close the journal
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(30)
     print()
-    print("| problem | trials | seeds | psyserve best (mean ± sd) | Ax 1.3 best (mean ± sd) | get_next_trial psyserve | Ax | Ax / psyserve |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
+    print(
+        "| problem | trials | seeds | psyserve best (mean ± sd) | Ax 1.3 best (mean ± sd) | get_next_trial psyserve | Ax | Ax / psyserve "
+        "| CPU per ask psyserve | Ax | Ax / psyserve | loop psyserve | Ax |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, by_engine in results.items():
         trials = args.trials or PROBLEMS[name]
         cells = []
-        means = {}
+        means: dict[str, float] = {}
+        cpus: dict[str, float] = {}
+        loops: dict[str, float] = {}
         for engine in ("psyserve", "ax"):
             runs = by_engine.get(engine, [])
             scores = [r["score"] for r in runs]
@@ -249,11 +291,16 @@ def main() -> None:
             d = len(problem(name)["parameters"])
             times = [t for r in runs for t in r["ask_seconds"][max(5, 2 * d) :]]
             means[engine] = statistics.mean(times) if times else math.nan
+            cpu_times = [t for r in runs for t in r.get("ask_cpu_seconds", [])[max(5, 2 * d) :]]
+            cpus[engine] = statistics.mean(cpu_times) if cpu_times else math.nan
+            loops[engine] = statistics.mean(r["loop_seconds"] for r in runs) if runs and "loop_seconds" in runs[0] else math.nan
         ratio = means["ax"] / means["psyserve"] if means.get("psyserve") else math.nan
+        cpu_ratio = cpus["ax"] / cpus["psyserve"] if cpus.get("psyserve") else math.nan
         label = "hypervolume" if name == "branincurrin" else "min"
         print(
             f"| {name} ({label}) | {trials} | {len(by_engine.get('psyserve', by_engine.get('ax', [])))} | {cells[0]} | {cells[1]} | "
-            f"{means.get('psyserve', math.nan):.3f} s | {means.get('ax', math.nan):.3f} s | {ratio:.1f}× |"
+            f"{means.get('psyserve', math.nan):.3f} s | {means.get('ax', math.nan):.3f} s | {ratio:.1f}× | "
+            f"{cpus['psyserve']:.3f} s | {cpus['ax']:.3f} s | {cpu_ratio:.1f}× | {loops['psyserve']:.0f} s | {loops['ax']:.0f} s |"
         )
 
 

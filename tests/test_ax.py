@@ -271,6 +271,45 @@ def test_max_parallelism(server: ServerThread) -> None:
     assert len(client.get_next_trials(5)[0]) == 1
 
 
+# ---------------------------------------------------------------------- unordered choices
+def test_unordered_choice_is_modelled_by_category_not_rank(model_server: ServerThread) -> None:
+    """An unordered choice goes through a categorical kernel: reordering its `values` changes
+    nothing the model predicts (a rank encoding would), and the model-based ask picks the best one."""
+    offsets = {"red": 0.0, "green": 1.0, "blue": 0.4, "gold": 0.9}
+
+    def f(x: float, colour: str) -> float:
+        return (x - 0.3) ** 2 + offsets[colour]
+
+    predictions = []
+    clients = []
+    for name, order in (("colours-a", ["red", "green", "blue", "gold"]), ("colours-b", ["gold", "blue", "red", "green"])):
+        client = AxClient(address=model_server.address, random_seed=5)
+        client.create_experiment(
+            name=name,
+            parameters=[
+                {"name": "x", "type": "range", "bounds": [0.0, 1.0]},
+                {"name": "colour", "type": "choice", "values": order, "is_ordered": False},
+            ],
+            objectives={"y": ObjectiveProperties(minimize=True)},
+            choose_generation_strategy_kwargs={"num_initialization_trials": 1, **CHEAP},
+        )
+        for x in (0.05, 0.5, 0.95):
+            for colour in offsets:
+                _, index = client.attach_trial({"x": x, "colour": colour})
+                client.complete_trial(index, (f(x, colour), 0.0))
+        predictions.append(client.get_model_predictions_for_parameterizations([{"x": 0.3, "colour": c} for c in offsets]))
+        clients.append(client)
+    for a, b in zip(*predictions, strict=True):
+        assert a["y"][0] == pytest.approx(b["y"][0], rel=1e-4, abs=1e-4) and a["y"][1] == pytest.approx(b["y"][1], rel=1e-3, abs=1e-4)
+    means = {c: p["y"][0] for c, p in zip(offsets, predictions[0], strict=True)}
+    assert min(means, key=lambda c: means[c]) == "red"
+    client = clients[0]
+    p, index = client.get_next_trial()  # the one quasi-random trial
+    client.complete_trial(index, (f(p["x"], p["colour"]), 0.0))
+    p, _ = client.get_next_trial()  # model-based: each category optimised, the best kept
+    assert p["colour"] == "red" and abs(p["x"] - 0.3) < 0.25
+
+
 # ---------------------------------------------------------------------- trial life cycle and the model
 def test_failure_abandon_and_attached_trial_used_by_model(model_server: ServerThread) -> None:
     client = AxClient(address=model_server.address, random_seed=3)

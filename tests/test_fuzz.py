@@ -113,7 +113,7 @@ def test_random_requests_never_break_the_server() -> None:
         async def replay() -> dict[int, tuple[int, int, int]]:
             journal = await Journal.open(db)
             service = ExperimentService(journal)
-            await service.recover()
+            await service.recover(expire_leases=False, load_all=True)  # every event replayed, not the stored summaries
             counts = {v.strategy_id: (v.trials_asked, v.trials_completed, v.trials_pending) for v in service.list_strategies()}
             await service.close()
             return counts

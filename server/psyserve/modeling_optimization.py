@@ -22,6 +22,7 @@ from .compute.optimization import (
     OptimizationState,
     OutcomeBound,
 )
+from .params import ParamType
 from .strategy import COMPLETED, PENDING, Strategy
 
 
@@ -48,6 +49,9 @@ def problem_of(strategy: Strategy) -> OptimizationProblem:
         objectives=tuple(MetricObjective(metrics.index(o.metric), o.minimize, o.threshold) for o in opt.objectives),
         outcome_constraints=tuple(OutcomeBound(metrics.index(c.metric), c.upper, c.bound) for c in opt.outcome_constraints),
         linear_constraints=tuple(linear),
+        categorical=tuple(
+            (i, len(p.choices)) for i, p in enumerate(free) if p.type is ParamType.CATEGORICAL and not p.is_ordered and len(p.choices) >= 3
+        ),
     )
 
 

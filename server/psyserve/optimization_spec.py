@@ -19,8 +19,8 @@ OPTIMIZATION_MODEL = "ModelListGP"
 SINGLE_OBJECTIVE_ACQF = "qLogNoisyExpectedImprovement"
 MULTI_OBJECTIVE_ACQF = "qLogNoisyExpectedHypervolumeImprovement"
 METHODS = ("fast", "random_search")
-DEFAULT_RESTARTS = 5
-DEFAULT_RAW_SAMPLES = 256
+DEFAULT_RESTARTS = 20  # Ax 1.3's optimize_acqf defaults (cheap here: see compute.optimization_numerics)
+DEFAULT_RAW_SAMPLES = 1024
 VALUE_TYPES = ("float", "int", "str", "bool")
 _NAME = re.compile(r"^[A-Za-z_][\w.\-]*$")
 

@@ -62,6 +62,9 @@ class OptimizationProblem:
     objectives: tuple[MetricObjective, ...]
     outcome_constraints: tuple[OutcomeBound, ...] = ()
     linear_constraints: tuple[LinearBound, ...] = ()
+    # unordered choice parameters: (dimension, number of choices); choice i sits at u = i / (k - 1)
+    # and the GPs see only whether two points share it (a categorical kernel), never its rank
+    categorical: tuple[tuple[int, int], ...] = ()
 
     def feasible_unit(self, U: np.ndarray, tolerance: float = 1e-9) -> np.ndarray:
         r"""Which rows of ``U`` (``n x dim``) satisfy every linear constraint."""
@@ -95,7 +98,7 @@ class OptimizationGenerateJob:
     asked but not yet told, the acquisition's ``X_pending``).
 
     options: ``restarts`` (5), ``samps`` (raw samples, 256), ``mc_samples`` (64), ``maxiter``
-    (acquisition L-BFGS/SLSQP iterations, 100), ``fit_maxiter`` (GP fit, 200), ``cache_root`` (1)."""
+    (acquisition L-BFGS/SLSQP iterations, 200), ``fit_maxiter`` (GP fit, 200), ``cache_root`` (1)."""
 
     problem: OptimizationProblem
     data: MetricData
@@ -115,6 +118,7 @@ class OptimizationGenerateResult:
     state: OptimizationState | None
     fit_seconds: float
     generate_seconds: float
+    level_probabilities: np.ndarray | None = None  # never set: the model engine reads it off every result (ordinal models)
 
 
 @dataclass
@@ -158,6 +162,9 @@ def check_problem(problem: OptimizationProblem, data: MetricData) -> None:
     for c in problem.outcome_constraints:
         if not 0 <= c.index < m or not math.isfinite(c.bound):
             raise ValueError(f"outcome constraint on column {c.index} is invalid")
+    for dim, k in problem.categorical:
+        if not 0 <= dim < d or k < 2:
+            raise ValueError(f"categorical dimension {dim} with {k} choices is invalid")
     for lc in problem.linear_constraints:
         if len(lc.coefficients) != d:
             raise ValueError("linear constraint coefficients must have one entry per dimension")

@@ -1,6 +1,8 @@
-"""Numerics of the Ax-style optimisation jobs: BoTorch's SingleTaskGP per metric in a ModelListGP,
-qLogNEI / qLogNEHVI with outcome constraints, optimize_acqf under linear constraints.
-Imports torch/BoTorch; imports only the contract in compute/optimization.py; no server state or I/O."""
+"""Numerics of the Ax-style optimisation jobs: BoTorch's SingleTaskGP per metric in a ModelListGP
+(MixedSingleTaskGP with unordered choices), qLogNEI / qLogNEHVI with outcome constraints (analytic
+LogEI / LogConstrainedEI or qLogEHVI on the cached posterior when observations are noiseless),
+optimize_acqf under linear constraints. Imports torch/BoTorch; imports only the contract in
+compute/optimization.py and compute/optimization_posterior.py; no server state or I/O."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 from botorch.acquisition import AcquisitionFunction
+from botorch.sampling.base import MCSampler
 from scipy.stats import qmc
 
 from psyserve.compute.optimization import (
@@ -24,6 +27,7 @@ from psyserve.compute.optimization import (
     OptimizationReadoutResult,
     OptimizationState,
 )
+from psyserve.compute.optimization_posterior import cached_model
 
 DTYPE = torch.double
 MIN_RELATIVE_NOISE = 1e-6  # a known SEM of 0 becomes this fraction of the metric's variance
@@ -37,6 +41,16 @@ def _seeded(seed: int) -> Iterator[None]:
         yield
 
 
+def no_kernel_compilation() -> None:
+    """BoTorch's qLogEHVI / qLogNEHVI JIT-compile a C++ kernel on first use: minutes of g++ inside
+    an ask, and a lock file that a killed process leaves behind blocks every later process forever.
+    A server worker never compiles: BoTorch's pure-PyTorch path (same values) is used instead."""
+    from botorch.acquisition.multi_objective import logei
+
+    if getattr(logei, "_C", None) is None:
+        logei._load_attempted = True  # BoTorch's own "already tried" sentinel
+
+
 # ---------------------------------------------------------------------- models
 def _metric_rows(data: MetricData, j: int) -> np.ndarray:
     return np.isfinite(data.Y[:, j])
@@ -45,11 +59,11 @@ def _metric_rows(data: MetricData, j: int) -> np.ndarray:
 def _fit(problem: OptimizationProblem, data: MetricData, warm: OptimizationState | None, maxiter: int) -> tuple[list, OptimizationState]:
     """One SingleTaskGP per metric (fixed noise where every observation has a SEM, inferred otherwise)."""
     from botorch.fit import fit_gpytorch_mll
-    from botorch.models import SingleTaskGP
+    from botorch.models import MixedSingleTaskGP, SingleTaskGP
     from botorch.models.transforms.outcome import Standardize
     from gpytorch.mlls import ExactMarginalLogLikelihood
 
-    models = []
+    models: list = []
     states: list[dict[str, list]] = []
     for j in range(len(problem.metrics)):
         rows = _metric_rows(data, j)
@@ -60,7 +74,10 @@ def _fit(problem: OptimizationProblem, data: MetricData, warm: OptimizationState
         if len(yvar_np) and np.all(np.isfinite(yvar_np)):
             floor = MIN_RELATIVE_NOISE * max(float(np.var(data.Y[rows, j])), 1e-12)
             train_Yvar = torch.tensor(np.maximum(yvar_np, floor), dtype=DTYPE)
-        model = SingleTaskGP(X, y, train_Yvar=train_Yvar, outcome_transform=Standardize(m=1))
+        if problem.categorical:  # unordered choices: a categorical kernel on their dimensions
+            model = MixedSingleTaskGP(X, y, cat_dims=[dim for dim, _ in problem.categorical], train_Yvar=train_Yvar, outcome_transform=Standardize(m=1))
+        else:
+            model = SingleTaskGP(X, y, train_Yvar=train_Yvar, outcome_transform=Standardize(m=1))
         fixed_noise = train_Yvar is not None
         if warm is not None and j < len(warm.hyperparameters):
             saved = warm.hyperparameters[j]
@@ -191,6 +208,8 @@ def generate_points(job: OptimizationGenerateJob) -> OptimizationGenerateResult:
     from botorch.sampling.normal import SobolQMCNormalSampler
 
     options = job.options
+    if len(problem.objectives) > 1:
+        no_kernel_compilation()
     with _seeded(seed):
         t0 = time.perf_counter()
         models, state = _fit(problem, data, job.warm_state, int(options.get("fit_maxiter", 200)))
@@ -202,7 +221,9 @@ def generate_points(job: OptimizationGenerateJob) -> OptimizationGenerateResult:
         constraints = _constraint_callables(problem) or None
         pending = torch.tensor(job.pending, dtype=DTYPE) if job.pending is not None and len(job.pending) else None
         acqf: AcquisitionFunction
-        if len(problem.objectives) > 1:
+        if len(problem.objectives) > 1 and (ehvi := _noiseless_ehvi(problem, data, models, pending, n, sampler, constraints, str(options.get("acqf", "auto")))) is not None:
+            acqf = ehvi
+        elif len(problem.objectives) > 1:
             weights = torch.tensor([-1.0 if o.minimize else 1.0 for o in problem.objectives], dtype=DTYPE)
             objective = WeightedMCMultiOutputObjective(weights=weights, outcomes=[o.index for o in problem.objectives])
             acqf = qLogNoisyExpectedHypervolumeImprovement(
@@ -216,6 +237,8 @@ def generate_points(job: OptimizationGenerateJob) -> OptimizationGenerateResult:
                 prune_baseline=True,
                 cache_root=bool(options.get("cache_root", 1)),
             )
+        elif (analytic := _analytic_acquisition(problem, data, models, pending, n, str(options.get("acqf", "auto")))) is not None:
+            acqf = analytic
         else:
             o = problem.objectives[0]
             sign = -1.0 if o.minimize else 1.0
@@ -240,8 +263,10 @@ def generate_points(job: OptimizationGenerateJob) -> OptimizationGenerateResult:
             # BoTorch: sum(coefficients * x[indices]) >= rhs
             inequality.append((torch.tensor(idx, dtype=torch.long), torch.tensor(-coef[idx], dtype=DTYPE), float(-c.bound)))
         restarts, raw = int(options.get("restarts", 5)), int(options.get("samps", 256))
-        maxiter = int(options.get("maxiter", 100))
-        if not inequality:
+        maxiter = int(options.get("maxiter", 200))
+        if problem.categorical:
+            candidates = _optimize_categorical(acqf, problem, bounds, inequality, fixed, n, restarts, raw, maxiter, seed)
+        elif not inequality:
             candidates, _ = optimize_acqf(
                 acqf, bounds=bounds, q=n, num_restarts=restarts, raw_samples=raw, fixed_features=fixed or None,
                 options={"batch_limit": restarts, "init_batch_limit": raw, "maxiter": maxiter}, sequential=n > 1,
@@ -251,6 +276,146 @@ def generate_points(job: OptimizationGenerateJob) -> OptimizationGenerateResult:
         points = _repair(candidates.detach().numpy().reshape(n, d), problem, fixed, seed)
         generate_seconds = time.perf_counter() - t1
     return OptimizationGenerateResult(points, state, fit_seconds, generate_seconds)
+
+
+def _noiseless_ehvi(
+    problem: OptimizationProblem,
+    data: MetricData,
+    models: list,
+    pending: torch.Tensor | None,
+    n: int,
+    sampler: MCSampler,
+    constraints: list | None,
+    choice: str,
+) -> AcquisitionFunction | None:
+    """qLogEHVI against the observed (feasible) Pareto front, on `optimization_posterior.CachedPosterior`, where it equals
+    qLogNEHVI's target: one point, nothing pending, every modelled observation noiseless (SEM 0),
+    so the front is known. None: use qLogNEHVI."""
+    if choice != "auto" or pending is not None or n != 1:
+        return None
+    if not (np.all(np.isfinite(data.Y)) and np.all(data.Yvar == 0.0)):
+        return None
+    model = cached_model(models)
+    if model is None:
+        return None
+    from botorch.acquisition.multi_objective.logei import qLogExpectedHypervolumeImprovement
+    from botorch.acquisition.multi_objective.objective import WeightedMCMultiOutputObjective
+    from botorch.utils.multi_objective.box_decompositions.non_dominated import FastNondominatedPartitioning
+
+    ref = torch.tensor(_reference_point(problem, data.Y), dtype=DTYPE)
+    feasible = _feasible(problem, data.Y)
+    signed = torch.tensor(_signed_objectives(problem, data.Y[feasible]), dtype=DTYPE).reshape(-1, len(problem.objectives))
+    weights = torch.tensor([-1.0 if o.minimize else 1.0 for o in problem.objectives], dtype=DTYPE)
+    return qLogExpectedHypervolumeImprovement(
+        model=model,
+        ref_point=ref.tolist(),
+        partitioning=FastNondominatedPartitioning(ref_point=ref, Y=signed),  # type: ignore[arg-type]  # BoTorch's own default
+        sampler=sampler,
+        objective=WeightedMCMultiOutputObjective(weights=weights, outcomes=[o.index for o in problem.objectives]),
+        constraints=constraints,
+    )
+
+
+def _analytic_acquisition(
+    problem: OptimizationProblem, data: MetricData, models: list, pending: torch.Tensor | None, n: int, choice: str
+) -> AcquisitionFunction | None:
+    """Analytic LogEI (LogConstrainedEI with outcome constraints) where it equals qLogNEI's target:
+    one objective, one point, nothing pending, every modelled observation noiseless (SEM 0) and a
+    feasible one observed (its value is the incumbent). choice "auto": on `optimization_posterior.CachedPosterior`;
+    "analytic": on the GPyTorch models; anything else (or None returned): the MC acquisition."""
+    if choice not in ("auto", "analytic") or len(problem.objectives) != 1 or pending is not None or n != 1:
+        return None
+    if not (np.all(np.isfinite(data.Y)) and np.all(data.Yvar == 0.0)):
+        return None
+    feasible = _feasible(problem, data.Y)
+    if not feasible.any():
+        return None
+    from botorch.acquisition.analytic import LogConstrainedExpectedImprovement, LogExpectedImprovement
+    from botorch.models import ModelListGP
+
+    o = problem.objectives[0]
+    observed = data.Y[feasible, o.index]
+    best = float(observed.min() if o.minimize else observed.max())
+    if not problem.outcome_constraints:
+        single = [models[o.index]]
+        model = (cached_model(single) if choice == "auto" else None) or single[0]
+        return LogExpectedImprovement(model, best_f=best, maximize=not o.minimize)
+    bounds: dict[int, tuple[float | None, float | None]] = {}
+    for c in problem.outcome_constraints:
+        lower, upper = bounds.get(c.index, (None, None))
+        if c.upper:
+            upper = c.bound if upper is None else min(upper, c.bound)
+        else:
+            lower = c.bound if lower is None else max(lower, c.bound)
+        bounds[c.index] = (lower, upper)
+    model = (cached_model(models) if choice == "auto" else None) or ModelListGP(*models)
+    return LogConstrainedExpectedImprovement(model, best_f=best, objective_index=o.index, constraints=bounds, maximize=not o.minimize)
+
+
+MAX_CATEGORY_COMBINATIONS = 32
+
+
+def _category_combinations(problem: OptimizationProblem, fixed: dict[int, float], seed: int) -> list[dict[int, float]]:
+    """Every combination of the unordered choices not pinned by `fixed` (unit-cube values); above
+    MAX_CATEGORY_COMBINATIONS a seeded random subset of that many."""
+    import itertools
+
+    free = [(dim, k) for dim, k in problem.categorical if dim not in fixed]
+    combos = [dict(zip([dim for dim, _ in free], values, strict=True)) for values in itertools.product(*[[i / (k - 1) for i in range(k)] for _, k in free])]
+    if len(combos) > MAX_CATEGORY_COMBINATIONS:
+        picked = np.random.default_rng(seed).choice(len(combos), MAX_CATEGORY_COMBINATIONS, replace=False)
+        combos = [combos[i] for i in sorted(picked)]
+    return combos
+
+
+def _optimize_categorical(
+    acqf: AcquisitionFunction,
+    problem: OptimizationProblem,
+    bounds: torch.Tensor,
+    inequality: list,
+    fixed: dict[int, float],
+    n: int,
+    restarts: int,
+    raw: int,
+    maxiter: int,
+    seed: int,
+) -> torch.Tensor:
+    """With unordered choices the acquisition is flat between categories (the kernel sees only
+    equality), so each combination of choices is optimised over the continuous dimensions with the
+    choices pinned, and the best is kept; one point at a time (earlier points pending)."""
+    from botorch.optim import optimize_acqf
+
+    base_pending = getattr(acqf, "X_pending", None)
+    chosen: list[torch.Tensor] = []
+    for k in range(n):
+        if chosen:
+            extra = torch.cat(chosen, dim=0)
+            acqf.set_X_pending(extra if base_pending is None else torch.cat([base_pending, extra], dim=0))
+        best_value, best = -math.inf, None
+        for combo in _category_combinations(problem, fixed, seed + 104729 * k):
+            pinned = {**fixed, **combo}
+            if len(pinned) == problem.dim:
+                candidate = torch.tensor([[pinned[i] for i in range(problem.dim)]], dtype=DTYPE)
+            elif inequality:
+                candidate = _optimize_constrained(acqf, problem, bounds, inequality, pinned, 1, restarts, raw, maxiter, seed + 7 * k)
+            else:
+                candidate, _ = optimize_acqf(
+                    acqf, bounds=bounds, q=1, num_restarts=restarts, raw_samples=raw, fixed_features=pinned,
+                    options={"batch_limit": restarts, "init_batch_limit": raw, "maxiter": maxiter},
+                )
+            candidate = candidate.detach().reshape(1, -1)
+            if not problem.feasible_unit(candidate.numpy(), tolerance=1e-6).all():
+                continue
+            with torch.no_grad():
+                value = float(acqf(candidate.unsqueeze(0)).reshape(-1)[0])
+            if best is None or value > best_value:
+                best_value, best = value, candidate
+        if best is None:  # no combination admits a feasible point: quasi-random feasible fallback
+            best = torch.tensor(_quasi_random(problem, 1, seed + k, fixed), dtype=DTYPE)
+        chosen.append(best)
+    if n > 1:
+        acqf.set_X_pending(base_pending)
+    return torch.cat(chosen, dim=0)
 
 
 def _optimize_constrained(
@@ -293,7 +458,8 @@ def _optimize_constrained(
             options={"batch_limit": 1, "maxiter": maxiter},
         )
         chosen.append(candidate.detach().reshape(1, -1))
-    acqf.set_X_pending(base_pending)
+    if n > 1:  # analytic acquisitions (one point only) have no X_pending to restore
+        acqf.set_X_pending(base_pending)
     return torch.cat(chosen, dim=0)
 
 
