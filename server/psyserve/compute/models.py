@@ -238,6 +238,63 @@ def _extend_variational(model: SingleTaskVariationalGP, warm_state: ModelState, 
     return True
 
 
+def _variational_gp(
+    spec: ModelSpec,
+    X: np.ndarray,
+    y: np.ndarray,
+    Z: Tensor,
+    likelihood: Any,
+    covar: Any,
+    mean: Any,
+    warm_state: ModelState | None,
+    refit: bool,
+) -> tuple[SingleTaskVariationalGP, str, bool, bool]:
+    """The whitened variational GP over inducing points ``Z`` shared by classification and ordinal models,
+    with the last fit's hyper-parameters loaded when usable. Returns the model, the data digest, whether
+    the warm state was usable, and whether its variational parameters were reused as they are (same data,
+    no refit asked): then no fit is needed."""
+    n = X.shape[0]
+    Xt = torch.as_tensor(X, dtype=DTYPE)
+    yt = torch.as_tensor(y, dtype=DTYPE)
+    model = SingleTaskVariationalGP(
+        train_X=Xt if n else Z,
+        train_Y=yt.unsqueeze(-1) if n else None,
+        likelihood=likelihood,
+        covar_module=covar,
+        mean_module=mean,
+        inducing_points=Z,
+        learn_inducing_points=False,
+    ).to(DTYPE)
+    digest = data_digest(spec.kind, spec.options, X, y)
+    warm = _warm_usable(warm_state, spec.kind)
+    if warm:
+        assert warm_state is not None
+        _load(model, warm_state.hyperparameters, include_variational=False)
+    vs = model.model.variational_strategy
+    reuse = bool(
+        n
+        and warm
+        and not refit
+        and warm_state is not None
+        and warm_state.hyperparameters.get(DIGEST_KEY) == [digest]
+        and _load(vs, {k.removeprefix("model.variational_strategy."): v for k, v in warm_state.hyperparameters.items()}, True) >= 2
+    )
+    return model, digest, warm, reuse
+
+
+def _variational_result(model: SingleTaskVariationalGP, mean_fn: Any, Xt: Tensor, digest: str) -> tuple[LatentGP, Tensor, dict[str, list]]:
+    """After a variational fit: the latent posterior, the unique training inputs, and the state kept for the
+    next warm start (variational parameters, data digest and inducing points only when there is data)."""
+    n = Xt.shape[0]
+    model.eval()
+    latent, Zv = _variational_latent(model, mean_fn)
+    hypers = _collect(model, include_variational=bool(n))
+    if n:
+        hypers[DIGEST_KEY] = [digest]
+        hypers[INDUCING_KEY] = Zv.tolist()
+    return latent, (unique_rows(Xt) if n else Xt), hypers
+
+
 def _classification(
     spec: ModelSpec, X: np.ndarray, y: np.ndarray, warm_state: ModelState | None, refit: bool
 ) -> tuple[Model | None, LatentGP, Tensor, dict[str, list]]:
@@ -260,30 +317,10 @@ def _classification(
         prefix = "model.covar_module."
         _load(covar, {k.removeprefix(prefix): v for k, v in warm_state.hyperparameters.items() if k.startswith(prefix)}, False)
     Z = allocate_inducing_points(method, Xt, inducing_size, covar, opts)
-    model = SingleTaskVariationalGP(
-        train_X=Xt if n else Z,
-        train_Y=yt.unsqueeze(-1) if n else None,
-        likelihood=BernoulliLikelihood() if link.is_plain_probit else LinkBernoulliLikelihood(link),
-        covar_module=covar,
-        mean_module=mean,
-        inducing_points=Z,
-        learn_inducing_points=False,
-    ).to(DTYPE)
-    digest = data_digest(spec.kind, opts, X, y)
-    warm = _warm_usable(warm_state, spec.kind)
-    if warm:
-        assert warm_state is not None
-        _load(model, warm_state.hyperparameters, include_variational=False)
+    likelihood = BernoulliLikelihood() if link.is_plain_probit else LinkBernoulliLikelihood(link)
+    model, digest, warm, reuse = _variational_gp(spec, X, y, Z, likelihood, covar, mean, warm_state, refit)
     vs = model.model.variational_strategy
     if n:
-        reuse = (
-            warm
-            and not refit
-            and warm_state is not None
-            and warm_state.hyperparameters.get(DIGEST_KEY) == [digest]
-            and _load(vs, {k.removeprefix("model.variational_strategy."): v for k, v in warm_state.hyperparameters.items()}, True)
-            >= 2
-        )
         if reuse:
             vs.variational_params_initialized.fill_(1)
         else:
@@ -316,13 +353,7 @@ def _classification(
                     run(1)
             else:
                 run(2)
-    model.eval()
-    latent, Zv = _variational_latent(model, prior_mean_fn(model.model.mean_module))
-    hypers = _collect(model, include_variational=True) if n else _collect(model, include_variational=False)
-    if n:
-        hypers[DIGEST_KEY] = [digest]
-        hypers[INDUCING_KEY] = Zv.tolist()
-    train_X = unique_rows(Xt) if n else Xt
+    latent, train_X, hypers = _variational_result(model, prior_mean_fn(model.model.mean_module), Xt, digest)
     return (model if n else None), latent, train_X, hypers
 
 
@@ -364,29 +395,9 @@ def _ordinal(
         lengthscale_constraint=GreaterThan(1e-4, transform=None, initial_value=(conc - 1.0) / rate),
     ).to(DTYPE)
     likelihood = OrdinalLikelihood(levels)
-    model = SingleTaskVariationalGP(
-        train_X=Xt if n else Z,
-        train_Y=yt.unsqueeze(-1) if n else None,
-        likelihood=likelihood,
-        covar_module=covar,
-        mean_module=ZeroMean().to(DTYPE),
-        inducing_points=Z,
-        learn_inducing_points=False,
-    ).to(DTYPE)
-    digest = data_digest(spec.kind, opts, X, y)
-    warm = _warm_usable(warm_state, spec.kind)
-    if warm:
-        assert warm_state is not None
-        _load(model, warm_state.hyperparameters, include_variational=False)
+    model, digest, warm, reuse = _variational_gp(spec, X, y, Z, likelihood, covar, ZeroMean().to(DTYPE), warm_state, refit)
     vs = model.model.variational_strategy
     if n:
-        reuse = (
-            warm
-            and not refit
-            and warm_state is not None
-            and warm_state.hyperparameters.get(DIGEST_KEY) == [digest]
-            and _load(vs, {k.removeprefix("model.variational_strategy."): v for k, v in warm_state.hyperparameters.items()}, True) >= 2
-        )
         if reuse:
             vs.variational_params_initialized.fill_(1)
         else:
@@ -406,13 +417,7 @@ def _ordinal(
             for p in frozen:
                 p.requires_grad_(True)
             vs.variational_params_initialized.fill_(1)
-    model.eval()
-    latent, Zv = _variational_latent(model, prior_mean_fn(None))
-    hypers = _collect(model, include_variational=bool(n))
-    if n:
-        hypers[DIGEST_KEY] = [digest]
-        hypers[INDUCING_KEY] = Zv.tolist()
-    train_X = unique_rows(Xt) if n else Xt
+    latent, train_X, hypers = _variational_result(model, prior_mean_fn(None), Xt, digest)
     return (model if n else None), latent, train_X, hypers, likelihood.cutpoints.detach().clone()
 
 
