@@ -11,7 +11,6 @@ from __future__ import annotations
 UNSUPPORTED_MODELS: frozenset[str] = frozenset(
     {
         "MonotonicRejectionGP",
-        "VariationalGPModel",
         "GPBetaRegressionModel",
         "MultitaskGPModel",
         "IndependentMultitaskGPRModel",
@@ -81,7 +80,8 @@ UNSUPPORTED_STRATEGY_KEYS: dict[str, str] = {
 UNSUPPORTED_MODEL_KEYS: dict[str, str] = {
     "likelihood": (
         "only the models' default likelihoods (Bernoulli probit, Gaussian, pairwise probit, OrdinalLikelihood for "
-        "OrdinalGPModel) and, for GPClassificationModel, BernoulliObjectiveLikelihood with a floor objective are supported"
+        "OrdinalGPModel), for GPClassificationModel BernoulliObjectiveLikelihood with a floor objective, and for "
+        "VariationalGPModel GaussianLikelihood, BernoulliLikelihood, BernoulliObjectiveLikelihood or OrdinalLikelihood are supported"
     ),
 }
 
