@@ -817,7 +817,7 @@ def _parse_phase(
 
 
 #: the models whose fit uses inducing points (a variational GP) from AEPsych's allocators
-INDUCING_MODELS: frozenset[str] = frozenset({"GPClassificationModel", "MonotonicProjectionGP", ORDINAL, VARIATIONAL})
+INDUCING_MODELS: frozenset[str] = frozenset({"GPClassificationModel", "MonotonicProjectionGP", ORDINAL, VARIATIONAL}) | SEMIP_MODELS
 
 
 def _inducing_options(r: _Reader, phase: str, model: str, space: ParameterSpace, stimuli_per_trial: int) -> dict[str, str]:

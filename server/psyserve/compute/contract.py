@@ -186,7 +186,8 @@ INDUCING_MAIN_ALLOCATORS: tuple[str, ...] = ("GreedyVarianceReduction", "KMeansA
 class ModelSpec:
     r"""Which model to fit on the unit cube ``[0, 1]^dim``.
 
-    options: ``inducing_size`` (int, default 100, classification), ``inducing_point_method``
+    options: ``inducing_size`` (int, default 100, the variational models: classification, monotonic,
+    ordinal, semi-parametric, VariationalGPModel), ``inducing_point_method``
     (one of ``INDUCING_ALLOCATORS``; default psyserve's own, see compute/inducing.py) with
     ``inducing_points`` (JSON unit-cube rows) and ``inducing_main_allocator``, ``max_fit_time``
     (seconds), ``max_fit_iter`` (L-BFGS iterations, default 200), ``fit_ftol`` (L-BFGS
@@ -197,7 +198,8 @@ class ModelSpec:
     ``link`` (``"probit"`` default, ``"logit"``, ``"gumbel"``) and ``floor`` (guess rate, default 0)
     of classification: the response probability is ``floor + (1 - floor) F(f)``, used by the
     fit, every acquisition on the probability and every probability read-out; ``n_levels``
-    (default 5) of OrdinalGPModel: outcomes are the integers ``0 .. n_levels - 1``.
+    (default 5) of OrdinalGPModel: outcomes are the integers ``0 .. n_levels - 1``; ``likelihood``
+    (``VARIATIONAL_LIKELIHOODS``, default ``"gaussian"``) of VariationalGPModel.
 
     parts: IndependentGPsModel only, one model per outcome (column ``i`` of the data's ``y``).
     """
