@@ -80,6 +80,9 @@ def run_psyserve(seed: int) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
             ys.append(y)
         mean = np.array(client.query("prediction", x=[{"x0": float(a), "x1": float(b)} for a, b in GRID], strategy_id=sid).y)
     X, Y = np.array(xs), np.array(ys)
+    import torch
+
+    torch.set_num_threads(1)  # as in a model worker (and AEPsych's driver): torch's own threads thrash on a loaded machine
     from psyserve.compute.contract import ModelSpec
     from psyserve.compute.models import fit_model
 
@@ -88,8 +91,6 @@ def run_psyserve(seed: int) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
     fit_model(ModelSpec("VariationalGPModel", 2, {}), X, Y)
     fit_seconds = time.perf_counter() - t0
     exact = fit_model(ModelSpec("GPRegressionModel", 2, {}), X, Y)
-    import torch
-
     with torch.no_grad():
         exact_mean = exact.latent.mean_variance(torch.as_tensor(GRID))[0].numpy()
     truth = surface(GRID)
