@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "psyserve_session"
-ASSET_VERSION = "2"
+ASSET_VERSION = "3"
 WATCH_SECONDS = 0.2  # how often the watcher looks for changes (pages update within a second)
 # Server-drawn plots (the trial history is drawn by the page itself from the trial feed): at most one
 # redraw per strategy and plot this often, and only when what they show changed (version_of).
@@ -132,6 +132,10 @@ def _render_init() -> None:
     import matplotlib.figure
 
 
+def _noop() -> None:
+    """Run in the render process by Renderer.warm."""
+
+
 @dataclass
 class _Cached:
     version: str
@@ -153,6 +157,11 @@ class Renderer:
         if self.executor is None:
             self.executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_render_init)
         return self.executor
+
+    def warm(self) -> None:
+        """Start the render process now (with the server), not at the first plot: starting a process
+        holds the event loop, and during an experiment that would delay the participants' asks."""
+        self._executor().submit(_noop)
 
     async def plot(self, strategy_id: int, kind: str) -> tuple[bytes, bool]:
         """(PNG bytes, fresh?) for a plot of the strategy as it is now, or the last one drawn when
@@ -312,6 +321,7 @@ class DashboardApp:
         self.secure_cookie = secure_cookie
         self.watcher = Watcher(service)
         self.renderer = Renderer(service)
+        self.renderer.warm()
         self.app = Starlette(
             routes=[
                 Route("/", self.index),
@@ -441,9 +451,16 @@ class DashboardApp:
 
     async def events(self, request: Request) -> Response:
         """Server-sent events: the strategies' change marks, all at first, then those that moved
-        (whenever any did; a comment every 15 s keeps the connection open)."""
+        (whenever any did, at most every WATCH_SECONDS; a comment every 15 s keeps the connection
+        open). `?strategy=N`: only strategy N's mark (a strategy page follows only its own)."""
         if (denied := self._denied(request, page=False)) is not None:
             return denied
+        only: int | None = None
+        if "strategy" in request.query_params:
+            try:
+                only = int(request.query_params["strategy"])
+            except ValueError:
+                return JSONResponse({"error": "strategy: must be an integer strategy id"}, status_code=400)
 
         async def stream() -> AsyncIterator[str]:
             async with self.watcher.listening():
@@ -451,7 +468,7 @@ class DashboardApp:
                 first = True
                 while True:
                     marks = self.watcher.marks
-                    moved = {k: v for k, v in marks.items() if sent.get(k) != v}
+                    moved = {k: v for k, v in marks.items() if sent.get(k) != v and (only is None or k == only)}
                     if moved or first:
                         sent.update(moved)
                         first = False

@@ -10,7 +10,8 @@
   const body = document.body;
   const page = body.dataset.page;
   const live = document.getElementById("live");
-  const REFRESH_MS = 400; // at most one feed request per page this often (a tell still shows within a second)
+  const REFRESH_MS = 700; // at most one feed request per page this often (a tell still shows within a second:
+  // the server looks for changes every 0.2 s)
   const LIST_REFRESH_MS = 1000;
   const HISTORY_MS = 2000; // the history SVG is redrawn at most this often
   const MODEL_PLOT_MS = 10000; // the server redraws a model plot at most this often (app.py)
@@ -59,8 +60,8 @@
   }
 
   // Calls onMarks with the strategies whose change mark moved ({id: mark}).
-  function follow(onMarks) {
-    const source = new EventSource("/api/events");
+  function follow(onMarks, strategy) {
+    const source = new EventSource("/api/events" + (strategy ? "?strategy=" + encodeURIComponent(strategy) : ""));
     source.onopen = () => live.classList.add("on");
     source.onerror = () => live.classList.remove("on");
     source.onmessage = (event) => onMarks(JSON.parse(event.data));
@@ -388,7 +389,7 @@
     refresh();
     follow((moved) => {
       if (moved[sid] !== undefined && moved[sid] !== mark) refresh();
-    });
+    }, sid);
     document.addEventListener("visibilitychange", () => {
       if (!document.hidden) for (const kind of Object.keys(plotState)) refreshPlot(kind);
     });
