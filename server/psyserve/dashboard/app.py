@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import hmac
 import html
+import importlib
 import io
 import json
 import logging
@@ -33,8 +34,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.routing import Route
 
 from psyserve_client.plot import Parameter, PlotError, default_kind, plan
 
@@ -47,6 +47,10 @@ from ..service import ExperimentService, StrategyView, TrialView
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
+_ASSETS = {
+    "dashboard.js": ((STATIC / "dashboard.js").read_bytes(), "text/javascript; charset=utf-8"),
+    "style.css": ((STATIC / "style.css").read_bytes(), "text/css; charset=utf-8"),
+}
 COOKIE = "psyserve_session"
 ASSET_VERSION = "3"
 WATCH_SECONDS = 0.2  # how often the watcher looks for changes (pages update within a second)
@@ -322,6 +326,9 @@ class DashboardApp:
         self.watcher = Watcher(service)
         self.renderer = Renderer(service)
         self.renderer.warm()
+        # Starlette's streaming responses (the event feed) import anyio's asyncio backend at their first
+        # use: ~0.1 s on the event loop, while participants ask. Import it with the server instead.
+        importlib.import_module("anyio._backends._asyncio")
         self.app = Starlette(
             routes=[
                 Route("/", self.index),
@@ -333,9 +340,18 @@ class DashboardApp:
                 Route("/api/strategies/{sid:int}", self.api_strategy),
                 Route("/api/events", self.events),
                 Route("/metrics", self.metrics_endpoint),
-                Mount("/static", StaticFiles(directory=STATIC), name="static"),
+                Route("/static/{name:str}", self.static),
             ],
         )
+
+    async def static(self, request: Request) -> Response:
+        """The page's script and stylesheet, read once at start and served from memory (no file
+        reads in threads while an experiment runs); cacheable, as their URLs carry ASSET_VERSION."""
+        asset = _ASSETS.get(str(request.path_params["name"]))
+        if asset is None:
+            return PlainTextResponse("not found", status_code=404)
+        body, media_type = asset
+        return Response(body, media_type=media_type, headers={"Cache-Control": "public, max-age=86400"})
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
