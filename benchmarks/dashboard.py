@@ -1,13 +1,22 @@
 """What watching costs the experiment: model-phase ask latency with 16 participants, with and
-without 4 dashboard pages open in a real browser, in one run (rounds alternate the two).
+without 4 dashboard pages open, in one run (each round runs every condition, in a rotating order).
 
-Each round starts a fresh server (subprocess on 127.0.0.1) for each condition: "without" is a
-plain `psyserve serve`; "with" is `psyserve serve --dashboard` (so /metrics instrumentation is on
-too) with 4 strategy pages open in headless chromium (Debian's, through Playwright) on this same
-machine, live-updating their trial table and plots. The participants are psychophysics.py's
-(novel detection, 10 Sobol + 40 model trials, response time 1 s), same seeds in both conditions.
+Each condition starts a fresh server (subprocess on 127.0.0.1): "without" is a plain `psyserve
+serve`; the others are `psyserve serve --dashboard` (so /metrics instrumentation is on too) with
+4 strategy pages followed by a viewer process on this same machine:
+  browser  headless chromium (Debian's, through Playwright), live-updating tables and plots;
+  sse      plain HTTP readers doing what the pages' network does (event feed, trial deltas, plot
+           images at the page's pace) without a browser: the server's share of the cost;
+  idle     --dashboard on, no page open.
+The viewer runs in its own process, as a viewer does: never in the participants' event loop. The
+participants are psychophysics.py's (novel detection, 10 Sobol + 40 model trials, response time
+1 s), same seeds in every condition. Reported: p50/p99, the p99 ratio to "without", CPU seconds
+of the server tree and the viewer (by process type), page traffic, the load average.
+--diagnose also times every event-loop callback and samples what the loop's thread was doing
+whenever it answered late (> 4 ms), in the server and in the participants' process (_loopprobe.py).
 
-Usage (from benchmarks/): python dashboard.py [--rounds 2] [--participants 16] [--pages 4]
+Usage (from benchmarks/): python dashboard.py [--rounds 2] [--viewers browser,sse] [--diagnose]
+       [--participants 16] [--pages 4] [--browser-nice 19]
 """
 
 from __future__ import annotations
