@@ -142,7 +142,19 @@ async def _wait_for_strategies(dashboard: str, pages: int) -> None:
 
 
 async def _http_get(base: str, path: str, conn: list[Any] | None = None) -> tuple[int, bytes]:
-    """GET on a keep-alive HTTP/1.1 connection (`conn` holds [reader, writer] between calls)."""
+    """GET on a keep-alive HTTP/1.1 connection (`conn` holds [reader, writer] between calls); a
+    kept connection the server has since closed (uvicorn closes idle ones after 5 s) is replaced,
+    as a browser does."""
+    if conn:
+        try:
+            return await _http_get_once(base, path, conn)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            conn[1].close()
+            conn.clear()
+    return await _http_get_once(base, path, conn)
+
+
+async def _http_get_once(base: str, path: str, conn: list[Any] | None) -> tuple[int, bytes]:
     host, port = base.split("//", 1)[1].split(":")
     if conn is None or not conn:
         reader, writer = await asyncio.open_connection(host, int(port))
@@ -203,6 +215,11 @@ async def sse_page(dashboard: str, sid: int, loads: Counter[str], stop: asyncio.
             await _http_get(dashboard, f"/s/{sid}/plot/{kind}.png?v={version}", plot_conn)
             loads[f"plot images (page {sid})"] += 1
 
+    def plots_loaded(future: asyncio.Future[None]) -> None:
+        loading.clear()
+        if not future.cancelled() and future.exception() is not None:
+            loads[f"plot load failed (page {sid}): {type(future.exception()).__name__}"] += 1
+
     async def refresher() -> None:
         while not stop.is_set():
             await dirty.wait()
@@ -224,7 +241,7 @@ async def sse_page(dashboard: str, sid: int, loads: Counter[str], stop: asyncio.
             if state["plots"] and state["version"] != state["plot_version"] and now - state["plot_at"] >= 10.0 and not loading:
                 state["plot_version"], state["plot_at"] = state["version"], now
                 loading.append(asyncio.ensure_future(load_plots(list(state["plots"]), state["version"])))
-                loading[-1].add_done_callback(lambda _: loading.clear())
+                loading[-1].add_done_callback(plots_loaded)
             await asyncio.sleep(max(0.0, PAGE_REFRESH_S - (time.monotonic() - t0)))
 
     async def events() -> None:
@@ -413,6 +430,7 @@ def main() -> None:
     parser.add_argument("--view", choices=["browser", "sse"], help=argparse.SUPPRESS)  # the viewer process
     parser.add_argument("--dashboard", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped: still stop the servers and viewers it started
     if args.view:
         asyncio.run(view(args.view, args.dashboard, args.pages, args.browser_nice))
         return
