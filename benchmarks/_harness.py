@@ -40,14 +40,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server_process(*extra: str, db: str | None = None) -> Iterator[tuple[str, str]]:
-    """Yield (address, db path) of a `psyserve serve` subprocess; SIGTERM it afterwards."""
+def server_process(*extra: str, db: str | None = None, wrapper: list[str] | None = None) -> Iterator[tuple[str, str]]:
+    """Yield (address, db path) of a `psyserve serve` subprocess; SIGTERM it afterwards. `wrapper`:
+    a script and its arguments run in place of `python` (it runs `-m psyserve serve ...` itself)."""
     with tempfile.TemporaryDirectory() as tmp:
         db = db or str(Path(tmp) / "bench.db")
         port = free_port()
         log = open(Path(tmp) / "server.log", "wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "psyserve", "serve", "--port", str(port), "--db", db, "--log-level", "WARNING", *extra],
+            [sys.executable, *(wrapper or []), "-m", "psyserve", "serve", "--port", str(port), "--db", db, "--log-level", "WARNING", *extra],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

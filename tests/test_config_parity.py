@@ -147,6 +147,14 @@ def test_base_config_is_accepted() -> None:
         ({"opt": "keep_most_recent = 20"}, "opt", "keep_most_recent", "most recent"),
         ({"opt": "min_post_range = 0.1"}, "opt", "min_post_range", "posterior range"),
         (
+            {"opt": "[GPClassificationModel]\nconstraint_factory = my_constraints"},
+            "GPClassificationModel",
+            "constraint_factory",
+            "constraints on the latent function",
+        ),
+        ({"opt": "[GPClassificationModel]\nmaxfun = 100"}, "GPClassificationModel", "maxfun", "maxiter and ftol only"),
+        ({"opt": "[GPClassificationModel]\nmll_class = PredictiveLogLikelihood"}, "GPClassificationModel", "mll_class", "VariationalELBO"),
+        (
             {"opt": "[GPClassificationModel]\ninducing_point_method = KMeans"},
             "GPClassificationModel",
             "inducing_point_method",

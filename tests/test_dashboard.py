@@ -3,6 +3,7 @@ prometheus_client's parser, and the JSON request log of a server subprocess."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import random
@@ -167,6 +168,42 @@ def test_login_form_and_errors(dash: ServerThread) -> None:
     assert http_get(base + "/s/999/plot/history.png", TOKEN)[0] == 404
     status, body = http_get(base + "/s/1/plot/pie.png", TOKEN)
     assert status in (400, 404)
+
+
+def test_event_feed_of_one_strategy_and_assets(dash: ServerThread) -> None:
+    """A strategy page follows `/api/events?strategy=N`: only N's change mark, first and after a tell
+    (another strategy's tells never appear on it); the page's assets come from memory."""
+    base = base_url(dash)
+    with pc.Client(dash.address, timeout=60, token=TOKEN) as client:
+        other = client.configure(config_path=str(CONFIGS / "sobol_manual.ini")).strategy_id
+        mine = client.configure(config_path=str(CONFIGS / "sobol_manual.ini")).strategy_id
+        connection = http.client.HTTPConnection("127.0.0.1", dash.running.dashboard_port, timeout=20)
+        try:
+            connection.request("GET", f"/api/events?strategy={mine}", headers={"Authorization": f"Bearer {TOKEN}"})
+            response = connection.getresponse()
+            assert response.status == 200 and response.headers["content-type"].startswith("text/event-stream")
+
+            def next_event() -> dict[str, int]:
+                while True:
+                    line = response.readline().decode().strip()
+                    if line.startswith("data: "):
+                        return dict(json.loads(line[6:]))
+
+            first = next_event()
+            assert set(first) == {str(mine)}
+            for sid in (other, mine):  # a tell on each: only mine's moved mark reaches this feed
+                trial = client.ask(strategy_id=sid).trials[0]
+                client.tell(trial_id=trial.trial_id, outcome=1, strategy_id=sid)
+            moved = next_event()
+            assert set(moved) == {str(mine)} and moved[str(mine)] > first[str(mine)]
+        finally:
+            connection.close()
+    status, body = http_get(base + "/api/events?strategy=x", TOKEN)
+    assert status == 400 and "strategy" in body
+    assert http_get(base + "/api/events?strategy=1")[0] == 401
+    with urllib.request.urlopen(base + "/static/dashboard.js?v=1", timeout=10) as response:
+        assert response.headers["content-type"].startswith("text/javascript") and b"EventSource" in response.read()
+    assert http_get(base + "/static/nope.js")[0] == 404
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -139,6 +139,7 @@ def test_each_method_gives_valid_points_by_its_rule(kind: str, acqf: str) -> Non
         assert out.shape == shape and np.all((out >= 0) & (out <= 1)), (method, out)
         if fixed:
             assert np.all(out[:, 1] == 0.25)
+        torch.manual_seed(12345)  # the global RNG's state must not matter: the seed argument alone decides
         again = generate_points(fitted, gen, 3, fixed, 7)
         if kind == "PairwiseProbitModel":
             # a pair and its mirror image score the same up to MC rounding: compare pairs as unordered

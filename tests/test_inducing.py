@@ -141,6 +141,45 @@ def test_config_refuses_bad_allocator_settings(text: str, section: str, key: str
     assert says in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("model", "outcome", "extra"),
+    [
+        ("OrdinalGPModel", "ordinal", ""),
+        ("MonotonicProjectionGP", "binary", ""),
+        ("VariationalGPModel", "continuous", ""),
+        ("VariationalGPModel", "binary", "likelihood = BernoulliLikelihood"),
+        ("SemiParametricGPModel", "binary", "stim_dim = 0"),
+        ("HadamardSemiPModel", "binary", "stim_dim = 0"),
+    ],
+)
+def test_every_variational_model_reads_an_allocator(model: str, outcome: str, extra: str) -> None:
+    """AEPsych lets every variational model name its allocator: so does psyserve (and uses it, below)."""
+    text = (
+        _config("inducing_point_method = KMeansAllocator", "")
+        .replace("[GPClassificationModel]", f"[{model}]\n{extra}")
+        .replace("model = GPClassificationModel", f"model = {model}")
+        .replace("outcome_types = [binary]", f"outcome_types = [{outcome}]")
+        .replace("acqf = MCLevelSetEstimation", "acqf = MCPosteriorVariance")
+    )
+    opts = parse_config(text).phases[1].model_options
+    assert opts["inducing_point_method"] == "KMeansAllocator" and opts["inducing_size"] == 6, opts
+
+
+@pytest.mark.parametrize("kind", ["SemiParametricGPModel", "HadamardSemiPModel"])
+def test_semi_parametric_models_use_the_allocated_contexts(kind: str) -> None:
+    """As AEPsych's semi-parametric models: the allocator chooses among the full inputs, the slope and
+    offset GPs take the chosen points' contexts (here dimension 0; intensity is dimension 1)."""
+    rng = np.random.default_rng(2)
+    X = rng.random((30, 2))
+    y = (rng.random(30) < 0.5 + 0.4 * (X[:, 1] - 0.5)).astype(float)
+    for method in ("KMeansAllocator", "SobolAllocator"):
+        spec = ModelSpec(kind, 2, {"stim_dim": 1, "inducing_size": 5, "inducing_point_method": method})
+        Z = torch.as_tensor(fit_model(spec, X, y).state.hyperparameters["__inducing__"], dtype=torch.float64)
+        chosen = allocate_inducing_points(method, torch.as_tensor(X), 5, make_kernel(2))[:, [0]]
+        assert Z.shape == (5, 1), (method, Z)
+        torch.testing.assert_close(torch.sort(Z.reshape(-1)).values, torch.sort(chosen.reshape(-1)).values)
+
+
 def test_other_models_refuse_an_allocator() -> None:
     text = (
         _config("inducing_point_method = SobolAllocator")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from gpytorch.kernels import LinearKernel, MaternKernel, ScaleKernel
 from gpytorch.priors import GammaPrior, LogNormalPrior
 
 import psyserve_client as pc
-from conftest import ServerThread
+from conftest import ServerThread, spawn_server
 from psyserve.app import ServerOptions
 from psyserve.compute.contract import GeneratorSpec, ModelSpec
 from psyserve.compute.factory import build_acquisition
@@ -376,3 +377,43 @@ def test_model_phase_runs_through_the_server(server: ServerThread, factory: str)
             assert same.predictions[0].probability == pytest.approx(0.5, abs=1e-6)
         best = client.query("max", probability_space=True, strategy_id=sid).predictions[0]
         assert 0.0 <= best.probability <= 1.0 and all(0.0 <= float(best.x[n]) <= 1.0 for n in names)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_factory_survives_sigkill_and_restart(tmp_path: Path) -> None:
+    """A song-kernel strategy killed mid model phase: after the restart (journal replay, a fresh fit
+    without warm start) every trial is there and the refitted model is still the song factory's
+    (linear along the intensity), and its asks go on."""
+    db, log = str(tmp_path / "song.db"), tmp_path / "server.log"
+    text = config("[GPClassificationModel]\nmean_covar_factory = song_mean_covar_factory\n")
+    rng = random.Random(11)
+
+    def run(client: pc.Client, sid: int, n: int) -> None:
+        for _ in range(n):
+            trial = client.ask(strategy_id=sid).trials[0]
+            yes = float(trial.params["intensity"]) > 0.4  # type: ignore[arg-type]
+            client.tell(trial_id=trial.trial_id, outcome=int(yes) if rng.random() > 0.1 else int(not yes), strategy_id=sid)
+
+    def linear_along_intensity(client: pc.Client, sid: int) -> bool:
+        grid = [{"context": 0.3, "intensity": float(t)} for t in np.linspace(0, 1, 5)]
+        mean = np.array([p.mean for p in client.query("prediction", x=grid, strategy_id=sid).predictions])
+        return bool(np.abs(np.diff(mean, 2)).max() < 1e-6 * max(1.0, np.abs(mean).max()) and np.ptp(mean) > 1e-3)
+
+    proc = spawn_server(db, log, "--workers", "1")  # speculation on: a speculative fit is in flight at the kill
+    try:
+        with pc.Client(proc.address, timeout=120) as client:
+            sid = client.configure(config_str=text).strategy_id
+            run(client, sid, 10)  # 8 Sobol trials, 2 model trials
+            pending = client.ask(strategy_id=sid).trials[0]  # asked, not yet told, when the server dies
+            assert linear_along_intensity(client, sid)
+        proc.kill()
+        proc = spawn_server(db, log, "--workers", "1", port=proc.port)
+        with pc.Client(proc.address, timeout=120) as client:
+            info = client.info(strategy_id=sid)
+            assert info.current_strat_name == "opt_strat" and info.current_strat_data_pts == 10
+            assert linear_along_intensity(client, sid)  # refitted from the journal with the same factory
+            client.tell(trial_id=pending.trial_id, outcome=1, strategy_id=sid)  # the trial asked before the kill
+            run(client, sid, 1)
+            assert client.info(strategy_id=sid).current_strat_data_pts == 12
+    finally:
+        proc.kill()

@@ -111,7 +111,7 @@ def test_monotonic_config_mapping_and_refusals() -> None:
         (CONFIG.replace("monotonic_grid_size = 20", "monotonic_grid_size = 0"), "monotonic_grid_size", "at least 1"),
         (CONFIG.replace("acqf = MCLevelSetEstimation", "acqf = qNoisyExpectedImprovement"), "acqf", "does not work"),
         (CONFIG.replace("outcome_types = [binary]", "outcome_types = [continuous]"), "model", "binary"),
-        (CONFIG + "inducing_point_method = KMeans\n", "inducing_point_method", "not supported"),
+        (CONFIG + "inducing_point_method = KMeans\n", "inducing_point_method", "unknown inducing-point allocator"),
     ]
     for text, key, says in cases:
         with pytest.raises(ConfigError) as err:

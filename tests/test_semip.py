@@ -185,7 +185,7 @@ def test_semip_config_mapping_and_refusals() -> None:
         (SEMIP.replace("model = SemiParametricGPModel", "model = GPClassificationModel").replace("[MCPosteriorVariance]\nobjective = SemiPThresholdObjective", ""), "model", "semi-parametric"),
         (HADAMARD.replace("acqf = MCLevelSetEstimation", "acqf = EAVC").replace("likelihood = BernoulliLikelihood", ""), "likelihood", "probit link only"),
         (HADAMARD.replace("outcome_types = [binary]", "outcome_types = [continuous]"), "model", "binary"),
-        (HADAMARD.replace("stim_dim = 1", "stim_dim = 1\ninducing_point_method = KMeans"), "inducing_point_method", "not supported"),
+        (HADAMARD.replace("stim_dim = 1", "stim_dim = 1\ninducing_point_method = KMeans"), "inducing_point_method", "unknown inducing-point allocator"),
         (HADAMARD.replace("acqf = MCLevelSetEstimation", "acqf = qNoisyExpectedImprovement"), "acqf", "does not work"),
         (HADAMARD.replace("target = 0.75", "target = 0.4").replace("likelihood = BernoulliLikelihood", ""), "target", "(0.5, 1)"),
     ]

@@ -11,7 +11,6 @@ from __future__ import annotations
 UNSUPPORTED_MODELS: frozenset[str] = frozenset(
     {
         "MonotonicRejectionGP",
-        "VariationalGPModel",
         "GPBetaRegressionModel",
         "MultitaskGPModel",
         "IndependentMultitaskGPRModel",
@@ -79,9 +78,15 @@ UNSUPPORTED_STRATEGY_KEYS: dict[str, str] = {
 
 #: Keys AEPsych honours in a model's class section that change the model psyserve would fit.
 UNSUPPORTED_MODEL_KEYS: dict[str, str] = {
+    # GPClassificationModel's constraints on the latent function (pseudo-observations, a mixed ELBO)
+    "constraint_factory": "constraints on the latent function are not supported",
+    "constraint_locations": "constraints on the latent function are not supported",
+    "constraint_values": "constraints on the latent function are not supported",
+    "constraint_strengths": "constraints on the latent function are not supported",
     "likelihood": (
         "only the models' default likelihoods (Bernoulli probit, Gaussian, pairwise probit, OrdinalLikelihood for "
-        "OrdinalGPModel) and, for GPClassificationModel, BernoulliObjectiveLikelihood with a floor objective are supported"
+        "OrdinalGPModel), for GPClassificationModel BernoulliObjectiveLikelihood with a floor objective, and for "
+        "VariationalGPModel GaussianLikelihood, BernoulliLikelihood, BernoulliObjectiveLikelihood or OrdinalLikelihood are supported"
     ),
 }
 

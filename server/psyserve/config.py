@@ -31,7 +31,10 @@ from .compute.contract import (
     OBJECTIVE_LINKS,
     ORDINAL,
     SEMIP_MODELS,
+    VARIATIONAL,
+    VARIATIONAL_LIKELIHOODS,
     acqf_supports,
+    model_family,
 )
 from .optimization_spec import (
     MULTI_OBJECTIVE_ACQF,
@@ -406,10 +409,10 @@ def _experiment_levels(r: _Reader, phases: list[PhaseSpec], outcome_types: tuple
     levels = None
     for phase in phases:
         for where, model, options in [(phase.name, phase.model, phase.model_options)] + [(p.section, p.model, p.model_options) for p in phase.parts]:
-            if model == ORDINAL_MODEL:
+            if model is not None and model_family(model, options) == ORDINAL_MODEL:
                 k = int(options["n_levels"])
                 if levels is not None and k != levels:
-                    raise ConfigError(where, "n_levels", f"every OrdinalGPModel must have the same n_levels ({levels}), got {k}")
+                    raise ConfigError(where, "n_levels", f"every ordinal model must have the same n_levels ({levels}), got {k}")
                 levels = k
     if levels is None:
         levels = r.get_int("OrdinalLikelihood", "n_levels", minimum=2)
@@ -599,6 +602,7 @@ _FIT_SWITCHES: dict[str, dict[str, type | tuple[str, ...]]] = {
     "MonotonicProjectionGP": {"elbo": FIT_METHODS},
     "PairwiseProbitModel": {"laplace": FIT_METHODS},
     "OrdinalGPModel": {"elbo": FIT_METHODS},
+    "VariationalGPModel": {"elbo": FIT_METHODS},
 }
 _GENERATOR_OPTIONS: dict[str, type] = {"restarts": int, "samps": int, "max_gen_time": float}
 _ACQF_OPTIONS: dict[str, type] = {"target": float, "beta": float, "objective": str}
@@ -675,6 +679,9 @@ def _parse_phase(
             raise ConfigError(name, "model", f"unknown model {model!r} (known: {sorted(MODELS)})")
         if model == INDEPENDENT_MODEL:
             raise ConfigError(name, "generator", f"{INDEPENDENT_MODEL} needs {INDEPENDENT_GENERATOR} (one generator per model), not {generator}")
+        # VariationalGPModel: its likelihood decides its outcomes, acquisitions and read-outs (its family)
+        likelihood = _variational_likelihood(r, name) if model == VARIATIONAL else {}
+        family = model_family(model, likelihood)
         acqf = r.get_str(name, "acqf", *gen_sections)
         if acqf is None:
             raise ConfigError(name, "acqf", f"{generator} needs an acqf")
@@ -682,9 +689,10 @@ def _parse_phase(
             raise ConfigError(name, "acqf", aepsych.unsupported_class_message("acquisition function", acqf, sorted(ACQFS)))
         if acqf not in ACQFS:
             raise ConfigError(name, "acqf", f"unknown acquisition function {acqf!r} (known: {sorted(ACQFS)})")
-        _check_model_fits_experiment(name, model, stimuli_per_trial, outcome_types)
-        if not acqf_supports(model, acqf):
-            raise ConfigError(name, "acqf", f"acquisition function {acqf} does not work with {model}")
+        _check_model_fits_experiment(name, model, stimuli_per_trial, outcome_types, likelihood)
+        if not acqf_supports(model, acqf, likelihood):
+            with_likelihood = f" with the {likelihood['likelihood']} likelihood" if likelihood else ""
+            raise ConfigError(name, "acqf", f"acquisition function {acqf} does not work with {model}{with_likelihood}")
         if (model == OPTIMIZATION_MODEL) != (optimization is not None):
             raise ConfigError(
                 name, "model", f"{OPTIMIZATION_MODEL} needs an [optimization] section" if optimization is None else f"an [optimization] experiment is modelled by {OPTIMIZATION_MODEL}, not {model}"
@@ -695,9 +703,11 @@ def _parse_phase(
                 raise ConfigError(name, "acqf", f"{len(optimization.objectives)} objective(s) take {want}, not {acqf}")
         _refuse_unhonoured_keys(r, name, model, acqf)
         model_options = _options(r, model, {**_MODEL_OPTIONS, **_FIT_SWITCHES.get(model, {})}, name)
+        model_options.update(likelihood)
+        model_options.update(_optimizer_options(r, name, model, family))
         model_options.update(_inducing_options(r, name, model, space, stimuli_per_trial))
-        model_options.update(_mean_covar_options(r, name, model, space, stimuli_per_trial, outcome_types))
-        if model == ORDINAL_MODEL:
+        model_options.update(_mean_covar_options(r, name, model, space, stimuli_per_trial, outcome_types, family))
+        if family == ORDINAL_MODEL:
             model_options["n_levels"] = _ordinal_levels(r, name, model)
         if optimization is not None and generator != "OptimizeAcqfGenerator":
             raise ConfigError(name, "generator", f"an [optimization] experiment's model phase uses OptimizeAcqfGenerator, not {generator}")
@@ -739,11 +749,11 @@ def _parse_phase(
         objective = r.raw(name, "objective", acqf)
         if objective is not None:
             generator_options["objective"] = _objective(objective[0], objective[1].strip())
-            if model == ORDINAL_MODEL and generator_options["objective"] not in ("", "IdentityMCObjective"):
+            if family == ORDINAL_MODEL and generator_options["objective"] not in ("", "IdentityMCObjective"):
                 raise ConfigError(
                     objective[0],
                     "objective",
-                    f"{objective[1].strip()} maps a binary model's latent to a probability; OrdinalGPModel's acquisitions "
+                    f"{objective[1].strip()} maps a binary model's latent to a probability; an ordinal model's acquisitions "
                     "work on its latent f (leave objective unset or IdentityMCObjective)",
                 )
         if objective is not None and generator_options["objective"] in SEMIP_OBJECTIVES and model not in SEMIP_MODELS:
@@ -806,8 +816,8 @@ def _parse_phase(
     )
 
 
-#: the models whose fit uses inducing points (a variational GP)
-INDUCING_MODELS: frozenset[str] = frozenset({"GPClassificationModel"})
+#: the models whose fit uses inducing points (a variational GP) from AEPsych's allocators
+INDUCING_MODELS: frozenset[str] = frozenset({"GPClassificationModel", "MonotonicProjectionGP", ORDINAL, VARIATIONAL}) | SEMIP_MODELS
 
 
 def _inducing_options(r: _Reader, phase: str, model: str, space: ParameterSpace, stimuli_per_trial: int) -> dict[str, str]:
@@ -975,8 +985,11 @@ def _parse_independent(
     return model, tuple(parts)
 
 
-def _check_model_fits_experiment(phase: str, model: str, stimuli_per_trial: int, outcome_types: tuple[str, ...]) -> None:
-    """AEPsych's semantic checks: a model must fit the trial shape and every outcome type."""
+def _check_model_fits_experiment(
+    phase: str, model: str, stimuli_per_trial: int, outcome_types: tuple[str, ...], likelihood: Mapping[str, str] | None = None
+) -> None:
+    """AEPsych's semantic checks: a model must fit the trial shape and every outcome type (a
+    VariationalGPModel's outcome type is its likelihood's: `likelihood`, from _variational_likelihood)."""
     if (model == "PairwiseProbitModel") != (stimuli_per_trial == 2):
         raise ConfigError(
             phase,
@@ -994,6 +1007,17 @@ def _check_model_fits_experiment(phase: str, model: str, stimuli_per_trial: int,
             f"generator = {INDEPENDENT_GENERATOR} (or, for optimisation, an [optimization] section with {OPTIMIZATION_MODEL})",
         )
     outcome = outcome_types[0]
+    if model == VARIATIONAL:
+        name = (likelihood or {}).get("likelihood", "gaussian")
+        wants = _VARIATIONAL_OUTCOMES[name]
+        if outcome != wants:
+            raise ConfigError(
+                phase,
+                "model",
+                f"{model} with the {name} likelihood models {wants} outcomes, but [common] outcome_types is {outcome} "
+                f"(its likelihood for {outcome} outcomes: {_VARIATIONAL_CLASSES[outcome]})",
+            )
+        return
     if outcome == "ordinal" and model != ORDINAL_MODEL:
         raise ConfigError(phase, "model", f"{model} cannot model ordinal outcomes ([common] outcome_types): use OrdinalGPModel")
     if model == ORDINAL_MODEL and outcome != "ordinal":
@@ -1002,6 +1026,78 @@ def _check_model_fits_experiment(phase: str, model: str, stimuli_per_trial: int,
         raise ConfigError(phase, "model", f"{model} needs binary outcomes, but [common] outcome_types is {outcome}")
     if model == "GPRegressionModel" and outcome != "continuous":
         raise ConfigError(phase, "model", f"GPRegressionModel needs continuous outcomes, but [common] outcome_types is {outcome}")
+
+
+#: VariationalGPModel's likelihood classes (AEPsych's names) -> contract.VARIATIONAL_LIKELIHOODS' names
+_VARIATIONAL_LIKELIHOOD_CLASSES: dict[str, str] = {
+    "GaussianLikelihood": "gaussian",
+    "BernoulliLikelihood": "bernoulli",
+    "BernoulliObjectiveLikelihood": "bernoulli",  # a floor objective's link: _floor_link
+    "OrdinalLikelihood": "ordinal",
+}
+_VARIATIONAL_OUTCOMES = {"gaussian": "continuous", "bernoulli": "binary", "ordinal": "ordinal"}
+_VARIATIONAL_CLASSES = {
+    "continuous": "GaussianLikelihood (the default)",
+    "binary": "BernoulliLikelihood",
+    "ordinal": "OrdinalLikelihood",
+}
+
+
+def _variational_likelihood(r: _Reader, phase: str) -> dict[str, str]:
+    """VariationalGPModel's `likelihood` (AEPsych 0.8's default: GaussianLikelihood) -> {"likelihood": name}."""
+    found = r.raw(VARIATIONAL, "likelihood", phase)
+    if found is None:
+        return {"likelihood": "gaussian"}
+    value = found[1].strip()
+    if value not in _VARIATIONAL_LIKELIHOOD_CLASSES:
+        raise ConfigError(
+            found[0],
+            "likelihood",
+            f"not supported by psyserve: {VARIATIONAL}'s likelihoods here are {sorted(_VARIATIONAL_LIKELIHOOD_CLASSES)}, got {value!r}",
+        )
+    name = _VARIATIONAL_LIKELIHOOD_CLASSES[value]
+    assert name in VARIATIONAL_LIKELIHOODS
+    return {"likelihood": name}
+
+
+#: AEPsych's L-BFGS-B options of a model's fit (its get_optimizer_options) -> psyserve's model options
+_OPTIMIZER_KEYS: dict[str, tuple[str, type]] = {"maxiter": ("max_fit_iter", int), "ftol": ("fit_ftol", float)}
+#: the L-BFGS-B options AEPsych passes on that psyserve's fits do not take
+_UNSUPPORTED_OPTIMIZER_KEYS = ("maxcor", "gtol", "maxfun", "maxls")
+#: the models psyserve fits on the variational ELBO (AEPsych's `mll_class` default, VariationalELBO)
+_ELBO_FAMILIES = frozenset({"GPClassificationModel", "MonotonicProjectionGP", ORDINAL})
+
+
+def _optimizer_options(r: _Reader, phase: str, model: str, family: str) -> dict[str, float | int | str]:
+    """AEPsych's fitting options in a model's section: `maxiter` and `ftol` (its L-BFGS-B options) are
+    honoured; its other L-BFGS-B options, and an `mll_class` other than the variational ELBO psyserve
+    fits, are refused naming the key."""
+    out: dict[str, float | int | str] = {}
+    for key, (option, kind) in _OPTIMIZER_KEYS.items():
+        found = r.raw(model, key, phase)
+        if found is None:
+            continue
+        if kind is int:
+            out[option] = r.get_int(model, key, phase, minimum=1) or 1
+        else:
+            value = r.get_float(model, key, phase)
+            if value is None or value <= 0:
+                raise ConfigError(found[0], key, f"must be positive, got {found[1].strip()!r}")
+            out[option] = value
+    for key in _UNSUPPORTED_OPTIMIZER_KEYS:
+        found = r.raw(model, key)
+        if found is not None:
+            raise ConfigError(
+                found[0], key, f"not supported by psyserve: the model fit's L-BFGS-B takes maxiter and ftol only, not {key}"
+            )
+    found = r.raw(model, "mll_class", phase)
+    if found is not None:
+        mll_class = found[1].strip()
+        elbo = family in _ELBO_FAMILIES or model == VARIATIONAL
+        if not (elbo and mll_class == "VariationalELBO"):
+            fitted = "the variational ELBO (VariationalELBO)" if elbo else "its own marginal likelihood"
+            raise ConfigError(found[0], "mll_class", f"not supported by psyserve: {model} is fitted on {fitted}, not {mll_class}")
+    return out
 
 
 def _ordinal_levels(r: _Reader, phase: str, model: str) -> int:
@@ -1055,11 +1151,19 @@ def _check_factory_bounds(r: _Reader, section: str, dim: int) -> None:
 
 
 def _mean_covar_options(
-    r: _Reader, phase: str, model: str, space: ParameterSpace, stimuli_per_trial: int, outcome_types: tuple[str, ...]
+    r: _Reader,
+    phase: str,
+    model: str,
+    space: ParameterSpace,
+    stimuli_per_trial: int,
+    outcome_types: tuple[str, ...],
+    family: str | None = None,
 ) -> dict[str, float | int | str]:
     """AEPsych's mean/covariance factories (`mean_covar_factory`, and the options in the factories'
     own sections) as model options for compute.mean_covar; what cannot be honoured is refused.
-    Without any factory option the model keeps psyserve's own mean and kernel (and fast fitting)."""
+    Without any factory option the model keeps psyserve's own mean and kernel (and fast fitting).
+    `family`: the model kind whose checks apply (a VariationalGPModel's likelihood's, contract.model_family)."""
+    kind = family or model
     found = r.raw(model, "mean_covar_factory", phase)
     name = found[1].strip() if found is not None else "default_mean_covar_factory"
     where = found[0] if found is not None else model
@@ -1067,7 +1171,7 @@ def _mean_covar_options(
     sections_used = [s for s in (default, name) if r.parser.has_section(s) and r.parser.options(s)]
     if found is None and not sections_used:
         return {}
-    if model not in _FACTORY_MODELS:
+    if model not in _FACTORY_MODELS and model != VARIATIONAL:  # VariationalGPModel: AEPsych's default factory
         # naming the factory a model uses anyway changes nothing (OrdinalGPModel: AEPsych's ordinal
         # priors, zero mean and an RBF without output scale, are what psyserve fits)
         if not sections_used and name in (default, "ordinal_mean_covar_factory" if model == ORDINAL_MODEL else default):
@@ -1085,8 +1189,8 @@ def _mean_covar_options(
     dim = space.dim
     opts: dict[str, float | int | str] = {}
     if factory == "song":
-        if model != "GPClassificationModel":
-            raise ConfigError(where, "mean_covar_factory", f"song_mean_covar_factory fixes the mean at a response probability's probit: it is for GPClassificationModel, not {model}")
+        if kind != "GPClassificationModel":
+            raise ConfigError(where, "mean_covar_factory", f"song_mean_covar_factory fixes the mean at a response probability's probit: it is for binary classification, not {model}")
         _check_factory_bounds(r, name, dim)
         target = r.get_float(name, "target")
         target = 0.75 if target is None else target
@@ -1102,7 +1206,7 @@ def _mean_covar_options(
     # the default factory's options (the pairwise factory reads its base kernel and mean from them too)
     _check_factory_bounds(r, default, dim)
     if factory == "pairwise":
-        if model != "GPClassificationModel" or stimuli_per_trial != 1:
+        if kind != "GPClassificationModel" or stimuli_per_trial != 1:
             raise ConfigError(where, "mean_covar_factory", "pairwise_mean_covar_factory is for GPClassificationModel on pairs written as one stimulus (stimuli_per_trial = 1, each parameter twice)")
         base = r.get_str(name, "base_mean_covar_factory")
         if base is not None and base != default:
@@ -1122,13 +1226,13 @@ def _mean_covar_options(
         if r.get_bool(name, "zero_mean", default=True):
             opts["mean"] = "zero"
     mean_keys = [k for k in ("zero_mean", "fixed_mean") if r.has(default, k)]
-    if mean_keys and model == "PairwiseProbitModel":
+    if mean_keys and kind == "PairwiseProbitModel":
         raise ConfigError(default, mean_keys[0], "not supported by psyserve: PairwiseProbitModel's utility has no mean to set (only its kernel)")
     if r.get_bool(default, "zero_mean"):
         opts["mean"] = "zero"
     if r.get_bool(default, "fixed_mean"):
-        if model == "GPRegressionModel":
-            raise ConfigError(default, "fixed_mean", "fixed_mean fixes the latent mean at a response probability's probit (target): it is for binary models, not GPRegressionModel")
+        if kind in ("GPRegressionModel", ORDINAL_MODEL):
+            raise ConfigError(default, "fixed_mean", f"fixed_mean fixes the latent mean at a response probability's probit (target): it is for binary models, not {model}")
         target = r.get_float(default, "target")
         if target is None:
             raise ConfigError(default, "target", "fixed_mean = True needs a target (a response probability) to fix the mean at")
@@ -1183,9 +1287,11 @@ def _floor_link(
     from_acqf = None if objective is None else objective[1].strip()
     from_likelihood = None
     likelihood = r.raw(model, "likelihood", phase)
+    family = model_family(model, model_options)
+    classifier = model in CLASSIFIERS or family == "GPClassificationModel"  # VariationalGPModel: Bernoulli
     if likelihood is not None:
         value = likelihood[1].strip()
-        if value == "BernoulliObjectiveLikelihood" and model in CLASSIFIERS:
+        if value == "BernoulliObjectiveLikelihood" and classifier:
             found = r.raw("BernoulliObjectiveLikelihood", "objective")
             if found is None:
                 raise ConfigError("BernoulliObjectiveLikelihood", "objective", "BernoulliObjectiveLikelihood needs an objective")
@@ -1194,8 +1300,10 @@ def _floor_link(
                 raise ConfigError(
                     found[0], "objective", f"supported likelihood objectives: {sorted([*OBJECTIVE_LINKS, 'ProbitObjective'])}"
                 )
-        elif not (value == "BernoulliLikelihood" and model in CLASSIFIERS) and not (
-            value == "OrdinalLikelihood" and model == ORDINAL_MODEL
+        elif (
+            not (value == "BernoulliLikelihood" and classifier)
+            and not (value == "OrdinalLikelihood" and family == ORDINAL_MODEL)
+            and not (value == "GaussianLikelihood" and model == VARIATIONAL)
         ):
             raise ConfigError(
                 likelihood[0], "likelihood", f"not supported by psyserve: {aepsych.UNSUPPORTED_MODEL_KEYS['likelihood']}"
@@ -1205,7 +1313,7 @@ def _floor_link(
         return None
     name = chosen[0]
     where = objective[0] if from_acqf is not None and objective is not None else "BernoulliObjectiveLikelihood"
-    if model not in CLASSIFIERS:
+    if not classifier:
         raise ConfigError(where, "objective", f"{name} is a response link for binary outcomes; {model} cannot use it")
     other = from_likelihood if from_acqf == name else from_acqf
     if other is not None and other != name and other.lower() not in ("identitymcobjective", "identity", "none"):

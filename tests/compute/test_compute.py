@@ -157,8 +157,20 @@ def test_same_job_same_points(datasets: dict[str, TrainingData]) -> None:
 
 
 def test_registry_and_unknown_names(datasets: dict[str, TrainingData]) -> None:
-    # ModelListGP: compute.optimization_jobs; semi-parametric: tests/compute/test_semip_numerics.py; monotonic: tests/compute/test_monotonic_numerics.py; ordinal: tests/test_ordinal.py
-    known = {CLS, REG, PAIR, "ModelListGP", "SemiParametricGPModel", "HadamardSemiPModel", "OrdinalGPModel", "IndependentGPsModel", "MonotonicProjectionGP"}
+    # ModelListGP: compute.optimization_jobs; semi-parametric: tests/compute/test_semip_numerics.py; monotonic: tests/compute/test_monotonic_numerics.py; ordinal: tests/test_ordinal.py;
+    # variational: tests/test_variational_gp.py
+    known = {
+        CLS,
+        REG,
+        PAIR,
+        "ModelListGP",
+        "SemiParametricGPModel",
+        "HadamardSemiPModel",
+        "OrdinalGPModel",
+        "IndependentGPsModel",
+        "MonotonicProjectionGP",
+        "VariationalGPModel",
+    }
     assert known == set(KNOWN_MODELS)
     assert {"MCLevelSetEstimation", "EAVC", "GlobalMI", "PairwiseMCPosteriorVariance"} <= KNOWN_ACQFS
     assert acqf_supports(CLS, "GlobalMI") and not acqf_supports(REG, "GlobalMI")

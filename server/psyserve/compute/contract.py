@@ -29,6 +29,8 @@ __all__ = [
     "ORDINAL",
     "SEMIP",
     "SEMIP_MODELS",
+    "VARIATIONAL",
+    "VARIATIONAL_LIKELIHOODS",
     "GenerateJob",
     "GenerateResult",
     "GeneratorSpec",
@@ -41,6 +43,7 @@ __all__ = [
     "canonical_acqf",
     "data_digest",
     "joined_state",
+    "model_family",
     "n_levels",
     "opt_float",
     "opt_int",
@@ -67,8 +70,16 @@ MONOTONIC = "MonotonicProjectionGP"  # GP classification projected monotone alon
 BINARY_MODELS: frozenset[str] = frozenset({CLASSIFICATION, MONOTONIC}) | SEMIP_MODELS
 ORDINAL = "OrdinalGPModel"  # ordinal (Likert) outcomes 0..n_levels-1, learned cut-points (compute/ordinal.py)
 INDEPENDENT = "IndependentGPsModel"  # one model per outcome (ModelSpec.parts), each with its own acquisition
+#: AEPsych 0.8's base variational GP with the likelihood its config names (option ``likelihood``)
+VARIATIONAL = "VariationalGPModel"
+#: VariationalGPModel's likelihoods -> the model family whose outcomes, acquisitions and read-outs it has:
+#: Gaussian (AEPsych's default; continuous outcomes), Bernoulli (binary; a floor objective's link with
+#: ``link``/``floor``) and ordinal (``n_levels``)
+VARIATIONAL_LIKELIHOODS: dict[str, str] = {"gaussian": REGRESSION, "bernoulli": CLASSIFICATION, "ordinal": ORDINAL}
 
-KNOWN_MODELS: frozenset[str] = frozenset({CLASSIFICATION, REGRESSION, PAIRWISE, MODEL_LIST, ORDINAL, INDEPENDENT, MONOTONIC}) | SEMIP_MODELS
+KNOWN_MODELS: frozenset[str] = (
+    frozenset({CLASSIFICATION, REGRESSION, PAIRWISE, MODEL_LIST, ORDINAL, INDEPENDENT, MONOTONIC, VARIATIONAL}) | SEMIP_MODELS
+)
 #: the models an IndependentGPsModel may hold, one per outcome
 INDEPENDENT_PARTS: frozenset[str] = frozenset({CLASSIFICATION, REGRESSION, ORDINAL})
 #: AEPsych's default number of levels of an OrdinalGPModel (its OrdinalLikelihood's n_levels)
@@ -114,8 +125,24 @@ def canonical_acqf(name: str) -> str:
     raise ValueError(f"unknown acquisition function {name!r}")
 
 
-def acqf_supports(model_kind: str, acqf: str) -> bool:
-    r"""Whether acquisition ``acqf`` can drive model ``model_kind``.
+def model_family(kind: str, options: Mapping[str, Any] | None = None) -> str:
+    r"""The model kind whose outcomes, acquisitions and read-outs ``kind`` has: a VariationalGPModel's
+    is its likelihood's (``VARIATIONAL_LIKELIHOODS``, Gaussian by default); every other kind is its own.
+
+    Raises:
+        ValueError: a VariationalGPModel likelihood that is not one of ``VARIATIONAL_LIKELIHOODS``.
+    """
+    if kind != VARIATIONAL:
+        return kind
+    likelihood = str((options or {}).get("likelihood", "gaussian") or "gaussian")
+    if likelihood not in VARIATIONAL_LIKELIHOODS:
+        raise ValueError(f"{VARIATIONAL} likelihood must be one of {sorted(VARIATIONAL_LIKELIHOODS)}, got {likelihood!r}")
+    return VARIATIONAL_LIKELIHOODS[likelihood]
+
+
+def acqf_supports(model_kind: str, acqf: str, options: Mapping[str, Any] | None = None) -> bool:
+    r"""Whether acquisition ``acqf`` can drive model ``model_kind`` (with its ``options``: a
+    VariationalGPModel's likelihood decides, see ``model_family``).
 
     A pure predicate: unknown model kinds or acquisition names give ``False`` (check
     ``acqf in KNOWN_ACQFS`` / ``model_kind in KNOWN_MODELS`` for a precise error).
@@ -123,7 +150,7 @@ def acqf_supports(model_kind: str, acqf: str) -> bool:
     if model_kind not in KNOWN_MODELS:
         return False
     try:
-        return model_kind in _SUPPORT[canonical_acqf(acqf)]
+        return model_family(model_kind, options) in _SUPPORT[canonical_acqf(acqf)]
     except ValueError:
         return False
 
@@ -159,7 +186,8 @@ INDUCING_MAIN_ALLOCATORS: tuple[str, ...] = ("GreedyVarianceReduction", "KMeansA
 class ModelSpec:
     r"""Which model to fit on the unit cube ``[0, 1]^dim``.
 
-    options: ``inducing_size`` (int, default 100, classification), ``inducing_point_method``
+    options: ``inducing_size`` (int, default 100, the variational models: classification, monotonic,
+    ordinal, semi-parametric, VariationalGPModel), ``inducing_point_method``
     (one of ``INDUCING_ALLOCATORS``; default psyserve's own, see compute/inducing.py) with
     ``inducing_points`` (JSON unit-cube rows) and ``inducing_main_allocator``, ``max_fit_time``
     (seconds), ``max_fit_iter`` (L-BFGS iterations, default 200), ``fit_ftol`` (L-BFGS
@@ -170,7 +198,8 @@ class ModelSpec:
     ``link`` (``"probit"`` default, ``"logit"``, ``"gumbel"``) and ``floor`` (guess rate, default 0)
     of classification: the response probability is ``floor + (1 - floor) F(f)``, used by the
     fit, every acquisition on the probability and every probability read-out; ``n_levels``
-    (default 5) of OrdinalGPModel: outcomes are the integers ``0 .. n_levels - 1``.
+    (default 5) of OrdinalGPModel: outcomes are the integers ``0 .. n_levels - 1``; ``likelihood``
+    (``VARIATIONAL_LIKELIHOODS``, default ``"gaussian"``) of VariationalGPModel.
 
     parts: IndependentGPsModel only, one model per outcome (column ``i`` of the data's ``y``).
     """
@@ -359,9 +388,10 @@ def validate_model_data(spec: ModelSpec, data: TrainingData) -> tuple[np.ndarray
         raise ValueError("training data contains NaN or infinite values")
     if X.size and (X.min() < -1e-6 or X.max() > 1 + 1e-6):
         raise ValueError("training X must lie in the unit cube [0, 1]^d")
-    if spec.kind in BINARY_MODELS and np.any((y != 0.0) & (y != 1.0)):
+    family = model_family(spec.kind, spec.options)
+    if family in BINARY_MODELS and np.any((y != 0.0) & (y != 1.0)):
         raise ValueError(f"{spec.kind} needs binary (0/1) outcomes")
-    if spec.kind == ORDINAL:
+    if family == ORDINAL:
         k = n_levels(spec.options)
         if np.any((y != np.round(y)) | (y < 0) | (y > k - 1)):
             raise ValueError(f"OrdinalGPModel with n_levels = {k} needs integer outcomes in 0..{k - 1}")

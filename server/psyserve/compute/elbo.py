@@ -1,7 +1,8 @@
-"""The classification ELBO: a fused torch closure and the packed numpy objective with hand-derived gradients.
+"""The variational ELBOs: for classification a fused torch closure and the packed numpy objective with
+hand-derived gradients; for a Gaussian likelihood the collapsed bound and its optimal q in closed form.
 
-Owns the variational objective of the model models.py builds for GPClassificationModel; must not
-build models, choose fitting strategies or know about acquisitions or jobs.
+Owns the variational objectives of the models models.py builds (GPClassificationModel, OrdinalGPModel,
+VariationalGPModel); must not build models, choose fitting strategies or know about acquisitions or jobs.
 """
 
 from __future__ import annotations
@@ -119,6 +120,71 @@ def variational_elbo_closure(
 
     parameters = {k: p for k, p in get_parameters_and_bounds(mll)[0].items() if p.requires_grad}
     return ForwardBackwardClosure(forward=forward, parameters=parameters)
+
+
+def _gaussian_terms(model: SingleTaskVariationalGP) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    r"""For the whitened variational GP under a Gaussian likelihood, on its (transformed) training data:
+    the features ``A = L^{-1} K_ZX`` (``m x n``), residuals ``r = y - mean(X)``, the noise, the prior
+    variances ``k(x, x)`` (plus the strategy's jitter, as GPyTorch's marginals have it) and the
+    Cholesky factor ``L_B`` of ``B = I + A A^T / noise``."""
+    gp = model.model
+    vs = gp.variational_strategy
+    X, y = gp.train_inputs[0], gp.train_targets.reshape(-1)
+    Z = vs.inducing_points.detach()
+    jitter = float(vs.jitter_val)
+    eye = torch.eye(Z.shape[-2], dtype=DTYPE)
+    cm = gp.covar_module
+    L = psd_safe_cholesky(cm(Z, Z).to_dense() + jitter * eye)
+    A = torch.linalg.solve_triangular(L, cm(Z, X).to_dense(), upper=False)
+    kxx = cm(X, X, diag=True).to_dense() + jitter
+    noise = model.likelihood.noise.reshape(())
+    LB = psd_safe_cholesky(eye + (A @ A.mT) / noise)
+    return A, y - gp.mean_module(X), noise, kxx, LB
+
+
+def collapsed_gaussian_closure(model: SingleTaskVariationalGP, mll: VariationalELBO) -> ForwardBackwardClosure:
+    r"""The ELBO of a Gaussian-likelihood variational GP at its optimal ``q(v)`` (Titsias' collapsed bound),
+    as a closure over the hyper-parameters only: ``log N(r | 0, A^T A + noise I) - tr(K_XX - A^T A) /
+    (2 noise)`` plus the hyper-parameters' log-priors, over ``n`` (GPyTorch's scaling). Maximising it
+    finds the same optimum as GPyTorch's ``VariationalELBO`` over hyper-parameters and ``q`` together,
+    with a handful of parameters instead of ``m (m + 3) / 2`` more; ``set_optimal_gaussian_q`` then
+    sets ``q`` to the optimum."""
+    priors = list(mll.named_priors())
+
+    def forward() -> Tensor:
+        A, r, noise, kxx, LB = _gaussian_terms(model)
+        n = r.shape[-1]
+        c = torch.linalg.solve_triangular(LB, (A @ r).unsqueeze(-1), upper=False).squeeze(-1) / noise
+        log_marginal = (
+            -n * LOG_SQRT_2PI
+            - 0.5 * n * torch.log(noise)
+            - torch.log(torch.diagonal(LB)).sum()
+            - 0.5 * (r @ r) / noise
+            + 0.5 * (c @ c)
+        )
+        trace = 0.5 * (kxx.sum() - A.pow(2).sum()) / noise
+        log_prior = sum(
+            (prior.log_prob(closure(module)).sum() for _, module, prior, closure, _ in priors),
+            torch.zeros((), dtype=DTYPE),
+        )
+        return -(log_marginal - trace + log_prior) / n
+
+    parameters = {k: p for k, p in get_parameters_and_bounds(mll)[0].items() if p.requires_grad and "variational" not in k}
+    return ForwardBackwardClosure(forward=forward, parameters=parameters)
+
+
+def set_optimal_gaussian_q(model: SingleTaskVariationalGP) -> None:
+    r"""Set the whitened ``q(v) = N(mu, S)`` of a Gaussian-likelihood variational GP to its optimum at the
+    current hyper-parameters: ``S = B^{-1}``, ``mu = S A r / noise`` (``_gaussian_terms``)."""
+    with torch.no_grad():
+        A, r, noise, _, LB = _gaussian_terms(model)
+        eye = torch.eye(LB.shape[-1], dtype=DTYPE)
+        LB_inv = torch.linalg.solve_triangular(LB, eye, upper=False)
+        S = LB_inv.mT @ LB_inv
+        vd = model.model.variational_strategy._variational_distribution
+        vd.variational_mean.copy_(S @ (A @ r) / noise)
+        vd.chol_variational_covar.copy_(psd_safe_cholesky(0.5 * (S + S.mT)))
+        model.model.variational_strategy.variational_params_initialized.fill_(1)
 
 
 class PackedElbo:

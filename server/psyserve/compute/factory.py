@@ -67,13 +67,13 @@ def _objective_link(fitted: FittedModel, options: Mapping[str, Any]) -> Link | N
     acquisition and the read-outs agree; ProbitObjective on a model with a floor link is refused.
     """
     obj = str(options.get("objective", "") or "").strip()
-    if fitted.kind == ORDINAL and obj.lower() not in ("", "default", "identitymcobjective", "identity", "none"):
+    if fitted.family == ORDINAL and obj.lower() not in ("", "default", "identitymcobjective", "identity", "none"):
         raise ValueError(f"objective {obj} does not apply to OrdinalGPModel: its acquisitions work on the latent f (IdentityMCObjective)")
     if obj.lower() in ("", "default"):
-        return fitted.link if fitted.kind in BINARY_MODELS else None
+        return fitted.link if fitted.family in BINARY_MODELS else None
     if obj in OBJECTIVE_LINKS:
         want = Link(OBJECTIVE_LINKS[obj], float(opt_float(options, "floor", 0.5) or 0.0))
-        if fitted.kind not in BINARY_MODELS or fitted.link != want:
+        if fitted.family not in BINARY_MODELS or fitted.link != want:
             raise ValueError(
                 f"objective {obj} (floor {want.floor:g}) needs a GPClassificationModel fitted with the same link "
                 f"(model link: {fitted.link.kind}, floor {fitted.link.floor:g})"
@@ -103,14 +103,14 @@ def build_acquisition(name: str, fitted: FittedModel, generator: GeneratorSpec, 
         ValueError: unknown name or unsupported model.
     """
     name = canonical_acqf(name)
-    if not acqf_supports(fitted.kind, name):
+    if not acqf_supports(fitted.family, name):
         raise ValueError(f"acquisition function {name!r} does not support model {fitted.kind!r}")
     opts = generator.options
     link = _objective_link(fitted, opts)
     probit = link is not None
     target = opt_float(opts, "target", 0.75)
     assert target is not None
-    if fitted.kind in BINARY_MODELS or link is not None:
+    if fitted.family in BINARY_MODELS or link is not None:
         # the level set of the response probability, moved to the latent level: F^-1((t - floor) / (1 - floor))
         t_latent = (link or fitted.link).latent_level(target)
     else:

@@ -166,7 +166,7 @@ def generate(job: GenerateJob) -> GenerateResult:
     name = canonical_acqf(job.generator.acqf)
     if job.model.kind not in KNOWN_MODELS:
         raise ValueError(f"unknown model {job.model.kind!r}")
-    if not acqf_supports(job.model.kind, name):
+    if not acqf_supports(job.model.kind, name, job.model.options):
         raise ValueError(f"acquisition function {job.generator.acqf!r} does not support model {job.model.kind!r}")
     if int(job.num_points) < 1:
         raise ValueError(f"num_points must be >= 1, got {job.num_points!r}")

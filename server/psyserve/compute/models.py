@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from botorch.exceptions.warnings import UserInputWarning
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import PairwiseGP, SingleTaskGP, SingleTaskVariationalGP
 from botorch.models.model import Model
@@ -25,8 +28,8 @@ from botorch.models.pairwise_gp import PairwiseLaplaceMarginalLogLikelihood
 from botorch.models.transforms.outcome import Standardize
 from botorch.optim.fit import fit_gpytorch_mll_scipy
 from gpytorch.constraints import GreaterThan
-from gpytorch.kernels import RBFKernel
-from gpytorch.likelihoods import BernoulliLikelihood
+from gpytorch.kernels import Kernel, RBFKernel
+from gpytorch.likelihoods import BernoulliLikelihood, GaussianLikelihood
 from gpytorch.means import ConstantMean, Mean, ZeroMean
 from gpytorch.mlls import ExactMarginalLogLikelihood, VariationalELBO
 from gpytorch.priors import GammaPrior, NormalPrior
@@ -42,15 +45,17 @@ from psyserve.compute.contract import (
     PAIRWISE,
     REGRESSION,
     SEMIP_MODELS,
+    VARIATIONAL,
     ModelSpec,
     ModelState,
     data_digest,
+    model_family,
     n_levels,
     opt_float,
     opt_int,
     opt_str,
 )
-from psyserve.compute.elbo import PackedElbo, variational_elbo_closure
+from psyserve.compute.elbo import PackedElbo, collapsed_gaussian_closure, set_optimal_gaussian_q, variational_elbo_closure
 from psyserve.compute.inducing import DEFAULT as DEFAULT_INDUCING
 from psyserve.compute.inducing import allocate_inducing_points, farthest_point_subset
 from psyserve.compute.kernels import OUTPUTSCALE_BOUNDS, KernelFn, make_kernel, pairwise_kernel, prior_mean_fn
@@ -175,6 +180,13 @@ class FittedModel:
     link: Link = PROBIT
     #: an ordinal model's ``n_levels - 1`` cut-points (the first 0); ``None`` for other kinds
     cutpoints: Tensor | None = None
+    #: the kind whose outcomes, acquisitions and read-outs the model has (contract.model_family: a
+    #: VariationalGPModel's likelihood's); ``kind`` itself when not given
+    family: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.family:
+            self.family = self.kind
 
     @property
     def n_train(self) -> int:
@@ -248,23 +260,28 @@ def _variational_gp(
     mean: Any,
     warm_state: ModelState | None,
     refit: bool,
+    outcome_transform: Any = None,
 ) -> tuple[SingleTaskVariationalGP, str, bool, bool]:
-    """The whitened variational GP over inducing points ``Z`` shared by classification and ordinal models,
-    with the last fit's hyper-parameters loaded when usable. Returns the model, the data digest, whether
-    the warm state was usable, and whether its variational parameters were reused as they are (same data,
-    no refit asked): then no fit is needed."""
+    """The whitened variational GP over inducing points ``Z`` shared by the classification, ordinal and
+    variational models, with the last fit's hyper-parameters loaded when usable (``outcome_transform``:
+    the Gaussian variational model's ``Standardize``). Returns the model, the data digest, whether the warm
+    state was usable, and whether its variational parameters were reused as they are (same data, no
+    refit asked): then no fit is needed."""
     n = X.shape[0]
     Xt = torch.as_tensor(X, dtype=DTYPE)
     yt = torch.as_tensor(y, dtype=DTYPE)
-    model = SingleTaskVariationalGP(
-        train_X=Xt if n else Z,
-        train_Y=yt.unsqueeze(-1) if n else None,
-        likelihood=likelihood,
-        covar_module=covar,
-        mean_module=mean,
-        inducing_points=Z,
-        learn_inducing_points=False,
-    ).to(DTYPE)
+    with warnings.catch_warnings():  # BoTorch warns of outcome transforms for minibatch training, which is not done here
+        warnings.simplefilter("ignore", UserInputWarning)
+        model = SingleTaskVariationalGP(
+            train_X=Xt if n else Z,
+            train_Y=yt.unsqueeze(-1) if n else None,
+            likelihood=likelihood,
+            covar_module=covar,
+            mean_module=mean,
+            inducing_points=Z,
+            learn_inducing_points=False,
+            outcome_transform=outcome_transform if n else None,
+        ).to(DTYPE)
     digest = data_digest(spec.kind, spec.options, X, y)
     warm = _warm_usable(warm_state, spec.kind)
     if warm:
@@ -282,17 +299,84 @@ def _variational_gp(
     return model, digest, warm, reuse
 
 
-def _variational_result(model: SingleTaskVariationalGP, mean_fn: Any, Xt: Tensor, digest: str) -> tuple[LatentGP, Tensor, dict[str, list]]:
-    """After a variational fit: the latent posterior, the unique training inputs, and the state kept for the
-    next warm start (variational parameters, data digest and inducing points only when there is data)."""
+def _variational_result(
+    model: SingleTaskVariationalGP, mean_fn: Any, Xt: Tensor, digest: str, scale: float = 1.0, offset: float = 0.0
+) -> tuple[LatentGP, Tensor, dict[str, list]]:
+    """After a variational fit: the latent posterior (``offset + scale * f``: a standardized outcome's
+    units), the unique training inputs, and the state kept for the next warm start (variational
+    parameters, data digest and inducing points only when there is data)."""
     n = Xt.shape[0]
     model.eval()
-    latent, Zv = _variational_latent(model, mean_fn)
+    latent, Zv = _variational_latent(model, mean_fn, scale, offset)
     hypers = _collect(model, include_variational=bool(n))
     if n:
         hypers[DIGEST_KEY] = [digest]
         hypers[INDUCING_KEY] = Zv.tolist()
     return latent, (unique_rows(Xt) if n else Xt), hypers
+
+
+def _default_mean_covar(d: int, opts: Mapping[str, Any]) -> tuple[Kernel, Mean]:
+    """The kernel and mean of the classification and variational models: AEPsych's factory options when
+    set (config.py), else psyserve's own kernel with AEPsych 0.8's default (dimension-scaled LogNormal)
+    length-scale prior and a constant mean with a Normal(0, 2) prior."""
+    if uses_factory(opts):
+        return build_covar(d, opts, OUTPUTSCALE_BOUNDS), build_mean(opts)
+    covar = make_kernel(d, str(opts.get("kernel", "rbf") or "rbf"), prior=DEFAULT_LENGTHSCALE_PRIOR)
+    return covar, ConstantMean(constant_prior=NormalPrior(0.0, 2.0)).to(DTYPE)
+
+
+def _inducing_points(spec: ModelSpec, Xt: Tensor, covar: Kernel, warm_state: ModelState | None) -> Tensor:
+    """A variational model's inducing points from its `inducing_point_method` (psyserve's default
+    allocator without one) and `inducing_size` (100); GreedyVarianceReduction allocates with the last
+    fit's kernel, as AEPsych does."""
+    opts = spec.options
+    method = opt_str(opts, "inducing_point_method", DEFAULT_INDUCING) or DEFAULT_INDUCING
+    if method == "GreedyVarianceReduction" and _warm_usable(warm_state, spec.kind):
+        assert warm_state is not None
+        prefix = "model.covar_module."
+        _load(covar, {k.removeprefix(prefix): v for k, v in warm_state.hyperparameters.items() if k.startswith(prefix)}, False)
+    return allocate_inducing_points(method, Xt, max(1, opt_int(opts, "inducing_size", 100)), covar, opts)
+
+
+@contextmanager
+def _hypers_held(model: torch.nn.Module, hold: bool, variational: bool = False) -> Iterator[None]:
+    """Hold the hyper-parameters (everything but the variational parameters; with ``variational``, those
+    instead) fixed inside the block."""
+    held = (
+        [p for name, p in model.named_parameters() if ("variational" in name) == variational and p.requires_grad] if hold else []
+    )
+    for p in held:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in held:
+            p.requires_grad_(True)
+
+
+def _warm_fit(
+    model: SingleTaskVariationalGP,
+    warm_state: ModelState | None,
+    Z: Tensor,
+    warm: bool,
+    refit: bool,
+    run: Callable[[int, bool], None],
+) -> None:
+    """A variational fit's schedule, ``run(max_attempts, hold_hypers)`` doing one fit: from the last fit's
+    ``q`` extended to the new inducing points when it can be (one observation away: one fit), else
+    conditioned on the data with the warm hyper-parameters held and then, if asked, refitted in full;
+    without a warm state, a cold fit with a retry."""
+    extended = warm and warm_state is not None and _extend_variational(model, warm_state, Z)
+    if extended:  # keep the extended q(v): GPyTorch would otherwise start it again from the prior
+        model.model.variational_strategy.variational_params_initialized.fill_(1)
+    if extended and refit:
+        run(1, False)
+    elif warm:
+        run(1, True)
+        if refit:
+            run(1, False)
+    else:
+        run(2, False)
 
 
 def _classification(
@@ -304,19 +388,8 @@ def _classification(
     n = X.shape[0]
     Xt = torch.as_tensor(X, dtype=DTYPE)
     yt = torch.as_tensor(y, dtype=DTYPE)
-    inducing_size = max(1, opt_int(opts, "inducing_size", 100))
-    factory = uses_factory(opts)
-    if factory:  # AEPsych's mean/covariance factory options (config.py)
-        covar, mean = build_covar(d, opts, OUTPUTSCALE_BOUNDS), build_mean(opts)
-    else:  # psyserve's own kernel, with AEPsych 0.8's default (dimension-scaled LogNormal) length-scale prior
-        covar = make_kernel(d, str(opts.get("kernel", "rbf") or "rbf"), prior=DEFAULT_LENGTHSCALE_PRIOR)
-        mean = ConstantMean(constant_prior=NormalPrior(0.0, 2.0)).to(DTYPE)
-    method = opt_str(opts, "inducing_point_method", DEFAULT_INDUCING) or DEFAULT_INDUCING
-    if method == "GreedyVarianceReduction" and _warm_usable(warm_state, spec.kind):
-        assert warm_state is not None  # allocate with the last fit's kernel, as AEPsych does
-        prefix = "model.covar_module."
-        _load(covar, {k.removeprefix(prefix): v for k, v in warm_state.hyperparameters.items() if k.startswith(prefix)}, False)
-    Z = allocate_inducing_points(method, Xt, inducing_size, covar, opts)
+    covar, mean = _default_mean_covar(d, opts)
+    Z = _inducing_points(spec, Xt, covar, warm_state)
     likelihood = BernoulliLikelihood() if link.is_plain_probit else LinkBernoulliLikelihood(link)
     model, digest, warm, reuse = _variational_gp(spec, X, y, Z, likelihood, covar, mean, warm_state, refit)
     vs = model.model.variational_strategy
@@ -327,38 +400,27 @@ def _classification(
             mll = VariationalELBO(model.likelihood, model.model, num_data=n)
             fast = opt_str(opts, "elbo", "fast") == "fast"
 
-            def run(attempts: int, freeze: bool = False) -> None:
+            def run(attempts: int, freeze: bool) -> None:
                 if fast and PackedElbo.supports(model, mll):
                     packed = PackedElbo(model, mll, Xt, yt, link)
                     maxiter = opt_int(opts, "max_fit_iter", 200)
                     if packed.fit(maxiter, opt_float(opts, "fit_ftol", FIT_FTOL) or FIT_FTOL, opt_float(opts, "max_fit_time", None), freeze):
                         return
-                frozen = [p for name, p in model.named_parameters() if "variational" not in name and p.requires_grad] if freeze else []
-                for p in frozen:
-                    p.requires_grad_(False)
                 closure = variational_elbo_closure(model, mll, Xt, yt, link) if fast else None
-                _fit_mll(mll, opts, max_attempts=attempts, closure=closure)
-                for p in frozen:
-                    p.requires_grad_(True)
+                with _hypers_held(model, freeze):
+                    _fit_mll(mll, opts, max_attempts=attempts, closure=closure)
                 vs.variational_params_initialized.fill_(1)
 
-            extended = warm and warm_state is not None and _extend_variational(model, warm_state, Z)
-            if extended and refit:
-                run(1)  # everything at once, from one observation away
-            elif warm:
-                # condition on the data with the warm hyper-parameters held fixed (cheap:
-                # only the variational parameters move) ...
-                run(1, freeze=True)
-                if refit:  # ... then refit everything from that good starting point
-                    run(1)
-            else:
-                run(2)
+            _warm_fit(model, warm_state, Z, warm, refit, run)
     latent, train_X, hypers = _variational_result(model, prior_mean_fn(model.model.mean_module), Xt, digest)
     return (model if n else None), latent, train_X, hypers
 
 
-def _variational_latent(model: SingleTaskVariationalGP, mean_fn: Any) -> tuple[LatentGP, Tensor]:
-    r"""The whitened variational posterior of ``model`` as a ``LatentGP`` (``M = S - I``), and its inducing points."""
+def _variational_latent(
+    model: SingleTaskVariationalGP, mean_fn: Any, scale: float = 1.0, offset: float = 0.0
+) -> tuple[LatentGP, Tensor]:
+    r"""The whitened variational posterior of ``model`` as a ``LatentGP`` (``M = S - I``; ``offset + scale * f``),
+    and its inducing points."""
     vs = model.model.variational_strategy
     with torch.no_grad():
         kernel = KernelFn(model.model.covar_module)
@@ -370,7 +432,7 @@ def _variational_latent(model: SingleTaskVariationalGP, mean_fn: Any) -> tuple[L
         w = vd.mean.detach().reshape(-1)
         S = vd.covariance_matrix.detach()
         M = S - torch.eye(S.shape[-1], dtype=DTYPE)
-    return LatentGP(kernel, mean_fn, Zv, L, w, M, jitter=jitter), Zv
+    return LatentGP(kernel, mean_fn, Zv, L, w, M, scale=scale, offset=offset, jitter=jitter), Zv
 
 
 def _ordinal(
@@ -379,23 +441,28 @@ def _ordinal(
     r"""OrdinalGPModel: a whitened variational GP (zero mean, ARD RBF without output scale: the
     cut-points set the scale, as AEPsych's ordinal factory does) under ``OrdinalLikelihood``; fitted with
     BoTorch's L-BFGS on the variational ELBO. Same inducing points and warm starts as classification.
-    Returns the fitted pieces and the ``K - 1`` cut-points."""
+    A VariationalGPModel with the ordinal likelihood has AEPsych's default factory's mean and kernel
+    instead (``_default_mean_covar``). Returns the fitted pieces and the ``K - 1`` cut-points."""
     d = int(spec.dim)
     opts = spec.options
     levels = n_levels(opts)
     n = X.shape[0]
     Xt = torch.as_tensor(X, dtype=DTYPE)
     yt = torch.as_tensor(y, dtype=DTYPE)
-    inducing_size = max(1, opt_int(opts, "inducing_size", 100))
-    Z = select_inducing_points(Xt, inducing_size) if n else torch.full((1, d), 0.5, dtype=DTYPE)
-    conc, rate = 1.5, 3.0  # AEPsych's length-scale prior for ordinal models
-    covar = RBFKernel(
-        ard_num_dims=d,
-        lengthscale_prior=GammaPrior(conc, rate),
-        lengthscale_constraint=GreaterThan(1e-4, transform=None, initial_value=(conc - 1.0) / rate),
-    ).to(DTYPE)
+    mean: Mean
+    if spec.kind == VARIATIONAL:
+        covar, mean = _default_mean_covar(d, opts)
+    else:
+        conc, rate = 1.5, 3.0  # AEPsych's length-scale prior for ordinal models
+        covar = RBFKernel(
+            ard_num_dims=d,
+            lengthscale_prior=GammaPrior(conc, rate),
+            lengthscale_constraint=GreaterThan(1e-4, transform=None, initial_value=(conc - 1.0) / rate),
+        ).to(DTYPE)
+        mean = ZeroMean().to(DTYPE)
+    Z = _inducing_points(spec, Xt, covar, warm_state)
     likelihood = OrdinalLikelihood(levels)
-    model, digest, warm, reuse = _variational_gp(spec, X, y, Z, likelihood, covar, ZeroMean().to(DTYPE), warm_state, refit)
+    model, digest, warm, reuse = _variational_gp(spec, X, y, Z, likelihood, covar, mean, warm_state, refit)
     vs = model.model.variational_strategy
     if n:
         if reuse:
@@ -404,21 +471,63 @@ def _ordinal(
             if warm and warm_state is not None and _extend_variational(model, warm_state, Z):
                 vs.variational_params_initialized.fill_(1)
             mll = VariationalELBO(likelihood, model.model, num_data=n)
-            frozen = [p for name, p in model.named_parameters() if "variational" not in name and p.requires_grad] if warm and not refit else []
-            for p in frozen:  # condition on the new data with the warm hyper-parameters held
-                p.requires_grad_(False)
             closure = None
             if opt_str(opts, "elbo", "fast") == "fast":  # the fused closure, ~5x faster per evaluation than GPyTorch's
                 observed = yt.round().long().unsqueeze(-1)
                 closure = variational_elbo_closure(
                     model, mll, Xt, yt, log_lik=lambda f: level_log_prob(f, observed, likelihood.cutpoints)
                 )
-            _fit_mll(mll, opts, max_attempts=1 if warm else 2, closure=closure)
-            for p in frozen:
-                p.requires_grad_(True)
+            # condition on the new data with the warm hyper-parameters held, unless a refit is asked
+            with _hypers_held(model, warm and not refit):
+                _fit_mll(mll, opts, max_attempts=1 if warm else 2, closure=closure)
             vs.variational_params_initialized.fill_(1)
-    latent, train_X, hypers = _variational_result(model, prior_mean_fn(None), Xt, digest)
+    latent, train_X, hypers = _variational_result(model, prior_mean_fn(mean if spec.kind == VARIATIONAL else None), Xt, digest)
     return (model if n else None), latent, train_X, hypers, likelihood.cutpoints.detach().clone()
+
+
+def _variational_gaussian(
+    spec: ModelSpec, X: np.ndarray, y: np.ndarray, warm_state: ModelState | None, refit: bool
+) -> tuple[Model | None, LatentGP, Tensor, dict[str, list], float]:
+    r"""VariationalGPModel with its default Gaussian likelihood (continuous outcomes): the whitened variational
+    GP of the classification model (same kernel, mean, inducing points and warm starts) on standardized
+    outcomes. ``elbo = fast`` (default) fits the hyper-parameters by L-BFGS on the collapsed bound (the
+    ELBO at its optimal ``q``) and sets ``q`` in closed form (a warm state's hyper-parameters held: ``q``
+    alone); otherwise BoTorch's L-BFGS on GPyTorch's ``VariationalELBO``, hyper-parameters and ``q``
+    together. Returns the fitted pieces and the observation noise in the outcome's units."""
+    d = int(spec.dim)
+    opts = spec.options
+    n = X.shape[0]
+    Xt = torch.as_tensor(X, dtype=DTYPE)
+    covar, mean = _default_mean_covar(d, opts)
+    Z = _inducing_points(spec, Xt, covar, warm_state)
+    likelihood = GaussianLikelihood(noise_constraint=GreaterThan(1e-6)).to(DTYPE)
+    model, digest, warm, reuse = _variational_gp(spec, X, y, Z, likelihood, covar, mean, warm_state, refit, Standardize(m=1))
+    vs = model.model.variational_strategy
+    if n:
+        if reuse:
+            vs.variational_params_initialized.fill_(1)
+        else:
+            mll = VariationalELBO(likelihood, model.model, num_data=n)
+            if opt_str(opts, "elbo", "fast") == "fast":
+                if refit or not warm:
+                    with _hypers_held(model, True, variational=True):
+                        _fit_mll(mll, opts, max_attempts=1 if warm else 2, closure=collapsed_gaussian_closure(model, mll))
+                set_optimal_gaussian_q(model)
+            else:
+
+                def run(attempts: int, hold: bool) -> None:
+                    with _hypers_held(model, hold):
+                        _fit_mll(mll, opts, max_attempts=attempts)
+                    vs.variational_params_initialized.fill_(1)
+
+                _warm_fit(model, warm_state, Z, warm, refit, run)
+    scale, offset = 1.0, 0.0
+    if n:
+        ot: Any = model.outcome_transform  # Standardize: the model's f is in standard units
+        offset, scale = float(ot.means.reshape(-1)[0]), float(ot.stdvs.reshape(-1)[0])
+    latent, train_X, hypers = _variational_result(model, prior_mean_fn(mean), Xt, digest, scale, offset)
+    noise = float(likelihood.noise.detach().reshape(-1)[0]) * scale**2
+    return (model if n else None), latent, train_X, hypers, noise
 
 
 def _regression(
@@ -551,6 +660,7 @@ def fit_model(
     t0 = time.perf_counter()
     n = int(X.shape[0])
     cutpoints = None
+    family = model_family(spec.kind, spec.options)
     if spec.kind == CLASSIFICATION:
         model, latent, train_X, hypers = _classification(spec, X, y, warm_state, refit)
         noise = PROBIT_PENDING_NOISE
@@ -573,9 +683,14 @@ def fit_model(
         # a placeholder module: the acquisitions read the posterior from ``latent`` (ProductLatent)
         model, latent, train_X, hypers = (torch.nn.Module() if n else None), fit.latent, fit.train_X, fit.hypers  # type: ignore[assignment]
         noise = PROBIT_PENDING_NOISE
-    elif spec.kind == ORDINAL:
+    elif spec.kind == ORDINAL or family == ORDINAL:  # VariationalGPModel with the ordinal likelihood
         model, latent, train_X, hypers, cutpoints = _ordinal(spec, X, y, warm_state, refit)
         noise = PROBIT_PENDING_NOISE  # one observation's information about f: probit-like
+    elif family == CLASSIFICATION:  # VariationalGPModel with a Bernoulli likelihood: the classification fit
+        model, latent, train_X, hypers = _classification(spec, X, y, warm_state, refit)
+        noise = PROBIT_PENDING_NOISE
+    elif spec.kind == VARIATIONAL:  # its default, Gaussian likelihood
+        model, latent, train_X, hypers, noise = _variational_gaussian(spec, X, y, warm_state, refit)
     else:  # pragma: no cover - guarded above
         raise ValueError(f"unknown model {spec.kind!r}")
     state = ModelState(kind=spec.kind, hyperparameters=hypers, n_train=n)
@@ -588,6 +703,7 @@ def fit_model(
         pending_noise=float(noise),
         state=state,
         fit_seconds=time.perf_counter() - t0,
-        link=link_of(spec.options) if spec.kind in BINARY_MODELS else PROBIT,
+        link=link_of(spec.options) if family in BINARY_MODELS else PROBIT,
         cutpoints=cutpoints,
+        family=family,
     )

@@ -253,8 +253,24 @@ def generate_points(
     ask, from the start). Without any data (prior-only model) scrambled Sobol points are returned.
 
     Returns:
-        ``num_points x d`` (pairwise: ``num_points x 2 x d``) float64 array in ``[0, 1]``.
+        ``num_points x d`` (pairwise: ``num_points x 2 x d``) float64 array in ``[0, 1]``; a function of
+        its arguments and ``seed`` alone: torch's global RNG (BoTorch's Boltzmann choice of restart
+        points draws from it) is seeded here and the caller's state restored afterwards.
     """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed) % (2**63))
+        return _generate_points(fitted, generator, num_points, fixed, seed, acqf, pending)
+
+
+def _generate_points(
+    fitted: FittedModel,
+    generator: GeneratorSpec,
+    num_points: int,
+    fixed: Mapping[int, float],
+    seed: int,
+    acqf: AcquisitionFunction | None,
+    pending: Tensor | None,
+) -> np.ndarray:
     d = fitted.dim
     pairwise = fitted.kind == PAIRWISE
     q = 2 if pairwise else 1

@@ -20,7 +20,7 @@ from psyserve.compute.semip import ProductLatent
 
 
 def _uses_probability(fitted: FittedModel, probability_space: bool) -> bool:
-    return probability_space and (fitted.kind in BINARY_MODELS or fitted.cutpoints is not None)
+    return probability_space and (fitted.family in BINARY_MODELS or fitted.cutpoints is not None)
 
 
 def _semip_inverse(latent: ProductLatent, fixed: Mapping[int, float], target: float) -> np.ndarray | None:
@@ -121,7 +121,7 @@ def predict(fitted: FittedModel, x: np.ndarray, probability_space: bool) -> dict
             prob = torch.cat([fitted.latent.probability(c.unsqueeze(-2)).squeeze(-1) for c in X.split(2048)]) if X.shape[0] else mu
         if probability_space:
             lo, hi = fitted.link.prob(lo), fitted.link.prob(hi)
-    elif fitted.kind in BINARY_MODELS:
+    elif fitted.family in BINARY_MODELS:
         prob = fitted.link.expected_prob(mu, var)
         if probability_space:
             lo, hi = fitted.link.prob(lo), fitted.link.prob(hi)

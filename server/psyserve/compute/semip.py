@@ -31,10 +31,12 @@ import scipy.optimize
 import torch
 from botorch.acquisition import AcquisitionFunction
 from botorch.utils.transforms import t_batch_mode_transform
+from gpytorch.kernels import RBFKernel
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor
 
-from psyserve.compute.contract import HADAMARD, ModelSpec, ModelState, data_digest, opt_float, opt_int
+from psyserve.compute.contract import HADAMARD, ModelSpec, ModelState, data_digest, opt_float, opt_int, opt_str
+from psyserve.compute.inducing import allocate_inducing_points
 from psyserve.compute.kernels import stationary_kernel
 from psyserve.compute.latent import PROBIT_PENDING_NOISE, ConditionedLatentGP
 from psyserve.compute.lbfgs import FIT_FTOL
@@ -260,6 +262,20 @@ def select_contexts(Xc: Tensor, k: int, lengthscale: float = _REF_LS, tol: float
     return U[sorted(idx)]
 
 
+def _inducing_contexts(spec: ModelSpec, Xt: Tensor, Xc: Tensor, ctx: list[int], k: int) -> Tensor:
+    r"""The inducing contexts: ``select_contexts`` without an ``inducing_point_method``; with one, AEPsych's
+    allocator over the full inputs (its kernel sees the context dimensions only: the reference RBF of
+    ``select_contexts``) and the chosen points' contexts, as AEPsych's semi-parametric models allocate.
+    With no context dimension there is one context whatever the allocator."""
+    method = opt_str(spec.options, "inducing_point_method", "")
+    if not method or not ctx:
+        return select_contexts(Xc, k)
+    kernel = RBFKernel(ard_num_dims=len(ctx), active_dims=ctx).to(DTYPE)
+    with torch.no_grad():
+        kernel.lengthscale = torch.full((len(ctx),), _REF_LS, dtype=DTYPE)
+    return unique_rows(allocate_inducing_points(method, Xt, k, kernel, spec.options)[:, ctx])
+
+
 def _tril(m: int) -> tuple[Tensor, Tensor]:
     idx = torch.tril_indices(m, m)
     return idx[0], idx[1]
@@ -424,7 +440,8 @@ def fit_semip(spec: ModelSpec, X: np.ndarray, y: np.ndarray, warm_state: ModelSt
     r"""Fit a SemiParametricGPModel / HadamardSemiPModel on unit-cube data (``n x d``, binary ``y``).
 
     Options: ``stim_dim``, ``slope_mean``, ``inducing_size`` (most inducing contexts, default 100;
-    the unique training contexts when fewer, else a farthest-point subset), ``max_fit_iter``
+    the unique training contexts when fewer, else a greedy-variance subset), ``inducing_point_method``
+    (AEPsych's allocators: ``_inducing_contexts``), ``max_fit_iter``
     (L-BFGS iterations, 200), ``max_fit_time`` (seconds), ``link`` / ``floor``. A warm state of the
     same kind whose inducing points are a prefix of this fit's starts the optimiser from its solution;
     with ``refit=False`` its hyper-parameters are kept (only ``q`` moves), and on the very same data
@@ -440,7 +457,7 @@ def fit_semip(spec: ModelSpec, X: np.ndarray, y: np.ndarray, warm_state: ModelSt
     n = Xt.shape[0]
     Xc = Xt[:, ctx] if ctx else torch.zeros(n, 1, dtype=DTYPE)
     k = max(1, opt_int(spec.options, "inducing_size", 100))
-    Z = select_contexts(Xc, k) if n else torch.zeros(0, Xc.shape[1], dtype=DTYPE)
+    Z = _inducing_contexts(spec, Xt, Xc, ctx, k) if n else torch.zeros(0, Xc.shape[1], dtype=DTYPE)
     obj = _Objective(Xc, Xt[:, stim], yt, Z, slope_mean, link, exact)
     digest = data_digest(spec.kind, spec.options, X, y)
     warm = warm_state.hyperparameters if warm_state is not None and warm_state.kind == spec.kind and warm_state.hyperparameters else None

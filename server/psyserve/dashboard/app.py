@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import hmac
 import html
+import importlib
 import io
 import json
 import logging
@@ -33,8 +34,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.routing import Route
 
 from psyserve_client.plot import Parameter, PlotError, default_kind, plan
 
@@ -47,8 +47,12 @@ from ..service import ExperimentService, StrategyView, TrialView
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
+_ASSETS = {
+    "dashboard.js": ((STATIC / "dashboard.js").read_bytes(), "text/javascript; charset=utf-8"),
+    "style.css": ((STATIC / "style.css").read_bytes(), "text/css; charset=utf-8"),
+}
 COOKIE = "psyserve_session"
-ASSET_VERSION = "2"
+ASSET_VERSION = "3"
 WATCH_SECONDS = 0.2  # how often the watcher looks for changes (pages update within a second)
 # Server-drawn plots (the trial history is drawn by the page itself from the trial feed): at most one
 # redraw per strategy and plot this often, and only when what they show changed (version_of).
@@ -132,6 +136,10 @@ def _render_init() -> None:
     import matplotlib.figure
 
 
+def _noop() -> None:
+    """Run in the render process by Renderer.warm."""
+
+
 @dataclass
 class _Cached:
     version: str
@@ -153,6 +161,11 @@ class Renderer:
         if self.executor is None:
             self.executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_render_init)
         return self.executor
+
+    def warm(self) -> None:
+        """Start the render process now (with the server), not at the first plot: starting a process
+        holds the event loop, and during an experiment that would delay the participants' asks."""
+        self._executor().submit(_noop)
 
     async def plot(self, strategy_id: int, kind: str) -> tuple[bytes, bool]:
         """(PNG bytes, fresh?) for a plot of the strategy as it is now, or the last one drawn when
@@ -312,6 +325,10 @@ class DashboardApp:
         self.secure_cookie = secure_cookie
         self.watcher = Watcher(service)
         self.renderer = Renderer(service)
+        self.renderer.warm()
+        # Starlette's streaming responses (the event feed) import anyio's asyncio backend at their first
+        # use: ~0.1 s on the event loop, while participants ask. Import it with the server instead.
+        importlib.import_module("anyio._backends._asyncio")
         self.app = Starlette(
             routes=[
                 Route("/", self.index),
@@ -323,9 +340,18 @@ class DashboardApp:
                 Route("/api/strategies/{sid:int}", self.api_strategy),
                 Route("/api/events", self.events),
                 Route("/metrics", self.metrics_endpoint),
-                Mount("/static", StaticFiles(directory=STATIC), name="static"),
+                Route("/static/{name:str}", self.static),
             ],
         )
+
+    async def static(self, request: Request) -> Response:
+        """The page's script and stylesheet, read once at start and served from memory (no file
+        reads in threads while an experiment runs); cacheable, as their URLs carry ASSET_VERSION."""
+        asset = _ASSETS.get(str(request.path_params["name"]))
+        if asset is None:
+            return PlainTextResponse("not found", status_code=404)
+        body, media_type = asset
+        return Response(body, media_type=media_type, headers={"Cache-Control": "public, max-age=86400"})
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -441,9 +467,16 @@ class DashboardApp:
 
     async def events(self, request: Request) -> Response:
         """Server-sent events: the strategies' change marks, all at first, then those that moved
-        (whenever any did; a comment every 15 s keeps the connection open)."""
+        (whenever any did, at most every WATCH_SECONDS; a comment every 15 s keeps the connection
+        open). `?strategy=N`: only strategy N's mark (a strategy page follows only its own)."""
         if (denied := self._denied(request, page=False)) is not None:
             return denied
+        only: int | None = None
+        if "strategy" in request.query_params:
+            try:
+                only = int(request.query_params["strategy"])
+            except ValueError:
+                return JSONResponse({"error": "strategy: must be an integer strategy id"}, status_code=400)
 
         async def stream() -> AsyncIterator[str]:
             async with self.watcher.listening():
@@ -451,7 +484,7 @@ class DashboardApp:
                 first = True
                 while True:
                     marks = self.watcher.marks
-                    moved = {k: v for k, v in marks.items() if sent.get(k) != v}
+                    moved = {k: v for k, v in marks.items() if sent.get(k) != v and (only is None or k == only)}
                     if moved or first:
                         sent.update(moved)
                         first = False

@@ -10,9 +10,10 @@
   const body = document.body;
   const page = body.dataset.page;
   const live = document.getElementById("live");
-  const REFRESH_MS = 400; // at most one feed request per page this often (a tell still shows within a second)
+  const REFRESH_MS = 700; // at most one feed request per page this often (a tell still shows within a second:
+  // the server looks for changes every 0.2 s)
   const LIST_REFRESH_MS = 1000;
-  const HISTORY_MS = 2000; // the history SVG is redrawn at most this often
+  const HISTORY_MS = 2000; // the history SVG is updated at most this often
   const MODEL_PLOT_MS = 10000; // the server redraws a model plot at most this often (app.py)
   const MAX_ROWS = 500; // as the server's MAX_TABLE_ROWS
   const SVG = "http://www.w3.org/2000/svg";
@@ -59,8 +60,8 @@
   }
 
   // Calls onMarks with the strategies whose change mark moved ({id: mark}).
-  function follow(onMarks) {
-    const source = new EventSource("/api/events");
+  function follow(onMarks, strategy) {
+    const source = new EventSource("/api/events" + (strategy ? "?strategy=" + encodeURIComponent(strategy) : ""));
     source.onopen = () => live.classList.add("on");
     source.onerror = () => live.classList.remove("on");
     source.onmessage = (event) => onMarks(JSON.parse(event.data));
@@ -135,6 +136,7 @@
   const plotState = {};
   let historyDrawn = 0;
   let historyTimer = null;
+  const historyDirty = new Set(); // trials received since the history was last drawn
 
   function since() {
     if (parameters === null || trials.size === 0) return 0;
@@ -198,6 +200,9 @@
       ["speculation hits", s.hit_rate === null ? "—" : Math.round(100 * s.hit_rate) + "% of " + s.model_asks],
       ["metadata", metaText(s.metadata) || "—"],
     ];
+    const text = JSON.stringify(items);
+    if (summary.dataset.text === text) return; // unchanged: leave the DOM (and the next frame) alone
+    summary.dataset.text = text;
     summary.replaceChildren(
       ...items.map(([k, v]) => {
         const span = el("span", { class: "item" });
@@ -284,66 +289,98 @@
     return panels;
   }
 
-  function drawHistory() {
-    historyTimer = null;
-    historyDrawn = Date.now();
-    const holder = document.getElementById("plot-history");
-    const list = [...trials.values()].sort((a, b) => a.id - b.id);
-    const panels = panelsFor(list);
-    const W = 640;
-    const H = 64;
-    const left = 110;
-    const right = 12;
-    const top = 8;
+  // The history is kept, not redrawn: its x axis spans a fixed number of trials (a power of two) and
+  // its y axes the parameters' bounds, so a new or changed trial only adds or replaces its own markers.
+  // The whole SVG is rebuilt only when a scale or a phase boundary changes (a few times a run).
+  const HIST = { W: 640, H: 64, left: 110, right: 12, top: 8 };
+  let hist = null; // {key, panels, groups, xOf, yOfs, markers: Map(trial id -> [circle]), label}
+
+  function historyMarkers(t) {
+    const out = [];
+    const colour = PHASE_COLOURS[t.phase_index % PHASE_COLOURS.length];
+    const pending = t.state === "pending";
+    hist.panels.forEach((panel, row) => {
+      for (const v of panel.values(t)) {
+        if (!Number.isFinite(v)) continue;
+        const circle = svg("circle", {
+          class: "trial",
+          "data-trial": t.id,
+          cx: hist.xOf(t.id).toFixed(1),
+          cy: hist.yOfs[row](v).toFixed(1),
+          r: 3,
+          fill: pending ? "none" : colour,
+          stroke: colour,
+        });
+        hist.groups[row].appendChild(circle);
+        out.push(circle);
+      }
+    });
+    return out;
+  }
+
+  function buildHistory(list, panels, first, capacity, changes, key) {
+    const { W, H, left, right, top } = HIST;
     const height = top + panels.length * (H + 10) + 22;
     const root = svg("svg", { width: W, height, viewBox: "0 0 " + W + " " + height, class: "history", role: "img" });
-    const first = list.length ? list[0].id : 0;
-    const last = list.length ? list[list.length - 1].id : 1;
-    const xOf = (id) => left + 4 + ((id - first) / Math.max(1, last - first)) * (W - left - right - 8);
-    // phase changes: a dashed line where a trial's phase differs from the previous trial's
-    const changes = [];
-    for (let i = 1; i < list.length; i++) if (list[i].phase_index !== list[i - 1].phase_index) changes.push((xOf(list[i].id) + xOf(list[i - 1].id)) / 2);
+    const xOf = (id) => left + 4 + ((id - first) / Math.max(1, capacity - 1)) * (W - left - right - 8);
+    const groups = [];
+    const yOfs = [];
     panels.forEach((panel, row) => {
       const y0 = top + row * (H + 10);
       const span = panel.hi - panel.lo || 1;
-      const yOf = (v) => y0 + H - 4 - ((v - panel.lo) / span) * (H - 8);
+      yOfs.push((v) => y0 + H - 4 - ((v - panel.lo) / span) * (H - 8));
       const g = svg("g", { "data-panel": panel.label });
       g.appendChild(svg("rect", { x: left, y: y0, width: W - left - right, height: H, fill: "#fff", stroke: "#ccc" }));
       g.appendChild(svg("text", { x: left - 6, y: y0 + H / 2 + 4, "text-anchor": "end", "font-size": 11 }, panel.label));
       const labels = panel.ticks.length ? [panel.ticks[panel.ticks.length - 1], panel.ticks[0]] : [valueText(panel.hi), valueText(panel.lo)];
       g.appendChild(svg("text", { x: left - 6, y: y0 + 9, "text-anchor": "end", "font-size": 9, fill: "#777" }, labels[0]));
       g.appendChild(svg("text", { x: left - 6, y: y0 + H, "text-anchor": "end", "font-size": 9, fill: "#777" }, labels[1]));
-      for (const x of changes) g.appendChild(svg("line", { x1: x, x2: x, y1: y0, y2: y0 + H, stroke: "#555", "stroke-dasharray": "4 3" }));
-      for (const t of list) {
-        const colour = PHASE_COLOURS[t.phase_index % PHASE_COLOURS.length];
-        for (const v of panel.values(t)) {
-          if (!Number.isFinite(v)) continue;
-          const pending = t.state === "pending";
-          g.appendChild(
-            svg("circle", {
-              class: "trial",
-              "data-trial": t.id,
-              cx: xOf(t.id).toFixed(1),
-              cy: yOf(v).toFixed(1),
-              r: 3,
-              fill: pending ? "none" : colour,
-              stroke: colour,
-            })
-          );
-        }
+      for (const [before, after] of changes) {
+        const x = (xOf(before) + xOf(after)) / 2;
+        g.appendChild(svg("line", { x1: x, x2: x, y1: y0, y2: y0 + H, stroke: "#555", "stroke-dasharray": "4 3" }));
       }
       root.appendChild(g);
+      groups.push(g);
     });
     const legendY = height - 6;
-    root.appendChild(svg("text", { x: left, y: legendY, "font-size": 11 }, "trial " + first + "–" + last));
+    const label = svg("text", { x: left, y: legendY, "font-size": 11 }, "");
+    root.appendChild(label);
     let x = left + 110;
     phases.forEach((ph, i) => {
       root.appendChild(svg("circle", { cx: x, cy: legendY - 4, r: 4, fill: PHASE_COLOURS[i % PHASE_COLOURS.length] }));
-      const label = svg("text", { x: x + 8, y: legendY, "font-size": 11 }, ph.name);
-      root.appendChild(label);
+      root.appendChild(svg("text", { x: x + 8, y: legendY, "font-size": 11 }, ph.name));
       x += 16 + 7 * ph.name.length;
     });
-    holder.replaceChildren(root);
+    hist = { key, panels, groups, xOf, yOfs, markers: new Map(), label };
+    for (const t of list) hist.markers.set(t.id, historyMarkers(t));
+    document.getElementById("plot-history").replaceChildren(root);
+  }
+
+  function drawHistory() {
+    historyTimer = null;
+    historyDrawn = Date.now();
+    const list = [...trials.values()].sort((a, b) => a.id - b.id);
+    const panels = panelsFor(list);
+    const first = list.length ? list[0].id : 0;
+    const last = list.length ? list[list.length - 1].id : 1;
+    let capacity = 16;
+    while (capacity < last - first + 1) capacity *= 2;
+    // phase changes: a dashed line before each trial whose phase differs from the previous trial's
+    const changes = [];
+    for (let i = 1; i < list.length; i++) if (list[i].phase_index !== list[i - 1].phase_index) changes.push([list[i - 1].id, list[i].id]);
+    const key = JSON.stringify([panels.map((p) => [p.label, p.lo, p.hi]), first, capacity, changes, phases.map((p) => p.name)]);
+    if (hist === null || hist.key !== key) {
+      buildHistory(list, panels, first, capacity, changes, key);
+    } else {
+      for (const id of historyDirty) {
+        for (const old of hist.markers.get(id) || []) old.remove();
+        const t = trials.get(id);
+        if (t) hist.markers.set(id, historyMarkers(t));
+        else hist.markers.delete(id);
+      }
+    }
+    historyDirty.clear();
+    hist.label.textContent = "trial " + first + "–" + last;
   }
 
   function refreshHistory() {
@@ -359,7 +396,10 @@
       trials.clear();
     }
     phases = data.phases;
-    for (const t of data.trials) trials.set(t.id, t);
+    for (const t of data.trials) {
+      trials.set(t.id, t);
+      historyDirty.add(t.id);
+    }
     if (trials.size > MAX_ROWS) {
       const keep = new Set([...trials.keys()].sort((a, b) => b - a).slice(0, MAX_ROWS));
       for (const id of [...trials.keys()]) if (!keep.has(id)) trials.delete(id);
@@ -388,7 +428,7 @@
     refresh();
     follow((moved) => {
       if (moved[sid] !== undefined && moved[sid] !== mark) refresh();
-    });
+    }, sid);
     document.addEventListener("visibilitychange", () => {
       if (!document.hidden) for (const kind of Object.keys(plotState)) refreshPlot(kind);
     });
