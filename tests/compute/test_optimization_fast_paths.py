@@ -164,7 +164,7 @@ def test_fast_fit_is_botorchs_fit(noiseless: bool) -> None:
     def botorch_loss(m: SingleTaskGP) -> float:
         m.train()
         mll = ExactMarginalLogLikelihood(m.likelihood, m)
-        return -float(mll(m(*m.train_inputs), m.train_targets))
+        return -float(mll(m(*m.train_inputs), m.train_targets).detach())
 
     m = model()
     assert fits_fast(m)
