@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -136,18 +137,43 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def run_loop(client: Any, objective_cls: Any, name: str, trials: int, seed: int, server_pid: int = 0) -> dict[str, Any]:
+def initial_design(name: str, seed: int) -> list[dict[str, float]]:
+    """--same-init: max(5, 2 d) scrambled-Sobol points (SciPy, seeded), in raw units."""
+    from scipy.stats import qmc
+
+    parameters = problem(name)["parameters"]
+    d = len(parameters)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SciPy: "balance properties ... power of 2"
+        unit = qmc.Sobol(d, scramble=True, seed=seed).random(max(5, 2 * d))
+    return [{p["name"]: float(p["bounds"][0] + u[i] * (p["bounds"][1] - p["bounds"][0])) for i, p in enumerate(parameters)} for u in unit]
+
+
+def run_loop(client: Any, objective_cls: Any, name: str, trials: int, seed: int, server_pid: int = 0, same_init: bool = False) -> dict[str, Any]:
     spec = problem(name)
+    extra: dict[str, Any] = {}
+    constraints = spec["parameter_constraints"]
+    if same_init:  # no Sobol step: the design below is attached; x1 + x2 <= 2 holds on all of [0, 1]^2
+        extra["choose_generation_strategy_kwargs"] = {"num_initialization_trials": 0}
+        constraints = []
     client.create_experiment(
         name=f"{name}-{seed}",
         parameters=spec["parameters"],
         objectives={m: objective_cls(minimize=mn, threshold=t) for m, (mn, t) in spec["objectives"].items()},
-        parameter_constraints=spec["parameter_constraints"],
+        parameter_constraints=constraints,
         outcome_constraints=spec["outcome_constraints"],
+        **extra,
     )
     rows, params, times, cpu_times = [], [], [], []
     loop_start = time.perf_counter()
-    for _ in range(trials):
+    design = initial_design(name, seed) if same_init else []
+    for point in design:
+        p, index = client.attach_trial(point)
+        result = evaluate(name, p)
+        client.complete_trial(trial_index=index, raw_data=result)
+        rows.append(result)
+        params.append(p)
+    for _ in range(trials - len(design)):
         # this process's CPU plus (psyserve) the server's and its workers'; the /proc scans
         # themselves (a few ms) fall outside the measured span
         s0 = tree_cpu_seconds(server_pid) if server_pid else 0.0
@@ -161,10 +187,10 @@ def run_loop(client: Any, objective_cls: Any, name: str, trials: int, seed: int,
         client.complete_trial(trial_index=index, raw_data=result)
         rows.append(result)
         params.append(p)
-    return {"score": score(name, rows, params), "ask_seconds": times, "ask_cpu_seconds": cpu_times, "loop_seconds": time.perf_counter() - loop_start, "violations": sum(p.get("x1", 0) + p.get("x2", 0) > 2.0 + 1e-9 for p in params) if name == "hartmann6" else 0}
+    return {"score": score(name, rows, params), "ask_seconds": times, "ask_cpu_seconds": cpu_times, "loop_seconds": time.perf_counter() - loop_start, "violations": sum(p.get("x1", 0) + p.get("x2", 0) > 2.0 + 1e-9 for p in params) if name == "hartmann6" else 0, "attached": len(design)}
 
 
-def worker_ax(name: str, trials: int, seed: int) -> dict[str, Any]:
+def worker_ax(name: str, trials: int, seed: int, same_init: bool = False) -> dict[str, Any]:
     import logging
 
     import torch
@@ -177,14 +203,14 @@ def worker_ax(name: str, trials: int, seed: int) -> dict[str, Any]:
     from ax.service.ax_client import AxClient, ObjectiveProperties
 
     client = AxClient(random_seed=seed, verbose_logging=False)
-    return run_loop(client, ObjectiveProperties, name, trials, seed)
+    return run_loop(client, ObjectiveProperties, name, trials, seed, same_init=same_init)
 
 
-def worker_psyserve(name: str, trials: int, seed: int, address: str, server_pid: int) -> dict[str, Any]:
+def worker_psyserve(name: str, trials: int, seed: int, address: str, server_pid: int, same_init: bool = False) -> dict[str, Any]:
     from psyserve_client.ax import AxClient, ObjectiveProperties
 
     client = AxClient(random_seed=seed, address=address)
-    return run_loop(client, ObjectiveProperties, name, trials, seed, server_pid)
+    return run_loop(client, ObjectiveProperties, name, trials, seed, server_pid, same_init)
 
 
 # ---------------------------------------------------------------------- driver
@@ -213,12 +239,12 @@ def warm_up(address: str) -> None:
         client.complete_trial(index, (float(p["x"]) ** 2, 0.0))
 
 
-def one(engine: str, name: str, trials: int, seed: int, ax_python: str, address: str, server_pid: int) -> dict[str, Any]:
+def one(engine: str, name: str, trials: int, seed: int, ax_python: str, address: str, server_pid: int, same_init: bool = False) -> dict[str, Any]:
     if engine == "psyserve":
-        return worker_psyserve(name, trials, seed, address, server_pid)
+        return worker_psyserve(name, trials, seed, address, server_pid, same_init)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     out = subprocess.run(
-        [ax_python, __file__, "--worker", "ax", "--problems", name, "--trials", str(trials), "--seed", str(seed)],
+        [ax_python, __file__, "--worker", "ax", "--problems", name, "--trials", str(trials), "--seed", str(seed), *(["--same-init"] if same_init else [])],
         capture_output=True, text=True, env=env, check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -233,11 +259,17 @@ def main() -> None:
     parser.add_argument("--ax-python", default="/work/venvs/ax/bin/python", help="python of a virtualenv with ax-platform==1.3.1")
     parser.add_argument("--engines", default="psyserve,ax")
     parser.add_argument("--json", help="also write the raw results here")
+    parser.add_argument(
+        "--same-init",
+        action="store_true",
+        help="quality pairs: both engines start from the same attached scrambled-Sobol design (max(5, 2 d) points, "
+        "SciPy, seeded by the seed) instead of their own Sobol step, so a seed's two runs differ only in the model phase",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker == "ax":
-        print(json.dumps(worker_ax(args.problems, args.trials, args.seed)))
+        print(json.dumps(worker_ax(args.problems, args.trials, args.seed, args.same_init)))
         return
     engines = args.engines.split(",")
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -250,13 +282,14 @@ def main() -> None:
                 trials = args.trials or PROBLEMS[name]
                 for seed in range(args.first_seed, args.first_seed + args.seeds):
                     for engine in engines:  # interleaved, so both see the same machine load
-                        run = one(engine, name, trials, seed, args.ax_python, address, proc.pid if proc is not None else 0)
+                        run = one(engine, name, trials, seed, args.ax_python, address, proc.pid if proc is not None else 0, args.same_init)
                         results.setdefault(name, {}).setdefault(engine, []).append(run)
                         if args.json:  # after every run, so an interrupted benchmark keeps what ran
                             Path(args.json).write_text(json.dumps(results))
                         d = len(problem(name)["parameters"])
-                        model_times = run["ask_seconds"][max(5, 2 * d) :] or run["ask_seconds"]
-                        model_cpu = run["ask_cpu_seconds"][max(5, 2 * d) :] or run["ask_cpu_seconds"]
+                        skip = 0 if run.get("attached") else max(5, 2 * d)  # --same-init: every ask is a model ask
+                        model_times = run["ask_seconds"][skip:] or run["ask_seconds"]
+                        model_cpu = run["ask_cpu_seconds"][skip:] or run["ask_cpu_seconds"]
                         print(
                             f"{name} seed {seed} {engine}: score {run['score']:.4f}, model ask {statistics.mean(model_times):.3f} s "
                             f"(CPU {statistics.mean(model_cpu):.3f} s), loop {run['loop_seconds']:.1f} s; load {os.getloadavg()[0]:.1f}",
@@ -289,9 +322,9 @@ def main() -> None:
             cells.append(f"{statistics.mean(scores):.4f} ± {statistics.pstdev(scores):.4f}" if scores else "—")
             # model-based asks: after the quasi-random initialisation (Ax's and psyserve's 2*d or 5)
             d = len(problem(name)["parameters"])
-            times = [t for r in runs for t in r["ask_seconds"][max(5, 2 * d) :]]
+            times = [t for r in runs for t in r["ask_seconds"][0 if r.get("attached") else max(5, 2 * d) :]]
             means[engine] = statistics.mean(times) if times else math.nan
-            cpu_times = [t for r in runs for t in r.get("ask_cpu_seconds", [])[max(5, 2 * d) :]]
+            cpu_times = [t for r in runs for t in r.get("ask_cpu_seconds", [])[0 if r.get("attached") else max(5, 2 * d) :]]
             cpus[engine] = statistics.mean(cpu_times) if cpu_times else math.nan
             loops[engine] = statistics.mean(r["loop_seconds"] for r in runs) if runs and "loop_seconds" in runs[0] else math.nan
         ratio = means["ax"] / means["psyserve"] if means.get("psyserve") else math.nan

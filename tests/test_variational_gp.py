@@ -304,6 +304,9 @@ def test_continuous_and_binary_experiments_through_the_server_survive_a_restart(
     proc = spawn_server(db, log, "--workers", "1")  # speculation on (the default): binary answers are precomputed
     try:
         with pc.Client(proc.address, timeout=120) as client:
+            with pytest.raises(pc.InvalidArgumentError) as refused:  # what it cannot honour, through the API
+                client.configure(config_str=CONTINUOUS.replace("max_fit_time = 5", "likelihood = BetaLikelihood"))
+            assert refused.value.field == "config_ini[VariationalGPModel].likelihood", refused.value.field
             cont = client.configure(config_str=CONTINUOUS, config_name="loudness")
             assert cont.warnings == []
             binr = client.configure(config_str=BINARY, config_name="detection")

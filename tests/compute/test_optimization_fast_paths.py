@@ -11,7 +11,7 @@ import torch
 from botorch.acquisition.analytic import LogConstrainedExpectedImprovement, LogExpectedImprovement
 from botorch.acquisition.multi_objective.logei import qLogExpectedHypervolumeImprovement
 from botorch.acquisition.multi_objective.objective import WeightedMCMultiOutputObjective
-from botorch.models import ModelListGP
+from botorch.models import ModelListGP, SingleTaskGP
 from botorch.sampling.normal import SobolQMCNormalSampler
 from botorch.utils.multi_objective.box_decompositions.non_dominated import FastNondominatedPartitioning
 
@@ -104,3 +104,82 @@ def test_qlogehvi_on_cached_posterior_matches() -> None:
     with torch.no_grad():
         # different base-sample layouts: equal up to Monte-Carlo error (1,024 QMC samples)
         torch.testing.assert_close(fast(X).exp(), slow(X).exp(), rtol=0.05, atol=1e-4)
+
+
+def test_analytic_ehvi_on_cached_posterior_matches_botorch_and_mc() -> None:
+    """The signed cached model gives BoTorch's analytic EHVI on the GPs themselves (objectives
+    maximised there, so the minimised one is a negated copy) and qLogEHVI's value up to MC error."""
+    from botorch.acquisition.multi_objective.analytic import ExpectedHypervolumeImprovement
+    from botorch.models.transforms.outcome import Standardize
+
+    models = _models(True, seed=2)
+    Y = torch.stack([m.outcome_transform.untransform(m.train_targets.unsqueeze(-1))[0].squeeze(-1) for m in models], -1)
+    weights = torch.tensor([-1.0, 1.0], dtype=DTYPE)
+    signed = Y * weights
+    ref = signed.min(0).values - 0.1
+    partitioning = FastNondominatedPartitioning(ref_point=ref, Y=signed)
+    fast = ExpectedHypervolumeImprovement(_cached_model(models, [(0, -1.0), (1, 1.0)]), ref.tolist(), partitioning)  # type: ignore[arg-type]
+    # the same first GP on the negated metric: identical hyper-parameters, negated targets
+    negated = SingleTaskGP(models[0].train_inputs[0], -Y[:, :1], train_Yvar=torch.full_like(Y[:, :1], 1e-6 * float(Y[:, 0].var())), outcome_transform=Standardize(m=1))
+    negated.load_state_dict({k: v for k, v in models[0].state_dict().items() if "outcome_transform" not in k}, strict=False)
+    with torch.no_grad():
+        negated.mean_module.constant = -models[0].mean_module.constant  # the standardised targets are negated too
+    negated.eval()
+    slow = ExpectedHypervolumeImprovement(ModelListGP(negated, models[1]), ref.tolist(), partitioning)  # type: ignore[arg-type]
+    X = torch.rand(8, 1, 3, dtype=DTYPE, generator=torch.Generator().manual_seed(6))
+    v_fast, g_fast = _value_and_grad(fast, X)
+    v_slow, g_slow = _value_and_grad(slow, X)
+    torch.testing.assert_close(v_fast, v_slow, rtol=1e-4, atol=1e-8)
+    torch.testing.assert_close(g_fast, g_slow, rtol=1e-3, atol=1e-7)
+    assert bool((v_fast > 0).any())
+    mc = qLogExpectedHypervolumeImprovement(
+        model=_cached_model(models),
+        ref_point=ref.tolist(),
+        partitioning=partitioning,
+        sampler=SobolQMCNormalSampler(torch.Size([4096]), seed=0),
+        objective=WeightedMCMultiOutputObjective(weights=weights, outcomes=[0, 1]),
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(mc(X).exp(), v_fast, rtol=0.08, atol=1e-3)
+
+
+@pytest.mark.parametrize("noiseless", [True, False])
+def test_fast_fit_is_botorchs_fit(noiseless: bool) -> None:
+    """optimization_fit's hand-written marginal likelihood equals GPyTorch's (value and gradient),
+    and its fit reaches the optimum BoTorch's fit_gpytorch_mll reaches from the same start."""
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.models.transforms.outcome import Standardize
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    from psyserve.compute.optimization_fit import _Objective, fast_fit, fits_fast
+
+    rng = np.random.default_rng(7)
+    X = torch.tensor(rng.random((22, 3)), dtype=DTYPE)
+    y = torch.sin(5 * X[:, :1]) + X[:, 1:2] ** 2 + (0.0 if noiseless else 0.1 * torch.tensor(rng.standard_normal((22, 1)), dtype=DTYPE))
+
+    def model() -> SingleTaskGP:
+        extra = {"train_Yvar": torch.full_like(y, 1e-6)} if noiseless else {}
+        return SingleTaskGP(X, y, outcome_transform=Standardize(m=1), **extra)
+
+    def botorch_loss(m: SingleTaskGP) -> float:
+        m.train()
+        mll = ExactMarginalLogLikelihood(m.likelihood, m)
+        return -float(mll(m(*m.train_inputs), m.train_targets).detach())
+
+    m = model()
+    assert fits_fast(m)
+    objective = _Objective(m)
+    for x in (objective.default(m), objective.default(m) * 1.7 + 0.05):
+        value, grad = objective.value_and_grad(x)
+        objective.write(m, x)
+        assert value == pytest.approx(botorch_loss(m), rel=1e-7, abs=1e-9)
+        eps = 1e-6
+        numeric = [(objective.value_and_grad(x + eps * e)[0] - objective.value_and_grad(x - eps * e)[0]) / (2 * eps) for e in np.eye(len(x))]
+        np.testing.assert_allclose(grad, numeric, rtol=1e-4, atol=1e-6)
+    reference = model()
+    fit_gpytorch_mll(ExactMarginalLogLikelihood(reference.likelihood, reference))
+    fitted = model()
+    loss = fast_fit(fitted, 200, warm=False)
+    assert loss == pytest.approx(botorch_loss(reference), abs=1e-6)
+    np.testing.assert_allclose(fitted.covar_module.lengthscale.detach().numpy(), reference.covar_module.lengthscale.detach().numpy(), rtol=1e-2)
+    assert not fits_fast(SingleTaskGP(X, y, input_transform=__import__("botorch.models.transforms.input", fromlist=["Normalize"]).Normalize(d=3)))

@@ -31,6 +31,6 @@ def optimization_readout(job: OptimizationReadoutJob) -> OptimizationReadoutResu
     check_problem(job.problem, job.data)
     if job.kind not in READOUTS:
         raise ValueError(f"unknown read-out {job.kind!r} (known: {list(READOUTS)})")
-    from psyserve.compute.optimization_numerics import readout
+    from psyserve.compute.optimization_readout import readout
 
     return readout(job)

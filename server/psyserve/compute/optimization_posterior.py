@@ -35,26 +35,49 @@ class CachedPosterior:
                 prior = gp.mean_module(X)
                 alpha = torch.cholesky_solve((gp.train_targets - prior).unsqueeze(-1), L).squeeze(-1)
                 tf = gp.outcome_transform
-                self.parts.append((gp.covar_module, gp.mean_module, X, L, alpha, tf.means.reshape(()), tf.stdvs.reshape(())))
+                # BoTorch's default kernel (a plain ARD RBF: k(x, x) = 1) and constant mean are evaluated
+                # here directly; other kernels and means through GPyTorch
+                rbf: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+                if _plain_rbf(gp):
+                    lengthscale = gp.covar_module.lengthscale.detach().reshape(-1)
+                    rbf = (lengthscale, X / lengthscale, gp.mean_module.constant.detach().reshape(()))
+                self.parts.append((gp.covar_module, gp.mean_module, X, L, alpha, tf.means.reshape(()), tf.stdvs.reshape(()), rbf))
 
     def mean_and_variance(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """X: ``batch x q x d`` -> mean, variance ``batch x q x m`` (original outcome units)."""
         means, variances = [], []
-        for kernel, mean_module, Xt, L, alpha, mu, sd in self.parts:
-            Xt_b = Xt.expand(*X.shape[:-2], *Xt.shape)
-            k = _dense(kernel.forward(X, Xt_b))  # batch x q x n
+        for kernel, mean_module, Xt, L, alpha, mu, sd, rbf in self.parts:
+            if rbf is not None:
+                lengthscale, scaled, constant = rbf
+                k = torch.exp(-0.5 * ((X / lengthscale).unsqueeze(-2) - scaled).pow(2).sum(-1))  # batch x q x n
+                prior_mean: torch.Tensor = constant
+                prior_var: torch.Tensor | float = 1.0
+            else:
+                Xt_b = Xt.expand(*X.shape[:-2], *Xt.shape)
+                k = _dense(kernel.forward(X, Xt_b))
+                prior_mean, prior_var = mean_module(X), _dense(kernel.forward(X, X, diag=True))
             v = torch.linalg.solve_triangular(L, k.transpose(-1, -2), upper=False)  # batch x n x q
-            mean = mean_module(X) + k @ alpha
-            var = _dense(kernel.forward(X, X, diag=True)) - v.pow(2).sum(-2)
+            mean = prior_mean + k @ alpha
+            var = prior_var - v.pow(2).sum(-2)
             means.append(mean * sd + mu)
             variances.append(var.clamp_min(0.0) * sd**2)
         return torch.stack(means, -1), torch.stack(variances, -1)
 
 
-def cached_model(models: list) -> Model | None:
+def _plain_rbf(gp: object) -> bool:
+    """Whether `gp` has exactly GPyTorch's RBFKernel over every input and a ConstantMean."""
+    from gpytorch.kernels import RBFKernel
+    from gpytorch.means import ConstantMean
+
+    kernel, mean = getattr(gp, "covar_module", None), getattr(gp, "mean_module", None)
+    return isinstance(kernel, RBFKernel) and type(kernel) is RBFKernel and kernel.active_dims is None and type(mean) is ConstantMean
+
+
+def cached_model(models: list, signed_outputs: list[tuple[int, float]] | None = None) -> Model | None:
     """A BoTorch Model over `CachedPosterior` (independent Normal marginals; joint only for one
     point at a time: analytic acquisitions and q = 1 MC ones), or None when a GP has an input
-    transform or a likelihood this does not mirror."""
+    transform or a likelihood this does not mirror. ``signed_outputs`` ((metric index, sign), ...):
+    the model's outputs are those metrics times their signs (analytic EHVI maximises every output)."""
     from botorch.acquisition.objective import PosteriorTransform
     from botorch.posteriors.posterior import Posterior
     from gpytorch.likelihoods import FixedNoiseGaussianLikelihood, GaussianLikelihood
@@ -100,14 +123,19 @@ def cached_model(models: list) -> Model | None:
             return self.rsample_from_base_samples(shape, torch.randn(shape, dtype=self.dtype, device=self.device))
 
     for gp in models:
-        if getattr(gp, "input_transform", None) is not None or not isinstance(gp.likelihood, (GaussianLikelihood, FixedNoiseGaussianLikelihood)):
+        if getattr(gp, "input_transform", None) is not None or not isinstance(
+            gp.likelihood, (GaussianLikelihood, FixedNoiseGaussianLikelihood)
+        ):
             return None
         if type(gp.outcome_transform).__name__ != "Standardize":
             return None
     cached = CachedPosterior(models)
 
+    selected = None if signed_outputs is None else [i for i, _ in signed_outputs]
+    signs = None if signed_outputs is None else torch.tensor([float(sg) for _, sg in signed_outputs], dtype=torch.double)
+
     class CachedModel(Model):
-        num_outputs = len(models)
+        num_outputs = len(models) if signed_outputs is None else len(signed_outputs)
 
         def posterior(
             self,
@@ -119,6 +147,8 @@ def cached_model(models: list) -> Model | None:
             if posterior_transform is not None or isinstance(observation_noise, torch.Tensor) or observation_noise:
                 raise NotImplementedError("the cached posterior has no posterior transform or observation noise")
             mean, var = cached.mean_and_variance(X)
+            if selected is not None and signs is not None:
+                mean, var = mean[..., selected] * signs, var[..., selected]
             if output_indices is not None:
                 mean, var = mean[..., output_indices], var[..., output_indices]
             return IndependentNormal(mean, var)
