@@ -30,7 +30,7 @@ from pathlib import Path
 import multi_observers as obs
 import numpy as np
 
-from _harness import server_process
+from _harness import mean_se, server_process
 
 HERE = Path(__file__).resolve().parent
 
@@ -100,12 +100,6 @@ def score(case: str, predicted: dict[str, list]) -> dict[str, float]:
         "detect_p_error": float(np.abs(np.asarray(predicted["detect"], dtype=float) - obs.detect_probability(obs.GRID)).mean()),
         "rating_mae": float(np.abs(np.asarray(predicted["rating"], dtype=float) - obs.rating_mean(obs.GRID)).mean()),
     }
-
-
-def mean_se(values: list[float]) -> str:
-    v = np.asarray(values, dtype=float)
-    se = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
-    return f"{v.mean():.3f} ± {se:.3f}"
 
 
 def main() -> None:

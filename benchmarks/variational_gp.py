@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _harness import server_process
+from _harness import mean_se, server_process
 
 INIT, MODEL_TRIALS, NOISE = 10, 20, 0.3
 GRID = np.stack(np.meshgrid(np.linspace(0.0, 1.0, 20), np.linspace(0.0, 1.0, 20)), -1).reshape(-1, 2)
@@ -121,12 +121,6 @@ def run_aepsych(seed: int, X: np.ndarray, Y: np.ndarray, venv: Path) -> tuple[di
     reply = json.loads(done.stdout.strip().splitlines()[-1])
     mae = float(np.abs(np.asarray(reply["mean"]) - surface(GRID)).mean())
     return {"mae": mae, "fit_seconds": float(reply["fit_seconds"])}, str(reply["strategy_error"])
-
-
-def mean_se(values: list[float]) -> str:
-    v = np.asarray(values, dtype=float)
-    se = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
-    return f"{v.mean():.3f} ± {se:.3f}"
 
 
 def main() -> None:
