@@ -143,6 +143,75 @@ def test_analytic_ehvi_on_cached_posterior_matches_botorch_and_mc() -> None:
         torch.testing.assert_close(mc(X).exp(), v_fast, rtol=0.08, atol=1e-3)
 
 
+def test_log_ehvi_is_the_log_of_botorchs_ehvi_and_qlogehvis_limit() -> None:
+    """LogEHVI (the default for several noiseless objectives) equals the log of BoTorch's analytic
+    EHVI where that is representable, with the same gradients (relative), stays finite with finite
+    gradients far from the front where EHVI underflows to 0, and equals qLogEHVI up to MC error."""
+    from botorch.acquisition.multi_objective.analytic import ExpectedHypervolumeImprovement
+
+    from psyserve.compute.optimization_ehvi import LogEHVI
+
+    models = _models(True, seed=2)
+    Y = torch.stack([m.outcome_transform.untransform(m.train_targets.unsqueeze(-1))[0].squeeze(-1) for m in models], -1)
+    weights = torch.tensor([-1.0, 1.0], dtype=DTYPE)
+    signed = Y * weights
+    ref = signed.min(0).values - 0.1
+    model = _cached_model(models, [(0, -1.0), (1, 1.0)])
+    assert model is not None
+    log_ehvi = LogEHVI(model, ref, signed)
+    ehvi = ExpectedHypervolumeImprovement(model, ref.tolist(), FastNondominatedPartitioning(ref_point=ref, Y=signed))  # type: ignore[arg-type]
+    X = torch.rand(64, 1, 3, dtype=DTYPE, generator=torch.Generator().manual_seed(6))
+    v_log, g_log = _value_and_grad(log_ehvi, X)
+    v, g = _value_and_grad(ehvi, X)
+    usable = v > 1e-10  # where BoTorch's EHVI is not lost to round-off
+    assert int(usable.sum()) >= 32
+    torch.testing.assert_close(v_log[usable], v[usable].log(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(g_log[usable], (g / v.reshape(-1, 1, 1))[usable], rtol=1e-4, atol=1e-6)
+    # at the most dominated observation (the posterior there is that value, to within its tiny
+    # noise) EHVI underflows to exactly 0; its log is finite, very negative, with a gradient
+    scaled = (signed - signed.mean(0)) / signed.std(0)
+    far = models[0].train_inputs[0][int(scaled.sum(-1).argmin())].reshape(1, 1, 3)
+    v_far, g_far = _value_and_grad(log_ehvi, far)
+    with torch.no_grad():
+        assert float(ehvi(far)) == 0.0
+    assert torch.isfinite(v_far).all() and float(v_far) < -50 and torch.isfinite(g_far).all() and float(g_far.abs().sum()) > 0
+    mc = qLogExpectedHypervolumeImprovement(
+        model=_cached_model(models),
+        ref_point=ref.tolist(),
+        partitioning=FastNondominatedPartitioning(ref_point=ref, Y=signed),
+        sampler=SobolQMCNormalSampler(torch.Size([4096]), seed=0),
+        objective=WeightedMCMultiOutputObjective(weights=weights, outcomes=[0, 1]),
+    )
+    with torch.no_grad():
+        close = v_log > -6  # qLogEHVI's smoothing dominates where the improvement is tiny
+        torch.testing.assert_close(mc(X[:16])[close[:16]], v_log[:16][close[:16]], rtol=0.0, atol=0.08)
+
+
+def test_log_ehvi_is_the_default_for_noiseless_objectives() -> None:
+    """LogEHVI is chosen for several noiseless objectives (one point, nothing pending, no outcome
+    constraints), never once an observation is noisy or a point is pending; generate_points
+    proposes in-cube points with it."""
+    from psyserve.compute.optimization import OptimizationGenerateJob
+    from psyserve.compute.optimization_ehvi import LogEHVI
+    from psyserve.compute.optimization_numerics import _noiseless_ehvi, generate_points
+
+    rng = np.random.default_rng(3)
+    X = rng.random((12, 2))
+    Y = np.stack([(X[:, 0] - 0.3) ** 2 + X[:, 1], (X[:, 0] - 0.8) ** 2 + (1 - X[:, 1])], axis=-1)
+    problem = OptimizationProblem(2, ("a", "b"), (MetricObjective(0, True), MetricObjective(1, True)))
+    sampler = SobolQMCNormalSampler(torch.Size([64]), seed=0)
+    noiseless, noisy = MetricData(X, Y, np.zeros_like(Y)), MetricData(X, Y, np.full_like(Y, 1e-4))
+    models, _ = _fit(problem, noiseless, None, 200)
+    assert isinstance(_noiseless_ehvi(problem, noiseless, models, None, 1, sampler, None, "auto"), LogEHVI)
+    assert _noiseless_ehvi(problem, noisy, models, None, 1, sampler, None, "auto") is None
+    pending = torch.tensor([[0.5, 0.5]], dtype=DTYPE)
+    assert _noiseless_ehvi(problem, noiseless, models, pending, 1, sampler, None, "auto") is None
+    assert not isinstance(_noiseless_ehvi(problem, noiseless, models, None, 1, sampler, None, "qlogehvi"), LogEHVI)
+    job = OptimizationGenerateJob(problem, noiseless, np.zeros((0, 2)), 1, seed=5, options={"restarts": 4, "samps": 64})
+    points = generate_points(job).points
+    assert points.shape == (1, 2) and bool(((points >= 0) & (points <= 1)).all())
+
+
 @pytest.mark.parametrize("noiseless", [True, False])
 def test_fast_fit_is_botorchs_fit(noiseless: bool) -> None:
     """optimization_fit's hand-written marginal likelihood equals GPyTorch's (value and gradient),

@@ -1,8 +1,8 @@
 """Numerics of the Ax-style optimisation jobs: BoTorch's SingleTaskGP per metric in a ModelListGP
 (MixedSingleTaskGP with unordered choices), qLogNEI / qLogNEHVI with outcome constraints (analytic
-LogEI / LogConstrainedEI or qLogEHVI on the cached posterior when observations are noiseless),
-optimize_acqf under linear constraints. Imports torch/BoTorch; imports only the contract in
-compute/optimization.py and compute/optimization_posterior.py; no server state or I/O."""
+LogEI / LogConstrainedEI, the closed-form LogEHVI or qLogEHVI on the cached posterior when observations
+are noiseless), optimize_acqf under linear constraints. Imports torch/BoTorch; imports only the contract
+in compute/optimization.py and compute/optimization_{ehvi,fit,posterior}.py; no server state or I/O."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from psyserve.compute.optimization import (
     OptimizationProblem,
     OptimizationState,
 )
+from psyserve.compute.optimization_ehvi import analytic_ehvi, log_ehvi
 from psyserve.compute.optimization_fit import fast_fit, fits_fast
 from psyserve.compute.optimization_posterior import cached_model
 
@@ -313,19 +314,21 @@ def _noiseless_ehvi(
     constraints: list | None,
     choice: str,
 ) -> AcquisitionFunction | None:
-    """qLogEHVI against the observed (feasible) Pareto front, on `optimization_posterior.CachedPosterior`, where it equals
-    qLogNEHVI's target: one point, nothing pending, every modelled observation noiseless (SEM 0),
-    so the front is known. None: use qLogNEHVI."""
-    if choice not in ("auto", "analytic_ehvi") or pending is not None or n != 1:
+    """The acquisition for several objectives where qLogNEHVI's target is known in closed form: one
+    point, nothing pending, every modelled observation noiseless (SEM 0), so the observed front is
+    the true one. choice "auto": `optimization_ehvi.LogEHVI` (log E[HVI] in closed form) without
+    outcome constraints, qLogEHVI on the cached posterior with them; "qlogehvi": qLogEHVI on the
+    cached posterior; "analytic_ehvi": BoTorch's analytic EHVI (not its log; opt-in). None: use
+    qLogNEHVI on the GPs (also any other choice, e.g. "mc")."""
+    if choice not in ("auto", "qlogehvi", "analytic_ehvi") or pending is not None or n != 1:
         return None
     if not (np.all(np.isfinite(data.Y)) and np.all(data.Yvar == 0.0)):
         return None
-    # the closed form is ~9x cheaper but ended lower than qLogEHVI (hypervolume, BraninCurrin, 4 paired
-    # seeds: 57.81 vs 57.89 mean; its zero plateaus starve L-BFGS), so it is opt-in only
-    if choice == "analytic_ehvi" and not problem.outcome_constraints:
-        ehvi = _analytic_ehvi(problem, data, models)
-        if ehvi is not None:
-            return ehvi
+    if choice != "qlogehvi" and not problem.outcome_constraints:
+        # in-process, same designs, BraninCurrin: see README (Performance) for the hypervolume pairs
+        closed = (log_ehvi if choice == "auto" else analytic_ehvi)(problem, data, models, _reference_point(problem, data.Y))
+        if closed is not None:
+            return closed
     model = cached_model(models)
     if model is None:
         return None
@@ -344,30 +347,6 @@ def _noiseless_ehvi(
         sampler=sampler,
         objective=WeightedMCMultiOutputObjective(weights=weights, outcomes=[o.index for o in problem.objectives]),
         constraints=constraints,
-    )
-
-
-def _analytic_ehvi(problem: OptimizationProblem, data: MetricData, models: list) -> AcquisitionFunction | None:
-    """Expected hypervolume improvement in closed form (Yang et al. 2019, BoTorch's analytic EHVI) over
-    the box decomposition of the observed front, on the cached posterior of the objectives' GPs:
-    the exact value qLogEHVI estimates from MC samples (without its smoothing and log) at a small
-    fraction of the cost. Without outcome constraints only (it has no feasibility weighting); None
-    when the cached posterior does not apply or no observation beats the reference point."""
-    from botorch.acquisition.multi_objective.analytic import ExpectedHypervolumeImprovement
-    from botorch.utils.multi_objective.box_decompositions.non_dominated import FastNondominatedPartitioning
-
-    signed_outputs = [(o.index, -1.0 if o.minimize else 1.0) for o in problem.objectives]
-    model = cached_model(models, signed_outputs)
-    if model is None:
-        return None
-    ref = torch.tensor(_reference_point(problem, data.Y), dtype=DTYPE)
-    signed = torch.tensor(_signed_objectives(problem, data.Y), dtype=DTYPE).reshape(-1, len(problem.objectives))
-    if not bool((signed > ref).all(dim=-1).any()):
-        return None
-    return ExpectedHypervolumeImprovement(
-        model,
-        ref_point=ref.tolist(),
-        partitioning=FastNondominatedPartitioning(ref_point=ref, Y=signed),  # type: ignore[arg-type]  # BoTorch's own default
     )
 
 
