@@ -3,6 +3,7 @@ gradients of the acquisitions built on it (LogEI, LogConstrainedEI, qLogEHVI).""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -210,6 +211,32 @@ def test_log_ehvi_is_the_default_for_noiseless_objectives() -> None:
     job = OptimizationGenerateJob(problem, noiseless, np.zeros((0, 2)), 1, seed=5, options={"restarts": 4, "samps": 64})
     points = generate_points(job).points
     assert points.shape == (1, 2) and bool(((points >= 0) & (points <= 1)).all())
+
+
+def test_bilog_of_constrained_metrics_is_axs_bilog_y() -> None:
+    """Ax 1.3's BilogY: only outcome-constraint metrics that are not objectives are transformed,
+    b + sign(y - b) log(1 + |y - b|); the bound maps to itself (so feasibility is unchanged); a
+    known SEM follows the 95% interval's width; SEM 0 stays 0, unknown (NaN) stays unknown."""
+    from psyserve.compute.optimization import OutcomeBound
+    from psyserve.compute.optimization_numerics import _bilog_constrained
+
+    problem = OptimizationProblem(
+        1, ("obj", "c", "d"), (MetricObjective(0, True),), outcome_constraints=(OutcomeBound(1, True, 1.25), OutcomeBound(0, True, 9.0))
+    )
+    y_c = np.array([0.25, 1.25, 2.25, 5.0])
+    Y = np.stack([np.array([3.0, -1.0, 0.5, 2.0]), y_c, np.array([7.0, 8.0, 9.0, 10.0])], axis=-1)
+    Yvar = np.stack([np.zeros(4), np.array([0.0, 0.04, np.nan, 1.0]), np.zeros(4)], axis=-1)
+    out = _bilog_constrained(problem, MetricData(np.zeros((4, 1)), Y, Yvar))
+    np.testing.assert_array_equal(out.Y[:, [0, 2]], Y[:, [0, 2]])  # the objective (even constrained) and the tracked metric
+    np.testing.assert_array_equal(out.Yvar[:, [0, 2]], Yvar[:, [0, 2]])
+    expected = [1.25 - math.log(2.0), 1.25, 1.25 + math.log(2.0), 1.25 + math.log(4.75)]
+    np.testing.assert_allclose(out.Y[:, 1], expected, rtol=1e-12)
+    assert out.Yvar[0, 1] == 0.0 and math.isnan(out.Yvar[2, 1])
+    z = 1.959963984540054
+    for row, y, sem in ((1, 1.25, 0.2), (3, 5.0, 1.0)):  # the interval [y - z sem, y + z sem] mapped through the transform
+        lo, hi = (1.25 + math.copysign(math.log1p(abs(v - 1.25)), v - 1.25) for v in (y - z * sem, y + z * sem))
+        assert out.Yvar[row, 1] == pytest.approx(((hi - lo) / (2 * z)) ** 2, rel=1e-12)
+    assert ((out.Y[:, 1] <= 1.25) == (y_c <= 1.25)).all()
 
 
 @pytest.mark.parametrize("noiseless", [True, False])

@@ -98,7 +98,9 @@ class OptimizationGenerateJob:
     asked but not yet told, the acquisition's ``X_pending``).
 
     options: ``restarts`` (5), ``samps`` (raw samples, 256), ``mc_samples`` (64), ``maxiter``
-    (acquisition L-BFGS/SLSQP iterations, 200), ``fit_maxiter`` (GP fit, 200), ``cache_root`` (1)."""
+    (acquisition L-BFGS/SLSQP iterations, 200), ``fit_maxiter`` (GP fit, 200), ``cache_root`` (1),
+    ``bilog`` (1: outcome-constraint metrics modelled through Ax's BilogY), ``acqf`` ("auto";
+    "qlogehvi", "analytic_ehvi", "analytic", "mc": the fast paths of optimization_numerics)."""
 
     problem: OptimizationProblem
     data: MetricData

@@ -206,6 +206,29 @@ def _reference_point(problem: OptimizationProblem, values: np.ndarray) -> np.nda
     return np.asarray(ref, dtype=float)
 
 
+def _bilog_constrained(problem: OptimizationProblem, data: MetricData) -> MetricData:
+    """Ax 1.3's BilogY: each outcome-constraint metric (not an objective) is modelled as
+    ``b + sign(y - b) log(1 + |y - b|)`` around its bound ``b`` (monotone, ``f(b) = b``, so the
+    constraint and its feasibility probability are unchanged; the region near the bound is
+    stretched). SEMs follow by matching the 95% interval's width, as Ax does; unknown stay unknown."""
+    objectives = {o.index for o in problem.objectives}
+    bounds = {c.index: c.bound for c in problem.outcome_constraints if c.index not in objectives}
+    if not bounds:
+        return data
+    Y, Yvar = data.Y.copy(), data.Yvar.copy()
+    fac = 1.959963984540054  # the standard normal's 97.5% quantile
+
+    def bilog(y: np.ndarray, b: float) -> np.ndarray:
+        return b + np.sign(y - b) * np.log1p(np.abs(y - b))
+
+    for j, b in bounds.items():
+        y, var = data.Y[:, j], data.Yvar[:, j]
+        Y[:, j] = bilog(y, b)
+        d = fac * np.sqrt(np.where(np.isfinite(var), var, 0.0))
+        Yvar[:, j] = np.where(np.isfinite(var), ((bilog(y + d, b) - bilog(y - d, b)) / (2 * fac)) ** 2, var)
+    return MetricData(data.X, Y, Yvar)
+
+
 def generate_points(job: OptimizationGenerateJob) -> OptimizationGenerateResult:
     problem, data, n = job.problem, job.data, int(job.num_points)
     fixed = {int(k): float(v) for k, v in job.fixed.items()}
@@ -226,7 +249,8 @@ def generate_points(job: OptimizationGenerateJob) -> OptimizationGenerateResult:
         no_kernel_compilation()
     with _seeded(seed):
         t0 = time.perf_counter()
-        models, state = _fit(problem, data, job.warm_state, int(options.get("fit_maxiter", 200)))
+        modelled = _bilog_constrained(problem, data) if int(options.get("bilog", 1)) else data  # Ax 1.3 does too
+        models, state = _fit(problem, modelled, job.warm_state, int(options.get("fit_maxiter", 200)))
         fit_seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
         model = ModelListGP(*models)
