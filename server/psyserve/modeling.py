@@ -15,6 +15,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -30,17 +31,16 @@ from .compute import (
     GenerateResult,
     GeneratorSpec,
     ModelSpec,
-    ModelState,
     QueryJob,
     QueryJobResult,
     TrainingData,
-    generate,
     query,
     worker_init,
 )
+from .compute.checkpoint import decode_state, generate_encoded, optimization_generate_encoded
 from .compute.contract import part_state
-from .compute.optimization import OptimizationGenerateJob, OptimizationReadoutResult
-from .compute.optimization_jobs import optimization_generate, optimization_readout
+from .compute.optimization import OptimizationGenerateJob, OptimizationGenerateResult, OptimizationReadoutResult
+from .compute.optimization_jobs import optimization_readout
 from .config import PhaseSpec
 from .errors import Unavailable
 from .modeling_optimization import generate_job as optimization_job
@@ -235,11 +235,20 @@ class ComputePool:
 
 @dataclass
 class _Runtime:
-    """Per-strategy model state kept between asks (PoolModelEngine keeps one per strategy id)."""
+    """Per-strategy model state kept between asks (PoolModelEngine keeps one per strategy id).
 
-    refit_state: ModelState | None = None  # hyper-parameters of the last full fit
-    last_state: ModelState | None = None  # the model behind the last served point
-    cache: dict[tuple[Any, ...], asyncio.Future[GenerateResult]] = field(default_factory=dict)
+    The next fit warm-starts from `refit_state`, so that state is part of what decides the next
+    points: it changes only when an ask is committed (never by a speculation), and it is journaled
+    with that ask (`checkpoint`) and restored after a restart or an eviction, so that a seeded run
+    repeats exactly whatever the timing, the speculation or the interruptions."""
+
+    refit_state: Any = None  # hyper-parameters of the last full fit (ModelState, OptimizationState)
+    last_state: Any = None  # the model behind the last served point
+    refit_blob: bytes = b""  # the same two states as bytes (what the journal keeps)
+    last_blob: bytes = b""
+    cache: dict[tuple[Any, ...], asyncio.Future[tuple[GenerateResult | OptimizationGenerateResult, bytes]]] = field(
+        default_factory=dict
+    )
     started: dict[tuple[Any, ...], float] = field(default_factory=dict)
     # ordinal outcomes: the last served points (unit cube) and the model's level probabilities there
     level_points: np.ndarray | None = None
@@ -292,7 +301,20 @@ def generator_spec(phase: PhaseSpec, ask_index: int = 0) -> GeneratorSpec:
 
 
 def _job_function(job: GenerateJob | OptimizationGenerateJob) -> Callable[[Any], Any]:
-    return optimization_generate if isinstance(job, OptimizationGenerateJob) else generate
+    """The job's entry point; it returns (result, the fitted state as bytes made in the worker)."""
+    return optimization_generate_encoded if isinstance(job, OptimizationGenerateJob) else generate_encoded
+
+
+def pack_checkpoint(refit_blob: bytes, last_blob: bytes) -> bytes:
+    """The two states a strategy's next asks and queries start from, as one journal value (the
+    last served state is left out when it is the refit state itself, as with refit_every = 1)."""
+    return struct.pack("<I", len(refit_blob)) + refit_blob + (b"" if last_blob == refit_blob else last_blob)
+
+
+def unpack_checkpoint(checkpoint: bytes) -> tuple[bytes, bytes]:
+    (length,) = struct.unpack_from("<I", checkpoint)
+    refit = checkpoint[4 : 4 + length]
+    return refit, checkpoint[4 + length :] or refit
 
 
 class PoolModelEngine:
@@ -354,7 +376,7 @@ class PoolModelEngine:
         else:
             self.pool.promote(future)
         try:
-            result: GenerateResult = await asyncio.shield(future)
+            result, blob = await asyncio.shield(future)
         except asyncio.CancelledError:
             runtime.cache[key] = future  # the caller gave up; keep the work for its retry
             raise
@@ -363,14 +385,20 @@ class PoolModelEngine:
         except Exception as exc:
             if not speculative:
                 raise Unavailable(f"model computation failed: {type(exc).__name__}: {exc}") from exc
-            result = await self.pool.submit(_job_function(job), job, REAL)  # retry a failed speculation for real
-        runtime.last_state = result.state
-        level_probabilities = getattr(result, "level_probabilities", None)  # an optimisation job's result has none
-        if level_probabilities is not None:
-            runtime.level_points = result.points.reshape(n, -1)
-            runtime.level_probabilities = level_probabilities
-        if isinstance(job, OptimizationGenerateJob) or job.refit:
-            runtime.refit_state = result.state
+            result, blob = await self.pool.submit(_job_function(job), job, REAL)  # retry a failed speculation for real
+        refit = isinstance(job, OptimizationGenerateJob) or job.refit
+        refit_state, refit_blob = (result.state, blob) if refit else (runtime.refit_state, runtime.refit_blob)
+
+        def served() -> None:
+            """The ask is committed: its fit is now the one the next asks start from (an ask whose
+            commit failed leaves the runtime as if it had never been made)."""
+            runtime.last_state, runtime.last_blob = result.state, blob
+            runtime.refit_state, runtime.refit_blob = refit_state, refit_blob
+            level_probabilities = getattr(result, "level_probabilities", None)  # an optimisation job's result has none
+            if level_probabilities is not None:
+                runtime.level_points = result.points.reshape(n, -1)
+                runtime.level_probabilities = level_probabilities
+
         self._drop_stale(strategy)
         return Generated(
             points=result.points.reshape(n, strategy.spec.stimuli_per_trial, strategy.spec.space.dim),
@@ -378,6 +406,8 @@ class PoolModelEngine:
             fit_seconds=result.fit_seconds,
             generate_seconds=result.generate_seconds,
             wait_seconds=time.perf_counter() - arrived,
+            checkpoint=pack_checkpoint(refit_blob, blob),
+            served=served,
         )
 
     async def query(
@@ -511,10 +541,24 @@ class PoolModelEngine:
             elif not future.cancelled():
                 future.exception()  # retrieved, so asyncio does not log it
 
+    def restore(self, strategy_id: int, checkpoint: bytes) -> None:
+        """The strategy was rebuilt from the journal (a restart, or back from eviction): its fits
+        continue from the states journaled with its last model ask, as if it had never left. An
+        unreadable checkpoint is ignored (the next fit starts cold: the run goes on, not exactly)."""
+        try:
+            refit_blob, last_blob = unpack_checkpoint(checkpoint)
+            refit_state, last_state = decode_state(refit_blob), decode_state(last_blob)
+        except (ValueError, struct.error) as exc:
+            log.warning("strategy %s: journaled model state unreadable (%s); its next fit starts cold", strategy_id, exc)
+            return
+        runtime = self._runtimes[strategy_id] = _Runtime()
+        runtime.refit_state, runtime.refit_blob = refit_state, refit_blob
+        runtime.last_state, runtime.last_blob = last_state, last_blob
+
     def forget(self, strategy_id: int) -> None:
         """The strategy left memory: drop its model state and cancel its speculations not yet
-        started (a running one finishes and is dropped). Its next model ask fits from scratch,
-        exactly as after a server restart."""
+        started (a running one finishes and is dropped). When it comes back, restore() gives it
+        the journaled states again."""
         runtime = self._runtimes.pop(strategy_id, None)
         if runtime is None:
             return
