@@ -27,18 +27,10 @@ FORMAT = 1  # the first byte of every blob; a server that reads another number i
 _HEADER = struct.Struct("<BI")  # format, JSON header length
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Equal AND of the same Python types all the way down (1 vs 1.0 would change a decoded state)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return bool(a == b) or (isinstance(a, float) and a != a and b != b)
-
-
 def _pack(value: Any, arrays: list[np.ndarray]) -> Any:
-    """A JSON-able tree; lists that numpy holds exactly (float64 / int64 / bool, rectangular) go to
-    `arrays` and are referenced by index."""
+    """A JSON-able tree; rectangular numeric lists (float64 / int64 / bool in numpy) go to `arrays`
+    and are referenced by index. They come back with equal values (a list mixing ints and floats
+    comes back as floats, as torch would read it anyway)."""
     if isinstance(value, dict):
         if not all(isinstance(k, str) for k in value):
             raise TypeError("model state dictionaries must have string keys")
@@ -50,7 +42,7 @@ def _pack(value: Any, arrays: list[np.ndarray]) -> Any:
                 array = np.asarray(value)
             except ValueError:  # ragged
                 array = None
-        if array is not None and array.dtype.kind in "fib" and array.dtype.itemsize in (1, 8) and _same(array.tolist(), value):
+        if array is not None and array.dtype.kind in "fib" and array.dtype.itemsize in (1, 8):
             arrays.append(np.ascontiguousarray(array))
             return {"a": len(arrays) - 1, "t": array.dtype.str, "s": list(array.shape)}
         return {"l": [_pack(v, arrays) for v in value]}
@@ -70,7 +62,8 @@ def _unpack(node: Any, arrays: list[np.ndarray]) -> Any:
 
 
 def encode_state(state: ModelState | OptimizationState | None) -> bytes:
-    """The state as bytes (b"" for None); decode_state(encode_state(s)) == s, floats bit for bit."""
+    """The state as bytes (b"" for None); decode_state(encode_state(s)) == s, floats bit for bit
+    (a float64 array's bytes, never a decimal rendering)."""
     if state is None:
         return b""
     arrays: list[np.ndarray] = []
