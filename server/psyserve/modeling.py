@@ -305,16 +305,23 @@ def _job_function(job: GenerateJob | OptimizationGenerateJob) -> Callable[[Any],
     return optimization_generate_encoded if isinstance(job, OptimizationGenerateJob) else generate_encoded
 
 
+_CHECKPOINT = struct.Struct("<Ii")  # the refit state's length; the last state's, -1 when the same
+
+
 def pack_checkpoint(refit_blob: bytes, last_blob: bytes) -> bytes:
     """The two states a strategy's next asks and queries start from, as one journal value (the
     last served state is left out when it is the refit state itself, as with refit_every = 1)."""
-    return struct.pack("<I", len(refit_blob)) + refit_blob + (b"" if last_blob == refit_blob else last_blob)
+    same = last_blob == refit_blob
+    return _CHECKPOINT.pack(len(refit_blob), -1 if same else len(last_blob)) + refit_blob + (b"" if same else last_blob)
 
 
 def unpack_checkpoint(checkpoint: bytes) -> tuple[bytes, bytes]:
-    (length,) = struct.unpack_from("<I", checkpoint)
-    refit = checkpoint[4 : 4 + length]
-    return refit, checkpoint[4 + length :] or refit
+    refit_length, last_length = _CHECKPOINT.unpack_from(checkpoint)
+    refit = checkpoint[_CHECKPOINT.size : _CHECKPOINT.size + refit_length]
+    last = refit if last_length < 0 else checkpoint[_CHECKPOINT.size + refit_length : _CHECKPOINT.size + refit_length + last_length]
+    if len(refit) != refit_length or len(last) != (refit_length if last_length < 0 else last_length):
+        raise ValueError("model state truncated")
+    return refit, last
 
 
 class PoolModelEngine:
