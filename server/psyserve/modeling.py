@@ -15,7 +15,6 @@ import itertools
 import logging
 import multiprocessing
 import os
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -37,7 +36,7 @@ from .compute import (
     query,
     worker_init,
 )
-from .compute.checkpoint import decode_state, generate_encoded, optimization_generate_encoded
+from .compute.checkpoint import decode_state, encoded_job, pack_checkpoint, unpack_checkpoint
 from .compute.contract import part_state
 from .compute.optimization import OptimizationGenerateJob, OptimizationGenerateResult, OptimizationReadoutResult
 from .compute.optimization_jobs import optimization_readout
@@ -235,20 +234,14 @@ class ComputePool:
 
 @dataclass
 class _Runtime:
-    """Per-strategy model state kept between asks (PoolModelEngine keeps one per strategy id).
-
-    The next fit warm-starts from `refit_state`, so that state is part of what decides the next
-    points: it changes only when an ask is committed (never by a speculation), and it is journaled
-    with that ask (`checkpoint`) and restored after a restart or an eviction, so that a seeded run
-    repeats exactly whatever the timing, the speculation or the interruptions."""
+    """Per-strategy model state kept between asks. The next fit warm-starts from `refit_state`: it changes
+    only when an ask is committed (never by a speculation), journaled with it, restored on rebuild."""
 
     refit_state: Any = None  # hyper-parameters of the last full fit (ModelState, OptimizationState)
     last_state: Any = None  # the model behind the last served point
     refit_blob: bytes = b""  # the same two states as bytes (what the journal keeps)
     last_blob: bytes = b""
-    cache: dict[tuple[Any, ...], asyncio.Future[tuple[GenerateResult | OptimizationGenerateResult, bytes]]] = field(
-        default_factory=dict
-    )
+    cache: dict[tuple[Any, ...], asyncio.Future[tuple[GenerateResult | OptimizationGenerateResult, bytes]]] = field(default_factory=dict)
     started: dict[tuple[Any, ...], float] = field(default_factory=dict)
     # ordinal outcomes: the last served points (unit cube) and the model's level probabilities there
     level_points: np.ndarray | None = None
@@ -298,30 +291,6 @@ def generator_spec(phase: PhaseSpec, ask_index: int = 0) -> GeneratorSpec:
     if parts:  # IndependentOptimizeAcqfGenerator: the parts take turns, one per asked point, across asks
         options["turn"] = ask_index
     return GeneratorSpec(acqf=phase.acqf or "", options=options, parts=parts)
-
-
-def _job_function(job: GenerateJob | OptimizationGenerateJob) -> Callable[[Any], Any]:
-    """The job's entry point; it returns (result, the fitted state as bytes made in the worker)."""
-    return optimization_generate_encoded if isinstance(job, OptimizationGenerateJob) else generate_encoded
-
-
-_CHECKPOINT = struct.Struct("<Ii")  # the refit state's length; the last state's, -1 when the same
-
-
-def pack_checkpoint(refit_blob: bytes, last_blob: bytes) -> bytes:
-    """The two states a strategy's next asks and queries start from, as one journal value (the
-    last served state is left out when it is the refit state itself, as with refit_every = 1)."""
-    same = last_blob == refit_blob
-    return _CHECKPOINT.pack(len(refit_blob), -1 if same else len(last_blob)) + refit_blob + (b"" if same else last_blob)
-
-
-def unpack_checkpoint(checkpoint: bytes) -> tuple[bytes, bytes]:
-    refit_length, last_length = _CHECKPOINT.unpack_from(checkpoint)
-    refit = checkpoint[_CHECKPOINT.size : _CHECKPOINT.size + refit_length]
-    last = refit if last_length < 0 else checkpoint[_CHECKPOINT.size + refit_length : _CHECKPOINT.size + refit_length + last_length]
-    if len(refit) != refit_length or len(last) != (refit_length if last_length < 0 else last_length):
-        raise ValueError("model state truncated")
-    return refit, last
 
 
 class PoolModelEngine:
@@ -379,7 +348,7 @@ class PoolModelEngine:
         speculative = runtime.started.pop(key, None) is not None
         precomputed = future is not None and future.done() and not future.cancelled() and future.exception() is None
         if future is None or future.cancelled():
-            future, speculative = self.pool.submit(_job_function(job), job, REAL), False
+            future, speculative = self.pool.submit(encoded_job(job), job, REAL), False
         else:
             self.pool.promote(future)
         try:
@@ -392,13 +361,12 @@ class PoolModelEngine:
         except Exception as exc:
             if not speculative:
                 raise Unavailable(f"model computation failed: {type(exc).__name__}: {exc}") from exc
-            result, blob = await self.pool.submit(_job_function(job), job, REAL)  # retry a failed speculation for real
+            result, blob = await self.pool.submit(encoded_job(job), job, REAL)  # retry a failed speculation for real
         refit = isinstance(job, OptimizationGenerateJob) or job.refit
         refit_state, refit_blob = (result.state, blob) if refit else (runtime.refit_state, runtime.refit_blob)
 
         def served() -> None:
-            """The ask is committed: its fit is now the one the next asks start from (an ask whose
-            commit failed leaves the runtime as if it had never been made)."""
+            """The ask is committed: the next asks start from its fit (a failed commit changes nothing)."""
             runtime.last_state, runtime.last_blob = result.state, blob
             runtime.refit_state, runtime.refit_blob = refit_state, refit_blob
             level_probabilities = getattr(result, "level_probabilities", None)  # an optimisation job's result has none
@@ -529,7 +497,7 @@ class PoolModelEngine:
         runtime = self._runtime(strategy)
         if key in runtime.cache:
             return
-        runtime.cache[key] = self.pool.submit(_job_function(job), job, priority)
+        runtime.cache[key] = self.pool.submit(encoded_job(job), job, priority)
         runtime.started[key] = time.perf_counter()
 
     def _drop_stale(self, strategy: Strategy) -> None:
@@ -549,18 +517,15 @@ class PoolModelEngine:
                 future.exception()  # retrieved, so asyncio does not log it
 
     def restore(self, strategy_id: int, checkpoint: bytes) -> None:
-        """The strategy was rebuilt from the journal (a restart, or back from eviction): its fits
-        continue from the states journaled with its last model ask, as if it had never left. An
-        unreadable checkpoint is ignored (the next fit starts cold: the run goes on, not exactly)."""
+        """The strategy was rebuilt from the journal (restart, eviction): its fits continue from the
+        states journaled with its last model ask (unreadable ones: the next fit starts cold)."""
         try:
             refit_blob, last_blob = unpack_checkpoint(checkpoint)
             refit_state, last_state = decode_state(refit_blob), decode_state(last_blob)
-        except (ValueError, struct.error) as exc:
+        except ValueError as exc:
             log.warning("strategy %s: journaled model state unreadable (%s); its next fit starts cold", strategy_id, exc)
             return
-        runtime = self._runtimes[strategy_id] = _Runtime()
-        runtime.refit_state, runtime.refit_blob = refit_state, refit_blob
-        runtime.last_state, runtime.last_blob = last_state, last_blob
+        self._runtimes[strategy_id] = _Runtime(refit_state, last_state, refit_blob, last_blob)
 
     def forget(self, strategy_id: int) -> None:
         """The strategy left memory: drop its model state and cancel its speculations not yet

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,15 @@ from psyserve.compute.jobs import generate
 from psyserve.compute.optimization import OptimizationGenerateJob, OptimizationGenerateResult, OptimizationState
 from psyserve.compute.optimization_jobs import optimization_generate
 
-__all__ = ["decode_state", "encode_state", "generate_encoded", "optimization_generate_encoded"]
+__all__ = [
+    "decode_state",
+    "encode_state",
+    "encoded_job",
+    "generate_encoded",
+    "optimization_generate_encoded",
+    "pack_checkpoint",
+    "unpack_checkpoint",
+]
 
 FORMAT = 1  # the first byte of every blob; a server that reads another number ignores the blob
 _HEADER = struct.Struct("<BI")  # format, JSON header length
@@ -105,6 +114,29 @@ def decode_state(blob: bytes) -> ModelState | OptimizationState | None:
     raise ValueError(f"model state of unknown type {tree.get('type')!r}")
 
 
+_CHECKPOINT = struct.Struct("<Ii")  # the refit state's length; the last state's, -1 when the same
+
+
+def pack_checkpoint(refit_blob: bytes, last_blob: bytes) -> bytes:
+    """The two states a strategy's next asks and queries start from, as one journal value (the
+    last served state is left out when it is the refit state itself, as with refit_every = 1)."""
+    same = last_blob == refit_blob
+    return _CHECKPOINT.pack(len(refit_blob), -1 if same else len(last_blob)) + refit_blob + (b"" if same else last_blob)
+
+
+def unpack_checkpoint(checkpoint: bytes) -> tuple[bytes, bytes]:
+    """The two states pack_checkpoint packed (ValueError if truncated)."""
+    try:
+        refit_length, last_length = _CHECKPOINT.unpack_from(checkpoint)
+    except struct.error as exc:
+        raise ValueError(f"model state truncated: {exc}") from exc
+    refit = checkpoint[_CHECKPOINT.size : _CHECKPOINT.size + refit_length]
+    last = refit if last_length < 0 else checkpoint[_CHECKPOINT.size + refit_length : _CHECKPOINT.size + refit_length + last_length]
+    if len(refit) != refit_length or len(last) != (refit_length if last_length < 0 else last_length):
+        raise ValueError("model state truncated")
+    return refit, last
+
+
 def generate_encoded(job: GenerateJob) -> tuple[GenerateResult, bytes]:
     """jobs.generate, with the fitted state's bytes made in the worker."""
     result = generate(job)
@@ -115,3 +147,8 @@ def optimization_generate_encoded(job: OptimizationGenerateJob) -> tuple[Optimiz
     """optimization_jobs.optimization_generate, with the fitted states' bytes made in the worker."""
     result = optimization_generate(job)
     return result, encode_state(result.state)
+
+
+def encoded_job(job: GenerateJob | OptimizationGenerateJob) -> Callable[[Any], Any]:
+    """The pool function for a generate job: it returns (result, the fitted state's bytes)."""
+    return optimization_generate_encoded if isinstance(job, OptimizationGenerateJob) else generate_encoded
