@@ -5,8 +5,8 @@ Each condition starts a fresh server (subprocess on 127.0.0.1): "without" is a p
 serve`; the others are `psyserve serve --dashboard` (so /metrics instrumentation is on too) with
 4 strategy pages followed by a viewer process on this same machine:
   browser  headless chromium (Debian's, through Playwright), live-updating tables and plots;
-  sse      plain HTTP readers doing what the pages' network does (event feed, trial deltas, plot
-           images at the page's pace) without a browser: the server's share of the cost;
+  sse      plain HTTP readers doing what the pages' network does (the strategy's feed on the event
+           stream, plot images at the page's pace) without a browser: the server's share of the cost;
   idle     --dashboard on, no page open.
 The viewer runs in its own process, as a viewer does: never in the participants' event loop. The
 participants are psychophysics.py's (novel detection, 10 Sobol + 40 model trials, response time
@@ -42,7 +42,6 @@ from _harness import free_port, percentile, server_process
 from psychophysics import RunResult, run_participant
 
 CHROMIUM = "/usr/bin/chromium"
-PAGE_REFRESH_S = 0.7  # dashboard.js REFRESH_MS
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 
 
@@ -192,25 +191,14 @@ async def _chunks(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
 
 
 async def sse_page(dashboard: str, sid: int, loads: Counter[str], stop: asyncio.Event) -> None:
-    """What a strategy page's network does (dashboard.js), without a browser: follow /api/events;
-    when this strategy's mark moved, fetch its trials since the oldest pending one (at most every
-    PAGE_REFRESH_S); load the server-drawn model plot when its version changed, at most every 10 s."""
-    trials: dict[int, str] = {}
-    state: dict[str, Any] = {"mark": None, "version": None, "plot_version": None, "plot_at": 0.0, "plots": [], "params": False}
-    conn: list[Any] = []
-    dirty = asyncio.Event()
-    dirty.set()
-
-    def since() -> int:
-        if not state["params"] or not trials:
-            return 0
-        pending = [t for t, s in trials.items() if s == "pending"]
-        return min(pending) if pending else max(trials) + 1
-
+    """What a strategy page's network does (dashboard.js), without a browser: follow the strategy's
+    feed on /api/events?strategy=N&since=0 (the trials that changed, pushed); load the server-drawn
+    model plot when its version changed, at most every 10 s, beside the stream."""
+    state: dict[str, Any] = {"plot_version": None, "plot_at": 0.0}
     loading: list[asyncio.Future[None]] = []
     plot_conn: list[Any] = []
 
-    async def load_plots(kinds: list[str], version: str) -> None:  # the page's <img> loads: beside the table's fetches
+    async def load_plots(kinds: list[str], version: str) -> None:  # the page's <img> loads
         for kind in kinds:
             await _http_get(dashboard, f"/s/{sid}/plot/{kind}.png?v={version}", plot_conn)
             loads[f"plot images (page {sid})"] += 1
@@ -220,34 +208,12 @@ async def sse_page(dashboard: str, sid: int, loads: Counter[str], stop: asyncio.
         if not future.cancelled() and future.exception() is not None:
             loads[f"plot load failed (page {sid}): {type(future.exception()).__name__}"] += 1
 
-    async def refresher() -> None:
-        while not stop.is_set():
-            await dirty.wait()
-            dirty.clear()
-            t0 = time.monotonic()
-            status, body = await _http_get(dashboard, f"/api/strategies/{sid}?since={since()}", conn)
-            loads[f"table refreshes (page {sid})"] += 1
-            if status == 200:
-                data = json.loads(body)
-                if "parameters" in data:
-                    state["params"] = True
-                    trials.clear()
-                for t in data["trials"]:
-                    trials[t["id"]] = t["state"]
-                state["mark"] = data["strategy"]["mark"]
-                state["version"] = data["strategy"]["version"]
-                state["plots"] = data["plots"]
-            now = time.monotonic()
-            if state["plots"] and state["version"] != state["plot_version"] and now - state["plot_at"] >= 10.0 and not loading:
-                state["plot_version"], state["plot_at"] = state["version"], now
-                loading.append(asyncio.ensure_future(load_plots(list(state["plots"]), state["version"])))
-                loading[-1].add_done_callback(plots_loaded)
-            await asyncio.sleep(max(0.0, PAGE_REFRESH_S - (time.monotonic() - t0)))
-
     async def events() -> None:
         host, port = dashboard.split("//", 1)[1].split(":")
         reader, writer = await asyncio.open_connection(host, int(port))
-        writer.write(f"GET /api/events?strategy={sid} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n\r\n".encode())
+        writer.write(
+            f"GET /api/events?strategy={sid}&since=0 HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n\r\n".encode()
+        )
         await writer.drain()
         await _read_head(reader)
         buffer = b""
@@ -256,14 +222,19 @@ async def sse_page(dashboard: str, sid: int, loads: Counter[str], stop: asyncio.
                 buffer += chunk
                 while b"\n\n" in buffer:
                     event, buffer = buffer.split(b"\n\n", 1)
-                    if event.startswith(b"data: "):
-                        moved = json.loads(event[6:])
-                        if str(sid) in moved and moved[str(sid)] != state["mark"]:
-                            dirty.set()
+                    if not event.startswith(b"data: "):
+                        continue
+                    data = json.loads(event[6:])
+                    loads[f"feed messages (page {sid})"] += 1
+                    version, now = data["strategy"]["version"], time.monotonic()
+                    if data["plots"] and version != state["plot_version"] and now - state["plot_at"] >= 10.0 and not loading:
+                        state["plot_version"], state["plot_at"] = version, now
+                        loading.append(asyncio.ensure_future(load_plots(list(data["plots"]), version)))
+                        loading[-1].add_done_callback(plots_loaded)
         finally:
             writer.close()
 
-    tasks: list[asyncio.Future[None]] = [asyncio.ensure_future(refresher()), asyncio.ensure_future(events())]
+    tasks: list[asyncio.Future[None]] = [asyncio.ensure_future(events())]
     await stop.wait()
     tasks += loading
     for task in tasks:
@@ -318,9 +289,17 @@ async def view(kind: str, dashboard: str, pages: int, browser_nice: int) -> None
                 for sid, (page, cdp) in enumerate(opened, 1):  # what the pages loaded, from their own resource timing
                     urls = await page.evaluate("performance.getEntriesByType('resource').map(e => e.name)")
                     loads[f"plot images (page {sid})"] = sum("/plot/" in u for u in urls)
-                    loads[f"table refreshes (page {sid})"] = sum(f"/api/strategies/{sid}" in u for u in urls)
+                    loads[f"feed requests (page {sid})"] = sum(f"/api/strategies/{sid}" in u for u in urls)
                     metrics = {m["name"]: m["value"] for m in (await cdp.send("Performance.getMetrics"))["metrics"]}
-                    for name in ("TaskDuration", "ScriptDuration", "LayoutDuration", "RecalcStyleDuration", "Nodes", "LayoutCount", "RecalcStyleCount"):
+                    for name in (
+                        "TaskDuration",
+                        "ScriptDuration",
+                        "LayoutDuration",
+                        "RecalcStyleDuration",
+                        "Nodes",
+                        "LayoutCount",
+                        "RecalcStyleCount",
+                    ):
                         loads[f"renderer main thread: {name} (all pages)"] += round(metrics.get(name, 0.0), 2)
                 procs = _processes()
                 for pid in _descendants(procs, os.getpid()):

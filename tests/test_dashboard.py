@@ -24,6 +24,9 @@ from psyserve.app import ServerOptions
 TOKEN = "dashboard-test-token"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+# a headless page is always visible: these make the open page believe it is hidden (another tab), then shown
+HIDE = "() => { Object.defineProperty(document, 'hidden', {configurable: true, get: () => true}); document.dispatchEvent(new Event('visibilitychange')); }"
+SHOW = "() => { Object.defineProperty(document, 'hidden', {configurable: true, get: () => false}); document.dispatchEvent(new Event('visibilitychange')); }"
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +70,9 @@ def test_dashboard_in_a_browser(dash: ServerThread, tmp_path: Path) -> None:
 
     rng = random.Random(1)
     with pc.Client(dash.address, timeout=120, token=TOKEN) as client:
-        sid = client.configure(config_path=str(CONFIGS / "threshold_2d.ini"), config_name="P07", metadata={"participant_id": "P07"}).strategy_id
+        sid = client.configure(
+            config_path=str(CONFIGS / "threshold_2d.ini"), config_name="P07", metadata={"participant_id": "P07"}
+        ).strategy_id
         for _ in range(11):  # 10 Sobol trials and the first model trial
             trial = client.ask().trials[0]
             client.tell(trial_id=trial.trial_id, outcome=observer(trial, rng), session="s1")
@@ -133,6 +138,22 @@ def test_dashboard_in_a_browser(dash: ServerThread, tmp_path: Path) -> None:
                 shown_after = time.monotonic() - started
                 assert page.evaluate("() => window.notReloaded === true")
                 assert "note=late" in page.locator(f'tr[data-trial="{trial.trial_id}"]').inner_text()
+                # the row was added, then replaced, in place: one row per trial, newest first, and the
+                # changes came on the event stream (no feed request after the page loaded)
+                assert page.locator("tr[data-trial]").count() == told + 1
+                ids = page.locator("tr[data-trial]").evaluate_all("rows => rows.map(r => Number(r.dataset.trial))")
+                assert ids == sorted(ids, reverse=True) and ids[0] == trial.trial_id
+                requests = page.evaluate("() => performance.getEntriesByType('resource').map(e => e.name)")
+                assert not [u for u in requests if "/api/strategies" in u], requests
+                # a hidden page does no drawing; shown again, it catches up at once
+                page.evaluate(HIDE)
+                hidden_trial = client.ask().trials[0]
+                client.tell(trial_id=hidden_trial.trial_id, outcome=0)
+                page.wait_for_timeout(1500)  # a visible page would show it well within this
+                assert page.locator(f'tr[data-trial="{hidden_trial.trial_id}"]').count() == 0
+                page.evaluate(SHOW)
+                page.wait_for_selector(f'tr[data-trial="{hidden_trial.trial_id}"].completed', timeout=5_000)
+                assert page.locator("tr[data-trial]").count() == told + 2
                 assert shown_after < 2.0, f"the tell took {shown_after:.2f} s to appear"
                 print(f"tell visible on the page after {shown_after * 1000:.0f} ms")
                 # ... and in the page's history plot (redrawn at most every 2 s), without a new model plot
@@ -144,7 +165,7 @@ def test_dashboard_in_a_browser(dash: ServerThread, tmp_path: Path) -> None:
                 # CSV download with the session cookie
                 csv_text = page.request.get(f"{base}/s/{sid}/trials.csv").text()
                 lines = csv_text.strip().splitlines()
-                assert lines[0].startswith("strategy_id,strategy_name,trial_id") and len(lines) == told + 2
+                assert lines[0].startswith("strategy_id,strategy_name,trial_id") and len(lines) == told + 3
             finally:
                 browser.close()
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["strategies.png", "strategy.png", "wrong-token.png"]
@@ -200,10 +221,98 @@ def test_event_feed_of_one_strategy_and_assets(dash: ServerThread) -> None:
             connection.close()
     status, body = http_get(base + "/api/events?strategy=x", TOKEN)
     assert status == 400 and "strategy" in body
+    assert http_get(base + "/api/events?since=0", TOKEN)[0] == 400  # a feed is one strategy's
+    status, body = http_get(base + "/api/events?strategy=1&since=x", TOKEN)
+    assert status == 400 and "since" in body
+    assert http_get(base + "/api/events?strategy=999&since=0", TOKEN)[0] == 404
     assert http_get(base + "/api/events?strategy=1")[0] == 401
     with urllib.request.urlopen(base + "/static/dashboard.js?v=1", timeout=10) as response:
         assert response.headers["content-type"].startswith("text/javascript") and b"EventSource" in response.read()
     assert http_get(base + "/static/nope.js")[0] == 404
+
+
+def test_strategy_feed_on_the_event_stream(dash: ServerThread) -> None:
+    """`/api/events?strategy=N&since=0` (a strategy page): the whole feed first, then after each
+    change only the trials that can have changed (from the oldest pending one), no request needed."""
+    with pc.Client(dash.address, timeout=60, token=TOKEN) as client:
+        sid = client.configure(config_path=str(CONFIGS / "sobol_manual.ini")).strategy_id
+        for _ in range(2):
+            trial = client.ask(strategy_id=sid).trials[0]
+            client.tell(trial_id=trial.trial_id, outcome=1, strategy_id=sid)
+        connection = http.client.HTTPConnection("127.0.0.1", dash.running.dashboard_port, timeout=20)
+        try:
+            connection.request("GET", f"/api/events?strategy={sid}&since=0", headers={"Authorization": f"Bearer {TOKEN}"})
+            response = connection.getresponse()
+            assert response.status == 200 and response.headers["content-type"].startswith("text/event-stream")
+
+            def next_feed() -> dict[str, Any]:
+                while True:
+                    line = response.readline().decode().strip()
+                    if line.startswith("data: "):
+                        return dict(json.loads(line[6:]))
+
+            first = next_feed()
+            assert first["parameters"] and [(t["id"], t["state"]) for t in first["trials"]] == [
+                (2, "completed"),
+                (1, "completed"),
+            ]
+            pending = client.ask(strategy_id=sid).trials[0]
+            delta = next_feed()
+            assert "parameters" not in delta and delta["since"] == 3
+            assert [(t["id"], t["state"]) for t in delta["trials"]] == [(pending.trial_id, "pending")]
+            client.tell(trial_id=pending.trial_id, outcome=0, strategy_id=sid, note="x")
+            delta = next_feed()  # the pending trial again, now told
+            assert delta["since"] == pending.trial_id and delta["strategy"]["trials_completed"] == 3
+            assert [(t["id"], t["state"], t["metadata"]) for t in delta["trials"]] == [
+                (pending.trial_id, "completed", {"note": "x"})
+            ]
+        finally:
+            connection.close()
+
+
+def _dashboard_app(srv: ServerThread) -> Any:
+    return next(x.dashboard for x in srv.running.extra if hasattr(x, "dashboard"))
+
+
+def test_pages_of_one_strategy_share_feed_snapshots_and_plot_draws(dash: ServerThread) -> None:
+    """Several pages on one strategy: one feed snapshot per change (the same trials to each, only
+    "now" differs), and concurrent plot requests share one draw."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    base = base_url(dash)
+    app = _dashboard_app(dash)
+    with pc.Client(dash.address, timeout=60, token=TOKEN) as client:
+        sid = client.configure(config_path=str(CONFIGS / "sobol_manual.ini")).strategy_id
+        for _ in range(3):
+            trial = client.ask(strategy_id=sid).trials[0]
+            client.tell(trial_id=trial.trial_id, outcome=1, strategy_id=sid)
+        built = app.feeds.built
+        answers = [json.loads(http_get(f"{base}/api/strategies/{sid}?since=2", TOKEN)[1]) for _ in range(5)]
+        assert app.feeds.built == built + 1  # five pages, one snapshot
+        assert all({**a, "now": 0} == {**answers[0], "now": 0} for a in answers)
+        assert [t["id"] for t in answers[0]["trials"]] == [3, 2] and "parameters" not in answers[0]
+        assert json.loads(http_get(f"{base}/api/strategies/{sid}", TOKEN)[1])["parameters"]  # another `since`: its own
+        assert app.feeds.built == built + 2
+        trial = client.ask(strategy_id=sid).trials[0]  # the mark moves: the next answer shows the new trial
+        after = json.loads(http_get(f"{base}/api/strategies/{sid}?since=2", TOKEN)[1])
+        assert (after["trials"][0]["id"], after["trials"][0]["state"]) == (trial.trial_id, "pending")
+        assert app.feeds.built == built + 3
+
+        def plot(_: int) -> bytes:
+            request = urllib.request.Request(f"{base}/s/{sid}/plot/history.png", headers={"Authorization": f"Bearer {TOKEN}"})
+            with urllib.request.urlopen(request, timeout=60) as response:
+                assert response.status == 200 and response.headers["content-type"] == "image/png"
+                return bytes(response.read())
+
+        for _ in range(2):  # six pages asking at once, twice (a tell between): at most one draw each time
+            client.tell(trial_id=trial.trial_id, outcome=0, strategy_id=sid)
+            draws = app.renderer.draws[(sid, "history")]
+            with ThreadPoolExecutor(6) as pool:
+                images = list(pool.map(plot, range(6)))
+            assert len(set(images)) == 1 and images[0].startswith(b"\x89PNG")
+            assert app.renderer.draws[(sid, "history")] - draws <= 1
+            trial = client.ask(strategy_id=sid).trials[0]
+        assert app.renderer.draws[(sid, "history")] >= 1
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -243,7 +352,9 @@ def test_metrics_move_with_rpcs(dash: ServerThread) -> None:
     assert moved("psyserve_strategies_live", finished="false") == 1
     assert _value(after, "psyserve_compute_queue_length") >= 0
     # the browser test's model asks: each one precomputed or computed, and the worker's jobs timed
-    asks = _value(after, "psyserve_model_asks_total", source="precomputed") + _value(after, "psyserve_model_asks_total", source="computed")
+    asks = _value(after, "psyserve_model_asks_total", source="precomputed") + _value(
+        after, "psyserve_model_asks_total", source="computed"
+    )
     assert asks == sum(s.model_asks for s in dash.running.service.list_strategies())
     jobs = sum(v for (name, _), v in after.items() if name == "psyserve_compute_job_duration_seconds_count")
     assert jobs >= 1 or asks == 0
@@ -275,7 +386,9 @@ def test_json_request_log(tmp_path: Path) -> None:
 
 def test_dashboard_on_the_http_port(tmp_path: Path) -> None:
     """With --http-port the dashboard and /metrics are mounted on the HTTP port, beside the API."""
-    srv = ServerThread(ServerOptions(port=0, db=str(tmp_path / "h.db"), models=False, dashboard=True, http_port=0, auth_token=TOKEN))
+    srv = ServerThread(
+        ServerOptions(port=0, db=str(tmp_path / "h.db"), models=False, dashboard=True, http_port=0, auth_token=TOKEN)
+    )
     try:
         assert srv.running.dashboard_port is None and srv.running.http is not None
         base = f"http://127.0.0.1:{srv.running.http.port}"

@@ -24,6 +24,7 @@ import os
 import socket
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -52,12 +53,13 @@ _ASSETS = {
     "style.css": ((STATIC / "style.css").read_bytes(), "text/css; charset=utf-8"),
 }
 COOKIE = "psyserve_session"
-ASSET_VERSION = "3"
+ASSET_VERSION = "4"
 WATCH_SECONDS = 0.2  # how often the watcher looks for changes (pages update within a second)
 # Server-drawn plots (the trial history is drawn by the page itself from the trial feed): at most one
 # redraw per strategy and plot this often, and only when what they show changed (version_of).
 TRIAL_PLOT_SECONDS = 5.0  # plots of the trials only (best so far, sweep)
 MODEL_PLOT_SECONDS = 10.0  # plots that need a model query (field, slice, utility)
+RETRY_SECONDS = 2.0  # a plot that could not be drawn (no model yet) is tried again at most this often
 RENDER_TIMEOUT = 30.0
 MAX_TABLE_ROWS = 500
 _SECURITY_HEADERS = {
@@ -150,11 +152,15 @@ class _Cached:
 @dataclass
 class Renderer:
     """Draws plots in one separate process, caches them per strategy, plot and data version, and
-    redraws a plot at most every TRIAL_PLOT_SECONDS (MODEL_PLOT_SECONDS when it needs the model)."""
+    redraws a plot at most every TRIAL_PLOT_SECONDS (MODEL_PLOT_SECONDS when it needs the model):
+    however many pages watch a strategy, they share one draw (one that failed, e.g. no model yet,
+    is tried again at most every RETRY_SECONDS). `draws` counts the draws started, by (strategy, plot)."""
 
     service: ExperimentService
     cache: dict[tuple[int, str], _Cached] = field(default_factory=dict)
     inflight: dict[tuple[int, str], asyncio.Future[bytes]] = field(default_factory=dict)
+    failed: dict[tuple[int, str], tuple[float, Exception]] = field(default_factory=dict)
+    draws: Counter[tuple[int, str]] = field(default_factory=Counter)
     executor: ProcessPoolExecutor | None = None
 
     def _executor(self) -> ProcessPoolExecutor:
@@ -181,8 +187,12 @@ class Renderer:
             return cached.body, False
         future = self.inflight.get(key)
         if future is None:
+            failure = self.failed.get(key)
+            if failure is not None and time.monotonic() - failure[0] < RETRY_SECONDS:
+                raise failure[1].with_traceback(None)  # the last try's answer: no new try sooner
             future = asyncio.ensure_future(self._draw(strategy_id, kind, version))
             self.inflight[key] = future
+            self.draws[key] += 1
             future.add_done_callback(lambda _: self.inflight.pop(key, None))
         try:
             return await asyncio.wait_for(asyncio.shield(future), RENDER_TIMEOUT), True
@@ -192,11 +202,16 @@ class Renderer:
             raise Unavailable("the plot is still being drawn (the compute pool is busy): try again shortly") from None
 
     async def _draw(self, strategy_id: int, kind: str, version: str) -> bytes:
-        data = await plot_data(self.service, strategy_id)
-        planned = plan(data, kind)
-        predictions = await predict(self.service, strategy_id, planned, background=True)
-        loop = asyncio.get_running_loop()
-        body = await loop.run_in_executor(self._executor(), figure_bytes, data, planned, predictions, "png", (8, 5))
+        try:
+            data = await plot_data(self.service, strategy_id)
+            planned = plan(data, kind)
+            predictions = await predict(self.service, strategy_id, planned, background=True)
+            loop = asyncio.get_running_loop()
+            body = await loop.run_in_executor(self._executor(), figure_bytes, data, planned, predictions, "png", (8, 5))
+        except (PlotError, FailedPrecondition) as exc:  # not drawable (yet): the same answer until retried
+            self.failed[(strategy_id, kind)] = (time.monotonic(), exc)
+            raise
+        self.failed.pop((strategy_id, kind), None)
         self.cache[(strategy_id, kind)] = _Cached(version, body, time.monotonic())
         return body
 
@@ -206,6 +221,55 @@ class Renderer:
         if self.executor is not None:
             self.executor.shutdown(wait=False, cancel_futures=True)
             self.executor = None
+
+
+# ---------------------------------------------------------------------- trial feed snapshots
+@dataclass(frozen=True)
+class _Feed:
+    """One answer of a strategy's feed: the change mark it shows, its JSON (without "now") and the
+    (id, state) of the trials in it."""
+
+    mark: int
+    body: bytes
+    trials: tuple[tuple[int, str], ...]
+
+
+def _stamped(body: bytes) -> bytes:
+    """A shared feed answer with the time of sending in front (the page ages "last activity" by it)."""
+    return b'{"now":' + repr(time.time()).encode() + b"," + body[1:]
+
+
+class FeedCache:
+    """The strategy feed's answers per strategy and `since`, kept while the strategy's change mark
+    stays the same: N pages watching one strategy cost one snapshot per change, not N. At most
+    PER_STRATEGY answers per strategy (the newest); a moved mark drops them all."""
+
+    PER_STRATEGY = 8
+
+    def __init__(self) -> None:
+        self.entries: dict[int, tuple[int, dict[int, _Feed]]] = {}
+        self.built = 0  # snapshots built (for tests and benchmarks)
+        self.served = 0  # answers served from a snapshot
+
+    def get(self, strategy_id: int, mark: int | None, since: int) -> _Feed | None:
+        entry = self.entries.get(strategy_id)
+        if mark is None or entry is None or entry[0] != mark:
+            return None
+        feed = entry[1].get(since)
+        if feed is not None:
+            self.served += 1
+        return feed
+
+    def put(self, strategy_id: int, since: int, feed: _Feed) -> None:
+        self.built += 1
+        entry = self.entries.get(strategy_id)
+        if entry is None or entry[0] != feed.mark:
+            entry = (feed.mark, {})
+            self.entries[strategy_id] = entry
+        answers = entry[1]
+        answers[since] = feed
+        while len(answers) > self.PER_STRATEGY:
+            del answers[next(iter(answers))]
 
 
 # ---------------------------------------------------------------------- access
@@ -253,7 +317,7 @@ def _login_page(message: str, next_path: str) -> str:
         f"<p class=error>{html.escape(message)}</p>"
         '<form method=post action="/login" class=login>'
         f'<input type=hidden name=next value="{html.escape(next_path)}">'
-        '<label>Server token <input type=password name=token autocomplete=current-password autofocus></label>'
+        "<label>Server token <input type=password name=token autocomplete=current-password autofocus></label>"
         "<button type=submit>Open dashboard</button></form>",
     )
 
@@ -318,12 +382,15 @@ def _parameter_json(p: Parameter) -> dict[str, Any]:
 class DashboardApp:
     """The ASGI app. `app` is the Starlette application; mount it or serve it with DashboardServer."""
 
-    def __init__(self, service: ExperimentService, token: str | None = None, metrics: Metrics | None = None, secure_cookie: bool = False) -> None:
+    def __init__(
+        self, service: ExperimentService, token: str | None = None, metrics: Metrics | None = None, secure_cookie: bool = False
+    ) -> None:
         self.service = service
         self.access = Access(token)
         self.metrics = metrics
         self.secure_cookie = secure_cookie
         self.watcher = Watcher(service)
+        self.feeds = FeedCache()
         self.renderer = Renderer(service)
         self.renderer.warm()
         # Starlette's streaming responses (the event feed) import anyio's asyncio backend at their first
@@ -378,7 +445,9 @@ class DashboardApp:
             return None
         if page:
             return HTMLResponse(_login_page("This dashboard needs the server's token.", request.url.path), status_code=401)
-        return JSONResponse({"error": "unauthenticated: sign in at /login or send 'authorization: Bearer <token>'"}, status_code=401)
+        return JSONResponse(
+            {"error": "unauthenticated: sign in at /login or send 'authorization: Bearer <token>'"}, status_code=401
+        )
 
     async def login(self, request: Request) -> Response:
         if request.method == "GET":
@@ -433,10 +502,50 @@ class DashboardApp:
         marks = self.service.change_marks()
         return JSONResponse({"now": time.time(), "strategies": [_strategy_json(v, marks.get(v.strategy_id, 0)) for v in views]})
 
+    async def _feed(self, sid: int, since: int) -> _Feed:
+        """The strategy's feed answer from trial `since` on: shared by every page watching it
+        while its change mark stays put (FeedCache). Raises NotFound."""
+        feed = self.feeds.get(sid, self.service.change_marks().get(sid), since)
+        if feed is not None:
+            return feed
+        shape = await plot_data(self.service, sid, with_trials=False)  # brings an evicted strategy back
+        trials = await self.service.list_trials(sid, since=since)
+        view = self.service.resume(strategy_id=sid)
+        # from here on nothing awaits: the trials, the view and the mark are one state
+        mark = self.service.change_marks().get(sid, 0)
+        main = default_kind(shape)
+        trials.sort(key=lambda t: -t.trial_id)
+        trials = trials[:MAX_TABLE_ROWS]
+        answer: dict[str, Any] = {
+            "strategy": _strategy_json(view, mark),
+            "phases": [
+                {
+                    "name": p.name,
+                    "generator": p.generator,
+                    "model": p.model,
+                    "acqf": p.acqf,
+                    "asks": p.asks,
+                    "finished": p.finished,
+                }
+                for p in view.phases
+            ],
+            "plots": [] if main == "history" else [main],  # the page draws the history itself
+            "since": since,
+            "trials": [_trial_json(t) for t in trials],
+        }
+        if not since:
+            answer["parameters"] = [_parameter_json(p) for p in shape.parameters]
+            answer["outcome_type"] = shape.outcome_type
+        body = json.dumps(answer, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        feed = _Feed(mark, body, tuple((t.trial_id, t.state) for t in trials))
+        self.feeds.put(sid, since, feed)
+        return feed
+
     async def api_strategy(self, request: Request) -> Response:
         """One strategy: its summary, the server-drawn plot kinds and its trials; with `?since=N`
-        only the trials with id >= N (the page asks from its oldest pending trial on: a delta), and
-        the parameters only without it."""
+        only the trials with id >= N (a delta: from the oldest trial that can still change), and
+        the parameters only without it. (A strategy page gets the same answers pushed to it by
+        /api/events?strategy=N&since=0.)"""
         if (denied := self._denied(request, page=False)) is not None:
             return denied
         sid = int(request.path_params["sid"])
@@ -445,30 +554,18 @@ class DashboardApp:
         except ValueError:
             return JSONResponse({"error": "since: must be an integer trial id"}, status_code=400)
         try:
-            shape = await plot_data(self.service, sid, with_trials=False)  # brings an evicted strategy back
-            trials = await self.service.list_trials(sid, since=since)
-            view = self.service.resume(strategy_id=sid)
+            feed = await self._feed(sid, since)
         except NotFound as exc:
             return JSONResponse({"error": exc.message}, status_code=404)
-        main = default_kind(shape)
-        trials.sort(key=lambda t: -t.trial_id)
-        answer: dict[str, Any] = {
-            "now": time.time(),
-            "strategy": _strategy_json(view, self.service.change_marks().get(sid, 0)),
-            "phases": [{"name": p.name, "generator": p.generator, "model": p.model, "acqf": p.acqf, "asks": p.asks, "finished": p.finished} for p in view.phases],
-            "plots": [] if main == "history" else [main],  # the page draws the history itself
-            "since": since,
-            "trials": [_trial_json(t) for t in trials[:MAX_TABLE_ROWS]],
-        }
-        if not since:
-            answer["parameters"] = [_parameter_json(p) for p in shape.parameters]
-            answer["outcome_type"] = shape.outcome_type
-        return JSONResponse(answer)
+        return Response(_stamped(feed.body), media_type="application/json")
 
     async def events(self, request: Request) -> Response:
         """Server-sent events: the strategies' change marks, all at first, then those that moved
         (whenever any did, at most every WATCH_SECONDS; a comment every 15 s keeps the connection
-        open). `?strategy=N`: only strategy N's mark (a strategy page follows only its own)."""
+        open). `?strategy=N`: only strategy N's mark. `?strategy=N&since=S` (a strategy page): the
+        strategy's feed itself instead of its mark, first from trial S on (0: everything, with the
+        parameters), then, whenever its mark moved, the trials that changed since (from the oldest
+        trial still pending): a page needs no request per change."""
         if (denied := self._denied(request, page=False)) is not None:
             return denied
         only: int | None = None
@@ -477,6 +574,19 @@ class DashboardApp:
                 only = int(request.query_params["strategy"])
             except ValueError:
                 return JSONResponse({"error": "strategy: must be an integer strategy id"}, status_code=400)
+        headers = {"X-Accel-Buffering": "no"}
+        if "since" in request.query_params:
+            try:
+                since = int(request.query_params["since"])
+            except ValueError:
+                return JSONResponse({"error": "since: must be an integer trial id"}, status_code=400)
+            if only is None:
+                return JSONResponse({"error": "since: only with strategy (the feed of one strategy)"}, status_code=400)
+            try:
+                first = await self._feed(only, since)
+            except NotFound as exc:
+                return JSONResponse({"error": exc.message}, status_code=404)
+            return StreamingResponse(self._feed_stream(only, since, first), media_type="text/event-stream", headers=headers)
 
         async def stream() -> AsyncIterator[str]:
             async with self.watcher.listening():
@@ -492,7 +602,28 @@ class DashboardApp:
                     elif not await self.watcher.wait(15.0):
                         yield ": keep-alive\n\n"
 
-        return StreamingResponse(stream(), media_type="text/event-stream", headers={"X-Accel-Buffering": "no"})
+        return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+    async def _feed_stream(self, sid: int, since: int, feed: _Feed) -> AsyncIterator[bytes]:
+        """One strategy page's feed: `feed` first, then a delta whenever the strategy's mark moved.
+        Each delta starts at the oldest trial this stream has sent as pending (or after the newest
+        sent), as the page's own `since` would: a trial is sent again until it is settled."""
+        known: dict[int, str] = {}
+        async with self.watcher.listening():
+            while True:
+                yield b"data: " + _stamped(feed.body) + b"\n\n"
+                known.update(feed.trials)
+                if known:
+                    pending = [t for t, state in known.items() if state == "pending"]
+                    since = min(pending) if pending else max(known) + 1
+                    known = {t: state for t, state in known.items() if t >= since}
+                while self.watcher.marks.get(sid, 0) <= feed.mark:  # marks only grow; the watcher's may lag
+                    if not await self.watcher.wait(15.0):
+                        yield b": keep-alive\n\n"
+                try:
+                    feed = await self._feed(sid, since)
+                except NotFound:
+                    return
 
     async def csv(self, request: Request) -> Response:
         if (denied := self._denied(request, page=False)) is not None:
@@ -505,7 +636,9 @@ class DashboardApp:
         out = io.StringIO()
         write_csv(trial_rows(self.service, sid), columns(self.service, sid), out)
         return Response(
-            out.getvalue(), media_type="text/csv; charset=utf-8", headers={"Content-Disposition": f'attachment; filename="strategy-{sid}-trials.csv"'}
+            out.getvalue(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="strategy-{sid}-trials.csv"'},
         )
 
     async def plot(self, request: Request) -> Response:

@@ -1,17 +1,19 @@
 // psyserve dashboard: renders the JSON feeds into the page and follows /api/events (server-sent events).
 // Plain browser JavaScript, no build step and no library. Read-only: it never changes the experiment.
-// Cheap for the server by design: the events carry only the change marks that moved, a strategy page
-// asks only for the trials that can have changed (?since=its oldest pending trial), draws the trial
-// history itself (SVG), and loads a server-drawn model plot only when the told data changed, at most
-// every MODEL_PLOT_MS and only while the page is visible.
+// Cheap for the server and the browser by design: the list's events carry only the change marks that
+// moved; a strategy page's event stream carries its feed itself (the trials that changed, no request
+// per change); the page redraws at most every REFRESH_MS and only while visible, appends and replaces
+// only the changed rows, draws the trial history itself (SVG, in place), and loads a server-drawn
+// model plot only when the told data changed, at most every MODEL_PLOT_MS and only while visible.
 "use strict";
 
 (function () {
   const body = document.body;
   const page = body.dataset.page;
   const live = document.getElementById("live");
-  const REFRESH_MS = 700; // at most one feed request per page this often (a tell still shows within a second:
-  // the server looks for changes every 0.2 s)
+  const REFRESH_MS = 700; // a strategy page is redrawn at most this often (a tell still shows within a
+  // second: the server looks for changes every 0.2 s)
+  const ASK_MS = 2000; // a change that is only new asks (pending trials) is shown within this
   const LIST_REFRESH_MS = 1000;
   const HISTORY_MS = 2000; // the history SVG is updated at most this often
   const MODEL_PLOT_MS = 10000; // the server redraws a model plot at most this often (app.py)
@@ -60,8 +62,8 @@
   }
 
   // Calls onMarks with the strategies whose change mark moved ({id: mark}).
-  function follow(onMarks, strategy) {
-    const source = new EventSource("/api/events" + (strategy ? "?strategy=" + encodeURIComponent(strategy) : ""));
+  function follow(onMarks) {
+    const source = new EventSource("/api/events");
     source.onopen = () => live.classList.add("on");
     source.onerror = () => live.classList.remove("on");
     source.onmessage = (event) => onMarks(JSON.parse(event.data));
@@ -137,17 +139,6 @@
   let historyDrawn = 0;
   let historyTimer = null;
   const historyDirty = new Set(); // trials received since the history was last drawn
-
-  function since() {
-    if (parameters === null || trials.size === 0) return 0;
-    let oldestPending = Infinity;
-    let newest = 0;
-    for (const t of trials.values()) {
-      if (t.state === "pending" && t.id < oldestPending) oldestPending = t.id;
-      if (t.id > newest) newest = t.id;
-    }
-    return oldestPending === Infinity ? newest + 1 : oldestPending;
-  }
 
   function loadPlot(kind) {
     const state = plotState[kind];
@@ -383,35 +374,62 @@
     hist.label.textContent = "trial " + first + "–" + last;
   }
 
+  // Drawn in the same task as the table when due (one frame for both), else left for a later
+  // redraw; a timer draws what is left when none comes.
   function refreshHistory() {
+    if (Date.now() - historyDrawn >= HISTORY_MS) {
+      clearTimeout(historyTimer);
+      drawHistory();
+      return;
+    }
     if (historyTimer) return;
-    historyTimer = setTimeout(drawHistory, Math.max(0, historyDrawn + HISTORY_MS - Date.now()));
+    historyTimer = setTimeout(() => {
+      historyTimer = null;
+      if (!document.hidden) drawHistory(); // else drawn when shown again (renderStrategy)
+    }, historyDrawn + HISTORY_MS + 1000 - Date.now());
   }
 
-  async function renderStrategy() {
-    const data = await getJSON("/api/strategies/" + sid + "?since=" + since());
+  // The feed arrives on the event stream (/api/events?strategy=N&since=0): everything first, then
+  // the trials that changed. Each message is merged at once; the page is redrawn at most every
+  // REFRESH_MS (one frame for the table, the summary and, when due, the history) and not at all
+  // while the document is hidden (it catches up when shown again).
+  let latest = null; // the newest feed message
+  const changed = new Set(); // trials received since the table was last drawn
+
+  function receive(data) {
     if (data.parameters) {
       parameters = data.parameters;
       outcomeType = data.outcome_type;
       trials.clear();
+      columns = ""; // a full answer (first, or after a reconnect): the table is rebuilt
+      hist = null;
     }
     phases = data.phases;
     for (const t of data.trials) {
       trials.set(t.id, t);
+      changed.add(t.id);
       historyDirty.add(t.id);
     }
     if (trials.size > MAX_ROWS) {
       const keep = new Set([...trials.keys()].sort((a, b) => b - a).slice(0, MAX_ROWS));
       for (const id of [...trials.keys()]) if (!keep.has(id)) trials.delete(id);
     }
+    latest = data;
+  }
+
+  async function renderStrategy() {
+    if (latest === null || document.hidden) return;
+    const data = latest;
     mark = data.strategy.mark;
     plotVersion = data.strategy.version;
     body.dataset.version = plotVersion;
     renderSummary(data);
-    renderTrials(data.trials);
+    const received = [...changed].map((id) => trials.get(id)).filter((t) => t !== undefined);
+    changed.clear();
+    renderTrials(received);
     ensurePlots(data.plots);
     for (const kind of data.plots) refreshPlot(kind);
-    if (data.trials.length || !document.querySelector("#plot-history svg")) refreshHistory();
+    if (historyDirty.size || !document.querySelector("#plot-history svg")) refreshHistory();
   }
 
   // ---------------------------------------------------------------- wiring
@@ -425,12 +443,31 @@
     history.append(el("div", { id: "plot-history", class: "svgplot" }), el("figcaption", {}, "history (drawn in the page)"));
     document.getElementById("plots").appendChild(history);
     const refresh = throttled(renderStrategy, REFRESH_MS);
-    refresh();
-    follow((moved) => {
-      if (moved[sid] !== undefined && moved[sid] !== mark) refresh();
-    }, sid);
+    const source = new EventSource("/api/events?strategy=" + encodeURIComponent(sid) + "&since=0");
+    source.onopen = () => live.classList.add("on");
+    let later = null; // a redraw left for a change that is only new asks
+    const redraw = () => {
+      clearTimeout(later);
+      later = null;
+      refresh();
+    };
+    source.onmessage = (event) => {
+      const data = JSON.parse(event.data);
+      receive(data);
+      // a tell (a trial that settled) or a full answer: redrawn now (at most every REFRESH_MS); new
+      // pending trials alone: within ASK_MS, or with the tell that usually follows sooner (one frame)
+      if (data.parameters || data.trials.some((t) => t.state !== "pending") || mark === null) redraw();
+      else if (later === null) later = setTimeout(redraw, ASK_MS);
+    };
+    source.onerror = () => {
+      live.classList.remove("on");
+      // closed for good (an error status, e.g. signed out): the JSON feed says which, and where to go
+      if (source.readyState === EventSource.CLOSED) getJSON("/api/strategies/" + sid + "?since=0").catch((e) => console.warn(e));
+    };
     document.addEventListener("visibilitychange", () => {
-      if (!document.hidden) for (const kind of Object.keys(plotState)) refreshPlot(kind);
+      if (document.hidden) return;
+      refresh();
+      for (const kind of Object.keys(plotState)) refreshPlot(kind);
     });
   }
 })();
