@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 import psyserve_client as pc
-from conftest import free_port, spawn_server
+from conftest import ServerThread, free_port, spawn_server
+from psyserve.app import ServerOptions
 
 CONFIG = """
 [common]
@@ -158,3 +160,38 @@ def test_seeded_run_repeats_exactly_across_client_path_speculation_restart_and_e
         proc.kill(signal.SIGTERM)
     differing = [i for i, (ours, theirs) in enumerate(zip(seen, reference, strict=True)) if ours != theirs]
     assert not differing, f"trials {differing} differ (bit for bit) from the reference run"
+
+
+def test_an_ask_that_was_not_recorded_leaves_the_run_as_it_was(tmp_path: Path) -> None:
+    """A model ask whose journal commit fails is answered UNAVAILABLE and changes nothing: the fit
+    it computed is not the one the next fits warm-start from, so the run goes on as if the failed
+    ask had never been made (the same stimuli as a run without the failure)."""
+    server = ServerThread(ServerOptions(host="127.0.0.1", port=0, db=str(tmp_path / "j.db"), workers=1))
+    journal = server.running.service.journal
+
+    def pragma(statement: str) -> None:
+        async def run() -> None:
+            await journal._db.execute(statement)
+
+        server.call(run())
+
+    def play(client: pc.Client, sid: int, fail_at: int | None) -> list[list[float]]:
+        seen = []
+        for i in range(TRIALS):
+            if i == fail_at:  # a model ask computed, then refused by the journal (SQLITE_READONLY)
+                pragma("PRAGMA query_only=1")
+                with pytest.raises(pc.UnavailableError, match="journal unavailable"):
+                    client.ask(strategy_id=sid)
+                pragma("PRAGMA query_only=0")
+            trial = client.ask(strategy_id=sid).trials[0]
+            x = [trial.params["x0"], trial.params["x1"]]
+            seen.append(x)
+            client.tell(trial_id=trial.trial_id, outcome=answer(x, i), strategy_id=sid)
+        return seen
+
+    try:
+        with pc.Client(server.address, timeout=60) as client:
+            reference = play(client, client.configure(config_str=CONFIG).strategy_id, None)
+            assert play(client, client.configure(config_str=CONFIG).strategy_id, 4) == reference
+    finally:
+        server.stop()
