@@ -471,6 +471,17 @@ def markdown_table(rows: list[tuple[str, Paired]]) -> str:
     return "\n".join(out)
 
 
+def checkout_commit() -> str:
+    """This checkout's commit, "+dirty" when its tracked files differ from it ("" outside git)."""
+    root = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return head + ("+dirty" if head and dirty.strip() else "")
+
+
 def load_scores(path: Path) -> dict[tuple[str, str, int], Score]:
     """Per-seed scores written by --save: {(side, case, seed): Score} (the last line wins)."""
     out: dict[tuple[str, str, int], Score] = {}
@@ -528,10 +539,12 @@ def main() -> None:
         return
     print(f"== paired accuracy benchmark, seeds {seeds}, {time.strftime('%Y-%m-%d %H:%M')}, load {os.getloadavg()[0]:.1f}")
 
+    commit = checkout_commit()
+
     def save(side: str, name: str, seed: int, score: Score) -> None:
-        if args.save:
+        if args.save:  # with the commit: a seed's score repeats exactly only at the same code
             with open(args.save, "a") as out:
-                out.write(json.dumps({"side": side, "case": name, "seed": seed, "score": score.__dict__}) + "\n")
+                out.write(json.dumps({"side": side, "case": name, "seed": seed, "score": score.__dict__, "commit": commit}) + "\n")
 
     for name in args.cases:
         case = CASES[name]

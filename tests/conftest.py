@@ -85,10 +85,11 @@ class ServerProcess:
         return self.proc.wait(30)
 
 
-def spawn_server(db: str, log: Path, *extra: str, port: int | None = None) -> ServerProcess:
-    """Start `python -m psyserve serve` as a subprocess and wait until it accepts RPCs."""
+def spawn_server(db: str, log: Path, *extra: str, port: int | None = None, env: dict[str, str] | None = None) -> ServerProcess:
+    """Start `python -m psyserve serve` as a subprocess (`env`: extra environment variables) and
+    wait until it accepts RPCs."""
     port = port or free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "psyserve", "serve", "--host", "127.0.0.1", "--port", str(port), "--db", db, *extra],

@@ -14,7 +14,7 @@ import pytest
 import psyserve_client as pc
 from conftest import CONFIGS, ServerThread
 from psyserve.app import ServerOptions
-from psyserve.journal import SCHEMA_VERSION, Event, Journal, JournalError
+from psyserve.journal import SCHEMA_VERSION, Event, Journal, JournalError, ModelStateWrite
 
 CONFIG = (CONFIGS / "sobol_manual.ini").read_text()
 
@@ -63,6 +63,26 @@ async def test_group_over_sqlite_variable_limit(tmp_path: Path) -> None:
         events = await journal.load()
         assert len(events) == 10_000 and journal.events_written == 10_000
         assert [e.trial_id for e in events if e.strategy_id == 2] == list(range(1, 3001))
+    finally:
+        await journal.close()
+
+
+async def test_model_state_is_committed_with_its_ask_and_replaced_by_the_next(tmp_path: Path) -> None:
+    """A model ask's state is written in the ask's own transaction: it is there exactly when the
+    ask is (a failed group leaves neither), and one row per strategy holds the latest."""
+    journal = await Journal.open(tmp_path / "j.db")
+    try:
+        assert await journal.model_state(1) is None
+        await journal.append([ask_event(1), ask_event(2)], ModelStateWrite(1, 2, b"\x00first"))
+        await asyncio.gather(
+            journal.append([ask_event(3)], ModelStateWrite(1, 3, b"second")),
+            journal.append([ask_event(1, strategy_id=2)], ModelStateWrite(2, 1, b"other")),
+        )
+        assert await journal.model_state(1) == (3, b"second") and await journal.model_state(2) == (1, b"other")
+        with pytest.raises(JournalError):  # trial 3's ask again: the UNIQUE index refuses it
+            await journal.append([ask_event(3)], ModelStateWrite(1, 3, b"never"))
+        assert await journal.model_state(1) == (3, b"second")
+        assert [e.trial_id for e in await journal.load(1)] == [1, 2, 3]
     finally:
         await journal.close()
 

@@ -181,7 +181,8 @@ class DaskComputePool:
         except Exception as exc:  # the job's own error, raised in the worker
             self._settle(job, exc=exc)
         else:
-            compute = float(getattr(result, "fit_seconds", 0.0) or 0.0) + float(getattr(result, "generate_seconds", 0.0) or 0.0)
+            timed = result[0] if isinstance(result, tuple) else result  # generate jobs: (result, state bytes)
+            compute = float(getattr(timed, "fit_seconds", 0.0) or 0.0) + float(getattr(timed, "generate_seconds", 0.0) or 0.0)
             if compute:
                 self.overhead_seconds.append(max(0.0, time.perf_counter() - submitted_at - compute))
                 del self.overhead_seconds[:-1000]

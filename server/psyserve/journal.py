@@ -4,7 +4,10 @@ Owns the schema, durability settings and the writer task; knows nothing of strat
 models or transports. `append` returns only after the events are committed (WAL, synchronous=FULL).
 Beside the events it keeps one summary row per evicted strategy (`snapshots`): a cache for listing
 strategies without replaying them, never a source of truth (a row is trusted only while its
-`last_seq` is still the strategy's last event).
+`last_seq` is still the strategy's last event), and one model state per strategy (`model_states`):
+the opaque bytes the model engine hands in with a model ask, written in the same transaction as
+that ask's events, which a rebuilt strategy's fits continue from (trusted only while its `trial_id`
+is still that of the strategy's last model ask).
 """
 
 from __future__ import annotations
@@ -44,6 +47,12 @@ CREATE TABLE IF NOT EXISTS snapshots (
     last_seq     INTEGER NOT NULL,
     created_at   REAL    NOT NULL,
     summary      TEXT    NOT NULL CHECK (json_valid(summary))
+);
+CREATE TABLE IF NOT EXISTS model_states (
+    strategy_id  INTEGER PRIMARY KEY,
+    trial_id     INTEGER NOT NULL,
+    created_at   REAL    NOT NULL,
+    state        BLOB    NOT NULL
 );
 """
 
@@ -121,6 +130,16 @@ class _SnapshotWrite:
 
 
 @dataclass(frozen=True)
+class ModelStateWrite:
+    """A strategy's model state (opaque bytes) to store with the events of the ask it was served
+    with, in their transaction; `trial_id`: that ask's last trial."""
+
+    strategy_id: int
+    trial_id: int
+    state: bytes
+
+
+@dataclass(frozen=True)
 class Event:
     strategy_id: int
     kind: str
@@ -145,6 +164,7 @@ def decode_rows(rows: Iterable[tuple[Any, ...]]) -> list[Event]:
 
 
 _INSERT = "INSERT INTO events (strategy_id, kind, trial_id, created_at, payload) VALUES (?, ?, ?, ?, ?)"
+_INSERT_STATE = "INSERT OR REPLACE INTO model_states (strategy_id, trial_id, created_at, state) VALUES (?, ?, ?, ?)"
 _ROWS_PER_STATEMENT = 1000  # 5 parameters a row, well under SQLite's variable limit
 
 
@@ -154,7 +174,9 @@ class Journal:
     def __init__(self, path: str, db: aiosqlite.Connection) -> None:
         self.path = path
         self._db = db
-        self._queue: asyncio.Queue[tuple[list[Event] | _SnapshotWrite, asyncio.Future[None]] | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[list[Event | ModelStateWrite] | _SnapshotWrite, asyncio.Future[None]] | None] = (
+            asyncio.Queue()
+        )
         self._writer: asyncio.Task[None] | None = None
         self.commits = 0
         self.events_written = 0
@@ -199,6 +221,12 @@ class Journal:
         async with self._db.execute(query + " ORDER BY seq", args) as cursor:
             return [tuple(row) for row in await cursor.fetchall()]
 
+    async def model_state(self, strategy_id: int) -> tuple[int, bytes] | None:
+        """The strategy's stored model state: (the trial id of the ask it came with, its bytes)."""
+        async with self._db.execute("SELECT trial_id, state FROM model_states WHERE strategy_id = ?", (strategy_id,)) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
     async def strategy_index(self) -> list[StrategyIndexRow]:
         """Every strategy's index row, by id: one configure row each plus two index lookups, so the
         cost follows the number of strategies, not the number of events."""
@@ -235,11 +263,14 @@ class Journal:
         self._queue.put_nowait((_SnapshotWrite(strategy_id, text), done))
         await asyncio.shield(done)
 
-    async def append(self, events: Iterable[Event]) -> None:
-        """Write events atomically; return once they are durable. Raises JournalError."""
-        batch = list(events)
+    async def append(self, events: Iterable[Event], model_state: ModelStateWrite | None = None) -> None:
+        """Write events (and the model state served with them) atomically; return once they are
+        durable. Raises JournalError."""
+        batch: list[Event | ModelStateWrite] = list(events)
         if not batch:
             return
+        if model_state is not None:
+            batch.append(model_state)
         if self._writer is None or self._writer.done():
             raise JournalError("journal is closed")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -261,10 +292,12 @@ class Journal:
                 group.append(nxt)
             await self._commit_in_order(group)
 
-    async def _commit_in_order(self, group: list[tuple[list[Event] | _SnapshotWrite, asyncio.Future[None]]]) -> None:
+    async def _commit_in_order(
+        self, group: list[tuple[list[Event | ModelStateWrite] | _SnapshotWrite, asyncio.Future[None]]]
+    ) -> None:
         """Commit queued items in queue order: runs of event batches as one group commit, each
         snapshot after the events queued before it (its last_seq must not cover later ones)."""
-        events: list[tuple[list[Event], asyncio.Future[None]]] = []
+        events: list[tuple[list[Event | ModelStateWrite], asyncio.Future[None]]] = []
         snapshots: list[tuple[_SnapshotWrite, asyncio.Future[None]]] = []
         for what, done in group:
             if isinstance(what, _SnapshotWrite):
@@ -306,7 +339,7 @@ class Journal:
             if not done.done():
                 done.set_result(None)
 
-    async def _commit(self, group: list[tuple[list[Event], asyncio.Future[None]]]) -> None:
+    async def _commit(self, group: list[tuple[list[Event | ModelStateWrite], asyncio.Future[None]]]) -> None:
         """Commit a group in one transaction (one fsync); on failure, retry members one by one."""
         try:
             await self._write([e for events, _ in group for e in events])
@@ -323,12 +356,25 @@ class Journal:
         for member in group:
             await self._commit([member])
 
-    async def _write(self, events: list[Event]) -> None:
-        """Insert rows atomically. Small groups are one multi-row INSERT, which SQLite commits as
-        its own transaction in autocommit mode: one thread hop and one fsync per group."""
+    async def _write(self, items: list[Event | ModelStateWrite]) -> None:
+        """Insert rows atomically. Small groups without model states are one multi-row INSERT, which
+        SQLite commits as its own transaction in autocommit mode: one thread hop and one fsync per
+        group; with model states, one explicit transaction (still one fsync)."""
         started = time.perf_counter()
-        rows = [e.row() for e in events]
-        if len(rows) <= _ROWS_PER_STATEMENT:
+        rows = [e.row() for e in items if isinstance(e, Event)]
+        states = [(m.strategy_id, m.trial_id, time.time(), m.state) for m in items if isinstance(m, ModelStateWrite)]
+        if states:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+                    chunk = rows[start : start + _ROWS_PER_STATEMENT]
+                    await self._db.execute(_INSERT + ", (?, ?, ?, ?, ?)" * (len(chunk) - 1), [v for row in chunk for v in row])
+                await self._db.executemany(_INSERT_STATE, states)
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+        elif len(rows) <= _ROWS_PER_STATEMENT:
             statement = _INSERT + ", (?, ?, ?, ?, ?)" * (len(rows) - 1)
             await self._db.execute(statement, [v for row in rows for v in row])
         else:

@@ -30,17 +30,16 @@ from .compute import (
     GenerateResult,
     GeneratorSpec,
     ModelSpec,
-    ModelState,
     QueryJob,
     QueryJobResult,
     TrainingData,
-    generate,
     query,
     worker_init,
 )
+from .compute.checkpoint import decode_state, encoded_job, pack_checkpoint, unpack_checkpoint
 from .compute.contract import part_state
-from .compute.optimization import OptimizationGenerateJob, OptimizationReadoutResult
-from .compute.optimization_jobs import optimization_generate, optimization_readout
+from .compute.optimization import OptimizationGenerateJob, OptimizationGenerateResult, OptimizationReadoutResult
+from .compute.optimization_jobs import optimization_readout
 from .config import PhaseSpec
 from .errors import Unavailable
 from .modeling_optimization import generate_job as optimization_job
@@ -235,11 +234,14 @@ class ComputePool:
 
 @dataclass
 class _Runtime:
-    """Per-strategy model state kept between asks (PoolModelEngine keeps one per strategy id)."""
+    """Per-strategy model state kept between asks. The next fit warm-starts from `refit_state`: it changes
+    only when an ask is committed (never by a speculation), journaled with it, restored on rebuild."""
 
-    refit_state: ModelState | None = None  # hyper-parameters of the last full fit
-    last_state: ModelState | None = None  # the model behind the last served point
-    cache: dict[tuple[Any, ...], asyncio.Future[GenerateResult]] = field(default_factory=dict)
+    refit_state: Any = None  # hyper-parameters of the last full fit (ModelState, OptimizationState)
+    last_state: Any = None  # the model behind the last served point
+    refit_blob: bytes = b""  # the same two states as bytes (what the journal keeps)
+    last_blob: bytes = b""
+    cache: dict[tuple[Any, ...], asyncio.Future[tuple[GenerateResult | OptimizationGenerateResult, bytes]]] = field(default_factory=dict)
     started: dict[tuple[Any, ...], float] = field(default_factory=dict)
     # ordinal outcomes: the last served points (unit cube) and the model's level probabilities there
     level_points: np.ndarray | None = None
@@ -289,10 +291,6 @@ def generator_spec(phase: PhaseSpec, ask_index: int = 0) -> GeneratorSpec:
     if parts:  # IndependentOptimizeAcqfGenerator: the parts take turns, one per asked point, across asks
         options["turn"] = ask_index
     return GeneratorSpec(acqf=phase.acqf or "", options=options, parts=parts)
-
-
-def _job_function(job: GenerateJob | OptimizationGenerateJob) -> Callable[[Any], Any]:
-    return optimization_generate if isinstance(job, OptimizationGenerateJob) else generate
 
 
 class PoolModelEngine:
@@ -350,11 +348,11 @@ class PoolModelEngine:
         speculative = runtime.started.pop(key, None) is not None
         precomputed = future is not None and future.done() and not future.cancelled() and future.exception() is None
         if future is None or future.cancelled():
-            future, speculative = self.pool.submit(_job_function(job), job, REAL), False
+            future, speculative = self.pool.submit(encoded_job(job), job, REAL), False
         else:
             self.pool.promote(future)
         try:
-            result: GenerateResult = await asyncio.shield(future)
+            result, blob = await asyncio.shield(future)
         except asyncio.CancelledError:
             runtime.cache[key] = future  # the caller gave up; keep the work for its retry
             raise
@@ -363,14 +361,19 @@ class PoolModelEngine:
         except Exception as exc:
             if not speculative:
                 raise Unavailable(f"model computation failed: {type(exc).__name__}: {exc}") from exc
-            result = await self.pool.submit(_job_function(job), job, REAL)  # retry a failed speculation for real
-        runtime.last_state = result.state
-        level_probabilities = getattr(result, "level_probabilities", None)  # an optimisation job's result has none
-        if level_probabilities is not None:
-            runtime.level_points = result.points.reshape(n, -1)
-            runtime.level_probabilities = level_probabilities
-        if isinstance(job, OptimizationGenerateJob) or job.refit:
-            runtime.refit_state = result.state
+            result, blob = await self.pool.submit(encoded_job(job), job, REAL)  # retry a failed speculation for real
+        refit = isinstance(job, OptimizationGenerateJob) or job.refit
+        refit_state, refit_blob = (result.state, blob) if refit else (runtime.refit_state, runtime.refit_blob)
+
+        def served() -> None:
+            """The ask is committed: the next asks start from its fit (a failed commit changes nothing)."""
+            runtime.last_state, runtime.last_blob = result.state, blob
+            runtime.refit_state, runtime.refit_blob = refit_state, refit_blob
+            level_probabilities = getattr(result, "level_probabilities", None)  # an optimisation job's result has none
+            if level_probabilities is not None:
+                runtime.level_points = result.points.reshape(n, -1)
+                runtime.level_probabilities = level_probabilities
+
         self._drop_stale(strategy)
         return Generated(
             points=result.points.reshape(n, strategy.spec.stimuli_per_trial, strategy.spec.space.dim),
@@ -378,6 +381,8 @@ class PoolModelEngine:
             fit_seconds=result.fit_seconds,
             generate_seconds=result.generate_seconds,
             wait_seconds=time.perf_counter() - arrived,
+            checkpoint=pack_checkpoint(refit_blob, blob),
+            served=served,
         )
 
     async def query(
@@ -492,7 +497,7 @@ class PoolModelEngine:
         runtime = self._runtime(strategy)
         if key in runtime.cache:
             return
-        runtime.cache[key] = self.pool.submit(_job_function(job), job, priority)
+        runtime.cache[key] = self.pool.submit(encoded_job(job), job, priority)
         runtime.started[key] = time.perf_counter()
 
     def _drop_stale(self, strategy: Strategy) -> None:
@@ -511,10 +516,21 @@ class PoolModelEngine:
             elif not future.cancelled():
                 future.exception()  # retrieved, so asyncio does not log it
 
+    def restore(self, strategy_id: int, checkpoint: bytes) -> None:
+        """The strategy was rebuilt from the journal (restart, eviction): its fits continue from the
+        states journaled with its last model ask (unreadable ones: the next fit starts cold)."""
+        try:
+            refit_blob, last_blob = unpack_checkpoint(checkpoint)
+            refit_state, last_state = decode_state(refit_blob), decode_state(last_blob)
+        except ValueError as exc:
+            log.warning("strategy %s: journaled model state unreadable (%s); its next fit starts cold", strategy_id, exc)
+            return
+        self._runtimes[strategy_id] = _Runtime(refit_state, last_state, refit_blob, last_blob)
+
     def forget(self, strategy_id: int) -> None:
         """The strategy left memory: drop its model state and cancel its speculations not yet
-        started (a running one finishes and is dropped). Its next model ask fits from scratch,
-        exactly as after a server restart."""
+        started (a running one finishes and is dropped). When it comes back, restore() gives it
+        the journaled states again."""
         runtime = self._runtimes.pop(strategy_id, None)
         if runtime is None:
             return

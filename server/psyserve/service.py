@@ -41,7 +41,7 @@ from .errors import (
     ServiceError,
     Unavailable,
 )
-from .journal import Event, Journal, JournalError, JournalFull, decode_rows
+from .journal import Event, Journal, JournalError, JournalFull, ModelStateWrite, decode_rows
 from .optimization_spec import (
     DEFAULT_RAW_SAMPLES,
     DEFAULT_RESTARTS,
@@ -350,6 +350,8 @@ class Generated:
     fit_seconds: float = 0.0
     generate_seconds: float = 0.0
     wait_seconds: float = 0.0
+    checkpoint: bytes | None = None  # the engine's state after this ask (opaque), journaled with it
+    served: Callable[[], object] | None = None  # called once the ask is committed
 
 
 class ModelEngine(Protocol):
@@ -372,6 +374,8 @@ class ModelEngine(Protocol):
     async def optimization_readout(self, strategy: Strategy, kind: str, use_model: bool, x: np.ndarray | None) -> Readout: ...
 
     def data_changed(self, strategy: Strategy) -> None: ...
+
+    def restore(self, strategy_id: int, checkpoint: bytes) -> None: ...
 
     def forget(self, strategy_id: int) -> None: ...
 
@@ -504,6 +508,8 @@ class ExperimentService:
             except Exception as exc:  # the database could not be read
                 raise Unavailable(f"strategy_id {strategy_id}: its journal could not be read ({exc})") from exc
             strategy = await asyncio.to_thread(self._rebuild, rows)
+            if self.models is not None and not isinstance(strategy, SweepStrategy) and strategy.has_model_phase:
+                await self._restore_models(strategy, rows)
             reg.cold.pop(strategy_id, None)
             reg.by_id[strategy_id] = strategy
             self.residency.touch(strategy_id)
@@ -514,6 +520,31 @@ class ExperimentService:
             return strategy
         finally:
             reg.loading.pop(strategy_id, None)
+
+    async def _restore_models(self, strategy: Strategy, rows: list[tuple[Any, ...]]) -> None:
+        """Give the model engine the state journaled with the strategy's last model ask, so that its
+        next fits start exactly where they would have without the restart or the eviction. A state
+        from an older ask (written by a server that did not store states) is not used."""
+        assert self.models is not None
+        try:
+            stored = await self.journal.model_state(strategy.strategy_id)
+        except Exception as exc:  # unreadable: the next fit starts cold
+            log.warning("strategy %s: model state not read (%s)", strategy.strategy_id, exc)
+            return
+        if stored is None:
+            return
+        last_model_ask = None
+        for row in rows:  # (seq, strategy_id, kind, trial_id, created_at, payload)
+            if row[2] == "ask" and row[3] is not None:
+                trial = strategy.trials.get(int(row[3]))
+                if trial is not None and strategy.spec.phases[trial.phase_index].is_model_based:
+                    last_model_ask = int(row[3])
+        if stored[0] == last_model_ask:
+            self.models.restore(strategy.strategy_id, stored[1])
+        else:
+            log.warning(
+                "strategy %s: stored model state is not its last model ask's; its next fit starts cold", strategy.strategy_id
+            )
 
     def _rebuild(self, rows: list[tuple[Any, ...]]) -> Strategy:
         """A strategy from its events, oldest first (the configure event first). No shared state is
@@ -672,11 +703,11 @@ class ExperimentService:
         for event in events:
             changes[event.strategy_id] = changes.get(event.strategy_id, 0) + 1
 
-    async def _append(self, events: list[Event]) -> None:
+    async def _append(self, events: list[Event], model_state: ModelStateWrite | None = None) -> None:
         """Journal events; a journal failure becomes a service error (RESOURCE_EXHAUSTED for a full
         disk, UNAVAILABLE otherwise), logged once per episode rather than once per request."""
         try:
-            await self.journal.append(events)
+            await self.journal.append(events, model_state)
         except JournalError as exc:
             full = isinstance(exc, JournalFull)
             kind = "full" if full else "unavailable"
@@ -691,14 +722,18 @@ class ExperimentService:
             self._journal_failure = None
 
     async def _commit(
-        self, events: list[Event], strategy: Strategy | None, on_commit: Callable[[], object] | None = None
+        self,
+        events: list[Event],
+        strategy: Strategy | None,
+        on_commit: Callable[[], object] | None = None,
+        model_state: ModelStateWrite | None = None,
     ) -> None:
         """Journal events, then apply them to the strategy, as one step a cancelled caller cannot
         split: if the RPC is cancelled mid-commit, the commit and the state change still finish
         before the strategy lock is released (so memory never lags the journal)."""
 
         async def append_and_apply() -> None:
-            await self._append(events)
+            await self._append(events, model_state)
             if strategy is not None:
                 for event in events:
                     strategy.apply(event)
@@ -1181,7 +1216,10 @@ class ExperimentService:
                 if i < len(reissued):
                     payload["reissue_of"] = reissued[i]
                 events.append(Event(strategy_id, "ask", payload, trial_id=strategy.next_trial_id + i, created_at=now))
-            await self._commit(events, strategy)
+            model_state = None
+            if generated.checkpoint is not None and events[-1].trial_id is not None:
+                model_state = ModelStateWrite(strategy_id, events[-1].trial_id, generated.checkpoint)
+            await self._commit(events, strategy, on_commit=generated.served, model_state=model_state)
             trials = [TrialView.of(strategy.trials[e.trial_id], strategy.spec) for e in events if e.trial_id is not None]
             if self.models is not None and strategy.has_model_phase:
                 self.models.data_changed(strategy)  # e.g. the last Sobol trial: prepare the first model trial
