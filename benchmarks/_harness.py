@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import signal
@@ -91,3 +92,45 @@ def mean_se(values: list[float]) -> str:
     mean = statistics.fmean(values)
     se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
     return f"{mean:.3f} ± {se:.3f}"
+
+
+class WireClient:
+    """AEPsych's JSON/TCP protocol, read until a whole JSON reply arrived (no 4 KiB limit)."""
+
+    def __init__(self, port: int) -> None:
+        # AEPsych serves the first connection it accepts and no other: this client connects once,
+        # retrying until the server listens (no probe connection beforehand).
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                self.sock = socket.create_connection(("127.0.0.1", port), timeout=600)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        self.decoder = json.JSONDecoder()
+        self.multi_point = True  # prediction queries with many x at once (psyserve does, AEPsych 0.8 does not)
+
+    def call(self, kind: str, message: object) -> dict[str, object]:
+        self.sock.sendall(json.dumps({"type": kind, "message": message}).encode())
+        buf = ""
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError("server closed the connection")
+            buf += chunk.decode()
+            try:
+                reply, _ = self.decoder.raw_decode(buf)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(reply, dict) and "server_error" in reply:
+                raise RuntimeError(f"{kind}: {reply['server_error']}")
+            return reply  # type: ignore[no-any-return]
+        raise TimeoutError(kind)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.call("exit", {})
+        self.sock.close()

@@ -40,14 +40,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import numpy as np
 from scipy.stats import norm
 
 import psyserve_client as pc
-from _harness import free_port
+from _harness import WireClient, free_port
 from psyserve_client.ax import AxClient, ObjectiveProperties
 
 
@@ -240,42 +240,14 @@ def drive_ax(server: Server, case: Case, seed: int, pause: Pause, kill_at: int |
     return seen
 
 
-class Wire:
-    """AEPsych's JSON/TCP protocol, one connection."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=600)
-        self.decoder = json.JSONDecoder()
-
-    def call(self, kind: str, message: object) -> Any:
-        self.sock.sendall(json.dumps({"type": kind, "message": message}).encode())
-        buf = ""
-        while True:
-            chunk = self.sock.recv(1 << 16)
-            if not chunk:
-                raise ConnectionError("server closed the connection")
-            buf += chunk.decode()
-            try:
-                reply, _ = self.decoder.raw_decode(buf)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(reply, dict) and "server_error" in reply:
-                raise RuntimeError(f"{kind}: {reply['server_error']}")
-            return reply
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.call("exit", {})
-        self.sock.close()
-
-
 def drive_wire(server: Server, case: Case, seed: int, pause: Pause, kill_at: int | None) -> list[list[list[float]]]:
     seen: list[list[list[float]]] = []
-    wire = Wire(server.wire_port)
+    wire = WireClient(server.wire_port)
     try:
         wire.call("setup", {"config_str": config_for(case, seed)})
         for i in range(case.trials):
-            config = wire.call("ask", {"num_points": 1})["config"]
+            config = cast(dict[str, Any], wire.call("ask", {"num_points": 1})["config"])
+            tell: dict[str, Any]
             if case.kind == "pairwise":
                 stimuli = np.array([[float(np.ravel(config[n])[k]) for n in ("x0", "x1")] for k in range(2)])
                 tell = {n: [[float(stimuli[0, j]), float(stimuli[1, j])]] for j, n in enumerate(("x0", "x1"))}
