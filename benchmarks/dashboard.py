@@ -140,6 +140,20 @@ async def _wait_for_strategies(dashboard: str, pages: int) -> None:
     raise RuntimeError("the participants' strategies did not appear")
 
 
+async def _open_pages(browser: Any, dashboard: str, pages: int) -> list[tuple[Any, Any]]:
+    """Open strategy pages 1..`pages` in `browser`, each with a CDP session whose Performance
+    metrics are on and a resource-timing buffer large enough for a whole round's requests."""
+    opened = []
+    for sid in range(1, pages + 1):
+        page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+        await page.add_init_script("performance.setResourceTimingBufferSize(100000)")
+        cdp = await page.context.new_cdp_session(page)
+        await cdp.send("Performance.enable")
+        await page.goto(f"{dashboard}/s/{sid}")
+        opened.append((page, cdp))
+    return opened
+
+
 async def _http_get(base: str, path: str, conn: list[Any] | None = None) -> tuple[int, bytes]:
     """GET on a keep-alive HTTP/1.1 connection (`conn` holds [reader, writer] between calls); a
     kept connection the server has since closed (uvicorn closes idle ones after 5 s) is replaced,
@@ -270,14 +284,7 @@ async def view(kind: str, dashboard: str, pages: int, browser_nice: int) -> None
             try:
                 print("ready", flush=True)
                 await _wait_for_strategies(dashboard, pages)
-                opened = []
-                for sid in range(1, pages + 1):
-                    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
-                    await page.add_init_script("performance.setResourceTimingBufferSize(100000)")
-                    cdp = await page.context.new_cdp_session(page)
-                    await cdp.send("Performance.enable")
-                    await page.goto(f"{dashboard}/s/{sid}")
-                    opened.append((page, cdp))
+                opened = await _open_pages(browser, dashboard, pages)
                 if browser_nice:  # the browser stands in for a viewer on another machine: give it only idle CPU
                     for pid in _descendants(_processes(), os.getpid()) - {os.getpid()}:
                         # every thread: on Linux a nice value is per thread, and chromium raises some of its own

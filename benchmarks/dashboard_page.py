@@ -34,7 +34,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from dashboard import CHROMIUM, CHROMIUM_ARGS, _descendants, _processes, _wait_for_strategies
+from dashboard import CHROMIUM, CHROMIUM_ARGS, _descendants, _open_pages, _processes, _wait_for_strategies
 
 from _harness import free_port, server_process
 from psychophysics import run_participant
@@ -128,14 +128,7 @@ async def view(dashboard: str, pages: int, trace_s: float, trace_at: float, out:
         try:
             print("ready", flush=True)
             await _wait_for_strategies(dashboard, pages)
-            opened = []
-            for sid in range(1, pages + 1):
-                page = await browser.new_page(viewport={"width": 1400, "height": 1000})
-                await page.add_init_script("performance.setResourceTimingBufferSize(100000)")
-                cdp = await page.context.new_cdp_session(page)
-                await cdp.send("Performance.enable")
-                await page.goto(f"{dashboard}/s/{sid}")
-                opened.append((page, cdp))
+            opened = await _open_pages(browser, dashboard, pages)
             cpu0 = _tree(os.getpid())
             t0 = time.monotonic()
             stop = asyncio.ensure_future(stdin.readline())
