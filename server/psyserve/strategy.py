@@ -7,17 +7,16 @@ path. Knows nothing of SQL, asyncio, the compute pool or transports.
 from __future__ import annotations
 
 import asyncio
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.stats import qmc
 
 from .config import ExperimentSpec, PhaseSpec
 from .journal import Event
 from .params import OutcomeValue, Stimulus
+from .quasirandom import TorchSobol
 
 PENDING, COMPLETED, FAILED, ABANDONED = "pending", "completed", "failed", "abandoned"
 
@@ -76,9 +75,9 @@ class Strategy:
         self.completed = 0
         self.ask_requests: dict[str, list[int]] = {}
         self.tell_requests: dict[str, int] = {}
-        self._sobol: dict[int, tuple[qmc.Sobol, int]] = {}
+        self._sobol: dict[int, tuple[TorchSobol, int]] = {}
         # constrained spaces: per phase, the Sobol engine and the feasible points drawn so far
-        self._feasible_sobol: dict[int, tuple[qmc.Sobol, list[np.ndarray]]] = {}
+        self._feasible_sobol: dict[int, tuple[TorchSobol, list[np.ndarray]]] = {}
         # stimuli of trials whose lease expired, handed out again by the next asks of their phase
         self.reissue: dict[int, tuple[int, list[Stimulus]]] = {}
 
@@ -167,12 +166,11 @@ class Strategy:
         if phase.generator == "SobolGenerator":
             engine, position = self._sobol.get(phase_index, (None, -1))
             if engine is None or position != start:
-                engine = qmc.Sobol(d=k * d, scramble=True, seed=phase.seed)
+                # torch's scrambled Sobol sequence (AEPsych's and Ax's), k * d-dimensional for k stimuli
+                engine = TorchSobol(k * d, phase.seed)
                 if start:
                     engine.fast_forward(start)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "balance properties" for n not a power of two
-                u = engine.random(n)
+            u = engine.random(n)
             self._sobol[phase_index] = (engine, start + n)
             return u.reshape(n, k, d)
         if phase.generator == "RandomGenerator":
@@ -200,14 +198,12 @@ class Strategy:
             return np.array(out)
         engine, found = self._feasible_sobol.get(phase_index, (None, []))
         if engine is None:
-            engine = qmc.Sobol(d=d, scramble=True, seed=phase.seed)
+            engine = TorchSobol(d, phase.seed)
         drawn = 0
         while len(found) < start + n:
             if drawn > 1_000_000:
                 raise ValueError("the parameter constraints leave too little of the space to sample")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                block = engine.random(1024)
+            block = engine.random(1024)
             drawn += len(block)
             found.extend(u for u in block if optimization.feasible(space.from_unit(u)))
         self._feasible_sobol[phase_index] = (engine, found)
