@@ -7,18 +7,25 @@ coordinate difference per case and seed as a share of the parameter range (psyse
 torch's engine agrees with torch to float32 rounding, < 1e-7; before it drew SciPy's scramble, and
 the trials differed by up to 0.9 of the range). Nothing here is timed.
 
+With --ax-python (a venv with ax-platform==1.3.1), the same for the Ax facade: Ax's own
+AxClient(random_seed=s) and psyserve_client.ax.AxClient(random_seed=s) on Branin's box, their
+first 5 (Sobol) trials.
+
 Usage: python benchmarks/sobol_parity.py --aepsych-venv /work/venvs/aepsych [--seeds 1 2 3] [--cases pairwise det_mclse]
+           [--ax-python /work/venvs/ax/bin/python]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
 from quality import CASES, Case, aepsych_server, config_for, psyserve_server
 
-from _harness import WireClient
+from _harness import WireClient, server_process
 
 
 def initial_trials(port: int, case: Case, seed: int) -> np.ndarray:
@@ -42,12 +49,49 @@ def initial_trials(port: int, case: Case, seed: int) -> np.ndarray:
         client.close()
 
 
+BRANIN_BOX = [{"name": "x1", "type": "range", "bounds": [-5.0, 10.0]}, {"name": "x2", "type": "range", "bounds": [0.0, 15.0]}]
+AX_SIDE = """
+import json, sys
+from ax.service.ax_client import AxClient, ObjectiveProperties
+c = AxClient(random_seed=int(sys.argv[1]), verbose_logging=False)
+c.create_experiment(name="b", parameters=json.loads(sys.argv[2]), objectives={"y": ObjectiveProperties(minimize=True)})
+out = []
+for i in range(5):
+    p, t = c.get_next_trial()
+    out.append([p["x1"], p["x2"]])
+    c.complete_trial(t, raw_data={"y": (float(i), 0.0)})
+print(json.dumps(out))
+"""
+
+
+def ax_trials(ax_python: str, seed: int) -> np.ndarray:
+    done = subprocess.run([ax_python, "-c", AX_SIDE, str(seed), json.dumps(BRANIN_BOX)], capture_output=True, text=True, timeout=600)
+    if done.returncode:
+        raise RuntimeError(done.stderr[-2000:])
+    return np.array(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def facade_trials(seed: int) -> np.ndarray:
+    from psyserve_client.ax import AxClient, ObjectiveProperties
+
+    with server_process("--workers", "1") as (address, _):
+        client = AxClient(address=address, random_seed=seed)
+        client.create_experiment(name="b", parameters=BRANIN_BOX, objectives={"y": ObjectiveProperties(minimize=True)})
+        out = []
+        for i in range(5):
+            params, trial = client.get_next_trial()
+            out.append([params["x1"], params["x2"]])
+            client.complete_trial(trial, raw_data={"y": (float(i), 0.0)})
+        return np.array(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--aepsych-venv", type=Path, default=Path("/work/venvs/aepsych"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     default_cases = ["det_mclse", "disc_mclse", "det4d_mclse", "h6_mclse", "h6_regression", "pairwise"]
     parser.add_argument("--cases", nargs="+", default=default_cases, choices=list(CASES))
+    parser.add_argument("--ax-python", default=None, help="also compare the Ax facade with Ax 1.3 (this venv's python)")
     args = parser.parse_args()
     worst = 0.0
     for name in args.cases:
@@ -61,6 +105,11 @@ def main() -> None:
             worst = max(worst, diff)
             print(f"{name:<14} seed {seed}: {len(ours)} initial trials x {ours.shape[1]} stimuli x {case.dim}-D, "
                   f"largest difference {diff:.1e} of the range", flush=True)
+    if args.ax_python:
+        for seed in args.seeds:
+            diff = float(np.abs(facade_trials(seed) - ax_trials(args.ax_python, seed)).max()) / 15.0
+            worst = max(worst, diff)
+            print(f"Ax facade, Branin box, seed {seed}: 5 Sobol trials, largest difference {diff:.1e} of the range", flush=True)
     print(f"largest difference over all: {worst:.1e} of the range ({'the same trials' if worst < 1e-6 else 'DIFFERENT trials'})")
 
 
