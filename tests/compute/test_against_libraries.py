@@ -132,9 +132,8 @@ def test_pairwise_posterior_variance_matches_botorch_mc() -> None:
     fitted = _pairwise_fit()
     pairs = torch.as_tensor(np.random.default_rng(5).random((6, 2, 2)), dtype=DT)
     ours = PairwisePosteriorVariance(fitted.model, fitted.latent, fitted.pending_noise)
-    probit = GenericMCObjective(
-        lambda samples, X=None: torch.distributions.Normal(0.0, 1.0).cdf(samples[..., 0] / math.sqrt(2.0))
-    )
+    # AEPsych's setup: ProbitObjective on the sampled utility difference
+    probit = GenericMCObjective(lambda samples, X=None: torch.distributions.Normal(0.0, 1.0).cdf(samples[..., 0]))
     sampler = SobolQMCNormalSampler(sample_shape=torch.Size([2**14]), seed=0)
     lib = PairwiseMCPosteriorVariance(fitted.model, objective=probit, sampler=sampler)
     with torch.no_grad():
