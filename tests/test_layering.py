@@ -39,6 +39,7 @@ LEVELS: dict[str, int] = {
     "psyserve.config": 5,
     "psyserve.optimization_spec": 5,  # Ax-style typed configs and the [optimization] grammar
     "psyserve.params": 5,
+    "psyserve.quasirandom": 5,  # torch's Sobol sequence in numpy (SobolGenerator phases); torch-free
     "psyserve.journal": 5,
     "psyserve.residency": 5,  # which strategies stay in memory (policy, counters, the summaries' JSON codec)
     "psyserve.errors": 5,
