@@ -284,7 +284,9 @@ def test_threshold_and_predict_from_the_model(model_server: ServerProcess) -> No
 
 def test_plugin_and_experiment_handler_csv(server: ServerThread, psychopy_python: Path, tmp_path: Path) -> None:
     out = run_pp(psychopy_python, str(HELPERS / "experiment_handler.py"), server.address, str(SOBOL_MANUAL), str(tmp_path))
-    report = json.loads(out.strip().splitlines()[-1])
+    # the report is the helper's last JSON line: PsychoPy's logger can still print a warning after it
+    # ("Monitor specification not found", flushed at exit; seen once in CI at load 5)
+    report = json.loads([line for line in out.strip().splitlines() if line.startswith("{")][-1])
     assert report["plugin_loaded"] and report["same_class"]
     trials = journal(server.address, report["strategy_id"])
     assert len(trials) == 9
