@@ -65,35 +65,30 @@ class TorchSobol:
         rows = (ltm << (MAXBIT - 1 - idx)).sum(axis=2)
         v = _direction_numbers(d)
         self._v = (_parity(rows[:, None, :] & v[:, :, None]) << (MAXBIT - 1 - idx)).sum(axis=2)
-        self._position = 0
-        self._quasi = self._shift.copy()  # the next point, as integers
-
-    def _point(self, k: int) -> np.ndarray:
-        return np.rint(self.points(k, 1)[0] * 2.0**MAXBIT).astype(np.int64)
+        self._shift_ints = [int(x) for x in self._shift]
+        self._v_ints = [[int(x) for x in self._v[:, j]] for j in range(MAXBIT)]
+        self._position = 0  # the next point's index
 
     def points(self, start: int, n: int) -> np.ndarray:
-        """Points start .. start + n - 1 of the sequence (n x d, in [0, 1)): point k is the shift
-        XOR the scrambled direction numbers of the bits set in k's Gray code."""
-        k = np.arange(start, start + n, dtype=np.int64)
-        gray = k ^ (k >> 1)
-        mask = (gray[:, None] >> np.arange(MAXBIT)) & 1  # n x MAXBIT
-        out = np.repeat(self._shift[None, :], n, axis=0)
-        for j in range(MAXBIT):
-            out ^= mask[:, j : j + 1] * self._v[:, j][None, :]
-        return out / 2.0**MAXBIT
+        """Points start .. start + n - 1 of the sequence (n x d, in [0, 1)). Point k is the shift XOR
+        the scrambled direction numbers of the bits set in k's Gray code; each next point XORs in
+        v[lowest set bit of k] (Gray-code order), accumulated over the block in one call."""
+        gray = start ^ (start >> 1)
+        first = list(self._shift_ints)  # Python ints: one ask's point costs a few microseconds
+        for j in range(gray.bit_length()):
+            if gray >> j & 1:
+                first = [a ^ b for a, b in zip(first, self._v_ints[j], strict=True)]
+        if n == 1:
+            return np.array([first], dtype=np.float64) / 2.0**MAXBIT
+        k = np.arange(start + 1, start + n, dtype=np.int64)
+        low = np.rint(np.log2(k & -k)).astype(np.int64)  # k & -k is a power of two
+        steps = np.vstack([np.array([first], dtype=np.int64), self._v[:, low].T])
+        return np.bitwise_xor.accumulate(steps, axis=0) / 2.0**MAXBIT
 
     def random(self, n: int) -> np.ndarray:
-        """The next n points (Gray-code steps from the last one: one XOR per point)."""
-        out = np.empty((n, len(self._shift)), dtype=np.int64)
-        quasi = self._quasi
-        for i in range(n):
-            out[i] = quasi
-            k = self._position + i + 1  # point k = point k - 1 XOR v[lowest set bit of k]
-            quasi = quasi ^ self._v[:, (k & -k).bit_length() - 1]
-        self._quasi = quasi
+        u = self.points(self._position, n)
         self._position += n
-        return out / 2.0**MAXBIT
+        return u
 
     def fast_forward(self, n: int) -> None:
         self._position += n
-        self._quasi = self._point(self._position)
