@@ -182,12 +182,17 @@ class PackedPairwiseLaplace:
         lo = np.array([self.ls_lower] * self.d + [-np.inf])
         hi = np.full(self.d + 1, np.inf)
         x = minimize_packed(self, self.get(), lo, hi, maxiter, ftol, timeout, "packed pairwise Laplace")
-        if x is None:
-            return False
-        try:
-            with np.errstate(all="ignore"):
-                self(x)  # the mode at the final hyper-parameters
-        except (np.linalg.LinAlgError, ValueError, FloatingPointError):
+        if x is None or not self.settle(x):
             return False
         self.set(x)
+        return True
+
+    def settle(self, x: np.ndarray | None = None) -> bool:
+        r"""The Laplace mode at hyper-parameters ``x`` (default: the model's own), left in
+        ``self.f`` by Newton's method; ``False`` when it fails (the model is not touched)."""
+        try:
+            with np.errstate(all="ignore"):
+                self(self.get() if x is None else x)
+        except (np.linalg.LinAlgError, ValueError, FloatingPointError):
+            return False
         return True

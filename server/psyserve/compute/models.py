@@ -612,8 +612,14 @@ def _pairwise(
                 packed = None
         if packed is None:
             _fit_mll(mll, opts, max_attempts=1 if warm else 2)
-    elif fast:  # hyper-parameters kept: only the mode for the new data (see _pairwise_mode)
-        packed = _pairwise_mode(model, mll)
+    elif fast:
+        # hyper-parameters kept: only the mode for the new data, by the same Newton solve. Left to
+        # BoTorch's set_train_data below, SciPy's fsolve starts from a randomised win-count guess and
+        # keeps wherever it stops: on quality.py's pairwise seed 59 (40 comparisons) utilities from
+        # -37 to 20 instead of -2 to 4, 65 % of pairs ranked the wrong way. BoTorch's solve if Newton fails.
+        packed = PackedPairwiseLaplace(model, mll)
+        if not packed.settle():
+            packed = None
     with torch.no_grad():  # Laplace mode / Hessian at the final hyper-parameters
         if packed is not None:  # fsolve starts at the mode found already
             model._x0 = packed.f.copy()  # type: ignore[assignment]  # BoTorch declares it None
@@ -634,23 +640,6 @@ def _pairwise(
         M = -0.5 * (Xs + Xs.mT)
     latent = LatentGP(kernel, mean_fn, Xd, L, w, M)
     return model, latent, Xd, _collect(model, False)
-
-
-def _pairwise_mode(model: PairwiseGP, mll: PairwiseLaplaceMarginalLogLikelihood) -> PackedPairwiseLaplace | None:
-    r"""The Laplace mode at the model's current hyper-parameters, by the packed Newton solve.
-
-    Without it, BoTorch's ``set_train_data(update_model=True)`` starts SciPy's ``fsolve`` from
-    a randomised win-count guess, with at most 100 evaluations, and returns wherever that
-    stopped: on one benchmark history (``quality.py`` pairwise, seed 59, 40 comparisons)
-    it stopped far from the mode, with utilities from -37 to 20 instead of -2 to 4, and the
-    model ranked 65 % of pairs the wrong way. ``None`` (BoTorch's solve) if Newton fails."""
-    packed = PackedPairwiseLaplace(model, mll)
-    try:
-        with np.errstate(all="ignore"):
-            packed(packed.get())
-    except (np.linalg.LinAlgError, ValueError, FloatingPointError):
-        return None
-    return packed
 
 
 def fit_model(
