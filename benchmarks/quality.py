@@ -290,7 +290,9 @@ class Score:
     seconds_per_trial: float = math.nan
 
 
-def run(port: int, case: Case, seed: int) -> Score:
+def run(port: int, case: Case, seed: int, trace: list[dict[str, object]] | None = None) -> Score:
+    """One run of ``case`` at observer seed ``seed``; ``trace`` (when given) receives each trial's
+    stimulus (pairwise: both) and outcome."""
     names = [f"x{i}" for i in range(case.dim)]
     rng = np.random.default_rng(10_000 + seed)  # the observer's seed: the same responses for the same stimuli
     client = WireClient(port)
@@ -307,6 +309,8 @@ def run(port: int, case: Case, seed: int) -> Score:
                 second = int(rng.random() < norm.cdf((u[1] - u[0]) / math.sqrt(2)))
                 tell = {n: [[float(pair[0, i]), float(pair[1, i])]] for i, n in enumerate(names)}
                 client.call("tell", {"config": tell, "outcome": second})
+                if trace is not None:
+                    trace.append({"x": pair.tolist(), "outcome": second})
                 continue
             x = np.array([[float(config[n][0]) for n in names]])
             f = float(case.problem(x)[0])
@@ -315,6 +319,8 @@ def run(port: int, case: Case, seed: int) -> Score:
             else:
                 outcome = int(rng.random() < case.floor + (1 - case.floor) * norm.cdf(f))
             client.call("tell", {"config": {n: [float(config[n][0])] for n in names}, "outcome": outcome})
+            if trace is not None:
+                trace.append({"x": x[0].tolist(), "outcome": outcome})
         score.seconds_per_trial = (time.perf_counter() - t0) / case.trials
         grid = qmc.Sobol(d=case.dim, scramble=True, seed=0).random(GRID) * (case.bounds[1] - case.bounds[0]) + case.bounds[0]
         predicted = predict(client, names, grid, probability=not (case.regression or case.pairwise))
@@ -460,6 +466,9 @@ def main() -> None:
     parser.add_argument("--only", choices=["psyserve", "aepsych"], default=None, help="run one side only")
     parser.add_argument("--save", type=Path, default=None, help="append each run's scores as JSON lines to this file")
     parser.add_argument(
+        "--trace", type=Path, default=None, help="write each run's trials (stimuli, outcomes) to DIR/SIDE-CASE-SEED.json"
+    )
+    parser.add_argument(
         "--from-saved",
         type=Path,
         nargs="+",
@@ -499,6 +508,11 @@ def main() -> None:
 
     commit = checkout_commit()
 
+    def write_trace(side: str, name: str, seed: int, trials: list[dict[str, object]] | None) -> None:
+        if args.trace and trials is not None:
+            args.trace.mkdir(parents=True, exist_ok=True)
+            (args.trace / f"{side}-{name}-{seed}.json").write_text(json.dumps({"commit": commit, "trials": trials}))
+
     def save(side: str, name: str, seed: int, score: Score) -> None:
         if args.save:  # with the commit: a seed's score repeats exactly only at the same code
             with open(args.save, "a") as out:
@@ -509,22 +523,26 @@ def main() -> None:
         paired = Paired()
         for seed in seeds:
             if args.only != "aepsych":
+                trials: list[dict[str, object]] | None = [] if args.trace else None
                 with psyserve_server(args.workers) as port:
-                    paired.psyserve.append(run(port, case, seed))
+                    paired.psyserve.append(run(port, case, seed, trials))
                 save("psyserve", name, seed, paired.psyserve[-1])
+                write_trace("psyserve", name, seed, trials)
             else:
                 paired.psyserve.append(Score())
             if ("aepsych", name, seed) in stored:
                 paired.aepsych.append(stored[("aepsych", name, seed)])
             elif args.only != "psyserve":
+                trials = [] if args.trace else None
                 try:
                     with aepsych_server(args.aepsych_venv) as port:
-                        paired.aepsych.append(run(port, case, seed))
+                        paired.aepsych.append(run(port, case, seed, trials))
                 except (RuntimeError, ConnectionError, TimeoutError) as exc:  # recorded, not hidden
                     print(f"   {name} seed {seed}: AEPsych failed: {exc}", flush=True)
                     paired.aepsych.append(Score())
                 else:
                     save("aepsych", name, seed, paired.aepsych[-1])
+                    write_trace("aepsych", name, seed, trials)
             else:
                 paired.aepsych.append(Score())
             ours, theirs = paired.psyserve[-1], paired.aepsych[-1]
