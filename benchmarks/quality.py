@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import norm, qmc
+from scipy.stats import norm, qmc, wilcoxon
 
 from _harness import WireClient, free_port, server_process
 
@@ -401,6 +401,16 @@ def mean_se(values: list[float]) -> str:
     return f"{v.mean():.3f} ± {v.std(ddof=1) / np.sqrt(len(v)):.3f}"
 
 
+def sign_summary(diff: list[float]) -> str:
+    """How often psyserve was better (lower) and the two-sided Wilcoxon signed-rank p of the
+    paired differences: how far the mean difference stands out from the seed-to-seed noise."""
+    v = np.array([x for x in diff if np.isfinite(x)])
+    if len(v) < 5 or not np.any(v):
+        return ""
+    p = float(wilcoxon(v).pvalue)
+    return f"{int((v < 0).sum())}/{len(v)} lower, p = {p:.2g}"
+
+
 def report(name: str, paired: Paired) -> None:
     metrics = ["mae", "brier", "misclass", "threshold_error", "regret", "seconds_per_trial"]
     print(f"-- {name}: {len(paired.psyserve)} seeds (psyserve | AEPsych 0.8 | paired difference psyserve − AEPsych)")
@@ -410,13 +420,16 @@ def report(name: str, paired: Paired) -> None:
         if not any(np.isfinite(ours)) and not any(np.isfinite(theirs)):
             continue
         diff = [a - b for a, b in zip(ours, theirs, strict=True)]
-        print(f"   {m:<18} {mean_se(ours):>15} | {mean_se(theirs):>15} | {mean_se(diff):>15}")
+        print(f"   {m:<18} {mean_se(ours):>15} | {mean_se(theirs):>15} | {mean_se(diff):>15}  {sign_summary(diff)}")
     sys.stdout.flush()
 
 
 def markdown_table(rows: list[tuple[str, Paired]]) -> str:
     """One line per case and metric: n seeds of each side, mean ± s.e., paired difference."""
-    out = ["| case | metric | psyserve (n) | AEPsych 0.8 (n) | paired difference (n) |", "|---|---|---|---|---|"]
+    out = [
+        "| case | metric | psyserve (n) | AEPsych 0.8 (n) | paired difference (n) | psyserve lower; Wilcoxon p |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, paired in rows:
         for m in ("mae", "brier", "misclass", "threshold_error", "regret"):
             ours = [getattr(s, m) for s in paired.psyserve]
@@ -430,7 +443,7 @@ def markdown_table(rows: list[tuple[str, Paired]]) -> str:
 
             out.append(
                 f"| {name} | {m} | {mean_se(ours).strip()} ({n(ours)}) | {mean_se(theirs).strip()} ({n(theirs)}) "
-                f"| {mean_se(diff).strip()} ({n(diff)}) |"
+                f"| {mean_se(diff).strip()} ({n(diff)}) | {sign_summary(diff)} |"
             )
     return "\n".join(out)
 
