@@ -303,24 +303,24 @@ def run(port: int, case: Case, seed: int, trace: list[dict[str, object]] | None 
         for _ in range(case.trials):
             config = client.call("ask", {"num_points": 1})["config"]
             assert isinstance(config, dict)
+            outcome: float
             if case.pairwise:
-                pair = np.array([[float(np.ravel(config[n])[k]) for n in names] for k in range(2)])
-                u = case.problem(pair)
-                second = int(rng.random() < norm.cdf((u[1] - u[0]) / math.sqrt(2)))
-                tell = {n: [[float(pair[0, i]), float(pair[1, i])]] for i, n in enumerate(names)}
-                client.call("tell", {"config": tell, "outcome": second})
-                if trace is not None:
-                    trace.append({"x": pair.tolist(), "outcome": second})
-                continue
-            x = np.array([[float(config[n][0]) for n in names]])
-            f = float(case.problem(x)[0])
-            if case.regression:
-                outcome: float = f + case.noise_sd * float(rng.standard_normal())
+                stimulus = np.array([[float(np.ravel(config[n])[k]) for n in names] for k in range(2)])
+                u = case.problem(stimulus)
+                outcome = int(rng.random() < norm.cdf((u[1] - u[0]) / math.sqrt(2)))
+                tell = {n: [[float(stimulus[0, i]), float(stimulus[1, i])]] for i, n in enumerate(names)}
             else:
-                outcome = int(rng.random() < case.floor + (1 - case.floor) * norm.cdf(f))
-            client.call("tell", {"config": {n: [float(config[n][0])] for n in names}, "outcome": outcome})
+                x = np.array([[float(config[n][0]) for n in names]])
+                stimulus = x[0]
+                f = float(case.problem(x)[0])
+                if case.regression:
+                    outcome = f + case.noise_sd * float(rng.standard_normal())
+                else:
+                    outcome = int(rng.random() < case.floor + (1 - case.floor) * norm.cdf(f))
+                tell = {n: [float(config[n][0])] for n in names}
+            client.call("tell", {"config": tell, "outcome": outcome})
             if trace is not None:
-                trace.append({"x": x[0].tolist(), "outcome": outcome})
+                trace.append({"x": stimulus.tolist(), "outcome": outcome})
         score.seconds_per_trial = (time.perf_counter() - t0) / case.trials
         grid = qmc.Sobol(d=case.dim, scramble=True, seed=0).random(GRID) * (case.bounds[1] - case.bounds[0]) + case.bounds[0]
         predicted = predict(client, names, grid, probability=not (case.regression or case.pairwise))
@@ -521,9 +521,11 @@ def main() -> None:
 
     commit = checkout_commit()
 
+    if args.trace:
+        args.trace.mkdir(parents=True, exist_ok=True)
+
     def write_trace(side: str, name: str, seed: int, trials: list[dict[str, object]] | None) -> None:
         if args.trace and trials is not None:
-            args.trace.mkdir(parents=True, exist_ok=True)
             (args.trace / f"{side}-{name}-{seed}.json").write_text(json.dumps({"commit": commit, "trials": trials}))
 
     def save(side: str, name: str, seed: int, score: Score) -> None:
