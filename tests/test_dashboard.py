@@ -327,6 +327,10 @@ def _value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: 
 def test_metrics_move_with_rpcs(dash: ServerThread) -> None:
     assert http_get(base_url(dash) + "/metrics")[0] == 401
     before = scrape(dash)
+
+    def moved_in(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+        return _value(samples, name, **labels) - _value(before, name, **labels)
+
     with pc.Client(dash.address, timeout=60, token=TOKEN) as client:
         client.configure(config_path=str(CONFIGS / "sobol_manual.ini"))
         for _ in range(3):
@@ -336,10 +340,19 @@ def test_metrics_move_with_rpcs(dash: ServerThread) -> None:
             client.ask(strategy_id=9999)
     with pc.Client(dash.address, timeout=60, token="wrong") as intruder, pytest.raises(pc.UnauthenticatedError):
         intruder.list_strategies()
-    after = scrape(dash)
+    # A call ended by `context.abort` sends its status before the abort's exception reaches the
+    # request observer, so the client can see the error a moment before the server counts it:
+    # scrape until both errors are counted (bounded), then check every count exactly.
+    deadline = time.monotonic() + 10
+    while True:
+        after = scrape(dash)
+        errors = [("Ask", "NOT_FOUND"), ("ListStrategies", "UNAUTHENTICATED")]
+        if all(moved_in(after, "psyserve_rpc_requests_total", method=m, code=c) for m, c in errors) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
 
     def moved(name: str, **labels: str) -> float:
-        return _value(after, name, **labels) - _value(before, name, **labels)
+        return moved_in(after, name, **labels)
 
     assert moved("psyserve_rpc_requests_total", method="Ask", code="OK") == 3
     assert moved("psyserve_rpc_requests_total", method="Tell", code="OK") == 3
