@@ -290,6 +290,23 @@ class Score:
     seconds_per_trial: float = math.nan
 
 
+def score_grid(case: Case) -> np.ndarray:
+    """The GRID Sobol points (fixed seed) on which every run of ``case`` is scored."""
+    return qmc.Sobol(d=case.dim, scramble=True, seed=0).random(GRID) * (case.bounds[1] - case.bounds[0]) + case.bounds[0]
+
+
+def pairwise_scores(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
+    """MAE, expected Brier score and misclassification of the preference probabilities of N_PAIRS
+    random grid pairs (fixed seed), from the predicted utility on ``score_grid`` against the true one."""
+    a, b = np.random.default_rng(0).integers(0, GRID, size=(2, N_PAIRS))
+    p_hat = norm.cdf((predicted[b] - predicted[a]) / math.sqrt(2))
+    p_true = norm.cdf((truth[b] - truth[a]) / math.sqrt(2))
+    mae = float(np.mean(np.abs(p_hat - p_true)))
+    brier = float(np.mean((p_hat - p_true) ** 2 + p_true * (1 - p_true)))
+    misclass = float(np.mean((p_hat >= 0.5) != (p_true >= 0.5)))
+    return mae, brier, misclass
+
+
 def run(port: int, case: Case, seed: int, trace: list[dict[str, object]] | None = None) -> Score:
     """One run of ``case`` at observer seed ``seed``; ``trace`` (when given) receives each trial's
     stimulus (pairwise: both) and outcome."""
@@ -322,16 +339,11 @@ def run(port: int, case: Case, seed: int, trace: list[dict[str, object]] | None 
             if trace is not None:
                 trace.append({"x": stimulus.tolist(), "outcome": outcome})
         score.seconds_per_trial = (time.perf_counter() - t0) / case.trials
-        grid = qmc.Sobol(d=case.dim, scramble=True, seed=0).random(GRID) * (case.bounds[1] - case.bounds[0]) + case.bounds[0]
+        grid = score_grid(case)
         predicted = predict(client, names, grid, probability=not (case.regression or case.pairwise))
         truth = case.problem(grid)
-        if case.pairwise:  # preference probabilities of random grid pairs from the predicted utility
-            a, b = np.random.default_rng(0).integers(0, GRID, size=(2, N_PAIRS))
-            p_hat = norm.cdf((predicted[b] - predicted[a]) / math.sqrt(2))
-            p_true = norm.cdf((truth[b] - truth[a]) / math.sqrt(2))
-            score.mae = float(np.mean(np.abs(p_hat - p_true)))
-            score.brier = float(np.mean((p_hat - p_true) ** 2 + p_true * (1 - p_true)))
-            score.misclass = float(np.mean((p_hat >= 0.5) != (p_true >= 0.5)))
+        if case.pairwise:
+            score.mae, score.brier, score.misclass = pairwise_scores(predicted, truth)
         elif case.regression:
             score.mae = float(np.mean(np.abs(predicted - truth)))
             best = client.call("query", {"query_type": "max", "probability_space": False})["x"]

@@ -1,0 +1,149 @@
+"""Where does a pairwise accuracy difference come from: the model, or the pairs each server asked?
+
+Reads the trials of `quality.py --trace` runs of the pairwise case (either server's) and fits both
+servers' pairwise models on each run's trials: psyserve's PairwiseProbitModel in this process (a
+fresh fit, as at a full refit), AEPsych 0.8's PairwiseProbitModel in its own venv
+(`_aepsych_pairwise_driver.py`). Each fit is scored as `quality.py` scores a run (posterior mean
+utility on its grid; MAE, Brier and misclassification of the preference probabilities of its
+random grid pairs). Prints, per source of trials, both models' scores and their difference on the
+same trials (the model effect), then, over the seeds traced on both sides, the difference between
+psyserve's and AEPsych's trials with each model held fixed (the effect of the pairs asked).
+
+Owns nothing the server uses; reads trace files and imports psyserve's compute layer.
+
+    python benchmarks/pair_crossfit.py benchmarks/results/quality-2026-12-03/traces \\
+        --aepsych-venv /work/venvs/aepsych
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from quality import CASES, pairwise_scores, score_grid
+from scipy.stats import wilcoxon
+
+from psyserve.compute.contract import PAIRWISE, ModelSpec
+from psyserve.compute.models import fit_model
+
+CASE = CASES["pairwise"]
+METRICS = ("mae", "brier", "misclass")
+Scores = dict[str, tuple[float, float, float]]  # run key ("psyserve-101") -> MAE, Brier, misclassified
+
+
+def load(traces: Path, seeds: set[int] | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Run key -> (stimuli n x 2 x d, wire outcomes: 1 = the second stimulus preferred)."""
+    runs = {}
+    for path in sorted(traces.glob("*-pairwise-*.json")):
+        side, _, seed = path.stem.split("-")
+        if seeds is not None and int(seed) not in seeds:
+            continue
+        trials = json.loads(path.read_text())["trials"]
+        runs[f"{side}-{seed}"] = (np.array([t["x"] for t in trials], float), np.array([t["outcome"] for t in trials], float))
+    return runs
+
+
+def psyserve_fits(runs: dict[str, tuple[np.ndarray, np.ndarray]], grid: np.ndarray, truth: np.ndarray) -> Scores:
+    spec = ModelSpec(kind=PAIRWISE, dim=CASE.dim)
+    unit = (grid - CASE.bounds[0]) / (CASE.bounds[1] - CASE.bounds[0])
+    out = {}
+    for key, (X, outcome) in runs.items():
+        # psyserve's model reads y >= 0.5 as "the first stimulus won" (the wire's 0; see
+        # transports/aepsych_tcp._pairwise_from_wire)
+        unit_X = (X - CASE.bounds[0]) / (CASE.bounds[1] - CASE.bounds[0])
+        fitted = fit_model(spec, unit_X, 1.0 - outcome, None, True)
+        assert fitted.latent is not None
+        mean = fitted.latent.mean_variance(torch.as_tensor(unit))[0].numpy().reshape(-1)
+        out[key] = pairwise_scores(mean, truth)
+    return out
+
+
+def aepsych_fits(runs: dict[str, tuple[np.ndarray, np.ndarray]], grid: np.ndarray, truth: np.ndarray, venv: Path, jobs: int) -> Scores:
+    driver = Path(__file__).resolve().parent / "_aepsych_pairwise_driver.py"
+    keys = sorted(runs)
+    chunks = [keys[i::jobs] for i in range(jobs)]
+
+    def fit(chunk: list[str]) -> dict[str, list[float]]:
+        job = {
+            "grid": grid.tolist(),
+            "lb": [CASE.bounds[0]] * CASE.dim,
+            "ub": [CASE.bounds[1]] * CASE.dim,
+            "runs": [{"key": k, "X": runs[k][0].tolist(), "outcome": runs[k][1].tolist()} for k in chunk],
+        }
+        done = subprocess.run(
+            [str(venv / "bin" / "python"), str(driver)],
+            input=json.dumps(job),
+            capture_output=True,
+            text=True,
+            timeout=60 * len(chunk) + 120,
+            env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"AEPsych driver failed: {done.stderr[-2000:]}")
+        result: dict[str, list[float]] = json.loads(done.stdout.strip().splitlines()[-1])
+        return result
+
+    out: Scores = {}
+    with ThreadPoolExecutor(jobs) as pool:
+        for means in pool.map(fit, [c for c in chunks if c]):
+            for key, mean in means.items():
+                out[key] = pairwise_scores(np.asarray(mean), truth)
+    return out
+
+
+def summary(values: list[float]) -> str:
+    v = np.asarray(values)
+    return f"{v.mean():.4f} ± {v.std(ddof=1) / np.sqrt(len(v)):.4f}"
+
+
+def paired(diff: list[float]) -> str:
+    v = np.asarray(diff)
+    p = float(wilcoxon(v).pvalue) if np.any(v) else 1.0
+    return f"{summary(diff)} ({int((v < 0).sum())}/{len(v)} lower, p = {p:.2g})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("traces", type=Path)
+    parser.add_argument("--aepsych-venv", type=Path, required=True, help="venv with aepsych==0.8.0")
+    parser.add_argument("--seed-list", type=int, nargs="+", help="only these seeds (default: every traced run)")
+    parser.add_argument("--jobs", type=int, default=2, help="AEPsych driver processes")
+    args = parser.parse_args()
+    runs = load(args.traces, set(args.seed_list) if args.seed_list else None)
+    if not runs:
+        sys.exit(f"no pairwise traces in {args.traces}")
+    grid = score_grid(CASE)
+    truth = CASE.problem(grid)
+    t0 = time.perf_counter()
+    ours = psyserve_fits(runs, grid, truth)
+    t1 = time.perf_counter()
+    theirs = aepsych_fits(runs, grid, truth, args.aepsych_venv, max(1, args.jobs))
+    t2 = time.perf_counter()
+    print(f"{len(runs)} traced runs; fits: psyserve {(t1 - t0) / len(runs):.2f} s each, AEPsych {(t2 - t1) * args.jobs / len(runs):.2f} s each")
+    print("\n-- the model on the same trials (psyserve model | AEPsych model | psyserve − AEPsych model)")
+    for source in ("psyserve", "aepsych", "all"):
+        keys = sorted(k for k in runs if source == "all" or k.startswith(source + "-"))
+        if len(keys) < 2:
+            continue
+        print(f"   trials of {source} ({len(keys)} runs)")
+        for i, m in enumerate(METRICS):
+            a, b = [ours[k][i] for k in keys], [theirs[k][i] for k in keys]
+            print(f"      {m:<9} {summary(a)} | {summary(b)} | {paired([x - y for x, y in zip(a, b, strict=True)])}")
+    seeds = sorted({k.split("-")[1] for k in runs if f"psyserve-{k.split('-')[1]}" in runs and f"aepsych-{k.split('-')[1]}" in runs})
+    if len(seeds) >= 2:
+        print(f"\n-- the pairs asked, one model held ({len(seeds)} seeds traced on both sides): psyserve's trials − AEPsych's")
+        for name, scores in (("psyserve model", ours), ("AEPsych model", theirs)):
+            for i, m in enumerate(METRICS):
+                diff = [scores[f"psyserve-{s}"][i] - scores[f"aepsych-{s}"][i] for s in seeds]
+                print(f"   {name:<15} {m:<9} {paired(diff)}")
+
+
+if __name__ == "__main__":
+    main()
