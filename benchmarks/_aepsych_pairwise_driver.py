@@ -32,6 +32,7 @@ def main() -> None:
     out: dict[str, list[float]] = {}
     for run in job["runs"]:
         torch.manual_seed(0)
+        np.random.seed(0)  # BoTorch's PairwiseGP starts its mode search (scipy fsolve) from a random guess
         # AEPsych's layout: n x d x 2; its outcome 1 = the second stimulus preferred, as on the wire
         X = torch.as_tensor(np.asarray(run["X"], dtype=np.float64)).transpose(1, 2)
         y = torch.as_tensor(np.asarray(run["outcome"], dtype=np.float64))

@@ -50,8 +50,8 @@ def load(traces: Path, seeds: set[int] | None) -> dict[str, tuple[np.ndarray, np
     return runs
 
 
-def psyserve_fits(runs: dict[str, tuple[np.ndarray, np.ndarray]], grid: np.ndarray, truth: np.ndarray) -> Scores:
-    spec = ModelSpec(kind=PAIRWISE, dim=CASE.dim)
+def psyserve_fits(runs: dict[str, tuple[np.ndarray, np.ndarray]], grid: np.ndarray, truth: np.ndarray, options: dict[str, float | int | str]) -> Scores:
+    spec = ModelSpec(kind=PAIRWISE, dim=CASE.dim, options=options)
     unit = (grid - CASE.bounds[0]) / (CASE.bounds[1] - CASE.bounds[0])
     out = {}
     for key, (X, outcome) in runs.items():
@@ -98,6 +98,19 @@ def aepsych_fits(runs: dict[str, tuple[np.ndarray, np.ndarray]], grid: np.ndarra
     return out
 
 
+def option_value(item: str) -> tuple[str, float | int | str]:
+    """``KEY=VALUE`` -> (key, the value as an int, else a float, else the string)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--model-option: expected KEY=VALUE, got {item!r}")
+    for kind in (int, float):
+        try:
+            return key, kind(text)
+        except ValueError:
+            pass
+    return key, text
+
+
 def summary(values: list[float]) -> str:
     v = np.asarray(values)
     return f"{v.mean():.4f} ± {v.std(ddof=1) / np.sqrt(len(v)):.4f}"
@@ -112,9 +125,22 @@ def paired(diff: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("traces", type=Path)
-    parser.add_argument("--aepsych-venv", type=Path, required=True, help="venv with aepsych==0.8.0")
+    parser.add_argument("--aepsych-venv", type=Path, help="venv with aepsych==0.8.0 (without: psyserve's fits only)")
     parser.add_argument("--seed-list", type=int, nargs="+", help="only these seeds (default: every traced run)")
     parser.add_argument("--jobs", type=int, default=2, help="AEPsych driver processes")
+    parser.add_argument("--save", type=Path, help="write every run's scores (per model) to this JSON file")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a --save file of an earlier run: also print this run's psyserve fits − that file's, on the same trials",
+    )
+    parser.add_argument(
+        "--model-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of psyserve's model (a ModelSpec option, e.g. fit_ftol=2.2e-9 or laplace=botorch); repeatable",
+    )
     args = parser.parse_args()
     runs = load(args.traces, set(args.seed_list) if args.seed_list else None)
     if not runs:
@@ -122,11 +148,24 @@ def main() -> None:
     grid = score_grid(CASE)
     truth = CASE.problem(grid)
     t0 = time.perf_counter()
-    ours = psyserve_fits(runs, grid, truth)
+    options = dict(option_value(item) for item in args.model_option)
+    ours = psyserve_fits(runs, grid, truth, options)
     t1 = time.perf_counter()
-    theirs = aepsych_fits(runs, grid, truth, args.aepsych_venv, max(1, args.jobs))
+    theirs = aepsych_fits(runs, grid, truth, args.aepsych_venv, max(1, args.jobs)) if args.aepsych_venv else {}
     t2 = time.perf_counter()
-    print(f"{len(runs)} traced runs; fits: psyserve {(t1 - t0) / len(runs):.2f} s each, AEPsych {(t2 - t1) * args.jobs / len(runs):.2f} s each")
+    aepsych_each = f", AEPsych {(t2 - t1) * args.jobs / len(runs):.2f} s each" if theirs else ""
+    print(f"{len(runs)} traced runs; psyserve model options {options or 'default'}; fits: psyserve {(t1 - t0) / len(runs):.2f} s each{aepsych_each}")
+    if args.save:
+        args.save.write_text(json.dumps({"options": options, "psyserve": ours, "aepsych": theirs}, indent=0))
+    if args.baseline:
+        saved = json.loads(args.baseline.read_text())["psyserve"]
+        base: Scores = {k: (float(v[0]), float(v[1]), float(v[2])) for k, v in saved.items()}
+        keys = sorted(k for k in runs if k in base)
+        print(f"\n-- psyserve's fits with these options − those of {args.baseline.name} ({len(keys)} runs, the same trials)")
+        for i, m in enumerate(METRICS):
+            print(f"   {m:<9} {paired([ours[k][i] - base[k][i] for k in keys])}")
+    if not theirs:
+        return
     print("\n-- the model on the same trials (psyserve model | AEPsych model | psyserve − AEPsych model)")
     for source in ("psyserve", "aepsych", "all"):
         keys = sorted(k for k in runs if source == "all" or k.startswith(source + "-"))

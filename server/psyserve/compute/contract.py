@@ -191,7 +191,7 @@ class ModelSpec:
     (one of ``INDUCING_ALLOCATORS``; default psyserve's own, see compute/inducing.py) with
     ``inducing_points`` (JSON unit-cube rows) and ``inducing_main_allocator``, ``max_fit_time``
     (seconds), ``max_fit_iter`` (L-BFGS iterations, default 200), ``fit_ftol`` (L-BFGS
-    relative tolerance, default 1e-6), ``kernel``
+    relative tolerance, default 1e-6; pairwise 2.2e-9, scipy's default), ``kernel``
     (``"rbf"`` default or ``"matern52"``; classification/regression), ``elbo`` / ``laplace``
     (``"fast"`` default: the numpy objectives ``PackedElbo`` / ``PackedPairwiseLaplace`` for
     classification / pairwise; anything else: BoTorch's autograd fitting, also the fallback),

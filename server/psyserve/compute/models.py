@@ -61,7 +61,7 @@ from psyserve.compute.inducing import allocate_inducing_points, farthest_point_s
 from psyserve.compute.kernels import OUTPUTSCALE_BOUNDS, KernelFn, make_kernel, pairwise_kernel, prior_mean_fn
 from psyserve.compute.laplace import PackedPairwiseLaplace
 from psyserve.compute.latent import PROBIT_PENDING_NOISE, LatentGP
-from psyserve.compute.lbfgs import FIT_FTOL
+from psyserve.compute.lbfgs import FIT_FTOL, PAIRWISE_FIT_FTOL
 from psyserve.compute.links import PROBIT, Link, LinkBernoulliLikelihood, link_of
 from psyserve.compute.mean_covar import build_covar, build_mean, uses_factory
 from psyserve.compute.numerics import DTYPE, unique_rows
@@ -193,12 +193,13 @@ class FittedModel:
         return int(self.state.n_train)
 
 
-def _fit_mll(mll: Any, options: Mapping[str, Any], max_attempts: int, closure: Any = None) -> None:
-    r"""``fit_gpytorch_mll`` with an iteration cap, optional timeout and no warning-driven retries."""
+def _fit_mll(mll: Any, options: Mapping[str, Any], max_attempts: int, closure: Any = None, ftol: float = FIT_FTOL) -> None:
+    r"""``fit_gpytorch_mll`` with an iteration cap, optional timeout and no warning-driven retries;
+    ``ftol`` is the default of the ``fit_ftol`` option."""
     maxiter = opt_int(options, "max_fit_iter", 200)
     timeout = opt_float(options, "max_fit_time", None)
     okw: dict[str, Any] = {"options": {"maxiter": maxiter}}
-    okw["options"]["ftol"] = opt_float(options, "fit_ftol", FIT_FTOL)
+    okw["options"]["ftol"] = opt_float(options, "fit_ftol", ftol) or ftol
     if timeout is not None and timeout > 0:
         okw["timeout_sec"] = timeout
     try:
@@ -608,10 +609,11 @@ def _pairwise(
         if fast:
             packed = PackedPairwiseLaplace(model, mll)
             maxiter = opt_int(opts, "max_fit_iter", 200)
-            if not packed.fit(maxiter, opt_float(opts, "fit_ftol", FIT_FTOL) or FIT_FTOL, opt_float(opts, "max_fit_time", None)):
+            ftol = opt_float(opts, "fit_ftol", PAIRWISE_FIT_FTOL) or PAIRWISE_FIT_FTOL
+            if not packed.fit(maxiter, ftol, opt_float(opts, "max_fit_time", None)):
                 packed = None
         if packed is None:
-            _fit_mll(mll, opts, max_attempts=1 if warm else 2)
+            _fit_mll(mll, opts, max_attempts=1 if warm else 2, ftol=PAIRWISE_FIT_FTOL)
     elif fast:
         # hyper-parameters kept: only the mode for the new data, by the same Newton solve. Left to
         # BoTorch's set_train_data below, SciPy's fsolve starts from a randomised win-count guess and
