@@ -112,7 +112,7 @@ def preference_utility(x: np.ndarray) -> np.ndarray:
     return -8.0 * ((x - PREF_PEAK) ** 2).sum(-1)
 
 
-def run_pairwise(seed: int, trials: int, acqf: str, num_points: int) -> tuple[list[float], list[float], float]:
+def run_pairwise(seed: int, trials: int, acqf: str, num_points: int, variant: str = "") -> tuple[list[float], list[float], float]:
     r"""10 Sobol pairs, then PairwiseProbitModel + the acquisition; "MAE" is the distance of the
     model's utility maximum from the true peak."""
     rng = np.random.default_rng(seed)
@@ -123,8 +123,9 @@ def run_pairwise(seed: int, trials: int, acqf: str, num_points: int) -> tuple[li
 
     X = qmc.Sobol(4, seed=seed).random(16)[:10].reshape(10, 2, 2)
     y = answer(X)
-    model = ModelSpec("PairwiseProbitModel", 2, {})
-    X, y, state, fit_s, gen_s = adaptive_run(model, GeneratorSpec(acqf, {}), X, y, answer, trials, num_points)
+    model_options, gen_options = parse_variant(variant)
+    model = ModelSpec("PairwiseProbitModel", 2, dict(model_options))
+    X, y, state, fit_s, gen_s = adaptive_run(model, GeneratorSpec(acqf, dict(gen_options)), X, y, answer, trials, num_points)
     best = compute.query(QueryJob(model, TrainingData(X, y), state, "max", False, None, None, {}, 0))
     return fit_s, gen_s, float(np.linalg.norm(best.x[0] - PREF_PEAK))
 
@@ -158,7 +159,7 @@ def main() -> None:
     for seed in range(args.seeds):
         for variant in args.variants:  # interleaved: load changes hit every variant alike
             if args.problem == "preference_2d":
-                f, g, mae = run_pairwise(seed, args.trials, args.acqf, args.num_points)
+                f, g, mae = run_pairwise(seed, args.trials, args.acqf, args.num_points, variant)
             else:
                 f, g, mae = run(args.problem, seed, args.trials, args.acqf, args.num_points, variant)
             fits[variant] += f
