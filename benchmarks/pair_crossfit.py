@@ -27,8 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from quality import CASES, pairwise_scores, score_grid
-from scipy.stats import wilcoxon
+from quality import CASES, mean_se, pairwise_scores, score_grid, sign_summary
 
 from psyserve.compute.contract import PAIRWISE, ModelSpec
 from psyserve.compute.models import fit_model
@@ -50,7 +49,7 @@ def load(traces: Path, seeds: set[int] | None) -> dict[str, tuple[np.ndarray, np
     return runs
 
 
-def psyserve_fits(runs: dict[str, tuple[np.ndarray, np.ndarray]], grid: np.ndarray, truth: np.ndarray, options: dict[str, float | int | str]) -> Scores:
+def psyserve_fits(runs: dict[str, tuple[np.ndarray, np.ndarray]], grid: np.ndarray, truth: np.ndarray, options: dict[str, str]) -> Scores:
     spec = ModelSpec(kind=PAIRWISE, dim=CASE.dim, options=options)
     unit = (grid - CASE.bounds[0]) / (CASE.bounds[1] - CASE.bounds[0])
     out = {}
@@ -98,28 +97,21 @@ def aepsych_fits(runs: dict[str, tuple[np.ndarray, np.ndarray]], grid: np.ndarra
     return out
 
 
-def option_value(item: str) -> tuple[str, float | int | str]:
-    """``KEY=VALUE`` -> (key, the value as an int, else a float, else the string)."""
-    key, sep, text = item.partition("=")
+def option_item(item: str) -> tuple[str, str]:
+    """``KEY=VALUE`` -> (key, value); the model reads its options from strings too."""
+    key, sep, value = item.partition("=")
     if not sep or not key:
         raise SystemExit(f"--model-option: expected KEY=VALUE, got {item!r}")
-    for kind in (int, float):
-        try:
-            return key, kind(text)
-        except ValueError:
-            pass
-    return key, text
+    return key, value
 
 
 def summary(values: list[float]) -> str:
-    v = np.asarray(values)
-    return f"{v.mean():.4f} ± {v.std(ddof=1) / np.sqrt(len(v)):.4f}"
+    return mean_se(values, digits=4)
 
 
 def paired(diff: list[float]) -> str:
-    v = np.asarray(diff)
-    p = float(wilcoxon(v).pvalue) if np.any(v) else 1.0
-    return f"{summary(diff)} ({int((v < 0).sum())}/{len(v)} lower, p = {p:.2g})"
+    signs = sign_summary(diff)
+    return f"{summary(diff)} ({signs})" if signs else summary(diff)
 
 
 def main() -> None:
@@ -148,7 +140,7 @@ def main() -> None:
     grid = score_grid(CASE)
     truth = CASE.problem(grid)
     t0 = time.perf_counter()
-    options = dict(option_value(item) for item in args.model_option)
+    options = dict(option_item(item) for item in args.model_option)
     ours = psyserve_fits(runs, grid, truth, options)
     t1 = time.perf_counter()
     theirs = aepsych_fits(runs, grid, truth, args.aepsych_venv, max(1, args.jobs)) if args.aepsych_venv else {}

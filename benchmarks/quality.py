@@ -404,13 +404,13 @@ class Paired:
     aepsych: list[Score] = field(default_factory=list)
 
 
-def mean_se(values: list[float]) -> str:
+def mean_se(values: list[float], digits: int = 3) -> str:
     v = np.array([x for x in values if np.isfinite(x)])
     if len(v) == 0:
         return "    —        "
     if len(v) == 1:
-        return f"{v[0]:.3f}        "
-    return f"{v.mean():.3f} ± {v.std(ddof=1) / np.sqrt(len(v)):.3f}"
+        return f"{v[0]:.{digits}f}        "
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1) / np.sqrt(len(v)):.{digits}f}"
 
 
 def sign_summary(diff: list[float]) -> str:

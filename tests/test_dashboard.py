@@ -343,10 +343,10 @@ def test_metrics_move_with_rpcs(dash: ServerThread) -> None:
     # A call ended by `context.abort` sends its status before the abort's exception reaches the
     # request observer, so the client can see the error a moment before the server counts it:
     # scrape until both errors are counted (bounded), then check every count exactly.
+    errors = [("Ask", "NOT_FOUND"), ("ListStrategies", "UNAUTHENTICATED")]
     deadline = time.monotonic() + 10
     while True:
         after = scrape(dash)
-        errors = [("Ask", "NOT_FOUND"), ("ListStrategies", "UNAUTHENTICATED")]
         if all(moved_in(after, "psyserve_rpc_requests_total", method=m, code=c) for m, c in errors) or time.monotonic() > deadline:
             break
         time.sleep(0.05)

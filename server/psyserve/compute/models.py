@@ -606,14 +606,14 @@ def _pairwise(
     mll = PairwiseLaplaceMarginalLogLikelihood(model.likelihood, model)
     fast = opt_str(opts, "laplace", "fast") == "fast" and PackedPairwiseLaplace.supports(model, mll)
     if refit or not warm:
+        ftol = opt_float(opts, "fit_ftol", PAIRWISE_FIT_FTOL) or PAIRWISE_FIT_FTOL
         if fast:
             packed = PackedPairwiseLaplace(model, mll)
             maxiter = opt_int(opts, "max_fit_iter", 200)
-            ftol = opt_float(opts, "fit_ftol", PAIRWISE_FIT_FTOL) or PAIRWISE_FIT_FTOL
             if not packed.fit(maxiter, ftol, opt_float(opts, "max_fit_time", None)):
                 packed = None
         if packed is None:
-            _fit_mll(mll, opts, max_attempts=1 if warm else 2, ftol=PAIRWISE_FIT_FTOL)
+            _fit_mll(mll, opts, max_attempts=1 if warm else 2, ftol=ftol)
     elif fast:
         # hyper-parameters kept: only the mode for the new data, by the same Newton solve. Left to
         # BoTorch's set_train_data below, SciPy's fsolve starts from a randomised win-count guess and
